@@ -1,0 +1,42 @@
+"""The Celery application and the beat schedule of every periodic job.
+
+JSON only, UTC, late acknowledgement with reject-on-worker-lost (a task whose worker dies is
+delivered again, so every task is written to be idempotent), and soft/hard time limits.
+"""
+import os
+
+from celery import Celery
+from celery.schedules import schedule
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "b24sms.settings.local")
+
+app = Celery("b24sms")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.update(
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    timezone="UTC",
+    enable_utc=True,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    task_ignore_result=True,
+    worker_prefetch_multiplier=1,
+    broker_connection_retry_on_startup=True,
+)
+if str(app.conf.broker_url or "").startswith(("redis://", "rediss://")):
+    # An unacknowledged task comes back after this long (acks_late): longer than any task runs.
+    app.conf.broker_transport_options = {"visibility_timeout": 3600}
+
+# One place for every periodic job. django-celery-beat copies these into the database,
+# where operators can see and edit them in the admin (Periodic tasks).
+BEAT_SCHEDULE = {
+    "b24sms-heartbeat": {"task": "b24sms.tasks.beat_heartbeat", "schedule": schedule(60.0)},
+    "sender-names-sync-statuses": {"task": "sendernames.tasks.sync_open_applications", "schedule": schedule(60.0)},
+    "messages-send-waiting": {"task": "providers.tasks.send_waiting_messages", "schedule": schedule(30.0)},
+    "messages-reconcile-statuses": {"task": "providers.tasks.reconcile_message_statuses", "schedule": schedule(300.0)},
+    "messages-report-statuses": {"task": "providers.tasks.report_pending_statuses", "schedule": schedule(30.0)},
+}
+app.conf.beat_schedule = BEAT_SCHEDULE
+
+app.autodiscover_tasks()

@@ -1,0 +1,4 @@
+"""Operational endpoints (health)."""
+from django.urls import path
+
+urlpatterns = []

@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/", include("sendernames.urls")),
+    path("api/", include("providers.api_urls")),
+    path("b24/", include("providers.urls")),
+    path("", include("b24sms.ops_urls")),
+    path("", include("django_prometheus.urls")),
+]

@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+from django.utils.translation import gettext_lazy as _
+
+
+class IdgtlConfig(AppConfig):
+    name = "idgtl"
+    verbose_name = _("i-dgtl")
+
+    def ready(self):
+        from . import checks  # noqa: F401  (registers system checks)
+        from .services import ensure_default_account_after_migrate
+
+        post_migrate.connect(ensure_default_account_after_migrate, sender=self)

@@ -1,0 +1,2 @@
+"""REST API for portals, providers and messages (staff only)."""
+urlpatterns = []

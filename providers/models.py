@@ -1,0 +1,267 @@
+"""Bitrix24 side: applications, their installations on portals, SMS providers, messages.
+
+Models hold state and state transitions; business rules live in providers/services/.
+"""
+import secrets
+
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from idgtl.models import mask_secret
+
+
+def new_handler_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class BitrixApplication(models.Model):
+    """A Bitrix24 application (local app per portal, or one market app for many portals)."""
+    name = models.CharField(_("name"), max_length=100)
+    client_id = models.CharField(_("client_id"), max_length=128, unique=True)
+    client_secret = models.CharField(_("client_secret"), max_length=256)
+    is_default = models.BooleanField(_("default application"), default=False)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("Bitrix24 application")
+        verbose_name_plural = _("Bitrix24 applications")
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="providers_one_default_application"),
+        ]
+
+    def __str__(self):
+        return self.name
+
+    @property
+    def client_secret_masked(self) -> str:
+        return mask_secret(self.client_secret)
+
+
+class InstallationState(models.TextChoices):
+    ACTIVE = "active", _("Active")
+    NEEDS_REINSTALL = "needs_reinstall", _("Needs reinstall")
+    REMOVED = "removed", _("Removed")
+
+
+class Installation(models.Model):
+    """b24sms installed on one portal (one per application and member_id)."""
+    application = models.ForeignKey(BitrixApplication, on_delete=models.PROTECT, related_name="installations", verbose_name=_("application"))
+    account = models.ForeignKey(
+        "idgtl.IdgtlAccount", on_delete=models.PROTECT, null=True, blank=True, related_name="installations",
+        verbose_name=_("i-dgtl account"), help_text=_("Empty means the default account."))
+    member_id = models.CharField(_("member_id"), max_length=64)
+    domain = models.CharField(_("portal domain"), max_length=255)
+    client_endpoint = models.URLField(_("client endpoint"), max_length=500)
+    server_endpoint = models.URLField(_("server endpoint"), max_length=500, blank=True)
+    access_token = models.CharField(_("access token"), max_length=512, blank=True)
+    refresh_token = models.CharField(_("refresh token"), max_length=512, blank=True)
+    access_token_expires_at = models.DateTimeField(_("access token expires"), null=True, blank=True)
+    application_token = models.CharField(_("application token"), max_length=128, blank=True)
+    scope = models.CharField(_("scope"), max_length=500, blank=True)
+    portal_status = models.CharField(_("portal licence status"), max_length=4, blank=True)
+    installed_by_user_id = models.CharField(_("installing user"), max_length=32, blank=True)
+    # The long random secret in this installation's HANDLER and callback URLs.
+    handler_secret = models.CharField(_("handler secret"), max_length=64, default=new_handler_secret, unique=True, editable=False)
+    default_region = models.CharField(
+        _("default phone region"), max_length=2, default="RU",
+        help_text=_("ISO country code used for numbers written without a country code."))
+    rate_limit_burst = models.PositiveIntegerField(_("rate limit: burst"), default=50)
+    rate_limit_drain_per_second = models.FloatField(_("rate limit: requests per second"), default=2.0)
+    state = models.CharField(_("state"), max_length=16, choices=InstallationState.choices, default=InstallationState.ACTIVE, db_index=True)
+    last_error = models.TextField(_("last error"), blank=True)
+    installed_at = models.DateTimeField(_("installed"), null=True, blank=True)
+    uninstalled_at = models.DateTimeField(_("uninstalled"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("installation")
+        verbose_name_plural = _("installations (portals)")
+        ordering = ["domain"]
+        constraints = [
+            models.UniqueConstraint(fields=["application", "member_id"], name="providers_one_installation_per_portal"),
+        ]
+
+    def __str__(self):
+        return self.domain
+
+    @property
+    def is_active(self) -> bool:
+        return self.state == InstallationState.ACTIVE
+
+    def mark_needs_reinstall(self, error: str):
+        self.state = InstallationState.NEEDS_REINSTALL
+        self.last_error = error
+        self.save(update_fields=["state", "last_error", "updated_at"])
+
+    def mark_removed(self, when):
+        self.state = InstallationState.REMOVED
+        self.uninstalled_at = when
+        self.access_token = ""
+        self.refresh_token = ""
+        self.save(update_fields=["state", "uninstalled_at", "access_token", "refresh_token", "updated_at"])
+
+
+class Provider(models.Model):
+    """An SMS provider as Bitrix24 sees it (messageservice.sender.add), sending with one i-dgtl sender name."""
+    code = models.CharField(
+        _("code"), max_length=128, unique=True,
+        help_text=_("Letters a-z, A-Z, digits, dot, hyphen and underscore (Bitrix24 CODE)."))
+    type = models.CharField(_("type"), max_length=16, default="SMS", editable=False)
+    name = models.CharField(_("name"), max_length=500)
+    name_translations = models.JSONField(
+        _("name per language"), default=dict, blank=True, help_text=_('Optional, e.g. {"ru": "…", "en": "…"}.'))
+    description = models.CharField(_("description"), max_length=1000, blank=True)
+    description_translations = models.JSONField(_("description per language"), default=dict, blank=True)
+    sender_name = models.CharField(_("i-dgtl sender name"), max_length=11)
+    sender_name_application = models.ForeignKey(
+        "sendernames.SenderNameApplication", on_delete=models.SET_NULL, null=True, blank=True, related_name="providers",
+        verbose_name=_("sender-name application"), help_text=_("Empty for a name registered outside b24sms."))
+    installations = models.ManyToManyField(Installation, through="ProviderRegistration", related_name="providers", blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("provider")
+        verbose_name_plural = _("providers")
+        ordering = ["code"]
+
+    def __str__(self):
+        return self.code
+
+
+class RegistrationState(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    REGISTERED = "registered", _("Registered")
+    FAILED = "failed", _("Failed")
+    REMOVING = "removing", _("Being removed")
+    REMOVED = "removed", _("Removed")
+
+
+class ProviderRegistration(models.Model):
+    """A provider registered on one installation (portal)."""
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="registrations", verbose_name=_("provider"))
+    installation = models.ForeignKey(Installation, on_delete=models.CASCADE, related_name="registrations", verbose_name=_("installation"))
+    state = models.CharField(_("state"), max_length=16, choices=RegistrationState.choices, default=RegistrationState.PENDING, db_index=True)
+    last_error = models.TextField(_("last error"), blank=True)
+    registered_at = models.DateTimeField(_("registered"), null=True, blank=True)
+    checked_at = models.DateTimeField(_("checked"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("registration")
+        verbose_name_plural = _("registrations")
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "installation"], name="providers_one_registration_per_portal"),
+        ]
+
+    def __str__(self):
+        return f"{self.provider} @ {self.installation}"
+
+
+class MessageState(models.TextChoices):
+    """Our pipeline state of an SMS. Final: delivered, undelivered, failed."""
+    RECEIVED = "received", _("Received")  # stored from the handler, waiting to be sent
+    SENDING = "sending", _("Sending")  # handed to i-dgtl; if the answer was lost the outcome is unknown
+    SENT = "sent", _("Sent")  # i-dgtl accepted it (has a message UUID)
+    DELIVERED = "delivered", _("Delivered")
+    UNDELIVERED = "undelivered", _("Undelivered")
+    FAILED = "failed", _("Failed")
+
+
+MESSAGE_FINAL_STATES = {MessageState.DELIVERED, MessageState.UNDELIVERED, MessageState.FAILED}
+
+
+class Message(models.Model):
+    """One SMS Bitrix24 posted to our HANDLER. Stored exactly once per (installation, message_id)."""
+    installation = models.ForeignKey(Installation, on_delete=models.PROTECT, related_name="messages", verbose_name=_("portal"))
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="messages", verbose_name=_("provider"))
+    message_id = models.CharField(_("Bitrix24 message_id"), max_length=128)
+    module_id = models.CharField(_("origin"), max_length=32, help_text=_("crm (CRM card) or bizproc (workflow or robot)."))
+    bindings = models.JSONField(_("CRM bindings"), default=list, blank=True)
+    workflow_id = models.CharField(_("workflow id"), max_length=64, blank=True)
+    document_id = models.JSONField(_("document id"), default=list, blank=True)
+    document_type = models.JSONField(_("document type"), default=list, blank=True)
+    author_user_id = models.CharField(_("author user id"), max_length=32, blank=True)
+    message_to = models.CharField(_("recipient as entered"), max_length=64)
+    destination = models.CharField(_("destination"), max_length=20, blank=True, db_index=True)
+    text = models.TextField(_("text"))
+    sender_name = models.CharField(_("sender name"), max_length=11)
+    bitrix_sent_at = models.DateTimeField(_("sent by Bitrix24 at"), null=True, blank=True)
+
+    state = models.CharField(_("state"), max_length=16, choices=MessageState.choices, default=MessageState.RECEIVED, db_index=True)
+    idgtl_message_uuid = models.CharField(_("i-dgtl message UUID"), max_length=64, blank=True, db_index=True)
+    idgtl_status = models.CharField(_("i-dgtl status"), max_length=32, blank=True)
+    idgtl_status_at = models.DateTimeField(_("i-dgtl status time"), null=True, blank=True)
+    error_code = models.IntegerField(_("error code"), null=True, blank=True)
+    error_message = models.TextField(_("error"), blank=True)
+    send_attempts = models.PositiveIntegerField(_("send attempts"), default=0)
+    sending_started_at = models.DateTimeField(_("sending started"), null=True, blank=True)
+    sent_at = models.DateTimeField(_("sent"), null=True, blank=True)
+    final_at = models.DateTimeField(_("final status at"), null=True, blank=True)
+    next_check_at = models.DateTimeField(_("next status check"), null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField(_("received"), auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("message")
+        verbose_name_plural = _("messages")
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["installation", "message_id"], name="providers_message_once_per_portal"),
+        ]
+        indexes = [models.Index(fields=["state", "created_at"], name="providers_message_state_idx")]
+
+    def __str__(self):
+        return self.message_id
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in MESSAGE_FINAL_STATES
+
+
+class MessageStatusChange(models.Model):
+    """Timeline: every change of a message's state, and what caused it."""
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="status_changes", verbose_name=_("message"))
+    previous_state = models.CharField(_("previous state"), max_length=16, blank=True)
+    state = models.CharField(_("state"), max_length=16, choices=MessageState.choices)
+    idgtl_status = models.CharField(_("i-dgtl status"), max_length=32, blank=True)
+    source = models.CharField(_("source"), max_length=32, help_text=_("handler, send, callback, reconciler, …"))
+    detail = models.TextField(_("detail"), blank=True)
+    created_at = models.DateTimeField(_("time"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("status change")
+        verbose_name_plural = _("timeline")
+        ordering = ["created_at", "id"]
+
+
+class StatusReportState(models.TextChoices):
+    PENDING = "pending", _("Waiting to be reported")
+    ACCEPTED = "accepted", _("Accepted by Bitrix24")
+    REJECTED = "rejected", _("Rejected by Bitrix24")  # permanent error, recorded
+    SKIPPED = "skipped", _("Skipped")  # superseded: a later status was already reported
+
+
+class StatusReport(models.Model):
+    """One messageservice.message.status.update owed to Bitrix24, reported in order per message."""
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="status_reports", verbose_name=_("message"))
+    status = models.CharField(_("Bitrix24 status"), max_length=16)  # queued, sent, delivered, undelivered, failed
+    state = models.CharField(_("state"), max_length=16, choices=StatusReportState.choices, default=StatusReportState.PENDING, db_index=True)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    last_error = models.TextField(_("last error"), blank=True)
+    next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    reported_at = models.DateTimeField(_("reported"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("status report")
+        verbose_name_plural = _("status reports to Bitrix24")
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["message", "status"], name="providers_report_status_once"),
+        ]

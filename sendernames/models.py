@@ -1,0 +1,128 @@
+"""Sender-name applications filed with i-dgtl, their documents and their status history."""
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from idgtl.contract import SENDER_NAME_FINAL_STATUSES, Brand, ChannelType, CommonType, SenderNameStatus
+
+
+class SubmissionState(models.TextChoices):
+    """Where our side of the submission is. The i-dgtl review status is a separate field."""
+    DRAFT = "draft", _("Draft")  # saved, not yet sent to i-dgtl
+    QUEUED = "queued", _("Queued for submission")  # a submit was requested; a task is on its way
+    SUBMITTING = "submitting", _("Submitting")  # a worker is calling i-dgtl; outcome may be unknown
+    SUBMITTED = "submitted", _("Submitted")  # i-dgtl answered with an id
+    FAILED = "failed", _("Submission failed")  # i-dgtl refused it or configuration is wrong
+
+
+class ErrorKind(models.TextChoices):
+    CONFIGURATION = "configuration", _("Configuration error")  # 401/403: the key, not the operator
+    REJECTED = "rejected", _("Rejected by i-dgtl")  # 422: the operator's input
+    TRANSIENT = "transient", _("Temporary failure")  # 429/5xx/timeouts after retries
+    NOT_FOUND = "not_found", _("Not found at i-dgtl")
+
+
+class StatusChangeCause(models.TextChoices):
+    SUBMISSION = "submission", _("Submission")
+    PERIODIC_SYNC = "periodic_sync", _("Periodic sync")
+    MANUAL_REFRESH = "manual_refresh", _("Manual refresh")
+
+
+class SenderNameApplication(models.Model):
+    account = models.ForeignKey(
+        "idgtl.IdgtlAccount", on_delete=models.PROTECT, related_name="sender_name_applications", verbose_name=_("i-dgtl account"))
+    channel_type = models.CharField(_("channel"), max_length=16, choices=ChannelType.choices, default=ChannelType.SMS)
+    common_type = models.CharField(_("type"), max_length=16, choices=CommonType.choices)
+    brand = models.CharField(_("operator"), max_length=16, choices=Brand.choices)
+    date_from = models.DateTimeField(_("start date"))
+    sender_name = models.CharField(_("sender name"), max_length=11)
+    counteragent_name = models.CharField(_("legal entity"), max_length=255)
+    counteragent_inn = models.CharField(_("INN"), max_length=12)
+
+    submission_state = models.CharField(
+        _("submission"), max_length=16, choices=SubmissionState.choices, default=SubmissionState.DRAFT, db_index=True)
+    remote_id = models.BigIntegerField(_("i-dgtl id"), null=True, blank=True)
+    # Stored exactly as i-dgtl sent it; known values have labels, unknown ones are shown as they are.
+    status = models.CharField(_("status"), max_length=64, blank=True, db_index=True, choices=SenderNameStatus.choices)
+    status_comment = models.TextField(_("status comment"), blank=True)
+    fee = models.DecimalField(_("fee, RUB"), max_digits=12, decimal_places=2, null=True, blank=True)
+
+    last_error_kind = models.CharField(_("error kind"), max_length=16, choices=ErrorKind.choices, blank=True)
+    last_error_code = models.IntegerField(_("i-dgtl error code"), null=True, blank=True)
+    last_error_message = models.TextField(_("last error"), blank=True)
+
+    submitted_at = models.DateTimeField(_("submitted"), null=True, blank=True)
+    status_checked_at = models.DateTimeField(_("status checked"), null=True, blank=True)
+    next_status_check_at = models.DateTimeField(_("next status check"), null=True, blank=True, db_index=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("created by"))
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("sender-name application")
+        verbose_name_plural = _("sender-name applications")
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "remote_id"], name="sendernames_unique_remote_id_per_account"),
+        ]
+        indexes = [models.Index(fields=["status", "next_status_check_at"], name="sendernames_open_idx")]
+
+    def __str__(self):
+        return f"{self.sender_name} ({self.get_brand_display()})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in SENDER_NAME_FINAL_STATUSES
+
+    @property
+    def is_editable(self) -> bool:
+        """Only a draft (or an application i-dgtl refused) may be changed; a submitted one is read-only."""
+        return self.submission_state in (SubmissionState.DRAFT, SubmissionState.FAILED)
+
+    @property
+    def status_label(self) -> str:
+        """A readable label for a known status; an unknown status string as it is."""
+        try:
+            return str(SenderNameStatus(self.status).label)
+        except ValueError:
+            return self.status
+
+
+def document_upload_to(instance, filename):
+    return f"sender-names/{instance.application_id or 'new'}/{filename}"
+
+
+class SenderNameDocument(models.Model):
+    application = models.ForeignKey(SenderNameApplication, on_delete=models.CASCADE, related_name="documents", verbose_name=_("application"))
+    file = models.FileField(_("file"), upload_to=document_upload_to, max_length=255)
+    original_name = models.CharField(_("original name"), max_length=255)
+    size = models.PositiveBigIntegerField(_("size, bytes"))
+    content_type = models.CharField(_("detected type"), max_length=64)
+    position = models.PositiveSmallIntegerField(_("position"), default=0)  # file1, file2, ... order
+    created_at = models.DateTimeField(_("uploaded"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("document")
+        verbose_name_plural = _("documents")
+        ordering = ["position", "id"]
+
+    def __str__(self):
+        return self.original_name
+
+
+class SenderNameStatusChange(models.Model):
+    application = models.ForeignKey(SenderNameApplication, on_delete=models.CASCADE, related_name="history", verbose_name=_("application"))
+    previous_status = models.CharField(_("previous status"), max_length=64, blank=True)
+    status = models.CharField(_("status"), max_length=64)
+    comment = models.TextField(_("comment"), blank=True)
+    cause = models.CharField(_("cause"), max_length=16, choices=StatusChangeCause.choices)
+    created_at = models.DateTimeField(_("time"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("status change")
+        verbose_name_plural = _("status history")
+        ordering = ["created_at", "id"]
+
+    def __str__(self):
+        return f"{self.previous_status or '—'} → {self.status}"

@@ -1,0 +1,2 @@
+"""REST API for sender-name applications (staff only)."""
+urlpatterns = []
