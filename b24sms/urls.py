@@ -7,8 +7,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("sendernames.urls")),
-    path("api/", include("providers.api_urls")),
-    path("b24/", include("providers.urls")),
+    path("api/", include("providers.api.urls")),
+    path("", include("providers.urls")),
     path("", include("b24sms.ops_urls")),
     path("", include("django_prometheus.urls")),
 ]

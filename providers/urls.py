@@ -1,3 +1,4 @@
-"""Public endpoints called by Bitrix24 and i-dgtl (install, uninstall, handler, delivery callbacks)."""
-app_name = "b24"
-urlpatterns = []
+"""Public endpoints called by Bitrix24 and i-dgtl (mounted at the site root)."""
+from .views import inbound, install
+
+urlpatterns = install.urlpatterns + inbound.urlpatterns

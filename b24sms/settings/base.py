@@ -160,6 +160,7 @@ IDGTL_MESSAGES_TOKEN = env("IDGTL_MESSAGES_TOKEN", default="")
 IDGTL_TIMEOUT = env.float("IDGTL_TIMEOUT", default=70.0)
 IDGTL_CONNECT_TIMEOUT = env.float("IDGTL_CONNECT_TIMEOUT", default=5.0)
 IDGTL_MAX_RETRIES = env.int("IDGTL_MAX_RETRIES", default=3)
+IDGTL_RETRY_BACKOFF = env.float("IDGTL_RETRY_BACKOFF", default=1.0)  # seconds, doubled per retry
 IDGTL_CALLBACK_ALLOWED_IPS = env.list("IDGTL_CALLBACK_ALLOWED_IPS", default=[])
 
 # --- Sender-name applications --------------------------------------------------------------
@@ -173,6 +174,8 @@ B24_CLIENT_ID = env("B24_CLIENT_ID", default="")
 B24_CLIENT_SECRET = env("B24_CLIENT_SECRET", default="")
 B24_OAUTH_URL = env("B24_OAUTH_URL", default="https://oauth.bitrix.info/oauth/token/")
 B24_TIMEOUT = env.float("B24_TIMEOUT", default=30.0)
+B24_MAX_RETRIES = env.int("B24_MAX_RETRIES", default=3)
+B24_RETRY_BACKOFF = env.float("B24_RETRY_BACKOFF", default=1.0)  # seconds, doubled per retry
 B24_RATE_LIMIT_BURST = env.int("B24_RATE_LIMIT_BURST", default=50)
 B24_RATE_LIMIT_DRAIN = env.float("B24_RATE_LIMIT_DRAIN", default=2.0)
 

@@ -15,3 +15,7 @@ STORAGES = {
 
 # Serve static files straight from the apps; no collectstatic needed.
 WHITENOISE_USE_FINDERS = True
+
+# Short backoffs so retry paths run fast in tests.
+IDGTL_RETRY_BACKOFF = env.float("IDGTL_RETRY_BACKOFF", default=0.05)
+B24_RETRY_BACKOFF = env.float("B24_RETRY_BACKOFF", default=0.05)

@@ -1,0 +1,1 @@
+"""Admin: messages with their timeline and status reports."""

@@ -1,0 +1,1 @@
+"""Admin: Bitrix24 applications, installations, providers and registrations."""

@@ -1,0 +1,2 @@
+"""REST API: /api/messages/ (staff only)."""
+urlpatterns = []

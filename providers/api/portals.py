@@ -1,0 +1,2 @@
+"""REST API: /api/portals/, /api/providers/ (staff only)."""
+urlpatterns = []

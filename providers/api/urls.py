@@ -1,0 +1,3 @@
+from . import messages, portals
+
+urlpatterns = portals.urlpatterns + messages.urlpatterns

@@ -1,2 +1,0 @@
-"""REST API for portals, providers and messages (staff only)."""
-urlpatterns = []

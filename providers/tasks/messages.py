@@ -1,0 +1,1 @@
+"""Tasks: send waiting messages, reconcile statuses, report statuses to Bitrix24."""

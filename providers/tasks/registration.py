@@ -1,0 +1,1 @@
+"""Tasks: register, update, remove and check providers on installations."""
