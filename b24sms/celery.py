@@ -8,6 +8,10 @@ import os
 from celery import Celery, signals
 from celery.schedules import schedule
 
+from . import broker
+
+broker.register()  # the embedded (SQLite) broker's transport: see broker.py
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "b24sms.settings.local")
 
 app = Celery("b24sms")

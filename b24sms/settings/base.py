@@ -109,7 +109,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", defa
 
 # --- Cache (locks and rate limits shared by processes) -----------------------------------
 REDIS_URL = env("REDIS_URL", default="")
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}")
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=f"b24sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}")
 if not REDIS_URL and CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     REDIS_URL = CELERY_BROKER_URL
 if REDIS_URL:
