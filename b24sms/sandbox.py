@@ -17,6 +17,7 @@ Timelines (seconds, from the environment):
 - B24SMS_SANDBOX_DELIVERY_DELAY (default 3): a sent SMS is delivered this long after i-dgtl accepted it.
 - Numbers in UNDELIVERABLE_NUMBERS end "undelivered"; a number that is not a phone number fails.
 """
+import importlib.util
 import os
 
 from django.conf import settings
@@ -84,6 +85,10 @@ def sandbox_decision(environ=None) -> tuple[bool, str]:
     if _real_keys_saved():
         return False, "i-dgtl keys or a Bitrix24 application are saved in the admin"
     return True, "no i-dgtl key and no Bitrix24 application configured"
+
+
+def fakes_missing() -> list[str]:
+    return [name for name in ("fakes.idgtl", "fakes.bitrix24") if importlib.util.find_spec(name) is None]
 
 
 def sandbox_environment(port: int, environ=None) -> dict:

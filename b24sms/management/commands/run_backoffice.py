@@ -27,6 +27,8 @@ class Command(BaseCommand):
         python = sys.executable
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         enabled, reason = sandbox.sandbox_decision()
+        if enabled and not options["dry_run"] and sandbox.fakes_missing():
+            enabled, reason = False, f"the fake services are missing ({', '.join(sandbox.fakes_missing())})"
         processes = {
             "web": f"{python} manage.py runserver 0.0.0.0:{port} --noreload",
             "worker": f"{python} -m celery -A b24sms worker --loglevel=INFO --concurrency=2",
