@@ -1,4 +1,9 @@
-"""Operational endpoints (health)."""
+"""Operational endpoints: /healthz and /metrics (django-prometheus's metrics plus b24sms's own)."""
 from django.urls import path
 
-urlpatterns = []
+from . import health, metrics
+
+urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
+    path("metrics", metrics.metrics_view, name="metrics"),  # shadows django_prometheus.urls: adds access control
+]
