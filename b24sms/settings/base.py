@@ -184,17 +184,29 @@ B24_RATE_LIMIT_DRAIN = env.float("B24_RATE_LIMIT_DRAIN", default=2.0)
 # It is never on in production settings (see production.py).
 SANDBOX = env.bool("B24SMS_SANDBOX", default=False)
 
+# --- Operations (healthz, metrics) -------------------------------------------------------------
+HEALTHZ_BEAT_MAX_AGE = env.int("HEALTHZ_BEAT_MAX_AGE", default=180)  # seconds since beat's last heartbeat
+HEALTHZ_BROKER_TIMEOUT = env.float("HEALTHZ_BROKER_TIMEOUT", default=2.0)  # seconds
+# GET /metrics: staff sessions, `Authorization: Bearer METRICS_TOKEN` when set, else these client networks.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list(
+    "METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])
+
 # --- Logging ---------------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env("LOG_FORMAT", default="json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    # b24sms.logging: the bound context (message_id, installation, provider) on every line; secrets redacted.
+    "filters": {"context": {"()": "b24sms.logging.ContextFilter"}},
     "formatters": {
-        "json": {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "b24sms.logging.JsonFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"()": "b24sms.logging.TextFormatter", "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT if LOG_FORMAT in ("json", "text") else "json"}},
+    "handlers": {"console": {
+        "class": "logging.StreamHandler", "filters": ["context"],
+        "formatter": LOG_FORMAT if LOG_FORMAT in ("json", "text") else "json"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
