@@ -109,7 +109,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DJANGO_DATA_UPLOAD_MAX_MEMORY_SIZE", defa
 
 # --- Cache (locks and rate limits shared by processes) -----------------------------------
 REDIS_URL = env("REDIS_URL", default="")
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=f"sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}")
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=f"b24sqla+sqlite:///{VAR_DIR / 'celery-broker.sqlite3'}")
 if not REDIS_URL and CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     REDIS_URL = CELERY_BROKER_URL
 if REDIS_URL:
@@ -203,17 +203,25 @@ MESSAGES_REPORT_RETRY_BACKOFF = env.float("MESSAGES_REPORT_RETRY_BACKOFF", defau
 # It is never on in production settings (see production.py).
 SANDBOX = env.bool("B24SMS_SANDBOX", default=False)
 
+# --- Operations (healthz, metrics) -------------------------------------------------------------
+HEALTHZ_BEAT_MAX_AGE = env.int("HEALTHZ_BEAT_MAX_AGE", default=180)  # seconds since beat's last heartbeat
+HEALTHZ_BROKER_TIMEOUT = env.float("HEALTHZ_BROKER_TIMEOUT", default=2.0)  # seconds
+
 # --- Logging ---------------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env("LOG_FORMAT", default="json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    # b24sms.logging: the bound context (message_id, installation, provider) on every line; secrets redacted.
+    "filters": {"context": {"()": "b24sms.logging.ContextFilter"}},
     "formatters": {
-        "json": {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "b24sms.logging.JsonFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"()": "b24sms.logging.TextFormatter", "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT if LOG_FORMAT in ("json", "text") else "json"}},
+    "handlers": {"console": {
+        "class": "logging.StreamHandler", "filters": ["context"],
+        "formatter": LOG_FORMAT if LOG_FORMAT in ("json", "text") else "json"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},

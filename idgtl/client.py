@@ -1,0 +1,306 @@
+"""The only module that speaks HTTP to i-dgtl (contract: shared/contracts/idgtl.md).
+
+Every call: ``Authorization: Basic KEY`` (the key sent unchanged), a (connect, read) timeout, the
+§1.2 error envelope mapped to a typed error, and bounded retries with exponential backoff plus
+jitter for transient failures only, honouring ``Retry-After``:
+
+* GET is retried on every transient failure (429, 5xx, timeouts, connection errors).
+* POST is retried only when the request surely was not processed: a connection that was never
+  established, 429 or 503. Any other transient failure of a POST (read timeout, connection dropped
+  after sending, 500/502/504, a 2xx body that is not JSON) raises :class:`IdgtlOutcomeUnknown` at
+  once: the caller must look the result up before sending again.
+
+The key never appears in logs, exception messages or reprs. Each call is logged with method,
+path, status and duration only.
+"""
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import random
+import time
+from datetime import datetime, timezone
+from typing import IO, Any, Iterable
+
+import requests
+from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
+
+from . import contract
+
+logger = logging.getLogger(__name__)
+
+# [A] The longest Retry-After we wait for inside one call; a longer one ends the retries and is
+# handed to the caller on the error (``retry_after``) so a task can reschedule instead of blocking.
+RETRY_AFTER_MAX_SECONDS = 30.0
+# [A] Statuses after which a POST surely was not processed and may be resent.
+POST_SAFE_RETRY_STATUSES = {429, 503}
+TRANSIENT_STATUSES = {429, 500, 502, 503, 504}
+
+
+class IdgtlError(Exception):
+    """An i-dgtl call failed. ``message`` is i-dgtl's ``msg`` when it sent one."""
+
+    def __init__(self, message: str, *, http_status: int | None = None, code: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+        self.code = code
+
+    def __str__(self):
+        parts = [p for p in (self.http_status and f"HTTP {self.http_status}", self.code and f"code {self.code}") if p]
+        return f"i-dgtl error ({', '.join(parts)}): {self.message}" if parts else f"i-dgtl error: {self.message}"
+
+    def __repr__(self):
+        return f"{type(self).__name__}(message={self.message!r}, http_status={self.http_status!r}, code={self.code!r})"
+
+
+class IdgtlConfigurationError(IdgtlError):
+    """401 (4010/4012) or 403 (4030): the key is missing, wrong, or of the wrong type. Never retried."""
+
+
+class IdgtlValidationError(IdgtlError):
+    """422 (4220): i-dgtl refused the request; ``message`` is its text verbatim. Permanent."""
+
+
+class IdgtlNotFound(IdgtlError):
+    """404 (4040): unknown id."""
+
+
+class IdgtlTransientError(IdgtlError):
+    """429, 5xx, timeouts, connection errors: raised after the bounded retries.
+
+    ``retry_after`` is the delay in seconds the server asked for, when it asked (Retry-After).
+    """
+
+    def __init__(self, message: str, *, http_status: int | None = None, code: int | None = None,
+                 retry_after: float | None = None):
+        super().__init__(message, http_status=http_status, code=code)
+        self.retry_after = retry_after
+
+
+class IdgtlOutcomeUnknown(IdgtlTransientError):
+    """A POST that may have been processed: look it up before sending again."""
+
+
+def _format_time(value: datetime | str | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc)
+    return value.strftime(contract.TIMESTAMP_FORMAT)
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def _error_from_body(response: requests.Response) -> tuple[int | None, str]:
+    """(code, msg) from the §1.2 envelope; tolerates bodies that are not JSON or not the envelope."""
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if isinstance(payload, dict) and isinstance(payload.get("error"), dict):
+        error = payload["error"]
+        code = error.get("code")
+        msg = error.get("msg")
+        return (code if isinstance(code, int) else None), (str(msg) if msg is not None else response.reason or "")
+    text = (response.text or "").strip()
+    return None, (text[:200] if text else (response.reason or f"HTTP {response.status_code}"))
+
+
+def _connection_surely_not_made(exc: requests.RequestException) -> bool:
+    """True when the request never reached the server (nothing can have been processed)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    if not isinstance(exc, requests.ConnectionError) or isinstance(exc, requests.ReadTimeout):
+        return False
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)  # urllib3 MaxRetryError wraps the cause
+    return isinstance(reason, (NewConnectionError, ConnectTimeoutError, NameResolutionError))
+
+
+def _file_content(content: bytes | IO) -> bytes:
+    if isinstance(content, (bytes, bytearray)):
+        return bytes(content)
+    if hasattr(content, "seek"):
+        content.seek(0)
+    data = content.read()
+    return data.encode() if isinstance(data, str) else data
+
+
+class IdgtlClient:
+    """One i-dgtl key at one API URL. Use :meth:`for_sender_names` / :meth:`for_messages`."""
+
+    def __init__(self, api_url: str, key: str, *, timeout: float | None = None, max_retries: int | None = None,
+                 session: requests.Session | None = None):
+        from django.conf import settings
+
+        self.api_url = (api_url or contract.DEFAULT_API_URL).rstrip("/")
+        self._key = (key or "").strip()
+        self.timeout = (settings.IDGTL_CONNECT_TIMEOUT, timeout if timeout is not None else settings.IDGTL_TIMEOUT)
+        self.max_retries = settings.IDGTL_MAX_RETRIES if max_retries is None else max_retries
+        self.backoff = settings.IDGTL_RETRY_BACKOFF
+        self.session = session or requests.Session()
+        self._sleep = time.sleep
+
+    @classmethod
+    def for_sender_names(cls, account, **kwargs) -> "IdgtlClient":
+        """The client for sender names: the account's TOKEN_2."""
+        return cls(account.api_url, account.sender_names_key, **kwargs)
+
+    @classmethod
+    def for_messages(cls, account, **kwargs) -> "IdgtlClient":
+        """The client for messages: the account's TOKEN_1."""
+        return cls(account.api_url, account.messages_key, **kwargs)
+
+    def __repr__(self):
+        from .models import mask_secret
+
+        return f"IdgtlClient(api_url={self.api_url!r}, key={mask_secret(self._key)!r})"
+
+    def close(self):
+        self.session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    # --- sender names (TOKEN_2) --------------------------------------------------------------------
+    def create_sender_name(self, body: dict, files: Iterable[tuple[str, bytes | IO, str]] = ()) -> dict:
+        """POST /sender-names as multipart: part ``body`` (application/json) and ``file1..fileN``."""
+        parts: list[tuple[str, tuple]] = [(
+            contract.BODY_PART_NAME,
+            (None, json.dumps(body, ensure_ascii=False).encode("utf-8"), "application/json"),
+        )]
+        for n, (filename, content, content_type) in enumerate(files, start=1):
+            parts.append((contract.FILE_PART_NAME.format(n=n), (filename, _file_content(content), content_type)))
+        return self._request("POST", contract.SENDER_NAMES_PATH, files=parts)
+
+    def get_sender_name(self, remote_id: int) -> dict:
+        """[A] GET /sender-names/{id} (§2.4)."""
+        return self._request("GET", contract.SENDER_NAME_PATH.format(id=int(remote_id)))
+
+    def list_sender_names(self, *, sender_name=None, status=None, brand=None, page=1, per_page=100) -> dict:
+        """[A] GET /sender-names (§2.4) -> {"total", "items"}."""
+        params = {"page": page, "per_page": per_page, "sender_name": sender_name, "status": status, "brand": brand}
+        return self._request("GET", contract.SENDER_NAMES_PATH, params={k: v for k, v in params.items() if v is not None})
+
+    # --- messages (TOKEN_1) ------------------------------------------------------------------------
+    def send_messages(self, messages: list[dict]) -> dict:
+        """POST /message with a JSON array of 1..1000 objects -> {"errors": bool, "items": [...]}."""
+        if not 1 <= len(messages) <= contract.SEND_BATCH_MAX:
+            raise ValueError(f"send_messages takes 1..{contract.SEND_BATCH_MAX} messages, got {len(messages)}")
+        return self._request("POST", contract.MESSAGES_PATH, json=list(messages))
+
+    def get_messages(self, *, message_uuids=None, external_message_ids=None, statuses=None, time_from=None,
+                     time_to=None, page=1, per_page=100) -> dict:
+        """GET /message (§3.3); multi-value filters repeat the key. ``external_message_id`` is [A]."""
+        params: list[tuple[str, Any]] = [("page", page), ("per_page", per_page)]
+        params += [("message_uuid", v) for v in message_uuids or ()]
+        params += [("external_message_id", v) for v in external_message_ids or ()]
+        params += [("status", v) for v in statuses or ()]
+        if time_from is not None:
+            params.append(("time_from", _format_time(time_from)))
+        if time_to is not None:
+            params.append(("time_to", _format_time(time_to)))
+        return self._request("GET", contract.MESSAGES_PATH, params=params)
+
+    def stop_messages(self, uuids: list[str]) -> dict:
+        """POST /message/stop {"uuids": [...]} -> {"errors", "items": [{"messageUuid", "code"}]}."""
+        return self._request("POST", contract.MESSAGES_STOP_PATH, json={"uuids": list(uuids)})
+
+    def get_balance(self) -> dict:
+        """GET /balance (any key type) -> {"RUB": amount}."""
+        return self._request("GET", contract.BALANCE_PATH)
+
+    # --- transport ---------------------------------------------------------------------------------
+    def _headers(self) -> dict:
+        if not self._key:
+            raise IdgtlConfigurationError("No i-dgtl API key is configured for this account.")
+        if any(ch in self._key for ch in "\r\n\t ") or not self._key.isascii() or not self._key.isprintable():
+            raise IdgtlConfigurationError("The i-dgtl API key contains characters not allowed in an HTTP header.")
+        return {"Authorization": f"Basic {self._key}", "Accept": "application/json"}
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after
+        base = self.backoff * (2 ** attempt)
+        return base * random.uniform(0.5, 1.5)
+
+    def _request(self, method: str, path: str, *, params=None, json=None, files=None) -> Any:
+        headers = self._headers()
+        url = self.api_url + path
+        is_post = method != "GET"
+        attempt = 0
+        while True:
+            started = time.monotonic()
+            try:
+                response = self.session.request(method, url, params=params, json=json, files=files,
+                                                headers=headers, timeout=self.timeout, allow_redirects=False)
+            except requests.RequestException as exc:
+                duration_ms = (time.monotonic() - started) * 1000
+                safe_to_retry = not is_post or _connection_surely_not_made(exc)
+                kind = "timeout" if isinstance(exc, requests.Timeout) else "connection error"
+                logger.warning("i-dgtl %s %s -> %s (%s) in %.0f ms", method, path, kind, type(exc).__name__,
+                               duration_ms, extra={"idgtl_method": method, "idgtl_path": path, "idgtl_status": None,
+                                                   "duration_ms": round(duration_ms)})
+                if not safe_to_retry:
+                    raise IdgtlOutcomeUnknown(
+                        f"{method} {path}: {kind} after the request was sent; it may have been processed.") from exc
+                if attempt < self.max_retries:
+                    self._sleep(self._delay(attempt, None))
+                    attempt += 1
+                    continue
+                raise IdgtlTransientError(f"{method} {path}: {kind} ({type(exc).__name__}).") from exc
+
+            duration_ms = (time.monotonic() - started) * 1000
+            status = response.status_code
+            log = logger.info if status < 400 else logger.warning
+            log("i-dgtl %s %s -> %s in %.0f ms", method, path, status, duration_ms,
+                extra={"idgtl_method": method, "idgtl_path": path, "idgtl_status": status,
+                       "duration_ms": round(duration_ms)})
+
+            if 200 <= status < 300:
+                try:
+                    return response.json()
+                except ValueError:
+                    error_cls = IdgtlOutcomeUnknown if is_post else IdgtlTransientError
+                    raise error_cls(f"{method} {path}: HTTP {status} with a body that is not JSON.",
+                                    http_status=status) from None
+
+            code, msg = _error_from_body(response)
+            if status in (401, 403):
+                raise IdgtlConfigurationError(msg, http_status=status, code=code)
+            if status == 422:
+                raise IdgtlValidationError(msg, http_status=status, code=code)
+            if status == 404:
+                raise IdgtlNotFound(msg, http_status=status, code=code)
+            if status not in TRANSIENT_STATUSES and status < 500:
+                raise IdgtlError(msg, http_status=status, code=code)
+
+            retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+            if is_post and status not in POST_SAFE_RETRY_STATUSES:
+                raise IdgtlOutcomeUnknown(msg, http_status=status, code=code, retry_after=retry_after)
+            if attempt < self.max_retries and (retry_after is None or retry_after <= RETRY_AFTER_MAX_SECONDS):
+                self._sleep(self._delay(attempt, retry_after))
+                attempt += 1
+                continue
+            raise IdgtlTransientError(msg, http_status=status, code=code, retry_after=retry_after)
