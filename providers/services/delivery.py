@@ -55,15 +55,16 @@ def _parse_time(value) -> datetime | None:
 
 def callback_events_parse(payload) -> list[CallbackEvent]:
     """The status events of a callback body (a JSON array); price/click and other events are dropped."""
-    if isinstance(payload, dict):
-        payload = [payload]
     if not isinstance(payload, list):
         raise CallbackError(gettext_lazy("The body must be a JSON array of events."))
     events = []
     for index, item in enumerate(payload):
         if not isinstance(item, dict):
             raise CallbackError(gettext_lazy("Each event must be a JSON object."), f"[{index}]")
-        if item.get("callback_event") not in STATUS_EVENTS:
+        callback_event = item.get("callback_event")
+        if not isinstance(callback_event, str) or not callback_event:
+            raise CallbackError(gettext_lazy("callback_event is missing."), f"[{index}].callback_event")
+        if callback_event not in STATUS_EVENTS:
             continue  # price, click, ...: acknowledged and ignored
         uuid, status = item.get("message_uuid"), item.get("status")
         if not isinstance(uuid, str) or not uuid or len(uuid) > 64:
