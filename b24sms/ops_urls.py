@@ -1,8 +1,9 @@
-"""Operational endpoints: /healthz (metrics are served by django-prometheus, see b24sms/metrics.py)."""
+"""Operational endpoints: /healthz and /metrics (django-prometheus's metrics plus b24sms's own)."""
 from django.urls import path
 
-from . import health
+from . import health, metrics
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
+    path("metrics", metrics.metrics_view, name="metrics"),  # shadows django_prometheus.urls: adds access control
 ]
