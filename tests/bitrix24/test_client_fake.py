@@ -207,6 +207,7 @@ def test_access_errors_from_the_portal(bitrix24, portal, installation_factory):
     assert info.value.error == "insufficient_scope"
 
 
+@pytest.mark.django_db
 def test_call_with_token_checks_a_token_at_the_received_endpoint(bitrix24, portal):
     assert call_with_token(portal.client_endpoint, portal.admin_access_token, "app.info")["CODE"] == portal.client_id
     with pytest.raises(Bitrix24AuthError) as info:
