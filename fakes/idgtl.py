@@ -134,10 +134,12 @@ class FakeIdgtl:
                  messages_key="bWVzc2FnZXM6a2V5", callback_retries=3, auto_review_after: float | None = None,
                  auto_review_status="APPROVED", auto_deliver_after: float | None = None,
                  accept_bearer=True, callback_backoff=0.2, fee_table: dict | None = None,
-                 undeliverable_suffixes=("0000",), balance=10000.0, callback_batch_max=1):
+                 undeliverable_suffixes=("0000",), balance=10000.0, callback_batch_max=1,
+                 max_recorded_requests: int | None = None):
         self.host, self.port = host, port
         self.sender_names_key, self.messages_key = sender_names_key, messages_key
         self.accept_bearer = accept_bearer
+        self.max_recorded_requests = max_recorded_requests  # a long-running sandbox keeps only the latest
         self._config = dict(callback_retries=callback_retries, auto_review_after=auto_review_after,
                             auto_review_status=auto_review_status, auto_deliver_after=auto_deliver_after,
                             callback_backoff=callback_backoff, callback_batch_max=callback_batch_max, fee_table=dict(fee_table or contract.FAKE_FEE_TABLE),
@@ -674,6 +676,9 @@ class _Handler(BaseHTTPRequestHandler):
                 request.json_error = True
         with self.fake.lock:
             self.fake.requests.append(request)
+            limit = self.fake.max_recorded_requests
+            if limit is not None and len(self.fake.requests) > limit:
+                del self.fake.requests[:len(self.fake.requests) - limit]
         headers = {}
         try:
             status, payload = self.fake.handle(request)
@@ -714,7 +719,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     fake = FakeIdgtl(args.host, args.port, sender_names_key=args.sender_names_key, messages_key=args.messages_key,
                      auto_review_after=args.auto_review_after, auto_review_status=args.auto_review_status,
-                     auto_deliver_after=args.auto_deliver_after)
+                     auto_deliver_after=args.auto_deliver_after, max_recorded_requests=1000)
     fake._config["allowed_sender_names"] = set(args.allow_sender_name)
     fake.reset()
     fake.start()

@@ -378,3 +378,25 @@ def test_burst_auto_delivered_with_batched_callbacks(receiver):
         assert len(receiver.received) < 1000  # several events per POST
     finally:
         fake.stop()
+
+
+def test_a_sandbox_keeps_only_the_latest_requests():
+    fake = FakeIdgtl(max_recorded_requests=3).start()
+    try:
+        client = IdgtlClient(fake.url, fake.messages_key)
+        for _ in range(5):
+            client.get_balance()
+        assert len(fake.requests) == 3
+    finally:
+        fake.stop()
+
+
+def test_callback_url_with_userinfo_uses_basic_auth(fake, names, messages, receiver):
+    import base64
+
+    approved_name(fake, names)
+    callback = receiver.url.replace("http://", "http://hook:pa55@") + "/cb"
+    uuid_ = messages.send_messages([sms(callbackUrl=callback)])["items"][0]["messageUuid"]
+    fake.set_message_status(uuid_, "delivered")
+    wait_until(lambda: receiver.received, timeout=5)
+    assert receiver.received[0][2]["Authorization"] == "Basic " + base64.b64encode(b"hook:pa55").decode()
