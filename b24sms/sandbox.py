@@ -236,7 +236,7 @@ def install_portal(fake, portal, base: str, out=print):
     """
     response = fake.install(portal, base + "/b24/install/")
     if response.status_code >= 400:
-        out(f"installing on the sandbox portal failed: HTTP {response.status_code} {response.text[:300]}")
+        out(f"installing on the sandbox portal failed: HTTP {response.status_code} {' '.join(response.text[:300].split())}")
         return False
     out(f"b24sms installed on the sandbox portal {portal.domain}")
     try:
