@@ -340,12 +340,9 @@ def registration_sync(*, registration_id: int, first: str = "add", final_attempt
                 if _error_code(exc) != ERROR_SENDER_ALREADY_INSTALLED:
                     raise
                 client.call(METHOD_UPDATE, update_fields)
-    except Bitrix24TransientError as exc:
-        if not final_attempt:
+    except Bitrix24Error as exc:  # InstallationInactive included
+        if isinstance(exc, Bitrix24TransientError) and not final_attempt:
             raise
-        _finish(registration_id, state=RegistrationState.FAILED, error=error_text(exc))
-        return RegistrationState.FAILED
-    except (Bitrix24Error, InstallationInactive) as exc:
         logger.warning("provider registration failed", extra={"code": provider.code, "domain": installation.domain,
                                                                 "error": _error_code(exc)})
         _finish(registration_id, state=RegistrationState.FAILED, error=error_text(exc))
@@ -362,13 +359,9 @@ def registration_remove(*, registration_id: int, final_attempt: bool = True) -> 
         return registration.state if registration else RegistrationState.REMOVED
     try:
         _sender_delete(registration.installation, registration.provider.code)
-    except Bitrix24TransientError as exc:
-        if not final_attempt:
-            raise
-        _finish(registration_id, state=RegistrationState.FAILED, error=error_text(exc),
-                from_states=(RegistrationState.REMOVING,))
-        return RegistrationState.FAILED
     except Bitrix24Error as exc:
+        if isinstance(exc, Bitrix24TransientError) and not final_attempt:
+            raise
         _finish(registration_id, state=RegistrationState.FAILED, error=error_text(exc),
                 from_states=(RegistrationState.REMOVING,))
         return RegistrationState.FAILED
