@@ -245,12 +245,18 @@ def _installation_store(*, application: BitrixApplication, payload: InstallPaylo
     created = installation is None
     if created:
         installation = Installation(application=application, member_id=payload.member_id)
-    installation.domain = payload.domain
-    installation.client_endpoint = payload.client_endpoint
-    installation.server_endpoint = payload.server_endpoint
-    installation.access_token = payload.access_token
-    installation.refresh_token = payload.refresh_token
-    installation.access_token_expires_at = payload.expires_at
+    # ONAPPINSTALL "may arrive late" (contract §4.2): after the install page, or after a refresh
+    # already rotated the tokens. Older tokens never replace newer ones of the same install.
+    stale = (not created and installation.is_active and installation.access_token_expires_at is not None
+             and payload.expires_at < installation.access_token_expires_at
+             and installation.application_token == payload.application_token)
+    if not stale:
+        installation.domain = payload.domain
+        installation.client_endpoint = payload.client_endpoint
+        installation.access_token = payload.access_token
+        installation.refresh_token = payload.refresh_token
+        installation.access_token_expires_at = payload.expires_at
+    installation.server_endpoint = payload.server_endpoint or installation.server_endpoint
     installation.application_token = payload.application_token
     installation.scope = payload.scope
     installation.portal_status = payload.portal_status

@@ -307,3 +307,16 @@ def test_default_application_follows_settings(db, settings):
     new = application_sync_default()
     assert new.is_default and new.pk != app.pk
     assert BitrixApplication.objects.filter(is_default=True).count() == 1
+
+
+def test_a_late_install_event_does_not_replace_newer_tokens(client, application, portal):
+    client.post("/b24/install/" + PAGE_QUERY, page_form(APPLICATION_TOKEN="app-token-1"), content_type=FORM)
+    page_tokens = Installation.objects.values_list("refresh_token", "access_token_expires_at").get()
+
+    late = event_body(**{"auth[expires]": str(int(page_tokens[1].timestamp()) - 600),
+                         "auth[refresh_token]": "stale-refresh"})
+    assert client.post("/b24/install/", late, content_type=FORM).status_code == 200
+
+    installation = Installation.objects.get()
+    assert (installation.refresh_token, installation.access_token_expires_at) == page_tokens
+    assert installation.installed_by_user_id == "1"  # what only the event carries is still taken
