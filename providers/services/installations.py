@@ -8,6 +8,7 @@ at the received client endpoint and its ``CODE`` equals our application's client
 """
 import hmac
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -30,6 +31,7 @@ EVENT_INSTALL = "ONAPPINSTALL"
 EVENT_UNINSTALL = "ONAPPUNINSTALL"
 UNINSTALL_PATH = "/b24/uninstall/{secret}/"
 DEFAULT_TOKEN_LIFETIME = 3600  # seconds, contract §4.4
+DOMAIN_PATTERN = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~-]+)*/?$")  # host[:port][/path]
 
 
 class InstallVerificationFailed(Exception):
@@ -184,6 +186,8 @@ def install_payload_parse(*, query: dict, form: dict) -> InstallPayload:
     if not form.get("AUTH_ID"):
         raise ValidationError({"AUTH_ID": _("Neither an ONAPPINSTALL event nor an install-page POST (AUTH_ID missing).")})
     domain = q("DOMAIN", required=True, max_length=255)
+    if not DOMAIN_PATTERN.match(domain):
+        raise ValidationError({"DOMAIN": _("Not a portal domain.")})
     protocol = q("PROTOCOL") or "1"
     if protocol not in ("0", "1"):
         raise ValidationError({"PROTOCOL": _("Expected 0 (http) or 1 (https).")})

@@ -136,6 +136,13 @@ def test_bad_install_input_is_a_400_naming_the_field(client, application, portal
     assert portal.calls == []
 
 
+def test_install_page_domain_must_be_a_host(client, application, portal):
+    response = client.post("/b24/install/?DOMAIN=evil.example/x%3Fy%40z&PROTOCOL=1", page_form(), content_type=FORM)
+    assert response.status_code == 400
+    assert "DOMAIN" in response.json()
+    assert portal.calls == []
+
+
 def test_non_utf8_body_is_a_400(client, application, portal):
     response = client.post("/b24/install/", b"event=\xff\xfe", content_type=FORM)
     assert response.status_code == 400
