@@ -22,6 +22,7 @@ setup: $(STAMP)
 
 migrate: setup
 	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py createcachetable
 
 superuser: migrate
 	$(BIN)/python manage.py ensure_superuser

@@ -5,7 +5,7 @@ delivered again, so every task is written to be idempotent), and soft/hard time 
 """
 import os
 
-from celery import Celery
+from celery import Celery, signals
 from celery.schedules import schedule
 
 from . import broker
@@ -44,3 +44,11 @@ BEAT_SCHEDULE = {
 app.conf.beat_schedule = BEAT_SCHEDULE
 
 app.autodiscover_tasks()
+
+
+@signals.setup_logging.connect
+def _log_like_django(**kwargs):
+    """Workers and beat write the same JSON lines (with context, redacted) as the web process."""
+    from b24sms.logging import configure_logging
+
+    configure_logging()

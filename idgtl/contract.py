@@ -104,3 +104,74 @@ class MessageStatus(models.TextChoices):  # [C] S9
 MESSAGE_FINAL_STATUSES = {MessageStatus.DELIVERED, MessageStatus.UNDELIVERED, MessageStatus.UNSENT}  # [C]
 CALLBACK_EVENTS = ("delivered", "sent")  # events b24sms asks for (§3.4)
 CALLBACK_SOURCE_IPS = ("185.203.96.7",)  # [C] S3; the allowlist itself is a setting
+
+
+# --- Read endpoints (§2.4, §3.3) [A] ----------------------------------------------------------------
+# GET SENDER_NAME_PATH -> the §2.1 object plus an optional "comment"; unknown id -> 404/4040.
+# GET SENDER_NAMES_PATH?page=&per_page=&status=&brand=&sender_name= -> {"total", "items"}.
+# GET MESSAGES_PATH?message_uuid=..&status=..&page=&per_page= -> {"total", "items"}; the filter
+# external_message_id is our assumption (not in the contract), repeated keys for several values.
+LIST_ENVELOPE_KEYS = ("total", "items")  # [A] copies GET /dispatch (S6)
+PAGE_PARAM, PER_PAGE_PARAM = "page", "per_page"  # [C] S10
+MESSAGE_READ_FIELDS = ("messageUuid", "channelType", "senderName", "destination", "status", "statusTime",
+                       "errorCode", "externalMessageId", "tags")  # [A] fields of a GET /message item
+FAKE_SENDER_NAME_STATUS_HOOK = "/__fake__/sender-names/{id}/status"  # [A] fake-server test hook
+FAKE_MESSAGE_STATUS_HOOK = "/__fake__/messages/{uuid}/status"  # [A] fake-server sandbox hook
+
+# --- Failed send items (§3.1) [A] ---------------------------------------------------------------------
+# A failed item of POST /message has no "messageUuid", a non-201 "code" and maybe a "msg":
+#   {"code": 7401, "msg": "Invalid destination"}
+# The top level then has "errors": true.
+ITEM_CODE_INVALID_DESTINATION = 7401  # [C] S4 dispatch errorCode, used by the fake for a bad number
+ITEM_CODE_INVALID = 4220  # [A] any other per-item problem (unapproved name, missing content, bad ttl)
+DESTINATION_PATTERN = r"^[0-9]{10,15}$"  # [I] digits, country code first, no "+"
+TTL_MIN, TTL_MAX = 60, 86400  # [C]
+STOP_MAX = 10_000  # [C] ids per POST /message/stop
+UNDELIVERED_ERROR_CODE = 6969  # [A] the fake's error_code for "undelivered" (the code of the S8 example)
+
+
+# --- i-dgtl texts (§1.2, §2.1, §3.1). [C] where documented, the rest [A]. The fake answers with these. --
+class Text:
+    NOT_AUTHENTICATED = "Not Authenticated"  # [C]
+    BAD_CREDENTIALS = "Bad credentials"  # [C]
+    ACCESS_DENIED = "Access Denied"  # [C]
+    NOT_FOUND = "Not Found"  # [A]
+    METHOD_NOT_ALLOWED = "Method Not Allowed"  # [A] 405 / 4050 (§2.5)
+    TOO_MANY_REQUESTS = "Too Many Requests"  # [A] 429 / 4290
+    # POST /sender-names, in the order the fake checks them [C] order of §6:
+    INVALID_CHANNEL_TYPE = "Invalid channel type"  # [C]
+    UNKNOWN_BRAND = "Unknown brand {value}"  # [C]
+    UNKNOWN_COMMON_TYPE = "Unknown common type {value}"  # [A]
+    NAME_PATTERN = "Sender name doesn't match pattern"  # [A]
+    DATE_FROM_NOT_FUTURE = "Date from isn't greater than now"  # [C]
+    INVALID_DATE_FROM = "Invalid dateFrom format"  # [A] not yyyy-MM-ddThh:mm:ssZ
+    FIELD_REQUIRED = "{field} is required"  # [A]
+    INVALID_INN = "Invalid counteragent INN"  # [A] not 10 or 12 digits
+    FILES_REQUIRED = "Files are required for PROMO names"  # [A]
+    TOO_MANY_FILES = "Too many files"  # [A] more than DOCUMENT_MAX_COUNT
+    FILE_TOO_LARGE = "File {name} is too large"  # [A] more than DOCUMENT_MAX_BYTES
+    FILE_TYPE = "File {name} has an unsupported type"  # [A] not PDF, PNG or JPEG
+    DUPLICATE = "Duplicates with existing name (id = {id})"  # [C]
+    BODY_REQUIRED = "body is required"  # [A] no "body" part, or not a JSON object
+    # POST /message
+    ARRAY_SIZE = "Array size must be between 1 and 1000"  # [A] also for a body that is not an array
+    SENDER_NAME_NOT_APPROVED = "senderName not found or not approved"  # [A]
+    INVALID_DESTINATION = "Invalid destination"  # [A]
+    TTL_RANGE = "ttl must be between 60 and 86400"  # [A]
+    UNSUPPORTED_CHANNEL = "Unsupported channel type"  # [A] the fake sends SMS only
+    CONTENT_REQUIRED = "content is required"  # [A]
+    EXTERNAL_ID_TOO_LONG = "externalMessageId is too long"  # [A] more than 100 characters
+    # GET lists
+    PAGE_WINDOW = "page*per_page must not exceed 10000"  # [A] text; the limit is [C]
+    INVALID_JSON = "Invalid JSON"  # [A]
+    UUIDS_REQUIRED = "uuids must be an array of at most 10000 ids"  # [A]
+
+
+DOCUMENT_MAX_COUNT = 10  # [A] files per sender name
+DOCUMENT_MAX_BYTES = 10 * 1024 * 1024  # [A] per file
+INN_PATTERN = r"^([0-9]{10}|[0-9]{12})$"  # [A] no documented check: 10 or 12 digits
+SENDER_NAME_REQUIRED_FIELDS = ("channelType", "commonType", "brand", "dateFrom", "senderName",
+                               "counteragentName", "counteragentInn")  # [C]
+# [A] fee (RUB) the fake answers per brand (§2.6); the contract's example is 2000 for MTS.
+FAKE_FEE_TABLE = {"MTS": 2000, "MEGAFON": 2500, "BEELINE": 2200, "TELE2": 1800, "MOTIV": 1000, "YOTA": 1000,
+                  "OTHER": 1500}

@@ -1,0 +1,174 @@
+"""Admin for sender-name applications: file, submit, follow. Thin: every change goes through services."""
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
+
+from idgtl.contract import SenderNameStatus
+
+from .forms import SenderNameApplicationForm
+from .models import ErrorKind, SenderNameApplication, SenderNameDocument, SenderNameStatusChange
+from .services import application_create, application_refresh_status, application_submit, application_update
+
+STATUS_COLOURS = {
+    SenderNameStatus.PRE_REVIEW: "#6c757d",
+    SenderNameStatus.REVIEW: "#0d6efd",
+    SenderNameStatus.APPROVED: "#198754",
+    SenderNameStatus.REJECTED: "#dc3545",
+    SenderNameStatus.CANCELED: "#6f42c1",
+}
+UNKNOWN_STATUS_COLOUR = "#fd7e14"
+APPLICATION_FIELDS = ["account", "channel_type", "common_type", "brand", "date_from", "sender_name",
+                      "counteragent_name", "counteragent_inn"]
+
+
+def status_label(value: str) -> str:
+    """The readable label of a known status; an unknown status string as it is."""
+    return str(SenderNameStatus(value).label) if value in SenderNameStatus.values else value
+
+
+def status_badge(application: SenderNameApplication):
+    if not application.status:
+        return format_html('<span style="color:#6c757d">{}</span>', application.get_submission_state_display())
+    colour = STATUS_COLOURS.get(application.status, UNKNOWN_STATUS_COLOUR)
+    return format_html('<strong style="color:{}">{}</strong>', colour, application.status_label)
+
+
+class DocumentInline(admin.TabularInline):
+    model = SenderNameDocument
+    extra = 0
+    can_delete = False
+    fields = ["position", "download", "content_type", "size", "created_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("document"))
+    def download(self, document):
+        url = reverse("admin:sendernames_document_download", args=[document.application_id, document.pk])
+        return format_html('<a href="{}">{}</a>', url, document.original_name)
+
+
+class HistoryInline(admin.TabularInline):
+    model = SenderNameStatusChange
+    extra = 0
+    can_delete = False
+    fields = ["created_at", "previous_status", "status", "comment", "cause"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(SenderNameApplication)
+class SenderNameApplicationAdmin(admin.ModelAdmin):
+    form = SenderNameApplicationForm
+    list_display = ["sender_name", "brand", "common_type", "coloured_status", "submission_state", "remote_id", "fee",
+                    "date_from", "counteragent_name", "created_at"]
+    list_filter = ["status", "brand", "common_type", "submission_state"]
+    search_fields = ["sender_name", "counteragent_inn", "counteragent_name"]
+    list_select_related = ["account"]
+    date_hierarchy = "created_at"
+    actions = ["submit_to_idgtl", "refresh_status"]
+    inlines = [DocumentInline, HistoryInline]
+    remote_fields = ["submission_state", "remote_id", "coloured_status", "status_comment", "fee", "last_error",
+                     "submitted_at", "status_checked_at", "next_status_check_at", "created_by", "created_at", "updated_at"]
+
+    def get_fieldsets(self, request, obj=None):
+        if obj is None:
+            return [(None, {"fields": APPLICATION_FIELDS + ["new_documents"]})]
+        application_fields = APPLICATION_FIELDS + (["new_documents"] if obj.is_editable else [])
+        return [(None, {"fields": application_fields}), (_("i-dgtl"), {"fields": self.remote_fields})]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        if not obj.is_editable:
+            return APPLICATION_FIELDS + self.remote_fields  # submitted: read-only
+        return ["account"] + self.remote_fields
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []
+
+    def has_change_permission(self, request, obj=None):
+        """A submitted application is shown read-only."""
+        return super().has_change_permission(request, obj) and (obj is None or obj.is_editable)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and (obj is None or obj.is_editable)
+
+    @admin.display(description=_("status"), ordering="status")
+    def coloured_status(self, application):
+        return status_badge(application)
+
+    @admin.display(description=_("last error"))
+    def last_error(self, application):
+        if not application.last_error_kind:
+            return "—"
+        code = f" {application.last_error_code}" if application.last_error_code else ""
+        colour = "#fd7e14" if application.last_error_kind == ErrorKind.CONFIGURATION else "#dc3545"
+        return format_html('<span style="color:{}">{}{}:</span> {}', colour, application.get_last_error_kind_display(),
+                           code, application.last_error_message)
+
+    def save_model(self, request, obj, form, change):
+        data = {name: form.cleaned_data.get(name) for name in APPLICATION_FIELDS}
+        documents = form.cleaned_data.get("new_documents") or []
+        if change:
+            data.pop("account")  # fixed once filed
+            application_update(application=obj, documents=documents, **data)
+            obj.refresh_from_db()
+            return
+        created = application_create(documents=documents, created_by=request.user, **data)
+        obj.pk = created.pk
+        obj.refresh_from_db()
+
+    # --- actions: each says what happened to each application ---------------------------------
+    @admin.action(description=_("Submit to i-dgtl"))
+    def submit_to_idgtl(self, request, queryset):
+        for application in queryset.order_by("pk"):
+            try:
+                result = application_submit(application_id=application.pk)
+            except ValidationError as exc:
+                self.message_user(request, gettext("%(name)s: not submitted: %(errors)s") % {
+                    "name": application, "errors": " ".join(exc.messages)}, messages.ERROR)
+                continue
+            level = messages.SUCCESS if result.queued else messages.INFO
+            self.message_user(request, f"{application}: {result.message}", level)
+
+    @admin.action(description=_("Refresh status"))
+    def refresh_status(self, request, queryset):
+        for application in queryset.order_by("pk"):
+            try:
+                result = application_refresh_status(application_id=application.pk)
+            except ValidationError as exc:
+                self.message_user(request, f"{application}: {' '.join(exc.messages)}", messages.WARNING)
+                continue
+            if result.error_kind:
+                self.message_user(request, f"{application}: {result.message}", messages.ERROR)
+            elif result.changed:
+                self.message_user(request, gettext("%(name)s: status changed: %(old)s → %(new)s") % {
+                    "name": application, "old": status_label(result.previous_status) or "—",
+                    "new": result.application.status_label}, messages.SUCCESS)
+            else:
+                self.message_user(request, gettext("%(name)s: status unchanged: %(status)s") % {
+                    "name": application, "status": result.application.status_label}, messages.INFO)
+
+    # --- documents are downloaded through the admin (staff only), never from public media -------
+    def get_urls(self):
+        return [
+            path("<int:application_id>/documents/<int:document_id>/download/",
+                 self.admin_site.admin_view(self.document_download), name="sendernames_document_download"),
+        ] + super().get_urls()
+
+    def document_download(self, request, application_id, document_id):
+        if not self.has_view_permission(request):
+            raise Http404
+        document = get_object_or_404(SenderNameDocument, application_id=application_id, pk=document_id)
+        return FileResponse(document.file.open("rb"), as_attachment=True, filename=document.original_name,
+                            content_type=document.content_type)
+

@@ -150,6 +150,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+    # Several models have a field named "state" with different choices: name each enum explicitly.
+    "ENUM_NAME_OVERRIDES": {
+        "InstallationStateEnum": "providers.models.InstallationState",
+        "RegistrationStateEnum": "providers.models.RegistrationState",
+        "MessageStateEnum": "providers.models.MessageState",
+        "StatusReportStateEnum": "providers.models.StatusReportState",
+        "SubmissionStateEnum": "sendernames.models.SubmissionState",
+    },
 }
 
 # --- i-dgtl ---------------------------------------------------------------------------------
@@ -179,10 +187,37 @@ B24_RETRY_BACKOFF = env.float("B24_RETRY_BACKOFF", default=1.0)  # seconds, doub
 B24_RATE_LIMIT_BURST = env.int("B24_RATE_LIMIT_BURST", default=50)
 B24_RATE_LIMIT_DRAIN = env.float("B24_RATE_LIMIT_DRAIN", default=2.0)
 
+# --- Messages: sending, delivery, reporting (providers/services) ---------------------------
+MESSAGES_SEND_BATCH_SIZE = env.int("MESSAGES_SEND_BATCH_SIZE", default=1000)  # per POST /message (max 1000)
+MESSAGES_SEND_DEBOUNCE = env.float("MESSAGES_SEND_DEBOUNCE", default=0.2)  # s: a burst becomes batches
+MESSAGES_SEND_SCHEDULE_WINDOW = env.int("MESSAGES_SEND_SCHEDULE_WINDOW", default=5)  # s
+MESSAGES_SEND_TIME_BUDGET = env.float("MESSAGES_SEND_TIME_BUDGET", default=240.0)  # s per task run
+MESSAGES_SEND_MAX_ATTEMPTS = env.int("MESSAGES_SEND_MAX_ATTEMPTS", default=6)
+MESSAGES_SEND_RETRY_BACKOFF = env.float("MESSAGES_SEND_RETRY_BACKOFF", default=15.0)  # s, doubled per attempt
+MESSAGES_OUTCOME_LOOKUP_DELAY = env.float("MESSAGES_OUTCOME_LOOKUP_DELAY", default=30.0)  # s before GET /message
+MESSAGES_SENDING_STALE_AFTER = env.int("MESSAGES_SENDING_STALE_AFTER", default=420)  # s: longer than any task runs
+MESSAGES_RECONCILE_AFTER = env.int("MESSAGES_RECONCILE_AFTER", default=1800)  # s after sending, if no final status
+MESSAGES_RECONCILE_INTERVAL = env.int("MESSAGES_RECONCILE_INTERVAL", default=3600)  # s between look-ups
+MESSAGES_LIFETIME_HOURS = env.int("MESSAGES_LIFETIME_HOURS", default=25)  # i-dgtl's default lifetime
+MESSAGES_LIFETIME_MARGIN = env.int("MESSAGES_LIFETIME_MARGIN", default=3600)  # s after it: FAILED
+MESSAGES_REPORT_DEBOUNCE = env.float("MESSAGES_REPORT_DEBOUNCE", default=0.5)  # s: statuses become batches
+MESSAGES_REPORT_SCHEDULE_WINDOW = env.int("MESSAGES_REPORT_SCHEDULE_WINDOW", default=5)  # s
+MESSAGES_REPORT_TIME_BUDGET = env.float("MESSAGES_REPORT_TIME_BUDGET", default=240.0)  # s per task run
+MESSAGES_REPORT_MAX_ATTEMPTS = env.int("MESSAGES_REPORT_MAX_ATTEMPTS", default=20)
+MESSAGES_REPORT_RETRY_BACKOFF = env.float("MESSAGES_REPORT_RETRY_BACKOFF", default=5.0)  # s, doubled per attempt
+
 # --- Sandbox ---------------------------------------------------------------------------------
 # Sandbox mode: the project's own fake i-dgtl and fake Bitrix24 stand in for the real services.
 # It is never on in production settings (see production.py).
 SANDBOX = env.bool("B24SMS_SANDBOX", default=False)
+
+# --- Operations (healthz, metrics) -------------------------------------------------------------
+HEALTHZ_BEAT_MAX_AGE = env.int("HEALTHZ_BEAT_MAX_AGE", default=180)  # seconds since beat's last heartbeat
+HEALTHZ_BROKER_TIMEOUT = env.float("HEALTHZ_BROKER_TIMEOUT", default=2.0)  # seconds
+# GET /metrics: staff sessions, `Authorization: Bearer METRICS_TOKEN` when set, else these client networks.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list(
+    "METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])
 
 # --- Logging ---------------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
@@ -190,11 +225,15 @@ LOG_FORMAT = env("LOG_FORMAT", default="json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    # b24sms.logging: the bound context (message_id, installation, provider) on every line; secrets redacted.
+    "filters": {"context": {"()": "b24sms.logging.ContextFilter"}},
     "formatters": {
-        "json": {"()": "pythonjsonlogger.json.JsonFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "b24sms.logging.JsonFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"()": "b24sms.logging.TextFormatter", "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT if LOG_FORMAT in ("json", "text") else "json"}},
+    "handlers": {"console": {
+        "class": "logging.StreamHandler", "filters": ["context"],
+        "formatter": LOG_FORMAT if LOG_FORMAT in ("json", "text") else "json"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},

@@ -1,1 +1,69 @@
-"""Admin: messages with their timeline and status reports."""
+"""Admin: messages with their timeline and status reports (read-only: messages come from Bitrix24)."""
+from django.contrib import admin
+from django.utils.translation import gettext_lazy as _
+
+from ..models import Message, MessageStatusChange, StatusReport
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class MessageStatusChangeInline(ReadOnlyInline):
+    model = MessageStatusChange
+    fields = readonly_fields = ("created_at", "previous_state", "state", "idgtl_status", "source", "detail")
+    verbose_name_plural = _("timeline")
+
+
+class StatusReportInline(ReadOnlyInline):
+    model = StatusReport
+    fields = readonly_fields = ("created_at", "status", "state", "attempts", "reported_at", "next_attempt_at", "last_error")
+    verbose_name_plural = _("reported to Bitrix24")
+
+
+@admin.register(Message)
+class MessageAdmin(admin.ModelAdmin):
+    list_display = ("created_at", "state", "installation", "provider", "destination", "message_to", "idgtl_status",
+                    "message_id")
+    list_filter = ("state", "idgtl_status", "installation", "provider", "module_id", "created_at")
+    search_fields = ("destination", "message_to", "message_id", "idgtl_message_uuid")
+    date_hierarchy = "created_at"
+    list_select_related = ("installation", "provider")
+    show_full_result_count = False
+    inlines = [MessageStatusChangeInline, StatusReportInline]
+    fieldsets = (
+        (None, {"fields": ("installation", "provider", "message_id", "state", "created_at")}),
+        (_("Text and recipient"), {"fields": ("message_to", "destination", "sender_name", "text")}),
+        (_("i-dgtl"), {"fields": ("idgtl_message_uuid", "idgtl_status", "idgtl_status_at", "error_code", "error_message",
+                                  "send_attempts", "sending_started_at", "sent_at", "final_at", "next_check_at")}),
+        (_("Origin in Bitrix24"), {"fields": ("module_id", "bindings", "workflow_id", "document_id", "document_type",
+                                              "author_user_id", "bitrix_sent_at")}),
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in Message._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_search_results(self, request, queryset, search_term):
+        """A phone number typed with '+', spaces or dashes finds the normalised destination too."""
+        queryset, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        digits = "".join(ch for ch in search_term if ch.isdigit())
+        if digits and digits != search_term:
+            queryset |= self.model.objects.filter(destination__contains=digits)
+        return queryset, may_have_duplicates

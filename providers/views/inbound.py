@@ -1,2 +1,102 @@
-"""Inbound traffic: the Bitrix24 HANDLER (SMS to send) and i-dgtl delivery callbacks."""
-urlpatterns = []
+"""Inbound traffic: the Bitrix24 HANDLER (SMS to send) and i-dgtl delivery callbacks.
+
+Both are thin: parse, authenticate, hand over to one service, answer fast with a small JSON body.
+Bad input is a 4xx JSON naming the problem; nothing is stored then.
+"""
+import ipaddress
+import json
+import logging
+
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import JsonResponse
+from django.urls import path
+from django.utils.translation import gettext as _
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from ..handler_form import HandlerFormError, handler_form_parse
+from ..services.delivery import CallbackError, callback_events_apply, callback_events_parse
+from ..services.intake import (
+    HandlerForbidden, ProviderNotRegistered, handler_authenticate, installation_by_handler_secret, message_receive,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _error(status: int, message, field: str = "") -> JsonResponse:
+    body = {"error": str(message)}
+    if field:
+        body["field"] = field
+    return JsonResponse(body, status=status)
+
+
+def _body(request) -> bytes:
+    try:
+        return request.body
+    except RequestDataTooBig:
+        raise HandlerFormError(_("The body is too large."))
+
+
+@csrf_exempt
+@require_POST
+def bitrix24_handler(request, secret: str):
+    """HANDLER of every provider on one installation: Bitrix24 POSTs each SMS here (contract §3)."""
+    try:
+        form = handler_form_parse(_body(request))
+    except HandlerFormError as exc:
+        return _error(400, exc.message, exc.field)
+    try:
+        installation = handler_authenticate(secret=secret, form=form)
+        message, created = message_receive(installation=installation, form=form)
+    except HandlerForbidden as exc:
+        logger.warning("Bitrix24 handler call refused: %s", exc)
+        return _error(403, exc)
+    except ProviderNotRegistered as exc:
+        return _error(404, exc)
+    return JsonResponse({"result": "accepted" if created else "duplicate", "message_id": message.message_id})
+
+
+def _callback_source_allowed(request) -> bool:
+    allowed = settings.IDGTL_CALLBACK_ALLOWED_IPS
+    if not allowed:
+        return True
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+    except ValueError:
+        return False
+    for entry in allowed:
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+@csrf_exempt
+@require_POST
+def idgtl_callback(request, secret: str):
+    """i-dgtl delivery callbacks: a JSON array of events (contract idgtl.md §3.4)."""
+    if not _callback_source_allowed(request):
+        logger.warning("i-dgtl callback from a source outside IDGTL_CALLBACK_ALLOWED_IPS refused")
+        return _error(403, _("Source address not allowed."))
+    try:
+        installation = installation_by_handler_secret(secret=secret)
+    except HandlerForbidden as exc:
+        return _error(403, exc)
+    try:
+        raw = _body(request)
+        events = callback_events_parse(json.loads(raw.decode("utf-8")))
+    except (HandlerFormError, UnicodeDecodeError, json.JSONDecodeError):
+        return _error(400, _("The body is not a JSON array of events."))
+    except CallbackError as exc:
+        return _error(400, exc.message, exc.field)
+    applied = callback_events_apply(installation=installation, events=events)
+    return JsonResponse({"result": "ok", "applied": applied})
+
+
+urlpatterns = [
+    path("b24/handler/<str:secret>/", bitrix24_handler, name="b24-handler"),
+    path("idgtl/callback/<str:secret>/", idgtl_callback, name="idgtl-callback"),
+]

@@ -1,0 +1,185 @@
+"""The admin start page: the numbers an operator checks first.
+
+Every figure is one aggregate query (no per-row queries); `dashboard_data()` is what the
+`{% b24sms_dashboard %}` tag renders above the app list (templates/admin/index.html).
+"""
+from datetime import timedelta
+
+from django.db.models import Count, Min, Q
+from django.db.models.functions import TruncDate
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+CHART_DAYS = 14
+ATTENTION_LIMIT = 20
+
+
+def admin_url(name: str, query: str = "") -> str:
+    """A changelist URL, or '' when that admin page is not registered."""
+    try:
+        return reverse(f"admin:{name}") + (f"?{query}" if query else "")
+    except NoReverseMatch:
+        return ""
+
+
+def change_url(name: str, pk) -> str:
+    try:
+        return reverse(f"admin:{name}", args=[pk])
+    except NoReverseMatch:
+        return ""
+
+
+def messages_today(now):
+    """Messages received today (local day) by portal and state: rows per portal, a total row."""
+    from providers.models import Message, MessageState
+
+    start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
+    counts = (Message.objects.filter(created_at__gte=start).order_by()
+              .values_list("installation_id", "installation__domain", "state").annotate(n=Count("id")))
+    states = list(MessageState.choices)
+    portals = {}
+    totals = {value: 0 for value, _label in states}
+    for installation_id, domain, state, n in counts:
+        row = portals.setdefault(installation_id, {"portal": domain, "counts": {value: 0 for value, _label in states}, "total": 0})
+        row["counts"][state] = row["counts"].get(state, 0) + n
+        row["total"] += n
+        totals[state] = totals.get(state, 0) + n
+    rows = sorted(portals.values(), key=lambda r: (-r["total"], r["portal"]))
+    for row in rows:
+        row["cells"] = [row["counts"][value] for value, _label in states]
+    date_query = f"created_at__gte={start.date().isoformat()}"
+    return {
+        "states": [{"value": v, "label": label, "url": admin_url("providers_message_changelist", f"state={v}&{date_query}")}
+                   for v, label in states],
+        "rows": rows,
+        "totals": [totals[v] for v, _label in states],
+        "total": sum(totals.values()),
+        "since": start,
+    }
+
+
+def daily_chart(now, days=CHART_DAYS):
+    """Per local day of receipt: how many were sent (accepted by i-dgtl), delivered, failed or undelivered.
+
+    Returned with the geometry of an inline SVG grouped bar chart (no JavaScript, no CDN).
+    """
+    from providers.models import Message, MessageState
+
+    today = timezone.localdate(now)
+    first = today - timedelta(days=days - 1)
+    start = timezone.make_aware(timezone.datetime.combine(first, timezone.datetime.min.time()))
+    rows = (Message.objects.filter(created_at__gte=start).order_by()
+            .annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
+            .values("day")
+            .annotate(sent=Count("id", filter=Q(sent_at__isnull=False)),
+                      delivered=Count("id", filter=Q(state=MessageState.DELIVERED)),
+                      failed=Count("id", filter=Q(state__in=[MessageState.FAILED, MessageState.UNDELIVERED]))))
+    by_day = {row["day"]: row for row in rows}
+    series = [("sent", _("Sent"), "#417690"), ("delivered", _("Delivered"), "#3a9c4e"), ("failed", _("Failed or undelivered"), "#ba2121")]
+    height, bar, gap, group_gap, top, left = 160, 9, 1, 10, 10, 34
+    data = []
+    for i in range(days):
+        day = first + timedelta(days=i)
+        row = by_day.get(day, {})
+        data.append({"day": day, "values": [row.get(key, 0) for key, _label, _colour in series]})
+    peak = max([max(d["values"]) for d in data] + [1])
+    group_width = len(series) * (bar + gap) + group_gap
+    for i, d in enumerate(data):
+        x0 = left + i * group_width
+        d["x_label"] = x0 + (len(series) * (bar + gap)) / 2
+        d["bars"] = []
+        for j, (key, label, colour) in enumerate(series):
+            value = d["values"][j]
+            h = round(height * value / peak, 1)
+            d["bars"].append({"x": x0 + j * (bar + gap), "y": round(top + height - h, 1), "h": h, "w": bar,
+                              "colour": colour, "label": label, "value": value})
+    return {
+        "days": data, "series": [{"label": label, "colour": colour} for _key, label, colour in series],
+        "peak": peak, "width": left + days * group_width, "height": top + height + 34, "plot_bottom": top + height,
+        "plot_top": top, "left": left, "label_y": top + height + 14,
+    }
+
+
+def sender_names_by_status():
+    """Applications by i-dgtl status; those not submitted yet by our submission state."""
+    from idgtl.contract import SenderNameStatus
+    from sendernames.models import SenderNameApplication, SubmissionState
+
+    rows = (SenderNameApplication.objects.order_by().values_list("submission_state", "status").annotate(n=Count("id")))
+    grouped = {}
+    for submission_state, status, n in rows:
+        if status:
+            key, query = ("status", status), f"status={status}"
+            try:
+                label = SenderNameStatus(status).label
+            except ValueError:
+                label = status  # an unknown status string is shown as it is
+        else:
+            key, query = ("submission", submission_state), f"submission_state={submission_state}"
+            try:
+                label = SubmissionState(submission_state).label
+            except ValueError:
+                label = submission_state
+        entry = grouped.setdefault(key, {"label": label, "code": key[1], "n": 0,
+                                         "url": admin_url("sendernames_sendernameapplication_changelist", query)})
+        entry["n"] += n
+    return sorted(grouped.values(), key=lambda e: -e["n"])
+
+
+def installations_needing_attention():
+    """Portals that need reinstalling or report an error, and providers that failed to register."""
+    from providers.models import Installation, InstallationState, ProviderRegistration, RegistrationState
+
+    installations = list(
+        Installation.objects.filter(Q(state=InstallationState.NEEDS_REINSTALL) | (Q(state=InstallationState.ACTIVE) & ~Q(last_error="")))
+        .select_related("application").order_by("-updated_at")[:ATTENTION_LIMIT])
+    registrations = list(
+        ProviderRegistration.objects.filter(state=RegistrationState.FAILED)
+        .select_related("provider", "installation").order_by("-updated_at")[:ATTENTION_LIMIT])
+    return {
+        "installations": [
+            {"domain": i.domain, "state": i.get_state_display(), "error": i.last_error,
+             "url": change_url("providers_installation_change", i.pk)}
+            for i in installations],
+        "registrations": [
+            {"provider": r.provider.code, "domain": r.installation.domain, "error": r.last_error,
+             "url": change_url("providers_provider_change", r.provider_id)}
+            for r in registrations],
+    }
+
+
+def waiting(now):
+    """The oldest message not yet accepted by i-dgtl, and the oldest status update owed to Bitrix24."""
+    from providers.models import Message, MessageState, StatusReport, StatusReportState
+
+    messages = (Message.objects.filter(state__in=[MessageState.RECEIVED, MessageState.SENDING]).order_by()
+                .aggregate(n=Count("id"), oldest=Min("created_at")))
+    reports = (StatusReport.objects.filter(state=StatusReportState.PENDING).order_by()
+               .aggregate(n=Count("id"), oldest=Min("created_at")))
+    return {
+        "messages": messages["n"],
+        "oldest_message_age": (now - messages["oldest"]) if messages["oldest"] else None,
+        "reports": reports["n"],
+        "oldest_report_age": (now - reports["oldest"]) if reports["oldest"] else None,
+        "messages_url": admin_url("providers_message_changelist", "state__in=received,sending"),
+    }
+
+
+def dashboard_data(now=None) -> dict:
+    from b24sms.health import beat_heartbeat_age
+
+    now = now or timezone.now()
+    try:
+        heartbeat = beat_heartbeat_age()
+    except Exception:  # the cache may be down; the page still renders
+        heartbeat = None
+    return {
+        "now": now,
+        "today": messages_today(now),
+        "chart": daily_chart(now),
+        "sender_names": sender_names_by_status(),
+        "attention": installations_needing_attention(),
+        "waiting": waiting(now),
+        "beat_age": heartbeat,
+    }

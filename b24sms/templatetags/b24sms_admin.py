@@ -1,0 +1,31 @@
+"""Template tags of the admin start page."""
+from django import template
+
+from b24sms.dashboard import dashboard_data
+
+register = template.Library()
+
+
+@register.inclusion_tag("admin/b24sms_dashboard.html", takes_context=True)
+def b24sms_dashboard(context):
+    return {"dash": dashboard_data(), "request": context.get("request")}
+
+
+@register.filter
+def age(delta):
+    """A timedelta as '3 h 5 min', '42 s'."""
+    if delta is None:
+        return "—"
+    seconds = int(delta.total_seconds())
+    from django.utils.translation import gettext as _
+
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return _("%(d)d d %(h)d h") % {"d": days, "h": hours}
+    if hours:
+        return _("%(h)d h %(m)d min") % {"h": hours, "m": minutes}
+    if minutes:
+        return _("%(m)d min %(s)d s") % {"m": minutes, "s": secs}
+    return _("%(s)d s") % {"s": secs}

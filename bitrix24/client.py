@@ -1,0 +1,608 @@
+"""The only module that speaks HTTP to Bitrix24 (contract: shared/contracts/bitrix24.md).
+
+Every REST call is a JSON ``POST`` to ``client_endpoint + method`` with the access token in
+``auth``, after taking a slot from the portal's shared leaky bucket (bitrix24/ratelimit.py), always
+with a timeout. The §1.3 error envelope becomes a typed error, matched on the ``error`` code
+case-insensitively (bitrix24/contract.py says which code is which kind):
+
+* ``expired_token`` / ``invalid_token``: the tokens are refreshed once (one refresh per portal at a
+  time across all workers; a worker that finds them already rotated reuses them), then the call is
+  retried once.
+* ``invalid_grant`` on refresh, ``APPLICATION_NOT_FOUND``, ``PORTAL_DELETED``: the installation is
+  marked "needs reinstall" and :class:`Bitrix24NeedsReinstall` is raised.
+* ``302`` (portal renamed): re-POSTed to ``Location`` (never turned into a GET); the new domain
+  and client_endpoint are saved.
+* ``QUERY_LIMIT_EXCEEDED``, 5xx, timeouts, network errors: retried with exponential backoff
+  (settings.B24_MAX_RETRIES, settings.B24_RETRY_BACKOFF), then :class:`Bitrix24TransientError`.
+* ``OPERATION_TIME_LIMIT``: the method is paused for this portal until ``operating_reset_at``; the
+  pause is kept in the shared cache so every worker skips the call (no HTTP) and raises
+  :class:`Bitrix24OperationTimeLimit` until then.
+
+Tokens and the client secret are never logged nor put in exception texts: a call logs its method,
+portal domain, HTTP status and duration.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone as dt_timezone
+from typing import Any
+from urllib.parse import quote, urljoin, urlsplit, urlunsplit
+
+import requests
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext
+
+from . import contract, ratelimit
+from .contract import ErrorKind
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_MAX = 5.0  # seconds; the read timeout is settings.B24_TIMEOUT
+
+
+# --- Errors ----------------------------------------------------------------------------------------
+class Bitrix24Error(Exception):
+    """A Bitrix24 call failed. ``error`` is Bitrix24's code verbatim (e.g. ERROR_SENDER_NOT_FOUND)."""
+
+    def __init__(self, error: str, description: str = "", *, http_status: int | None = None,
+                 method: str | None = None):
+        super().__init__(error, description)
+        self.error = error or ""
+        self.description = description or ""
+        self.http_status = http_status
+        self.method = method
+
+    def __str__(self):
+        where = f"{self.method}: " if self.method else ""
+        status = f" (HTTP {self.http_status})" if self.http_status else ""
+        desc = f": {self.description}" if self.description else ""
+        return f"{where}{self.error}{status}{desc}"
+
+    def __repr__(self):
+        return (f"{type(self).__name__}(error={self.error!r}, description={self.description!r}, "
+                f"http_status={self.http_status!r}, method={self.method!r})")
+
+
+class Bitrix24AuthError(Bitrix24Error):
+    """NO_AUTH_FOUND, invalid_token after a failed refresh, authorization_error, invalid_client..."""
+
+
+class Bitrix24NeedsReinstall(Bitrix24AuthError):
+    """invalid_grant on refresh, APPLICATION_NOT_FOUND, PORTAL_DELETED: the installation is marked."""
+
+
+class Bitrix24AccessDenied(Bitrix24Error):
+    """ACCESS_DENIED, insufficient_scope, user_access_error, INVALID_CREDENTIALS..."""
+
+
+class Bitrix24MethodError(Bitrix24Error):
+    """Method-specific 4xx (ERROR_SENDER_*, ERROR_MESSAGE_*, ERROR_METHOD_NOT_FOUND...): permanent."""
+
+
+class Bitrix24TransientError(Bitrix24Error):
+    """QUERY_LIMIT_EXCEEDED, 5xx, timeouts, network errors: raised after the bounded retries.
+
+    ``retryable`` is False for temporary errors that must not be retried at once (OVERLOAD_LIMIT,
+    OPERATION_TIME_LIMIT): a task should reschedule instead.
+    """
+
+    def __init__(self, error: str, description: str = "", *, retryable: bool = True, **kwargs):
+        super().__init__(error, description, **kwargs)
+        self.retryable = retryable
+
+
+class Bitrix24OperationTimeLimit(Bitrix24TransientError):
+    """OPERATION_TIME_LIMIT: ``method`` is paused for this portal until ``reset_at``."""
+
+    def __init__(self, error: str, description: str = "", *, reset_at: datetime, **kwargs):
+        super().__init__(error, description, retryable=False, **kwargs)
+        self.reset_at = reset_at
+
+
+class InstallationInactive(Bitrix24Error):
+    """The installation is removed or needs a reinstall: no call was made."""
+
+
+_KIND_CLASSES = {
+    ErrorKind.AUTH: Bitrix24AuthError,
+    ErrorKind.REFRESH: Bitrix24AuthError,
+    ErrorKind.NEEDS_REINSTALL: Bitrix24NeedsReinstall,
+    ErrorKind.ACCESS_DENIED: Bitrix24AccessDenied,
+    ErrorKind.METHOD: Bitrix24MethodError,
+    ErrorKind.QUERY_LIMIT: Bitrix24TransientError,
+    ErrorKind.TRANSIENT: Bitrix24TransientError,
+    ErrorKind.NO_RETRY_TRANSIENT: Bitrix24TransientError,
+}
+
+
+def error_from_envelope(error: str, description: str = "", *, http_status: int | None = None,
+                        method: str | None = None, payload: dict | None = None) -> Bitrix24Error:
+    """The typed error for one §1.3 envelope (also used for batch ``result_error`` entries)."""
+    kind = contract.error_kind(error, http_status)
+    if kind is ErrorKind.OPERATION_TIME_LIMIT:
+        return Bitrix24OperationTimeLimit(error, description, reset_at=_operating_reset_at(payload),
+                                          http_status=http_status, method=method)
+    if kind is ErrorKind.NO_RETRY_TRANSIENT:
+        return Bitrix24TransientError(error, description, retryable=False, http_status=http_status, method=method)
+    return _KIND_CLASSES[kind](error, description, http_status=http_status, method=method)
+
+
+def _operating_reset_at(payload: dict | None) -> datetime:
+    """``operating_reset_at`` of an OPERATION_TIME_LIMIT answer, or now + the default pause [A]."""
+    value = None
+    if isinstance(payload, dict):
+        value = payload.get("operating_reset_at")
+        if value is None and isinstance(payload.get("time"), dict):
+            value = payload["time"].get("operating_reset_at")
+    now = timezone.now()
+    try:
+        reset_at = datetime.fromtimestamp(float(value), tz=dt_timezone.utc)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return now + timedelta(seconds=contract.OPERATION_TIME_LIMIT_DEFAULT_PAUSE)
+    return reset_at if reset_at > now else now + timedelta(seconds=1)
+
+
+# --- Small helpers ----------------------------------------------------------------------------------
+def _timeouts() -> tuple[float, float]:
+    return (min(CONNECT_TIMEOUT_MAX, settings.B24_TIMEOUT), settings.B24_TIMEOUT)
+
+
+def _backoff(attempt: int) -> float:
+    return settings.B24_RETRY_BACKOFF * (2 ** attempt) * random.uniform(0.5, 1.5)
+
+
+def _parse_json(response: requests.Response):
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _netloc(url: str) -> str:
+    return urlsplit(url).netloc
+
+
+def php_query(params: dict | None) -> str:
+    """URL-encode params PHP-style (``NAME[en]=...``, ``list[0]=...``) for batch command strings."""
+    pairs: list[tuple[str, str]] = []
+
+    def walk(prefix: str, value):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}[{k}]", v)
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                walk(f"{prefix}[{i}]", v)
+        elif value is not None:
+            if isinstance(value, bool):
+                value = "1" if value else "0"
+            pairs.append((prefix, str(value)))
+
+    for key, value in (params or {}).items():
+        walk(str(key), value)
+    return "&".join(f"{quote(k, safe='[]')}={quote(v, safe='')}" for k, v in pairs)
+
+
+def _as_map(value) -> dict:
+    """A PHP map from JSON: ``{}`` or ``[]`` when empty, a list when the keys were 0..n-1."""
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        return {str(i): v for i, v in enumerate(value)}
+    return {}
+
+
+def _pause_key(member_id: str, method: str) -> str:
+    return f"b24:optime:{member_id}:{method.lower()}"
+
+
+def _log_call(method: str, domain: str, status, started: float, note: str = ""):
+    duration_ms = (time.monotonic() - started) * 1000
+    level = logging.INFO if isinstance(status, int) and status < 400 else logging.WARNING
+    logger.log(level, "bitrix24 %s @ %s -> %s%s in %.0f ms", method, domain, status, f" ({note})" if note else "",
+               duration_ms, extra={"b24_method": method, "b24_domain": domain, "b24_status": status,
+                                   "duration_ms": round(duration_ms)})
+
+
+# --- One HTTP exchange ------------------------------------------------------------------------------
+@dataclass
+class _Answer:
+    status: int
+    payload: Any
+    location: str | None = None
+
+
+def _post(session: requests.Session, url: str, body: dict, *, method: str, domain: str) -> _Answer:
+    """One POST, no redirects followed. Network failures become Bitrix24TransientError."""
+    started = time.monotonic()
+    try:
+        response = session.post(url, json=body, timeout=_timeouts(), allow_redirects=False,
+                                headers={"Accept": "application/json"})
+    except requests.RequestException as exc:
+        kind = "timeout" if isinstance(exc, requests.Timeout) else "connection error"
+        _log_call(method, domain, kind, started, type(exc).__name__)
+        raise Bitrix24TransientError("NETWORK_ERROR", f"{kind} ({type(exc).__name__})", method=method) from None
+    _log_call(method, domain, response.status_code, started)
+    location = response.headers.get("Location") if response.is_redirect else None
+    return _Answer(response.status_code, _parse_json(response), location)
+
+
+def _result_or_error(answer: _Answer, method: str):
+    """The ``result`` of a success envelope, or the typed error (not raised) of any other answer."""
+    payload = answer.payload
+    if isinstance(payload, dict) and payload.get("error"):
+        return None, error_from_envelope(str(payload["error"]), str(payload.get("error_description") or ""),
+                                         http_status=answer.status, method=method, payload=payload)
+    if 200 <= answer.status < 300 and isinstance(payload, dict) and "result" in payload:
+        return payload["result"], None
+    if answer.status >= 500 or answer.status == 429 or 200 <= answer.status < 300:
+        return None, Bitrix24TransientError("UNEXPECTED_ANSWER", f"HTTP {answer.status} without a JSON envelope",
+                                            http_status=answer.status, method=method)
+    return None, Bitrix24MethodError("UNEXPECTED_ANSWER", f"HTTP {answer.status} without a JSON envelope",
+                                     http_status=answer.status, method=method)
+
+
+def _with_retries(attempt_call):
+    """Run ``attempt_call`` retrying QUERY_LIMIT_EXCEEDED/5xx/network errors with backoff."""
+    attempt = 0
+    while True:
+        try:
+            return attempt_call()
+        except Bitrix24TransientError as exc:
+            if not exc.retryable or attempt >= settings.B24_MAX_RETRIES:
+                raise
+            time.sleep(_backoff(attempt))
+            attempt += 1
+
+
+def call_with_token(client_endpoint: str, access_token: str, method: str, params: dict | None = None, *,
+                    session: requests.Session | None = None) -> Any:
+    """One call with a token we do not store (install verification: app.info at the received endpoint).
+
+    Takes the rate limiter of the endpoint's host, retries transient failures, follows a 302 with a
+    POST (nothing is saved), never refreshes.
+    """
+    session = session or requests.Session()
+    url = client_endpoint.rstrip("/") + "/" + method
+    domain = _netloc(client_endpoint)
+
+    def attempt():
+        target = url
+        for _hop in range(contract.MAX_REDIRECTS + 1):
+            ratelimit_acquire(f"endpoint:{domain}", contract.RATE_LIMIT_BURST, contract.RATE_LIMIT_DRAIN_PER_SECOND)
+            answer = _post(session, target, {**(params or {}), contract.AUTH_PARAM: access_token},
+                           method=method, domain=domain)
+            if answer.location:
+                target = urljoin(target, answer.location)
+                continue
+            result, error = _result_or_error(answer, method)
+            if error is not None:
+                raise error
+            return result
+        raise Bitrix24TransientError("TOO_MANY_REDIRECTS", "", method=method)
+
+    return _with_retries(attempt)
+
+
+def ratelimit_acquire(key: str, burst: int, drain_per_second: float):
+    try:
+        ratelimit.acquire(key, burst, drain_per_second, timeout=settings.B24_TIMEOUT)
+    except ratelimit.RateLimitTimeout as exc:
+        raise Bitrix24TransientError(contract.QUERY_LIMIT_EXCEEDED,
+                                     f"local rate limit: no room within {settings.B24_TIMEOUT:.0f}s") from exc
+
+
+# --- Token refresh ----------------------------------------------------------------------------------
+_refresh_locks_guard = threading.Lock()
+_refresh_locks: dict[int, threading.Lock] = {}
+
+
+def _refresh_lock(installation_pk: int) -> threading.Lock:
+    with _refresh_locks_guard:
+        return _refresh_locks.setdefault(installation_pk, threading.Lock())
+
+
+def _copy_token_fields(source, target):
+    for name in ("access_token", "refresh_token", "access_token_expires_at", "client_endpoint", "domain",
+                 "server_endpoint", "scope", "state", "last_error", "updated_at"):
+        setattr(target, name, getattr(source, name))
+
+
+def _oauth_refresh(installation, session: requests.Session) -> dict:
+    """GET B24_OAUTH_URL?grant_type=refresh_token... -> the token payload. Typed errors; secrets never shown."""
+    app = installation.application
+    params = {"grant_type": contract.GRANT_REFRESH_TOKEN, "client_id": app.client_id,
+              "client_secret": app.client_secret, "refresh_token": installation.refresh_token}
+    oauth_url = settings.B24_OAUTH_URL or contract.DEFAULT_OAUTH_URL
+
+    def attempt():
+        started = time.monotonic()
+        try:
+            response = session.get(oauth_url, params=params, timeout=_timeouts(), allow_redirects=False,
+                                   headers={"Accept": "application/json"})
+        except requests.RequestException as exc:
+            # The exception text holds the URL with the client secret: never chain or show it.
+            kind = "timeout" if isinstance(exc, requests.Timeout) else "connection error"
+            _log_call("oauth.refresh", installation.domain, kind, started, type(exc).__name__)
+            raise Bitrix24TransientError("NETWORK_ERROR", f"{kind} ({type(exc).__name__})",
+                                         method="oauth.refresh") from None
+        _log_call("oauth.refresh", installation.domain, response.status_code, started)
+        payload = _parse_json(response)
+        if isinstance(payload, dict) and payload.get("error"):
+            error = error_from_envelope(str(payload["error"]), str(payload.get("error_description") or ""),
+                                        http_status=response.status_code, method="oauth.refresh")
+            if isinstance(error, Bitrix24MethodError):  # invalid_request and unknown OAuth codes
+                error = Bitrix24AuthError(error.error, error.description, http_status=error.http_status,
+                                          method="oauth.refresh")
+            raise error
+        if response.status_code == 200 and isinstance(payload, dict) and payload.get("access_token"):
+            return payload
+        cls = Bitrix24TransientError if response.status_code >= 500 or response.status_code == 200 else Bitrix24AuthError
+        raise cls("UNEXPECTED_ANSWER", f"HTTP {response.status_code} without tokens",
+                  http_status=response.status_code, method="oauth.refresh")
+
+    return _with_retries(attempt)
+
+
+def refresh_installation_tokens(installation, *, failed_access_token: str | None = None,
+                                session: requests.Session | None = None):
+    """Refresh the installation's tokens: one refresh per portal at a time across all workers.
+
+    The Installation row is locked (select_for_update) for the whole refresh. If its access token
+    already differs from ``failed_access_token`` (default: the instance's current one), another
+    worker has rotated it: that pair is reused and no HTTP request is made. The rotated pair and its
+    expiry are stored in one UPDATE. ``invalid_grant`` marks the installation "needs reinstall" and
+    raises Bitrix24NeedsReinstall. Returns ``installation`` (updated in place).
+    """
+    from providers.models import Installation, InstallationState
+
+    failed = installation.access_token if failed_access_token is None else failed_access_token
+    session = session or requests.Session()
+    outcome: Bitrix24Error | None = None
+    with _refresh_lock(installation.pk):  # threads of one process; the row lock covers processes
+        with transaction.atomic():
+            row = Installation.objects.select_for_update().select_related("application").get(pk=installation.pk)
+            if row.state != InstallationState.ACTIVE:
+                outcome = InstallationInactive("INSTALLATION_INACTIVE", row.get_state_display(),
+                                               method="oauth.refresh")
+            elif row.access_token and row.access_token != failed:
+                pass  # another worker refreshed already
+            elif not row.refresh_token:
+                outcome = Bitrix24AuthError("NO_REFRESH_TOKEN", "no refresh token stored", method="oauth.refresh")
+            else:
+                try:
+                    payload = _oauth_refresh(row, session)
+                except Bitrix24NeedsReinstall as exc:
+                    row.mark_needs_reinstall(gettext(
+                        "Bitrix24 refused the refresh token (%(error)s): reinstall the application on the portal."
+                    ) % {"error": exc.error})
+                    outcome = exc
+                else:
+                    _apply_token_payload(row, payload)
+            _copy_token_fields(row, installation)
+    if outcome is not None:
+        raise outcome
+    return installation
+
+
+def _apply_token_payload(row, payload: dict):
+    now = timezone.now()
+    row.access_token = str(payload["access_token"])
+    if payload.get("refresh_token"):
+        row.refresh_token = str(payload["refresh_token"])
+    expires_at = None
+    try:
+        if payload.get("expires"):
+            expires_at = datetime.fromtimestamp(float(payload["expires"]), tz=dt_timezone.utc)
+        elif payload.get("expires_in"):
+            expires_at = now + timedelta(seconds=float(payload["expires_in"]))
+    except (TypeError, ValueError, OverflowError, OSError):
+        expires_at = None
+    row.access_token_expires_at = expires_at or now + timedelta(seconds=contract.ACCESS_TOKEN_LIFETIME)
+    fields = ["access_token", "refresh_token", "access_token_expires_at", "updated_at"]
+    endpoint = payload.get("client_endpoint")
+    if isinstance(endpoint, str) and endpoint.startswith(("http://", "https://")) and endpoint != row.client_endpoint:
+        row.client_endpoint = endpoint
+        row.domain = _netloc(endpoint)
+        fields += ["client_endpoint", "domain"]
+    if isinstance(payload.get("server_endpoint"), str) and payload["server_endpoint"]:
+        row.server_endpoint = payload["server_endpoint"]
+        fields.append("server_endpoint")
+    if isinstance(payload.get("scope"), str) and payload["scope"]:
+        row.scope = payload["scope"]
+        fields.append("scope")
+    row.save(update_fields=fields)
+
+
+# --- The client -------------------------------------------------------------------------------------
+@dataclass
+class BatchResult:
+    """``results[key]`` for commands that succeeded, ``errors[key]`` (typed) for those that failed."""
+    results: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, Bitrix24Error] = field(default_factory=dict)
+
+
+class Bitrix24Client:
+    """REST calls to one installation (portal) with its OAuth tokens."""
+
+    def __init__(self, installation, *, session: requests.Session | None = None):
+        self.installation = installation
+        self.session = session or requests.Session()
+
+    def __repr__(self):
+        return f"Bitrix24Client(domain={self.installation.domain!r})"
+
+    def close(self):
+        self.session.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    # --- calls -------------------------------------------------------------------------------------
+    def call(self, method: str, params: dict | None = None) -> Any:
+        """Call ``method`` and return the ``result`` value (see the module docstring for the rules)."""
+        self._ensure_active(method)
+        self._check_paused(method)
+        return self._call(method, params or {})
+
+    def batch(self, commands: dict[str, tuple[str, dict]], *, halt: bool = False) -> BatchResult:
+        """Up to 50 commands in one request (one hit on the leaky bucket).
+
+        Commands of a method paused by OPERATION_TIME_LIMIT are not sent; they get that error.
+        """
+        if len(commands) > contract.BATCH_MAX_COMMANDS:
+            raise ValueError(f"batch takes at most {contract.BATCH_MAX_COMMANDS} commands, got {len(commands)}")
+        self._ensure_active(contract.METHOD_BATCH)
+        outcome = BatchResult()
+        cmd: dict[str, str] = {}
+        for key, (method, params) in commands.items():
+            paused = self._paused_error(method)
+            if paused is not None:
+                outcome.errors[str(key)] = paused
+                continue
+            query = php_query(params)
+            cmd[str(key)] = f"{method}?{query}" if query else method
+        if not cmd:
+            return outcome
+        result = self._call(contract.METHOD_BATCH, {"halt": 1 if halt else 0, "cmd": cmd})
+        result = _as_map(result)
+        methods = {str(k): m for k, (m, _p) in commands.items()}
+        for key, value in _as_map(result.get("result")).items():
+            outcome.results[str(key)] = value
+        for key, value in _as_map(result.get("result_error")).items():
+            value = value if isinstance(value, dict) else {"error": str(value)}
+            error = error_from_envelope(str(value.get("error") or "UNKNOWN_ERROR"),
+                                        str(value.get("error_description") or ""), method=methods.get(str(key)),
+                                        payload=value)
+            if isinstance(error, Bitrix24OperationTimeLimit) and error.method:
+                self._pause(error.method, error.reset_at)
+            outcome.errors[str(key)] = error
+        return outcome
+
+    # --- conveniences ------------------------------------------------------------------------------
+    def sender_add(self, code: str, handler: str, name, description=None, type: str = contract.SENDER_TYPE_SMS):
+        params = {"CODE": code, "TYPE": type, "HANDLER": handler, "NAME": name}
+        if description:
+            params["DESCRIPTION"] = description
+        return self.call(contract.METHOD_SENDER_ADD, params)
+
+    def sender_update(self, code: str, **fields):
+        """``fields``: handler, name, description (any case)."""
+        params = {"CODE": code}
+        params.update({k.upper(): v for k, v in fields.items() if v is not None})
+        return self.call(contract.METHOD_SENDER_UPDATE, params)
+
+    def sender_delete(self, code: str):
+        return self.call(contract.METHOD_SENDER_DELETE, {"CODE": code})
+
+    def sender_list(self) -> list[str]:
+        result = self.call(contract.METHOD_SENDER_LIST)
+        if isinstance(result, dict):
+            result = list(result.values())
+        return [str(code) for code in (result or [])]
+
+    def message_status_update(self, code: str, message_id: str, status: str):
+        if status not in contract.MESSAGE_STATUSES:
+            raise ValueError(f"unknown Bitrix24 message status {status!r}")
+        return self.call(contract.METHOD_MESSAGE_STATUS_UPDATE, {"CODE": code, "MESSAGE_ID": message_id, "STATUS": status})
+
+    def app_info(self) -> dict:
+        return self.call(contract.METHOD_APP_INFO)
+
+    def event_bind(self, event: str, handler: str, **extra):
+        return self.call(contract.METHOD_EVENT_BIND, {"event": event, "handler": handler, **extra})
+
+    def event_get(self) -> list[dict]:
+        result = self.call(contract.METHOD_EVENT_GET)
+        return list(result.values()) if isinstance(result, dict) else list(result or [])
+
+    # --- internals ---------------------------------------------------------------------------------
+    def _ensure_active(self, method: str):
+        inst = self.installation
+        if not inst.is_active:
+            raise InstallationInactive("INSTALLATION_INACTIVE",
+                                       f"{inst.domain} is {inst.get_state_display()}", method=method)
+
+    def _paused_error(self, method: str) -> Bitrix24OperationTimeLimit | None:
+        until = cache.get(_pause_key(self.installation.member_id, method))
+        if until is None:
+            return None
+        reset_at = datetime.fromtimestamp(float(until), tz=dt_timezone.utc)
+        if reset_at <= timezone.now():
+            return None
+        return Bitrix24OperationTimeLimit(contract.OPERATION_TIME_LIMIT, "paused until operating_reset_at",
+                                          reset_at=reset_at, method=method)
+
+    def _check_paused(self, method: str):
+        error = self._paused_error(method)
+        if error is not None:
+            raise error
+
+    def _pause(self, method: str, reset_at: datetime):
+        seconds = (reset_at - timezone.now()).total_seconds()
+        if seconds > 0:
+            cache.set(_pause_key(self.installation.member_id, method), reset_at.timestamp(), timeout=seconds + 1)
+
+    def _call(self, method: str, params: dict) -> Any:
+        refreshed = False
+        while True:
+            try:
+                return _with_retries(lambda: self._attempt(method, params))
+            except Bitrix24AuthError as exc:
+                if contract.error_kind(exc.error, exc.http_status) is not ErrorKind.REFRESH:
+                    raise
+                if refreshed:
+                    raise Bitrix24AuthError(exc.error, exc.description, http_status=exc.http_status,
+                                            method=method) from None
+                refresh_installation_tokens(self.installation, failed_access_token=self._token_used,
+                                            session=self.session)
+                refreshed = True
+
+    def _attempt(self, method: str, params: dict) -> Any:
+        inst = self.installation
+        url = inst.client_endpoint.rstrip("/") + "/" + method
+        self._token_used = inst.access_token
+        body = {**params, contract.AUTH_PARAM: inst.access_token}
+        for _hop in range(contract.MAX_REDIRECTS + 1):
+            ratelimit_acquire(f"portal:{inst.member_id}", inst.rate_limit_burst, inst.rate_limit_drain_per_second)
+            answer = _post(self.session, url, body, method=method, domain=inst.domain)
+            if answer.location:
+                url = urljoin(url, answer.location)
+                self._save_new_endpoint(url)
+                continue
+            result, error = _result_or_error(answer, method)
+            if error is None:
+                return result
+            if isinstance(error, Bitrix24OperationTimeLimit):
+                self._pause(method, error.reset_at)
+            elif isinstance(error, Bitrix24NeedsReinstall):
+                inst.mark_needs_reinstall(gettext("Bitrix24 answered %(error)s: reinstall the application on the portal.")
+                                          % {"error": error.error})
+            raise error
+        raise Bitrix24TransientError("TOO_MANY_REDIRECTS", "", method=method)
+
+    def _save_new_endpoint(self, new_url: str):
+        """The portal moved: keep the endpoint's path on the new scheme and host; save domain and endpoint."""
+        from providers.models import Installation
+
+        inst = self.installation
+        new = urlsplit(new_url)
+        old = urlsplit(inst.client_endpoint)
+        endpoint = urlunsplit((new.scheme or old.scheme, new.netloc or old.netloc, old.path, "", ""))
+        if endpoint == inst.client_endpoint:
+            return
+        inst.client_endpoint = endpoint
+        inst.domain = new.netloc or inst.domain
+        Installation.objects.filter(pk=inst.pk).update(client_endpoint=inst.client_endpoint, domain=inst.domain,
+                                                       updated_at=timezone.now())
+        logger.info("bitrix24 portal moved to %s", inst.domain, extra={"b24_domain": inst.domain})

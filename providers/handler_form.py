@@ -1,0 +1,186 @@
+"""Parsing of what Bitrix24 POSTs to our HANDLER (contract bitrix24.md §3).
+
+The body is ``application/x-www-form-urlencoded`` with PHP-style nested keys
+(``bindings[0][OWNER_ID]``, ``document_id[2]``, ``auth[application_token]``; brackets may arrive as
+``%5B``/``%5D``). ``qs_codec`` turns it into nested data; this module checks it and returns a
+:class:`HandlerForm`. Anything wrong raises :class:`HandlerFormError` naming the field.
+"""
+from __future__ import annotations
+
+import urllib.parse
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import qs_codec
+from django.utils.translation import gettext_lazy as _
+
+MESSAGE_ID_MAX_LENGTH = 128  # [S] bitrix24.md §2.5
+MESSAGE_TO_MAX_LENGTH = 64  # Message.message_to; Bitrix24 itself allows 50 (§2.6)
+CODE_MAX_LENGTH = 128
+
+
+class HandlerFormError(ValueError):
+    """The body is not a HANDLER call we understand."""
+
+    def __init__(self, message, field: str = ""):
+        super().__init__(str(message))
+        self.message = message
+        self.field = field
+
+
+@dataclass(frozen=True)
+class HandlerAuth:
+    """``auth[...]``: tokens of the message author (absent for messages without an author)."""
+    application_token: str = ""
+    member_id: str = ""
+    domain: str = ""
+    user_id: str = ""
+    client_endpoint: str = ""
+    access_token: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class HandlerForm:
+    module_id: str  # "crm" or "bizproc"
+    code: str
+    message_id: str
+    message_to: str
+    message_body: str
+    type: str = "SMS"
+    ts: datetime | None = None
+    bindings: list = field(default_factory=list)  # crm: [{"OWNER_TYPE_ID": "3", "OWNER_ID": "123"}, ...]
+    workflow_id: str = ""  # bizproc
+    document_id: list = field(default_factory=list)  # bizproc: ["crm", "CCrmDocumentLead", "LEAD_98"]
+    document_type: list = field(default_factory=list)
+    auth: HandlerAuth | None = None
+
+
+def _decode_component(value, charset=None, kind=None):
+    """Percent-decoding that refuses bytes which are not UTF-8 (instead of inventing U+FFFD)."""
+    if value is None:
+        return None
+    try:
+        return urllib.parse.unquote_to_bytes(value.replace("+", " ")).decode("utf-8")
+    except UnicodeDecodeError:
+        raise HandlerFormError(_("The body is not valid UTF-8."))
+
+
+_DECODE_OPTIONS = qs_codec.DecodeOptions(decoder=_decode_component, list_limit=200, depth=3, parameter_limit=1000)
+
+
+def _scalar(data: dict, name: str, *, required: bool = False, max_length: int | None = None) -> str:
+    value = data.get(name)
+    if value is None or value == "":
+        if required:
+            raise HandlerFormError(_("The field %(field)s is missing.") % {"field": name}, name)
+        return ""
+    if not isinstance(value, str):
+        raise HandlerFormError(_("The field %(field)s must be a single value.") % {"field": name}, name)
+    if max_length is not None and len(value) > max_length:
+        raise HandlerFormError(
+            _("The field %(field)s is longer than %(max)d characters.") % {"field": name, "max": max_length}, name)
+    return value
+
+
+def _as_list(value, name: str) -> list:
+    """PHP arrays arrive as lists, or as dicts when their indexes are not contiguous."""
+    if value in (None, ""):
+        return []
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        try:
+            return [value[key] for key in sorted(value, key=int)]
+        except ValueError:
+            pass
+    raise HandlerFormError(_("The field %(field)s must be a list.") % {"field": name}, name)
+
+
+def _string_list(value, name: str) -> list[str]:
+    items = _as_list(value, name)
+    if not all(isinstance(item, str) for item in items):
+        raise HandlerFormError(_("The field %(field)s must be a list of strings.") % {"field": name}, name)
+    return items
+
+
+def _bindings(value) -> list[dict]:
+    bindings = []
+    for item in _as_list(value, "bindings"):
+        if not isinstance(item, dict) or not all(isinstance(v, str) for v in item.values()):
+            raise HandlerFormError(_("Each of bindings must be a set of OWNER_TYPE_ID and OWNER_ID."), "bindings")
+        bindings.append(dict(item))
+    return bindings
+
+
+def _auth(value) -> HandlerAuth | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, dict):
+        raise HandlerFormError(_("The field auth must be a set of values."), "auth")
+
+    def text(key):
+        item = value.get(key, "")
+        if not isinstance(item, str):
+            raise HandlerFormError(_("The field %(field)s must be a single value.") % {"field": f"auth[{key}]"}, f"auth[{key}]")
+        return item
+
+    return HandlerAuth(
+        application_token=text("application_token"), member_id=text("member_id"), domain=text("domain"),
+        user_id=text("user_id"), client_endpoint=text("client_endpoint"), access_token=text("access_token"))
+
+
+def _timestamp(value: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromtimestamp(int(value), tz=timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        raise HandlerFormError(_("The field ts must be a unix time."), "ts")
+
+
+def handler_form_parse(body: bytes | str) -> HandlerForm:
+    """Parse a HANDLER body into a :class:`HandlerForm`; raise :class:`HandlerFormError` if it is not one."""
+    if isinstance(body, bytes):
+        try:
+            body = body.decode("ascii")
+        except UnicodeDecodeError:
+            try:
+                body = body.decode("utf-8")
+            except UnicodeDecodeError:
+                raise HandlerFormError(_("The body is not valid UTF-8."))
+    if not body.strip():
+        raise HandlerFormError(_("The body is empty."))
+    try:
+        data = qs_codec.decode(body, _DECODE_OPTIONS)
+    except HandlerFormError:
+        raise
+    except Exception:  # qs_codec raises assorted errors on garbage; all mean "not a form"
+        raise HandlerFormError(_("The body is not a form."))
+    if not isinstance(data, dict):
+        raise HandlerFormError(_("The body is not a form."))
+
+    properties = data.get("properties") if isinstance(data.get("properties"), dict) else {}
+    message_to = _scalar(data, "message_to", max_length=MESSAGE_TO_MAX_LENGTH) or _scalar(
+        properties, "phone_number", max_length=MESSAGE_TO_MAX_LENGTH)
+    message_body = _scalar(data, "message_body") or _scalar(properties, "message_text")
+    if not message_to:
+        raise HandlerFormError(_("The field %(field)s is missing.") % {"field": "message_to"}, "message_to")
+    if not message_body:
+        raise HandlerFormError(_("The field %(field)s is missing.") % {"field": "message_body"}, "message_body")
+
+    module_id = _scalar(data, "module_id", max_length=32)
+    workflow_id = _scalar(data, "workflow_id", max_length=64)
+    return HandlerForm(
+        module_id=module_id or ("bizproc" if workflow_id else "crm"),
+        code=_scalar(data, "code", required=True, max_length=CODE_MAX_LENGTH),
+        message_id=_scalar(data, "message_id", required=True, max_length=MESSAGE_ID_MAX_LENGTH),
+        message_to=message_to,
+        message_body=message_body,
+        type=_scalar(data, "type", max_length=30) or "SMS",
+        ts=_timestamp(_scalar(data, "ts")),
+        bindings=_bindings(data.get("bindings")),
+        workflow_id=workflow_id,
+        document_id=_string_list(data.get("document_id"), "document_id"),
+        document_type=_string_list(data.get("document_type"), "document_type"),
+        auth=_auth(data.get("auth")),
+    )

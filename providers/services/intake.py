@@ -1,0 +1,101 @@
+"""Intake: a HANDLER call from Bitrix24 becomes one stored Message (exactly once), then a send."""
+import hmac
+
+import phonenumbers
+from django.db import IntegrityError, transaction
+from django.utils.translation import gettext_lazy as _
+
+from ..handler_form import HandlerForm
+from ..models import Installation, Message, MessageState, MessageStatusChange, ProviderRegistration, RegistrationState
+from .timeline import ChangeSource
+
+
+class HandlerForbidden(Exception):
+    """Wrong secret or application token, or an installation that may not send."""
+
+
+class ProviderNotRegistered(Exception):
+    """The provider code is unknown, or not registered on this installation."""
+
+
+def installation_by_handler_secret(*, secret: str) -> Installation:
+    """The installation whose HANDLER/callback URL carries ``secret``; HandlerForbidden otherwise."""
+    if not secret or len(secret) > 64:
+        raise HandlerForbidden(_("Unknown handler."))
+    installation = Installation.objects.filter(handler_secret=secret).first()
+    # The index lookup finds the row; the decision is a constant-time compare of the whole secret.
+    if installation is None or not hmac.compare_digest(installation.handler_secret.encode(), secret.encode()):
+        raise HandlerForbidden(_("Unknown handler."))
+    return installation
+
+
+def handler_authenticate(*, secret: str, form: HandlerForm) -> Installation:
+    """Check the URL secret and, when the call carries ``auth``, its application token and portal."""
+    installation = installation_by_handler_secret(secret=secret)
+    if form.auth is not None:
+        expected = installation.application_token.encode()
+        if not expected or not hmac.compare_digest(expected, form.auth.application_token.encode()):
+            raise HandlerForbidden(_("Wrong application token."))
+        if form.auth.member_id and form.auth.member_id != installation.member_id:
+            raise HandlerForbidden(_("The call comes from another portal."))
+    if not installation.is_active:
+        raise HandlerForbidden(_("The application is not installed on this portal."))
+    return installation
+
+
+def destination_normalise(*, message_to: str, region: str) -> str:
+    """i-dgtl's destination form (digits, country code first) or '' when the number is not valid."""
+    try:
+        number = phonenumbers.parse(message_to, (region or "RU").upper())
+    except phonenumbers.NumberParseException:
+        return ""
+    if not phonenumbers.is_valid_number(number):
+        return ""
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164).lstrip("+")
+
+
+def message_receive(*, installation: Installation, form: HandlerForm) -> tuple[Message, bool]:
+    """Store the message once per (installation, message_id); ``created`` is False for a repeat.
+
+    The unique constraint decides a race between two identical POSTs: the loser finds the winner's row.
+    The send is enqueued after commit.
+    """
+    registration = (
+        ProviderRegistration.objects.select_related("provider")
+        .filter(installation=installation, provider__code=form.code)
+        .exclude(state=RegistrationState.REMOVED)
+        .first()
+    )
+    if registration is None:
+        raise ProviderNotRegistered(_("Unknown provider code %(code)s.") % {"code": form.code})
+    provider = registration.provider
+
+    existing = Message.objects.filter(installation=installation, message_id=form.message_id).first()
+    if existing is not None:
+        return existing, False
+    message = Message(
+        installation=installation, provider=provider, message_id=form.message_id, module_id=form.module_id,
+        bindings=form.bindings, workflow_id=form.workflow_id, document_id=form.document_id,
+        document_type=form.document_type, author_user_id=form.auth.user_id if form.auth else "",
+        message_to=form.message_to, destination=destination_normalise(message_to=form.message_to, region=installation.default_region),
+        text=form.message_body, sender_name=provider.sender_name, bitrix_sent_at=form.ts, state=MessageState.RECEIVED,
+    )
+    try:
+        with transaction.atomic():
+            message.save(force_insert=True)
+            MessageStatusChange.objects.create(
+                message=message, previous_state="", state=MessageState.RECEIVED, source=ChangeSource.HANDLER,
+                detail="" if message.destination else str(_("Invalid phone number.")))
+            transaction.on_commit(_schedule_send)
+    except IntegrityError:
+        existing = Message.objects.filter(installation=installation, message_id=form.message_id).first()
+        if existing is None:
+            raise
+        return existing, False
+    return message, True
+
+
+def _schedule_send():
+    from .sending import sending_schedule
+
+    sending_schedule()

@@ -1,0 +1,355 @@
+"""Sending: waiting messages go to i-dgtl in batches, each message at most once.
+
+A claim moves RECEIVED -> SENDING (recorded before any HTTP call), then one ``POST /message`` per
+(i-dgtl account, sender name) of up to 1000 messages. An answer that may have been lost
+(IdgtlOutcomeUnknown), or a SENDING message left behind by a crashed worker, is resolved by
+looking the messages up with ``GET /message`` (by ``externalMessageId`` = our pk) before any resend.
+"""
+import logging
+import time
+from collections import defaultdict
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from idgtl.client import (
+    IdgtlClient, IdgtlConfigurationError, IdgtlError, IdgtlOutcomeUnknown, IdgtlTransientError, IdgtlValidationError,
+)
+from idgtl.contract import CALLBACK_EVENTS, GET_MESSAGES_MAX_WINDOW, MESSAGE_CREATED_ITEM_CODE, SEND_BATCH_MAX
+from idgtl.services import account_get_default
+
+from ..models import Message, MessageState
+from .timeline import ChangeSource, messages_change_state
+
+logger = logging.getLogger(__name__)
+
+SEND_SCHEDULED_KEY = "providers:send-scheduled"
+LOOKUP_PAGE_SIZE = 100
+
+
+# --- scheduling --------------------------------------------------------------------------------------
+def sending_schedule() -> None:
+    """Ask for a send run soon; many calls within a moment cost one task (a burst becomes batches)."""
+    from ..tasks.messages import send_waiting_messages
+
+    if cache.add(SEND_SCHEDULED_KEY, 1, timeout=settings.MESSAGES_SEND_SCHEDULE_WINDOW):
+        send_waiting_messages.apply_async(countdown=settings.MESSAGES_SEND_DEBOUNCE)
+
+
+def sending_schedule_later(delay: float) -> None:
+    from ..tasks.messages import enqueue_later, send_waiting_messages
+
+    enqueue_later(send_waiting_messages, countdown=max(0.0, delay))
+
+
+def sending_run() -> dict:
+    """One sweep: resolve unknown outcomes first, then send everything waiting. Used by the task."""
+    cache.delete(SEND_SCHEDULED_KEY)  # before claiming: anything stored from now on schedules a new run
+    resolved = messages_resolve_unknown_outcomes()
+    sent = messages_send_waiting()
+    return {"resolved": resolved, "sent": sent}
+
+
+# --- helpers -----------------------------------------------------------------------------------------
+def callback_url(installation) -> str:
+    return f"{settings.PUBLIC_BASE_URL.rstrip('/')}/idgtl/callback/{installation.handler_secret}/"
+
+
+def _account_for(installation, default_cache: dict):
+    if installation.account_id:
+        return installation.account
+    if "default" not in default_cache:
+        default_cache["default"] = account_get_default()
+    return default_cache["default"]
+
+
+def _retry_delay(attempts: int) -> float:
+    return min(settings.MESSAGES_SEND_RETRY_BACKOFF * (2 ** max(0, attempts - 1)), 3600.0)
+
+
+def _lock_still(messages: list[Message], state: str) -> list[Message]:
+    """The messages (locked for this transaction) that are still in ``state``."""
+    ids = set(Message.objects.select_for_update().filter(pk__in=[m.pk for m in messages], state=state)
+              .values_list("pk", flat=True))
+    return [m for m in messages if m.pk in ids]
+
+
+def _waiting_queryset(now):
+    queryset = (Message.objects.filter(state=MessageState.RECEIVED)
+                .filter(Q(next_check_at__isnull=True) | Q(next_check_at__lte=now)).order_by("id"))
+    if connection.vendor == "postgresql":
+        queryset = queryset.select_for_update(skip_locked=True, of=("self",))
+    else:
+        queryset = queryset.select_for_update()
+    return queryset.select_related("installation__account", "provider")
+
+
+# --- sending -----------------------------------------------------------------------------------------
+def messages_claim(*, limit: int) -> list[Message]:
+    """Claim up to ``limit`` waiting messages: RECEIVED -> SENDING, committed before any call.
+
+    Messages whose number is not valid fail here, without calling i-dgtl.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        waiting = list(_waiting_queryset(now)[:limit])
+        invalid = [m for m in waiting if not m.destination]
+        claimed = [m for m in waiting if m.destination]
+        for message in invalid:
+            message.error_message = _("Invalid phone number: %(number)s") % {"number": message.message_to}
+        messages_change_state(messages=invalid, state=MessageState.FAILED, source=ChangeSource.SEND,
+                              update_fields=("error_message",))
+        for message in claimed:
+            message.sending_started_at = now
+            message.send_attempts += 1
+            message.next_check_at = None
+            message.error_message = ""
+        messages_change_state(messages=claimed, state=MessageState.SENDING, source=ChangeSource.SEND, detail="",
+                              update_fields=("sending_started_at", "send_attempts", "error_message"))
+    return claimed
+
+
+def messages_send_waiting(*, batch_size: int | None = None, time_budget: float | None = None) -> int:
+    """Send everything waiting, one call per (account, sender name) and batch. Returns how many were sent."""
+    batch_size = min(batch_size or settings.MESSAGES_SEND_BATCH_SIZE, SEND_BATCH_MAX)
+    deadline = time.monotonic() + (time_budget if time_budget is not None else settings.MESSAGES_SEND_TIME_BUDGET)
+    sent = 0
+    while time.monotonic() < deadline:
+        claimed = messages_claim(limit=batch_size)
+        if not claimed:
+            break
+        default_cache: dict = {}
+        groups = defaultdict(list)
+        for message in claimed:
+            account = _account_for(message.installation, default_cache)
+            groups[(account.pk if account else None, message.sender_name)].append((account, message))
+        for (_account_id, sender_name), pairs in groups.items():
+            sent += messages_send_batch(account=pairs[0][0], sender_name=sender_name, messages=[m for _a, m in pairs])
+    else:
+        sending_schedule_later(0)  # out of time with work left: continue in a fresh task
+    return sent
+
+
+def _payload(message: Message, sender_name: str) -> dict:
+    return {
+        "channelType": "SMS",
+        "senderName": sender_name,
+        "destination": message.destination,
+        "content": message.text,
+        "externalMessageId": str(message.pk),
+        "callbackUrl": callback_url(message.installation),
+        "callbackEvents": list(CALLBACK_EVENTS),
+    }
+
+
+def messages_send_batch(*, account, sender_name: str, messages: list[Message]) -> int:
+    """One ``POST /message`` for claimed (SENDING) messages; records what became of each one."""
+    if account is None or not account.messages_key:
+        _fail(messages, _("No i-dgtl messages key (TOKEN_1) is configured for this portal's account."))
+        return 0
+    client = IdgtlClient.for_messages(account)
+    try:
+        response = client.send_messages([_payload(m, sender_name) for m in messages])
+    except IdgtlOutcomeUnknown as exc:
+        logger.warning("i-dgtl send outcome unknown for %d messages: %s", len(messages), exc)
+        _mark_outcome_unknown(messages, str(exc))
+        return 0
+    except IdgtlTransientError as exc:
+        logger.warning("i-dgtl send failed temporarily for %d messages: %s", len(messages), exc)
+        _return_to_waiting(messages, str(exc), retry_after=exc.retry_after)
+        return 0
+    except IdgtlConfigurationError as exc:
+        logger.error("i-dgtl refused the messages key of account %s: %s", account, exc)
+        _fail(messages, _("i-dgtl configuration error (check the messages key): %(error)s") % {"error": exc.message},
+              code=exc.code)
+        return 0
+    except IdgtlValidationError as exc:
+        _fail(messages, exc.message, code=exc.code)
+        return 0
+    except IdgtlError as exc:
+        logger.error("i-dgtl send failed for %d messages: %s", len(messages), exc)
+        _fail(messages, str(exc), code=exc.code)
+        return 0
+    finally:
+        client.close()
+    return _apply_send_result(messages, response)
+
+
+def _apply_send_result(messages: list[Message], response) -> int:
+    items = response.get("items") if isinstance(response, dict) else None
+    if not isinstance(items, list) or len(items) != len(messages):
+        # Items follow the request order [I]; if they do not line up we cannot tell which is which.
+        _mark_outcome_unknown(messages, _("i-dgtl answered with %(n)s items for %(m)s messages.") % {
+            "n": len(items) if isinstance(items, list) else "no", "m": len(messages)})
+        return 0
+    now = timezone.now()
+    sent, failed = [], []
+    with transaction.atomic():
+        still_sending = {m.pk for m in _lock_still(messages, MessageState.SENDING)}
+        for message, item in zip(messages, items):
+            if message.pk not in still_sending:
+                continue
+            item = item if isinstance(item, dict) else {}
+            uuid = item.get("messageUuid")
+            if item.get("code") == MESSAGE_CREATED_ITEM_CODE and uuid:
+                message.idgtl_message_uuid = str(uuid)
+                message.sent_at = now
+                message.next_check_at = now + timedelta(seconds=settings.MESSAGES_RECONCILE_AFTER)
+                sent.append(message)
+            else:
+                code = item.get("code")
+                message.error_code = code if isinstance(code, int) else None
+                message.error_message = str(item.get("msg") or _("i-dgtl error %(code)s") % {"code": code})
+                failed.append(message)
+        messages_change_state(messages=sent, state=MessageState.SENT, source=ChangeSource.SEND, detail="",
+                              update_fields=("idgtl_message_uuid", "sent_at"))
+        messages_change_state(messages=failed, state=MessageState.FAILED, source=ChangeSource.SEND,
+                              update_fields=("error_code", "error_message"))
+    return len(sent)
+
+
+def _fail(messages: list[Message], error: str, code: int | None = None) -> None:
+    with transaction.atomic():
+        messages = _lock_still(messages, MessageState.SENDING)
+        for message in messages:
+            message.error_code = code
+            message.error_message = str(error)
+        messages_change_state(messages=messages, state=MessageState.FAILED, source=ChangeSource.SEND,
+                              update_fields=("error_code", "error_message"))
+
+
+def _mark_outcome_unknown(messages: list[Message], error: str) -> None:
+    """They stay SENDING; a lookup decides later whether i-dgtl has them."""
+    now = timezone.now()
+    with transaction.atomic():
+        messages = _lock_still(messages, MessageState.SENDING)
+        for message in messages:
+            message.error_message = _("Outcome unknown, to be looked up at i-dgtl: %(error)s") % {"error": error}
+            message.next_check_at = now + timedelta(seconds=settings.MESSAGES_OUTCOME_LOOKUP_DELAY)
+        Message.objects.bulk_update(messages, ["error_message", "next_check_at"])
+    sending_schedule_later(settings.MESSAGES_OUTCOME_LOOKUP_DELAY + 0.5)
+
+
+def _return_to_waiting(messages: list[Message], error: str, retry_after: float | None = None) -> None:
+    """i-dgtl surely did not take them (the client says so): wait and send again, a bounded number of times."""
+    now = timezone.now()
+    retry, give_up = [], []
+    with transaction.atomic():
+        for message in _lock_still(messages, MessageState.SENDING):
+            message.error_message = str(error)
+            if message.send_attempts >= settings.MESSAGES_SEND_MAX_ATTEMPTS:
+                give_up.append(message)
+            else:
+                delay = max(_retry_delay(message.send_attempts), retry_after or 0)
+                message.next_check_at = now + timedelta(seconds=delay)
+                retry.append(message)
+        messages_change_state(messages=retry, state=MessageState.RECEIVED, source=ChangeSource.SEND,
+                              update_fields=("error_message",))
+        messages_change_state(messages=give_up, state=MessageState.FAILED, source=ChangeSource.SEND,
+                              update_fields=("error_message",))
+    if retry:
+        delay = min((m.next_check_at - now).total_seconds() for m in retry)
+        transaction.on_commit(lambda: sending_schedule_later(delay + 0.1))
+
+
+# --- outcome unknown ---------------------------------------------------------------------------------
+def _unknown_outcome_queryset(now):
+    stale_before = now - timedelta(seconds=settings.MESSAGES_SENDING_STALE_AFTER)
+    return Message.objects.filter(state=MessageState.SENDING).filter(
+        Q(next_check_at__lte=now) | Q(next_check_at__isnull=True, sending_started_at__lte=stale_before)
+    ).select_related("installation__account")
+
+
+def messages_resolve_unknown_outcomes(*, now=None) -> int:
+    """Look SENDING messages with an unknown outcome up at i-dgtl; resend only those it does not have."""
+    now = now or timezone.now()
+    candidates = list(_unknown_outcome_queryset(now)[:GET_MESSAGES_MAX_WINDOW])
+    if not candidates:
+        return 0
+    default_cache: dict = {}
+    by_account = defaultdict(list)
+    for message in candidates:
+        account = _account_for(message.installation, default_cache)
+        by_account[account.pk if account else None].append((account, message))
+    resolved = 0
+    for pairs in by_account.values():
+        resolved += _resolve_for_account(pairs[0][0], [m for _a, m in pairs], now)
+    return resolved
+
+
+def _lookup_by_external_id(client: IdgtlClient, messages: list[Message], now) -> dict[str, dict]:
+    """i-dgtl's items for our messages, keyed by externalMessageId, from the time window they were sent in."""
+    wanted = {str(m.pk) for m in messages}
+    started = [m.sending_started_at or m.created_at for m in messages]
+    time_from = min(started) - timedelta(minutes=5)
+    time_to = now + timedelta(minutes=1)
+    found: dict[str, dict] = {}
+    page = 1
+    while page * LOOKUP_PAGE_SIZE <= GET_MESSAGES_MAX_WINDOW:
+        answer = client.get_messages(time_from=time_from, time_to=time_to, page=page, per_page=LOOKUP_PAGE_SIZE)
+        items = answer.get("items") or [] if isinstance(answer, dict) else []
+        for item in items:
+            external_id = str(item.get("externalMessageId") or "")
+            if external_id in wanted and item.get("messageUuid"):
+                found[external_id] = item
+        total = answer.get("total") if isinstance(answer, dict) else None
+        if len(found) == len(wanted) or len(items) < LOOKUP_PAGE_SIZE or (isinstance(total, int) and page * LOOKUP_PAGE_SIZE >= total):
+            break
+        page += 1
+    return found
+
+
+def _resolve_for_account(account, messages: list[Message], now) -> int:
+    lifetime_end = timedelta(hours=settings.MESSAGES_LIFETIME_HOURS) + timedelta(seconds=settings.MESSAGES_LIFETIME_MARGIN)
+    if account is None or not account.messages_key:
+        _fail(messages, _("No i-dgtl messages key (TOKEN_1) is configured for this portal's account."))
+        return len(messages)
+    client = IdgtlClient.for_messages(account)
+    try:
+        found = _lookup_by_external_id(client, messages, now)
+    except IdgtlError as exc:
+        logger.warning("i-dgtl lookup of %d messages with an unknown outcome failed: %s", len(messages), exc)
+        expired = [m for m in messages if (m.sending_started_at or m.created_at) + lifetime_end < now]
+        _fail(expired, _("No answer from i-dgtl within the message lifetime."))
+        with transaction.atomic():
+            waiting = [m for m in _lock_still(messages, MessageState.SENDING) if m not in expired]
+            for message in waiting:
+                message.next_check_at = now + timedelta(seconds=_retry_delay(message.send_attempts + 1))
+            Message.objects.bulk_update(waiting, ["next_check_at"])
+        return 0
+    finally:
+        client.close()
+
+    from .delivery import message_apply_idgtl_status
+
+    has_it, lacks_it = [], []
+    with transaction.atomic():
+        for message in _lock_still(messages, MessageState.SENDING):
+            item = found.get(str(message.pk))
+            if item:
+                message.idgtl_message_uuid = str(item["messageUuid"])
+                message.sent_at = message.sent_at or now
+                message.error_message = ""
+                message.next_check_at = now + timedelta(seconds=settings.MESSAGES_RECONCILE_AFTER)
+                has_it.append((message, item))
+            else:
+                message.error_message = _("i-dgtl does not have it; sending again.")
+                message.next_check_at = None
+                lacks_it.append(message)
+        messages_change_state(messages=[m for m, _i in has_it], state=MessageState.SENT, source=ChangeSource.RECONCILER,
+                              detail=_("Found at i-dgtl after an unknown outcome."),
+                              update_fields=("idgtl_message_uuid", "sent_at", "error_message"))
+        messages_change_state(messages=lacks_it, state=MessageState.RECEIVED, source=ChangeSource.RECONCILER,
+                              update_fields=("error_message",))
+    for message, item in has_it:
+        if item.get("status"):
+            message_apply_idgtl_status(message=message, status=item["status"], status_time=item.get("statusTime"),
+                                       error_code=item.get("errorCode"), source=ChangeSource.RECONCILER)
+    if lacks_it:
+        sending_schedule_later(0)
+    return len(has_it) + len(lacks_it)

@@ -1,0 +1,57 @@
+"""Every change of a message's state, in one place: the timeline entry and the report owed to Bitrix24.
+
+Callers hold the rows (select_for_update, or a state-guarded claim) inside ``transaction.atomic``
+and have already set any other fields on the instances; this records the change for all of them
+with a few bulk queries, so a batch of 1000 costs the same handful of statements as one message.
+"""
+from django.db import transaction
+from django.utils import timezone
+
+from ..models import MESSAGE_FINAL_STATES, Message, MessageStatusChange, StatusReport
+from ..status_mapping import bitrix24_status_for_state
+
+
+class ChangeSource:
+    HANDLER = "handler"
+    SEND = "send"
+    CALLBACK = "callback"
+    RECONCILER = "reconciler"
+
+
+def messages_change_state(*, messages: list[Message], state: str, source: str, detail: str | None = None,
+                          update_fields: tuple[str, ...] = ()) -> None:
+    """Move ``messages`` (whose ``.state`` is still the previous state) to ``state``.
+
+    Writes the new state and ``update_fields`` with one bulk UPDATE, a MessageStatusChange per
+    message, and a StatusReport per message when Bitrix24 is told about ``state``; the reports are
+    sent after commit. ``detail=None`` uses each message's ``error_message``.
+    """
+    if not messages:
+        return
+    now = timezone.now()
+    bitrix24_status = bitrix24_status_for_state(state)
+    changes, reports = [], []
+    for message in messages:
+        changes.append(MessageStatusChange(
+            message=message, previous_state=message.state, state=state, idgtl_status=message.idgtl_status,
+            source=source, detail=message.error_message if detail is None else detail))
+        message.state = state
+        message.updated_at = now
+        if state in MESSAGE_FINAL_STATES and message.final_at is None:
+            message.final_at = now
+            message.next_check_at = None
+        if bitrix24_status:
+            reports.append(StatusReport(message=message, status=bitrix24_status))
+    fields = {"state", "updated_at", "final_at", "next_check_at", *update_fields}
+    Message.objects.bulk_update(messages, sorted(fields), batch_size=1000)
+    MessageStatusChange.objects.bulk_create(changes, batch_size=1000)
+    if reports:
+        StatusReport.objects.bulk_create(reports, batch_size=1000, ignore_conflicts=True)
+        installation_ids = {message.installation_id for message in messages}
+        transaction.on_commit(lambda: _schedule_reports(installation_ids))
+
+
+def _schedule_reports(installation_ids):
+    from .reporting import reports_schedule
+
+    reports_schedule(installation_ids=installation_ids)

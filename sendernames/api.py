@@ -1,0 +1,225 @@
+"""REST API for sender-name applications (staff only; token or session authentication).
+
+Thin: serializers check the shape and each field with the rules of ``validation``; the services
+create, submit and refresh. Errors are JSON naming the field, never a 500.
+"""
+import re
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import FileResponse
+from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django_filters import rest_framework as filters
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from idgtl.contract import Brand, ChannelType, CommonType
+from idgtl.models import IdgtlAccount
+
+from . import validation
+from .models import SenderNameApplication, SenderNameDocument, SenderNameStatusChange, SubmissionState
+from .services import application_create, application_refresh_status, application_submit
+
+FILE_PART = re.compile(r"^file([1-9]\d*)$")
+
+
+class DocumentSerializer(serializers.ModelSerializer):
+    download_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = SenderNameDocument
+        fields = ["id", "original_name", "size", "content_type", "position", "download_url", "created_at"]
+
+    def get_download_url(self, document) -> str:
+        request = self.context.get("request")
+        path = f"/api/sender-names/{document.application_id}/documents/{document.pk}/"
+        return request.build_absolute_uri(path) if request else path
+
+
+class StatusChangeSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SenderNameStatusChange
+        fields = ["previous_status", "status", "comment", "cause", "created_at"]
+
+
+class LastErrorSerializer(serializers.Serializer):
+    kind = serializers.CharField(source="last_error_kind")
+    code = serializers.IntegerField(source="last_error_code", allow_null=True)
+    message = serializers.CharField(source="last_error_message")
+
+
+class ApplicationSerializer(serializers.ModelSerializer):
+    status = serializers.CharField(read_only=True, help_text=gettext_lazy("i-dgtl's status string as received"))
+    status_label = serializers.CharField(read_only=True)
+    last_error = serializers.SerializerMethodField()
+    documents = DocumentSerializer(many=True, read_only=True)
+    history = StatusChangeSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = SenderNameApplication
+        fields = [
+            "id", "account", "channel_type", "common_type", "brand", "date_from", "sender_name", "counteragent_name",
+            "counteragent_inn", "submission_state", "remote_id", "status", "status_label", "status_comment", "fee",
+            "last_error", "submitted_at", "status_checked_at", "next_status_check_at", "created_at", "updated_at",
+            "documents", "history",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(LastErrorSerializer(allow_null=True))
+    def get_last_error(self, application) -> dict | None:
+        if not application.last_error_kind:
+            return None
+        return LastErrorSerializer(application).data
+
+
+def _drf_error(exc: DjangoValidationError):
+    return serializers.ValidationError([str(m) for m in exc.messages])
+
+
+class ApplicationCreateSerializer(serializers.Serializer):
+    account = serializers.PrimaryKeyRelatedField(
+        queryset=IdgtlAccount.objects.all(), required=False, allow_null=True,
+        help_text=gettext_lazy("i-dgtl account id; the default account when omitted"))
+    channel_type = serializers.ChoiceField(choices=ChannelType.choices, default=ChannelType.SMS)
+    common_type = serializers.ChoiceField(choices=CommonType.choices)
+    brand = serializers.ChoiceField(choices=Brand.choices)
+    date_from = serializers.CharField(help_text=gettext_lazy(
+        "A date (2030-01-31) or an ISO time; stored as the start of that Moscow day, no earlier than tomorrow"))
+    sender_name = serializers.CharField(max_length=64, trim_whitespace=True)
+    counteragent_name = serializers.CharField(max_length=255)
+    counteragent_inn = serializers.CharField(max_length=32)
+
+    def validate_date_from(self, value):
+        try:
+            return validation.normalise_date_from(value)
+        except DjangoValidationError as exc:
+            raise _drf_error(exc)
+
+    def validate_counteragent_inn(self, value):
+        try:
+            return validation.validate_inn(value)
+        except DjangoValidationError as exc:
+            raise _drf_error(exc)
+
+    def validate(self, attrs):
+        try:
+            validation.validate_sender_name(attrs["sender_name"], attrs["brand"])
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError({"sender_name": [str(m) for m in exc.messages]})
+        return attrs
+
+
+class ApplicationMultipartSerializer(ApplicationCreateSerializer):
+    """For the schema: the same fields as form parts, plus the documents as file1..fileN."""
+    file1 = serializers.FileField(required=False, help_text=gettext_lazy("PDF, PNG or JPEG; further files as file2, file3, ..."))
+    file2 = serializers.FileField(required=False)
+
+
+def uploaded_documents(request) -> list:
+    """The files of parts file1..fileN in order; any other file part or a bad file is a 400 naming it."""
+    numbered, errors = [], {}
+    for part in request.FILES:
+        match = FILE_PART.match(part)
+        if not match:
+            errors[part] = [_("Unexpected file part; documents are sent as file1, file2, ...")]
+            continue
+        for upload in request.FILES.getlist(part):
+            numbered.append((int(match.group(1)), part, upload))
+    numbered.sort(key=lambda item: item[0])
+    try:
+        validation.validate_document_count(len(numbered))
+    except DjangoValidationError as exc:
+        errors["documents"] = exc.messages
+    for _n, part, upload in numbered:
+        try:
+            validation.detect_document_type(upload)
+        except DjangoValidationError as exc:
+            errors.setdefault(part, []).extend(exc.messages)
+    if errors:
+        raise serializers.ValidationError(errors)
+    return [upload for _n, _part, upload in numbered]
+
+
+class ApplicationFilter(filters.FilterSet):
+    status = filters.CharFilter(field_name="status")
+    brand = filters.ChoiceFilter(choices=Brand.choices)
+    common_type = filters.ChoiceFilter(choices=CommonType.choices)
+    submission_state = filters.ChoiceFilter(choices=SubmissionState.choices)
+
+    class Meta:
+        model = SenderNameApplication
+        fields = ["status", "brand", "common_type", "submission_state"]
+
+
+ActionResult = inline_serializer("SenderNameActionResult", fields={
+    "detail": serializers.CharField(), "application": ApplicationSerializer()})
+
+
+@extend_schema_view(
+    list=extend_schema(summary="List sender-name applications"),
+    retrieve=extend_schema(summary="One application with its documents and status history"),
+)
+class SenderNameApplicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = ApplicationSerializer
+    filterset_class = ApplicationFilter
+    queryset = SenderNameApplication.objects.prefetch_related("documents", "history").order_by("-created_at", "-pk")
+
+    @extend_schema(
+        summary="File an application (multipart with file1..fileN, or JSON without files)",
+        request={"multipart/form-data": ApplicationMultipartSerializer, "application/json": ApplicationCreateSerializer},
+        responses={201: ApplicationSerializer},
+    )
+    def create(self, request):
+        serializer = ApplicationCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        documents = uploaded_documents(request)
+        data = dict(serializer.validated_data)
+        data["account"] = data.get("account") or None
+        application = application_create(documents=documents, created_by=request.user, **data)
+        return Response(self._full(application), status=status.HTTP_201_CREATED)
+
+    @extend_schema(summary="Submit to i-dgtl (once; repeated calls change nothing)", request=None,
+                   responses={202: ActionResult, 200: ActionResult})
+    @action(detail=True, methods=["post"])
+    def submit(self, request, pk=None):
+        application = self.get_object()
+        result = application_submit(application_id=application.pk)
+        code = status.HTTP_202_ACCEPTED if result.queued else status.HTTP_200_OK
+        return Response({"detail": result.message, "application": self._full(result.application)}, status=code)
+
+    @extend_schema(summary="Ask i-dgtl for the status now", request=None,
+                   responses={200: ActionResult, 502: OpenApiResponse(ActionResult, description="i-dgtl failed")})
+    @action(detail=True, methods=["post"])
+    def refresh(self, request, pk=None):
+        application = self.get_object()
+        result = application_refresh_status(application_id=application.pk)
+        if result.error_kind:
+            return Response({"detail": result.message, "application": self._full(result.application)},
+                            status=status.HTTP_502_BAD_GATEWAY)
+        if result.changed:
+            detail = _("Status changed: %(old)s → %(new)s.") % {
+                "old": result.previous_status or "—", "new": result.application.status}
+        else:
+            detail = _("Status unchanged: %(status)s.") % {"status": result.application.status}
+        return Response({"detail": detail, "application": self._full(result.application)})
+
+    @extend_schema(summary="Download a document", responses={(200, "application/octet-stream"): bytes})
+    @action(detail=True, methods=["get"], url_path=r"documents/(?P<document_id>\d+)")
+    def document(self, request, pk=None, document_id=None):
+        application = self.get_object()
+        document = get_object_or_404(SenderNameDocument, application=application, pk=document_id)
+        return FileResponse(document.file.open("rb"), as_attachment=True, filename=document.original_name,
+                            content_type=document.content_type)
+
+    def _full(self, application):
+        application = self.get_queryset().get(pk=application.pk)
+        return ApplicationSerializer(application, context=self.get_serializer_context()).data

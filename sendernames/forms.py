@@ -1,0 +1,81 @@
+"""The admin form for a sender-name application: the fields plus several documents at once."""
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
+
+from . import validation
+from .models import SenderNameApplication
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "application/pdf,image/png,image/jpeg"}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        if not data:
+            return []
+        files = data if isinstance(data, (list, tuple)) else [data]
+        return [super(MultipleFileField, self).clean(f, initial) for f in files]
+
+
+class SenderNameApplicationForm(forms.ModelForm):
+    date_from = forms.DateField(
+        label=_("start date"), widget=forms.DateInput(attrs={"type": "date"}),
+        help_text=_("No earlier than tomorrow (Moscow time); the name is usable from the start of that day."))
+    new_documents = MultipleFileField(
+        label=_("documents"), required=False,
+        help_text=_("PDF, PNG or JPEG (judged by content); several files may be chosen. Required for PROMO names."))
+
+    class Meta:
+        model = SenderNameApplication
+        fields = ["account", "channel_type", "common_type", "brand", "date_from", "sender_name",
+                  "counteragent_name", "counteragent_inn"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.date_from:
+            self.initial["date_from"] = validation.timezone.localtime(self.instance.date_from, validation.MOSCOW).date()
+        if "account" in self.fields:
+            self.fields["account"].required = False
+            self.fields["account"].help_text = _("Empty: the default account.")
+        if "sender_name" in self.fields:
+            self.fields["sender_name"].max_length = 64  # the rule's own message beats "at most 11 characters"
+            self.fields["sender_name"].widget.attrs.pop("maxlength", None)
+
+    def clean(self):
+        cleaned = super().clean()
+        documents = cleaned.get("new_documents") or []
+        existing = self.instance.documents.count() if self.instance.pk else 0
+        try:
+            validation.validate_documents(documents)
+            validation.validate_document_count(existing + len(documents))
+        except ValidationError as exc:
+            self.add_error("new_documents", exc)
+        required = ["common_type", "brand", "date_from", "sender_name", "counteragent_name", "counteragent_inn"]
+        if any(name in self.errors for name in required):
+            return cleaned
+        from idgtl.services import account_get_default
+
+        if self.instance.pk:
+            account = self.instance.account  # fixed once filed
+        else:
+            account = cleaned.get("account") or account_get_default()
+        try:
+            values = validation.application_validate(
+                account_id=account.pk, channel_type=cleaned.get("channel_type"),
+                common_type=cleaned.get("common_type"), brand=cleaned.get("brand"),
+                date_from=cleaned.get("date_from"), sender_name=cleaned.get("sender_name"),
+                counteragent_name=cleaned.get("counteragent_name"), counteragent_inn=cleaned.get("counteragent_inn"),
+                document_count=existing + len(documents), exclude_id=self.instance.pk)
+        except ValidationError as exc:
+            for field, errors in exc.error_dict.items():
+                self.add_error("new_documents" if field == "documents" else field, errors)
+            return cleaned
+        cleaned.update(values)
+        cleaned["account"] = account
+        return cleaned

@@ -1,0 +1,93 @@
+"""What sender-name services send to and read from i-dgtl (through ``idgtl.client`` only).
+
+snake_case model fields become i-dgtl's camelCase here, and i-dgtl records are compared with ours
+here, so the services above never touch raw i-dgtl shapes.
+"""
+import datetime as dt
+import re
+from decimal import Decimal, InvalidOperation
+
+from django.utils.dateparse import parse_datetime
+
+from ..models import SenderNameApplication
+from ..validation import date_from_for_idgtl
+
+# [C] "Duplicates with existing name (id = 1161)"
+DUPLICATE_MESSAGE = re.compile(r"Duplicates with existing name \(id\s*=\s*(\d+)\)")
+LOOKUP_MAX_PAGES = 10
+
+
+def client_for(account):
+    """The i-dgtl client for an account's sender-names key (TOKEN_2)."""
+    from idgtl.client import IdgtlClient
+
+    return IdgtlClient.for_sender_names(account)
+
+
+def application_remote_body(application: SenderNameApplication) -> dict:
+    return {
+        "channelType": application.channel_type,
+        "commonType": application.common_type,
+        "brand": application.brand,
+        "dateFrom": date_from_for_idgtl(application.date_from),
+        "senderName": application.sender_name,
+        "counteragentName": application.counteragent_name,
+        "counteragentInn": application.counteragent_inn,
+    }
+
+
+def application_remote_files(application: SenderNameApplication) -> list[tuple[str, bytes, str]]:
+    files = []
+    for document in application.documents.all():
+        with document.file.open("rb") as handle:
+            files.append((document.original_name, handle.read(), document.content_type))
+    return files
+
+
+def remote_record_matches(application: SenderNameApplication, record: dict) -> bool:
+    """Whether an i-dgtl record is the one this application created."""
+    remote_date = parse_datetime(str(record.get("dateFrom") or ""))
+    same_date = remote_date is not None and remote_date.astimezone(dt.timezone.utc) == application.date_from.astimezone(dt.timezone.utc)
+    return (
+        str(record.get("senderName", "")).lower() == application.sender_name.lower()
+        and record.get("brand") == application.brand
+        and record.get("channelType", application.channel_type) == application.channel_type
+        and record.get("commonType") == application.common_type
+        and str(record.get("counteragentInn", "")) == application.counteragent_inn
+        and same_date
+    )
+
+
+def _unclaimed(application: SenderNameApplication, remote_id) -> bool:
+    return not SenderNameApplication.objects.filter(account_id=application.account_id, remote_id=remote_id).exclude(
+        pk=application.pk).exists()
+
+
+def remote_lookup(client, application: SenderNameApplication) -> dict | None:
+    """Find the i-dgtl record an earlier, unanswered submission may have created."""
+    page = 1
+    while page <= LOOKUP_MAX_PAGES:
+        answer = client.list_sender_names(sender_name=application.sender_name, page=page, per_page=100)
+        items = answer.get("items") or []
+        for record in items:
+            if remote_record_matches(application, record) and _unclaimed(application, record.get("id")):
+                return record
+        if not items or page * 100 >= int(answer.get("total") or 0):
+            return None
+        page += 1
+    return None
+
+
+def duplicate_remote_id(message: str) -> int | None:
+    match = DUPLICATE_MESSAGE.search(message or "")
+    return int(match.group(1)) if match else None
+
+
+def remote_fee(record: dict) -> Decimal | None:
+    value = record.get("fee")
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        return None

@@ -1,0 +1,215 @@
+"""Following the review status of submitted applications at i-dgtl.
+
+One application (manual refresh) or all that are due (periodic sync). Polling stops at a final
+status; an application long in review is polled less often (the interval doubles for every day
+in review, up to a cap); an unknown status string is stored as it is, polled on, and warned about
+once when it appears.
+"""
+import dataclasses
+import datetime as dt
+import logging
+import time
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from idgtl.client import IdgtlConfigurationError, IdgtlError, IdgtlNotFound, IdgtlTransientError
+from idgtl.contract import SENDER_NAME_FINAL_STATUSES, SenderNameStatus
+from idgtl.models import IdgtlAccount
+
+from ..models import ErrorKind, SenderNameApplication, SenderNameStatusChange, StatusChangeCause, SubmissionState
+from . import remote
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_PERIOD = dt.timedelta(days=1)  # the polling interval doubles for every day in review ...
+MAX_INTERVAL_FACTOR = 24  # ... up to this many times SENDER_NAME_SYNC_INTERVAL (6 h with the default 15 min)
+SYNC_BATCH_SIZE = 500
+SYNC_CLAIM_LEASE = dt.timedelta(minutes=10)  # a claimed application is not picked again meanwhile
+TRANSIENT_ERRORS_BEFORE_PAUSE = 3  # consecutive failures that pause one account for the rest of a cycle
+SYNC_FIELDS = ["status", "status_comment", "fee", "status_checked_at", "next_status_check_at",
+               "last_error_kind", "last_error_code", "last_error_message", "updated_at"]
+
+
+def sync_interval(submitted_at: dt.datetime | None, now: dt.datetime) -> dt.timedelta:
+    base = settings.SENDER_NAME_SYNC_INTERVAL
+    days_in_review = max(0, int((now - (submitted_at or now)) / BACKOFF_PERIOD))
+    return dt.timedelta(seconds=min(base * 2 ** min(days_in_review, 16), base * MAX_INTERVAL_FACTOR))
+
+
+def next_check_at(application: SenderNameApplication, now: dt.datetime) -> dt.datetime | None:
+    if application.status in SENDER_NAME_FINAL_STATUSES:
+        return None
+    return now + sync_interval(application.submitted_at, now)
+
+
+def _apply_record(application: SenderNameApplication, record: dict, *, cause: str, now: dt.datetime):
+    """Copy i-dgtl's view onto the application; return an unsaved history row if the status changed."""
+    previous = application.status
+    status = str(record.get("status") or previous)
+    comment = str(record.get("comment") or "")
+    application.status = status
+    application.status_comment = comment
+    fee = remote.remote_fee(record)
+    if fee is not None:
+        application.fee = fee
+    application.status_checked_at = now
+    application.next_status_check_at = next_check_at(application, now)
+    application.last_error_kind, application.last_error_code, application.last_error_message = "", None, ""
+    application.updated_at = now
+    if status == previous:
+        return None
+    if status not in SenderNameStatus.values:
+        logger.warning("i-dgtl reported an unknown sender-name status; it is stored as is and polled on",
+                       extra={"application_id": application.pk, "status": status})
+    return SenderNameStatusChange(application=application, previous_status=previous, status=status,
+                                  comment=comment, cause=cause, created_at=now)
+
+
+def _apply_error(application: SenderNameApplication, error: IdgtlError, *, now: dt.datetime) -> str:
+    if isinstance(error, IdgtlConfigurationError):
+        from .submission import configuration_message
+
+        kind, message = ErrorKind.CONFIGURATION, configuration_message(error)
+    elif isinstance(error, IdgtlNotFound):
+        kind, message = ErrorKind.NOT_FOUND, _("i-dgtl does not know id %(id)s.") % {"id": application.remote_id}
+    else:
+        kind, message = ErrorKind.TRANSIENT, _("i-dgtl is not answering (%(error)s).") % {
+            "error": error.message or error.__class__.__name__}
+    application.last_error_kind, application.last_error_code, application.last_error_message = kind, error.code, message
+    application.status_checked_at = now
+    application.next_status_check_at = now + sync_interval(application.submitted_at, now)
+    application.updated_at = now
+    return message
+
+
+@dataclasses.dataclass
+class RefreshResult:
+    application: SenderNameApplication
+    previous_status: str
+    changed: bool
+    error_kind: str = ""
+    message: str = ""
+
+
+def application_refresh_status(*, application_id: int, cause: str = StatusChangeCause.MANUAL_REFRESH,
+                               client=None) -> RefreshResult:
+    """Ask i-dgtl for one application's status now and record any change."""
+    application = SenderNameApplication.objects.select_related("account").get(pk=application_id)
+    if application.submission_state != SubmissionState.SUBMITTED or application.remote_id is None:
+        raise ValidationError(_("This application has not been submitted to i-dgtl yet."), code="not_submitted")
+    client = client or remote.client_for(application.account)
+    now = timezone.now()
+    try:
+        record, error = client.get_sender_name(application.remote_id), None
+    except IdgtlError as exc:
+        record, error = None, exc
+    with transaction.atomic():
+        application = SenderNameApplication.objects.select_for_update().get(pk=application_id)
+        previous = application.status
+        if error is not None:
+            message = _apply_error(application, error, now=now)
+            application.save(update_fields=SYNC_FIELDS)
+            logger.warning("Sender-name status refresh failed",
+                           extra={"application_id": application_id, "kind": application.last_error_kind})
+            return RefreshResult(application, previous, False, application.last_error_kind, message)
+        change = _apply_record(application, record, cause=cause, now=now)
+        application.save(update_fields=SYNC_FIELDS)
+        if change is not None:
+            change.save()
+    return RefreshResult(application, previous, change is not None)
+
+
+# --- Periodic sync -------------------------------------------------------------------------------
+@dataclasses.dataclass
+class SyncReport:
+    checked: int = 0
+    changed: int = 0
+    errors: int = 0
+    skipped: int = 0  # claimed but not asked this cycle (account paused after errors)
+
+
+def open_applications_due(now: dt.datetime):
+    return (SenderNameApplication.objects
+            .filter(submission_state=SubmissionState.SUBMITTED, remote_id__isnull=False, next_status_check_at__lte=now)
+            .exclude(status__in=SENDER_NAME_FINAL_STATUSES))
+
+
+def _claim_batch(now: dt.datetime, size: int) -> list[SenderNameApplication]:
+    with transaction.atomic():
+        batch = list(open_applications_due(now).select_for_update(skip_locked=True)
+                     .order_by("next_status_check_at", "pk")[:size])
+        if batch:
+            SenderNameApplication.objects.filter(pk__in=[a.pk for a in batch]).update(
+                next_status_check_at=now + SYNC_CLAIM_LEASE)
+    return batch
+
+
+def applications_sync_open(*, now: dt.datetime | None = None, batch_size: int = SYNC_BATCH_SIZE,
+                           time_budget: float | None = None, client_for=None) -> SyncReport:
+    """One sync cycle: ask i-dgtl for every due, non-final application and record the changes.
+
+    Reads and writes in batches (one claim query and one update per batch, history rows in bulk),
+    one client (one HTTP session) per account for the whole cycle, and a time budget under the
+    task's soft limit: what is not reached stays due for the next cycle.
+    """
+    client_for = client_for or remote.client_for
+    budget = time_budget if time_budget is not None else settings.CELERY_TASK_SOFT_TIME_LIMIT * 0.8
+    deadline = time.monotonic() + budget
+    report = SyncReport()
+    clients: dict[int, object] = {}
+    accounts: dict[int, IdgtlAccount] = {}
+    paused: dict[int, IdgtlError] = {}
+    transient_streak: dict[int, int] = {}
+    while time.monotonic() < deadline:
+        cycle_now = now or timezone.now()
+        batch = _claim_batch(cycle_now, batch_size)
+        if not batch:
+            break
+        missing = {a.account_id for a in batch} - accounts.keys()
+        if missing:
+            accounts.update(IdgtlAccount.objects.in_bulk(missing))
+        changes = []
+        for application in batch:
+            account_id = application.account_id
+            checked_at = now or timezone.now()
+            if account_id in paused:
+                application.next_status_check_at = checked_at + sync_interval(application.submitted_at, checked_at)
+                application.updated_at = checked_at
+                report.skipped += 1
+                continue
+            client = clients.get(account_id)
+            if client is None:
+                client = clients[account_id] = client_for(accounts[account_id])
+            try:
+                record = client.get_sender_name(application.remote_id)
+            except IdgtlError as exc:
+                _apply_error(application, exc, now=checked_at)
+                report.errors += 1
+                if isinstance(exc, IdgtlConfigurationError):
+                    paused[account_id] = exc
+                elif isinstance(exc, IdgtlTransientError):
+                    transient_streak[account_id] = transient_streak.get(account_id, 0) + 1
+                    if transient_streak[account_id] >= TRANSIENT_ERRORS_BEFORE_PAUSE:
+                        paused[account_id] = exc
+                continue
+            transient_streak[account_id] = 0
+            report.checked += 1
+            change = _apply_record(application, record, cause=StatusChangeCause.PERIODIC_SYNC, now=checked_at)
+            if change is not None:
+                changes.append(change)
+        with transaction.atomic():
+            SenderNameApplication.objects.bulk_update(batch, SYNC_FIELDS)
+            SenderNameStatusChange.objects.bulk_create(changes)
+        report.changed += len(changes)
+    for account_id, error in paused.items():
+        logger.warning("Sender-name sync paused for an account this cycle",
+                       extra={"account_id": account_id, "error": error.__class__.__name__, "code": error.code})
+    for client in clients.values():
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()
+    return report

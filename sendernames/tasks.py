@@ -1,0 +1,28 @@
+"""Celery tasks for sender-name applications: thin, take ids, idempotent (see services)."""
+from celery import shared_task
+
+from .services import SubmitOutcome, application_submit_perform, applications_resume_stalled, applications_sync_open
+
+SUBMIT_MAX_RETRIES = 5
+
+
+def submit_retry_countdown(retries: int) -> int:
+    return min(30 * 2 ** retries, 600)
+
+
+@shared_task(bind=True, name="sendernames.tasks.submit_application", max_retries=SUBMIT_MAX_RETRIES)
+def submit_application(self, application_id: int):
+    """Submit one queued application; a redelivered or repeated task finds it claimed or done and stops."""
+    result = application_submit_perform(
+        application_id=application_id, final_attempt=self.request.retries >= SUBMIT_MAX_RETRIES)
+    if result.outcome is SubmitOutcome.RETRY:
+        raise self.retry(countdown=submit_retry_countdown(self.request.retries))
+    return result.outcome.value
+
+
+@shared_task(name="sendernames.tasks.sync_open_applications")
+def sync_open_applications():
+    """Beat job: poll i-dgtl for every due, non-final application; restart stalled submissions."""
+    report = applications_sync_open()
+    applications_resume_stalled()
+    return {"checked": report.checked, "changed": report.changed, "errors": report.errors, "skipped": report.skipped}

@@ -1,0 +1,253 @@
+"""The rules a sender-name application must meet, as i-dgtl would check them.
+
+One module used by the admin form, the API serializer and the service layer, so a rule is written
+once and gives the same message wherever input enters. Every function raises Django's
+``ValidationError`` with a message meant for the operator; ``application_validate`` collects them
+per field.
+"""
+import datetime as dt
+import re
+from collections.abc import Iterable
+from zoneinfo import ZoneInfo
+
+import filetype
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.translation import gettext_lazy as _
+from stdnum.exceptions import InvalidChecksum, InvalidLength
+from stdnum.ru import inn as stdnum_inn
+
+from idgtl.contract import (
+    COMMON_TYPES_REQUIRING_DOCUMENTS,
+    DOCUMENT_MIME_TYPES,
+    MOSCOW_TZ,
+    SENDER_NAME_DEAD_STATUSES,
+    SENDER_NAME_MAX_LENGTH,
+    SENDER_NAME_MIN_LENGTH,
+    TIMESTAMP_FORMAT,
+    Brand,
+    ChannelType,
+    CommonType,
+    sender_name_pattern,
+)
+
+MOSCOW = ZoneInfo(MOSCOW_TZ)
+# Bytes enough for filetype to recognise PDF, PNG and JPEG signatures.
+SIGNATURE_BYTES = 261
+
+
+# --- Single fields ----------------------------------------------------------------------------
+def validate_choice(value: str, choices, label) -> str:
+    if value not in choices.values:
+        raise ValidationError(
+            _("Unknown %(label)s “%(value)s”; expected one of: %(choices)s."),
+            code="invalid_choice", params={"label": label, "value": value, "choices": ", ".join(choices.values)})
+    return value
+
+
+def validate_sender_name(value: str, brand: str) -> str:
+    """3 to 11 characters from the brand's alphabet (MegaFon's differs from the others')."""
+    value = value or ""
+    if not SENDER_NAME_MIN_LENGTH <= len(value) <= SENDER_NAME_MAX_LENGTH:
+        raise ValidationError(
+            _("A sender name has %(min)s to %(max)s characters; this one has %(length)s."), code="length",
+            params={"min": SENDER_NAME_MIN_LENGTH, "max": SENDER_NAME_MAX_LENGTH, "length": len(value)})
+    if not re.fullmatch(sender_name_pattern(brand), value):
+        if brand in (Brand.MEGAFON, Brand.YOTA):
+            allowed = _("Latin letters, digits and . * ! -")
+        else:
+            allowed = _("Latin letters, digits, spaces and . * + -")
+        raise ValidationError(
+            _("For %(brand)s a sender name may contain only %(allowed)s."), code="pattern",
+            params={"brand": Brand(brand).label if brand in Brand.values else brand, "allowed": allowed})
+    return value
+
+
+def earliest_date_from(now: dt.datetime | None = None) -> dt.datetime:
+    """The start of the next Moscow day: the earliest dateFrom i-dgtl accepts."""
+    today = timezone.localtime(now or timezone.now(), MOSCOW).date()
+    return dt.datetime.combine(today + dt.timedelta(days=1), dt.time.min, tzinfo=MOSCOW)
+
+
+def normalise_date_from(value, *, now: dt.datetime | None = None) -> dt.datetime:
+    """Parse a date or datetime and return the start of that Moscow day (tz-aware).
+
+    Accepts a ``date``, a ``datetime`` (naive ones are read as Moscow time) or an ISO string
+    (``2030-01-31`` or ``2030-01-30T21:00:00Z``). It must be no earlier than the next Moscow day.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        parsed = None
+        try:
+            parsed = parse_datetime(text) or parse_date(text)
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            raise ValidationError(
+                _("Enter a date such as 2030-01-31 or a time such as 2030-01-30T21:00:00Z."), code="invalid")
+        value = parsed
+    if isinstance(value, dt.datetime):
+        if timezone.is_naive(value):
+            value = value.replace(tzinfo=MOSCOW)
+        day = value.astimezone(MOSCOW).date()
+    elif isinstance(value, dt.date):
+        day = value
+    else:
+        raise ValidationError(_("Enter a date."), code="required")
+    start = dt.datetime.combine(day, dt.time.min, tzinfo=MOSCOW)
+    earliest = earliest_date_from(now)
+    if start < earliest:
+        raise ValidationError(
+            _("The start date must be no earlier than the next day (Moscow time): %(earliest)s or later."),
+            code="too_early", params={"earliest": earliest.date().isoformat()})
+    return start
+
+
+def date_from_for_idgtl(value: dt.datetime) -> str:
+    """dateFrom as i-dgtl wants it: ``yyyy-MM-ddTHH:mm:ssZ`` in UTC."""
+    return value.astimezone(dt.timezone.utc).strftime(TIMESTAMP_FORMAT)
+
+
+def validate_inn(value: str) -> str:
+    """10 digits (legal entity) or 12 (individual entrepreneur) with valid check digits."""
+    value = (value or "").strip()
+    if not value.isdigit():
+        raise ValidationError(_("An INN consists of digits only."), code="format")
+    try:
+        return stdnum_inn.validate(value)
+    except InvalidLength:
+        raise ValidationError(
+            _("An INN has 10 digits (legal entity) or 12 (individual entrepreneur); this one has %(length)s."),
+            code="length", params={"length": len(value)})
+    except InvalidChecksum:
+        raise ValidationError(_("This INN's check digits are wrong: check it for a typo."), code="checksum")
+    except Exception:
+        raise ValidationError(_("This is not a valid INN."), code="invalid")
+
+
+# --- Documents ---------------------------------------------------------------------------------
+def _read_head(file) -> bytes:
+    position = file.tell() if hasattr(file, "tell") else None
+    if hasattr(file, "seek"):
+        file.seek(0)
+    head = file.read(SIGNATURE_BYTES)
+    if hasattr(file, "seek"):
+        file.seek(position or 0)
+    return head
+
+
+def detect_document_type(file) -> str:
+    """The MIME type of a PDF, PNG or JPEG judged by the file's content (its name is ignored)."""
+    size = getattr(file, "size", None)
+    name = getattr(file, "name", "") or ""
+    limit = settings.SENDER_NAME_MAX_DOCUMENT_SIZE
+    if size == 0:
+        raise ValidationError(_("%(name)s is empty."), code="empty", params={"name": name})
+    if size is not None and size > limit:
+        raise ValidationError(
+            _("%(name)s is %(size)s bytes; a document may be at most %(limit)s bytes."), code="too_large",
+            params={"name": name, "size": size, "limit": limit})
+    kind = filetype.guess(_read_head(file))
+    if kind is None or kind.mime not in DOCUMENT_MIME_TYPES:
+        raise ValidationError(
+            _("%(name)s is not a PDF, PNG or JPEG file (judged by its content, not its name)."), code="file_type",
+            params={"name": name})
+    return kind.mime
+
+
+def validate_document_count(count: int) -> None:
+    limit = settings.SENDER_NAME_MAX_DOCUMENTS
+    if count > limit:
+        raise ValidationError(
+            _("At most %(limit)s documents may be attached; got %(count)s."), code="too_many",
+            params={"limit": limit, "count": count})
+
+
+def validate_documents(files: Iterable) -> list[str]:
+    """Check every file and their number; return the detected MIME types in order."""
+    files = list(files)
+    errors, types = [], []
+    try:
+        validate_document_count(len(files))
+    except ValidationError as exc:
+        errors.extend(exc.error_list)
+    for file in files:
+        try:
+            types.append(detect_document_type(file))
+        except ValidationError as exc:
+            errors.extend(exc.error_list)
+    if errors:
+        raise ValidationError(errors)
+    return types
+
+
+def validate_documents_required(common_type: str, document_count: int) -> None:
+    if common_type in COMMON_TYPES_REQUIRING_DOCUMENTS and document_count < 1:
+        raise ValidationError(
+            _("A %(type)s sender name needs at least one document (PDF, PNG or JPEG)."), code="required",
+            params={"type": common_type})
+
+
+# --- Duplicates --------------------------------------------------------------------------------
+def find_live_duplicate(*, account_id, sender_name: str, brand: str, channel_type: str, exclude_id=None):
+    """A live application (not rejected or canceled) for the same name, operator and channel."""
+    from .models import SenderNameApplication
+
+    qs = SenderNameApplication.objects.filter(
+        account_id=account_id, sender_name__iexact=sender_name, brand=brand, channel_type=channel_type,
+    ).exclude(status__in=SENDER_NAME_DEAD_STATUSES)
+    if exclude_id is not None:
+        qs = qs.exclude(pk=exclude_id)
+    return qs.order_by("pk").first()
+
+
+def validate_not_duplicate(*, account_id, sender_name, brand, channel_type, exclude_id=None) -> None:
+    existing = find_live_duplicate(
+        account_id=account_id, sender_name=sender_name, brand=brand, channel_type=channel_type, exclude_id=exclude_id)
+    if existing is not None:
+        raise ValidationError(
+            _("“%(name)s” for %(brand)s is already filed in application #%(id)s (%(state)s); "
+              "file a new one only after that one is rejected or canceled."),
+            code="duplicate",
+            params={"name": existing.sender_name, "brand": existing.get_brand_display(), "id": existing.pk,
+                    "state": existing.status_label or existing.get_submission_state_display()})
+
+
+# --- The whole application ----------------------------------------------------------------------
+def application_validate(
+    *, account_id, channel_type, common_type, brand, date_from, sender_name, counteragent_name,
+    counteragent_inn, document_count: int, exclude_id=None, now=None,
+) -> dict:
+    """Check every field; return the cleaned values or raise one ValidationError keyed by field."""
+    errors: dict[str, list] = {}
+    cleaned = {
+        "channel_type": channel_type, "common_type": common_type, "brand": brand,
+        "sender_name": (sender_name or "").strip(), "counteragent_name": (counteragent_name or "").strip(),
+    }
+
+    def check(field, func, *args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except ValidationError as exc:
+            errors.setdefault(field, []).extend(exc.error_list)
+            return None
+
+    check("channel_type", validate_choice, channel_type, ChannelType, _("channel"))
+    check("common_type", validate_choice, common_type, CommonType, _("type"))
+    brand_ok = check("brand", validate_choice, brand, Brand, _("operator")) is not None
+    if brand_ok:
+        check("sender_name", validate_sender_name, cleaned["sender_name"], brand)
+    cleaned["date_from"] = check("date_from", normalise_date_from, date_from, now=now)
+    cleaned["counteragent_inn"] = check("counteragent_inn", validate_inn, counteragent_inn)
+    if not cleaned["counteragent_name"]:
+        errors.setdefault("counteragent_name", []).append(
+            ValidationError(_("Enter the legal entity's name."), code="required"))
+    check("documents", validate_documents_required, common_type, document_count)
+    if "sender_name" not in errors and brand_ok and "channel_type" not in errors:
+        check("sender_name", validate_not_duplicate, account_id=account_id, sender_name=cleaned["sender_name"],
+              brand=brand, channel_type=channel_type, exclude_id=exclude_id)
+    if errors:
+        raise ValidationError(errors)
+    return cleaned

@@ -1,0 +1,237 @@
+"""Bitrix24Client against scripted answers: error mapping, retries, refresh, redirects, batch parsing."""
+import logging
+import time
+
+import pytest
+import requests
+
+from bitrix24 import client as b24
+from bitrix24.client import (
+    Bitrix24AccessDenied, Bitrix24AuthError, Bitrix24Client, Bitrix24MethodError, Bitrix24NeedsReinstall,
+    Bitrix24OperationTimeLimit, Bitrix24TransientError, InstallationInactive, php_query,
+)
+from providers.models import Installation, InstallationState
+from tests.bitrix24.stub import err, ok, stub_session
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fast(settings):
+    settings.B24_RETRY_BACKOFF = 0.001
+    settings.B24_MAX_RETRIES = 2
+    settings.B24_OAUTH_URL = "https://oauth.test/oauth/token/"
+    settings.REDIS_URL = ""  # the cache-backed limiter; its own tests cover Redis
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.mark.parametrize("status,code,cls", [
+    (401, "NO_AUTH_FOUND", Bitrix24AuthError),
+    (401, "authorization_error", Bitrix24AuthError),
+    (401, "APPLICATION_NOT_FOUND", Bitrix24NeedsReinstall),
+    (500, "PORTAL_DELETED", Bitrix24NeedsReinstall),
+    (403, "ACCESS_DENIED", Bitrix24AccessDenied),
+    (403, "insufficient_scope", Bitrix24AccessDenied),
+    (401, "INSUFFICIENT_SCOPE", Bitrix24AccessDenied),
+    (403, "INVALID_CREDENTIALS", Bitrix24AccessDenied),
+    (403, "user_access_error", Bitrix24AccessDenied),
+    (404, "ERROR_METHOD_NOT_FOUND", Bitrix24MethodError),
+    (400, "ERROR_SENDER_ALREADY_INSTALLED", Bitrix24MethodError),
+    (400, "ERROR_MESSAGE_NOT_FOUND", Bitrix24MethodError),
+    (400, "INVALID_REQUEST", Bitrix24MethodError),
+    (503, "QUERY_LIMIT_EXCEEDED", Bitrix24TransientError),
+    (503, "OVERLOAD_LIMIT", Bitrix24TransientError),
+    (500, "INTERNAL_SERVER_ERROR", Bitrix24TransientError),
+    (502, "SOMETHING_NEW", Bitrix24TransientError),
+    (429, "OPERATION_TIME_LIMIT", Bitrix24OperationTimeLimit),
+])
+def test_error_envelope_maps_to_typed_error(installation_factory, status, code, cls):
+    inst = installation_factory()
+    session, stub = stub_session(lambda seen: err(status, code, "described"))
+    with pytest.raises(cls) as info:
+        Bitrix24Client(inst, session=session).call("messageservice.sender.list")
+    assert type(info.value) is cls
+    assert info.value.error == code and info.value.description == "described" and info.value.http_status == status
+
+
+def test_call_posts_json_with_auth_to_the_endpoint(installation_factory):
+    inst = installation_factory(client_endpoint="https://acme.bitrix24.test/rest/", access_token="tok-1")
+    session, stub = stub_session(lambda seen: ok(["p1", "p2"]))
+    assert Bitrix24Client(inst, session=session).sender_list() == ["p1", "p2"]
+    (seen,) = stub.seen
+    assert seen.method == "POST" and seen.url == "https://acme.bitrix24.test/rest/messageservice.sender.list"
+    assert seen.json == {"auth": "tok-1"}
+
+
+def test_transient_errors_are_retried_with_backoff_then_raised(installation_factory):
+    inst = installation_factory()
+    session, stub = stub_session(lambda seen: err(503, "QUERY_LIMIT_EXCEEDED", "Too many requests"))
+    stub.answer(*err(503, "QUERY_LIMIT_EXCEEDED")).answer(requests.ConnectionError("boom"))
+    stub.answer(*ok(True))
+    assert Bitrix24Client(inst, session=session).sender_delete("p1") is True
+    assert len(stub.seen) == 3
+    with pytest.raises(Bitrix24TransientError):
+        Bitrix24Client(inst, session=session).sender_delete("p1")
+    assert len(stub.seen) == 3 + 3  # 1 + B24_MAX_RETRIES
+
+
+def test_overload_limit_is_not_hammered(installation_factory):
+    inst = installation_factory()
+    session, stub = stub_session(lambda seen: err(503, "OVERLOAD_LIMIT"))
+    with pytest.raises(Bitrix24TransientError) as info:
+        Bitrix24Client(inst, session=session).app_info()
+    assert not info.value.retryable and len(stub.seen) == 1
+
+
+def _oauth_or(rest_handler, oauth_answers):
+    def handler(seen):
+        if seen.path == "/oauth/token/":
+            return oauth_answers.pop(0)
+        return rest_handler(seen)
+    return handler
+
+
+def test_expired_token_refreshes_once_and_retries(installation_factory):
+    inst = installation_factory(access_token="old-access", refresh_token="old-refresh")
+    tokens = {"old-access": "expired", "new-access": "ok"}
+
+    def rest(seen):
+        return ok(True) if tokens[seen.json["auth"]] == "ok" else err(401, "expired_token", "The access token provided has expired")
+
+    session, stub = stub_session(_oauth_or(rest, [(200, {
+        "access_token": "new-access", "refresh_token": "new-refresh", "expires": int(time.time()) + 3600,
+        "expires_in": 3600, "client_endpoint": inst.client_endpoint, "scope": "crm,messageservice"}, {})]))
+    assert Bitrix24Client(inst, session=session).message_status_update("p1", "m" * 32, "delivered") is True
+    assert [s.path.rsplit("/", 1)[-1] or s.path for s in stub.seen] == [
+        "messageservice.message.status.update", "/oauth/token/", "messageservice.message.status.update"]
+    refresh = stub.seen[1]
+    assert refresh.method == "GET" and refresh.query == {
+        "grant_type": "refresh_token", "client_id": inst.application.client_id,
+        "client_secret": inst.application.client_secret, "refresh_token": "old-refresh"}
+    stored = Installation.objects.get(pk=inst.pk)
+    assert (stored.access_token, stored.refresh_token) == ("new-access", "new-refresh")
+    assert stored.access_token_expires_at.timestamp() > time.time() + 3500
+
+
+def test_expired_again_after_refresh_is_an_auth_error(installation_factory):
+    inst = installation_factory()
+    session, stub = stub_session(_oauth_or(lambda s: err(401, "expired_token"), [
+        (200, {"access_token": "a2", "refresh_token": "r2", "expires_in": 3600}, {})]))
+    with pytest.raises(Bitrix24AuthError) as info:
+        Bitrix24Client(inst, session=session).app_info()
+    assert info.value.error == "expired_token" and len(stub.seen) == 3
+
+
+def test_invalid_grant_marks_needs_reinstall(installation_factory):
+    inst = installation_factory()
+    session, stub = stub_session(_oauth_or(lambda s: err(401, "invalid_token"), [
+        (400, {"error": "invalid_grant", "error_description": "Invalid grant"}, {})]))
+    with pytest.raises(Bitrix24NeedsReinstall):
+        Bitrix24Client(inst, session=session).app_info()
+    stored = Installation.objects.get(pk=inst.pk)
+    assert stored.state == InstallationState.NEEDS_REINSTALL and "invalid_grant" in stored.last_error
+    with pytest.raises(InstallationInactive):
+        Bitrix24Client(stored, session=session).app_info()
+    assert len(stub.seen) == 2  # nothing sent for an inactive installation
+
+
+def test_refresh_reuses_tokens_another_worker_rotated(installation_factory):
+    inst = installation_factory(access_token="old-access")
+    stale = Installation.objects.get(pk=inst.pk)
+    Installation.objects.filter(pk=inst.pk).update(access_token="rotated", refresh_token="rotated-refresh")
+
+    def rest(seen):
+        return ok({"CODE": "x"}) if seen.json["auth"] == "rotated" else err(401, "expired_token")
+
+    session, stub = stub_session(rest)
+    assert Bitrix24Client(stale, session=session).app_info() == {"CODE": "x"}
+    assert [s.path for s in stub.seen if "oauth" in s.path] == []
+    assert stale.access_token == "rotated"
+
+
+def test_secrets_never_logged_even_when_the_oauth_server_is_down(installation_factory, caplog):
+    inst = installation_factory(access_token="SECRET-ACCESS", refresh_token="SECRET-REFRESH")
+    session, stub = stub_session(_oauth_or(lambda s: err(401, "expired_token"), [
+        (requests.ConnectionError("https://oauth.test/oauth/token/?client_secret=" + inst.application.client_secret), None, {})
+    ] * 3))
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(Bitrix24TransientError) as info:
+        Bitrix24Client(inst, session=session).app_info()
+    text = caplog.text + str(info.value) + repr(info.value) + str(info.value.__cause__ or "")
+    for secret in ("SECRET-ACCESS", "SECRET-REFRESH", inst.application.client_secret):
+        assert secret not in text
+    assert "app.info" in caplog.text and inst.domain in caplog.text
+
+
+def test_redirect_is_reposted_and_new_domain_saved(installation_factory):
+    inst = installation_factory(domain="old.bitrix24.test", client_endpoint="https://old.bitrix24.test/rest/")
+
+    def rest(seen):
+        if seen.url.startswith("https://old."):
+            return 302, None, {"Location": "https://new.bitrix24.test/rest/app.info"}
+        return ok({"CODE": "x"})
+
+    session, stub = stub_session(rest)
+    Bitrix24Client(inst, session=session).app_info()
+    assert [(s.method, s.url, s.json) for s in stub.seen] == [
+        ("POST", "https://old.bitrix24.test/rest/app.info", {"auth": inst.access_token}),
+        ("POST", "https://new.bitrix24.test/rest/app.info", {"auth": inst.access_token})]
+    stored = Installation.objects.get(pk=inst.pk)
+    assert (stored.domain, stored.client_endpoint) == ("new.bitrix24.test", "https://new.bitrix24.test/rest/")
+
+
+def test_operation_time_limit_pauses_the_method_for_all_clients(installation_factory):
+    inst = installation_factory()
+    reset_at = int(time.time()) + 120
+    session, stub = stub_session(lambda seen: (
+        (429, {"error": "OPERATION_TIME_LIMIT", "error_description": "blocked", "time": {"operating_reset_at": reset_at}}, {})
+        if seen.path.endswith("status.update") else ok(True)))
+    with pytest.raises(Bitrix24OperationTimeLimit) as info:
+        Bitrix24Client(inst, session=session).message_status_update("p", "m1", "sent")
+    assert int(info.value.reset_at.timestamp()) == reset_at
+    other = Bitrix24Client(Installation.objects.get(pk=inst.pk), session=session)
+    with pytest.raises(Bitrix24OperationTimeLimit):
+        other.message_status_update("p", "m2", "sent")
+    assert len(stub.seen) == 1  # the paused method makes no HTTP call
+    assert other.app_info() is True  # other methods still go out
+    assert len(stub.seen) == 2
+
+
+def test_batch_builds_url_encoded_commands_and_parses_both_map_shapes(installation_factory):
+    inst = installation_factory()
+    session, stub = stub_session()
+    stub.answer(*ok({"result": {"s1": True}, "result_error": {"s2": {
+        "error": "ERROR_MESSAGE_NOT_FOUND", "error_description": "Message not found!"}},
+        "result_total": [], "result_next": [], "result_time": {}}))
+    stub.answer(*ok({"result": [], "result_error": [], "result_total": [], "result_next": [], "result_time": []}))
+    stub.answer(*ok({"result": [True, True], "result_error": []}))
+    client = Bitrix24Client(inst, session=session)
+    out = client.batch({
+        "s1": ("messageservice.message.status.update", {"CODE": "p 1", "MESSAGE_ID": "a&b", "STATUS": "delivered"}),
+        "s2": ("messageservice.sender.add", {"NAME": {"en": "A+B"}}),
+    })
+    assert out.results == {"s1": True}
+    assert isinstance(out.errors["s2"], Bitrix24MethodError) and out.errors["s2"].error == "ERROR_MESSAGE_NOT_FOUND"
+    body = stub.seen[0].json
+    assert body["halt"] == 0 and body["cmd"] == {
+        "s1": "messageservice.message.status.update?CODE=p%201&MESSAGE_ID=a%26b&STATUS=delivered",
+        "s2": "messageservice.sender.add?NAME[en]=A%2BB"}
+    empty = client.batch({"x": ("app.info", {})}, halt=True)
+    assert empty.results == {} and empty.errors == {} and stub.seen[1].json["halt"] == 1
+    listed = client.batch({"0": ("app.info", {}), "1": ("app.info", {})})
+    assert listed.results == {"0": True, "1": True}
+    with pytest.raises(ValueError):
+        client.batch({str(i): ("app.info", {}) for i in range(51)})
+
+
+def test_php_query_encodes_nested_values():
+    assert php_query({"NAME": {"en": "a b", "de": "ü"}, "L": [1, 2], "F": True, "N": None}) == \
+        "NAME[en]=a%20b&NAME[de]=%C3%BC&L[0]=1&L[1]=2&F=1"
+
+
+def test_call_with_token_uses_the_given_endpoint_and_token(settings):
+    session, stub = stub_session(lambda seen: ok({"CODE": "local.1"}))
+    assert b24.call_with_token("https://x.bitrix24.test/rest/", "t0k", "app.info", session=session) == {"CODE": "local.1"}
+    assert stub.seen[0].url == "https://x.bitrix24.test/rest/app.info" and stub.seen[0].json == {"auth": "t0k"}

@@ -1,0 +1,102 @@
+"""Log lines: JSON with message id, installation and provider bound by context; never a secret."""
+import io
+import json
+import logging
+import logging.config
+
+import pytest
+
+from b24sms.logging import REDACTED, current_log_context, log_context, redact
+
+
+@pytest.fixture
+def json_log(settings):
+    """The project's LOGGING config (JSON) writing into a buffer; returns a reader of parsed lines."""
+    stream = io.StringIO()
+    config = json.loads(json.dumps(settings.LOGGING, default=str))
+    config["formatters"]["json"]["()"] = "b24sms.logging.JsonFormatter"
+    config["handlers"]["console"] = {"class": "logging.StreamHandler", "filters": ["context"], "formatter": "json", "stream": stream}
+    config["handlers"]["console"]["stream"] = stream
+    logging.config.dictConfig(config)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    logging.config.dictConfig(settings.LOGGING)
+
+
+def test_bound_context_appears_on_every_line_and_is_unbound_after(json_log):
+    logger = logging.getLogger("providers.services.sending")
+    with log_context(message_id=42, installation="acme.bitrix24.ru"):
+        logger.info("sending")
+        with log_context(provider="acme_sms"):
+            logger.warning("i-dgtl answered 503, retrying")
+        logger.info("sent")
+    logger.info("idle")
+    lines = json_log()
+    assert [line["message"] for line in lines] == ["sending", "i-dgtl answered 503, retrying", "sent", "idle"]
+    assert lines[0]["message_id"] == 42 and lines[0]["installation"] == "acme.bitrix24.ru" and "provider" not in lines[0]
+    assert lines[1]["provider"] == "acme_sms" and lines[1]["message_id"] == 42 and lines[1]["levelname"] == "WARNING"
+    assert "provider" not in lines[2]
+    assert "message_id" not in lines[3] and current_log_context() == {}
+
+
+def test_explicit_extra_wins_over_context(json_log):
+    with log_context(message_id=1):
+        logging.getLogger("x").info("other message", extra={"message_id": 2})
+    assert json_log()[0]["message_id"] == 2
+
+
+SECRETS = {
+    "basic key": "c2VuZGVyOm5hbWVzLWtleS1zZWNyZXQ=",
+    "access token": "f3a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4",
+    "refresh token": "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d",
+    "application token": "appl1cat10nT0ken55",
+    "client secret": "QwErTyClientSecret123",
+    "handler secret": "hNdLeRsEcReT-xyz_0987654321",
+    "api token": "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b",
+}
+
+
+def test_no_secret_reaches_a_log_line(json_log, settings):
+    settings.IDGTL_MESSAGES_TOKEN = "bWVzc2FnZXM6Y29uZmlndXJlZA=="
+    logger = logging.getLogger("b24sms.test")
+    s = SECRETS
+    logger.info("GET /sender-names headers={'Authorization': 'Basic %s'}", s["basic key"])
+    logger.info("Authorization: Bearer %s", s["access token"])
+    logger.info("refresh: grant_type=refresh_token&client_id=local.1&client_secret=%s&refresh_token=%s", s["client secret"], s["refresh token"])
+    logger.info("install payload %s", {"auth": {"access_token": s["access token"], "application_token": s["application token"]}})
+    logger.info("form auth%%5Baccess_token%%5D=%s&auth%%5Bapplication_token%%5D=%s", s["access token"], s["application token"])
+    logger.warning("Forbidden: /b24/handler/%s/", s["handler secret"])
+    logger.info("callback at http://127.0.0.1:8000/idgtl/callback/%s/", s["handler secret"])
+    logger.info("call", extra={"params": {"auth": s["access token"]}, "headers": {"Authorization": "Token " + s["api token"]}})
+    logger.info("body %s", json.dumps({"refresh_token": s["refresh token"], "nested": json.dumps({"client_secret": s["client secret"]})}))
+    logger.info("using the configured key %s", settings.IDGTL_MESSAGES_TOKEN)
+    try:
+        raise RuntimeError(f"401 with Authorization: Basic {s['basic key']} and access_token={s['access token']}")
+    except RuntimeError:
+        logger.exception("call failed")
+    output = "\n".join(json.dumps(line) for line in json_log())
+    for name, value in {**s, "configured": settings.IDGTL_MESSAGES_TOKEN}.items():
+        assert value not in output, f"{name} leaked: {output}"
+    assert output.count(REDACTED) >= 12
+
+
+def test_redaction_keeps_ordinary_text():
+    text = "token refreshed for portal acme.bitrix24.ru; message 17 delivered; grant_type=refresh_token"
+    assert redact(text) == text
+
+
+def test_text_format_shows_context(settings):
+    from b24sms.logging import ContextFilter, TextFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(ContextFilter())
+    handler.setFormatter(TextFormatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("b24sms.texttest")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        with log_context(message_id=7, provider="p1"):
+            logger.info("refresh_token=abcdef123456")
+    finally:
+        logger.removeHandler(handler)
+    assert stream.getvalue().strip() == f"INFO refresh_token={REDACTED} [message_id=7 provider=p1]"

@@ -1,0 +1,96 @@
+"""GET /metrics: django-prometheus plus b24sms metrics from the database and from any process."""
+import os
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
+
+from b24sms import metrics
+
+
+# Redis is tested when the integration stack is configured (CI); the Django cache always.
+_BROKER = os.environ.get("CELERY_BROKER_URL", "")
+_STORES = ["cache"] + (["redis"] if _BROKER.startswith("redis://") else [])
+
+
+@pytest.fixture(params=_STORES)
+def metric_store(request, settings):
+    """Each test runs on both stores: the Django cache (embedded) and Redis (production)."""
+    settings.REDIS_URL = _BROKER if request.param == "redis" else ""
+    metrics.store().clear()
+    yield metrics.store()
+    metrics.store().clear()
+
+
+def scrape(client, **headers):
+    response = client.get("/metrics", **headers)
+    assert response.status_code == 200, response.content
+    samples = {}
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples, name, **labels):
+    return samples.get((name, tuple(sorted((k, str(v)) for k, v in labels.items()))))
+
+
+@pytest.mark.django_db
+def test_metrics_include_django_and_recorded_counters(client, metric_store):
+    metrics.record_idgtl_error(4220)
+    metrics.record_idgtl_error(4220)
+    metrics.record_idgtl_error(None, http_status=503)
+    metrics.record_bitrix24_retry("QUERY_LIMIT_EXCEEDED")
+    metrics.record_bitrix24_rate_limit_hit()
+    metrics.record_idgtl_retry("503")
+    metrics.record_send_latency(0.7)
+    metrics.record_send_latency(42)
+    samples = scrape(client, REMOTE_ADDR="127.0.0.1")
+    assert value(samples, "b24sms_idgtl_errors_total", code=4220) == 2
+    assert value(samples, "b24sms_idgtl_errors_total", code=503) == 1
+    assert value(samples, "b24sms_bitrix24_retries_total", reason="QUERY_LIMIT_EXCEEDED") == 1
+    assert value(samples, "b24sms_bitrix24_rate_limit_hits_total", error="QUERY_LIMIT_EXCEEDED") == 1
+    assert value(samples, "b24sms_idgtl_retries_total", reason="503") == 1
+    assert value(samples, "b24sms_send_latency_seconds_bucket", le="0.5") == 0
+    assert value(samples, "b24sms_send_latency_seconds_bucket", le="1.0") == 1
+    assert value(samples, "b24sms_send_latency_seconds_bucket", le="60.0") == 2
+    assert value(samples, "b24sms_send_latency_seconds_count") == 2
+    assert value(samples, "b24sms_send_latency_seconds_sum") == pytest.approx(42.7)
+    assert value(samples, "b24sms_scrape_ok", part="database") == 1
+    assert any(name.startswith("django_http_requests") for name, _ in samples)
+
+
+@pytest.mark.django_db
+def test_database_gauges(client, metric_store):
+    from tests.ops.factories import make_message
+
+    now = timezone.now()
+    make_message(state="received", created_at=now - timedelta(minutes=10))
+    make_message(state="sending", created_at=now - timedelta(minutes=2))
+    make_message(state="delivered", created_at=now - timedelta(hours=1))
+    samples = scrape(client, REMOTE_ADDR="10.1.2.3")
+    assert value(samples, "b24sms_messages", state="received") == 1
+    assert value(samples, "b24sms_messages", state="delivered") == 1
+    assert value(samples, "b24sms_messages", state="failed") == 0
+    assert value(samples, "b24sms_queue_waiting_messages") == 2
+    assert 590 < value(samples, "b24sms_queue_oldest_waiting_seconds") < 700
+    assert value(samples, "b24sms_installations", state="active") == 1
+
+
+@pytest.mark.django_db
+def test_metrics_access(client, settings, staff_user):
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 403
+    settings.METRICS_TOKEN = "scrape-token-123456"
+    assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403  # a token, once set, is required
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Bearer scrape-token-123456").status_code == 200
+    client.force_login(staff_user)
+    assert client.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 200
+
+
+def test_recording_never_raises(settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    metrics.record_idgtl_error(4010)  # Redis unreachable: silently not recorded
+    metrics.record_send_latency(1.0)

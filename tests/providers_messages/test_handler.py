@@ -1,0 +1,187 @@
+"""POST /b24/handler/<secret>/: every outcome a caller can see, and what is stored."""
+import threading
+from unittest import mock
+
+import pytest
+from django.db import connection
+
+from providers.models import (
+    InstallationState, Message, MessageState, MessageStatusChange, RegistrationState, StatusReport,
+)
+
+from .conftest import bizproc_fields, crm_fields, encode, without_auth
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def post(client, installation, body, secret=None):
+    return client.post(f"/b24/handler/{secret or installation.handler_secret}/", data=body, content_type=FORM)
+
+
+@pytest.fixture(autouse=True)
+def no_send(monkeypatch):
+    """The send enqueued on commit is tested elsewhere."""
+    calls = []
+    monkeypatch.setattr("providers.services.sending.sending_schedule", lambda: calls.append(1))
+    return calls
+
+
+def test_crm_message_is_stored_once_and_a_send_is_enqueued_on_commit(client, installation, provider, no_send,
+                                                                     django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(client, installation, encode(crm_fields()))
+    assert response.status_code == 200
+    assert response.json() == {"result": "accepted", "message_id": "65575980fa531ac284c2ee68f81ebebd"}
+    message = Message.objects.get()
+    assert message.installation == installation and message.provider == provider
+    assert message.state == MessageState.RECEIVED
+    assert message.destination == "79990000001"
+    assert message.sender_name == "MyShop"
+    assert message.bindings == [{"OWNER_TYPE_ID": "3", "OWNER_ID": "123"}]
+    assert message.author_user_id == "1"
+    assert list(message.status_changes.values_list("state", "source")) == [("received", "handler")]
+    assert not StatusReport.objects.exists()  # Bitrix24 already shows "sent"; "queued" would move it back
+    assert no_send == [1]
+
+
+def test_bizproc_message_without_auth_is_accepted(client, installation, provider):
+    response = post(client, installation, encode(without_auth(bizproc_fields())))
+    assert response.status_code == 200
+    message = Message.objects.get()
+    assert message.module_id == "bizproc"
+    assert message.document_id == ["crm", "CCrmDocumentLead", "LEAD_98"]
+    assert message.workflow_id == "59ce38567ff2a5.26351167"
+    assert message.author_user_id == ""
+
+
+def test_number_without_country_code_uses_the_portal_region(client, installation, provider):
+    installation.default_region = "BY"
+    installation.save()
+    post(client, installation, encode(crm_fields(message_to="29 123-45-67")))
+    assert Message.objects.get().destination == "375291234567"
+
+
+def test_invalid_number_is_stored_without_destination(client, installation, provider):
+    assert post(client, installation, encode(crm_fields(message_to="12"))).status_code == 200
+    message = Message.objects.get()
+    assert message.destination == "" and message.message_to == "12"
+
+
+def test_repeated_post_answers_200_and_changes_nothing(client, installation, provider, no_send,
+                                                       django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        first = post(client, installation, encode(crm_fields()))
+        second = post(client, installation, encode(crm_fields(message_body="changed")))
+    assert first.status_code == second.status_code == 200
+    assert second.json()["result"] == "duplicate"
+    assert Message.objects.get().text == "Your code: 1234"
+    assert MessageStatusChange.objects.count() == 1
+    assert no_send == [1]
+
+
+def test_a_lost_race_is_decided_by_the_unique_constraint(client, installation, provider):
+    """The pre-check finds nothing (the other request has not committed yet); the insert then collides."""
+    post(client, installation, encode(crm_fields()))
+    real_filter = Message.objects.filter
+    calls = {"n": 0}
+
+    def filter_missing_first(*args, **kwargs):
+        calls["n"] += 1
+        queryset = real_filter(*args, **kwargs)
+        return queryset.none() if calls["n"] == 1 else queryset
+
+    with mock.patch.object(Message.objects, "filter", side_effect=filter_missing_first):
+        response = post(client, installation, encode(crm_fields()))
+    assert response.status_code == 200 and response.json()["result"] == "duplicate"
+    assert Message.objects.count() == 1
+
+
+@pytest.mark.parametrize("body", [
+    b"",
+    b"hello",
+    encode(crm_fields(code=None)),
+    encode(crm_fields(message_id=None)),
+    encode(crm_fields(**{"message_to": None, "properties[phone_number]": None})),
+    b"message_body=%FF&code=provider1&message_id=1&message_to=%2B79990000001",
+])
+def test_malformed_body_is_400_json_and_nothing_is_stored(client, installation, provider, body):
+    response = post(client, installation, body)
+    assert response.status_code == 400
+    assert response.json()["error"]
+    assert not Message.objects.exists()
+
+
+def test_missing_field_is_named(client, installation, provider):
+    response = post(client, installation, encode(crm_fields(message_id=None)))
+    assert response.json()["field"] == "message_id"
+
+
+@pytest.mark.parametrize("case", ["wrong_secret", "wrong_token", "token_missing", "other_portal", "removed",
+                                  "needs_reinstall"])
+def test_forged_or_unauthorised_calls_are_403_and_nothing_is_stored(client, installation, provider, case):
+    fields, secret = crm_fields(), None
+    if case == "wrong_secret":
+        secret = installation.handler_secret[:-1] + ("A" if installation.handler_secret[-1] != "A" else "B")
+    elif case == "wrong_token":
+        fields["auth[application_token]"] = "0" * 32
+    elif case == "token_missing":
+        del fields["auth[application_token]"]
+    elif case == "other_portal":
+        fields["auth[member_id]"] = "f" * 32
+    else:
+        installation.state = InstallationState.REMOVED if case == "removed" else InstallationState.NEEDS_REINSTALL
+        installation.save()
+    response = post(client, installation, encode(fields), secret=secret)
+    assert response.status_code == 403
+    assert response.json()["error"]
+    assert not Message.objects.exists()
+
+
+def test_a_call_without_auth_still_needs_the_secret(client, installation, provider):
+    response = post(client, installation, encode(without_auth(bizproc_fields())), secret="x" * 43)
+    assert response.status_code == 403
+    assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize("case", ["unknown_code", "not_registered_here", "registration_removed"])
+def test_unknown_provider_is_404_and_nothing_is_stored(client, installation, provider, case):
+    from providers.models import Provider
+
+    fields = crm_fields()
+    if case == "unknown_code":
+        fields["code"] = "nope"
+    elif case == "not_registered_here":
+        Provider.objects.create(code="other", name="Other", sender_name="Other")
+        fields["code"] = "other"
+    else:
+        provider.registrations.update(state=RegistrationState.REMOVED)
+    response = post(client, installation, encode(fields))
+    assert response.status_code == 404
+    assert response.json()["error"]
+    assert not Message.objects.exists()
+
+
+def test_get_is_not_allowed(client, installation, provider):
+    assert client.get(f"/b24/handler/{installation.handler_secret}/").status_code == 405
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_identical_posts_store_one_message(installation, provider):
+    from django.test import Client
+
+    body = encode(crm_fields())
+    results = []
+
+    def send():
+        results.append(post(Client(), installation, body).status_code)
+        connection.close()
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [200] * 8
+    assert Message.objects.count() == 1
+    assert MessageStatusChange.objects.count() == 1

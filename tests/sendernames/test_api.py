@@ -1,0 +1,197 @@
+"""The REST API: shapes, filters, actions and every kind of bad input (4xx naming the field)."""
+import datetime as dt
+import json
+from unittest import mock
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.test import APIClient
+
+from idgtl.client import IdgtlConfigurationError
+from sendernames.models import SenderNameApplication, SenderNameDocument, SubmissionState
+
+from .conftest import PDF_BYTES, ZIP_BYTES, VALID_INN, application_fields, pdf, png, remote_record
+
+URL = "/api/sender-names/"
+
+
+def payload(**overrides):
+    data = application_fields(**overrides)
+    data["date_from"] = str(data["date_from"])
+    return data
+
+
+@pytest.fixture
+def api(api_client, account):
+    return api_client
+
+
+def nothing_stored():
+    return not SenderNameApplication.objects.exists() and not SenderNameDocument.objects.exists()
+
+
+def test_create_as_json_without_files(api):
+    response = api.post(URL, payload(), format="json")
+    assert response.status_code == 201, response.content
+    body = response.json()
+    assert body["sender_name"] == "MyShop" and body["submission_state"] == "draft"
+    assert body["date_from"].endswith("T00:00:00+03:00")
+    assert body["documents"] == [] and body["history"] == [] and body["last_error"] is None
+    assert set(body) >= {"channel_type", "common_type", "brand", "date_from", "sender_name", "counteragent_name",
+                         "counteragent_inn", "status", "fee", "remote_id", "documents", "history"}
+
+
+def test_create_as_multipart_with_two_files(api):
+    response = api.post(URL, {**payload(common_type="PROMO"), "file2": png("b.png"), "file1": pdf("a.pdf")}, format="multipart")
+    assert response.status_code == 201, response.content
+    documents = response.json()["documents"]
+    assert [(d["original_name"], d["content_type"], d["position"]) for d in documents] == [
+        ("a.pdf", "application/pdf", 1), ("b.png", "image/png", 2)]
+    download = api.get(documents[0]["download_url"])
+    assert download.status_code == 200 and b"".join(download.streaming_content) == PDF_BYTES
+    assert 'filename="a.pdf"' in download["Content-Disposition"]
+
+
+@pytest.mark.parametrize("data, field", [
+    ({"brand": "NEW_BRAND"}, "brand"),
+    ({"common_type": "ADS"}, "common_type"),
+    ({"channel_type": "VIBER"}, "channel_type"),
+    ({"sender_name": "Магазин"}, "sender_name"),
+    ({"sender_name": "AB"}, "sender_name"),
+    ({"date_from": "2001-01-01"}, "date_from"),
+    ({"date_from": "soon"}, "date_from"),
+    ({"counteragent_inn": "123451729124"}, "counteragent_inn"),
+    ({"counteragent_inn": "12345"}, "counteragent_inn"),
+    ({"common_type": "PROMO"}, "documents"),
+    ({"account": 999999}, "account"),
+])
+def test_bad_fields_are_named(api, data, field):
+    response = api.post(URL, payload(**data), format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()
+    assert nothing_stored()
+
+
+def test_missing_fields_are_named(api):
+    response = api.post(URL, {"brand": "MTS"}, format="json")
+    assert response.status_code == 400
+    assert {"common_type", "date_from", "sender_name", "counteragent_name", "counteragent_inn"} <= set(response.json())
+
+
+def test_wrong_file_type_is_named_by_part(api):
+    bad = SimpleUploadedFile("contract.pdf", ZIP_BYTES, content_type="application/pdf")
+    response = api.post(URL, {**payload(common_type="PROMO"), "file1": pdf(), "file2": bad}, format="multipart")
+    assert response.status_code == 400
+    assert "not a PDF, PNG or JPEG" in response.json()["file2"][0]
+    assert nothing_stored()
+
+
+def test_oversized_upload_is_refused(api, settings):
+    settings.SENDER_NAME_MAX_DOCUMENT_SIZE = 1024
+    big = SimpleUploadedFile("big.pdf", PDF_BYTES + b"0" * 2048, content_type="application/pdf")
+    response = api.post(URL, {**payload(common_type="PROMO"), "file1": big}, format="multipart")
+    assert response.status_code == 400 and "at most 1024 bytes" in response.json()["file1"][0]
+    assert nothing_stored()
+
+
+def test_too_many_files_and_unknown_parts(api, settings):
+    settings.SENDER_NAME_MAX_DOCUMENTS = 1
+    response = api.post(URL, {**payload(), "file1": pdf(), "file2": png(), "attachment": pdf()}, format="multipart")
+    assert response.status_code == 400
+    assert set(response.json()) == {"documents", "attachment"}
+    assert nothing_stored()
+
+
+def test_malformed_json_is_a_400(api):
+    response = api.post(URL, data='{"brand": "MTS",', content_type="application/json")
+    assert response.status_code == 400 and "JSON parse error" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("body", ["[1, 2]", '"text"', "42", "null"])
+def test_a_body_that_is_not_an_object_is_a_400(api, body):
+    response = api.post(URL, data=body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert "non_field_errors" in response.json()
+    assert nothing_stored()
+
+
+def test_duplicate_points_to_the_existing_application(api):
+    first = api.post(URL, payload(), format="json").json()
+    response = api.post(URL, payload(sender_name="MYSHOP"), format="json")
+    assert response.status_code == 400
+    assert f"#{first['id']}" in response.json()["sender_name"][0]
+    assert SenderNameApplication.objects.count() == 1
+
+
+def test_list_filters(api, make_application):
+    make_application(sender_name="One", brand="MTS", common_type="SERVICE")
+    b = make_application(sender_name="Two", brand="BEELINE", common_type="PROMO")
+    SenderNameApplication.objects.filter(pk=b.pk).update(status="APPROVED")
+    assert api.get(URL).json()["count"] == 2
+    assert [r["sender_name"] for r in api.get(URL, {"brand": "BEELINE"}).json()["results"]] == ["Two"]
+    assert [r["sender_name"] for r in api.get(URL, {"common_type": "SERVICE"}).json()["results"]] == ["One"]
+    assert [r["sender_name"] for r in api.get(URL, {"status": "APPROVED"}).json()["results"]] == ["Two"]
+    assert api.get(URL, {"brand": "NOPE"}).status_code == 400
+
+
+def test_detail_has_documents_and_history(api, make_application):
+    application = make_application(common_type="PROMO")
+    application.history.create(previous_status="", status="PRE_REVIEW", cause="submission")
+    body = api.get(f"{URL}{application.pk}/").json()
+    assert len(body["documents"]) == 1 and body["history"][0]["status"] == "PRE_REVIEW"
+    assert api.get(f"{URL}999999/").status_code == 404
+
+
+def test_submit_twice_queues_once(api, make_application, django_capture_on_commit_callbacks):
+    application = make_application()
+    with mock.patch("sendernames.tasks.submit_application.delay") as delay, django_capture_on_commit_callbacks(execute=True):
+        first = api.post(f"{URL}{application.pk}/submit/")
+        second = api.post(f"{URL}{application.pk}/submit/")
+    assert first.status_code == 202 and first.json()["application"]["submission_state"] == "queued"
+    assert second.status_code == 200 and "nothing was sent again" in second.json()["detail"]
+    delay.assert_called_once_with(application.pk)
+
+
+def test_refresh(api, make_application, monkeypatch):
+    application = make_application()
+    assert api.post(f"{URL}{application.pk}/refresh/").status_code == 400  # not submitted
+    SenderNameApplication.objects.filter(pk=application.pk).update(
+        submission_state=SubmissionState.SUBMITTED, remote_id=5, status="PRE_REVIEW")
+
+    class Client:
+        answer = remote_record(application, remote_id=5, status="APPROVED")
+
+        def get_sender_name(self, remote_id):
+            if isinstance(self.answer, Exception):
+                raise self.answer
+            return self.answer
+
+    monkeypatch.setattr("sendernames.services.remote.client_for", lambda account: Client())
+    response = api.post(f"{URL}{application.pk}/refresh/")
+    assert response.status_code == 200 and response.json()["application"]["status"] == "APPROVED"
+    assert response.json()["application"]["history"][0]["cause"] == "manual_refresh"
+    Client.answer = IdgtlConfigurationError("Bad credentials", http_status=401, code=4012)
+    response = api.post(f"{URL}{application.pk}/refresh/")
+    assert response.status_code == 502 and "configuration problem" in response.json()["detail"]
+    assert response.json()["application"]["last_error"]["kind"] == "configuration"
+
+
+def test_api_is_for_staff_with_token_or_session(db, account, django_user_model):
+    from rest_framework.authtoken.models import Token
+
+    anonymous = APIClient()
+    assert anonymous.get(URL).status_code in (401, 403)
+    plain = django_user_model.objects.create_user(username="plain", password="x-pass-123456")
+    token = Token.objects.create(user=plain)
+    assert APIClient(HTTP_AUTHORIZATION=f"Token {token.key}").get(URL).status_code == 403
+    staff = django_user_model.objects.create_user(username="staff", password="x-pass-123456", is_staff=True)
+    token = Token.objects.create(user=staff)
+    assert APIClient(HTTP_AUTHORIZATION=f"Token {token.key}").get(URL).status_code == 200
+
+
+def test_schema_documents_the_endpoints(api):
+    schema = api.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    paths = schema["paths"]
+    assert {"/api/sender-names/", "/api/sender-names/{id}/", "/api/sender-names/{id}/submit/",
+            "/api/sender-names/{id}/refresh/"} <= set(paths)
+    assert {"multipart/form-data", "application/json"} <= set(paths["/api/sender-names/"]["post"]["requestBody"]["content"])
