@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from bitrix24 import contract
 from bitrix24.client import (
     Bitrix24Client, Bitrix24Error, Bitrix24MethodError, Bitrix24TransientError, InstallationInactive, call_with_token)
 from providers.models import BitrixApplication, Installation, InstallationState, RegistrationState
@@ -27,10 +28,10 @@ from providers.models import BitrixApplication, Installation, InstallationState,
 logger = logging.getLogger(__name__)
 
 DEFAULT_APPLICATION_NAME = "default"
-EVENT_INSTALL = "ONAPPINSTALL"
-EVENT_UNINSTALL = "ONAPPUNINSTALL"
+EVENT_INSTALL = contract.EVENT_ONAPPINSTALL
+EVENT_UNINSTALL = contract.EVENT_ONAPPUNINSTALL
 UNINSTALL_PATH = "/b24/uninstall/{secret}/"
-DEFAULT_TOKEN_LIFETIME = 3600  # seconds, contract §4.4
+DEFAULT_TOKEN_LIFETIME = contract.ACCESS_TOKEN_LIFETIME
 DOMAIN_PATTERN = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~-]+)*/?$")  # host[:port][/path]
 
 
@@ -214,7 +215,7 @@ def install_payload_parse(*, query: dict, form: dict) -> InstallPayload:
 def install_tokens_verify(*, application: BitrixApplication, payload: InstallPayload) -> None:
     """Ask the portal who the token belongs to (app.info); it must be our application."""
     try:
-        info = call_with_token(payload.client_endpoint, payload.access_token, "app.info")
+        info = call_with_token(payload.client_endpoint, payload.access_token, contract.METHOD_APP_INFO)
     except Bitrix24TransientError as exc:
         raise InstallPortalUnreachable(str(exc.error or type(exc).__name__)) from exc
     except Bitrix24Error as exc:
@@ -288,15 +289,15 @@ def installation_bind_uninstall(*, installation: Installation) -> None:
     handler = uninstall_handler_url(installation)
     client = Bitrix24Client(installation)
     try:
-        client.call("event.bind", {"event": EVENT_UNINSTALL, "handler": handler})
+        client.call(contract.METHOD_EVENT_BIND, {"event": EVENT_UNINSTALL, "handler": handler})
         return
     except Bitrix24MethodError as exc:
         bind_error = exc
     try:
-        bound = client.call("event.get") or []
+        bound = client.call(contract.METHOD_EVENT_GET) or []
     except Bitrix24Error:
         bound = []
-    for binding in bound if isinstance(bound, list) else []:
+    for binding in bound.values() if isinstance(bound, dict) else bound:
         if (isinstance(binding, dict) and str(binding.get("event", "")).upper() == EVENT_UNINSTALL
                 and binding.get("handler") == handler):
             return

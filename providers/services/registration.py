@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _g
 from django.utils.translation import gettext_lazy as _
 
+from bitrix24 import contract
 from bitrix24.client import Bitrix24Client, Bitrix24Error, Bitrix24TransientError, InstallationInactive
 from idgtl.contract import SENDER_NAME_MAX_LENGTH, SENDER_NAME_MIN_LENGTH, SENDER_NAME_PATTERN_OTHERS, SenderNameStatus
 from providers.models import Installation, InstallationState, Provider, ProviderRegistration, RegistrationState
@@ -28,20 +29,7 @@ from sendernames.models import SenderNameApplication
 logger = logging.getLogger(__name__)
 
 HANDLER_PATH = "/b24/handler/{secret}/"
-PROVIDER_TYPE = "SMS"
-CODE_PATTERN = re.compile(r"^[a-zA-Z0-9._-]+$")  # contract §2.1
-CODE_MAX_LENGTH = 128
-NAME_MAX_LENGTH = 500
-DESCRIPTION_MAX_LENGTH = 1000
-LANGUAGE_PATTERN = re.compile(r"^[a-z]{2}$")
-
-ERROR_SENDER_ALREADY_INSTALLED = "ERROR_SENDER_ALREADY_INSTALLED"
-ERROR_SENDER_NOT_FOUND = "ERROR_SENDER_NOT_FOUND"
-
-METHOD_ADD = "messageservice.sender.add"
-METHOD_UPDATE = "messageservice.sender.update"
-METHOD_DELETE = "messageservice.sender.delete"
-METHOD_LIST = "messageservice.sender.list"
+LANGUAGE_PATTERN = re.compile(r"^[a-z]{2}$")  # contract §2.6: 2-letter language ids
 
 LIVE_STATES = (RegistrationState.PENDING, RegistrationState.REGISTERED, RegistrationState.FAILED)
 
@@ -84,22 +72,23 @@ def provider_clean(*, code: str, name: str, name_translations=None, description:
     code = (code or "").strip()
     if not code:
         raise ValidationError({"code": _("This field is required.")})
-    if len(code) > CODE_MAX_LENGTH:
-        raise ValidationError({"code": _("At most %(n)d characters.") % {"n": CODE_MAX_LENGTH}})
-    if not CODE_PATTERN.match(code):
+    if len(code) > contract.CODE_MAX_LENGTH:
+        raise ValidationError({"code": _("At most %(n)d characters.") % {"n": contract.CODE_MAX_LENGTH}})
+    if not contract.CODE_RE.match(code):
         raise ValidationError({"code": _("Only letters a-z, A-Z, digits, dot, hyphen and underscore are allowed.")})
-    name_translations = _translations(name_translations, "name_translations", NAME_MAX_LENGTH)
+    name_translations = _translations(name_translations, "name_translations", contract.NAME_MAX_LENGTH)
     name = (name or "").strip()
     if not name and name_translations:
         name = next(iter(name_translations.values()))
     if not name:
         raise ValidationError({"name": _("This field is required.")})
-    if len(name) > NAME_MAX_LENGTH:
-        raise ValidationError({"name": _("At most %(n)d characters.") % {"n": NAME_MAX_LENGTH}})
+    if len(name) > contract.NAME_MAX_LENGTH:
+        raise ValidationError({"name": _("At most %(n)d characters.") % {"n": contract.NAME_MAX_LENGTH}})
     description = (description or "").strip()
-    if len(description) > DESCRIPTION_MAX_LENGTH:
-        raise ValidationError({"description": _("At most %(n)d characters.") % {"n": DESCRIPTION_MAX_LENGTH}})
-    description_translations = _translations(description_translations, "description_translations", DESCRIPTION_MAX_LENGTH)
+    if len(description) > contract.DESCRIPTION_MAX_LENGTH:
+        raise ValidationError({"description": _("At most %(n)d characters.") % {"n": contract.DESCRIPTION_MAX_LENGTH}})
+    description_translations = _translations(
+        description_translations, "description_translations", contract.DESCRIPTION_MAX_LENGTH)
 
     sender_name = (sender_name or "").strip()
     if sender_name_application is not None:
@@ -279,7 +268,7 @@ def sender_fields(provider: Provider, installation: Installation) -> dict:
     """The sender.add / sender.update parameters of a provider on an installation."""
     fields = {
         "CODE": provider.code,
-        "TYPE": PROVIDER_TYPE,
+        "TYPE": contract.SENDER_TYPE_SMS,
         "HANDLER": registration_handler_url(installation),
         "NAME": provider.name_translations or provider.name,
     }
@@ -328,18 +317,18 @@ def registration_sync(*, registration_id: int, first: str = "add", final_attempt
     try:
         if first == "update":
             try:
-                client.call(METHOD_UPDATE, update_fields)
+                client.call(contract.METHOD_SENDER_UPDATE, update_fields)
             except Bitrix24Error as exc:
-                if _error_code(exc) != ERROR_SENDER_NOT_FOUND:
+                if _error_code(exc) != contract.MethodErrors.SENDER_NOT_FOUND:
                     raise
-                client.call(METHOD_ADD, fields)
+                client.call(contract.METHOD_SENDER_ADD, fields)
         else:
             try:
-                client.call(METHOD_ADD, fields)
+                client.call(contract.METHOD_SENDER_ADD, fields)
             except Bitrix24Error as exc:
-                if _error_code(exc) != ERROR_SENDER_ALREADY_INSTALLED:
+                if _error_code(exc) != contract.MethodErrors.SENDER_ALREADY_INSTALLED:
                     raise
-                client.call(METHOD_UPDATE, update_fields)
+                client.call(contract.METHOD_SENDER_UPDATE, update_fields)
     except Bitrix24Error as exc:  # InstallationInactive included
         if isinstance(exc, Bitrix24TransientError) and not final_attempt:
             raise
@@ -371,11 +360,11 @@ def registration_remove(*, registration_id: int, final_attempt: bool = True) -> 
 
 def _sender_delete(installation: Installation, code: str) -> None:
     try:
-        Bitrix24Client(installation).call(METHOD_DELETE, {"CODE": code})
+        Bitrix24Client(installation).call(contract.METHOD_SENDER_DELETE, {"CODE": code})
     except InstallationInactive:
         return  # an uninstalled application's providers are gone already
     except Bitrix24Error as exc:
-        if _error_code(exc) != ERROR_SENDER_NOT_FOUND:
+        if _error_code(exc) != contract.MethodErrors.SENDER_NOT_FOUND:
             raise
 
 
@@ -405,7 +394,9 @@ def installation_check(*, installation: Installation) -> PortalCheck:
     """Compare sender.list with our registrations on this portal; record the outcome on them."""
     result = PortalCheck(installation_id=installation.pk, domain=installation.domain)
     try:
-        codes = Bitrix24Client(installation).call(METHOD_LIST) or []
+        codes = Bitrix24Client(installation).call(contract.METHOD_SENDER_LIST) or []
+        if isinstance(codes, dict):  # PHP serialises some lists as maps
+            codes = list(codes.values())
     except (Bitrix24Error, InstallationInactive) as exc:
         result.error = error_text(exc)
         return result
