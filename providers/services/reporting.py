@@ -145,7 +145,7 @@ def _apply_batch_result(reports: list[StatusReport], result) -> int:
                 report.next_attempt_at = None
                 rejected.append(report)
             else:
-                retry.append((report, _describe(error)))
+                retry.append((report, _describe(error), getattr(error, "reset_at", None)))
         elif key in results:
             report.attempts += 1
             report.state = StatusReportState.ACCEPTED
@@ -154,11 +154,11 @@ def _apply_batch_result(reports: list[StatusReport], result) -> int:
             report.next_attempt_at = None
             accepted.append(report)
         else:
-            retry.append((report, _("Bitrix24 gave no answer for this command.")))
+            retry.append((report, _("Bitrix24 gave no answer for this command."), None))
     StatusReport.objects.bulk_update(accepted + rejected,
                                      ["attempts", "state", "reported_at", "last_error", "next_attempt_at"])
-    for report, error in retry:
-        _postpone([report], error)
+    for report, error, until in retry:
+        _postpone([report], error, until=until)
     if rejected:
         logger.warning("Bitrix24 rejected %d status reports: %s", len(rejected), rejected[0].last_error)
     return len(accepted)
@@ -203,7 +203,11 @@ def _send_pending_locked(installation_id: int, time_budget: float | None) -> int
         reports_close_for_removed(installation=installation)
         return 0
     deadline = time.monotonic() + (time_budget if time_budget is not None else settings.MESSAGES_REPORT_TIME_BUDGET)
-    client = Bitrix24Client(installation)
+    with Bitrix24Client(installation) as client:
+        return _send_batches(installation, client, deadline)
+
+
+def _send_batches(installation: Installation, client: Bitrix24Client, deadline: float) -> int:
     accepted = 0
     while time.monotonic() < deadline:
         with transaction.atomic():
