@@ -134,10 +134,12 @@ def test_list_filters(api, make_application):
     assert api.get(URL, {"brand": "NOPE"}).status_code == 400
 
 
-def test_detail_has_documents_and_history(api, make_application):
+def test_detail_has_documents_and_history(api, make_application, account):
     application = make_application(common_type="PROMO")
     application.history.create(previous_status="", status="PRE_REVIEW", cause="submission")
-    body = api.get(f"{URL}{application.pk}/").json()
+    response = api.get(f"{URL}{application.pk}/")
+    assert account.sender_names_key not in response.content.decode()
+    body = response.json()
     assert len(body["documents"]) == 1 and body["history"][0]["status"] == "PRE_REVIEW"
     assert api.get(f"{URL}999999/").status_code == 404
 
