@@ -9,9 +9,11 @@ Backends:
   all workers agree on time.
 * Otherwise the Django cache (the database cache in the embedded setup): time is cut into slots of
   ``1 / drain_per_second`` seconds, each slot admits one request, and a request may take any free
-  slot from the current one up to ``burst - 1`` slots ahead. A slot is claimed with ``cache.add``
+  slot from the current one up to ``burst - 3`` slots ahead (one slot of margin for the rounding,
+  one request of HEADROOM). A slot is claimed with ``cache.add``
   (atomic on every Django cache backend), which is exactly a leaky bucket at slot resolution.
 
+Both keep ``HEADROOM`` request(s) free below ``burst`` for network jitter.
 ``acquire(key, burst, drain_per_second, timeout)`` sleeps the computed time and raises
 :class:`RateLimitTimeout` when the wait would exceed ``timeout``.
 """
@@ -24,6 +26,13 @@ import time
 from django.conf import settings
 
 KEY_PREFIX = "b24sms:b24rate:"
+# Requests kept free below ``burst``: our clock and Bitrix24's see a request at slightly different
+# moments (network jitter), so filling the bucket to the brim would now and then overflow Bitrix24's.
+HEADROOM = 1
+
+
+def _capacity(burst: int) -> int:
+    return max(1, int(burst) - HEADROOM)
 
 
 class RateLimitTimeout(Exception):
@@ -66,7 +75,7 @@ class RedisLeakyBucket:
 
     def try_acquire(self, key: str, burst: int, drain_per_second: float) -> float:
         """0.0 when admitted, else the seconds until a retry can succeed."""
-        return float(self.script(keys=[KEY_PREFIX + key], args=[burst, repr(float(drain_per_second))]))
+        return float(self.script(keys=[KEY_PREFIX + key], args=[_capacity(burst), repr(float(drain_per_second))]))
 
     def reset(self, key: str):
         self.client.delete(KEY_PREFIX + key)
@@ -85,7 +94,10 @@ class CacheLeakyBucket:
     def try_acquire(self, key: str, burst: int, drain_per_second: float) -> float:
         now = time.time()
         current = math.floor(now * drain_per_second)
-        last_allowed = current + max(1, int(burst)) - 1
+        # capacity - 2 slots ahead, not capacity - 1: one slot of margin so that rounding time down
+        # to a slot never admits more than a continuous bucket (Bitrix24's) would.
+        ahead = max(0, _capacity(burst) - 2)
+        last_allowed = current + ahead
         hint_key = f"{KEY_PREFIX}{key}:next"
         start = max(current, int(self.cache.get(hint_key) or current))
         slot = start
@@ -99,7 +111,7 @@ class CacheLeakyBucket:
         # Slots start..last_allowed (and, by the hint, those before start) are taken: a slot becomes
         # usable once the window's end reaches the first one that may be free.
         first_maybe_free = max(start, last_allowed + 1)
-        return max(0.001, (first_maybe_free - max(1, int(burst)) + 1) / drain_per_second - now)
+        return max(0.001, (first_maybe_free - ahead) / drain_per_second - now)
 
     def reset(self, key: str):
         self.cache.delete(f"{KEY_PREFIX}{key}:next")

@@ -28,6 +28,8 @@ What it does (contract §6):
   ``delivered``) is POSTed to its ``callbackUrl`` as a JSON array of one snake_case event, waiting
   up to 5 s, retried up to ``callback_retries`` times with backoff on a non-2xx answer or an error,
   from a background thread, in order. ``callbacks`` records every delivery and its attempts.
+  With ``callback_batch_max=N`` (default 1) events waiting for the same URL go out together, up to
+  N in one array.
 * Test switches: ``fail_next(n, status)`` (the next n API calls answer 429/5xx), the hooks
   ``set_sender_name_status`` (also ``POST /__fake__/sender-names/{id}/status``) and
   ``set_message_status`` (also ``POST /__fake__/messages/{uuid}/status``).
@@ -41,13 +43,15 @@ Sandbox options:
   any number in ``undeliverable_destinations``, and by default **every number ending in 0000**
   (``undeliverable_suffixes``), e.g. 79990000000.
 
-State is guarded by one lock; the server is a stdlib ThreadingHTTPServer.
+State is guarded by one lock; the server is a stdlib ThreadingHTTPServer; delayed steps (auto
+review, auto delivery, stop) run on one scheduler thread, so a burst costs no thread per message.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import email.parser
+import heapq
 import email.policy
 import hashlib
 import itertools
@@ -130,20 +134,25 @@ class FakeIdgtl:
                  messages_key="bWVzc2FnZXM6a2V5", callback_retries=3, auto_review_after: float | None = None,
                  auto_review_status="APPROVED", auto_deliver_after: float | None = None,
                  accept_bearer=True, callback_backoff=0.2, fee_table: dict | None = None,
-                 undeliverable_suffixes=("0000",), balance=10000.0):
+                 undeliverable_suffixes=("0000",), balance=10000.0, callback_batch_max=1,
+                 max_recorded_requests: int | None = None):
         self.host, self.port = host, port
         self.sender_names_key, self.messages_key = sender_names_key, messages_key
         self.accept_bearer = accept_bearer
+        self.max_recorded_requests = max_recorded_requests  # a long-running sandbox keeps only the latest
         self._config = dict(callback_retries=callback_retries, auto_review_after=auto_review_after,
                             auto_review_status=auto_review_status, auto_deliver_after=auto_deliver_after,
-                            callback_backoff=callback_backoff, fee_table=dict(fee_table or contract.FAKE_FEE_TABLE),
+                            callback_backoff=callback_backoff, callback_batch_max=callback_batch_max, fee_table=dict(fee_table or contract.FAKE_FEE_TABLE),
                             undeliverable_suffixes=tuple(undeliverable_suffixes), balance=balance,
                             allowed_sender_names=set(), undeliverable_destinations=set())
         self.lock = threading.RLock()
         self._httpd: ThreadingHTTPServer | None = None
         self._callback_queue: queue.Queue = queue.Queue()
         self._threads: list[threading.Thread] = []
-        self._timers: list[threading.Timer] = []
+        self._schedule: list = []  # heap of (when, seq, generation, func, args): one thread runs them all
+        self._schedule_cv = threading.Condition(self.lock)
+        self._schedule_seq = itertools.count()
+        self._running = False
         self._generation = 0
         self.url = ""
         self.reset()
@@ -164,14 +173,18 @@ class FakeIdgtl:
             threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
                              name="fake-idgtl-http"),
             threading.Thread(target=self._deliver_callbacks, daemon=True, name="fake-idgtl-callbacks"),
+            threading.Thread(target=self._run_schedule, daemon=True, name="fake-idgtl-schedule"),
         ]
+        self._running = True
         for thread in self._threads:
             thread.start()
         return self
 
     def stop(self):
-        with self.lock:
-            self._cancel_timers()
+        with self._schedule_cv:
+            self._running = False
+            self._schedule.clear()
+            self._schedule_cv.notify_all()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -184,7 +197,7 @@ class FakeIdgtl:
     def reset(self):
         """Forget everything and restore the constructor's options."""
         with self.lock:
-            self._cancel_timers()
+            self._schedule.clear()
             self._generation += 1
             for name, value in self._config.items():
                 setattr(self, name, copy.copy(value))
@@ -195,25 +208,27 @@ class FakeIdgtl:
             self._failures: list[dict] = []
             self._ids = itertools.count(1)
 
-    def _cancel_timers(self):
-        for timer in self._timers:
-            timer.cancel()
-        self._timers = []
-
     def _later(self, delay: float, func, *args):
-        generation = self._generation
+        """Run func(*args) after delay seconds on the scheduler thread, unless reset() comes first."""
+        with self._schedule_cv:
+            heapq.heappush(self._schedule, (time.monotonic() + delay, next(self._schedule_seq), self._generation,
+                                            func, args))
+            self._schedule_cv.notify()
 
-        def run():
-            with self.lock:
-                if generation != self._generation:
+    def _run_schedule(self):
+        while True:
+            with self._schedule_cv:
+                while self._running and (not self._schedule or self._schedule[0][0] > time.monotonic()):
+                    self._schedule_cv.wait(self._schedule[0][0] - time.monotonic() if self._schedule else None)
+                if not self._running:
                     return
-            func(*args)
-
-        timer = threading.Timer(delay, run)
-        timer.daemon = True
-        with self.lock:
-            self._timers.append(timer)
-        timer.start()
+                _, _, generation, func, args = heapq.heappop(self._schedule)
+                if generation != self._generation:
+                    continue
+            try:
+                func(*args)
+            except Exception:  # keep the scheduler alive whatever one step does
+                logger.exception("fake i-dgtl: scheduled %s failed", getattr(func, "__name__", func))
 
     # --- switches and hooks ----------------------------------------------------------------------------
     def fail_next(self, n: int, status: int = 503, path_prefix: str | None = None, retry_after: float | None = None):
@@ -274,11 +289,21 @@ class FakeIdgtl:
         import requests  # the project's HTTP library handles login:password@ in callbackUrl
 
         session = requests.Session()
+        carried = None
         while True:
-            item = self._callback_queue.get()
+            item, carried = carried or self._callback_queue.get(), None
             if item is None:
                 return
             url, payload, generation = item
+            while len(payload) < self.callback_batch_max:  # [I] one POST may carry several events
+                try:
+                    following = self._callback_queue.get_nowait()
+                except queue.Empty:
+                    break
+                if following is None or following[0] != url or following[2] != generation:
+                    carried = following
+                    break
+                payload = payload + following[1]
             record = {"url": url, "payload": payload, "attempts": [], "delivered": False}
             with self.lock:
                 if generation != self._generation:
@@ -651,6 +676,9 @@ class _Handler(BaseHTTPRequestHandler):
                 request.json_error = True
         with self.fake.lock:
             self.fake.requests.append(request)
+            limit = self.fake.max_recorded_requests
+            if limit is not None and len(self.fake.requests) > limit:
+                del self.fake.requests[:len(self.fake.requests) - limit]
         headers = {}
         try:
             status, payload = self.fake.handle(request)
@@ -691,7 +719,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     fake = FakeIdgtl(args.host, args.port, sender_names_key=args.sender_names_key, messages_key=args.messages_key,
                      auto_review_after=args.auto_review_after, auto_review_status=args.auto_review_status,
-                     auto_deliver_after=args.auto_deliver_after)
+                     auto_deliver_after=args.auto_deliver_after, max_recorded_requests=1000)
     fake._config["allowed_sender_names"] = set(args.allow_sender_name)
     fake.reset()
     fake.start()

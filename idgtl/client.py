@@ -126,8 +126,8 @@ def _error_from_body(response: requests.Response) -> tuple[int | None, str]:
 
 def _connection_surely_not_made(exc: requests.RequestException) -> bool:
     """True when the request never reached the server (nothing can have been processed)."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
+    if isinstance(exc, (requests.ConnectTimeout, requests.exceptions.SSLError)):
+        return True  # the TLS handshake comes before any byte of the request
     if not isinstance(exc, requests.ConnectionError) or isinstance(exc, requests.ReadTimeout):
         return False
     reason = exc.args[0] if exc.args else None

@@ -150,6 +150,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+    # Several models have a field named "state" with different choices: name each enum explicitly.
+    "ENUM_NAME_OVERRIDES": {
+        "InstallationStateEnum": "providers.models.InstallationState",
+        "RegistrationStateEnum": "providers.models.RegistrationState",
+        "MessageStateEnum": "providers.models.MessageState",
+        "StatusReportStateEnum": "providers.models.StatusReportState",
+        "SubmissionStateEnum": "sendernames.models.SubmissionState",
+    },
 }
 
 # --- i-dgtl ---------------------------------------------------------------------------------

@@ -305,3 +305,10 @@ def test_for_sender_names_and_for_messages_use_the_right_key():
     assert IdgtlClient.for_sender_names(Account())._key == "TOKEN-TWO-abcd"
     assert IdgtlClient.for_messages(Account())._key == "TOKEN-ONE-wxyz"
     assert IdgtlClient.for_messages(Account()).api_url == "https://direct.example/api/v1"
+
+
+def test_tls_handshake_failure_on_post_is_retried(sleeps):
+    session = StubSession([requests.exceptions.SSLError("handshake failed"), json_response(200, {"errors": False})])
+    c = IdgtlClient("https://direct.example/api/v1", KEY, session=session, max_retries=1)
+    c._sleep = sleeps.append
+    assert c.send_messages([{"channelType": "SMS"}]) == {"errors": False}

@@ -361,3 +361,42 @@ def test_fail_next_429_with_retry_after(fake, messages):
     fake.fail_next(1, 429, retry_after=0)
     assert messages.get_messages()["total"] == 0
     assert fake.requests[0].status == 429
+
+
+def test_burst_auto_delivered_with_batched_callbacks(receiver):
+    fake = FakeIdgtl(auto_deliver_after=0.01, callback_batch_max=100).start()
+    try:
+        fake.allowed_sender_names.add("MyShop")
+        client = IdgtlClient(fake.url, fake.messages_key)
+        result = client.send_messages([sms(destination=f"7999{n:07d}", callbackUrl=receiver.url + "/cb")
+                                       for n in range(1, 1001)])
+        assert result["errors"] is False
+        wait_until(lambda: sum(len(json.loads(r[3])) for r in receiver.received) == 1000, timeout=20)
+        events = [e for r in receiver.received for e in json.loads(r[3])]
+        assert {e["status"] for e in events} == {"delivered"}
+        assert len({e["message_uuid"] for e in events}) == 1000
+        assert len(receiver.received) < 1000  # several events per POST
+    finally:
+        fake.stop()
+
+
+def test_a_sandbox_keeps_only_the_latest_requests():
+    fake = FakeIdgtl(max_recorded_requests=3).start()
+    try:
+        client = IdgtlClient(fake.url, fake.messages_key)
+        for _ in range(5):
+            client.get_balance()
+        assert len(fake.requests) == 3
+    finally:
+        fake.stop()
+
+
+def test_callback_url_with_userinfo_uses_basic_auth(fake, names, messages, receiver):
+    import base64
+
+    approved_name(fake, names)
+    callback = receiver.url.replace("http://", "http://hook:pa55@") + "/cb"
+    uuid_ = messages.send_messages([sms(callbackUrl=callback)])["items"][0]["messageUuid"]
+    fake.set_message_status(uuid_, "delivered")
+    wait_until(lambda: receiver.received, timeout=5)
+    assert receiver.received[0][2]["Authorization"] == "Basic " + base64.b64encode(b"hook:pa55").decode()

@@ -20,11 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 @pytest.fixture
 def broker_up(tmp_path, monkeypatch):
-    monkeypatch.setattr(app.conf, "broker_url", f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}")
+    # Celery's broker_url prefers the CELERY_BROKER_URL environment variable (set in CI).
+    url = f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}"
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
+    monkeypatch.setattr(app.conf, "broker_url", url)
 
 
 @pytest.fixture
 def broker_down(monkeypatch):
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:1/0")
     monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:1/0")
 
 

@@ -1,0 +1,215 @@
+"""Bitrix24Client against the fake portal over real HTTP: tokens, renames, limits, batch."""
+import threading
+import time
+
+import pytest
+
+from bitrix24.client import (
+    Bitrix24AccessDenied, Bitrix24AuthError, Bitrix24Client, Bitrix24MethodError, Bitrix24NeedsReinstall,
+    Bitrix24OperationTimeLimit, Bitrix24TransientError, InstallationInactive, call_with_token,
+    refresh_installation_tokens,
+)
+from providers.models import Installation, InstallationState
+
+
+@pytest.fixture(autouse=True)
+def _fast(settings):
+    settings.B24_RETRY_BACKOFF = 0.01
+    settings.B24_MAX_RETRIES = 3
+
+
+@pytest.fixture
+def portal(bitrix24):
+    return bitrix24.add_portal(client_id="local.abc123.456", client_secret="app-secret-xyz")
+
+
+@pytest.mark.django_db
+def test_register_a_provider_and_report_statuses(bitrix24, portal, installation_factory):
+    client = Bitrix24Client(installation_factory(portal))
+    handler = "https://sms.example.com/b24/handler/s3cret/"
+    assert client.sender_add("acme", handler, {"en": "Acme SMS", "ru": "Акме"}, "Gateway") is True
+    with pytest.raises(Bitrix24MethodError) as info:
+        client.sender_add("acme", handler, "Acme SMS")
+    assert info.value.error == "ERROR_SENDER_ALREADY_INSTALLED"
+    assert client.sender_update("acme", name="Acme 2") is True
+    assert client.sender_list() == ["acme"]
+    assert portal.providers["acme"]["NAME"] == {"": "Acme 2"}
+    message_id = bitrix24.record_message(portal, "acme")
+    assert client.message_status_update("acme", message_id, "delivered") is True
+    assert portal.message_statuses[message_id] == ["delivered"]
+    assert client.app_info()["CODE"] == "local.abc123.456"
+    assert client.sender_delete("acme") is True and client.sender_list() == []
+
+
+@pytest.mark.django_db
+def test_expired_token_is_refreshed_once_then_the_call_retried(bitrix24, portal, installation_factory):
+    inst = installation_factory(portal)
+    old_refresh = inst.refresh_token
+    bitrix24.expire_access_tokens(portal)
+    assert Bitrix24Client(inst).sender_list() == []
+    assert bitrix24.refresh_count == 1
+    stored = Installation.objects.get(pk=inst.pk)
+    assert stored.access_token == portal.admin_access_token and stored.refresh_token == portal.admin_refresh_token
+    assert stored.refresh_token != old_refresh  # rotated, stored with the new access token
+    assert [c[0] for c in portal.calls] == ["messageservice.sender.list"] * 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_with_an_expired_token_refresh_only_once(bitrix24, portal, installation_factory):
+    from django.db import connection
+
+    inst = installation_factory(portal)
+    bitrix24.expire_access_tokens(portal)
+    results, errors = [], []
+    barrier = threading.Barrier(2)
+
+    def worker():
+        try:
+            client = Bitrix24Client(Installation.objects.get(pk=inst.pk))
+            barrier.wait()
+            results.append(client.app_info()["CODE"])
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and results == ["local.abc123.456"] * 2
+    assert bitrix24.refresh_count == 1
+    assert len(bitrix24.oauth_requests) == 1
+
+
+@pytest.mark.django_db
+def test_reused_refresh_token_means_reinstall(bitrix24, portal, installation_factory):
+    inst = installation_factory(portal)
+    bitrix24.revoke_refresh_tokens(portal)
+    bitrix24.expire_access_tokens(portal)
+    with pytest.raises(Bitrix24NeedsReinstall) as info:
+        Bitrix24Client(inst).app_info()
+    assert info.value.error == "invalid_grant"
+    stored = Installation.objects.get(pk=inst.pk)
+    assert stored.state == InstallationState.NEEDS_REINSTALL and stored.last_error
+    calls = len(portal.calls)
+    with pytest.raises(InstallationInactive):
+        Bitrix24Client(stored).app_info()
+    assert len(portal.calls) == calls
+
+
+@pytest.mark.django_db
+def test_unknown_token_refreshes_and_a_wrong_secret_is_an_auth_error(bitrix24, portal, installation_factory):
+    inst = installation_factory(portal, access_token="not-a-token")
+    assert Bitrix24Client(inst).app_info()["INSTALLED"] is True  # invalid_token -> refresh -> retry
+    inst.application.client_secret = "wrong"
+    inst.application.save()
+    inst = Installation.objects.select_related("application").get(pk=inst.pk)
+    bitrix24.expire_access_tokens(portal)
+    with pytest.raises(Bitrix24AuthError) as info:
+        Bitrix24Client(inst).app_info()
+    assert info.value.error == "invalid_client"
+    assert Installation.objects.get(pk=inst.pk).state == InstallationState.ACTIVE
+
+
+@pytest.mark.django_db
+def test_refresh_is_skipped_when_another_worker_rotated_the_tokens(bitrix24, portal, installation_factory):
+    inst = installation_factory(portal)
+    first = Installation.objects.get(pk=inst.pk)
+    refresh_installation_tokens(first)
+    assert bitrix24.refresh_count == 1
+    refresh_installation_tokens(inst)  # inst still holds the old access token: the stored pair is reused
+    assert bitrix24.refresh_count == 1 and inst.access_token == first.access_token
+
+
+@pytest.mark.django_db
+def test_renamed_portal_is_followed_with_post_and_saved(bitrix24, portal, installation_factory):
+    inst = installation_factory(portal)
+    old_endpoint = inst.client_endpoint
+    bitrix24.rename_portal(portal)
+    assert Bitrix24Client(inst).sender_add("p1", "https://h.example.com/x", "P1") is True
+    assert "p1" in portal.providers  # the POST body arrived at the new address
+    redirected = [r for r in bitrix24.requests if r.status == 302]
+    assert len(redirected) == 1 and redirected[0].http_method == "POST"
+    stored = Installation.objects.get(pk=inst.pk)
+    assert stored.client_endpoint == portal.client_endpoint != old_endpoint
+    assert stored.domain == portal.domain
+    Bitrix24Client(stored).sender_list()
+    assert len([r for r in bitrix24.requests if r.status == 302]) == 1  # the new address is used directly
+
+
+@pytest.mark.django_db
+def test_query_limit_exceeded_is_retried(bitrix24, portal, installation_factory):
+    inst = installation_factory(portal)
+    bitrix24.fail_next(2)
+    assert Bitrix24Client(inst).sender_list() == []
+    assert [r.status for r in bitrix24.requests] == [503, 503, 200]
+    bitrix24.fail_next(10, error="INTERNAL_SERVER_ERROR", status=500)
+    with pytest.raises(Bitrix24TransientError):
+        Bitrix24Client(inst).sender_list()
+
+
+@pytest.mark.django_db
+def test_client_limiter_keeps_under_the_portal_bucket(bitrix24, portal, installation_factory, settings):
+    bitrix24.set_rate_limit(burst=5, drain_per_second=20.0)
+    inst = installation_factory(portal, rate_limit_burst=5, rate_limit_drain_per_second=20.0)
+    client = Bitrix24Client(inst)
+    started = time.monotonic()
+    for _ in range(15):
+        client.app_info()
+    assert all(r.status == 200 for r in bitrix24.requests)  # never a QUERY_LIMIT_EXCEEDED
+    assert time.monotonic() - started >= (15 - 5) / 20.0 - 0.05
+
+
+@pytest.mark.django_db
+def test_operation_time_limit_pauses_the_method(bitrix24, portal, installation_factory):
+    inst = installation_factory(portal)
+    bitrix24.set_operation_time_limit("messageservice.sender.list", reset_in=30)
+    client = Bitrix24Client(inst)
+    with pytest.raises(Bitrix24OperationTimeLimit) as info:
+        client.sender_list()
+    assert info.value.reset_at.timestamp() > time.time() + 25
+    sent = len(portal.calls)
+    with pytest.raises(Bitrix24OperationTimeLimit):
+        Bitrix24Client(Installation.objects.get(pk=inst.pk)).sender_list()
+    assert len(portal.calls) == sent  # paused: no HTTP call
+    assert client.app_info()["INSTALLED"] is True  # other methods are not paused
+
+
+@pytest.mark.django_db
+def test_batch_of_status_updates(bitrix24, portal, installation_factory):
+    client = Bitrix24Client(installation_factory(portal))
+    client.sender_add("acme", "https://h.example.com/x", "Acme")
+    ids = [bitrix24.record_message(portal, "acme") for _ in range(2)]
+    out = client.batch({
+        "a": ("messageservice.message.status.update", {"CODE": "acme", "MESSAGE_ID": ids[0], "STATUS": "delivered"}),
+        "b": ("messageservice.message.status.update", {"CODE": "acme", "MESSAGE_ID": "nope", "STATUS": "failed"}),
+        "c": ("messageservice.message.status.update", {"CODE": "acme", "MESSAGE_ID": ids[1], "STATUS": "undelivered"}),
+    })
+    assert out.results == {"a": True, "c": True}
+    assert isinstance(out.errors["b"], Bitrix24MethodError) and out.errors["b"].error == "ERROR_MESSAGE_NOT_FOUND"
+    assert portal.message_statuses == {ids[0]: ["delivered"], ids[1]: ["undelivered"]}
+    empty = client.batch({"x": ("messageservice.message.status.update", {"CODE": "acme", "MESSAGE_ID": "x", "STATUS": "sent"})})
+    assert empty.results == {} and set(empty.errors) == {"x"}  # the fake answered "result": []
+
+
+@pytest.mark.django_db
+def test_access_errors_from_the_portal(bitrix24, portal, installation_factory):
+    inst = installation_factory(portal, access_token=bitrix24.user_token(portal, 7))
+    with pytest.raises(Bitrix24AccessDenied) as info:
+        Bitrix24Client(inst).sender_list()
+    assert info.value.error == "ACCESS_DENIED" and info.value.http_status == 403
+    inst.access_token = portal.admin_access_token
+    bitrix24.set_scope(portal, "crm")
+    with pytest.raises(Bitrix24AccessDenied) as info:
+        Bitrix24Client(inst).sender_list()
+    assert info.value.error == "insufficient_scope"
+
+
+@pytest.mark.django_db
+def test_call_with_token_checks_a_token_at_the_received_endpoint(bitrix24, portal):
+    assert call_with_token(portal.client_endpoint, portal.admin_access_token, "app.info")["CODE"] == portal.client_id
+    with pytest.raises(Bitrix24AuthError) as info:
+        call_with_token(portal.client_endpoint, "forged", "app.info")
+    assert info.value.error == "invalid_token"
