@@ -29,6 +29,7 @@ KEY_PREFIX = "b24sms:b24rate:"
 # Requests kept free below ``burst``: our clock and Bitrix24's see a request at slightly different
 # moments (network jitter), so filling the bucket to the brim would now and then overflow Bitrix24's.
 HEADROOM = 1
+LOCKED_RETRY_SECONDS = 0.01
 
 
 def _capacity(burst: int) -> int:
@@ -92,6 +93,14 @@ class CacheLeakyBucket:
         self.cache = cache
 
     def try_acquire(self, key: str, burst: int, drain_per_second: float) -> float:
+        from django.db import DatabaseError
+
+        try:
+            return self._try_acquire(key, burst, drain_per_second)
+        except DatabaseError:  # a locked SQLite table (database cache): busy, try again shortly
+            return LOCKED_RETRY_SECONDS
+
+    def _try_acquire(self, key: str, burst: int, drain_per_second: float) -> float:
         now = time.time()
         current = math.floor(now * drain_per_second)
         # capacity - 2 slots ahead, not capacity - 1: one slot of margin so that rounding time down

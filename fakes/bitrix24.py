@@ -250,9 +250,7 @@ class FakeBitrix24:
                  drain_per_second: float = 2.0, strict_handler_host: bool = False, outbound_timeout: float = 15.0):
         self.host = host
         self.port = port
-        self.enforce_rate_limit = enforce_rate_limit
-        self.burst = burst
-        self.drain_per_second = drain_per_second
+        self._initial_rate_limit = (enforce_rate_limit, burst, drain_per_second)
         self.strict_handler_host = strict_handler_host
         self.outbound_timeout = outbound_timeout
         self.lock = threading.RLock()
@@ -262,6 +260,7 @@ class FakeBitrix24:
 
     # --- lifecycle ---------------------------------------------------------------------------------
     def _reset_state(self):
+        self.enforce_rate_limit, self.burst, self.drain_per_second = self._initial_rate_limit
         self.portals: dict[str, FakePortal] = {}  # member_id -> portal
         self.tokens: dict[str, Token] = {}
         self.refresh_tokens: dict[str, dict] = {}  # value -> {"portal","user_id","used"}

@@ -22,3 +22,6 @@ B24_RETRY_BACKOFF = env.float("B24_RETRY_BACKOFF", default=0.05)
 MESSAGES_SEND_RETRY_BACKOFF = env.float("MESSAGES_SEND_RETRY_BACKOFF", default=0.2)
 MESSAGES_OUTCOME_LOOKUP_DELAY = env.float("MESSAGES_OUTCOME_LOOKUP_DELAY", default=0.5)
 MESSAGES_REPORT_RETRY_BACKOFF = env.float("MESSAGES_REPORT_RETRY_BACKOFF", default=0.2)
+
+# Tests assert English texts; the Russian default (and the switch) are tested explicitly.
+LANGUAGE_CODE = "en"

@@ -100,3 +100,13 @@ def test_language_switch(client, staff_user):
     assert '<html lang="en"' in html and "Messages today" in html
     client.post("/i18n/setlang/", {"language": "ru", "next": "/admin/"})
     assert '<html lang="ru"' in client.get("/admin/").content.decode()
+
+
+@pytest.mark.django_db
+def test_russian_by_default_english_by_browser_choice(client, staff_user, settings):
+    settings.LANGUAGE_CODE = "ru"  # the project default (DJANGO_LANGUAGE_CODE); tests otherwise run in English
+    client.force_login(staff_user)
+    html = client.get("/admin/").content.decode()
+    assert '<html lang="ru"' in html and "Сообщения сегодня" in html and "ПЕСОЧНИЦА" not in html
+    html = client.get("/admin/", HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9").content.decode()
+    assert '<html lang="en"' in html and "Messages today" in html

@@ -1,30 +1,66 @@
-"""Start the whole back-office (web, worker, beat) with honcho; Ctrl-C stops them all."""
+"""Start the whole back-office with honcho: web, worker, beat (and in the sandbox the two fakes).
+
+One command starts them all; Ctrl-C (or any process exiting) stops them all. The sandbox
+(b24sms/sandbox.py) starts when nothing real is configured; production settings never start it.
+"""
 import os
 import sys
 
 from django.conf import settings
-from django.core.management import BaseCommand
+from django.core.management import BaseCommand, call_command
+
+from b24sms import sandbox
 
 
 class Command(BaseCommand):
-    help = "Run web, Celery worker and Celery beat together (the processes of the Procfile)."
+    help = "Run web, Celery worker and Celery beat together; in sandbox mode also the fake i-dgtl and fake Bitrix24."
+    requires_system_checks = []  # the processes it starts run them, with the sandbox environment applied
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--dry-run", action="store_true", help="Print the processes and their sandbox environment; start nothing.")
 
     def handle(self, *args, **options):
         from honcho.manager import Manager
 
+        port = options["port"]
         python = sys.executable
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        manager = Manager()
+        enabled, reason = sandbox.sandbox_decision()
+        if enabled and not options["dry_run"] and sandbox.fakes_missing():
+            enabled, reason = False, f"the fake services are missing ({', '.join(sandbox.fakes_missing())})"
         processes = {
-            "web": f"{python} manage.py runserver 0.0.0.0:{options['port']} --noreload",
+            "web": f"{python} manage.py runserver 0.0.0.0:{port} --noreload",
             "worker": f"{python} -m celery -A b24sms worker --loglevel=INFO --concurrency=2",
             "beat": f"{python} -m celery -A b24sms beat --loglevel=INFO",
         }
+        if enabled:
+            sandbox_env = sandbox.sandbox_environment(port)
+            env.update(sandbox_env)
+            processes["idgtl"] = f"{python} manage.py sandbox_fake idgtl"
+            processes["bitrix24"] = f"{python} manage.py sandbox_fake bitrix24"
+            self.stdout.write(self.style.WARNING(f"SANDBOX ({reason}): fake i-dgtl {sandbox_env['IDGTL_API_URL']}, "
+                                                 f"fake Bitrix24 {sandbox.bitrix24_url()}"))
+        else:
+            self.stdout.write(f"Sandbox off: {reason}.")
+        if options["dry_run"]:
+            for name, command in processes.items():
+                self.stdout.write(f"{name}: {command}")
+            return
+        if enabled:
+            # This process prepares the database for the sandbox with the same settings its children get.
+            os.environ.update(sandbox_env)
+            settings.SANDBOX = True
+            for name in ("IDGTL_API_URL", "IDGTL_SENDER_NAMES_TOKEN", "IDGTL_MESSAGES_TOKEN",
+                         "B24_CLIENT_ID", "B24_CLIENT_SECRET", "B24_OAUTH_URL", "PUBLIC_BASE_URL"):
+                setattr(settings, name, sandbox_env[name])
+            sandbox.sandbox_prepare()
+        call_command("createcachetable", verbosity=0)
+
+        manager = Manager()
         for name, command in processes.items():
             manager.add_process(name, command, cwd=str(settings.BASE_DIR), env=env)
-        self.stdout.write(f"b24sms back-office: http://127.0.0.1:{options['port']}/admin/  (Ctrl-C stops everything)")
+        self.stdout.write(f"b24sms back-office: http://127.0.0.1:{port}/admin/  (Ctrl-C stops everything)")
         manager.loop()
         sys.exit(manager.returncode)
+

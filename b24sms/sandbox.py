@@ -1,0 +1,238 @@
+"""Sandbox mode: the project's fake i-dgtl and fake Bitrix24 stand in for the real services.
+
+`make run` (manage.py run_backoffice) turns it on when nothing real is configured: no i-dgtl key
+(neither in the environment nor saved on the default account) and no Bitrix24 application.
+B24SMS_SANDBOX=1 forces it on, B24SMS_SANDBOX=0 off. Production settings never run it
+(production.py pins SANDBOX=False and `sandbox_decision` refuses that settings module).
+
+In the sandbox, beside web, worker and beat, two more processes run (`manage.py sandbox_fake
+idgtl|bitrix24`): the fake i-dgtl on 127.0.0.1:8101 and the fake Bitrix24 on 127.0.0.1:8102. Every
+b24sms process gets the environment of `sandbox_environment()`, so b24sms talks to the fakes and
+the fakes call b24sms back at PUBLIC_BASE_URL. The fake Bitrix24 process creates one portal and
+installs b24sms on it through the real install endpoint, exactly as a portal administrator would.
+
+Timelines (seconds, from the environment):
+- B24SMS_SANDBOX_REVIEW_DELAY (default 20): a sender-name application leaves PRE_REVIEW for
+  B24SMS_SANDBOX_REVIEW_STATUS (default APPROVED) this long after it was filed.
+- B24SMS_SANDBOX_DELIVERY_DELAY (default 3): a sent SMS is delivered this long after i-dgtl accepted it.
+- Numbers in UNDELIVERABLE_NUMBERS end "undelivered"; a number that is not a phone number fails.
+"""
+import importlib.util
+import os
+
+from django.conf import settings
+
+SANDBOX_CLIENT_ID = "local.b24sms.sandbox"
+SANDBOX_CLIENT_SECRET = "sandbox-client-secret-not-a-real-one"  # noqa: S105 (a fake's, public by design)
+SANDBOX_PORTAL_DOMAIN = "sandbox.bitrix24.test"
+SANDBOX_MEMBER_ID = "b24sms0sandbox0portal0member0id"
+# The fake i-dgtl's default keys (see fakes/idgtl.py): public, they only open the fake.
+SANDBOX_SENDER_NAMES_KEY = "c2VuZGVyOm5hbWVz"
+SANDBOX_MESSAGES_KEY = "bWVzc2FnZXM6a2V5"
+# Documented in the README: SMS to these numbers end "undelivered" in the sandbox.
+UNDELIVERABLE_NUMBERS = ("79990000000", "79990000001")
+
+DEFAULTS = {
+    "B24SMS_SANDBOX_IDGTL_PORT": "8101",
+    "B24SMS_SANDBOX_BITRIX24_PORT": "8102",
+    "B24SMS_SANDBOX_REVIEW_DELAY": "20",
+    "B24SMS_SANDBOX_REVIEW_STATUS": "APPROVED",
+    "B24SMS_SANDBOX_DELIVERY_DELAY": "3",
+}
+
+
+def option(name: str, environ=None) -> str:
+    environ = os.environ if environ is None else environ
+    return environ.get(name) or DEFAULTS[name]
+
+
+def idgtl_url(environ=None) -> str:
+    return f"http://127.0.0.1:{option('B24SMS_SANDBOX_IDGTL_PORT', environ)}/api/v1"
+
+
+def bitrix24_url(environ=None) -> str:
+    return f"http://127.0.0.1:{option('B24SMS_SANDBOX_BITRIX24_PORT', environ)}"
+
+
+def _real_keys_saved() -> bool:
+    """An operator saved i-dgtl keys on the default account (outside the sandbox), or added a real application."""
+    try:
+        from idgtl.models import IdgtlAccount
+        from providers.models import BitrixApplication
+
+        account = IdgtlAccount.objects.filter(is_default=True).first()
+        if account and (account.sender_names_key or account.messages_key) and not account.api_url.startswith("http://127.0.0.1:"):
+            return True
+        return BitrixApplication.objects.exclude(client_id=SANDBOX_CLIENT_ID).exists()
+    except Exception:  # no tables yet: nothing is configured
+        return False
+
+
+def sandbox_decision(environ=None) -> tuple[bool, str]:
+    """Whether `make run` starts the sandbox, and why (printed at start)."""
+    environ = os.environ if environ is None else environ
+    module = environ.get("DJANGO_SETTINGS_MODULE", "") or getattr(settings, "SETTINGS_MODULE", "")
+    if module.endswith("production"):
+        return False, "production settings never run the sandbox"
+    forced = environ.get("B24SMS_SANDBOX", "").strip().lower()
+    if forced in ("0", "false", "no", "off"):
+        return False, "B24SMS_SANDBOX=0"
+    if forced in ("1", "true", "yes", "on"):
+        return True, "B24SMS_SANDBOX=1"
+    configured = [name for name in ("IDGTL_SENDER_NAMES_TOKEN", "IDGTL_MESSAGES_TOKEN", "B24_CLIENT_ID") if getattr(settings, name, "")]
+    if configured:
+        return False, f"{', '.join(configured)} set"
+    if _real_keys_saved():
+        return False, "i-dgtl keys or a Bitrix24 application are saved in the admin"
+    return True, "no i-dgtl key and no Bitrix24 application configured"
+
+
+def fakes_missing() -> list[str]:
+    return [name for name in ("fakes.idgtl", "fakes.bitrix24") if importlib.util.find_spec(name) is None]
+
+
+def sandbox_environment(port: int, environ=None) -> dict:
+    """What every process of a sandbox `make run` gets in its environment."""
+    environ = os.environ if environ is None else environ
+    public = f"http://127.0.0.1:{port}"
+    env = {
+        "B24SMS_SANDBOX": "1",
+        "IDGTL_API_URL": idgtl_url(environ),
+        "IDGTL_SENDER_NAMES_TOKEN": SANDBOX_SENDER_NAMES_KEY,
+        "IDGTL_MESSAGES_TOKEN": SANDBOX_MESSAGES_KEY,
+        "B24_CLIENT_ID": SANDBOX_CLIENT_ID,
+        "B24_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+        "B24_OAUTH_URL": bitrix24_url(environ) + "/oauth/token/",
+        "PUBLIC_BASE_URL": public,
+        # Follow sender-name reviews closely: the fake decides within seconds.
+        "SENDER_NAME_SYNC_INTERVAL": environ.get("SENDER_NAME_SYNC_INTERVAL") or "5",
+    }
+    for name in DEFAULTS:
+        env[name] = option(name, environ)
+    return env
+
+
+def sandbox_prepare():
+    """Point the default i-dgtl account at the fake i-dgtl and make the sandbox application the default.
+
+    Runs in run_backoffice before the processes start, with the sandbox environment applied to settings.
+    """
+    from django.db import transaction
+
+    from idgtl.services import account_sync_default
+    from providers.models import BitrixApplication
+
+    with transaction.atomic():
+        account_sync_default()  # settings.IDGTL_* are the fake's here
+        BitrixApplication.objects.filter(is_default=True).exclude(client_id=SANDBOX_CLIENT_ID).update(is_default=False)
+        application, _ = BitrixApplication.objects.update_or_create(
+            client_id=SANDBOX_CLIENT_ID,
+            defaults={"name": "Sandbox", "client_secret": SANDBOX_CLIENT_SECRET, "is_default": True})
+    return application
+
+
+# --- The fake processes (manage.py sandbox_fake idgtl|bitrix24) -----------------------------------
+def _wait_forever(stop_callbacks, out):
+    """Serve until SIGTERM/SIGINT (honcho sends SIGTERM to every process on Ctrl-C)."""
+    import signal
+    import threading
+
+    stopped = threading.Event()
+
+    def stop(signum, frame):
+        stopped.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopped.wait(1.0):
+        pass
+    for callback in stop_callbacks:
+        callback()
+    out("stopped")
+
+
+def serve_fake_idgtl(out=print):
+    from fakes.idgtl import FakeIdgtl
+
+    fake = FakeIdgtl(
+        host="127.0.0.1", port=int(option("B24SMS_SANDBOX_IDGTL_PORT")),
+        sender_names_key=SANDBOX_SENDER_NAMES_KEY, messages_key=SANDBOX_MESSAGES_KEY,
+        auto_review_after=float(option("B24SMS_SANDBOX_REVIEW_DELAY")),
+        auto_review_status=option("B24SMS_SANDBOX_REVIEW_STATUS"),
+        auto_deliver_after=float(option("B24SMS_SANDBOX_DELIVERY_DELAY")),
+    )
+    fake.undeliverable_destinations.update(UNDELIVERABLE_NUMBERS)
+    fake.start()
+    out(f"fake i-dgtl at {fake.url}: sender names are reviewed ({option('B24SMS_SANDBOX_REVIEW_STATUS')}) "
+        f"{option('B24SMS_SANDBOX_REVIEW_DELAY')} s after filing; SMS delivered {option('B24SMS_SANDBOX_DELIVERY_DELAY')} s "
+        f"after sending, except to {', '.join('+' + n for n in UNDELIVERABLE_NUMBERS)} (undelivered)")
+    _wait_forever([fake.stop], out)
+
+
+def wait_for_web(base_url: str, timeout: float = 180.0) -> bool:
+    import time
+
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(base_url + "/healthz?check=database", timeout=2).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    return False
+
+
+def serve_fake_bitrix24(out=print):
+    from fakes.bitrix24 import FakeBitrix24
+
+    fake = FakeBitrix24(host="127.0.0.1", port=int(option("B24SMS_SANDBOX_BITRIX24_PORT")))
+    portal = fake.add_portal(domain=SANDBOX_PORTAL_DOMAIN, member_id=SANDBOX_MEMBER_ID,
+                             client_id=SANDBOX_CLIENT_ID, client_secret=SANDBOX_CLIENT_SECRET)
+    fake.start()
+    out(f"fake Bitrix24 at {fake.url} (OAuth {fake.oauth_url}), portal {portal.domain}")
+    base = settings.PUBLIC_BASE_URL.rstrip("/")
+    if wait_for_web(base):
+        install_portal(fake, portal, base, out)
+    else:
+        out(f"b24sms did not answer at {base}: the sandbox portal is not installed")
+    _wait_forever([fake.stop], out)
+
+
+def install_portal(fake, portal, base: str, out=print):
+    """Install b24sms on the fake portal through our install endpoint, then register known providers again.
+
+    The fake keeps its state in memory: after a restart the portal is new to it, so the providers
+    b24sms had registered there are registered again (sender.add).
+    """
+    response = fake.install(portal, base + "/b24/install/")
+    if response.status_code >= 400:
+        out(f"installing on the sandbox portal failed: HTTP {response.status_code} {response.text[:300]}")
+        return False
+    out(f"b24sms installed on the sandbox portal {portal.domain}")
+    try:
+        reregister_providers()
+    except Exception as exc:  # the portal works without it; say so
+        out(f"providers were not registered again: {type(exc).__name__}: {exc}")
+    return True
+
+
+def reregister_providers():
+    from django.db import close_old_connections
+
+    from providers.models import Installation, ProviderRegistration, RegistrationState
+    from providers.services import registration
+
+    close_old_connections()
+    installation = Installation.objects.filter(member_id=SANDBOX_MEMBER_ID).first()
+    if installation is None:
+        return 0
+    registrations = ProviderRegistration.objects.filter(
+        installation=installation, state__in=[RegistrationState.REGISTERED, RegistrationState.FAILED, RegistrationState.PENDING])
+    count = 0
+    for item in registrations.select_related("provider"):
+        registration.provider_register(provider=item.provider, installations=[installation])
+        count += 1
+    return count
