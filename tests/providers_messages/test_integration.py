@@ -8,9 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.conf import settings
 
-from bitrix24.client import Bitrix24Client
 from providers.models import (
-    InstallationState, Message, MessageState, Provider, ProviderRegistration, RegistrationState, StatusReport,
+    Installation, InstallationState, Message, MessageState, ProviderRegistration, RegistrationState, StatusReport,
     StatusReportState,
 )
 from tests.waiting import wait_until
@@ -20,16 +19,24 @@ pytestmark = pytest.mark.integration
 SENDER_NAME = "MyShop"
 
 
+CLIENT_ID = "local.messages0000.1"
+CLIENT_SECRET = "messages-client-secret"
+
+
 @pytest.fixture
-def portal_setup(live_worker, bitrix24, idgtl, installation_factory):
-    """A portal with our app installed and provider ``sms1`` registered on it (sender.add on the fake)."""
-    portal = bitrix24.add_portal(client_id="local.messages.1", client_secret="messages-secret")
-    installation = installation_factory(portal)
-    provider = Provider.objects.create(code="sms1", name="SMS via i-dgtl", sender_name=SENDER_NAME)
-    ProviderRegistration.objects.create(provider=provider, installation=installation, state=RegistrationState.REGISTERED)
-    handler = f"{settings.PUBLIC_BASE_URL}/b24/handler/{installation.handler_secret}/"
-    with Bitrix24Client(installation) as client:
-        client.sender_add("sms1", handler, "SMS via i-dgtl")
+def portal_setup(live_worker, live_server, bitrix24, idgtl, settings):
+    """A portal that installed our app (install endpoint) with provider ``sms1`` registered by the worker."""
+    from providers.services.installations import application_sync_default
+    from providers.services.registration import provider_create
+
+    settings.B24_CLIENT_ID, settings.B24_CLIENT_SECRET = CLIENT_ID, CLIENT_SECRET
+    application_sync_default()
+    portal = bitrix24.add_portal(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    assert bitrix24.install(portal, live_server.url + "/b24/install/", mode="event").status_code == 200
+    installation = Installation.objects.get(member_id=portal.member_id)
+    provider_create(code="sms1", name="SMS via i-dgtl", sender_name=SENDER_NAME, installations=[installation])
+    wait_until(lambda: ProviderRegistration.objects.filter(state=RegistrationState.REGISTERED).exists()
+               and "sms1" in portal.providers, timeout=30, message="the provider to be registered on the portal")
     idgtl.allowed_sender_names.add(SENDER_NAME)
     return portal, installation
 
@@ -139,9 +146,7 @@ def test_uninstalled_portal_is_not_called(portal_setup, bitrix24, idgtl):
     message_id, _r = bitrix24.send_sms(portal, "sms1", "+79990001240", "before uninstall")
     message = sent_message(message_id)
     wait_until(lambda: portal_statuses(portal, message_id) == ["sent"], timeout=30, message="sent reported")
-    from django.utils import timezone
-
-    installation.mark_removed(timezone.now())
+    assert bitrix24.uninstall(portal).status_code == 200
     calls_before = len(portal.calls)
     idgtl.set_message_status(message.idgtl_message_uuid, "delivered")
     report = wait_until(lambda: StatusReport.objects.filter(message=message, status="delivered",
@@ -149,7 +154,8 @@ def test_uninstalled_portal_is_not_called(portal_setup, bitrix24, idgtl):
                         timeout=30, message="the delivered report to be closed")
     assert "uninstalled" in report.last_error
     assert len(portal.calls) == calls_before
-    _mid, refused = bitrix24.send_sms(portal, "sms1", "+79990001241", "after uninstall")
+    handler_url = f"{settings.PUBLIC_BASE_URL}/b24/handler/{installation.handler_secret}/"
+    _mid, refused = bitrix24.send_sms(portal, "sms1", "+79990001241", "after uninstall", handler_url=handler_url)
     assert refused.status_code == 403
     assert installation.__class__.objects.get(pk=installation.pk).state == InstallationState.REMOVED
 
