@@ -117,6 +117,15 @@ class InstallationAdmin(admin.ModelAdmin):
     def has_add_permission(self, request):
         return False  # installations are created by Bitrix24 calling the install endpoint
 
+    def changelist_view(self, request, extra_context=None):
+        stuck = list(Installation.objects.filter(state=InstallationState.NEEDS_REINSTALL).values_list("domain", flat=True))
+        if stuck and request.method == "GET":
+            self.message_user(request, ngettext(
+                "Needs reinstall (no call reaches it until the application is reinstalled there): %(portals)s.",
+                "Need reinstall (no call reaches them until the application is reinstalled there): %(portals)s.",
+                len(stuck)) % {"portals": ", ".join(stuck)}, messages.ERROR)
+        return super().changelist_view(request, extra_context)
+
     @admin.display(description=_("state"), ordering="state")
     def state_badge(self, obj):
         label = obj.get_state_display()

@@ -130,3 +130,19 @@ def test_schema_documents_the_endpoints_and_fields(api_client):
                   "sender_name_application", "installations", "registrations"]:
         assert field in provider, field
     assert "access_token" not in schema["components"]["schemas"]["Installation"]["properties"]
+
+
+def test_provider_with_messages_cannot_be_deleted(api_client, make_installation, approved_sender_name):
+    from providers.models import Message
+
+    installation = make_installation()
+    provider_id = api_client.post("/api/providers/", {
+        "code": "acme", "name": "Acme", "sender_name_application": approved_sender_name.pk}, format="json").json()["id"]
+    Message.objects.create(installation=installation, provider_id=provider_id, message_id="m1", module_id="crm",
+                           message_to="+79990000000", text="hi", sender_name="ACMESHOP")
+
+    response = api_client.delete(f"/api/providers/{provider_id}/")
+
+    assert response.status_code == 400
+    assert "remove it from the portals" in str(response.json())
+    assert Provider.objects.filter(pk=provider_id).exists()

@@ -89,3 +89,28 @@ def test_install_for_another_application_is_refused(live_worker, live_server, bi
 
     assert response.status_code == 403
     assert not Installation.objects.exists()
+
+
+def test_reinstall_on_the_same_portal_updates_the_installation_and_keeps_the_provider(
+        live_worker, live_server, bitrix24, default_application, api_client):
+    portal = bitrix24.add_portal(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
+    assert bitrix24.install(portal, live_server.url + "/b24/install/", mode="event").status_code == 200
+    installation = Installation.objects.get()
+    api_client.post("/api/providers/", {"code": "acme", "name": "Acme", "sender_name": "ACMESHOP",
+                                        "installations": [installation.pk]}, format="json")
+    wait_until(lambda: ProviderRegistration.objects.filter(state=RegistrationState.REGISTERED).exists(), timeout=30,
+               message="the first registration")
+    portal.calls.clear()
+
+    response = bitrix24.install(portal, live_server.url + "/b24/install/", mode="event")  # e.g. an app update
+
+    assert response.status_code == 200 and response.json()["result"] == "reinstalled"
+    assert response.json()["uninstall_handler_bound"] is True  # the re-bind error was checked with event.get
+    installation = Installation.objects.get()
+    assert installation.refresh_token == portal.admin_refresh_token
+    # the registration is pushed again: sender.add answers "already installed", so sender.update follows
+    wait_until(lambda: [m for m, _p in portal.calls if m.startswith("messageservice.sender")] == [
+        "messageservice.sender.add", "messageservice.sender.update"], timeout=30, message="the re-registration")
+    wait_until(lambda: ProviderRegistration.objects.filter(state=RegistrationState.REGISTERED).exists(), timeout=10,
+               message="the registration to be recorded again")
+    assert portal.providers["acme"]["HANDLER"] == f"{live_server.url}/b24/handler/{installation.handler_secret}/"
