@@ -1,6 +1,7 @@
 """Shared REST API pieces: the JSON error shape for every error, including unexpected ones."""
 import logging
 
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from django.utils.translation import gettext as _
@@ -24,6 +25,11 @@ def exception_handler(exc, context):
         else:
             detail = {"non_field_errors": [str(m) for m in exc.messages]}
         exc = exceptions.ValidationError(detail)
+    elif isinstance(exc, RequestDataTooBig):  # the body beyond DATA_UPLOAD_MAX_MEMORY_SIZE
+        response = Response({"detail": str(exc)}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        return response
+    elif isinstance(exc, SuspiciousOperation):  # too many fields or files in a multipart body, ...
+        exc = exceptions.ParseError(str(exc))
     elif isinstance(exc, Http404):
         exc = exceptions.NotFound(_("Not found."))
     response = drf_exception_handler(exc, context)

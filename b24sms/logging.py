@@ -14,6 +14,7 @@ import contextlib
 import contextvars
 import logging
 import re
+from datetime import datetime, timezone
 
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
@@ -92,7 +93,10 @@ def redact(text: str) -> str:
 
 
 class JsonFormatter(_JsonFormatter):
-    """python-json-logger's JSON lines, redacted."""
+    """python-json-logger's JSON lines (time in UTC, ISO 8601), redacted."""
+
+    def formatTime(self, record, datefmt=None):
+        return datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds")
 
     def format(self, record):
         return redact(super().format(record))

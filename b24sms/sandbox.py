@@ -14,8 +14,11 @@ installs b24sms on it through the real install endpoint, exactly as a portal adm
 Timelines (seconds, from the environment):
 - B24SMS_SANDBOX_REVIEW_DELAY (default 20): a sender-name application leaves PRE_REVIEW for
   B24SMS_SANDBOX_REVIEW_STATUS (default APPROVED) this long after it was filed.
-- B24SMS_SANDBOX_DELIVERY_DELAY (default 3): a sent SMS is delivered this long after i-dgtl accepted it.
-- Numbers in UNDELIVERABLE_NUMBERS end "undelivered"; a number that is not a phone number fails.
+- B24SMS_SANDBOX_REVIEW_DELAY is spent twice: PRE_REVIEW -> REVIEW, then REVIEW -> the final status.
+- B24SMS_SANDBOX_DELIVERY_DELAY (default 3): a sent SMS goes sending -> sent -> delivered, this long
+  for each step after i-dgtl accepted it.
+- SMS to a number ending in 0000 (e.g. +7 999 000-00-00) end "undelivered"; a number that is not a
+  phone number fails without reaching i-dgtl.
 """
 import importlib.util
 import os
@@ -29,12 +32,13 @@ SANDBOX_MEMBER_ID = "b24sms0sandbox0portal0member0id"
 # The fake i-dgtl's default keys (see fakes/idgtl.py): public, they only open the fake.
 SANDBOX_SENDER_NAMES_KEY = "c2VuZGVyOm5hbWVz"
 SANDBOX_MESSAGES_KEY = "bWVzc2FnZXM6a2V5"
-# Documented in the README: SMS to these numbers end "undelivered" in the sandbox.
-UNDELIVERABLE_NUMBERS = ("79990000000", "79990000001")
+# Documented in the README: SMS to numbers ending in 0000 end "undelivered" in the sandbox (the fake's rule).
+UNDELIVERABLE_EXAMPLE = "+79990000000"
 
 DEFAULTS = {
     "B24SMS_SANDBOX_IDGTL_PORT": "8101",
     "B24SMS_SANDBOX_BITRIX24_PORT": "8102",
+    "B24SMS_SANDBOX_PORTAL_PORT": "8103",  # the fake portal's REST listener (its client_endpoint)
     "B24SMS_SANDBOX_REVIEW_DELAY": "20",
     "B24SMS_SANDBOX_REVIEW_STATUS": "APPROVED",
     "B24SMS_SANDBOX_DELIVERY_DELAY": "3",
@@ -132,7 +136,23 @@ def sandbox_prepare():
 
 
 # --- The fake processes (manage.py sandbox_fake idgtl|bitrix24) -----------------------------------
-def _wait_forever(stop_callbacks, out):
+def allow_known_sender_names(fake):
+    """The fake forgets everything when it restarts: names b24sms knows as approved (or typed in
+    for a provider) stay usable for sending."""
+    from django.db import close_old_connections
+
+    from providers.models import Provider
+    from sendernames.models import SenderNameApplication
+
+    close_old_connections()
+    names = set(SenderNameApplication.objects.filter(status="APPROVED").values_list("sender_name", flat=True))
+    names |= set(Provider.objects.values_list("sender_name", flat=True))
+    with fake.lock:
+        fake.allowed_sender_names.update(n for n in names if n)
+    close_old_connections()
+
+
+def _wait_forever(stop_callbacks, out, every: float = 1.0, tick=None):
     """Serve until SIGTERM/SIGINT (honcho sends SIGTERM to every process on Ctrl-C)."""
     import signal
     import threading
@@ -144,8 +164,14 @@ def _wait_forever(stop_callbacks, out):
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    while not stopped.wait(1.0):
-        pass
+    while True:
+        if tick is not None:
+            try:
+                tick()
+            except Exception as exc:  # the database may be busy or not migrated yet
+                out(f"(sandbox) {type(exc).__name__}: {exc}")
+        if stopped.wait(every):
+            break
     for callback in stop_callbacks:
         callback()
     out("stopped")
@@ -161,12 +187,13 @@ def serve_fake_idgtl(out=print):
         auto_review_status=option("B24SMS_SANDBOX_REVIEW_STATUS"),
         auto_deliver_after=float(option("B24SMS_SANDBOX_DELIVERY_DELAY")),
     )
-    fake.undeliverable_destinations.update(UNDELIVERABLE_NUMBERS)
+    fake.max_recorded_requests = 1000  # a long-running sandbox keeps only the latest requests
     fake.start()
-    out(f"fake i-dgtl at {fake.url}: sender names are reviewed ({option('B24SMS_SANDBOX_REVIEW_STATUS')}) "
-        f"{option('B24SMS_SANDBOX_REVIEW_DELAY')} s after filing; SMS delivered {option('B24SMS_SANDBOX_DELIVERY_DELAY')} s "
-        f"after sending, except to {', '.join('+' + n for n in UNDELIVERABLE_NUMBERS)} (undelivered)")
-    _wait_forever([fake.stop], out)
+    review = float(option("B24SMS_SANDBOX_REVIEW_DELAY"))
+    out(f"fake i-dgtl at {fake.url}: sender names go PRE_REVIEW -> REVIEW -> {option('B24SMS_SANDBOX_REVIEW_STATUS')} "
+        f"{review:g} s apart; SMS go sending -> sent -> delivered {option('B24SMS_SANDBOX_DELIVERY_DELAY')} s apart, "
+        f"except to numbers ending in 0000 such as {UNDELIVERABLE_EXAMPLE} (undelivered)")
+    _wait_forever([fake.stop], out, every=5.0, tick=lambda: allow_known_sender_names(fake))
 
 
 def wait_for_web(base_url: str, timeout: float = 180.0) -> bool:
@@ -188,11 +215,11 @@ def wait_for_web(base_url: str, timeout: float = 180.0) -> bool:
 def serve_fake_bitrix24(out=print):
     from fakes.bitrix24 import FakeBitrix24
 
-    fake = FakeBitrix24(host="127.0.0.1", port=int(option("B24SMS_SANDBOX_BITRIX24_PORT")))
-    portal = fake.add_portal(domain=SANDBOX_PORTAL_DOMAIN, member_id=SANDBOX_MEMBER_ID,
-                             client_id=SANDBOX_CLIENT_ID, client_secret=SANDBOX_CLIENT_SECRET)
-    fake.start()
-    out(f"fake Bitrix24 at {fake.url} (OAuth {fake.oauth_url}), portal {portal.domain}")
+    fake = FakeBitrix24(host="127.0.0.1", port=int(option("B24SMS_SANDBOX_BITRIX24_PORT"))).start()
+    portal = fake.add_portal(domain=SANDBOX_PORTAL_DOMAIN, member_id=SANDBOX_MEMBER_ID, client_id=SANDBOX_CLIENT_ID,
+                             client_secret=SANDBOX_CLIENT_SECRET, port=int(option("B24SMS_SANDBOX_PORTAL_PORT")))
+    out(f"fake Bitrix24 at {fake.url} (OAuth {fake.oauth_url}); portal {portal.domain} at {portal.client_endpoint}; "
+        f"its state: {fake.url}/__fake__/portals/{portal.member_id}")
     base = settings.PUBLIC_BASE_URL.rstrip("/")
     if wait_for_web(base):
         install_portal(fake, portal, base, out)
@@ -209,7 +236,7 @@ def install_portal(fake, portal, base: str, out=print):
     """
     response = fake.install(portal, base + "/b24/install/")
     if response.status_code >= 400:
-        out(f"installing on the sandbox portal failed: HTTP {response.status_code} {response.text[:300]}")
+        out(f"installing on the sandbox portal failed: HTTP {response.status_code} {' '.join(response.text[:300].split())}")
         return False
     out(f"b24sms installed on the sandbox portal {portal.domain}")
     try:

@@ -1,7 +1,15 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
 
 
 class ProvidersConfig(AppConfig):
     name = "providers"
     verbose_name = _("Bitrix24 SMS providers")
+
+    def ready(self):
+        from .services.installations import ensure_default_application_after_migrate
+
+        post_migrate.connect(
+            ensure_default_application_after_migrate, sender=self,
+            dispatch_uid="providers.ensure_default_application")

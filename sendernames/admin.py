@@ -38,6 +38,21 @@ def status_badge(application: SenderNameApplication):
     return format_html('<strong style="color:{}">{}</strong>', colour, application.status_label)
 
 
+class StatusFilter(admin.SimpleListFilter):
+    """i-dgtl status: the known ones, plus any unknown string some application actually has."""
+    title = _("status")
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        present = set(model_admin.get_queryset(request).exclude(status="").values_list("status", flat=True).distinct())
+        known = [(value, label) for value, label in SenderNameStatus.choices]
+        unknown = [(value, value) for value in sorted(present - set(SenderNameStatus.values))]
+        return known + unknown
+
+    def queryset(self, request, queryset):
+        return queryset.filter(status=self.value()) if self.value() else queryset
+
+
 class DocumentInline(admin.TabularInline):
     model = SenderNameDocument
     extra = 0
@@ -70,7 +85,7 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
     form = SenderNameApplicationForm
     list_display = ["sender_name", "brand", "common_type", "coloured_status", "submission_state", "remote_id", "fee",
                     "date_from", "counteragent_name", "created_at"]
-    list_filter = ["status", "brand", "common_type", "submission_state"]
+    list_filter = [StatusFilter, "brand", "common_type", "submission_state"]
     search_fields = ["sender_name", "counteragent_inn", "counteragent_name"]
     list_select_related = ["account"]
     date_hierarchy = "created_at"

@@ -1,1 +1,334 @@
-"""Admin: Bitrix24 applications, installations, providers and registrations."""
+"""Admin: Bitrix24 applications, installations, providers and registrations.
+
+Secrets are never shown in full: the client_secret field is write-only (blank keeps the saved
+one), tokens appear masked. Provider changes go through the registration services, so the
+admin enforces exactly the rules of the API and pushes edits to the portals.
+"""
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import Count, Q
+from django.template.response import TemplateResponse
+from django.utils.html import format_html
+from django.utils.translation import gettext as _g
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
+
+from idgtl.models import mask_secret
+from providers.models import (
+    BitrixApplication, Installation, InstallationState, Provider, ProviderRegistration, RegistrationState)
+from providers.services import installations as installation_services
+from providers.services import registration as registration_services
+
+STATE_COLOURS = {
+    InstallationState.ACTIVE: "#2e7d32",
+    InstallationState.NEEDS_REINSTALL: "#c62828",
+    InstallationState.REMOVED: "#757575",
+    RegistrationState.REGISTERED: "#2e7d32",
+    RegistrationState.PENDING: "#f9a825",
+    RegistrationState.REMOVING: "#f9a825",
+    RegistrationState.FAILED: "#c62828",
+    RegistrationState.REMOVED: "#757575",
+}
+
+
+def _badge(value: str, label) -> str:
+    return format_html('<strong style="color:{}">{}</strong>', STATE_COLOURS.get(value, "inherit"), label)
+
+
+# --- Applications -----------------------------------------------------------------------------
+
+class BitrixApplicationForm(forms.ModelForm):
+    client_secret = forms.CharField(
+        label=_("client_secret"), required=False, strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}))
+
+    class Meta:
+        model = BitrixApplication
+        fields = ["name", "client_id", "client_secret"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and self.instance.client_secret:
+            self.fields["client_secret"].help_text = _("Saved: %(masked)s. Leave blank to keep it.") % {
+                "masked": self.instance.client_secret_masked}
+        else:
+            self.fields["client_secret"].required = True
+
+    def clean_client_secret(self):
+        value = self.cleaned_data.get("client_secret")
+        return value or self.instance.client_secret
+
+
+@admin.register(BitrixApplication)
+class BitrixApplicationAdmin(admin.ModelAdmin):
+    form = BitrixApplicationForm
+    list_display = ["name", "client_id", "is_default", "client_secret_masked", "install_url", "installation_count"]
+    readonly_fields = ["is_default", "install_url", "created_at", "updated_at"]
+    search_fields = ["name", "client_id"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(_installations=Count("installations"))
+
+    @admin.display(description=_("client_secret"))
+    def client_secret_masked(self, obj):
+        return obj.client_secret_masked
+
+    @admin.display(description=_("install URL (paste into Bitrix24)"))
+    def install_url(self, obj):
+        return installation_services.application_install_url(obj) if obj.pk else "—"
+
+    @admin.display(description=_("installations"), ordering="_installations")
+    def installation_count(self, obj):
+        return getattr(obj, "_installations", None)
+
+
+# --- Installations ----------------------------------------------------------------------------
+
+class InstallationForm(forms.ModelForm):
+    class Meta:
+        model = Installation
+        fields = ["account", "default_region", "rate_limit_burst", "rate_limit_drain_per_second"]
+
+
+@admin.register(Installation)
+class InstallationAdmin(admin.ModelAdmin):
+    form = InstallationForm
+    list_display = ["domain", "application", "state_badge", "access_token_expires_at", "last_error_short",
+                    "installed_at", "uninstalled_at"]
+    list_filter = ["state", "application"]
+    search_fields = ["domain", "member_id"]
+    readonly_fields = [
+        "application", "member_id", "domain", "state_badge", "last_error", "client_endpoint", "server_endpoint",
+        "access_token_masked", "access_token_expires_at", "refresh_token_masked", "application_token_masked",
+        "handler_secret_masked", "scope", "portal_status", "installed_by_user_id", "installed_at", "uninstalled_at",
+        "created_at", "updated_at",
+    ]
+    fieldsets = [
+        (None, {"fields": ["domain", "application", "member_id", "state_badge", "last_error"]}),
+        (_("Tokens (masked)"), {"fields": ["access_token_masked", "access_token_expires_at", "refresh_token_masked",
+                                           "application_token_masked", "handler_secret_masked", "scope"]}),
+        (_("Portal"), {"fields": ["client_endpoint", "server_endpoint", "portal_status", "installed_by_user_id",
+                                  "installed_at", "uninstalled_at"]}),
+        (_("Sending"), {"fields": ["account", "default_region", "rate_limit_burst", "rate_limit_drain_per_second"]}),
+    ]
+
+    def has_add_permission(self, request):
+        return False  # installations are created by Bitrix24 calling the install endpoint
+
+    def changelist_view(self, request, extra_context=None):
+        stuck = list(Installation.objects.filter(state=InstallationState.NEEDS_REINSTALL).values_list("domain", flat=True))
+        if stuck and request.method == "GET":
+            self.message_user(request, ngettext(
+                "Needs reinstall (no call reaches it until the application is reinstalled there): %(portals)s.",
+                "Need reinstall (no call reaches them until the application is reinstalled there): %(portals)s.",
+                len(stuck)) % {"portals": ", ".join(stuck)}, messages.ERROR)
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description=_("state"), ordering="state")
+    def state_badge(self, obj):
+        label = obj.get_state_display()
+        if obj.state == InstallationState.NEEDS_REINSTALL:
+            label = _g("Needs reinstall: reinstall the application on the portal")
+        return _badge(obj.state, label)
+
+    @admin.display(description=_("last error"))
+    def last_error_short(self, obj):
+        return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else obj.last_error
+
+    @admin.display(description=_("access token"))
+    def access_token_masked(self, obj):
+        return mask_secret(obj.access_token)
+
+    @admin.display(description=_("refresh token"))
+    def refresh_token_masked(self, obj):
+        return mask_secret(obj.refresh_token)
+
+    @admin.display(description=_("application token"))
+    def application_token_masked(self, obj):
+        return mask_secret(obj.application_token)
+
+    @admin.display(description=_("handler secret"))
+    def handler_secret_masked(self, obj):
+        return mask_secret(obj.handler_secret)
+
+
+# --- Providers ----------------------------------------------------------------------------------
+
+PROVIDER_FIELDS = ["code", "name", "name_translations", "description", "description_translations",
+                   "sender_name_application", "sender_name"]
+
+
+class ProviderForm(forms.ModelForm):
+    class Meta:
+        model = Provider
+        fields = PROVIDER_FIELDS
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        field = self.fields["sender_name_application"]
+        allowed = Q(pk__in=registration_services.approved_sender_name_applications().values("pk"))
+        if self.instance.sender_name_application_id:
+            allowed |= Q(pk=self.instance.sender_name_application_id)
+        field.queryset = field.queryset.filter(allowed)
+        field.help_text = _("Approved applications whose start date has passed. Leave empty and type the sender "
+                            "name for a name registered outside b24sms.")
+        self.fields["sender_name"].required = False
+
+    def clean(self):
+        data = super().clean()
+        if self.errors:
+            return data
+        values = {f: data.get(f) for f in PROVIDER_FIELDS}
+        if values["sender_name_application"] is not None and "sender_name_application" in self.changed_data:
+            values["sender_name"] = ""  # follow the chosen application
+        try:
+            data.update(registration_services.provider_clean(**values))
+        except ValidationError as exc:
+            for field, errors in exc.error_dict.items():
+                self.add_error(field if field in self.fields else None, errors)
+        return data
+
+
+class ProviderRegistrationInline(admin.TabularInline):
+    model = ProviderRegistration
+    extra = 0
+    can_delete = False
+    fields = ["installation", "state_badge", "last_error", "registered_at", "checked_at", "updated_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("state"))
+    def state_badge(self, obj):
+        return _badge(obj.state, obj.get_state_display())
+
+
+class InstallationChoiceForm(forms.Form):
+    installations = forms.ModelMultipleChoiceField(
+        label=_("Portals"), queryset=Installation.objects.filter(state=InstallationState.ACTIVE),
+        widget=forms.CheckboxSelectMultiple, required=True)
+
+
+@admin.register(Provider)
+class ProviderAdmin(admin.ModelAdmin):
+    form = ProviderForm
+    list_display = ["code", "name", "sender_name", "registration_summary", "updated_at"]
+    search_fields = ["code", "name", "sender_name"]
+    inlines = [ProviderRegistrationInline]
+    actions = ["register_action", "update_action", "remove_action", "check_action"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("registrations__installation")
+
+    @admin.display(description=_("portals"))
+    def registration_summary(self, obj):
+        parts = [f"{r.installation.domain}: {r.get_state_display()}" for r in obj.registrations.all()]
+        return "; ".join(parts) or "—"
+
+    def save_model(self, request, obj, form, change):
+        values = {f: form.cleaned_data.get(f) for f in PROVIDER_FIELDS}
+        if change:
+            saved = registration_services.provider_update(provider=obj, **values)
+        else:
+            saved = registration_services.provider_create(**values)
+            obj.pk = saved.pk
+        obj.refresh_from_db()
+
+    def delete_model(self, request, obj):
+        registration_services.provider_delete(provider=obj)
+
+    def delete_queryset(self, request, queryset):
+        for provider in queryset:
+            registration_services.provider_delete(provider=provider)
+
+    def _choose_installations(self, request, queryset, action: str, title):
+        """An intermediate page listing active portals; returns the chosen ones or None (page shown)."""
+        if "apply" in request.POST:
+            form = InstallationChoiceForm(request.POST)
+            if form.is_valid():
+                return list(form.cleaned_data["installations"])
+        else:
+            form = InstallationChoiceForm(initial={"installations": list(
+                Installation.objects.filter(state=InstallationState.ACTIVE).values_list("pk", flat=True))})
+        return TemplateResponse(request, "providers/admin/choose_installations.html", {
+            **self.admin_site.each_context(request), "title": title, "form": form, "queryset": queryset,
+            "action": action, "opts": self.model._meta, "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+        })
+
+    def _report_queued(self, request, provider, registrations, what):
+        if registrations:
+            self.message_user(request, _g("%(code)s: %(what)s queued on %(portals)s.") % {
+                "code": provider.code, "what": what,
+                "portals": ", ".join(r.installation.domain for r in registrations)}, messages.SUCCESS)
+        else:
+            self.message_user(request, _g("%(code)s: nothing to do (not on any active portal).") % {
+                "code": provider.code}, messages.WARNING)
+
+    @admin.action(description=_("Register on portals"))
+    def register_action(self, request, queryset):
+        chosen = self._choose_installations(request, queryset, "register_action", _g("Register providers on portals"))
+        if isinstance(chosen, TemplateResponse):
+            return chosen
+        for provider in queryset:
+            try:
+                registrations = registration_services.provider_register(provider=provider, installations=chosen)
+            except ValidationError as exc:
+                self.message_user(request, f"{provider.code}: {'; '.join(exc.messages)}", messages.ERROR)
+                continue
+            self._report_queued(request, provider, registrations, _g("registration"))
+        return None
+
+    @admin.action(description=_("Push changes to portals (update)"))
+    def update_action(self, request, queryset):
+        for provider in queryset:
+            registrations = registration_services.provider_push_update(provider=provider)
+            self._report_queued(request, provider, registrations, _g("update"))
+
+    @admin.action(description=_("Remove from portals"))
+    def remove_action(self, request, queryset):
+        chosen = self._choose_installations(request, queryset, "remove_action", _g("Remove providers from portals"))
+        if isinstance(chosen, TemplateResponse):
+            return chosen
+        for provider in queryset:
+            registrations = registration_services.provider_unregister(provider=provider, installations=chosen)
+            self._report_queued(request, provider, registrations, _g("removal"))
+        return None
+
+    @admin.action(description=_("Check against the portals (sender.list)"))
+    def check_action(self, request, queryset):
+        for provider in queryset:
+            results = registration_services.provider_check(provider=provider)
+            if not results:
+                self.message_user(request, _g("%(code)s: not registered on any active portal.") % {
+                    "code": provider.code}, messages.WARNING)
+            for row in results:
+                text = f"{provider.code} @ {row['domain']}: {row['summary']}"
+                if row["unknown_on_portal"]:
+                    text += " " + ngettext("Unknown code on the portal: %(codes)s.", "Unknown codes on the portal: %(codes)s.",
+                                           len(row["unknown_on_portal"])) % {"codes": ", ".join(row["unknown_on_portal"])}
+                if row["missing_on_portal"]:
+                    text += " " + _g("Missing on the portal: %(codes)s.") % {"codes": ", ".join(row["missing_on_portal"])}
+                ok = not row["error"] and not row["missing_on_portal"] and not row["unknown_on_portal"] and row["present_on_portal"]
+                level = messages.ERROR if row["error"] else (messages.SUCCESS if ok else messages.WARNING)
+                self.message_user(request, text, level)
+
+
+@admin.register(ProviderRegistration)
+class ProviderRegistrationAdmin(admin.ModelAdmin):
+    list_display = ["provider", "installation", "state_badge", "last_error", "registered_at", "checked_at", "updated_at"]
+    list_filter = ["state", "installation", "provider"]
+    search_fields = ["provider__code", "installation__domain"]
+    readonly_fields = ["provider", "installation", "state", "last_error", "registered_at", "checked_at", "created_at",
+                       "updated_at"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("state"), ordering="state")
+    def state_badge(self, obj):
+        return _badge(obj.state, obj.get_state_display())

@@ -1,2 +1,177 @@
-"""REST API: /api/portals/, /api/providers/ (staff only)."""
-urlpatterns = []
+"""REST API: /api/portals/, /api/providers/ (staff only).
+
+Thin: serializers check types, the registration services enforce the rules (their Django
+ValidationError becomes a 400 naming the field, see b24sms/api.py).
+"""
+from django.db import transaction
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.utils import extend_schema, extend_schema_view
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.routers import SimpleRouter
+
+from providers.models import Installation, InstallationState, Provider, ProviderRegistration, RegistrationState
+from providers.services import registration as registration_services
+from sendernames.models import SenderNameApplication
+
+
+class InstallationSerializer(serializers.ModelSerializer):
+    application_name = serializers.CharField(source="application.name", read_only=True)
+    needs_reinstall = serializers.SerializerMethodField(help_text=_("The application must be reinstalled on the portal."))
+
+    class Meta:
+        model = Installation
+        fields = [
+            "id", "application", "application_name", "member_id", "domain", "client_endpoint", "server_endpoint",
+            "state", "needs_reinstall", "last_error", "access_token_expires_at", "scope", "portal_status",
+            "installed_by_user_id", "account", "default_region", "rate_limit_burst", "rate_limit_drain_per_second",
+            "installed_at", "uninstalled_at", "created_at", "updated_at",
+        ]
+        read_only_fields = fields
+
+    def get_needs_reinstall(self, obj) -> bool:
+        return obj.state == InstallationState.NEEDS_REINSTALL
+
+
+class RegistrationSerializer(serializers.ModelSerializer):
+    domain = serializers.CharField(source="installation.domain", read_only=True)
+
+    class Meta:
+        model = ProviderRegistration
+        fields = ["id", "installation", "domain", "state", "last_error", "registered_at", "checked_at", "updated_at"]
+        read_only_fields = fields
+
+
+class ProviderSerializer(serializers.ModelSerializer):
+    name_translations = serializers.JSONField(
+        required=False, help_text=_('Name per language, e.g. {"ru": "…", "en": "…"}; sent to Bitrix24 as NAME object.'))
+    description_translations = serializers.JSONField(
+        required=False, help_text=_("Description per language; sent to Bitrix24 as DESCRIPTION object."))
+    sender_name = serializers.CharField(
+        required=False, allow_blank=True, max_length=11,
+        help_text=_("The i-dgtl sender name. Taken from sender_name_application when that is set; otherwise type a "
+                    "name registered outside b24sms."))
+    sender_name_application = serializers.PrimaryKeyRelatedField(
+        queryset=SenderNameApplication.objects.all(), required=False, allow_null=True,
+        help_text=_("An APPROVED sender-name application whose start date has passed."))
+    installations = serializers.PrimaryKeyRelatedField(
+        many=True, queryset=Installation.objects.all(), required=False,
+        help_text=_("Installations (portals) the provider is on. On write: portals to register it on (added to the "
+                    "current ones; use the remove action to take it off a portal)."))
+    registrations = RegistrationSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Provider
+        fields = [
+            "id", "code", "type", "name", "name_translations", "description", "description_translations",
+            "sender_name", "sender_name_application", "installations", "registrations", "created_at", "updated_at",
+        ]
+        read_only_fields = ["id", "type", "registrations", "created_at", "updated_at"]
+        extra_kwargs = {"code": {"validators": []}}  # uniqueness is checked by the service
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["installations"] = [
+            r.installation_id for r in instance.registrations.all() if r.state != RegistrationState.REMOVED]
+        return data
+
+    def create(self, validated_data):
+        return registration_services.provider_create(**validated_data)
+
+    def update(self, instance, validated_data):
+        return registration_services.provider_update(provider=instance, **validated_data)
+
+
+class InstallationChoiceSerializer(serializers.Serializer):
+    installations = serializers.PrimaryKeyRelatedField(
+        many=True, queryset=Installation.objects.all(), required=False,
+        help_text=_("Installation ids; omitted means every active portal (register) or every portal it is on "
+                    "(check, remove)."))
+
+
+class PortalCheckSerializer(serializers.Serializer):
+    installation_id = serializers.IntegerField()
+    domain = serializers.CharField()
+    code = serializers.CharField(help_text=_("The provider's code."))
+    registration_state = serializers.CharField(allow_null=True)
+    present_on_portal = serializers.BooleanField(allow_null=True, help_text=_("null when the check failed."))
+    on_portal = serializers.ListField(child=serializers.CharField(), help_text=_("Codes sender.list returned."))
+    missing_on_portal = serializers.ListField(
+        child=serializers.CharField(), help_text=_("Registered here but absent on the portal (marked failed)."))
+    unknown_on_portal = serializers.ListField(
+        child=serializers.CharField(), help_text=_("On the portal but not registered here."))
+    error = serializers.CharField(help_text=_("Why the check failed; empty when it ran."))
+    summary = serializers.CharField()
+
+
+@extend_schema_view(
+    list=extend_schema(summary=_("List installations (portals)")),
+    retrieve=extend_schema(summary=_("One installation")),
+)
+class PortalViewSet(viewsets.ReadOnlyModelViewSet):
+    """Portals b24sms is installed on. Tokens are never exposed."""
+    queryset = Installation.objects.select_related("application").order_by("domain", "id")
+    serializer_class = InstallationSerializer
+    filterset_fields = ["state", "application"]
+
+
+@extend_schema_view(
+    list=extend_schema(summary=_("List providers")),
+    retrieve=extend_schema(summary=_("One provider with its registrations")),
+    create=extend_schema(summary=_("Create a provider (and register it on the given installations)")),
+    update=extend_schema(summary=_("Change a provider; the change is pushed to its portals")),
+    partial_update=extend_schema(summary=_("Change some fields of a provider; pushed to its portals")),
+    destroy=extend_schema(summary=_("Delete a provider and delete it from its portals")),
+)
+class ProviderViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
+                      mixins.DestroyModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    queryset = Provider.objects.prefetch_related("registrations__installation").order_by("code")
+    serializer_class = ProviderSerializer
+
+    def perform_destroy(self, instance):
+        registration_services.provider_delete(provider=instance)
+
+    def _installations(self, request):
+        serializer = InstallationChoiceSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data.get("installations")
+
+    def _registrations(self, provider):
+        return RegistrationSerializer(
+            provider.registrations.select_related("installation").order_by("installation__domain"), many=True).data
+
+    @extend_schema(summary=_("Register the provider on portals (sender.add, in the background)"),
+                   request=InstallationChoiceSerializer, responses={202: RegistrationSerializer(many=True)})
+    @action(detail=True, methods=["post"])
+    def register(self, request, pk=None):
+        provider = self.get_object()
+        installations = self._installations(request)
+        with transaction.atomic():
+            registration_services.provider_register(provider=provider, installations=installations)
+        return Response(self._registrations(provider), status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(summary=_("Remove the provider from portals (sender.delete, in the background)"),
+                   request=InstallationChoiceSerializer, responses={202: RegistrationSerializer(many=True)})
+    @action(detail=True, methods=["post"])
+    def remove(self, request, pk=None):
+        provider = self.get_object()
+        installations = self._installations(request)
+        with transaction.atomic():
+            registration_services.provider_unregister(provider=provider, installations=installations)
+        return Response(self._registrations(provider), status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(summary=_("Compare sender.list on the portals with our records (drift)"),
+                   request=InstallationChoiceSerializer, responses={200: PortalCheckSerializer(many=True)})
+    @action(detail=True, methods=["post"])
+    def check(self, request, pk=None):
+        provider = self.get_object()
+        results = registration_services.provider_check(provider=provider, installations=self._installations(request))
+        return Response(PortalCheckSerializer(results, many=True).data)
+
+
+router = SimpleRouter()
+router.register("portals", PortalViewSet, basename="portal")
+router.register("providers", ProviderViewSet, basename="provider")
+
+urlpatterns = router.urls

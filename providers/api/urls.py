@@ -1,3 +1,3 @@
-from . import messages, portals
+from . import messages, portals, test_sms
 
-urlpatterns = portals.urlpatterns + messages.urlpatterns
+urlpatterns = test_sms.urlpatterns + portals.urlpatterns + messages.urlpatterns

@@ -29,9 +29,10 @@ def installation_by_handler_secret(*, secret: str) -> Installation:
     return installation
 
 
-def handler_authenticate(*, secret: str, form: HandlerForm) -> Installation:
-    """Check the URL secret and, when the call carries ``auth``, its application token and portal."""
-    installation = installation_by_handler_secret(secret=secret)
+def _check_call(installation: Installation, *, secret: str, form: HandlerForm) -> None:
+    """The whole secret (constant time), then the application token and portal when ``auth`` is present."""
+    if not hmac.compare_digest(installation.handler_secret.encode(), secret.encode()):
+        raise HandlerForbidden(_("Unknown handler."))
     if form.auth is not None:
         expected = installation.application_token.encode()
         if not expected or not hmac.compare_digest(expected, form.auth.application_token.encode()):
@@ -40,7 +41,28 @@ def handler_authenticate(*, secret: str, form: HandlerForm) -> Installation:
             raise HandlerForbidden(_("The call comes from another portal."))
     if not installation.is_active:
         raise HandlerForbidden(_("The application is not installed on this portal."))
-    return installation
+
+
+def handler_authenticate(*, secret: str, form: HandlerForm) -> ProviderRegistration:
+    """The registration of ``form.code`` on the installation whose HANDLER carries ``secret``.
+
+    One query on the usual path. HandlerForbidden (403) for a wrong secret or token or an inactive
+    installation; ProviderNotRegistered (404) for a code not registered there.
+    """
+    if not secret or len(secret) > 64:
+        raise HandlerForbidden(_("Unknown handler."))
+    registration = (
+        ProviderRegistration.objects.select_related("installation", "provider")
+        .filter(installation__handler_secret=secret, provider__code=form.code)
+        .exclude(state=RegistrationState.REMOVED)
+        .first()
+    )
+    if registration is not None:
+        _check_call(registration.installation, secret=secret, form=form)
+        return registration
+    installation = installation_by_handler_secret(secret=secret)
+    _check_call(installation, secret=secret, form=form)
+    raise ProviderNotRegistered(_("Unknown provider code %(code)s.") % {"code": form.code})
 
 
 def destination_normalise(*, message_to: str, region: str) -> str:
@@ -54,25 +76,22 @@ def destination_normalise(*, message_to: str, region: str) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164).lstrip("+")
 
 
-def message_receive(*, installation: Installation, form: HandlerForm) -> tuple[Message, bool]:
+def message_receive(*, form: HandlerForm, installation: Installation | None = None,
+                    registration: ProviderRegistration | None = None) -> tuple[Message, bool]:
     """Store the message once per (installation, message_id); ``created`` is False for a repeat.
 
-    The unique constraint decides a race between two identical POSTs: the loser finds the winner's row.
-    The send is enqueued after commit.
+    Give the ``registration`` found by :func:`handler_authenticate`, or the ``installation`` (the
+    provider is then looked up: ProviderNotRegistered if ``form.code`` is not registered there).
+    No pre-check: the unique constraint decides, also between two identical POSTs racing each other;
+    the loser finds the winner's row. The send is enqueued after commit.
     """
-    registration = (
-        ProviderRegistration.objects.select_related("provider")
-        .filter(installation=installation, provider__code=form.code)
-        .exclude(state=RegistrationState.REMOVED)
-        .first()
-    )
     if registration is None:
-        raise ProviderNotRegistered(_("Unknown provider code %(code)s.") % {"code": form.code})
-    provider = registration.provider
-
-    existing = Message.objects.filter(installation=installation, message_id=form.message_id).first()
-    if existing is not None:
-        return existing, False
+        registration = (ProviderRegistration.objects.select_related("installation", "provider")
+                        .filter(installation=installation, provider__code=form.code)
+                        .exclude(state=RegistrationState.REMOVED).first())
+        if registration is None:
+            raise ProviderNotRegistered(_("Unknown provider code %(code)s.") % {"code": form.code})
+    installation, provider = registration.installation, registration.provider
     message = Message(
         installation=installation, provider=provider, message_id=form.message_id, module_id=form.module_id,
         bindings=form.bindings, workflow_id=form.workflow_id, document_id=form.document_id,

@@ -166,10 +166,12 @@ def _apply_batch_result(reports: list[StatusReport], result) -> int:
 
 def reports_send_pending(*, installation_id: int, time_budget: float | None = None) -> int:
     """Send the reports due for one installation; returns how many Bitrix24 accepted."""
+    # First let later reports schedule a run again: a run that finds the lock taken leaves its reports
+    # to the lock holder, whose follow-up (after releasing the lock) must be able to schedule.
+    cache.delete(SCHEDULED_KEY.format(installation_id))
     lock_key, token = LOCK_KEY.format(installation_id), uuid.uuid4().hex
     if not cache.add(lock_key, token, timeout=settings.CELERY_TASK_TIME_LIMIT):
-        return 0  # another worker is reporting to this portal; it picks these up too
-    cache.delete(SCHEDULED_KEY.format(installation_id))
+        return 0  # another worker is reporting to this portal; its follow-up picks these up
     accepted = 0
     try:
         accepted = _send_pending_locked(installation_id, time_budget)

@@ -1,1 +1,83 @@
-"""Tasks: register, update, remove and check providers on installations."""
+"""Tasks: register, update, remove and check providers on installations; bind ONAPPUNINSTALL.
+
+Thin: each takes ids, calls one service, and retries transient Bitrix24 errors with backoff.
+Every service they call is idempotent, so a redelivered task (acks_late) is harmless.
+"""
+from datetime import datetime
+
+from celery import shared_task
+from django.utils import timezone
+
+from bitrix24.client import Bitrix24TransientError
+from providers.models import Installation
+from providers.services import installations as installation_services
+from providers.services import registration as registration_services
+
+__all__ = [
+    "register_provider", "update_provider_registration", "remove_provider_registration", "delete_sender",
+    "bind_uninstall_handler",
+]
+
+MAX_RETRIES = 5
+RETRY_BASE_SECONDS = 10
+
+
+def _countdown(task, exc) -> float:
+    reset_at = getattr(exc, "reset_at", None)
+    if isinstance(reset_at, datetime):
+        return max(1.0, (reset_at - timezone.now()).total_seconds())
+    return RETRY_BASE_SECONDS * (2 ** task.request.retries)
+
+
+def _final(task) -> bool:
+    return task.request.retries >= MAX_RETRIES
+
+
+@shared_task(bind=True, name="providers.tasks.register_provider", max_retries=MAX_RETRIES)
+def register_provider(self, registration_id: int):
+    try:
+        return registration_services.registration_sync(
+            registration_id=registration_id, first="add", final_attempt=_final(self))
+    except Bitrix24TransientError as exc:
+        raise self.retry(exc=exc, countdown=_countdown(self, exc))
+
+
+@shared_task(bind=True, name="providers.tasks.update_provider_registration", max_retries=MAX_RETRIES)
+def update_provider_registration(self, registration_id: int):
+    try:
+        return registration_services.registration_sync(
+            registration_id=registration_id, first="update", final_attempt=_final(self))
+    except Bitrix24TransientError as exc:
+        raise self.retry(exc=exc, countdown=_countdown(self, exc))
+
+
+@shared_task(bind=True, name="providers.tasks.remove_provider_registration", max_retries=MAX_RETRIES)
+def remove_provider_registration(self, registration_id: int):
+    try:
+        return registration_services.registration_remove(registration_id=registration_id, final_attempt=_final(self))
+    except Bitrix24TransientError as exc:
+        raise self.retry(exc=exc, countdown=_countdown(self, exc))
+
+
+@shared_task(bind=True, name="providers.tasks.delete_sender", max_retries=MAX_RETRIES)
+def delete_sender(self, installation_id: int, code: str):
+    """sender.delete for a provider that was deleted here."""
+    try:
+        registration_services.sender_delete(installation_id=installation_id, code=code)
+    except Bitrix24TransientError as exc:
+        if _final(self):
+            raise
+        raise self.retry(exc=exc, countdown=_countdown(self, exc))
+
+
+@shared_task(bind=True, name="providers.tasks.bind_uninstall_handler", max_retries=MAX_RETRIES)
+def bind_uninstall_handler(self, installation_id: int):
+    """event.bind ONAPPUNINSTALL again when it failed transiently during the install request."""
+    installation = Installation.objects.filter(pk=installation_id).first()
+    if installation is None or not installation.is_active:
+        return "skipped"
+    outcome = installation_services.installation_bind_uninstall_recorded(
+        installation=installation, final_attempt=_final(self))
+    if outcome == "retry":
+        raise self.retry(countdown=_countdown(self, None))
+    return outcome

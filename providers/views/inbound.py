@@ -47,8 +47,8 @@ def bitrix24_handler(request, secret: str):
     except HandlerFormError as exc:
         return _error(400, exc.message, exc.field)
     try:
-        installation = handler_authenticate(secret=secret, form=form)
-        message, created = message_receive(installation=installation, form=form)
+        registration = handler_authenticate(secret=secret, form=form)
+        message, created = message_receive(registration=registration, form=form)
     except HandlerForbidden as exc:
         logger.warning("Bitrix24 handler call refused: %s", exc)
         return _error(403, exc)

@@ -1,2 +1,124 @@
-"""Bitrix24 application lifecycle endpoints: install (ONAPPINSTALL or install page) and uninstall."""
-urlpatterns = []
+"""Bitrix24 application lifecycle endpoints: install (ONAPPINSTALL or install page) and uninstall.
+
+Thin: parse the PHP-style form, call one service, shape the answer. Bad input is a 400 JSON
+naming the field, a refused token a 403, and nothing is stored in either case.
+"""
+import logging
+from urllib.parse import urlencode
+
+from django.core.exceptions import ValidationError
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.urls import path
+from django.utils.translation import gettext as _
+from django.views.decorators.clickjacking import xframe_options_exempt
+from django.views.decorators.csrf import csrf_exempt
+from qs_codec import DecodeOptions, decode
+
+from providers.models import BitrixApplication, Installation
+from providers.services import installations as services
+
+logger = logging.getLogger(__name__)
+
+FORM_DECODE_OPTIONS = DecodeOptions(depth=5, parameter_limit=1000, list_limit=100)
+
+
+class MalformedBody(Exception):
+    pass
+
+
+def parse_php_form(request) -> dict:
+    """The request body (``a[b][c]=...`` keys, brackets possibly %-encoded) as nested dicts and lists."""
+    content_type = request.content_type or ""
+    try:
+        if content_type.startswith("multipart/"):
+            pairs = [(k, v) for k, values in request.POST.lists() for v in values]
+            raw = urlencode(pairs)
+        else:
+            raw = request.body.decode("utf-8")
+        parsed = decode(raw, FORM_DECODE_OPTIONS) if raw else {}
+    except Exception as exc:  # any undecodable body is the sender's fault
+        raise MalformedBody(str(exc)) from exc
+    if not isinstance(parsed, dict):
+        raise MalformedBody("not a form")
+    return parsed
+
+
+def _error(status: int, detail) -> JsonResponse:
+    body = detail if isinstance(detail, dict) else {"detail": str(detail)}
+    return JsonResponse(body, status=status, json_dumps_params={"ensure_ascii": False})
+
+
+def _validation_error(exc: ValidationError) -> JsonResponse:
+    if hasattr(exc, "error_dict"):
+        return _error(400, {field: [str(m) for e in errors for m in e.messages] for field, errors in exc.error_dict.items()})
+    return _error(400, {"non_field_errors": [str(m) for m in exc.messages]})
+
+
+def _wants_html(request) -> bool:
+    return "text/html" in request.headers.get("Accept", "")
+
+
+@csrf_exempt
+@xframe_options_exempt  # the install page is shown inside the Bitrix24 iframe
+def install(request, application_id: int | None = None):
+    if request.method != "POST":
+        return _error(405, _("Use POST."))
+    if application_id is None:
+        application = services.application_get_default()
+        if application is None:
+            return _error(404, _("No default Bitrix24 application is configured (B24_CLIENT_ID)."))
+    else:
+        application = BitrixApplication.objects.filter(pk=application_id).first()
+        if application is None:
+            return _error(404, _("Unknown application."))
+    try:
+        payload = services.install_payload_parse(query=request.GET.dict(), form=parse_php_form(request))
+    except MalformedBody:
+        return _error(400, _("Malformed form body."))
+    except ValidationError as exc:
+        return _validation_error(exc)
+    try:
+        installation, created = services.installation_install(application=application, payload=payload)
+    except services.InstallVerificationFailed as exc:
+        logger.warning("install refused: token not confirmed", extra={"domain": payload.domain})
+        return _error(403, _("The tokens could not be confirmed with the portal: %(reason)s") % {"reason": exc})
+    except services.InstallPortalUnreachable:
+        return _error(503, _("The portal could not be reached to confirm the tokens; try again."))
+
+    bound = services.installation_bind_uninstall_recorded(installation=installation, final_attempt=False)
+    if bound == "retry":
+        from providers.tasks.registration import bind_uninstall_handler
+
+        bind_uninstall_handler.apply_async((installation.pk,), countdown=10)
+
+    if payload.source == "page" and _wants_html(request):
+        return render(request, "providers/install_finished.html", {"domain": installation.domain})
+    return JsonResponse({
+        "result": "installed" if created else "reinstalled",
+        "installation": installation.pk,
+        "domain": installation.domain,
+        "uninstall_handler_bound": bound == "bound",
+    })
+
+
+@csrf_exempt
+def uninstall(request, secret: str):
+    if request.method != "POST":
+        return _error(405, _("Use POST."))
+    try:
+        installation = services.installation_uninstall(secret=secret, form=parse_php_form(request))
+    except MalformedBody:
+        return _error(400, _("Malformed form body."))
+    except ValidationError as exc:
+        return _validation_error(exc)
+    except (Installation.DoesNotExist, services.UninstallRefused):
+        return _error(403, _("Forbidden."))
+    return JsonResponse({"result": "removed", "domain": installation.domain})
+
+
+urlpatterns = [
+    path("b24/install/", install, name="b24-install-default"),
+    path("b24/install/<int:application_id>/", install, name="b24-install"),
+    path("b24/uninstall/<str:secret>/", uninstall, name="b24-uninstall"),
+]

@@ -1,7 +1,5 @@
 """POST /b24/handler/<secret>/: every outcome a caller can see, and what is stored."""
 import threading
-from unittest import mock
-
 import pytest
 from django.db import connection
 
@@ -79,21 +77,15 @@ def test_repeated_post_answers_200_and_changes_nothing(client, installation, pro
     assert no_send == [1]
 
 
-def test_a_lost_race_is_decided_by_the_unique_constraint(client, installation, provider):
-    """The pre-check finds nothing (the other request has not committed yet); the insert then collides."""
-    post(client, installation, encode(crm_fields()))
-    real_filter = Message.objects.filter
-    calls = {"n": 0}
+def test_message_receive_with_an_installation_finds_the_provider(installation, provider):
+    from providers.handler_form import handler_form_parse
+    from providers.services.intake import ProviderNotRegistered, message_receive
 
-    def filter_missing_first(*args, **kwargs):
-        calls["n"] += 1
-        queryset = real_filter(*args, **kwargs)
-        return queryset.none() if calls["n"] == 1 else queryset
-
-    with mock.patch.object(Message.objects, "filter", side_effect=filter_missing_first):
-        response = post(client, installation, encode(crm_fields()))
-    assert response.status_code == 200 and response.json()["result"] == "duplicate"
-    assert Message.objects.count() == 1
+    message, created = message_receive(installation=installation, form=handler_form_parse(encode(crm_fields())))
+    assert created and message.provider == provider
+    assert message_receive(installation=installation, form=handler_form_parse(encode(crm_fields())))[1] is False
+    with pytest.raises(ProviderNotRegistered):
+        message_receive(installation=installation, form=handler_form_parse(encode(crm_fields(code="nope"))))
 
 
 @pytest.mark.parametrize("body", [

@@ -198,3 +198,21 @@ def test_flow_from_handler_to_report(client, installation, provider, idgtl_api, 
                            "status": "delivered", "status_time": "2026-01-01T10:00:00Z"}])
     assert sent_statuses(bitrix24_api) == [("65575980fa531ac284c2ee68f81ebebd", "sent"),
                                            ("65575980fa531ac284c2ee68f81ebebd", "delivered")]
+
+
+def test_a_run_that_finds_the_portal_busy_leaves_its_reports_to_the_lock_holder(installation, provider, bitrix24_api):
+    """The lock holder's follow-up must be able to schedule a run for reports queued meanwhile."""
+    from django.core.cache import cache
+
+    from providers.services.reporting import LOCK_KEY, SCHEDULED_KEY
+
+    item = report(make_message(installation, provider, 1), "sent")
+    cache.set(LOCK_KEY.format(installation.pk), "someone-else", timeout=60)
+    cache.set(SCHEDULED_KEY.format(installation.pk), 1, timeout=60)
+    try:
+        assert reports_send_pending(installation_id=installation.pk) == 0
+        assert cache.get(SCHEDULED_KEY.format(installation.pk)) is None
+    finally:
+        cache.delete(LOCK_KEY.format(installation.pk))
+    item.refresh_from_db()
+    assert item.state == StatusReportState.PENDING

@@ -115,7 +115,7 @@ def test_changelist_colours_status_filters_and_search(admin_client, make_applica
     url = reverse(CHANGELIST)
     page = admin_client.get(url).content.decode()
     assert "#198754" in page and "WEIRD_NEW" in page and "#fd7e14" in page
-    for query, names in [({"status": "APPROVED"}, ["Alpha"]), ({"q": "Alpha LLC"}, ["Alpha"]),
+    for query, names in [({"status": "APPROVED"}, ["Alpha"]), ({"status": "WEIRD_NEW"}, ["Beta"]), ({"q": "Alpha LLC"}, ["Alpha"]),
                          ({"q": "7707083893"}, ["Alpha", "Beta"]), ({"brand": "MTS", "common_type": "SERVICE"}, ["Alpha", "Beta"]),
                          ({"submission_state": "submitted"}, ["Alpha", "Beta"])]:
         result = admin_client.get(url, query)

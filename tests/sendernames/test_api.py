@@ -134,10 +134,12 @@ def test_list_filters(api, make_application):
     assert api.get(URL, {"brand": "NOPE"}).status_code == 400
 
 
-def test_detail_has_documents_and_history(api, make_application):
+def test_detail_has_documents_and_history(api, make_application, account):
     application = make_application(common_type="PROMO")
     application.history.create(previous_status="", status="PRE_REVIEW", cause="submission")
-    body = api.get(f"{URL}{application.pk}/").json()
+    response = api.get(f"{URL}{application.pk}/")
+    assert account.sender_names_key not in response.content.decode()
+    body = response.json()
     assert len(body["documents"]) == 1 and body["history"][0]["status"] == "PRE_REVIEW"
     assert api.get(f"{URL}999999/").status_code == 404
 
@@ -195,3 +197,18 @@ def test_schema_documents_the_endpoints(api):
     assert {"/api/sender-names/", "/api/sender-names/{id}/", "/api/sender-names/{id}/submit/",
             "/api/sender-names/{id}/refresh/"} <= set(paths)
     assert {"multipart/form-data", "application/json"} <= set(paths["/api/sender-names/"]["post"]["requestBody"]["content"])
+
+
+def test_more_file_parts_than_django_accepts_is_a_400(api, settings):
+    settings.DATA_UPLOAD_MAX_NUMBER_FILES = 3
+    files = {f"file{n}": pdf(f"{n}.pdf") for n in range(1, 6)}
+    response = api.post(URL, {**payload(common_type="PROMO"), **files}, format="multipart")
+    assert response.status_code == 400 and "DATA_UPLOAD_MAX_NUMBER_FILES" in response.json()["detail"]
+    assert nothing_stored()
+
+
+def test_a_json_body_over_the_size_limit_is_a_4xx(api, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    response = api.post(URL, payload(counteragent_name="x" * 5000), format="json")
+    assert response.status_code == 413, response.content
+    assert nothing_stored()

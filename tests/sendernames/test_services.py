@@ -24,6 +24,7 @@ from sendernames.services import (
     applications_sync_open,
 )
 from sendernames.services.status import sync_interval
+from sendernames.tasks import sync_open_applications
 
 from .conftest import ZIP_BYTES, application_fields, pdf, png, remote_record
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -333,7 +334,7 @@ def test_sync_polls_due_open_applications_only(make_application, stub, django_as
     answers = {a.remote_id: remote_record(a, remote_id=a.remote_id, status="REVIEW") for a in due}
     answers[5]["status"] = "APPROVED"
     stub["client"] = StubClient(get=answers)
-    with django_assert_max_num_queries(12):  # per batch, not per application (savepoints included)
+    with django_assert_max_num_queries(14):  # per batch and distinct outcome, not per application
         report = applications_sync_open()
     assert (report.checked, report.changed, report.errors) == (5, 5, 0)
     assert sorted(c[1] for c in stub["client"].calls) == [1, 2, 3, 4, 5]
@@ -386,3 +387,30 @@ def test_sync_task_is_registered_under_the_beat_name():
     from sendernames import tasks  # noqa: F401
 
     assert BEAT_SCHEDULE["sender-names-sync-statuses"]["task"] in app.tasks
+
+
+def test_sync_writes_rows_with_distinct_outcomes(make_application, stub, monkeypatch):
+    monkeypatch.setattr("sendernames.services.status.MAX_UPDATE_GROUPS", 1)  # the rest go through bulk_update
+    apps = [submitted(make_application(sender_name=f"Name{i}"), remote_id=i) for i in range(1, 4)]
+    stub["client"] = StubClient(get={a.remote_id: remote_record(a, remote_id=a.remote_id, status="REJECTED", comment=f"Reason {a.remote_id}")
+                                     for a in apps})
+    assert applications_sync_open().changed == 3
+    for application in apps:
+        application.refresh_from_db()
+        assert (application.status, application.status_comment) == ("REJECTED", f"Reason {application.remote_id}")
+
+
+def test_submit_task_after_a_transient_failure_is_retried_by_the_stalled_sweep(make_application, stub, django_capture_on_commit_callbacks):
+    application = make_application()
+    stub["client"] = StubClient(create=[IdgtlTransientError("503", http_status=503), remote_record(application, remote_id=41)])
+    with django_capture_on_commit_callbacks(execute=True):
+        application_submit(application_id=application.pk)  # eager: no broker to retry through
+    application.refresh_from_db()
+    assert application.submission_state == SubmissionState.QUEUED and application.last_error_kind == ErrorKind.TRANSIENT
+    SenderNameApplication.objects.filter(pk=application.pk).update(updated_at=timezone.now() - dt.timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        sync_open_applications.delay()
+    application.refresh_from_db()
+    assert application.submission_state == SubmissionState.SUBMITTED and application.remote_id == 41
+    assert [c[0] for c in stub["client"].calls] == ["create", "list", "create"]
+    assert application.last_error_kind == ""

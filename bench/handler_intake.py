@@ -1,0 +1,200 @@
+"""Benchmark 1: HANDLER intake under gunicorn with PostgreSQL and Redis, against a trivial Django view.
+
+Both are served by the same gunicorn (same settings, middleware, workers); a load generator (several
+processes, each with threads, one connection per request as gunicorn's sync workers close them)
+POSTs the same Bitrix24 form body for a fixed time. Every handler request carries a new message_id,
+so each one stores a message and enqueues its send (the on-commit debounce makes a burst cost few
+enqueues). Prints requests/s of both and the ratio (goal: >= 0.5), and checks that every accepted
+request stored exactly one message.
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/b24sms_bench CELERY_BROKER_URL=redis://127.0.0.1:6379/6 \
+        python bench/handler_intake.py [--seconds 10] [--workers 4] [--clients 16]
+"""
+import argparse
+import http.client
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+SETTINGS = "bench.intake_settings"
+QUEUE = "bench-intake"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_database(url: str):
+    import psycopg
+
+    parts = urllib.parse.urlsplit(url)
+    name = parts.path.lstrip("/")
+    admin = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def seed() -> tuple[str, str]:
+    """An active installation with provider 'bench' registered; returns (handler path, application token)."""
+    import django
+
+    django.setup()
+    from providers.models import (
+        BitrixApplication, Installation, Message, Provider, ProviderRegistration, RegistrationState,
+    )
+
+    Message.objects.filter(installation__member_id="bench-member").delete()
+    application, _ = BitrixApplication.objects.get_or_create(client_id="local.bench.1", defaults={
+        "name": "bench", "client_secret": "bench"})
+    installation, _ = Installation.objects.get_or_create(application=application, member_id="bench-member", defaults={
+        "domain": "bench.bitrix24.test", "client_endpoint": "https://bench.bitrix24.test/rest/",
+        "application_token": "bench-application-token"})
+    provider, _ = Provider.objects.get_or_create(code="bench", defaults={"name": "bench", "sender_name": "Bench"})
+    ProviderRegistration.objects.update_or_create(provider=provider, installation=installation,
+                                                  defaults={"state": RegistrationState.REGISTERED})
+    return f"/b24/handler/{installation.handler_secret}/", installation.application_token
+
+
+def body_template(application_token: str) -> str:
+    fields = {
+        "module_id": "crm", "bindings[0][OWNER_TYPE_ID]": "3", "bindings[0][OWNER_ID]": "123",
+        "properties[phone_number]": "+79990001234", "properties[message_text]": "Your code: 1234", "type": "SMS",
+        "code": "bench", "message_id": "MESSAGEID", "message_to": "+79990001234", "message_body": "Your code: 1234",
+        "ts": str(int(time.time())), "auth[access_token]": "x" * 40, "auth[expires_in]": "3600",
+        "auth[domain]": "bench.bitrix24.test", "auth[member_id]": "bench-member", "auth[user_id]": "1",
+        "auth[application_token]": application_token,
+    }
+    return urllib.parse.urlencode(fields)
+
+
+def _load_process(port, path, template, seconds, threads, unique, out):
+    stop_at = time.monotonic() + seconds
+    counts = {"ok": 0, "other": 0}
+    lock = threading.Lock()
+    prefix = uuid.uuid4().hex[:12]
+
+    def run(thread_no):
+        n = 0
+        ok = other = 0
+        while time.monotonic() < stop_at:
+            n += 1
+            body = template.replace("MESSAGEID", f"{prefix}{thread_no:03d}{n:017d}" if unique else "same").encode()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.request("POST", path, body, {"Content-Type": "application/x-www-form-urlencoded"})
+                response = conn.getresponse()
+                response.read()
+                if response.status == 200:
+                    ok += 1
+                else:
+                    other += 1
+            except OSError:
+                other += 1
+            finally:
+                conn.close()
+        with lock:
+            counts["ok"] += ok
+            counts["other"] += other
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    out.put(counts)
+
+
+def load(port, path, template, seconds, clients, unique=True) -> dict:
+    processes = 2
+    out = multiprocessing.Queue()
+    procs = [multiprocessing.Process(target=_load_process,
+                                     args=(port, path, template, seconds, max(1, clients // processes), unique, out))
+             for _ in range(processes)]
+    started = time.monotonic()
+    for proc in procs:
+        proc.start()
+    results = [out.get() for _ in procs]
+    for proc in procs:
+        proc.join()
+    elapsed = time.monotonic() - started
+    ok = sum(r["ok"] for r in results)
+    return {"ok": ok, "other": sum(r["other"] for r in results), "rps": ok / elapsed}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent client connections")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating baseline/handler rounds")
+    args = parser.parse_args()
+
+    database_url = os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/b24sms_bench")
+    broker_url = os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/6")
+    if not database_url.startswith("postgres") or not broker_url.startswith("redis"):
+        sys.exit("DATABASE_URL must be PostgreSQL and CELERY_BROKER_URL Redis")
+    os.environ.update({"DJANGO_SETTINGS_MODULE": SETTINGS, "CELERY_TASK_DEFAULT_QUEUE": QUEUE, "LOG_LEVEL": "WARNING"})
+    ensure_database(database_url)
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True)
+    handler_path, application_token = seed()
+    template = body_template(application_token)
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "b24sms.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers),
+         "--worker-class", "sync", "--log-level", "warning", "--backlog", "2048"], cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        load(port, "/bench/trivial/", template, 2, args.clients)  # warm-up: imports, connections
+        load(port, handler_path, template, 2, args.clients)
+        from providers.models import Message
+
+        Message.objects.filter(installation__member_id="bench-member").delete()
+        baseline, handler = [], []
+        for _round in range(args.rounds):
+            baseline.append(load(port, "/bench/trivial/", template, args.seconds, args.clients))
+            handler.append(load(port, handler_path, template, args.seconds, args.clients))
+        stored = Message.objects.filter(installation__member_id="bench-member").count()
+        duplicate = load(port, handler_path, template, 2, args.clients, unique=False)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        import redis
+
+        redis.Redis.from_url(broker_url).delete(QUEUE)
+
+    base_rps = sum(r["rps"] for r in baseline) / len(baseline)
+    handler_rps = sum(r["rps"] for r in handler) / len(handler)
+    accepted = sum(r["ok"] for r in handler)
+    errors = sum(r["other"] for r in baseline + handler)
+    print(f"gunicorn sync workers: {args.workers}, clients: {args.clients}, {args.rounds} x {args.seconds:.0f} s each")
+    print(f"baseline (trivial Django view): {base_rps:8.1f} req/s")
+    print(f"handler intake (PG + Redis):    {handler_rps:8.1f} req/s")
+    print(f"ratio: {handler_rps / base_rps:.2f} (goal >= 0.5)")
+    print(f"handler requests answered 200: {accepted}, messages stored: {stored}, non-200 answers: {errors}")
+    print(f"repeated message_id: {duplicate['ok']} answered 200, {duplicate['other']} other")
+    if stored != accepted:
+        print("MISMATCH: stored messages differ from accepted requests")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,366 @@
+"""Bitrix24 applications and their installations on portals: install, reinstall, uninstall.
+
+The install endpoint accepts the two ways Bitrix24 hands us tokens (contract §4): the
+``ONAPPINSTALL`` event (``event``, ``data[...]``, ``auth[...]``) and the install-page POST (query
+``DOMAIN``/``PROTOCOL``/..., form ``AUTH_ID``/``REFRESH_ID``/...). Both are parsed into one
+:class:`InstallPayload`; nothing is stored until the tokens are confirmed by calling ``app.info``
+at the received client endpoint and its ``CODE`` equals our application's client_id.
+"""
+import hmac
+import logging
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from bitrix24 import contract
+from bitrix24.client import (
+    Bitrix24Client, Bitrix24Error, Bitrix24MethodError, Bitrix24TransientError, InstallationInactive, call_with_token)
+from providers.models import BitrixApplication, Installation, InstallationState, RegistrationState
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_APPLICATION_NAME = "default"
+EVENT_INSTALL = contract.EVENT_ONAPPINSTALL
+EVENT_UNINSTALL = contract.EVENT_ONAPPUNINSTALL
+UNINSTALL_PATH = "/b24/uninstall/{secret}/"
+DEFAULT_TOKEN_LIFETIME = contract.ACCESS_TOKEN_LIFETIME
+DOMAIN_PATTERN = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~-]+)*/?$")  # host[:port][/path]
+
+
+class InstallVerificationFailed(Exception):
+    """The received tokens were refused by the portal, or belong to another application."""
+
+
+class InstallPortalUnreachable(Exception):
+    """The portal could not be asked to confirm the tokens (network, 5xx, rate limit): try again later."""
+
+
+class UninstallRefused(Exception):
+    """The uninstall event does not carry the application_token stored at install."""
+
+
+# --- Applications ---------------------------------------------------------------------------
+
+@transaction.atomic
+def application_sync_default() -> BitrixApplication | None:
+    """Create or update the default application from B24_CLIENT_ID / B24_CLIENT_SECRET.
+
+    Without B24_CLIENT_ID nothing changes (the existing default, if any, is returned). An empty
+    B24_CLIENT_SECRET never erases a secret an operator saved in the admin.
+    """
+    client_id = settings.B24_CLIENT_ID.strip()
+    current = BitrixApplication.objects.select_for_update().filter(is_default=True).first()
+    if not client_id:
+        return current
+    application = BitrixApplication.objects.select_for_update().filter(client_id=client_id).first()
+    if current is not None and current != application:
+        current.is_default = False
+        current.save(update_fields=["is_default", "updated_at"])
+    if application is None:
+        application = BitrixApplication(client_id=client_id, name=DEFAULT_APPLICATION_NAME)
+    application.is_default = True
+    if settings.B24_CLIENT_SECRET:
+        application.client_secret = settings.B24_CLIENT_SECRET
+    application.save()
+    return application
+
+
+def application_get_default() -> BitrixApplication | None:
+    return BitrixApplication.objects.filter(is_default=True).first() or application_sync_default()
+
+
+def ensure_default_application_after_migrate(**kwargs):
+    application_sync_default()
+
+
+def application_install_url(application: BitrixApplication) -> str:
+    """The URL to paste into Bitrix24 as the application's install handler."""
+    base = settings.PUBLIC_BASE_URL.rstrip("/")
+    return f"{base}/b24/install/" if application.is_default else f"{base}/b24/install/{application.pk}/"
+
+
+# --- Parsing what Bitrix24 posts ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InstallPayload:
+    source: str  # "event" (ONAPPINSTALL) or "page" (install-page POST)
+    member_id: str
+    domain: str
+    client_endpoint: str
+    server_endpoint: str
+    access_token: str
+    refresh_token: str
+    expires_at: datetime
+    application_token: str
+    scope: str
+    portal_status: str
+    user_id: str
+
+
+def _text(value, field: str, *, required: bool = False, max_length: int = 500) -> str:
+    if value is None or value == "":
+        if required:
+            raise ValidationError({field: _("This field is required.")})
+        return ""
+    if not isinstance(value, str):
+        raise ValidationError({field: _("Expected a single value.")})
+    value = value.strip()
+    if required and not value:
+        raise ValidationError({field: _("This field is required.")})
+    if len(value) > max_length:
+        raise ValidationError({field: _("Too long (at most %(n)d characters).") % {"n": max_length}})
+    return value
+
+
+def _endpoint(value: str, field: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError({field: _("Expected an http(s) URL.")})
+    return value if value.endswith("/") else value + "/"
+
+
+def _expiry(*, expires: str = "", expires_in: str = "", field: str) -> datetime:
+    now = timezone.now()
+    try:
+        if expires:
+            return datetime.fromtimestamp(int(expires), tz=dt_timezone.utc)
+        if expires_in:
+            return now + timedelta(seconds=int(expires_in))
+    except (ValueError, OverflowError, OSError):
+        raise ValidationError({field: _("Expected a number.")}) from None
+    return now + timedelta(seconds=DEFAULT_TOKEN_LIFETIME)
+
+
+def _scope(value: str) -> str:
+    """Scopes as a comma list (one documentation page says spaces: accept both)."""
+    return ",".join(s for s in value.replace(" ", ",").split(",") if s)
+
+
+def install_payload_parse(*, query: dict, form: dict) -> InstallPayload:
+    """Turn an ONAPPINSTALL event or an install-page POST into one payload; ValidationError naming the field."""
+    if "event" in form:
+        event = _text(form.get("event"), "event", required=True)
+        if event.upper() != EVENT_INSTALL:
+            raise ValidationError({"event": _("Expected the ONAPPINSTALL event.")})
+        auth = form.get("auth")
+        if not isinstance(auth, dict):
+            raise ValidationError({"auth": _("This field is required.")})
+
+        def a(key, **kw):
+            return _text(auth.get(key), f"auth[{key}]", **kw)
+
+        client_endpoint = a("client_endpoint", required=True)
+        domain = a("domain") or (urlsplit(client_endpoint).netloc)
+        return InstallPayload(
+            source="event",
+            member_id=a("member_id", required=True, max_length=64),
+            domain=domain,
+            client_endpoint=_endpoint(client_endpoint, "auth[client_endpoint]"),
+            server_endpoint=_endpoint(a("server_endpoint"), "auth[server_endpoint]") if a("server_endpoint") else "",
+            access_token=a("access_token", required=True, max_length=512),
+            refresh_token=a("refresh_token", required=True, max_length=512),
+            expires_at=_expiry(expires=a("expires"), expires_in=a("expires_in"), field="auth[expires]"),
+            application_token=a("application_token", required=True, max_length=128),
+            scope=_scope(a("scope")),
+            portal_status=a("status", max_length=4),
+            user_id=a("user_id", max_length=32),
+        )
+
+    # Install page: DOMAIN/PROTOCOL in the query string (some portals also repeat them in the form).
+    def q(key, **kw):
+        value = query.get(key)
+        if value in (None, ""):
+            value = form.get(key)
+        return _text(value, key, **kw)
+
+    def f(key, **kw):
+        return _text(form.get(key), key, **kw)
+
+    if not form.get("AUTH_ID"):
+        raise ValidationError({"AUTH_ID": _("Neither an ONAPPINSTALL event nor an install-page POST (AUTH_ID missing).")})
+    domain = q("DOMAIN", required=True, max_length=255)
+    if not DOMAIN_PATTERN.match(domain):
+        raise ValidationError({"DOMAIN": _("Not a portal domain.")})
+    protocol = q("PROTOCOL") or "1"
+    if protocol not in ("0", "1"):
+        raise ValidationError({"PROTOCOL": _("Expected 0 (http) or 1 (https).")})
+    scheme = "https" if protocol == "1" else "http"
+    server_endpoint = f("SERVER_ENDPOINT")
+    return InstallPayload(
+        source="page",
+        member_id=f("member_id", required=True, max_length=64),
+        domain=urlsplit(f"{scheme}://{domain}").netloc,
+        client_endpoint=_endpoint(f"{scheme}://{domain.rstrip('/')}/rest/", "DOMAIN"),
+        server_endpoint=_endpoint(server_endpoint, "SERVER_ENDPOINT") if server_endpoint else "",
+        access_token=f("AUTH_ID", required=True, max_length=512),
+        refresh_token=f("REFRESH_ID", required=True, max_length=512),
+        expires_at=_expiry(expires_in=f("AUTH_EXPIRES"), field="AUTH_EXPIRES"),
+        application_token=f("APPLICATION_TOKEN", required=True, max_length=128),
+        scope=_scope(f("APPLICATION_SCOPE")),
+        portal_status=f("status", max_length=4),
+        user_id="",
+    )
+
+
+# --- Install ----------------------------------------------------------------------------------
+
+def install_tokens_verify(*, application: BitrixApplication, payload: InstallPayload) -> None:
+    """Ask the portal who the token belongs to (app.info); it must be our application."""
+    try:
+        info = call_with_token(payload.client_endpoint, payload.access_token, contract.METHOD_APP_INFO)
+    except Bitrix24TransientError as exc:
+        raise InstallPortalUnreachable(str(exc.error or type(exc).__name__)) from exc
+    except Bitrix24Error as exc:
+        raise InstallVerificationFailed(_("The portal refused the token (%(error)s).") % {"error": exc.error}) from exc
+    code = info.get("CODE") if isinstance(info, dict) else None
+    if not isinstance(code, str) or not hmac.compare_digest(code.encode(), application.client_id.encode()):
+        raise InstallVerificationFailed(_("The token belongs to another application."))
+
+
+def installation_install(*, application: BitrixApplication, payload: InstallPayload) -> tuple[Installation, bool]:
+    """Verify the tokens, then create or update the installation of (application, member_id).
+
+    Returns (installation, created). A reinstall brings a removed or needs-reinstall installation
+    back to active. Bitrix24 deletes an application's providers when it is reinstalled or
+    updated, so live registrations on this portal are pushed again; ONAPPUNINSTALL is bound again
+    (bindings do not survive an update).
+    """
+    install_tokens_verify(application=application, payload=payload)
+    try:
+        installation, created = _installation_store(application=application, payload=payload)
+    except IntegrityError:  # a concurrent first install of the same portal won the race: update it
+        installation, created = _installation_store(application=application, payload=payload)
+    logger.info("b24sms installed", extra={"domain": installation.domain, "member_id": installation.member_id,
+                                            "first_install": created, "source": payload.source})
+    return installation, created
+
+
+@transaction.atomic
+def _installation_store(*, application: BitrixApplication, payload: InstallPayload) -> tuple[Installation, bool]:
+    installation = (
+        Installation.objects.select_for_update().filter(application=application, member_id=payload.member_id).first())
+    created = installation is None
+    if created:
+        installation = Installation(application=application, member_id=payload.member_id)
+    # ONAPPINSTALL "may arrive late" (contract §4.2): after the install page, or after a refresh
+    # already rotated the tokens. Older tokens never replace newer ones of the same install.
+    stale = (not created and installation.is_active and installation.access_token_expires_at is not None
+             and payload.expires_at < installation.access_token_expires_at
+             and installation.application_token == payload.application_token)
+    if not stale:
+        installation.domain = payload.domain
+        installation.client_endpoint = payload.client_endpoint
+        installation.access_token = payload.access_token
+        installation.refresh_token = payload.refresh_token
+        installation.access_token_expires_at = payload.expires_at
+    installation.server_endpoint = payload.server_endpoint or installation.server_endpoint
+    installation.application_token = payload.application_token
+    installation.scope = payload.scope
+    installation.portal_status = payload.portal_status
+    if payload.user_id:
+        installation.installed_by_user_id = payload.user_id
+    installation.state = InstallationState.ACTIVE
+    installation.last_error = ""
+    installation.installed_at = timezone.now()
+    installation.uninstalled_at = None
+    installation.save()
+    if not created:
+        from providers.services.registration import registrations_push_after_reinstall
+
+        registrations_push_after_reinstall(installation=installation)
+    return installation, created
+
+
+def uninstall_handler_url(installation: Installation) -> str:
+    return settings.PUBLIC_BASE_URL.rstrip("/") + UNINSTALL_PATH.format(secret=installation.handler_secret)
+
+
+def installation_bind_uninstall(*, installation: Installation) -> None:
+    """Bind ONAPPUNINSTALL to our uninstall URL. An error on a re-bind counts as success when
+    ``event.get`` shows the binding. Raises Bitrix24Error otherwise (recorded in last_error)."""
+    handler = uninstall_handler_url(installation)
+    client = Bitrix24Client(installation)
+    try:
+        client.call(contract.METHOD_EVENT_BIND, {"event": EVENT_UNINSTALL, "handler": handler})
+        return
+    except Bitrix24MethodError as exc:
+        bind_error = exc
+    try:
+        bound = client.call(contract.METHOD_EVENT_GET) or []
+    except Bitrix24Error:
+        bound = []
+    for binding in bound.values() if isinstance(bound, dict) else bound:
+        if (isinstance(binding, dict) and str(binding.get("event", "")).upper() == EVENT_UNINSTALL
+                and binding.get("handler") == handler):
+            return
+    raise bind_error
+
+
+BIND_ERROR_PREFIX = "event.bind ONAPPUNINSTALL: "
+
+
+def installation_bind_uninstall_recorded(*, installation: Installation, final_attempt: bool = True) -> str:
+    """Bind ONAPPUNINSTALL and record a failure in the installation's last_error.
+
+    Returns "bound", "failed" (permanent) or "retry" (transient and not ``final_attempt``).
+    """
+    from providers.services.registration import error_text
+
+    try:
+        installation_bind_uninstall(installation=installation)
+    except Bitrix24TransientError as exc:
+        error, outcome = exc, ("failed" if final_attempt else "retry")
+    except (Bitrix24Error, InstallationInactive) as exc:
+        error, outcome = exc, "failed"
+    else:
+        Installation.objects.filter(pk=installation.pk, last_error__startswith=BIND_ERROR_PREFIX).update(
+            last_error="", updated_at=timezone.now())
+        return "bound"
+    logger.warning("event.bind ONAPPUNINSTALL failed", extra={"domain": installation.domain, "outcome": outcome})
+    Installation.objects.filter(pk=installation.pk).update(
+        last_error=(BIND_ERROR_PREFIX + error_text(error))[:2000], updated_at=timezone.now())
+    return outcome
+
+
+# --- Uninstall --------------------------------------------------------------------------------
+
+def installation_uninstall(*, secret: str, form: dict) -> Installation:
+    """ONAPPUNINSTALL: check the application_token (constant time), mark the installation removed
+    and its registrations removed (Bitrix24 deletes an uninstalled application's providers).
+
+    Raises Installation.DoesNotExist for an unknown secret, UninstallRefused for a wrong token,
+    ValidationError for a malformed event. A repeated event changes nothing.
+    """
+    event = _text(form.get("event"), "event", required=True)
+    if event.upper() != EVENT_UNINSTALL:
+        raise ValidationError({"event": _("Expected the ONAPPUNINSTALL event.")})
+    auth = form.get("auth")
+    if not isinstance(auth, dict):
+        raise ValidationError({"auth": _("This field is required.")})
+    token = _text(auth.get("application_token"), "auth[application_token]", required=True, max_length=128)
+    with transaction.atomic():
+        installation = Installation.objects.select_for_update().get(handler_secret=secret)
+        if not installation.application_token or not hmac.compare_digest(
+                token.encode(), installation.application_token.encode()):
+            raise UninstallRefused()
+        member_id = auth.get("member_id")
+        if isinstance(member_id, str) and member_id and member_id != installation.member_id:
+            raise UninstallRefused()
+        if installation.state == InstallationState.REMOVED:
+            return installation
+        now = timezone.now()
+        installation.mark_removed(now)
+        installation.registrations.exclude(state=RegistrationState.REMOVED).update(
+            state=RegistrationState.REMOVED, last_error=str(_("The application was uninstalled from the portal.")),
+            updated_at=now)
+    logger.info("b24sms uninstalled", extra={"domain": installation.domain, "member_id": installation.member_id})
+    return installation
+

@@ -1,0 +1,152 @@
+"""Unit-test fixtures: the Bitrix24 client replaced at its boundary by a scripted portal.
+
+``portal`` stands in for ``bitrix24.client`` (``Bitrix24Client(installation).call`` and
+``call_with_token``): it keeps providers per installation like Bitrix24 does, answers with the
+contract's error codes, refuses every call to an inactive installation (InstallationInactive),
+and lets a test script failures with ``portal.fail(method, exc)``.
+"""
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from bitrix24.client import Bitrix24AuthError, Bitrix24MethodError, InstallationInactive
+from providers.models import BitrixApplication, Installation
+from sendernames.models import SenderNameApplication
+
+CLIENT_ID = "local.65f0a1b2c3d4e5.12345678"
+CLIENT_SECRET = "s3cr3t-client-secret-value"
+
+
+class ScriptedPortal:
+    def __init__(self):
+        self.app_code = CLIENT_ID
+        self.valid_tokens = {"admin-access-token"}
+        self.calls = []  # (member_id or endpoint, method, params)
+        self.providers = {}  # installation id -> {code: params}
+        self.bindings = {}  # installation id -> [(event, handler)]
+        self.failures = {}  # method -> [exceptions to raise, in order]
+        self.rebind_fails = False
+
+    def fail(self, method, exc, times=1):
+        self.failures.setdefault(method, []).extend([exc] * times)
+
+    def _maybe_fail(self, method):
+        queue = self.failures.get(method)
+        if queue:
+            raise queue.pop(0)
+
+    # call_with_token(client_endpoint, access_token, method, params)
+    def call_with_token(self, client_endpoint, access_token, method, params=None):
+        self.calls.append((client_endpoint, method, params or {}))
+        self._maybe_fail(method)
+        if access_token not in self.valid_tokens:
+            raise Bitrix24AuthError("NO_AUTH_FOUND", "Wrong authorization data")
+        assert method == "app.info"
+        return {"ID": "7", "CODE": self.app_code, "VERSION": 1, "STATUS": "L", "INSTALLED": True}
+
+    def client(self, installation):
+        return _Client(self, installation)
+
+
+class _Client:
+    def __init__(self, portal, installation):
+        self.portal, self.installation = portal, installation
+
+    def call(self, method, params=None):
+        params = params or {}
+        installation = Installation.objects.get(pk=self.installation.pk)
+        if not installation.is_active:
+            raise InstallationInactive("INSTALLATION_INACTIVE", "removed")
+        portal = self.portal
+        portal.calls.append((installation.member_id, method, params))
+        portal._maybe_fail(method)
+        providers = portal.providers.setdefault(installation.pk, {})
+        if method == "messageservice.sender.add":
+            if params["CODE"] in providers:
+                raise Bitrix24MethodError("ERROR_SENDER_ALREADY_INSTALLED", "Sender already installed!")
+            providers[params["CODE"]] = dict(params)
+            return True
+        if method == "messageservice.sender.update":
+            if params["CODE"] not in providers:
+                raise Bitrix24MethodError("ERROR_SENDER_NOT_FOUND", "Sender not found!")
+            providers[params["CODE"]].update(params)
+            return True
+        if method == "messageservice.sender.delete":
+            if providers.pop(params["CODE"], None) is None:
+                raise Bitrix24MethodError("ERROR_SENDER_NOT_FOUND", "Sender not found!")
+            return True
+        if method == "messageservice.sender.list":
+            return list(providers)
+        bindings = portal.bindings.setdefault(installation.pk, [])
+        if method == "event.bind":
+            binding = (params["event"], params["handler"])
+            if binding in bindings and portal.rebind_fails:
+                raise Bitrix24MethodError("ERROR_CORE", "Handler already bound")
+            if binding not in bindings:
+                bindings.append(binding)
+            return True
+        if method == "event.get":
+            return [{"event": e, "handler": h, "auth_type": "0", "offline": 0} for e, h in bindings]
+        raise AssertionError(f"unexpected method {method}")
+
+    def calls_of(self, method):
+        return [c for c in self.portal.calls if c[1] == method]
+
+
+@pytest.fixture
+def portal(monkeypatch):
+    scripted = ScriptedPortal()
+    monkeypatch.setattr("providers.services.installations.call_with_token", scripted.call_with_token)
+    monkeypatch.setattr("providers.services.installations.Bitrix24Client", scripted.client)
+    monkeypatch.setattr("providers.services.registration.Bitrix24Client", scripted.client)
+    return scripted
+
+
+@pytest.fixture
+def public_base_url(settings):
+    settings.PUBLIC_BASE_URL = "https://sms.example.com"
+    return settings.PUBLIC_BASE_URL
+
+
+@pytest.fixture
+def application(db, settings):
+    settings.B24_CLIENT_ID = CLIENT_ID
+    settings.B24_CLIENT_SECRET = CLIENT_SECRET
+    from providers.services.installations import application_sync_default
+
+    return application_sync_default()
+
+
+@pytest.fixture
+def make_installation(db, application):
+    counter = {"n": 0}
+
+    def make(**overrides):
+        counter["n"] += 1
+        n = counter["n"]
+        values = dict(
+            application=application, member_id=f"member{n:028d}", domain=f"portal{n}.bitrix24.ru",
+            client_endpoint=f"https://portal{n}.bitrix24.ru/rest/", access_token="admin-access-token",
+            refresh_token=f"refresh-{n}", application_token=f"app-token-{n}",
+            access_token_expires_at=timezone.now() + timedelta(hours=1), installed_at=timezone.now(),
+        )
+        values.update(overrides)
+        return Installation.objects.create(**values)
+
+    return make
+
+
+@pytest.fixture
+def approved_sender_name(db):
+    from idgtl.services import account_get_default
+
+    return SenderNameApplication.objects.create(
+        account=account_get_default(), common_type="SERVICE", brand="MTS", sender_name="ACMESHOP",
+        counteragent_name="ООО Акме", counteragent_inn="7707083893", status="APPROVED",
+        date_from=timezone.now() - timedelta(days=1), submission_state="submitted", remote_id=101)
+
+
+@pytest.fixture
+def other_application(db):
+    return BitrixApplication.objects.create(name="market", client_id="app.market.0001", client_secret="market-secret-xyz")
