@@ -268,6 +268,7 @@ class FakeBitrix24:
         self.oauth_requests: list[dict] = []  # every /oauth/token/ call: params (secret masked) + outcome
         self.outbound: list[dict] = []  # every POST the fake made: url, form, status
         self._failures: list[dict] = []
+        self.oauth_delay = 0.0  # seconds the OAuth server takes to answer
         self.operation_time_limited: dict[str, float] = {}  # method -> reset_at, for every portal
 
     def start(self) -> "FakeBitrix24":
@@ -576,6 +577,8 @@ class FakeBitrix24:
         grant = str(params.get("grant_type") or "")
         record = {"grant_type": grant, "client_id": params.get("client_id"),
                   "refresh_token": params.get("refresh_token"), "time": time.time()}
+        if self.oauth_delay:
+            time.sleep(self.oauth_delay)  # a slow OAuth server widens race windows in tests
         with self.lock:
             status, payload = self._oauth_locked(grant, params)
             record["status"] = status
