@@ -71,6 +71,16 @@ class Bitrix24Error(Exception):
         return (f"{type(self).__name__}(error={self.error!r}, description={self.description!r}, "
                 f"http_status={self.http_status!r}, method={self.method!r})")
 
+    def __reduce__(self):  # pickles (Celery, multiprocessing) with every attribute, whatever the subclass
+        return _rebuild_error, (type(self), self.args, self.__dict__.copy())
+
+
+def _rebuild_error(cls, args, state):
+    error = Exception.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class Bitrix24AuthError(Bitrix24Error):
     """NO_AUTH_FOUND, invalid_token after a failed refresh, authorization_error, invalid_client..."""
@@ -103,9 +113,9 @@ class Bitrix24TransientError(Bitrix24Error):
 class Bitrix24OperationTimeLimit(Bitrix24TransientError):
     """OPERATION_TIME_LIMIT: ``method`` is paused for this portal until ``reset_at``."""
 
-    def __init__(self, error: str, description: str = "", *, reset_at: datetime, **kwargs):
+    def __init__(self, error: str, description: str = "", *, reset_at: datetime | None = None, **kwargs):
         super().__init__(error, description, retryable=False, **kwargs)
-        self.reset_at = reset_at
+        self.reset_at = reset_at or _operating_reset_at(None)
 
 
 class InstallationInactive(Bitrix24Error):

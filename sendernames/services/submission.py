@@ -196,5 +196,5 @@ def applications_resume_stalled(*, now: dt.datetime | None = None) -> list[int]:
     ).values_list("pk", flat=True)[:1000])
     for application_id in stalled:
         logger.warning("Re-enqueuing a stalled submission", extra={"application_id": application_id})
-        transaction.on_commit(lambda application_id=application_id: submit_application.delay(application_id))
+        transaction.on_commit(lambda application_id=application_id: submit_application.delay(application_id), robust=True)
     return stalled

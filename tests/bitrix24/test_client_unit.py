@@ -235,3 +235,14 @@ def test_call_with_token_uses_the_given_endpoint_and_token(settings):
     session, stub = stub_session(lambda seen: ok({"CODE": "local.1"}))
     assert b24.call_with_token("https://x.bitrix24.test/rest/", "t0k", "app.info", session=session) == {"CODE": "local.1"}
     assert stub.seen[0].url == "https://x.bitrix24.test/rest/app.info" and stub.seen[0].json == {"auth": "t0k"}
+
+
+def test_errors_survive_pickling():
+    import pickle
+    from datetime import datetime, timezone
+
+    when = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    error = Bitrix24OperationTimeLimit("OPERATION_TIME_LIMIT", "blocked", reset_at=when, http_status=429, method="m")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is Bitrix24OperationTimeLimit and copy.reset_at == when and copy.method == "m"
+    assert str(copy) == str(error) and not copy.retryable
