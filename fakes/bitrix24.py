@@ -32,10 +32,11 @@ import re
 import secrets
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import qs_codec
 import requests
@@ -247,12 +248,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 class FakeBitrix24:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, enforce_rate_limit: bool = True, burst: int = 50,
-                 drain_per_second: float = 2.0, strict_handler_host: bool = False, outbound_timeout: float = 15.0):
+                 drain_per_second: float = 2.0, strict_handler_host: bool = False, outbound_timeout: float = 15.0,
+                 record_limit: int | None = None):
         self.host = host
         self.port = port
         self._initial_rate_limit = (enforce_rate_limit, burst, drain_per_second)
         self.strict_handler_host = strict_handler_host
         self.outbound_timeout = outbound_timeout
+        self.record_limit = record_limit  # None: keep every recorded request (tests)
         self.lock = threading.RLock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -264,9 +267,10 @@ class FakeBitrix24:
         self.portals: dict[str, FakePortal] = {}  # member_id -> portal
         self.tokens: dict[str, Token] = {}
         self.refresh_tokens: dict[str, dict] = {}  # value -> {"portal","user_id","used"}
-        self.requests: list[RecordedRequest] = []
-        self.oauth_requests: list[dict] = []  # every /oauth/token/ call: params (secret masked) + outcome
-        self.outbound: list[dict] = []  # every POST the fake made: url, form, status
+        # Logs for assertions (bounded by record_limit for a long-running sandbox).
+        self.requests: deque[RecordedRequest] = deque(maxlen=self.record_limit)
+        self.oauth_requests: deque[dict] = deque(maxlen=self.record_limit)  # every /oauth/token/ call + status
+        self.outbound: deque[dict] = deque(maxlen=self.record_limit)  # every POST the fake made: url, form, status
         self._failures: list[dict] = []
         self.oauth_delay = 0.0  # seconds the OAuth server takes to answer
         self.operation_time_limited: dict[str, float] = {}  # method -> reset_at, for every portal
@@ -331,7 +335,8 @@ class FakeBitrix24:
         with self.lock:
             portal = FakePortal(domain=domain or "", member_id=member_id or _hex(16), client_id=client_id,
                                 client_secret=client_secret, app_code=app_code or client_id, scope=scope,
-                                domain_is_label=bool(domain), application_token=_hex(16))
+                                domain_is_label=bool(domain), application_token=_hex(16),
+                                calls=deque(maxlen=self.record_limit))
             portal.server = self._listen(portal, port)
             self._set_endpoint(portal, portal.server)
             portal.admin_access_token, portal.admin_refresh_token = self._issue_pair(portal, portal.admin_user_id)
@@ -885,7 +890,7 @@ def main(argv=None):  # pragma: no cover - sandbox tool
     parser.add_argument("--no-rate-limit", action="store_true")
     args = parser.parse_args(argv)
     fake = FakeBitrix24(args.host, args.port, burst=args.burst, drain_per_second=args.drain,
-                        enforce_rate_limit=not args.no_rate_limit).start()
+                        enforce_rate_limit=not args.no_rate_limit, record_limit=2000).start()
     portal = fake.add_portal(client_id=args.client_id, client_secret=args.client_secret, port=args.portal_port)
     print(f"fake Bitrix24: {fake.url}  (B24_OAUTH_URL={fake.oauth_url})", flush=True)
     print(f"portal {portal.domain}: client_endpoint={portal.client_endpoint} member_id={portal.member_id}", flush=True)
