@@ -39,6 +39,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext
 
+from b24sms import metrics
+
 from . import contract, ratelimit
 from .contract import ErrorKind
 
@@ -259,6 +261,9 @@ def _result_or_error(answer: _Answer, method: str):
                                      http_status=answer.status, method=method)
 
 
+RATE_LIMIT_ERRORS = {contract.QUERY_LIMIT_EXCEEDED, contract.OPERATION_TIME_LIMIT, "OVERLOAD_LIMIT"}
+
+
 def _with_retries(attempt_call):
     """Run ``attempt_call`` retrying QUERY_LIMIT_EXCEEDED/5xx/network errors with backoff."""
     attempt = 0
@@ -266,8 +271,11 @@ def _with_retries(attempt_call):
         try:
             return attempt_call()
         except Bitrix24TransientError as exc:
+            if exc.error in RATE_LIMIT_ERRORS:
+                metrics.record_bitrix24_rate_limit_hit(exc.error)
             if not exc.retryable or attempt >= settings.B24_MAX_RETRIES:
                 raise
+            metrics.record_bitrix24_retry(exc.error)
             time.sleep(_backoff(attempt))
             attempt += 1
 
