@@ -229,37 +229,15 @@ def serve_fake_bitrix24(out=print):
 
 
 def install_portal(fake, portal, base: str, out=print):
-    """Install b24sms on the fake portal through our install endpoint, then register known providers again.
+    """Install b24sms on the fake portal through our install endpoint, as a portal administrator would.
 
-    The fake keeps its state in memory: after a restart the portal is new to it, so the providers
-    b24sms had registered there are registered again (sender.add).
+    The fake keeps its state in memory: after a restart the portal is new to it. Our install
+    endpoint treats the same member_id as a reinstall and registers the providers again.
     """
     response = fake.install(portal, base + "/b24/install/")
     if response.status_code >= 400:
         out(f"installing on the sandbox portal failed: HTTP {response.status_code} {' '.join(response.text[:300].split())}")
         return False
-    out(f"b24sms installed on the sandbox portal {portal.domain}")
-    try:
-        reregister_providers()
-    except Exception as exc:  # the portal works without it; say so
-        out(f"providers were not registered again: {type(exc).__name__}: {exc}")
+    out(f"b24sms installed on the sandbox portal {portal.domain} (its providers are registered again by the reinstall)")
     return True
 
-
-def reregister_providers():
-    from django.db import close_old_connections
-
-    from providers.models import Installation, ProviderRegistration, RegistrationState
-    from providers.services import registration
-
-    close_old_connections()
-    installation = Installation.objects.filter(member_id=SANDBOX_MEMBER_ID).first()
-    if installation is None:
-        return 0
-    registrations = ProviderRegistration.objects.filter(
-        installation=installation, state__in=[RegistrationState.REGISTERED, RegistrationState.FAILED, RegistrationState.PENDING])
-    count = 0
-    for item in registrations.select_related("provider"):
-        registration.provider_register(provider=item.provider, installations=[installation])
-        count += 1
-    return count

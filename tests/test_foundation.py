@@ -51,6 +51,7 @@ def test_production_settings_pass_check_deploy():
         "B24_CLIENT_ID": "local.test.1",
         "B24_CLIENT_SECRET": "secret",
     }
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set by the browser tests for their own process only
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,

@@ -15,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from idgtl.models import mask_secret
+from providers.admin.test_sms import send_test_sms
 from providers.models import (
     BitrixApplication, Installation, InstallationState, Provider, ProviderRegistration, RegistrationState)
 from providers.services import installations as installation_services
@@ -217,7 +218,7 @@ class ProviderAdmin(admin.ModelAdmin):
     list_display = ["code", "name", "sender_name", "registration_summary", "updated_at"]
     search_fields = ["code", "name", "sender_name"]
     inlines = [ProviderRegistrationInline]
-    actions = ["register_action", "update_action", "remove_action", "check_action"]
+    actions = ["register_action", "update_action", "remove_action", "check_action", send_test_sms]
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("registrations__installation")

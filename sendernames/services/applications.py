@@ -50,8 +50,11 @@ def _delete_files(documents) -> None:
 def _create(*, account, cleaned, documents, types, created_by, stored):
     # One creator at a time per account, so two concurrent requests cannot both pass the duplicate check.
     IdgtlAccount.objects.select_for_update().filter(pk=account.pk).first()
-    validate_not_duplicate(account_id=account.pk, sender_name=cleaned["sender_name"], brand=cleaned["brand"],
-                           channel_type=cleaned["channel_type"])
+    try:
+        validate_not_duplicate(account_id=account.pk, sender_name=cleaned["sender_name"], brand=cleaned["brand"],
+                               channel_type=cleaned["channel_type"])
+    except ValidationError as exc:
+        raise ValidationError({"sender_name": exc.error_list})
     application = SenderNameApplication.objects.create(account=account, created_by=created_by, **cleaned)
     _documents_store(application=application, files=documents, types=types, stored=stored)
     return application
@@ -176,7 +179,8 @@ def application_submit(*, application_id: int) -> SubmitRequest:
             raise ValidationError(errors)
         application.submission_state = SubmissionState.QUEUED
         application.save(update_fields=["submission_state", "date_from", "updated_at"])
-        transaction.on_commit(lambda: submit_application.delay(application.pk))
+        # robust: if the broker is down the request still succeeds; the stalled-submission sweep enqueues it later
+        transaction.on_commit(lambda: submit_application.delay(application.pk), robust=True)
     return SubmitRequest(application, True, _("Queued for submission to i-dgtl."))
 
 

@@ -90,3 +90,18 @@ def test_sandbox_portal_sends_through_the_fake_bitrix24(registered, settings, mo
     result = service.provider_send_test_sms(provider=provider, phone="+79001234567", text="Hi", installation_id=installation.pk)
     assert result.via == "fake-bitrix24" and result.accepted
     assert result.message_id in portal.messages  # so message.status.update for it is accepted
+
+
+def test_admin_action(registered, client, staff_user):
+    provider, installation, _portal = registered
+    client.force_login(staff_user)
+    url = "/admin/providers/provider/"
+    page = client.post(url, {"action": "send_test_sms", "_selected_action": [provider.pk]})
+    assert page.status_code == 200 and b'id="test-sms-form"' in page.content
+    page = client.post(url, {"action": "send_test_sms", "_selected_action": [provider.pk], "send": "1", "phone": "", "text": "x",
+                             "installation": installation.pk})
+    assert page.status_code == 200 and b"errorlist" in page.content and not Message.objects.exists()
+    response = client.post(url, {"action": "send_test_sms", "_selected_action": [provider.pk], "send": "1",
+                                 "phone": "+79001234567", "text": "Hello", "installation": installation.pk})
+    message = Message.objects.get()
+    assert response.status_code == 302 and response.url == f"/admin/providers/message/{message.pk}/change/"

@@ -134,10 +134,12 @@ def test_list_filters(api, make_application):
     assert api.get(URL, {"brand": "NOPE"}).status_code == 400
 
 
-def test_detail_has_documents_and_history(api, make_application):
+def test_detail_has_documents_and_history(api, make_application, account):
     application = make_application(common_type="PROMO")
     application.history.create(previous_status="", status="PRE_REVIEW", cause="submission")
-    body = api.get(f"{URL}{application.pk}/").json()
+    response = api.get(f"{URL}{application.pk}/")
+    assert account.sender_names_key not in response.content.decode()
+    body = response.json()
     assert len(body["documents"]) == 1 and body["history"][0]["status"] == "PRE_REVIEW"
     assert api.get(f"{URL}999999/").status_code == 404
 
@@ -210,3 +212,13 @@ def test_a_json_body_over_the_size_limit_is_a_4xx(api, settings):
     response = api.post(URL, payload(counteragent_name="x" * 5000), format="json")
     assert response.status_code == 413, response.content
     assert nothing_stored()
+
+
+def test_submit_with_the_broker_down_still_queues(api, make_application, django_capture_on_commit_callbacks):
+    application = make_application()
+    with mock.patch("sendernames.tasks.submit_application.delay", side_effect=ConnectionError("broker down")), \
+            django_capture_on_commit_callbacks(execute=True):
+        response = api.post(f"{URL}{application.pk}/submit/")
+    assert response.status_code == 202  # the stalled-submission sweep of the beat job enqueues it later
+    application.refresh_from_db()
+    assert application.submission_state == SubmissionState.QUEUED

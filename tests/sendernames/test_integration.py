@@ -124,3 +124,40 @@ def test_server_error_then_success_creates_one_remote_application(live_worker, i
     assert len(idgtl.sender_names) == 1 and application.remote_id in idgtl.sender_names
     assert [r.status for r in posts(idgtl)] == [status, 200]
     assert application.last_error_kind == "" and application.status == "PRE_REVIEW"
+
+
+def run_in_threads(func, count):
+    """Call func in `count` threads at once (each with its own database connection); return the results."""
+    import threading
+
+    from django.db import connection
+
+    barrier, results = threading.Barrier(count), []
+
+    def target():
+        try:
+            barrier.wait()
+            results.append(func())
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=target) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results
+
+
+def test_concurrent_submissions_reach_idgtl_once(transactional_db, idgtl):
+    from unittest import mock
+
+    from sendernames.services import application_create, application_submit, application_submit_perform
+
+    application = application_create(**application_fields())
+    with mock.patch("sendernames.tasks.submit_application.delay") as delay:
+        requests_ = run_in_threads(lambda: application_submit(application_id=application.pk), 4)
+    assert sum(r.queued for r in requests_) == 1 and delay.call_count == 1
+    outcomes = run_in_threads(lambda: application_submit_perform(application_id=application.pk).outcome.value, 4)
+    assert sorted(outcomes) == ["skipped", "skipped", "skipped", "submitted"]
+    assert len(posts(idgtl)) == 1 and len(idgtl.sender_names) == 1

@@ -24,6 +24,7 @@ from sendernames.services import (
     applications_sync_open,
 )
 from sendernames.services.status import sync_interval
+from sendernames.tasks import sync_open_applications
 
 from .conftest import ZIP_BYTES, application_fields, pdf, png, remote_record
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -397,3 +398,28 @@ def test_sync_writes_rows_with_distinct_outcomes(make_application, stub, monkeyp
     for application in apps:
         application.refresh_from_db()
         assert (application.status, application.status_comment) == ("REJECTED", f"Reason {application.remote_id}")
+
+
+def test_submit_task_after_a_transient_failure_is_retried_by_the_stalled_sweep(make_application, stub, django_capture_on_commit_callbacks):
+    application = make_application()
+    stub["client"] = StubClient(create=[IdgtlTransientError("503", http_status=503), remote_record(application, remote_id=41)])
+    with django_capture_on_commit_callbacks(execute=True):
+        application_submit(application_id=application.pk)  # eager: no broker to retry through
+    application.refresh_from_db()
+    assert application.submission_state == SubmissionState.QUEUED and application.last_error_kind == ErrorKind.TRANSIENT
+    SenderNameApplication.objects.filter(pk=application.pk).update(updated_at=timezone.now() - dt.timedelta(hours=1))
+    with django_capture_on_commit_callbacks(execute=True):
+        sync_open_applications.delay()
+    application.refresh_from_db()
+    assert application.submission_state == SubmissionState.SUBMITTED and application.remote_id == 41
+    assert [c[0] for c in stub["client"].calls] == ["create", "list", "create"]
+    assert application.last_error_kind == ""
+
+
+def test_an_answer_without_an_id_is_looked_up_not_trusted(make_application, stub):
+    application = queued(make_application())
+    stub["client"] = StubClient(create=[{"status": "PRE_REVIEW"}], listing=[remote_record(application, remote_id=61)])
+    assert application_submit_perform(application_id=application.pk).outcome is SubmitOutcome.SUBMITTED
+    assert [c[0] for c in stub["client"].calls] == ["create", "list"]
+    application.refresh_from_db()
+    assert application.remote_id == 61
