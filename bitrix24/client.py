@@ -313,8 +313,10 @@ def ratelimit_acquire(key: str, burst: int, drain_per_second: float):
     try:
         ratelimit.acquire(key, burst, drain_per_second, timeout=settings.B24_TIMEOUT)
     except ratelimit.RateLimitTimeout as exc:
+        # Not retried here: the wait was already as long as a call may take; the caller reschedules.
         raise Bitrix24TransientError(contract.QUERY_LIMIT_EXCEEDED,
-                                     f"local rate limit: no room within {settings.B24_TIMEOUT:.0f}s") from exc
+                                     f"local rate limit: no room within {settings.B24_TIMEOUT:.0f}s",
+                                     retryable=False) from exc
 
 
 # --- Token refresh ----------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ answers 400 ``ERROR_EVENT_ALREADY_BOUND`` "Handler already binded" (the contract
 on a re-bind as success after event.get); HANDLER hosts named ``localhost`` are accepted unless
 ``strict_handler_host=True`` (pytest-django's live server is http://localhost:PORT); the old access
 token stays valid until it expires after a refresh; ``sender.update`` validates after finding the
-sender. Multipart bodies are not parsed.
+sender. Multipart bodies: text fields only (files are read as text).
 """
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from email import policy as email_policy
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -208,7 +210,21 @@ class _Handler(BaseHTTPRequestHandler):
                     params.update(data)
             elif ctype in ("application/x-www-form-urlencoded", ""):
                 params.update(qs_codec.decode(body.decode("utf-8", "replace"), _DECODE))
+            elif ctype == "multipart/form-data":
+                params.update(qs_codec.decode(urlencode(self._multipart_pairs(body)), _DECODE))
         return params
+
+    def _multipart_pairs(self, body: bytes) -> list[tuple[str, str]]:
+        """The fields of a multipart/form-data body (PHP-style names kept for qs decoding)."""
+        head = f"Content-Type: {self.headers.get('Content-Type')}\r\n\r\n".encode()
+        message = BytesParser(policy=email_policy.HTTP).parsebytes(head + body)
+        pairs = []
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if name:
+                payload = part.get_payload(decode=True) or b""
+                pairs.append((str(name), payload.decode(part.get_content_charset() or "utf-8", "replace")))
+        return pairs
 
     def send_json(self, status: int, payload, headers: dict | None = None):
         data = json.dumps(payload, ensure_ascii=False).encode("utf-8") if payload is not None else b""

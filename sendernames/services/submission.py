@@ -150,6 +150,8 @@ def application_submit_perform(*, application_id: int, final_attempt: bool = Fal
             sends += 1
             try:
                 record = client.create_sender_name(body, files)
+                if not isinstance(record, dict) or not str(record.get("id", "")).isdigit():
+                    raise IdgtlOutcomeUnknown("i-dgtl answered 200 without an application id.")
                 return SubmitResult(SubmitOutcome.SUBMITTED, _record_success(application_id, record))
             except IdgtlOutcomeUnknown:
                 needs_lookup = True

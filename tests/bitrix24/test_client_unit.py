@@ -246,3 +246,15 @@ def test_errors_survive_pickling():
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is Bitrix24OperationTimeLimit and copy.reset_at == when and copy.method == "m"
     assert str(copy) == str(error) and not copy.retryable
+
+
+def test_a_full_local_bucket_gives_up_after_the_timeout_without_calling(installation_factory, settings):
+    settings.B24_TIMEOUT = 0.2
+    inst = installation_factory(rate_limit_burst=3, rate_limit_drain_per_second=0.01)
+    session, stub = stub_session(lambda seen: ok(True))
+    client = Bitrix24Client(inst, session=session)
+    with pytest.raises(Bitrix24TransientError) as info:
+        for _ in range(5):
+            client.app_info()
+    assert info.value.error == "QUERY_LIMIT_EXCEEDED" and not info.value.retryable
+    assert 1 <= len(stub.seen) <= 2  # burst 3 minus headroom and slot margin; never more than the bucket holds
