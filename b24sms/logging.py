@@ -12,6 +12,7 @@ secret or password, the secrets in our HANDLER/callback URLs, and the configured
 """
 import contextlib
 import contextvars
+import inspect
 import logging
 import re
 from datetime import datetime, timezone
@@ -116,6 +117,36 @@ class TextFormatter(logging.Formatter):
         return redact(line)
 
 
+# --- Celery tasks: what a task works on is bound from its arguments ------------------------------
+TASK_ARGUMENT_FIELDS = {
+    "message_id": "message", "message_ids": "messages", "installation_id": "installation",
+    "registration_id": "registration", "provider_id": "provider", "application_id": "application",
+}
+_task_tokens: dict = {}
+
+
+def bind_task_context(sender=None, task_id=None, task=None, args=None, kwargs=None, **_ignored):
+    """task_prerun: every line a task writes names the task and the ids it was given."""
+    fields = {"task": getattr(task, "name", None)}
+    try:
+        bound = inspect.signature(task.run).bind_partial(*(args or ()), **(kwargs or {})).arguments
+    except (TypeError, ValueError, AttributeError):
+        bound = dict(kwargs or {})
+    for argument, field in TASK_ARGUMENT_FIELDS.items():
+        if argument in bound:
+            fields[field] = bound[argument]
+    _task_tokens[task_id] = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v is not None}})
+
+
+def unbind_task_context(sender=None, task_id=None, **_ignored):
+    token = _task_tokens.pop(task_id, None)
+    if token is not None:
+        try:
+            _context.reset(token)
+        except ValueError:  # set in another context: start clean instead
+            _context.set({})
+
+
 def configure_logging(**kwargs):
     """Celery's setup_logging signal: workers and beat log exactly like Django (settings.LOGGING)."""
     from logging.config import dictConfig
@@ -123,3 +154,7 @@ def configure_logging(**kwargs):
     from django.conf import settings
 
     dictConfig(settings.LOGGING)
+    from celery.signals import task_postrun, task_prerun
+
+    task_prerun.connect(bind_task_context, weak=False, dispatch_uid="b24sms-log-context-prerun")
+    task_postrun.connect(unbind_task_context, weak=False, dispatch_uid="b24sms-log-context-postrun")

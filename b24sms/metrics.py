@@ -131,12 +131,16 @@ def record_bitrix24_rate_limit_hit(error="QUERY_LIMIT_EXCEEDED"):
     _count("bitrix24_rate_limit_hits", error)
 
 
-def record_send_latency(seconds: float):
+def record_send_latency(*seconds: float):
+    """One observation per message (several at once for a batch: one round trip to the store)."""
+    if not seconds:
+        return
     try:
-        amounts = {"count": 1.0, "sum": float(seconds)}
+        amounts = {"count": float(len(seconds)), "sum": float(sum(seconds))}
         for bound in SEND_LATENCY_BUCKETS:
-            if seconds <= bound:
-                amounts[floatToGoString(bound)] = 1.0
+            n = sum(1 for value in seconds if value <= bound)
+            if n:
+                amounts[floatToGoString(bound)] = float(n)
         store().incr_many("send_latency", amounts)
     except Exception:
         logger.debug("send latency not recorded", exc_info=True)

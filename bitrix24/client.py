@@ -39,6 +39,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext
 
+from b24sms import metrics
+
 from . import contract, ratelimit
 from .contract import ErrorKind
 
@@ -68,6 +70,16 @@ class Bitrix24Error(Exception):
     def __repr__(self):
         return (f"{type(self).__name__}(error={self.error!r}, description={self.description!r}, "
                 f"http_status={self.http_status!r}, method={self.method!r})")
+
+    def __reduce__(self):  # pickles (Celery, multiprocessing) with every attribute, whatever the subclass
+        return _rebuild_error, (type(self), self.args, self.__dict__.copy())
+
+
+def _rebuild_error(cls, args, state):
+    error = Exception.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class Bitrix24AuthError(Bitrix24Error):
@@ -101,9 +113,9 @@ class Bitrix24TransientError(Bitrix24Error):
 class Bitrix24OperationTimeLimit(Bitrix24TransientError):
     """OPERATION_TIME_LIMIT: ``method`` is paused for this portal until ``reset_at``."""
 
-    def __init__(self, error: str, description: str = "", *, reset_at: datetime, **kwargs):
+    def __init__(self, error: str, description: str = "", *, reset_at: datetime | None = None, **kwargs):
         super().__init__(error, description, retryable=False, **kwargs)
-        self.reset_at = reset_at
+        self.reset_at = reset_at or _operating_reset_at(None)
 
 
 class InstallationInactive(Bitrix24Error):
@@ -249,6 +261,9 @@ def _result_or_error(answer: _Answer, method: str):
                                      http_status=answer.status, method=method)
 
 
+RATE_LIMIT_ERRORS = {contract.QUERY_LIMIT_EXCEEDED, contract.OPERATION_TIME_LIMIT, "OVERLOAD_LIMIT"}
+
+
 def _with_retries(attempt_call):
     """Run ``attempt_call`` retrying QUERY_LIMIT_EXCEEDED/5xx/network errors with backoff."""
     attempt = 0
@@ -256,8 +271,11 @@ def _with_retries(attempt_call):
         try:
             return attempt_call()
         except Bitrix24TransientError as exc:
+            if exc.error in RATE_LIMIT_ERRORS:
+                metrics.record_bitrix24_rate_limit_hit(exc.error)
             if not exc.retryable or attempt >= settings.B24_MAX_RETRIES:
                 raise
+            metrics.record_bitrix24_retry(exc.error)
             time.sleep(_backoff(attempt))
             attempt += 1
 
@@ -295,8 +313,10 @@ def ratelimit_acquire(key: str, burst: int, drain_per_second: float):
     try:
         ratelimit.acquire(key, burst, drain_per_second, timeout=settings.B24_TIMEOUT)
     except ratelimit.RateLimitTimeout as exc:
+        # Not retried here: the wait was already as long as a call may take; the caller reschedules.
         raise Bitrix24TransientError(contract.QUERY_LIMIT_EXCEEDED,
-                                     f"local rate limit: no room within {settings.B24_TIMEOUT:.0f}s") from exc
+                                     f"local rate limit: no room within {settings.B24_TIMEOUT:.0f}s",
+                                     retryable=False) from exc
 
 
 # --- Token refresh ----------------------------------------------------------------------------------

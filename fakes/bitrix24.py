@@ -21,7 +21,7 @@ answers 400 ``ERROR_EVENT_ALREADY_BOUND`` "Handler already binded" (the contract
 on a re-bind as success after event.get); HANDLER hosts named ``localhost`` are accepted unless
 ``strict_handler_host=True`` (pytest-django's live server is http://localhost:PORT); the old access
 token stays valid until it expires after a refresh; ``sender.update`` validates after finding the
-sender. Multipart bodies are not parsed.
+sender. Multipart bodies: text fields only (files are read as text).
 """
 from __future__ import annotations
 
@@ -32,10 +32,13 @@ import re
 import secrets
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
+from email import policy as email_policy
+from email.parser import BytesParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import qs_codec
 import requests
@@ -207,7 +210,21 @@ class _Handler(BaseHTTPRequestHandler):
                     params.update(data)
             elif ctype in ("application/x-www-form-urlencoded", ""):
                 params.update(qs_codec.decode(body.decode("utf-8", "replace"), _DECODE))
+            elif ctype == "multipart/form-data":
+                params.update(qs_codec.decode(urlencode(self._multipart_pairs(body)), _DECODE))
         return params
+
+    def _multipart_pairs(self, body: bytes) -> list[tuple[str, str]]:
+        """The fields of a multipart/form-data body (PHP-style names kept for qs decoding)."""
+        head = f"Content-Type: {self.headers.get('Content-Type')}\r\n\r\n".encode()
+        message = BytesParser(policy=email_policy.HTTP).parsebytes(head + body)
+        pairs = []
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if name:
+                payload = part.get_payload(decode=True) or b""
+                pairs.append((str(name), payload.decode(part.get_content_charset() or "utf-8", "replace")))
+        return pairs
 
     def send_json(self, status: int, payload, headers: dict | None = None):
         data = json.dumps(payload, ensure_ascii=False).encode("utf-8") if payload is not None else b""
@@ -247,12 +264,14 @@ class _Handler(BaseHTTPRequestHandler):
 
 class FakeBitrix24:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, enforce_rate_limit: bool = True, burst: int = 50,
-                 drain_per_second: float = 2.0, strict_handler_host: bool = False, outbound_timeout: float = 15.0):
+                 drain_per_second: float = 2.0, strict_handler_host: bool = False, outbound_timeout: float = 15.0,
+                 record_limit: int | None = None):
         self.host = host
         self.port = port
         self._initial_rate_limit = (enforce_rate_limit, burst, drain_per_second)
         self.strict_handler_host = strict_handler_host
         self.outbound_timeout = outbound_timeout
+        self.record_limit = record_limit  # None: keep every recorded request (tests)
         self.lock = threading.RLock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -264,10 +283,12 @@ class FakeBitrix24:
         self.portals: dict[str, FakePortal] = {}  # member_id -> portal
         self.tokens: dict[str, Token] = {}
         self.refresh_tokens: dict[str, dict] = {}  # value -> {"portal","user_id","used"}
-        self.requests: list[RecordedRequest] = []
-        self.oauth_requests: list[dict] = []  # every /oauth/token/ call: params (secret masked) + outcome
-        self.outbound: list[dict] = []  # every POST the fake made: url, form, status
+        # Logs for assertions (bounded by record_limit for a long-running sandbox).
+        self.requests: deque[RecordedRequest] = deque(maxlen=self.record_limit)
+        self.oauth_requests: deque[dict] = deque(maxlen=self.record_limit)  # every /oauth/token/ call + status
+        self.outbound: deque[dict] = deque(maxlen=self.record_limit)  # every POST the fake made: url, form, status
         self._failures: list[dict] = []
+        self.oauth_delay = 0.0  # seconds the OAuth server takes to answer
         self.operation_time_limited: dict[str, float] = {}  # method -> reset_at, for every portal
 
     def start(self) -> "FakeBitrix24":
@@ -330,7 +351,8 @@ class FakeBitrix24:
         with self.lock:
             portal = FakePortal(domain=domain or "", member_id=member_id or _hex(16), client_id=client_id,
                                 client_secret=client_secret, app_code=app_code or client_id, scope=scope,
-                                domain_is_label=bool(domain), application_token=_hex(16))
+                                domain_is_label=bool(domain), application_token=_hex(16),
+                                calls=deque(maxlen=self.record_limit))
             portal.server = self._listen(portal, port)
             self._set_endpoint(portal, portal.server)
             portal.admin_access_token, portal.admin_refresh_token = self._issue_pair(portal, portal.admin_user_id)
@@ -576,6 +598,8 @@ class FakeBitrix24:
         grant = str(params.get("grant_type") or "")
         record = {"grant_type": grant, "client_id": params.get("client_id"),
                   "refresh_token": params.get("refresh_token"), "time": time.time()}
+        if self.oauth_delay:
+            time.sleep(self.oauth_delay)  # a slow OAuth server widens race windows in tests
         with self.lock:
             status, payload = self._oauth_locked(grant, params)
             record["status"] = status
@@ -882,7 +906,7 @@ def main(argv=None):  # pragma: no cover - sandbox tool
     parser.add_argument("--no-rate-limit", action="store_true")
     args = parser.parse_args(argv)
     fake = FakeBitrix24(args.host, args.port, burst=args.burst, drain_per_second=args.drain,
-                        enforce_rate_limit=not args.no_rate_limit).start()
+                        enforce_rate_limit=not args.no_rate_limit, record_limit=2000).start()
     portal = fake.add_portal(client_id=args.client_id, client_secret=args.client_secret, port=args.portal_port)
     print(f"fake Bitrix24: {fake.url}  (B24_OAUTH_URL={fake.oauth_url})", flush=True)
     print(f"portal {portal.domain}: client_endpoint={portal.client_endpoint} member_id={portal.member_id}", flush=True)

@@ -26,6 +26,8 @@ from typing import IO, Any, Iterable
 import requests
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
+from b24sms import metrics
+
 from . import contract
 
 logger = logging.getLogger(__name__)
@@ -262,10 +264,12 @@ class IdgtlClient:
                 logger.warning("i-dgtl %s %s -> %s (%s) in %.0f ms", method, path, kind, type(exc).__name__,
                                duration_ms, extra={"idgtl_method": method, "idgtl_path": path, "idgtl_status": None,
                                                    "duration_ms": round(duration_ms)})
+                metrics.record_idgtl_error("timeout" if isinstance(exc, requests.Timeout) else "connection")
                 if not safe_to_retry:
                     raise IdgtlOutcomeUnknown(
                         f"{method} {path}: {kind} after the request was sent; it may have been processed.") from exc
                 if attempt < self.max_retries:
+                    metrics.record_idgtl_retry(kind)
                     self._sleep(self._delay(attempt, None))
                     attempt += 1
                     continue
@@ -273,7 +277,8 @@ class IdgtlClient:
 
             duration_ms = (time.monotonic() - started) * 1000
             status = response.status_code
-            log = logger.info if status < 400 else logger.warning
+            # Successful reads (status polling: thousands per cycle) are DEBUG; writes and errors are kept.
+            log = logger.warning if status >= 400 else logger.debug if method == "GET" else logger.info
             log("i-dgtl %s %s -> %s in %.0f ms", method, path, status, duration_ms,
                 extra={"idgtl_method": method, "idgtl_path": path, "idgtl_status": status,
                        "duration_ms": round(duration_ms)})
@@ -287,6 +292,7 @@ class IdgtlClient:
                                     http_status=status) from None
 
             code, msg = _error_from_body(response)
+            metrics.record_idgtl_error(code, http_status=status)
             if status in (401, 403):
                 raise IdgtlConfigurationError(msg, http_status=status, code=code)
             if status == 422:
@@ -300,6 +306,7 @@ class IdgtlClient:
             if is_post and status not in POST_SAFE_RETRY_STATUSES:
                 raise IdgtlOutcomeUnknown(msg, http_status=status, code=code, retry_after=retry_after)
             if attempt < self.max_retries and (retry_after is None or retry_after <= RETRY_AFTER_MAX_SECONDS):
+                metrics.record_idgtl_retry(str(status))
                 self._sleep(self._delay(attempt, retry_after))
                 attempt += 1
                 continue

@@ -8,6 +8,7 @@ import re
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django_filters import rest_framework as filters
@@ -41,7 +42,7 @@ class DocumentSerializer(serializers.ModelSerializer):
 
     def get_download_url(self, document) -> str:
         request = self.context.get("request")
-        path = f"/api/sender-names/{document.application_id}/documents/{document.pk}/"
+        path = reverse("sender-names-document", args=[document.application_id, document.pk])
         return request.build_absolute_uri(path) if request else path
 
 

@@ -339,7 +339,7 @@ def registration_sync(*, registration_id: int, first: str = "add", final_attempt
     except Bitrix24Error as exc:  # InstallationInactive included
         if isinstance(exc, Bitrix24TransientError) and not final_attempt:
             raise
-        logger.warning("provider registration failed", extra={"code": provider.code, "domain": installation.domain,
+        logger.warning("provider registration failed", extra={"provider": provider.code, "installation": installation.domain,
                                                                 "error": _error_code(exc)})
         _finish(registration_id, state=RegistrationState.FAILED, error=error_text(exc))
         return RegistrationState.FAILED

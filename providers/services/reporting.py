@@ -14,8 +14,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -72,37 +71,43 @@ def reports_close_for_removed(*, installation: Installation) -> int:
 
 
 def _next_batch(installation: Installation, now) -> list[StatusReport]:
-    """Up to 50 reports to send now, one per message (its highest status); superseded ones SKIPPED."""
-    ready_message_ids = list(
-        StatusReport.objects.filter(_ready(now), message__installation=installation)
-        .order_by("id").values_list("message_id", flat=True)[:BATCH_MAX_COMMANDS * 4])
-    if not ready_message_ids:
+    """Up to 50 reports to send now, one per message (its highest status); superseded ones SKIPPED.
+
+    Two queries: the reports due (with what the command needs), and the other live reports of
+    their messages (to know what is already accepted or still waiting at a higher status).
+    """
+    due = list(StatusReport.objects.filter(_ready(now), message__installation=installation)
+               .select_related("message__provider").only(
+                   "id", "message_id", "status", "state", "attempts", "next_attempt_at",
+                   "message__message_id", "message__provider__code")
+               .order_by("id")[:BATCH_MAX_COMMANDS * 4])
+    if not due:
         return []
-    message_ids = list(dict.fromkeys(ready_message_ids))
-    reports = list(StatusReport.objects.filter(message_id__in=message_ids)
-                   .exclude(state__in=(StatusReportState.SKIPPED,))
-                   .select_related("message__provider").order_by("id"))
-    by_message = defaultdict(list)
-    for report in reports:
-        by_message[report.message_id].append(report)
+    due_by_id = {report.pk: report for report in due}
+    message_ids = list(dict.fromkeys(report.message_id for report in due))
+    others = defaultdict(list)  # message id -> [(id, status, state, next_attempt_at)]
+    for row in (StatusReport.objects.filter(message_id__in=message_ids)
+                .exclude(state=StatusReportState.SKIPPED)
+                .values_list("id", "message_id", "status", "state", "next_attempt_at")):
+        others[row[1]].append(row)
     chosen, skipped = [], []
     for message_id in message_ids:
-        group = by_message[message_id]
-        done_rank = max((BITRIX24_RANK.get(r.status, 0) for r in group if r.state == StatusReportState.ACCEPTED), default=-1)
-        pending = [r for r in group if r.state == StatusReportState.PENDING]
+        rows = others[message_id]
+        rank = lambda row: BITRIX24_RANK.get(row[2], 0)  # noqa: E731
+        done_rank = max((rank(row) for row in rows if row[3] == StatusReportState.ACCEPTED), default=-1)
+        pending = [row for row in rows if row[3] == StatusReportState.PENDING]
         if not pending:
             continue
-        top = max(pending, key=lambda r: (BITRIX24_RANK.get(r.status, 0), r.id))
-        skipped += [r for r in pending if r is not top]
-        if BITRIX24_RANK.get(top.status, 0) <= done_rank:
-            skipped.append(top)
-            continue
-        if top.next_attempt_at is None or top.next_attempt_at <= now:
-            chosen.append(top)
+        top = max(pending, key=lambda row: (rank(row), row[0]))
+        skipped += [row[0] for row in pending if row is not top]
+        if rank(top) <= done_rank:
+            skipped.append(top[0])
+        elif top[0] in due_by_id:
+            chosen.append(due_by_id[top[0]])
         if len(chosen) >= BATCH_MAX_COMMANDS:
             break
     if skipped:
-        StatusReport.objects.filter(pk__in=[r.pk for r in skipped], state=StatusReportState.PENDING).update(
+        StatusReport.objects.filter(pk__in=skipped, state=StatusReportState.PENDING).update(
             state=StatusReportState.SKIPPED, last_error=_("Superseded by a later status."), next_attempt_at=None)
     return chosen
 
@@ -147,16 +152,15 @@ def _apply_batch_result(reports: list[StatusReport], result) -> int:
             else:
                 retry.append((report, _describe(error), getattr(error, "reset_at", None)))
         elif key in results:
-            report.attempts += 1
-            report.state = StatusReportState.ACCEPTED
-            report.reported_at = now
-            report.last_error = ""
-            report.next_attempt_at = None
             accepted.append(report)
         else:
             retry.append((report, _("Bitrix24 gave no answer for this command."), None))
-    StatusReport.objects.bulk_update(accepted + rejected,
-                                     ["attempts", "state", "reported_at", "last_error", "next_attempt_at"])
+    if accepted:
+        StatusReport.objects.filter(pk__in=[r.pk for r in accepted]).update(
+            state=StatusReportState.ACCEPTED, reported_at=now, last_error="", next_attempt_at=None,
+            attempts=F("attempts") + 1)
+    if rejected:
+        StatusReport.objects.bulk_update(rejected, ["attempts", "state", "last_error", "next_attempt_at"])
     for report, error, until in retry:
         _postpone([report], error, until=until)
     if rejected:
@@ -212,8 +216,7 @@ def _send_pending_locked(installation_id: int, time_budget: float | None) -> int
 def _send_batches(installation: Installation, client: Bitrix24Client, deadline: float) -> int:
     accepted = 0
     while time.monotonic() < deadline:
-        with transaction.atomic():
-            reports = _next_batch(installation, timezone.now())
+        reports = _next_batch(installation, timezone.now())  # one runner per portal: the lock
         if not reports:
             break
         commands = {

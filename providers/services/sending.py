@@ -17,6 +17,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from b24sms import metrics
 from idgtl.client import (
     IdgtlClient, IdgtlConfigurationError, IdgtlError, IdgtlOutcomeUnknown, IdgtlTransientError, IdgtlValidationError,
 )
@@ -210,6 +211,9 @@ def _apply_send_result(messages: list[Message], response) -> int:
                               update_fields=("idgtl_message_uuid", "sent_at"))
         messages_change_state(messages=failed, state=MessageState.FAILED, source=ChangeSource.SEND,
                               update_fields=("error_code", "error_message"))
+    metrics.record_send_latency(*[(now - m.created_at).total_seconds() for m in sent])
+    for message in failed:
+        metrics.record_idgtl_error(message.error_code if message.error_code is not None else "item")
     return len(sent)
 
 

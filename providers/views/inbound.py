@@ -15,6 +15,8 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from b24sms.logging import log_context
+
 from ..handler_form import HandlerFormError, handler_form_parse
 from ..services.delivery import CallbackError, callback_events_apply, callback_events_parse
 from ..services.intake import (
@@ -48,7 +50,8 @@ def bitrix24_handler(request, secret: str):
         return _error(400, exc.message, exc.field)
     try:
         registration = handler_authenticate(secret=secret, form=form)
-        message, created = message_receive(registration=registration, form=form)
+        with log_context(message_id=form.message_id, installation=registration.installation.domain, provider=form.code):
+            message, created = message_receive(registration=registration, form=form)
     except HandlerForbidden as exc:
         logger.warning("Bitrix24 handler call refused: %s", exc)
         return _error(403, exc)

@@ -179,7 +179,8 @@ def application_submit(*, application_id: int) -> SubmitRequest:
             raise ValidationError(errors)
         application.submission_state = SubmissionState.QUEUED
         application.save(update_fields=["submission_state", "date_from", "updated_at"])
-        transaction.on_commit(lambda: submit_application.delay(application.pk))
+        # robust: if the broker is down the request still succeeds; the stalled-submission sweep enqueues it later
+        transaction.on_commit(lambda: submit_application.delay(application.pk), robust=True)
     return SubmitRequest(application, True, _("Queued for submission to i-dgtl."))
 
 

@@ -86,6 +86,13 @@ def _apply_error(application: SenderNameApplication, error: IdgtlError, *, now: 
     return message
 
 
+def _fetch(client, remote_id: int) -> dict:
+    record = client.get_sender_name(remote_id)
+    if not isinstance(record, dict):
+        raise IdgtlTransientError("i-dgtl answered with something other than a sender-name object.")
+    return record
+
+
 @dataclasses.dataclass
 class RefreshResult:
     application: SenderNameApplication
@@ -104,7 +111,7 @@ def application_refresh_status(*, application_id: int, cause: str = StatusChange
     client = client or remote.client_for(application.account)
     now = timezone.now()
     try:
-        record, error = client.get_sender_name(application.remote_id), None
+        record, error = _fetch(client, application.remote_id), None
     except IdgtlError as exc:
         record, error = None, exc
     with transaction.atomic():
@@ -207,7 +214,7 @@ def applications_sync_open(*, now: dt.datetime | None = None, batch_size: int = 
             if client is None:
                 client = clients[account_id] = client_for(accounts[account_id])
             try:
-                record = client.get_sender_name(application.remote_id)
+                record = _fetch(client, application.remote_id)
             except IdgtlError as exc:
                 _apply_error(application, exc, now=checked_at)
                 report.errors += 1

@@ -150,6 +150,8 @@ def application_submit_perform(*, application_id: int, final_attempt: bool = Fal
             sends += 1
             try:
                 record = client.create_sender_name(body, files)
+                if not isinstance(record, dict) or not str(record.get("id", "")).isdigit():
+                    raise IdgtlOutcomeUnknown("i-dgtl answered 200 without an application id.")
                 return SubmitResult(SubmitOutcome.SUBMITTED, _record_success(application_id, record))
             except IdgtlOutcomeUnknown:
                 needs_lookup = True
@@ -196,5 +198,5 @@ def applications_resume_stalled(*, now: dt.datetime | None = None) -> list[int]:
     ).values_list("pk", flat=True)[:1000])
     for application_id in stalled:
         logger.warning("Re-enqueuing a stalled submission", extra={"application_id": application_id})
-        transaction.on_commit(lambda application_id=application_id: submit_application.delay(application_id))
+        transaction.on_commit(lambda application_id=application_id: submit_application.delay(application_id), robust=True)
     return stalled

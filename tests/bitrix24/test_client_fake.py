@@ -54,12 +54,14 @@ def test_expired_token_is_refreshed_once_then_the_call_retried(bitrix24, portal,
     assert [c[0] for c in portal.calls] == ["messageservice.sender.list"] * 2
 
 
+@pytest.mark.integration  # SQLite's in-memory test database cannot take concurrent writers
 @pytest.mark.django_db(transaction=True)
-def test_two_workers_with_an_expired_token_refresh_only_once(bitrix24, portal, installation_factory):
+def test_two_threads_with_an_expired_token_refresh_only_once(bitrix24, portal, installation_factory):
     from django.db import connection
 
     inst = installation_factory(portal)
     bitrix24.expire_access_tokens(portal)
+    bitrix24.oauth_delay = 0.3
     results, errors = [], []
     barrier = threading.Barrier(2)
 
@@ -213,3 +215,51 @@ def test_call_with_token_checks_a_token_at_the_received_endpoint(bitrix24, porta
     with pytest.raises(Bitrix24AuthError) as info:
         call_with_token(portal.client_endpoint, "forged", "app.info")
     assert info.value.error == "invalid_token"
+
+
+WORKER_SCRIPT = """
+import json, sys, time
+import django
+django.setup()
+from bitrix24.client import Bitrix24Client
+from providers.models import Installation
+start_at = float(sys.argv[2])
+client = Bitrix24Client(Installation.objects.select_related("application").get(pk=int(sys.argv[1])))
+time.sleep(max(0.0, start_at - time.time()))
+print(json.dumps(client.app_info()))
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_two_worker_processes_with_an_expired_token_refresh_only_once(bitrix24, portal, installation_factory):
+    """The row lock (select_for_update) is what serialises refreshes across processes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from django.conf import settings
+    from django.db import connection
+
+    from tests.fixtures.worker import ROOT, _database_url
+
+    inst = installation_factory(portal)
+    bitrix24.expire_access_tokens(portal)
+    bitrix24.oauth_delay = 0.5
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "b24sms.settings.test",
+           "DATABASE_URL": _database_url(connection.settings_dict), "B24_OAUTH_URL": bitrix24.oauth_url,
+           "LOG_LEVEL": "WARNING"}
+    start_at = str(time.time() + 4)
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(inst.pk), start_at], cwd=ROOT, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, err[-2000:]
+        assert json.loads(out.strip().splitlines()[-1])["CODE"] == portal.client_id
+    assert bitrix24.refresh_count == 1 and len(bitrix24.oauth_requests) == 1
+    expired_answers = [r for r in bitrix24.requests if r.status == 401]
+    assert len(expired_answers) == 2  # both processes met expired_token; only one refreshed
+    stored = Installation.objects.get(pk=inst.pk)
+    assert stored.access_token == portal.admin_access_token
+    assert settings.B24_OAUTH_URL == bitrix24.oauth_url

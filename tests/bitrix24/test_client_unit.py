@@ -235,3 +235,26 @@ def test_call_with_token_uses_the_given_endpoint_and_token(settings):
     session, stub = stub_session(lambda seen: ok({"CODE": "local.1"}))
     assert b24.call_with_token("https://x.bitrix24.test/rest/", "t0k", "app.info", session=session) == {"CODE": "local.1"}
     assert stub.seen[0].url == "https://x.bitrix24.test/rest/app.info" and stub.seen[0].json == {"auth": "t0k"}
+
+
+def test_errors_survive_pickling():
+    import pickle
+    from datetime import datetime, timezone
+
+    when = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    error = Bitrix24OperationTimeLimit("OPERATION_TIME_LIMIT", "blocked", reset_at=when, http_status=429, method="m")
+    copy = pickle.loads(pickle.dumps(error))
+    assert type(copy) is Bitrix24OperationTimeLimit and copy.reset_at == when and copy.method == "m"
+    assert str(copy) == str(error) and not copy.retryable
+
+
+def test_a_full_local_bucket_gives_up_after_the_timeout_without_calling(installation_factory, settings):
+    settings.B24_TIMEOUT = 0.2
+    inst = installation_factory(rate_limit_burst=3, rate_limit_drain_per_second=0.01)
+    session, stub = stub_session(lambda seen: ok(True))
+    client = Bitrix24Client(inst, session=session)
+    with pytest.raises(Bitrix24TransientError) as info:
+        for _ in range(5):
+            client.app_info()
+    assert info.value.error == "QUERY_LIMIT_EXCEEDED" and not info.value.retryable
+    assert 1 <= len(stub.seen) <= 2  # burst 3 minus headroom and slot margin; never more than the bucket holds

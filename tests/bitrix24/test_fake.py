@@ -108,9 +108,13 @@ def test_parameters_by_form_query_and_any_case(bitrix24, portal):
     assert rest(portal, "MessageService.Sender.List", {}, http="GET")[1]["result"] == ["p-form"]
     status, body = rest(portal, "messageservice.sender.list", {"access_token": portal.admin_access_token}, token=False)
     assert body["result"] == ["p-form"]
+    multipart = requests.post(portal.client_endpoint + "messageservice.sender.add", timeout=10, files={
+        "auth": (None, portal.admin_access_token), "CODE": (None, "p-multi"), "TYPE": (None, "SMS"),
+        "HANDLER": (None, "https://m.example.com/h"), "NAME[de]": (None, "Größe")})
+    assert multipart.json()["result"] is True and portal.providers["p-multi"]["NAME"] == {"de": "Größe"}
     response = requests.post(portal.client_endpoint + "messageservice.sender.list", json={},
                              headers={"Authorization": f"Bearer {portal.admin_access_token}"}, timeout=10)
-    assert response.json()["result"] == ["p-form"]
+    assert response.json()["result"] == ["p-form", "p-multi"]
 
 
 def test_sender_update_list_delete(bitrix24, portal):

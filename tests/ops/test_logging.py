@@ -100,3 +100,21 @@ def test_text_format_shows_context(settings):
     finally:
         logger.removeHandler(handler)
     assert stream.getvalue().strip() == f"INFO refresh_token={REDACTED} [message_id=7 provider=p1]"
+
+
+def test_celery_tasks_bind_what_they_work_on(json_log):
+    from celery import shared_task
+
+    from b24sms.logging import bind_task_context, unbind_task_context
+
+    @shared_task(name="tests.ops.report_statuses")
+    def report_statuses(installation_id, time_budget=None):
+        logging.getLogger("providers.tasks").info("reporting")
+
+    bind_task_context(task_id="t-1", task=report_statuses, args=(7,), kwargs={})
+    report_statuses.run(7)
+    unbind_task_context(task_id="t-1")
+    logging.getLogger("providers.tasks").info("after")
+    first, after = json_log()
+    assert first["installation"] == 7 and first["task"] == "tests.ops.report_statuses"
+    assert "installation" not in after and "task" not in after

@@ -94,3 +94,33 @@ def test_recording_never_raises(settings):
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     metrics.record_idgtl_error(4010)  # Redis unreachable: silently not recorded
     metrics.record_send_latency(1.0)
+
+
+@pytest.mark.django_db
+def test_idgtl_client_records_errors_and_retries(metric_store, idgtl, client):
+    from idgtl.client import IdgtlClient, IdgtlConfigurationError
+
+    api = IdgtlClient(idgtl.url, idgtl.messages_key, max_retries=2)
+    api._sleep = lambda seconds: None
+    idgtl.fail_next(1, status=503)
+    api.get_balance()
+    with pytest.raises(IdgtlConfigurationError):
+        IdgtlClient(idgtl.url, "d3Jvbmc6a2V5").get_balance()
+    samples = scrape(client, REMOTE_ADDR="127.0.0.1")
+    assert value(samples, "b24sms_idgtl_retries_total", reason="503") == 1
+    assert value(samples, "b24sms_idgtl_errors_total", code=4012) == 1
+    assert value(samples, "b24sms_idgtl_errors_total", code=5030) == 1  # the envelope code of a 503
+
+
+@pytest.mark.django_db
+def test_bitrix24_client_records_rate_limit_hits_and_retries(metric_store, bitrix24, installation_factory, client, settings):
+    from bitrix24.client import Bitrix24Client
+
+    settings.B24_RETRY_BACKOFF = 0.01
+    portal = bitrix24.add_portal(client_id="local.metrics.1", client_secret="metrics-secret")
+    installation = installation_factory(portal)
+    bitrix24.fail_next(2, error="QUERY_LIMIT_EXCEEDED", status=503)
+    Bitrix24Client(installation).call("app.info")
+    samples = scrape(client, REMOTE_ADDR="127.0.0.1")
+    assert value(samples, "b24sms_bitrix24_rate_limit_hits_total", error="QUERY_LIMIT_EXCEEDED") == 2
+    assert value(samples, "b24sms_bitrix24_retries_total", reason="QUERY_LIMIT_EXCEEDED") == 2

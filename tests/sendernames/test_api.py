@@ -212,3 +212,13 @@ def test_a_json_body_over_the_size_limit_is_a_4xx(api, settings):
     response = api.post(URL, payload(counteragent_name="x" * 5000), format="json")
     assert response.status_code == 413, response.content
     assert nothing_stored()
+
+
+def test_submit_with_the_broker_down_still_queues(api, make_application, django_capture_on_commit_callbacks):
+    application = make_application()
+    with mock.patch("sendernames.tasks.submit_application.delay", side_effect=ConnectionError("broker down")), \
+            django_capture_on_commit_callbacks(execute=True):
+        response = api.post(f"{URL}{application.pk}/submit/")
+    assert response.status_code == 202  # the stalled-submission sweep of the beat job enqueues it later
+    application.refresh_from_db()
+    assert application.submission_state == SubmissionState.QUEUED

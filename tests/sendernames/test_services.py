@@ -414,3 +414,12 @@ def test_submit_task_after_a_transient_failure_is_retried_by_the_stalled_sweep(m
     assert application.submission_state == SubmissionState.SUBMITTED and application.remote_id == 41
     assert [c[0] for c in stub["client"].calls] == ["create", "list", "create"]
     assert application.last_error_kind == ""
+
+
+def test_an_answer_without_an_id_is_looked_up_not_trusted(make_application, stub):
+    application = queued(make_application())
+    stub["client"] = StubClient(create=[{"status": "PRE_REVIEW"}], listing=[remote_record(application, remote_id=61)])
+    assert application_submit_perform(application_id=application.pk).outcome is SubmitOutcome.SUBMITTED
+    assert [c[0] for c in stub["client"].calls] == ["create", "list"]
+    application.refresh_from_db()
+    assert application.remote_id == 61
