@@ -656,6 +656,7 @@ class _Handler(BaseHTTPRequestHandler):
     fake: FakeIdgtl
     protocol_version = "HTTP/1.1"
     server_version = "FakeIdgtl/1.0"
+    disable_nagle_algorithm = True  # headers and body go in separate writes: avoid the 40 ms delayed-ACK stall
 
     def log_message(self, fmt, *args):
         logger.debug("fake i-dgtl: " + fmt, *args)

@@ -277,7 +277,8 @@ class IdgtlClient:
 
             duration_ms = (time.monotonic() - started) * 1000
             status = response.status_code
-            log = logger.info if status < 400 else logger.warning
+            # Successful reads (status polling: thousands per cycle) are DEBUG; writes and errors are kept.
+            log = logger.warning if status >= 400 else logger.debug if method == "GET" else logger.info
             log("i-dgtl %s %s -> %s in %.0f ms", method, path, status, duration_ms,
                 extra={"idgtl_method": method, "idgtl_path": path, "idgtl_status": status,
                        "duration_ms": round(duration_ms)})
