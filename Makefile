@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
-.PHONY: run test setup migrate superuser lint clean help
+.PHONY: run test setup migrate superuser lint clean help screenshots
 
 help:
 	@echo "make run   - set up and start web, worker and beat (and the sandbox fakes when no keys are set)"
@@ -32,6 +32,9 @@ run: superuser
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+screenshots: setup  ## refresh docs/screenshots/ from the browser tests
+	B24SMS_SCREENSHOTS=1 B24SMS_REQUIRE_BROWSER=1 $(BIN)/python -m pytest tests/browser -q
 
 clean:
 	rm -rf var .pytest_cache

@@ -13,7 +13,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -106,12 +106,10 @@ def messages_claim(*, limit: int) -> list[Message]:
         messages_change_state(messages=invalid, state=MessageState.FAILED, source=ChangeSource.SEND,
                               update_fields=("error_message",))
         for message in claimed:
-            message.sending_started_at = now
             message.send_attempts += 1
-            message.next_check_at = None
-            message.error_message = ""
-        messages_change_state(messages=claimed, state=MessageState.SENDING, source=ChangeSource.SEND, detail="",
-                              update_fields=("sending_started_at", "send_attempts", "error_message"))
+        messages_change_state(messages=claimed, state=MessageState.SENDING, source=ChangeSource.SEND, detail="", same={
+            "sending_started_at": now, "send_attempts": F("send_attempts") + 1, "next_check_at": None,
+            "error_message": ""})
     return claimed
 
 
@@ -199,16 +197,15 @@ def _apply_send_result(messages: list[Message], response) -> int:
             uuid = item.get("messageUuid")
             if item.get("code") == MESSAGE_CREATED_ITEM_CODE and uuid:
                 message.idgtl_message_uuid = str(uuid)
-                message.sent_at = now
-                message.next_check_at = now + timedelta(seconds=settings.MESSAGES_RECONCILE_AFTER)
                 sent.append(message)
             else:
                 code = item.get("code")
                 message.error_code = code if isinstance(code, int) else None
                 message.error_message = str(item.get("msg") or _("i-dgtl error %(code)s") % {"code": code})
                 failed.append(message)
-        messages_change_state(messages=sent, state=MessageState.SENT, source=ChangeSource.SEND, detail="",
-                              update_fields=("idgtl_message_uuid", "sent_at"))
+        messages_change_state(messages=sent, state=MessageState.SENT, source=ChangeSource.SEND, detail="", same={
+            "sent_at": now, "next_check_at": now + timedelta(seconds=settings.MESSAGES_RECONCILE_AFTER)},
+            update_fields=("idgtl_message_uuid",))
         messages_change_state(messages=failed, state=MessageState.FAILED, source=ChangeSource.SEND,
                               update_fields=("error_code", "error_message"))
     metrics.record_send_latency(*[(now - m.created_at).total_seconds() for m in sent])
@@ -221,10 +218,9 @@ def _fail(messages: list[Message], error: str, code: int | None = None) -> None:
     with transaction.atomic():
         messages = _lock_still(messages, MessageState.SENDING)
         for message in messages:
-            message.error_code = code
             message.error_message = str(error)
         messages_change_state(messages=messages, state=MessageState.FAILED, source=ChangeSource.SEND,
-                              update_fields=("error_code", "error_message"))
+                              same={"error_code": code, "error_message": str(error)})
 
 
 def _mark_outcome_unknown(messages: list[Message], error: str) -> None:
@@ -253,7 +249,7 @@ def _return_to_waiting(messages: list[Message], error: str, retry_after: float |
                 message.next_check_at = now + timedelta(seconds=delay)
                 retry.append(message)
         messages_change_state(messages=retry, state=MessageState.RECEIVED, source=ChangeSource.SEND,
-                              update_fields=("error_message",))
+                              update_fields=("error_message", "next_check_at"))
         messages_change_state(messages=give_up, state=MessageState.FAILED, source=ChangeSource.SEND,
                               update_fields=("error_message",))
     if retry:
@@ -347,9 +343,9 @@ def _resolve_for_account(account, messages: list[Message], now) -> int:
                 lacks_it.append(message)
         messages_change_state(messages=[m for m, _i in has_it], state=MessageState.SENT, source=ChangeSource.RECONCILER,
                               detail=_("Found at i-dgtl after an unknown outcome."),
-                              update_fields=("idgtl_message_uuid", "sent_at", "error_message"))
+                              update_fields=("idgtl_message_uuid", "sent_at", "error_message", "next_check_at"))
         messages_change_state(messages=lacks_it, state=MessageState.RECEIVED, source=ChangeSource.RECONCILER,
-                              update_fields=("error_message",))
+                              update_fields=("error_message", "next_check_at"))
     for message, item in has_it:
         if item.get("status"):
             message_apply_idgtl_status(message=message, status=item["status"], status_time=item.get("statusTime"),

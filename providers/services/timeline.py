@@ -19,31 +19,37 @@ class ChangeSource:
 
 
 def messages_change_state(*, messages: list[Message], state: str, source: str, detail: str | None = None,
-                          update_fields: tuple[str, ...] = ()) -> None:
+                          same: dict | None = None, update_fields: tuple[str, ...] = ()) -> None:
     """Move ``messages`` (whose ``.state`` is still the previous state) to ``state``.
 
-    Writes the new state and ``update_fields`` with one bulk UPDATE, a MessageStatusChange per
-    message, and a StatusReport per message when Bitrix24 is told about ``state``; the reports are
-    sent after commit. ``detail=None`` uses each message's ``error_message``.
+    One UPDATE writes the new state and ``same`` (values equal for every message; F() allowed);
+    ``update_fields`` (values that differ per message, already set on the instances) go with
+    bulk_update. Then one INSERT of a MessageStatusChange per message, and one of a StatusReport per
+    message when Bitrix24 is told about ``state``; the reports are sent after commit.
+    ``detail=None`` uses each message's ``error_message``.
     """
     if not messages:
         return
     now = timezone.now()
+    values = {"state": state, "updated_at": now, **(same or {})}
+    if state in MESSAGE_FINAL_STATES:
+        values.update(final_at=now, next_check_at=None)
     bitrix24_status = bitrix24_status_for_state(state)
     changes, reports = [], []
     for message in messages:
         changes.append(MessageStatusChange(
             message=message, previous_state=message.state, state=state, idgtl_status=message.idgtl_status,
             source=source, detail=message.error_message if detail is None else detail))
-        message.state = state
-        message.updated_at = now
-        if state in MESSAGE_FINAL_STATES and message.final_at is None:
-            message.final_at = now
-            message.next_check_at = None
+        for field, value in values.items():
+            if not hasattr(value, "resolve_expression"):
+                setattr(message, field, value)
         if bitrix24_status:
             reports.append(StatusReport(message=message, status=bitrix24_status))
-    fields = {"state", "updated_at", "final_at", "next_check_at", *update_fields}
-    Message.objects.bulk_update(messages, sorted(fields), batch_size=1000)
+    ids = [message.pk for message in messages]
+    for start in range(0, len(ids), 1000):
+        Message.objects.filter(pk__in=ids[start:start + 1000]).update(**values)
+    if update_fields:
+        Message.objects.bulk_update(messages, list(update_fields), batch_size=1000)
     MessageStatusChange.objects.bulk_create(changes, batch_size=1000)
     if reports:
         StatusReport.objects.bulk_create(reports, batch_size=1000, ignore_conflicts=True)
