@@ -20,7 +20,8 @@ class SecretInput(forms.PasswordInput):
 class SecretKeepingForm(forms.ModelForm):
     """A model form whose ``secret_fields`` keep the saved value when left blank.
 
-    Reusable for any model with write-only secrets: set ``secret_fields`` on the subclass.
+    Reusable for any model with write-only secrets (i-dgtl keys, a Bitrix24 client_secret): set
+    ``secret_fields`` on the subclass. A secret the model requires is required until one is saved.
     """
 
     secret_fields: tuple[str, ...] = ()
@@ -29,12 +30,12 @@ class SecretKeepingForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         for name in self.secret_fields:
             field = self.fields[name]
-            field.required = False
             field.widget = SecretInput()
             saved = getattr(self.instance, name, "") if self.instance.pk else ""
+            field.required = not saved and not self._meta.model._meta.get_field(name).blank
             if saved:
                 field.widget.attrs["placeholder"] = mask_secret(saved)
-                field.help_text = _("Saved: %(masked)s. Leave blank to keep the saved key; type a new one to "
+                field.help_text = _("Saved: %(masked)s. Leave blank to keep it; type a new value to "
                                     "replace it.") % {"masked": mask_secret(saved)}
             self.initial.pop(name, None)
 

@@ -169,6 +169,7 @@ IDGTL_TIMEOUT = env.float("IDGTL_TIMEOUT", default=70.0)
 IDGTL_CONNECT_TIMEOUT = env.float("IDGTL_CONNECT_TIMEOUT", default=5.0)
 IDGTL_MAX_RETRIES = env.int("IDGTL_MAX_RETRIES", default=3)
 IDGTL_RETRY_BACKOFF = env.float("IDGTL_RETRY_BACKOFF", default=1.0)  # seconds, doubled per retry
+IDGTL_RATE_LIMIT_PER_SECOND = env.float("IDGTL_RATE_LIMIT_PER_SECOND", default=10.0)  # per account, all workers
 IDGTL_CALLBACK_ALLOWED_IPS = env.list("IDGTL_CALLBACK_ALLOWED_IPS", default=[])
 
 # --- Sender-name applications --------------------------------------------------------------
@@ -186,6 +187,10 @@ B24_MAX_RETRIES = env.int("B24_MAX_RETRIES", default=3)
 B24_RETRY_BACKOFF = env.float("B24_RETRY_BACKOFF", default=1.0)  # seconds, doubled per retry
 B24_RATE_LIMIT_BURST = env.int("B24_RATE_LIMIT_BURST", default=50)
 B24_RATE_LIMIT_DRAIN = env.float("B24_RATE_LIMIT_DRAIN", default=2.0)
+# Portals the install endpoint accepts (domain suffixes such as ".bitrix24.ru"; empty = any), checked
+# before it calls the portal back; production also requires an https client endpoint.
+B24_ALLOWED_PORTAL_DOMAINS = env.list("B24_ALLOWED_PORTAL_DOMAINS", default=[])
+B24_REQUIRE_HTTPS = env.bool("B24_REQUIRE_HTTPS", default=False)
 
 # --- Messages: sending, delivery, reporting (providers/services) ---------------------------
 MESSAGES_SEND_BATCH_SIZE = env.int("MESSAGES_SEND_BATCH_SIZE", default=1000)  # per POST /message (max 1000)

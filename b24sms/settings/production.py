@@ -6,6 +6,7 @@ DEBUG = False
 SECRET_KEY = env("DJANGO_SECRET_KEY")  # required: no default in production
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
 SANDBOX = False  # the sandbox can never run by accident in production
+B24_REQUIRE_HTTPS = True  # the install endpoint refuses http client endpoints
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=True)

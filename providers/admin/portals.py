@@ -14,6 +14,7 @@ from django.utils.translation import gettext as _g
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from idgtl.admin import SecretKeepingForm
 from idgtl.models import mask_secret
 from providers.admin.test_sms import send_test_sms
 from providers.models import (
@@ -39,26 +40,12 @@ def _badge(value: str, label) -> str:
 
 # --- Applications -----------------------------------------------------------------------------
 
-class BitrixApplicationForm(forms.ModelForm):
-    client_secret = forms.CharField(
-        label=_("client_secret"), required=False, strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}))
+class BitrixApplicationForm(SecretKeepingForm):
+    secret_fields = ("client_secret",)
 
     class Meta:
         model = BitrixApplication
         fields = ["name", "client_id", "client_secret"]
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.instance.pk and self.instance.client_secret:
-            self.fields["client_secret"].help_text = _("Saved: %(masked)s. Leave blank to keep it.") % {
-                "masked": self.instance.client_secret_masked}
-        else:
-            self.fields["client_secret"].required = True
-
-    def clean_client_secret(self):
-        value = self.cleaned_data.get("client_secret")
-        return value or self.instance.client_secret
 
 
 @admin.register(BitrixApplication)
@@ -98,6 +85,7 @@ class InstallationAdmin(admin.ModelAdmin):
     list_display = ["domain", "application", "state_badge", "access_token_expires_at", "last_error_short",
                     "installed_at", "uninstalled_at"]
     list_filter = ["state", "application"]
+    list_select_related = ["application"]
     search_fields = ["domain", "member_id"]
     readonly_fields = [
         "application", "member_id", "domain", "state_badge", "last_error", "client_endpoint", "server_endpoint",
@@ -320,6 +308,7 @@ class ProviderAdmin(admin.ModelAdmin):
 class ProviderRegistrationAdmin(admin.ModelAdmin):
     list_display = ["provider", "installation", "state_badge", "last_error", "registered_at", "checked_at", "updated_at"]
     list_filter = ["state", "installation", "provider"]
+    list_select_related = ["provider", "installation"]
     search_fields = ["provider__code", "installation__domain"]
     readonly_fields = ["provider", "installation", "state", "last_error", "registered_at", "checked_at", "created_at",
                        "updated_at"]

@@ -43,6 +43,13 @@ class RegistrationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class RegisteredInstallationsField(serializers.ManyRelatedField):
+    """Installation ids; read from the (prefetched) registrations that are not removed."""
+
+    def get_attribute(self, instance):
+        return [r.installation for r in instance.registrations.all() if r.state != RegistrationState.REMOVED]
+
+
 class ProviderSerializer(serializers.ModelSerializer):
     name_translations = serializers.JSONField(
         required=False, help_text=_('Name per language, e.g. {"ru": "…", "en": "…"}; sent to Bitrix24 as NAME object.'))
@@ -55,8 +62,8 @@ class ProviderSerializer(serializers.ModelSerializer):
     sender_name_application = serializers.PrimaryKeyRelatedField(
         queryset=SenderNameApplication.objects.all(), required=False, allow_null=True,
         help_text=_("An APPROVED sender-name application whose start date has passed."))
-    installations = serializers.PrimaryKeyRelatedField(
-        many=True, queryset=Installation.objects.all(), required=False,
+    installations = RegisteredInstallationsField(
+        child_relation=serializers.PrimaryKeyRelatedField(queryset=Installation.objects.all()), required=False,
         help_text=_("Installations (portals) the provider is on. On write: portals to register it on (added to the "
                     "current ones; use the remove action to take it off a portal)."))
     registrations = RegistrationSerializer(many=True, read_only=True)
@@ -69,12 +76,6 @@ class ProviderSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = ["id", "type", "registrations", "created_at", "updated_at"]
         extra_kwargs = {"code": {"validators": []}}  # uniqueness is checked by the service
-
-    def to_representation(self, instance):
-        data = super().to_representation(instance)
-        data["installations"] = [
-            r.installation_id for r in instance.registrations.all() if r.state != RegistrationState.REMOVED]
-        return data
 
     def create(self, validated_data):
         return registration_services.provider_create(**validated_data)

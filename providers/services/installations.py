@@ -33,6 +33,9 @@ EVENT_UNINSTALL = contract.EVENT_ONAPPUNINSTALL
 UNINSTALL_PATH = "/b24/uninstall/{secret}/"
 DEFAULT_TOKEN_LIFETIME = contract.ACCESS_TOKEN_LIFETIME
 DOMAIN_PATTERN = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~-]+)*/?$")  # host[:port][/path]
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+DOMAIN_MAX_LENGTH = Installation._meta.get_field("domain").max_length
+ENDPOINT_MAX_LENGTH = Installation._meta.get_field("client_endpoint").max_length
 
 
 class InstallVerificationFailed(Exception):
@@ -115,16 +118,66 @@ def _text(value, field: str, *, required: bool = False, max_length: int = 500) -
     value = value.strip()
     if required and not value:
         raise ValidationError({field: _("This field is required.")})
+    if CONTROL_CHARACTERS.search(value):
+        raise ValidationError({field: _("Control characters are not allowed.")})
     if len(value) > max_length:
         raise ValidationError({field: _("Too long (at most %(n)d characters).") % {"n": max_length}})
     return value
 
 
 def _endpoint(value: str, field: str) -> str:
-    parts = urlsplit(value)
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  (raises ValueError for a port out of range)
+    except ValueError:
+        raise ValidationError({field: _("Expected an http(s) URL.")}) from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValidationError({field: _("Expected an http(s) URL.")})
-    return value if value.endswith("/") else value + "/"
+    value = value if value.endswith("/") else value + "/"
+    if len(value) > ENDPOINT_MAX_LENGTH:
+        raise ValidationError({field: _("Too long (at most %(n)d characters).") % {"n": ENDPOINT_MAX_LENGTH}})
+    return value
+
+
+def _domain(value: str, field: str) -> str:
+    if len(value) > DOMAIN_MAX_LENGTH or not DOMAIN_PATTERN.match(value):
+        raise ValidationError({field: _("Not a portal domain.")})
+    return value
+
+
+def portal_domain_allowed(host: str) -> bool:
+    """Whether B24_ALLOWED_PORTAL_DOMAINS admits this host (empty setting: any host).
+
+    An entry with a leading dot (``.bitrix24.ru``) admits every host under it; one without
+    (``crm.example.com``) admits exactly that host.
+    """
+    allowed = [entry.strip().lower() for entry in settings.B24_ALLOWED_PORTAL_DOMAINS if entry.strip()]
+    if not allowed:
+        return True
+    host = host.lower().rstrip(".")
+    return any(host.endswith(entry) if entry.startswith(".") else host == entry for entry in allowed)
+
+
+def _check_portal_endpoint(*, domain: str, client_endpoint: str, domain_field: str, endpoint_field: str) -> None:
+    """Before any outbound call: the endpoint we would call belongs to the portal that says it installs us.
+
+    Its host must equal the domain sent (outside the sandbox, whose labelled portal lives on
+    127.0.0.1), be admitted by B24_ALLOWED_PORTAL_DOMAINS, and use https when B24_REQUIRE_HTTPS.
+    """
+    endpoint = urlsplit(client_endpoint)
+    claimed = urlsplit(f"//{domain}")
+    try:
+        claimed_port = claimed.port
+    except ValueError:
+        raise ValidationError({domain_field: _("Not a portal domain.")}) from None
+    same_host = (claimed.hostname == endpoint.hostname
+                 and (claimed_port is None or claimed_port == endpoint.port))
+    if not same_host and not settings.SANDBOX:
+        raise ValidationError({endpoint_field: _("The client endpoint's host is not the portal domain sent.")})
+    if not portal_domain_allowed(endpoint.hostname):
+        raise ValidationError({domain_field: _("This portal domain is not allowed (B24_ALLOWED_PORTAL_DOMAINS).")})
+    if settings.B24_REQUIRE_HTTPS and endpoint.scheme != "https":
+        raise ValidationError({endpoint_field: _("The client endpoint must use https.")})
 
 
 def _expiry(*, expires: str = "", expires_in: str = "", field: str) -> datetime:
@@ -157,13 +210,15 @@ def install_payload_parse(*, query: dict, form: dict) -> InstallPayload:
         def a(key, **kw):
             return _text(auth.get(key), f"auth[{key}]", **kw)
 
-        client_endpoint = a("client_endpoint", required=True)
-        domain = a("domain") or (urlsplit(client_endpoint).netloc)
+        client_endpoint = _endpoint(a("client_endpoint", required=True), "auth[client_endpoint]")
+        domain = _domain(a("domain", required=True, max_length=DOMAIN_MAX_LENGTH), "auth[domain]")
+        _check_portal_endpoint(domain=domain, client_endpoint=client_endpoint, domain_field="auth[domain]",
+                               endpoint_field="auth[client_endpoint]")
         return InstallPayload(
             source="event",
             member_id=a("member_id", required=True, max_length=64),
             domain=domain,
-            client_endpoint=_endpoint(client_endpoint, "auth[client_endpoint]"),
+            client_endpoint=client_endpoint,
             server_endpoint=_endpoint(a("server_endpoint"), "auth[server_endpoint]") if a("server_endpoint") else "",
             access_token=a("access_token", required=True, max_length=512),
             refresh_token=a("refresh_token", required=True, max_length=512),
@@ -186,19 +241,21 @@ def install_payload_parse(*, query: dict, form: dict) -> InstallPayload:
 
     if not form.get("AUTH_ID"):
         raise ValidationError({"AUTH_ID": _("Neither an ONAPPINSTALL event nor an install-page POST (AUTH_ID missing).")})
-    domain = q("DOMAIN", required=True, max_length=255)
-    if not DOMAIN_PATTERN.match(domain):
-        raise ValidationError({"DOMAIN": _("Not a portal domain.")})
+    domain = _domain(q("DOMAIN", required=True, max_length=DOMAIN_MAX_LENGTH), "DOMAIN")
     protocol = q("PROTOCOL") or "1"
     if protocol not in ("0", "1"):
         raise ValidationError({"PROTOCOL": _("Expected 0 (http) or 1 (https).")})
     scheme = "https" if protocol == "1" else "http"
     server_endpoint = f("SERVER_ENDPOINT")
+    client_endpoint = _endpoint(f"{scheme}://{domain.rstrip('/')}/rest/", "DOMAIN")
+    domain = urlsplit(client_endpoint).netloc
+    _check_portal_endpoint(domain=domain, client_endpoint=client_endpoint, domain_field="DOMAIN",
+                           endpoint_field="PROTOCOL")
     return InstallPayload(
         source="page",
         member_id=f("member_id", required=True, max_length=64),
-        domain=urlsplit(f"{scheme}://{domain}").netloc,
-        client_endpoint=_endpoint(f"{scheme}://{domain.rstrip('/')}/rest/", "DOMAIN"),
+        domain=domain,
+        client_endpoint=client_endpoint,
         server_endpoint=_endpoint(server_endpoint, "SERVER_ENDPOINT") if server_endpoint else "",
         access_token=f("AUTH_ID", required=True, max_length=512),
         refresh_token=f("REFRESH_ID", required=True, max_length=512),

@@ -58,6 +58,8 @@ def _translations(value, field_name: str, max_length: int) -> dict:
             raise ValidationError({field_name: _("“%(key)s” is not a two-letter language code.") % {"key": language}})
         if not isinstance(text, str) or not text.strip():
             raise ValidationError({field_name: _("The text for “%(key)s” is empty.") % {"key": key}})
+        if "\x00" in text:  # PostgreSQL's jsonb cannot store it
+            raise ValidationError({field_name: _("The text for “%(key)s” contains a null character.") % {"key": key}})
         if len(text.strip()) > max_length:
             raise ValidationError({field_name: _("The text for “%(key)s” is too long (at most %(n)d characters).")
                                    % {"key": key, "n": max_length}})
@@ -112,8 +114,13 @@ def provider_clean(*, code: str, name: str, name_translations=None, description:
     }
 
 
+def _distinct(installations) -> list[Installation]:
+    """Each portal once, in the order given (a client may repeat an id)."""
+    return list({installation.pk: installation for installation in installations}.values())
+
+
 def _check_installations(installations) -> list[Installation]:
-    installations = list(installations)
+    installations = _distinct(installations)
     inactive = [str(i) for i in installations if i.state != InstallationState.ACTIVE]
     if inactive:
         raise ValidationError({"installations": _("Not active (removed or needs reinstall): %(names)s.")
@@ -431,7 +438,7 @@ def provider_check(*, provider: Provider, installations=None) -> list[dict]:
         installations = Installation.objects.filter(
             state=InstallationState.ACTIVE, registrations__provider=provider).distinct()
     results = []
-    for installation in installations:
+    for installation in _distinct(installations):
         check = installation_check(installation=installation)
         registration = provider.registrations.filter(installation=installation).first()
         row = check.as_dict()

@@ -57,6 +57,10 @@ def test_create_provider_registers_it_on_the_given_installations(api_client, mak
     ({"code": "x", "name": "X", "sender_name": "OUTSIDE", "name_translations": {"eng": "X"}}, "name_translations"),
     ({"code": "x", "name": "X", "sender_name": "OUTSIDE", "installations": [9999]}, "installations"),
     ({"code": "x", "name": "X", "sender_name_application": 9999}, "sender_name_application"),
+    ({"code": "x", "name": "X", "sender_name": "OUTSIDE", "name_translations": {"ru": "X\u0000"}}, "name_translations"),
+    ({"code": "x", "name": "X\u0000", "sender_name": "OUTSIDE"}, "name"),
+    ({"code": "x", "name": "X", "sender_name": "OUTSIDE", "description_translations": ["X"]},
+     "description_translations"),
 ])
 def test_bad_provider_input_is_a_400_naming_the_field(api_client, payload, field):
     response = api_client.post("/api/providers/", payload, format="json")
@@ -146,3 +150,32 @@ def test_provider_with_messages_cannot_be_deleted(api_client, make_installation,
     assert response.status_code == 400
     assert "remove it from the portals" in str(response.json())
     assert Provider.objects.filter(pk=provider_id).exists()
+
+
+def test_a_portal_named_twice_is_registered_and_checked_once(api_client, make_installation, portal, on_commit):
+    installation = make_installation()
+    with on_commit():
+        created = api_client.post("/api/providers/", {
+            "code": "acme", "name": "Acme", "sender_name": "OUTSIDE",
+            "installations": [installation.pk, installation.pk]}, format="json")
+    assert created.status_code == 201, created.content
+    assert len([c for c in portal.calls if c[1] == "messageservice.sender.add"]) == 1
+
+    checked = api_client.post(f"/api/providers/{created.json()['id']}/check/",
+                              {"installations": [installation.pk, installation.pk]}, format="json")
+    assert checked.status_code == 200
+    assert [row["installation_id"] for row in checked.json()] == [installation.pk]
+
+
+def test_lists_take_a_fixed_number_of_queries(api_client, make_installation, django_assert_max_num_queries):
+    installations = [make_installation() for _ in range(5)]
+    for n in range(5):
+        provider = Provider.objects.create(code=f"p{n}", name=f"P{n}", sender_name="OUTSIDE")
+        for installation in installations:
+            provider.registrations.create(installation=installation, state=RegistrationState.REGISTERED)
+
+    with django_assert_max_num_queries(6):
+        assert len(api_client.get("/api/portals/").json()["results"]) == 5
+    with django_assert_max_num_queries(6):
+        providers = api_client.get("/api/providers/").json()["results"]
+    assert len(providers) == 5 and all(len(p["registrations"]) == 5 for p in providers)

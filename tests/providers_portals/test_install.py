@@ -126,6 +126,14 @@ def test_unreachable_portal_answers_503_and_stores_nothing(client, application, 
     ("event=ONAPPINSTALL", "auth"),
     ("hello=world", "AUTH_ID"),
     (page_form(REFRESH_ID=None), "DOMAIN"),  # no query string: the domain is missing first
+    (event_body(**{"auth[domain]": None}), "auth[domain]"),
+    (event_body(**{"auth[domain]": "a" * 256}), "auth[domain]"),
+    (event_body(**{"auth[domain]": "acme.bitrix24.ru/x?y@z"}), "auth[domain]"),
+    (event_body(**{"auth[client_endpoint]": "http://[::1/rest/"}), "auth[client_endpoint]"),
+    (event_body(**{"auth[client_endpoint]": "https://acme.bitrix24.ru:99999/rest/"}), "auth[client_endpoint]"),
+    (event_body(**{"auth[client_endpoint]": "https://acme.bitrix24.ru/" + "r" * 475}), "auth[client_endpoint]"),
+    (event_body(**{"auth[member_id]": "a223c6b3\x00"}), "auth[member_id]"),  # PostgreSQL refuses NUL
+    (event_body(**{"auth[access_token]": "token\nwith-newline"}), "auth[access_token]"),
 ])
 def test_bad_install_input_is_a_400_naming_the_field(client, application, portal, body, field):
     response = client.post("/b24/install/", body, content_type=FORM)
@@ -134,6 +142,65 @@ def test_bad_install_input_is_a_400_naming_the_field(client, application, portal
     assert field in response.json()
     assert not Installation.objects.exists()
     assert portal.calls == []
+
+
+@pytest.mark.parametrize("endpoint", [
+    "https://evil.example.com/rest/",  # another host than auth[domain]
+    "https://acme.bitrix24.ru:8443/rest/",  # ... or the right host on another port than the domain says
+    "http://169.254.169.254/latest/meta-data/",
+])
+def test_install_never_calls_an_endpoint_outside_the_portal_domain(client, application, portal, endpoint, settings):
+    settings.SANDBOX = False
+    body = event_body(**{"auth[client_endpoint]": endpoint})
+    if ":8443" in endpoint:
+        body = event_body(**{"auth[client_endpoint]": endpoint, "auth[domain]": "acme.bitrix24.ru:443"})
+
+    response = client.post("/b24/install/", body, content_type=FORM)
+
+    assert response.status_code == 400, response.content
+    assert "auth[client_endpoint]" in response.json()
+    assert portal.calls == []
+    assert not Installation.objects.exists()
+
+
+def test_allowed_portal_domains_are_checked_before_any_call(client, application, portal, settings):
+    settings.B24_ALLOWED_PORTAL_DOMAINS = [".bitrix24.com", "crm.example.org"]
+
+    refused = client.post("/b24/install/", event_body(), content_type=FORM)
+    refused_page = client.post("/b24/install/" + PAGE_QUERY, page_form(), content_type=FORM)
+
+    assert refused.status_code == 400 and "auth[domain]" in refused.json()
+    assert refused_page.status_code == 400 and "DOMAIN" in refused_page.json()
+    assert portal.calls == [] and not Installation.objects.exists()
+
+    settings.B24_ALLOWED_PORTAL_DOMAINS = [".bitrix24.ru"]
+    assert client.post("/b24/install/", event_body(), content_type=FORM).status_code == 200
+    assert Installation.objects.get().domain == "acme.bitrix24.ru"
+
+
+@pytest.mark.parametrize("domain, allowed", [
+    ("acme.bitrix24.com", True), ("ACME.Bitrix24.com", True), ("crm.example.org", True),
+    ("bitrix24.com", False), ("evilbitrix24.com", False), ("acme.bitrix24.com.evil.io", False),
+    ("sub.crm.example.org", False),
+])
+def test_allowed_portal_domain_entries(settings, domain, allowed):
+    from providers.services.installations import portal_domain_allowed
+
+    settings.B24_ALLOWED_PORTAL_DOMAINS = [".bitrix24.com", "crm.example.org"]
+    assert portal_domain_allowed(domain) is allowed
+
+
+def test_https_is_required_when_configured(client, application, portal, settings):
+    settings.B24_REQUIRE_HTTPS = True
+
+    event = client.post("/b24/install/", event_body(**{"auth[client_endpoint]": "http://acme.bitrix24.ru/rest/"}),
+                        content_type=FORM)
+    page = client.post("/b24/install/?DOMAIN=acme.bitrix24.ru&PROTOCOL=0", page_form(), content_type=FORM)
+
+    assert event.status_code == 400 and "auth[client_endpoint]" in event.json()
+    assert page.status_code == 400 and "PROTOCOL" in page.json()
+    assert portal.calls == [] and not Installation.objects.exists()
+    assert client.post("/b24/install/", event_body(), content_type=FORM).status_code == 200
 
 
 def test_install_page_domain_must_be_a_host(client, application, portal):
@@ -327,3 +394,12 @@ def test_a_late_install_event_does_not_replace_newer_tokens(client, application,
     installation = Installation.objects.get()
     assert (installation.refresh_token, installation.access_token_expires_at) == page_tokens
     assert installation.installed_by_user_id == "1"  # what only the event carries is still taken
+
+
+def test_sandbox_portal_with_a_domain_label_may_live_on_another_host(client, application, portal, settings):
+    """The sandbox's fake portal is labelled sandbox.bitrix24.test but served from 127.0.0.1."""
+    settings.SANDBOX = True
+    body = event_body(**{"auth[domain]": "sandbox.bitrix24.test", "auth[client_endpoint]": "http://127.0.0.1:8102/rest/"})
+
+    assert client.post("/b24/install/", body, content_type=FORM).status_code == 200
+    assert Installation.objects.get().domain == "sandbox.bitrix24.test"
