@@ -52,3 +52,12 @@ def _log_like_django(**kwargs):
     from b24sms.logging import configure_logging
 
     configure_logging()
+
+
+@signals.beat_init.connect
+def _heartbeat_at_start(sender=None, **kwargs):
+    """/healthz sees beat as soon as it starts (and a worker picks the heartbeat up), not a minute later."""
+    try:
+        app.send_task("b24sms.tasks.beat_heartbeat")
+    except Exception:  # the broker may still be starting; the schedule sends the next one
+        pass

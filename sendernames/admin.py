@@ -1,5 +1,6 @@
 """Admin for sender-name applications: file, submit, follow. Thin: every change goes through services."""
 from django.contrib import admin, messages
+from django.contrib.admin.actions import delete_selected
 from django.core.exceptions import ValidationError
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
@@ -80,6 +81,18 @@ class HistoryInline(admin.TabularInline):
         return False
 
 
+def delete_drafts(modeladmin, request, queryset):
+    """Django's bulk delete, refused when the selection holds an application already sent to i-dgtl."""
+    locked = [application for application in queryset.order_by("pk") if not application.is_editable]
+    if locked:
+        modeladmin.message_user(request, gettext(
+            "Nothing was deleted: %(names)s cannot be deleted because it was submitted to i-dgtl (or is being "
+            "submitted). Only drafts and failed applications can be deleted.") % {
+            "names": ", ".join(str(application) for application in locked)}, messages.ERROR)
+        return None
+    return delete_selected(modeladmin, request, queryset)
+
+
 @admin.register(SenderNameApplication)
 class SenderNameApplicationAdmin(admin.ModelAdmin):
     form = SenderNameApplicationForm
@@ -143,6 +156,12 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
         obj.refresh_from_db()
 
     # --- actions: each says what happened to each application ---------------------------------
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            actions["delete_selected"] = (delete_drafts, "delete_selected", actions["delete_selected"][2])
+        return actions
+
     @admin.action(description=_("Submit to i-dgtl"))
     def submit_to_idgtl(self, request, queryset):
         for application in queryset.order_by("pk"):

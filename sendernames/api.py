@@ -4,7 +4,9 @@ Thin: serializers check the shape and each field with the rules of ``validation`
 create, submit and refresh. Errors are JSON naming the field, never a 500.
 """
 import re
+from collections.abc import Mapping
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
@@ -13,6 +15,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django_filters import rest_framework as filters
 from drf_spectacular.utils import (
+    OpenApiExample,
     OpenApiResponse,
     extend_schema,
     extend_schema_field,
@@ -95,9 +98,12 @@ class ApplicationCreateSerializer(serializers.Serializer):
     brand = serializers.ChoiceField(choices=Brand.choices)
     date_from = serializers.CharField(help_text=gettext_lazy(
         "A date (2030-01-31) or an ISO time; stored as the start of that Moscow day, no earlier than tomorrow"))
-    sender_name = serializers.CharField(max_length=64, trim_whitespace=True)
-    counteragent_name = serializers.CharField(max_length=255)
-    counteragent_inn = serializers.CharField(max_length=32)
+    sender_name = serializers.CharField(max_length=64, trim_whitespace=True, help_text=gettext_lazy(
+        "3 to 11 characters: Latin letters, digits and . * ! - for MEGAFON and YOTA; Latin letters, digits, "
+        "spaces and . * + - for the others"))
+    counteragent_name = serializers.CharField(max_length=255, help_text=gettext_lazy("The legal entity's name"))
+    counteragent_inn = serializers.CharField(max_length=32, help_text=gettext_lazy(
+        "The legal entity's INN: 10 digits, or 12 for an individual entrepreneur, with valid check digits"))
 
     def validate_date_from(self, value):
         try:
@@ -119,14 +125,38 @@ class ApplicationCreateSerializer(serializers.Serializer):
         return attrs
 
 
-class ApplicationMultipartSerializer(ApplicationCreateSerializer):
+def _multipart_serializer():
     """For the schema: the same fields as form parts, plus the documents as file1..fileN."""
-    file1 = serializers.FileField(required=False, help_text=gettext_lazy("PDF, PNG or JPEG; further files as file2, file3, ..."))
-    file2 = serializers.FileField(required=False)
+    limit = settings.SENDER_NAME_MAX_DOCUMENTS
+    help_text = gettext_lazy(
+        "A document: PDF, PNG or JPEG judged by its content, at most %(size)s bytes. Send file1, file2, ... in "
+        "order, at most %(count)s files; at least one for a PROMO name.") % {
+        "size": settings.SENDER_NAME_MAX_DOCUMENT_SIZE, "count": limit}
+    fields = {f"file{n}": serializers.FileField(required=False, help_text=help_text) for n in range(1, limit + 1)}
+    return type("ApplicationMultipartSerializer", (ApplicationCreateSerializer,), fields)
 
 
-def uploaded_documents(request) -> list:
-    """The files of parts file1..fileN in order; any other file part or a bad file is a 400 naming it."""
+ApplicationMultipartSerializer = _multipart_serializer()
+VALIDATION_ERROR_SCHEMA = {
+    "type": "object",
+    "description": "One key per bad field (channel_type, common_type, brand, date_from, sender_name, counteragent_name, "
+                   "counteragent_inn, account, documents, file1..fileN; non_field_errors for a body that is not an "
+                   "object), each with its messages.",
+    "additionalProperties": {"type": "array", "items": {"type": "string"}},
+}
+ERROR_EXAMPLES = [
+    OpenApiExample("Bad fields", status_codes=["400"], value={
+        "sender_name": ["For MegaFon a sender name may contain only Latin letters, digits and . * ! -"],
+        "file2": ["contract.pdf is not a PDF, PNG or JPEG file (judged by its content, not its name)."]}),
+    OpenApiExample("Duplicate", status_codes=["400"], value={
+        "sender_name": ["“MyShop” for MTS is already filed in application #12 (Pre-review); file a new one only "
+                        "after that one is rejected or canceled."]}),
+]
+
+
+def uploaded_documents(request) -> tuple[list, dict]:
+    """The files of parts file1..fileN in order, and the errors keyed by part (any other file part,
+    a file1..fileN sent as a plain value, a bad file, too many files)."""
     numbered, errors = [], {}
     for part in request.FILES:
         match = FILE_PART.match(part)
@@ -135,6 +165,10 @@ def uploaded_documents(request) -> list:
             continue
         for upload in request.FILES.getlist(part):
             numbered.append((int(match.group(1)), part, upload))
+    if isinstance(request.data, Mapping):
+        for key in request.data:
+            if isinstance(key, str) and FILE_PART.match(key) and key not in request.FILES:
+                errors[key] = [_("Send documents as files in a multipart/form-data request, not as values.")]
     numbered.sort(key=lambda item: item[0])
     try:
         validation.validate_document_count(len(numbered))
@@ -145,9 +179,7 @@ def uploaded_documents(request) -> list:
             validation.detect_document_type(upload)
         except DjangoValidationError as exc:
             errors.setdefault(part, []).extend(exc.messages)
-    if errors:
-        raise serializers.ValidationError(errors)
-    return [upload for _n, _part, upload in numbered]
+    return [upload for _n, _part, upload in numbered], errors
 
 
 class ApplicationFilter(filters.FilterSet):
@@ -176,13 +208,27 @@ class SenderNameApplicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMi
 
     @extend_schema(
         summary="File an application (multipart with file1..fileN, or JSON without files)",
+        description=(
+            "Files a draft; nothing is sent to i-dgtl until `submit`. Either `multipart/form-data` with the fields "
+            "as form parts and the documents as file parts `file1`, `file2`, ... (in that order), or "
+            "`application/json` with the fields only (no documents, so not for PROMO names). Every rule i-dgtl "
+            "applies is checked here: a 400 names each bad field (or file part) with its message, and nothing "
+            "is stored."),
         request={"multipart/form-data": ApplicationMultipartSerializer, "application/json": ApplicationCreateSerializer},
-        responses={201: ApplicationSerializer},
+        responses={
+            201: ApplicationSerializer,
+            400: OpenApiResponse(VALIDATION_ERROR_SCHEMA, description="Bad input, by field", examples=ERROR_EXAMPLES),
+            413: OpenApiResponse(description="The request body is larger than the server accepts"),
+        },
     )
     def create(self, request):
         serializer = ApplicationCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        documents = uploaded_documents(request)
+        valid = serializer.is_valid()
+        if not valid and not isinstance(request.data, Mapping):  # a JSON array, string, number ...
+            raise serializers.ValidationError(serializer.errors)
+        documents, errors = uploaded_documents(request)
+        if not valid or errors:
+            raise serializers.ValidationError({**(serializer.errors if not valid else {}), **errors})
         data = dict(serializer.validated_data)
         data["account"] = data.get("account") or None
         application = application_create(documents=documents, created_by=request.user, **data)

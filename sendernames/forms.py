@@ -1,4 +1,6 @@
 """The admin form for a sender-name application: the fields plus several documents at once."""
+import datetime as dt
+
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
@@ -46,6 +48,11 @@ class SenderNameApplicationForm(forms.ModelForm):
         if "sender_name" in self.fields:
             self.fields["sender_name"].max_length = 64  # the rule's own message beats "at most 11 characters"
             self.fields["sender_name"].widget.attrs.pop("maxlength", None)
+
+    def clean_date_from(self):
+        """The start of that Moscow day (aware); whether it is early enough is checked with the other rules."""
+        value = self.cleaned_data.get("date_from")
+        return dt.datetime.combine(value, dt.time.min, tzinfo=validation.MOSCOW) if value else value
 
     def clean(self):
         cleaned = super().clean()

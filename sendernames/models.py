@@ -1,6 +1,8 @@
 """Sender-name applications filed with i-dgtl, their documents and their status history."""
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
+from django.db.models.signals import post_delete
+from django.dispatch import receiver
 from django.utils.translation import gettext_lazy as _
 
 from idgtl.contract import SENDER_NAME_FINAL_STATUSES, Brand, ChannelType, CommonType, SenderNameStatus
@@ -126,3 +128,11 @@ class SenderNameStatusChange(models.Model):
 
     def __str__(self):
         return f"{self.previous_status or '—'} → {self.status}"
+
+
+@receiver(post_delete, sender=SenderNameDocument)
+def document_file_delete(sender, instance: SenderNameDocument, **kwargs):
+    """A deleted document (or a deleted draft's documents) leaves no file behind, once the delete is committed."""
+    name, storage = instance.file.name, instance.file.storage
+    if name:
+        transaction.on_commit(lambda: storage.delete(name), robust=True)

@@ -54,7 +54,8 @@ def validate_sender_name(value: str, brand: str) -> str:
         raise ValidationError(
             _("A sender name has %(min)s to %(max)s characters; this one has %(length)s."), code="length",
             params={"min": SENDER_NAME_MIN_LENGTH, "max": SENDER_NAME_MAX_LENGTH, "length": len(value)})
-    if not re.fullmatch(sender_name_pattern(brand), value):
+    # ASCII: i-dgtl's \s means space, tab and line breaks, not every Unicode space (U+2003, U+00A0, ...).
+    if not re.fullmatch(sender_name_pattern(brand), value, flags=re.ASCII):
         if brand in (Brand.MEGAFON, Brand.YOTA):
             allowed = _("Latin letters, digits and . * ! -")
         else:
@@ -91,7 +92,10 @@ def normalise_date_from(value, *, now: dt.datetime | None = None) -> dt.datetime
     if isinstance(value, dt.datetime):
         if timezone.is_naive(value):
             value = value.replace(tzinfo=MOSCOW)
-        day = value.astimezone(MOSCOW).date()
+        try:
+            day = value.astimezone(MOSCOW).date()
+        except (OverflowError, ValueError):  # e.g. 9999-12-31T23:00:00-05:00: past the calendar's end
+            raise ValidationError(_("This date is out of range."), code="invalid")
     elif isinstance(value, dt.date):
         day = value
     else:

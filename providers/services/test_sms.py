@@ -159,7 +159,7 @@ def provider_send_test_sms(*, provider: Provider, phone: str, text: str, install
             raise SmsTestError(_("Our handler at %(url)s could not be reached (%(error)s): check PUBLIC_BASE_URL.") % {
                 "url": settings.PUBLIC_BASE_URL, "error": type(exc).__name__}) from exc
         message = Message.objects.filter(installation=installation, message_id=message_id).first()
-        with log_context(message_id=message.pk if message else None):
+        with log_context(message_id=message_id):
             logger.info("test SMS posted via %s: handler answered %s", via, status)
     if not (200 <= status < 300) or message is None:
         raise SmsTestError(_("The handler answered HTTP %(status)s: %(answer)s") % {

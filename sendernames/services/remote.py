@@ -15,6 +15,8 @@ from ..validation import date_from_for_idgtl
 # [C] "Duplicates with existing name (id = 1161)"
 DUPLICATE_MESSAGE = re.compile(r"Duplicates with existing name \(id\s*=\s*(\d+)\)")
 LOOKUP_MAX_PAGES = 10
+FEE_QUANTUM, FEE_LIMIT = Decimal("0.01"), Decimal(10) ** 10  # SenderNameApplication.fee: 12 digits, 2 decimals
+STATUS_MAX_LENGTH = SenderNameApplication._meta.get_field("status").max_length
 
 
 def client_for(account):
@@ -63,6 +65,16 @@ def _unclaimed(application: SenderNameApplication, remote_id) -> bool:
         pk=application.pk).exists()
 
 
+def remote_id_of(record) -> int | None:
+    """The record's i-dgtl id when it is a usable one (a positive integer that fits a bigint)."""
+    if not isinstance(record, dict) or isinstance(record.get("id"), bool):
+        return None
+    text = str(record.get("id", ""))
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 2 ** 63:
+        return None
+    return int(text)
+
+
 def remote_lookup(client, application: SenderNameApplication) -> dict | None:
     """Find the i-dgtl record an earlier, unanswered submission may have created."""
     page = 1
@@ -70,7 +82,8 @@ def remote_lookup(client, application: SenderNameApplication) -> dict | None:
         answer = client.list_sender_names(sender_name=application.sender_name, page=page, per_page=100)
         items = answer.get("items") or []
         for record in items:
-            if remote_record_matches(application, record) and _unclaimed(application, record.get("id")):
+            if (remote_id_of(record) is not None and remote_record_matches(application, record)
+                    and _unclaimed(application, remote_id_of(record))):
                 return record
         if not items or page * 100 >= int(answer.get("total") or 0):
             return None
@@ -84,10 +97,20 @@ def duplicate_remote_id(message: str) -> int | None:
 
 
 def remote_fee(record: dict) -> Decimal | None:
+    """The fee as a decimal that fits the model (12 digits, 2 after the point); None when absent or absurd."""
     value = record.get("fee")
     if value is None or isinstance(value, bool):
         return None
     try:
-        return Decimal(str(value))
+        fee = Decimal(str(value)).quantize(FEE_QUANTUM)
     except (InvalidOperation, ValueError):
         return None
+    return fee if fee.is_finite() and abs(fee) < FEE_LIMIT else None
+
+
+def remote_status(record: dict, default: str = "") -> str:
+    """i-dgtl's status string as received (cut to what the column holds); ``default`` when absent."""
+    value = record.get("status")
+    if value is None or value == "":
+        return default
+    return str(value)[:STATUS_MAX_LENGTH]

@@ -49,7 +49,7 @@ def next_check_at(application: SenderNameApplication, now: dt.datetime) -> dt.da
 def _apply_record(application: SenderNameApplication, record: dict, *, cause: str, now: dt.datetime):
     """Copy i-dgtl's view onto the application; return an unsaved history row if the status changed."""
     previous = application.status
-    status = str(record.get("status") or previous)
+    status = remote.remote_status(record, default=previous)
     comment = str(record.get("comment") or "")
     application.status = status
     application.status_comment = comment

@@ -78,9 +78,9 @@ def _record_success(application_id: int, record: dict) -> SenderNameApplication:
     now = timezone.now()
     with transaction.atomic():
         application = SenderNameApplication.objects.select_for_update().get(pk=application_id)
-        status = str(record.get("status") or "")
+        status = remote.remote_status(record)
         previous = application.status
-        application.remote_id = int(record["id"])
+        application.remote_id = remote.remote_id_of(record)
         application.status = status
         application.fee = remote.remote_fee(record)
         application.submission_state = SubmissionState.SUBMITTED
@@ -150,7 +150,7 @@ def application_submit_perform(*, application_id: int, final_attempt: bool = Fal
             sends += 1
             try:
                 record = client.create_sender_name(body, files)
-                if not isinstance(record, dict) or not str(record.get("id", "")).isdigit():
+                if remote.remote_id_of(record) is None:
                     raise IdgtlOutcomeUnknown("i-dgtl answered 200 without an application id.")
                 return SubmitResult(SubmitOutcome.SUBMITTED, _record_success(application_id, record))
             except IdgtlOutcomeUnknown:

@@ -118,3 +118,38 @@ def test_celery_tasks_bind_what_they_work_on(json_log):
     first, after = json_log()
     assert first["installation"] == 7 and first["task"] == "tests.ops.report_statuses"
     assert "installation" not in after and "task" not in after
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_whole_message_flow_logs_no_secret(json_log, live_server, settings, idgtl, bitrix24, installation_factory):
+    """Handler → i-dgtl → delivery callback → status report, everything logged at DEBUG: no secret in any line."""
+    from bitrix24.client import Bitrix24Client
+    from providers.models import Message, Provider, ProviderRegistration, RegistrationState
+    from providers.services.test_sms import handler_url, provider_send_test_sms
+    from tests.waiting import wait_until
+
+    logging.getLogger().setLevel(logging.DEBUG)
+    settings.PUBLIC_BASE_URL = live_server.url
+    portal = bitrix24.add_portal(client_id="local.logs.1", client_secret="client-secret-for-logs-1")
+    installation = installation_factory(portal)
+    provider = Provider.objects.create(code="logs_sms", name="Logs", sender_name="ACME")
+    Bitrix24Client(installation).sender_add("logs_sms", handler_url(installation), "Logs", "")
+    ProviderRegistration.objects.create(provider=provider, installation=installation, state=RegistrationState.REGISTERED)
+    idgtl.allowed_sender_names.add("ACME")
+    bitrix24.expire_access_tokens(portal)  # the report will refresh the token: the OAuth call is logged too
+    result = provider_send_test_sms(provider=provider, phone="+79001234567", text="secret-free")
+    message = Message.objects.get(pk=result.message.pk)
+    idgtl.set_message_status(message.idgtl_message_uuid, "delivered")
+    wait_until(lambda: Message.objects.get(pk=message.pk).state == "delivered", timeout=20, message="delivered")
+    installation.refresh_from_db()
+    lines = json_log()
+    output = "\n".join(json.dumps(line, ensure_ascii=False) for line in lines)
+    assert len(lines) > 5
+    secrets = {
+        "i-dgtl messages key": idgtl.messages_key, "i-dgtl sender-names key": idgtl.sender_names_key,
+        "client secret": "client-secret-for-logs-1", "handler secret": installation.handler_secret,
+        "application token": installation.application_token, "access token": installation.access_token,
+        "refresh token": installation.refresh_token, "first access token": portal.admin_access_token,
+    }
+    for name, value in secrets.items():
+        assert value and value not in output, f"{name} appears in the logs"

@@ -159,3 +159,70 @@ def test_refresh_action_reports_per_application(admin_client, make_application, 
     assert any("Draft" in m and "not been submitted" in m for m in text)
     assert any("Moved" in m and "Pre-review → Approved" in m for m in text)
     assert any("Broken" in m and "configuration problem" in m for m in text)
+
+
+def test_bulk_delete_refuses_submitted_applications(admin_client, make_application):
+    draft = make_application(sender_name="Draft")
+    sent = make_application(sender_name="Sent")
+    SenderNameApplication.objects.filter(pk=sent.pk).update(submission_state="submitted", remote_id=8, status="REVIEW")
+    for extra in ({}, {"post": "yes"}):  # the confirmation page, and the confirmed delete
+        response = admin_client.post(reverse(CHANGELIST), {
+            "action": "delete_selected", "_selected_action": [draft.pk, sent.pk], **extra}, follow=True)
+        assert any("Nothing was deleted" in m and "Sent (MTS)" in m for m in messages_of(response))
+    assert SenderNameApplication.objects.count() == 2
+
+
+def test_deleting_drafts_removes_their_files(admin_client, make_application, django_capture_on_commit_callbacks):
+    application = make_application(common_type="PROMO", documents=[pdf("a.pdf"), png("b.png")])
+    paths = [document.file.path for document in application.documents.all()]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(reverse(CHANGELIST), {
+            "action": "delete_selected", "_selected_action": [application.pk], "post": "yes"}, follow=True)
+    assert any("Successfully deleted 1" in m for m in messages_of(response))
+    assert not SenderNameApplication.objects.exists() and not SenderNameDocument.objects.exists()
+    assert not any(__import__("os").path.exists(path) for path in paths)
+
+
+def test_changelist_queries_do_not_grow_with_rows(admin_client, make_application, django_assert_max_num_queries):
+    for n in range(3):
+        make_application(sender_name=f"Name{n}", common_type="PROMO")
+    with django_assert_max_num_queries(12) as few:
+        admin_client.get(reverse(CHANGELIST))
+    for n in range(3, 30):
+        make_application(sender_name=f"Name{n}", common_type="PROMO")
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        response = admin_client.get(reverse(CHANGELIST))
+    assert response.context["cl"].result_count == 30
+
+
+@pytest.mark.parametrize("overrides, field, message", [
+    ({"date_from": "31/01/2030"}, "date_from", "Enter a valid date"),
+    ({"date_from": "9999-99-99"}, "date_from", "Enter a valid date"),
+    ({"sender_name": "My\u2003Shop"}, "sender_name", "may contain only"),
+    ({"sender_name": "x" * 5000}, "sender_name", "at most 11"),
+    ({"counteragent_name": "x" * 5000}, "counteragent_name", "at most 255"),
+    ({"counteragent_inn": "7" * 5000}, "counteragent_inn", "at most 12"),
+    ({"brand": "NOKIA"}, "brand", "valid choice"),
+    ({"common_type": ""}, "common_type", "required"),
+    ({"account": "999999"}, "account", "valid choice"),
+])
+def test_add_form_odd_values_are_named_and_nothing_is_stored(admin_client, overrides, field, message):
+    response = admin_client.post(reverse("admin:sendernames_sendernameapplication_add"), {**add_form(), **overrides})
+    assert response.status_code == 200
+    assert message in str(response.context["adminform"].form.errors[field])
+    assert not SenderNameApplication.objects.exists()
+
+
+@pytest.mark.parametrize("files, message", [
+    ([SimpleUploadedFile("empty.pdf", b"")], "The submitted file is empty"),
+    ([SimpleUploadedFile("setup.pdf", b"MZ\x90\x00" + b"\x00" * 200)], "setup.pdf is not a PDF, PNG or JPEG"),
+    ([pdf(f"{n}.pdf") for n in range(11)], "At most 10 documents"),
+])
+def test_add_form_bad_documents_store_nothing(admin_client, files, message, settings):
+    response = admin_client.post(reverse("admin:sendernames_sendernameapplication_add"),
+                                 {**add_form(common_type="PROMO"), "new_documents": files})
+    assert response.status_code == 200
+    assert message in str(response.context["adminform"].form.errors["new_documents"])
+    assert not SenderNameApplication.objects.exists() and not SenderNameDocument.objects.exists()
+    media = settings.MEDIA_ROOT
+    assert not media.exists() or not any(p.is_file() for p in media.rglob("*"))

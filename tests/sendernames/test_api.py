@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 from idgtl.client import IdgtlConfigurationError
 from sendernames.models import SenderNameApplication, SenderNameDocument, SubmissionState
 
-from .conftest import PDF_BYTES, ZIP_BYTES, VALID_INN, application_fields, pdf, png, remote_record
+from .conftest import PDF_BYTES, PNG_BYTES, ZIP_BYTES, application_fields, pdf, png, remote_record
 
 URL = "/api/sender-names/"
 
@@ -196,7 +196,17 @@ def test_schema_documents_the_endpoints(api):
     paths = schema["paths"]
     assert {"/api/sender-names/", "/api/sender-names/{id}/", "/api/sender-names/{id}/submit/",
             "/api/sender-names/{id}/refresh/"} <= set(paths)
-    assert {"multipart/form-data", "application/json"} <= set(paths["/api/sender-names/"]["post"]["requestBody"]["content"])
+    create = paths["/api/sender-names/"]["post"]
+    assert {"multipart/form-data", "application/json"} <= set(create["requestBody"]["content"])
+    ref = create["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    multipart = schema["components"]["schemas"][ref]["properties"]
+    assert {"channel_type", "common_type", "brand", "date_from", "sender_name", "counteragent_name",
+            "counteragent_inn"} <= set(multipart)
+    assert [name for name in multipart if name.startswith("file")] == [f"file{n}" for n in range(1, 11)]
+    assert multipart["file1"]["format"] == "binary" and "PDF, PNG or JPEG" in multipart["file1"]["description"]
+    errors = create["responses"]["400"]["content"]["application/json"]
+    assert errors["schema"]["additionalProperties"] == {"type": "array", "items": {"type": "string"}}
+    assert "sender_name" in str(errors["examples"])
 
 
 def test_more_file_parts_than_django_accepts_is_a_400(api, settings):
@@ -222,3 +232,102 @@ def test_submit_with_the_broker_down_still_queues(api, make_application, django_
     assert response.status_code == 202  # the stalled-submission sweep of the beat job enqueues it later
     application.refresh_from_db()
     assert application.submission_state == SubmissionState.QUEUED
+
+
+def raw_multipart(fields: dict, files: list[tuple[str, str, bytes]]):
+    """A multipart body built by hand, for part names and contents a test client would not send."""
+    boundary = "b24sms-test-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode() for k, v in fields.items()]
+    for part, filename, content in files:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{part}"; filename="{filename}"\r\n'
+                     f'Content-Type: application/pdf\r\n\r\n'.encode() + content + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.parametrize("data, field, message", [
+    ({"date_from": "9999-12-31T23:00:00-05:00"}, "date_from", "out of range"),
+    ({"date_from": "0001-01-01T00:00:00+05:00"}, "date_from", "out of range"),
+    ({"date_from": "2030-02-30"}, "date_from", "Enter a date"),
+    ({"date_from": "31.01.2030"}, "date_from", "Enter a date"),
+    ({"date_from": True}, "date_from", "Not a valid string"),
+    ({"date_from": "2" * 100_000}, "date_from", "Enter a date"),
+    ({"sender_name": "My\u2003Shop"}, "sender_name", "may contain only"),
+    ({"sender_name": "My\u00a0Shop"}, "sender_name", "may contain only"),
+    ({"sender_name": ["MyShop"]}, "sender_name", "Not a valid string"),
+    ({"sender_name": "x" * 100_000}, "sender_name", "no more than"),
+    ({"sender_name": None}, "sender_name", "may not be null"),
+    ({"brand": ["MTS"]}, "brand", "not a valid choice"),
+    ({"common_type": {"a": 1}}, "common_type", "not a valid choice"),
+    ({"counteragent_name": "x" * 100_000}, "counteragent_name", "no more than 255"),
+    ({"counteragent_name": "Shop\x00LLC"}, "counteragent_name", "Null characters"),
+    ({"counteragent_name": "   "}, "counteragent_name", "may not be blank"),
+    ({"counteragent_inn": ["7707083893"]}, "counteragent_inn", "Not a valid string"),
+    ({"account": "first"}, "account", "Incorrect type"),
+    ({"file1": "a document as text"}, "file1", "as files in a multipart/form-data request"),
+])
+def test_wrong_types_and_odd_values_are_named(api, data, field, message):
+    body = {**payload(), **data}
+    response = api.post(URL, json.dumps(body), content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert message in " ".join(response.json()[field])
+    assert nothing_stored()
+
+
+@pytest.mark.parametrize("filename, content, message", [
+    ("empty.pdf", b"", "empty.pdf is empty."),
+    ("setup.pdf", b"MZ\x90\x00" + b"\x00" * 200, "setup.pdf is not a PDF, PNG or JPEG file (judged by its content, not its name)."),
+    ("notes.pdf", b"just some text", "notes.pdf is not a PDF, PNG or JPEG file (judged by its content, not its name)."),
+])
+def test_bad_file_contents_are_named_by_part(api, filename, content, message):
+    body, content_type = raw_multipart(payload(common_type="PROMO"), [("file1", "ok.pdf", PDF_BYTES), ("file2", filename, content)])
+    response = api.generic("POST", URL, body, content_type=content_type)
+    assert response.status_code == 400, response.content
+    assert response.json() == {"file2": [message]}
+    assert nothing_stored()
+
+
+def test_a_png_named_pdf_is_stored_as_the_png_it_is(api):
+    body, content_type = raw_multipart(payload(common_type="PROMO"), [("file1", "scan.pdf", PNG_BYTES)])
+    response = api.generic("POST", URL, body, content_type=content_type)
+    assert response.status_code == 201, response.content
+    assert [(d["original_name"], d["content_type"]) for d in response.json()["documents"]] == [("scan.pdf", "image/png")]
+
+
+def test_field_and_file_errors_are_reported_together(api):
+    bad = SimpleUploadedFile("contract.pdf", ZIP_BYTES, content_type="application/pdf")
+    response = api.post(URL, {**payload(common_type="PROMO", brand="NOKIA"), "file1": bad}, format="multipart")
+    assert response.status_code == 400
+    assert set(response.json()) == {"brand", "file1"}
+    assert nothing_stored()
+
+
+def test_a_very_long_file_name_is_kept_within_the_column(api):
+    body, content_type = raw_multipart(payload(common_type="PROMO"), [("file1", "a" * 400 + ".pdf", PDF_BYTES)])
+    response = api.generic("POST", URL, body, content_type=content_type)
+    assert response.status_code == 201, response.content
+    name = response.json()["documents"][0]["original_name"]
+    assert name.endswith(".pdf") and len(name) <= 255
+
+
+@pytest.mark.parametrize("method", ["put", "patch", "delete"])
+def test_an_application_cannot_be_changed_or_deleted_through_the_api(api, make_application, method):
+    application = make_application()
+    SenderNameApplication.objects.filter(pk=application.pk).update(
+        submission_state=SubmissionState.SUBMITTED, remote_id=3, status="REVIEW")
+    response = getattr(api, method)(f"{URL}{application.pk}/", {"sender_name": "Changed"}, format="json")
+    assert response.status_code == 405
+    application.refresh_from_db()
+    assert application.sender_name == "MyShop"
+
+
+def test_list_and_detail_queries_do_not_grow_with_rows(api, make_application, django_assert_max_num_queries):
+    for n in range(12):
+        application = make_application(sender_name=f"Name{n}", common_type="PROMO", documents=[pdf(), png()])
+        application.history.create(previous_status="", status="PRE_REVIEW", cause="submission")
+        application.history.create(previous_status="PRE_REVIEW", status="REVIEW", cause="periodic_sync")
+    with django_assert_max_num_queries(6):  # session/token user, count, page, documents, history
+        response = api.get(URL)
+    assert response.json()["count"] == 12
+    assert all(len(r["documents"]) == 2 and len(r["history"]) == 2 for r in response.json()["results"])
+    with django_assert_max_num_queries(5):
+        assert api.get(f"{URL}{application.pk}/").status_code == 200

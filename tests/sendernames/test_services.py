@@ -423,3 +423,58 @@ def test_an_answer_without_an_id_is_looked_up_not_trusted(make_application, stub
     assert [c[0] for c in stub["client"].calls] == ["create", "list"]
     application.refresh_from_db()
     assert application.remote_id == 61
+
+
+def test_sync_stores_an_odd_status_and_fee_without_failing_the_batch(make_application, stub):
+    odd = submitted(make_application(sender_name="Odd"), remote_id=1)
+    fine = submitted(make_application(sender_name="Fine"), remote_id=2)
+    long_status = "WAITING_FOR_" + "X" * 100
+    stub["client"] = StubClient(get={
+        1: remote_record(odd, remote_id=1, status=long_status, fee="NaN"),
+        2: remote_record(fine, remote_id=2, status="REVIEW", fee=10 ** 15)})
+    report = applications_sync_open()
+    assert (report.checked, report.changed, report.errors) == (2, 2, 0)
+    odd.refresh_from_db()
+    fine.refresh_from_db()
+    assert odd.status == long_status[:64] and odd.status_label == long_status[:64]
+    assert odd.next_status_check_at is not None  # unknown: polled on
+    assert odd.fee is None and fine.fee is None and fine.status == "REVIEW"
+    assert odd.history.get().status == long_status[:64]
+
+
+def test_a_final_status_is_never_polled_again(make_application, stub):
+    application = submitted(make_application(), remote_id=4)
+    stub["client"] = StubClient(get={4: remote_record(application, remote_id=4, status="CANCELED")})
+    applications_sync_open()
+    SenderNameApplication.objects.filter(pk=application.pk).update(next_status_check_at=timezone.now())
+    applications_sync_open(now=timezone.now() + dt.timedelta(days=30))
+    assert stub["client"].count("get") == 1
+    application.refresh_from_db()
+    assert application.status == "CANCELED"
+    assert [(h.previous_status, h.status, h.cause) for h in application.history.all()] == [
+        ("PRE_REVIEW", "CANCELED", "periodic_sync")]
+
+
+def test_sync_backs_off_for_an_application_long_in_review(make_application, stub, settings):
+    settings.SENDER_NAME_SYNC_INTERVAL = 900
+    now = timezone.now()
+    fresh = submitted(make_application(sender_name="Fresh"), remote_id=1)
+    old = submitted(make_application(sender_name="Old"), remote_id=2, submitted_at=now - dt.timedelta(days=3))
+    stub["client"] = StubClient(get={1: remote_record(fresh, remote_id=1), 2: remote_record(old, remote_id=2)})
+    applications_sync_open(now=now)
+    fresh.refresh_from_db()
+    old.refresh_from_db()
+    assert fresh.next_status_check_at == now + dt.timedelta(minutes=15)
+    assert old.next_status_check_at == now + dt.timedelta(hours=2)
+    assert fresh.history.count() == old.history.count() == 0  # no change, no history row
+
+
+@pytest.mark.parametrize("answer", [{"id": "12abc", "status": "PRE_REVIEW"}, {"id": 2 ** 70, "status": "PRE_REVIEW"},
+                                    {"id": True}, ["not", "an", "object"]])
+def test_an_answer_with_an_unusable_id_is_not_stored(make_application, stub, answer):
+    application = queued(make_application())
+    stub["client"] = StubClient(create=[answer, answer])
+    assert application_submit_perform(application_id=application.pk).outcome is SubmitOutcome.RETRY
+    application.refresh_from_db()
+    assert application.remote_id is None and application.submission_state == SubmissionState.QUEUED
+    assert application.last_error_kind == ErrorKind.TRANSIENT
