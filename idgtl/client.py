@@ -108,9 +108,11 @@ def _parse_retry_after(value: str | None) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None  # "inf"/"nan" are not delays
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -221,7 +223,8 @@ class IdgtlClient:
 
     def list_sender_names(self, *, sender_name=None, status=None, brand=None, page=1, per_page=100) -> dict:
         """[A] GET /sender-names (§2.4) -> {"total", "items"}."""
-        params = {"page": page, "per_page": per_page, "sender_name": sender_name, "status": status, "brand": brand}
+        params = {contract.PAGE_PARAM: page, contract.PER_PAGE_PARAM: per_page, "sender_name": sender_name,
+                  "status": status, "brand": brand}
         return self._request("GET", contract.SENDER_NAMES_PATH, params={k: v for k, v in params.items() if v is not None})
 
     # --- messages (TOKEN_1) ------------------------------------------------------------------------
@@ -234,7 +237,7 @@ class IdgtlClient:
     def get_messages(self, *, message_uuids=None, external_message_ids=None, statuses=None, time_from=None,
                      time_to=None, page=1, per_page=100) -> dict:
         """GET /message (§3.3); multi-value filters repeat the key. ``external_message_id`` is [A]."""
-        params: list[tuple[str, Any]] = [("page", page), ("per_page", per_page)]
+        params: list[tuple[str, Any]] = [(contract.PAGE_PARAM, page), (contract.PER_PAGE_PARAM, per_page)]
         params += [("message_uuid", v) for v in message_uuids or ()]
         params += [("external_message_id", v) for v in external_message_ids or ()]
         params += [("status", v) for v in statuses or ()]
