@@ -101,3 +101,63 @@ def test_run_backoffice_lists_the_sandbox_processes(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert "Sandbox off: IDGTL_MESSAGES_TOKEN set" in result.stdout
     assert "idgtl:" not in result.stdout
+
+
+def _free_ports(n):
+    import socket
+
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_make_run_sandbox_end_to_end(tmp_path):
+    """run_backoffice in sandbox mode: five processes, b24sms installed on the fake portal, Ctrl-C stops all."""
+    import json
+    import signal
+    import urllib.request
+
+    from tests.waiting import wait_until
+
+    web, idgtl_port, b24_port, portal_port = _free_ports(4)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("IDGTL_", "B24_", "B24SMS_", "DATABASE_URL", "CELERY_", "REDIS_URL", "DJANGO_"))}
+    env.update({
+        "DJANGO_SETTINGS_MODULE": "b24sms.settings.local", "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "CELERY_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}", "PORT": str(web),
+        "B24SMS_SANDBOX_IDGTL_PORT": str(idgtl_port), "B24SMS_SANDBOX_BITRIX24_PORT": str(b24_port),
+        "B24SMS_SANDBOX_PORTAL_PORT": str(portal_port), "LOG_LEVEL": "WARNING", "DJANGO_DEBUG": "false",
+    })
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=180)
+    log = open(tmp_path / "run.log", "w")
+    process = subprocess.Popen([sys.executable, "manage.py", "run_backoffice"], cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+
+    def fake_portal():
+        try:
+            url = f"http://127.0.0.1:{b24_port}/__fake__/portals/{sandbox.SANDBOX_MEMBER_ID}"
+            return json.loads(urllib.request.urlopen(url, timeout=2).read())
+        except OSError:
+            return None
+
+    try:
+        state = wait_until(lambda: (p := fake_portal()) and p["event_bindings"] and p, timeout=120, interval=0.5,
+                           message="b24sms installed on the sandbox portal")
+        assert state["installed"] and state["event_bindings"][0]["event"] == "ONAPPUNINSTALL"
+        page = urllib.request.urlopen(f"http://127.0.0.1:{web}/admin/login/", timeout=10).read().decode()
+        assert 'id="b24sms-sandbox-banner"' in page
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does in a terminal
+        try:
+            process.wait(timeout=40)
+        finally:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    output = (tmp_path / "run.log").read_text()
+    assert "b24sms installed on the sandbox portal" in output
+    for name in ("web", "worker", "beat", "idgtl", "bitrix24"):
+        assert f"{name} stopped" in output or f"{name}.1 stopped" in output, output[-3000:]
