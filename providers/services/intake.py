@@ -43,6 +43,13 @@ def _check_call(installation: Installation, *, secret: str, form: HandlerForm) -
         raise HandlerForbidden(_("The application is not installed on this portal."))
 
 
+REGISTRATION_COLUMNS = (
+    "id", "state", "provider_id", "installation_id", "provider__id", "provider__code", "provider__sender_name",
+    "installation__id", "installation__handler_secret", "installation__application_token",
+    "installation__member_id", "installation__state", "installation__default_region", "installation__domain",
+)
+
+
 def handler_authenticate(*, secret: str, form: HandlerForm) -> ProviderRegistration:
     """The registration of ``form.code`` on the installation whose HANDLER carries ``secret``.
 
@@ -51,12 +58,12 @@ def handler_authenticate(*, secret: str, form: HandlerForm) -> ProviderRegistrat
     """
     if not secret or len(secret) > 64:
         raise HandlerForbidden(_("Unknown handler."))
-    registration = (
+    # At most one row (unique secret, code, and provider per installation): no ORDER BY, few columns.
+    registration = next(iter(
         ProviderRegistration.objects.select_related("installation", "provider")
         .filter(installation__handler_secret=secret, provider__code=form.code)
         .exclude(state=RegistrationState.REMOVED)
-        .first()
-    )
+        .only(*REGISTRATION_COLUMNS)[:1]), None)
     if registration is not None:
         _check_call(registration.installation, secret=secret, form=form)
         return registration

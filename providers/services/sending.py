@@ -6,6 +6,7 @@ A claim moves RECEIVED -> SENDING (recorded before any HTTP call), then one ``PO
 looking the messages up with ``GET /message`` (by ``externalMessageId`` = our pk) before any resend.
 """
 import logging
+import threading
 import time
 from collections import defaultdict
 from datetime import timedelta
@@ -34,11 +35,39 @@ LOOKUP_PAGE_SIZE = 100
 
 
 # --- scheduling --------------------------------------------------------------------------------------
+_redis = threading.local()
+
+
+def _redis_client():
+    """One Redis client per thread and process. Django's cache builds a new client object for every
+    operation, which costs more CPU than the HANDLER's own work."""
+    client = getattr(_redis, "client", None)
+    if client is None:
+        import redis
+
+        client = _redis.client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    return client
+
+
+def _schedule_flag_add() -> bool:
+    """Set the "a send run is scheduled" flag unless it is set (atomic); True if this call set it."""
+    if settings.REDIS_URL:
+        return bool(_redis_client().set(SEND_SCHEDULED_KEY, 1, nx=True, ex=settings.MESSAGES_SEND_SCHEDULE_WINDOW))
+    return cache.add(SEND_SCHEDULED_KEY, 1, timeout=settings.MESSAGES_SEND_SCHEDULE_WINDOW)
+
+
+def _schedule_flag_clear() -> None:
+    if settings.REDIS_URL:
+        _redis_client().delete(SEND_SCHEDULED_KEY)
+    else:
+        cache.delete(SEND_SCHEDULED_KEY)
+
+
 def sending_schedule() -> None:
     """Ask for a send run soon; many calls within a moment cost one task (a burst becomes batches)."""
     from ..tasks.messages import send_waiting_messages
 
-    if cache.add(SEND_SCHEDULED_KEY, 1, timeout=settings.MESSAGES_SEND_SCHEDULE_WINDOW):
+    if _schedule_flag_add():
         send_waiting_messages.apply_async(countdown=settings.MESSAGES_SEND_DEBOUNCE)
 
 
@@ -50,7 +79,7 @@ def sending_schedule_later(delay: float) -> None:
 
 def sending_run() -> dict:
     """One sweep: resolve unknown outcomes first, then send everything waiting. Used by the task."""
-    cache.delete(SEND_SCHEDULED_KEY)  # before claiming: anything stored from now on schedules a new run
+    _schedule_flag_clear()  # before claiming: anything stored from now on schedules a new run
     resolved = messages_resolve_unknown_outcomes()
     sent = messages_send_waiting()
     return {"resolved": resolved, "sent": sent}
