@@ -8,7 +8,6 @@ from collections.abc import Mapping
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import FileResponse
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils.translation import gettext as _
@@ -249,23 +248,15 @@ class SenderNameApplicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMi
     def refresh(self, request, pk=None):
         application = self.get_object()
         result = application_refresh_status(application_id=application.pk)
-        if result.error_kind:
-            return Response({"detail": result.message, "application": self._full(result.application)},
-                            status=status.HTTP_502_BAD_GATEWAY)
-        if result.changed:
-            detail = _("Status changed: %(old)s → %(new)s.") % {
-                "old": result.previous_status or "—", "new": result.application.status}
-        else:
-            detail = _("Status unchanged: %(status)s.") % {"status": result.application.status}
-        return Response({"detail": detail, "application": self._full(result.application)})
+        code = status.HTTP_502_BAD_GATEWAY if result.error_kind else status.HTTP_200_OK
+        return Response({"detail": result.summary, "application": self._full(result.application)}, status=code)
 
     @extend_schema(summary="Download a document", responses={(200, "application/octet-stream"): bytes})
     @action(detail=True, methods=["get"], url_path=r"documents/(?P<document_id>\d+)")
     def document(self, request, pk=None, document_id=None):
         application = self.get_object()
         document = get_object_or_404(SenderNameDocument, application=application, pk=document_id)
-        return FileResponse(document.file.open("rb"), as_attachment=True, filename=document.original_name,
-                            content_type=document.content_type)
+        return document.download_response()
 
     def _full(self, application):
         application = self.get_queryset().get(pk=application.pk)

@@ -20,7 +20,14 @@ from idgtl.client import IdgtlConfigurationError, IdgtlError, IdgtlNotFound, Idg
 from idgtl.contract import SENDER_NAME_FINAL_STATUSES, SenderNameStatus
 from idgtl.models import IdgtlAccount
 
-from ..models import ErrorKind, SenderNameApplication, SenderNameStatusChange, StatusChangeCause, SubmissionState
+from ..models import (
+    ErrorKind,
+    SenderNameApplication,
+    SenderNameStatusChange,
+    StatusChangeCause,
+    SubmissionState,
+    status_label,
+)
 from . import remote
 
 logger = logging.getLogger(__name__)
@@ -101,6 +108,16 @@ class RefreshResult:
     error_kind: str = ""
     message: str = ""
 
+    @property
+    def summary(self) -> str:
+        """What happened, for the operator (admin action) and the API consumer alike."""
+        if self.error_kind:
+            return self.message
+        if self.changed:
+            return _("Status changed: %(old)s → %(new)s.") % {
+                "old": status_label(self.previous_status) or "—", "new": self.application.status_label}
+        return _("Status unchanged: %(status)s.") % {"status": self.application.status_label}
+
 
 def application_refresh_status(*, application_id: int, cause: str = StatusChangeCause.MANUAL_REFRESH,
                                client=None) -> RefreshResult:
@@ -158,6 +175,18 @@ def _claim_batch(now: dt.datetime, size: int) -> list[SenderNameApplication]:
 MAX_UPDATE_GROUPS = 20
 
 
+def _drop_moved(batch, changes, claimed_status: dict[int, str]):
+    """Leave out rows whose status someone else (a manual refresh) wrote while this batch was at i-dgtl,
+    so their newer values stay and their change is not recorded twice."""
+    current = dict(SenderNameApplication.objects.select_for_update().filter(pk__in=claimed_status)
+                   .values_list("pk", "status"))
+    moved = {pk for pk, status in claimed_status.items() if current.get(pk) != status}
+    if not moved:
+        return batch, changes
+    return ([a for a in batch if a.pk not in moved],
+            [change for change in changes if change.application_id not in moved])
+
+
 def _write_batch(batch: list[SenderNameApplication]) -> None:
     """Save the synced fields of a batch in few statements.
 
@@ -202,6 +231,7 @@ def applications_sync_open(*, now: dt.datetime | None = None, batch_size: int = 
         if missing:
             accounts.update(IdgtlAccount.objects.in_bulk(missing))
         changes = []
+        claimed_status = {application.pk: application.status for application in batch}
         checked_at = now or timezone.now()  # one time for the batch, so equal rows are written together
         for application in batch:
             account_id = application.account_id
@@ -231,6 +261,7 @@ def applications_sync_open(*, now: dt.datetime | None = None, batch_size: int = 
             if change is not None:
                 changes.append(change)
         with transaction.atomic():
+            batch, changes = _drop_moved(batch, changes, claimed_status)
             _write_batch(batch)
             SenderNameStatusChange.objects.bulk_create(changes)
         report.changed += len(changes)

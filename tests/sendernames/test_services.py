@@ -478,3 +478,22 @@ def test_an_answer_with_an_unusable_id_is_not_stored(make_application, stub, ans
     application.refresh_from_db()
     assert application.remote_id is None and application.submission_state == SubmissionState.QUEUED
     assert application.last_error_kind == ErrorKind.TRANSIENT
+
+
+def test_a_refresh_during_a_sync_cycle_is_neither_overwritten_nor_recorded_twice(make_application, stub):
+    application = submitted(make_application(), remote_id=6)
+
+    class RefreshingMeanwhile(StubClient):
+        def get_sender_name(self, remote_id):
+            record = super().get_sender_name(remote_id)
+            if self.count("get") == 1:  # the operator clicks "Refresh status" while the sync waits for i-dgtl
+                application_refresh_status(application_id=application.pk)
+            return record
+
+    stub["client"] = RefreshingMeanwhile(get={6: remote_record(application, remote_id=6, status="REVIEW")})
+    report = applications_sync_open()
+    assert report.changed == 0
+    application.refresh_from_db()
+    assert application.status == "REVIEW"
+    assert [(h.previous_status, h.status, h.cause) for h in application.history.all()] == [
+        ("PRE_REVIEW", "REVIEW", "manual_refresh")]
