@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "b24sms.settings.local")
 os.environ.setdefault("DJANGO_DEBUG", "0")
+os.environ.setdefault("IDGTL_RATE_LIMIT_PER_SECOND", "0")  # the fake has no limit; measure our own overhead
 os.environ.setdefault("LOG_LEVEL", "INFO")
 
 import django  # noqa: E402
