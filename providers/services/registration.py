@@ -320,22 +320,19 @@ def registration_sync(*, registration_id: int, first: str = "add", final_attempt
     provider, installation = registration.provider, registration.installation
     fields = sender_fields(provider, installation)
     update_fields = {k: v for k, v in fields.items() if k != "TYPE"}
+    add = (contract.METHOD_SENDER_ADD, fields)
+    update = (contract.METHOD_SENDER_UPDATE, update_fields)
+    # (call, the error that means "the other call is the right one", the other call)
+    call, fallback_on, fallback = ((update, contract.MethodErrors.SENDER_NOT_FOUND, add) if first == "update"
+                                   else (add, contract.MethodErrors.SENDER_ALREADY_INSTALLED, update))
     client = Bitrix24Client(installation)
     try:
-        if first == "update":
-            try:
-                client.call(contract.METHOD_SENDER_UPDATE, update_fields)
-            except Bitrix24Error as exc:
-                if _error_code(exc) != contract.MethodErrors.SENDER_NOT_FOUND:
-                    raise
-                client.call(contract.METHOD_SENDER_ADD, fields)
-        else:
-            try:
-                client.call(contract.METHOD_SENDER_ADD, fields)
-            except Bitrix24Error as exc:
-                if _error_code(exc) != contract.MethodErrors.SENDER_ALREADY_INSTALLED:
-                    raise
-                client.call(contract.METHOD_SENDER_UPDATE, update_fields)
+        try:
+            client.call(*call)
+        except Bitrix24Error as exc:
+            if _error_code(exc) != fallback_on:
+                raise
+            client.call(*fallback)
     except Bitrix24Error as exc:  # InstallationInactive included
         if isinstance(exc, Bitrix24TransientError) and not final_attempt:
             raise
