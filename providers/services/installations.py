@@ -34,6 +34,7 @@ UNINSTALL_PATH = "/b24/uninstall/{secret}/"
 DEFAULT_TOKEN_LIFETIME = contract.ACCESS_TOKEN_LIFETIME
 DOMAIN_PATTERN = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~-]+)*/?$")  # host[:port][/path]
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+HANDLER_SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # secrets.token_urlsafe; anything else is unknown
 DOMAIN_MAX_LENGTH = Installation._meta.get_field("domain").max_length
 ENDPOINT_MAX_LENGTH = Installation._meta.get_field("client_endpoint").max_length
 
@@ -405,6 +406,8 @@ def installation_uninstall(*, secret: str, form: dict) -> Installation:
     if not isinstance(auth, dict):
         raise ValidationError({"auth": _("This field is required.")})
     token = _text(auth.get("application_token"), "auth[application_token]", required=True, max_length=128)
+    if not HANDLER_SECRET_PATTERN.fullmatch(secret):  # e.g. a NUL, which PostgreSQL refuses in a query
+        raise Installation.DoesNotExist
     with transaction.atomic():
         installation = Installation.objects.select_for_update().get(handler_secret=secret)
         if not installation.application_token or not hmac.compare_digest(
