@@ -41,6 +41,9 @@ BEAT_SCHEDULE = {
     "messages-reconcile-statuses": {"task": "providers.tasks.reconcile_message_statuses", "schedule": schedule(300.0)},
     "messages-report-statuses": {"task": "providers.tasks.report_pending_statuses", "schedule": schedule(30.0)},
 }
+if os.environ.get("B24SMS_SANDBOX") == "1" and not os.environ["DJANGO_SETTINGS_MODULE"].endswith("production"):
+    # The sandbox's fake i-dgtl reviews a sender name within seconds: follow it closely.
+    BEAT_SCHEDULE["sender-names-sync-statuses"]["schedule"] = schedule(10.0)
 app.conf.beat_schedule = BEAT_SCHEDULE
 
 app.autodiscover_tasks()

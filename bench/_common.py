@@ -29,6 +29,7 @@ def setup_django(queue: str) -> tuple[str, str]:
         sys.exit("DATABASE_URL must be PostgreSQL and CELERY_BROKER_URL Redis")
     os.environ.update({"DJANGO_SETTINGS_MODULE": SETTINGS, "CELERY_TASK_DEFAULT_QUEUE": queue, "LOG_LEVEL": "WARNING",
                        "LOG_FORMAT": "text"})
+    os.environ.setdefault("IDGTL_RATE_LIMIT_PER_SECOND", "0")  # the fake i-dgtl has no limit
     ensure_database(database_url)
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True,
                    stderr=subprocess.DEVNULL)

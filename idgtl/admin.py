@@ -88,15 +88,16 @@ class IdgtlAccountAdmin(admin.ModelAdmin):
     def check_keys(self, request, queryset):
         """One read per key with the endpoint of its type, so a key of the wrong type shows as such (4030)."""
         for account in queryset:
-            checks = ((gettext("sender-names key"), account.sender_names_key,
+            checks = ((gettext("sender-names key"), account.sender_names_key, IdgtlClient.for_sender_names,
                        lambda client: client.list_sender_names(per_page=1)),
-                      (gettext("messages key"), account.messages_key, lambda client: client.get_messages(per_page=1)))
-            for label, key, read in checks:
+                      (gettext("messages key"), account.messages_key, IdgtlClient.for_messages,
+                       lambda client: client.get_messages(per_page=1)))
+            for label, key, make_client, read in checks:
                 context = {"account": account, "key": label}
                 if not key:
                     self.message_user(request, gettext("%(account)s: %(key)s is not set.") % context, messages.WARNING)
                     continue
-                with IdgtlClient(account.api_url, key, max_retries=0, timeout=10) as client:
+                with make_client(account, max_retries=0, timeout=10) as client:
                     try:
                         read(client)
                     except IdgtlError as exc:

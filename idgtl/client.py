@@ -10,14 +10,21 @@ jitter for transient failures only, honouring ``Retry-After``:
   after sending, 500/502/504, a 2xx body that is not JSON) raises :class:`IdgtlOutcomeUnknown` at
   once: the caller must look the result up before sending again.
 
+Every attempt first takes room in the account's rate limit (contract §4 [A]: a token bucket,
+``settings.IDGTL_RATE_LIMIT_PER_SECOND`` requests per second, 10 by default), shared by all workers
+through ``bitrix24.ratelimit`` (Redis when configured, the Django cache otherwise). A limit that gives
+no room within the read timeout raises :class:`IdgtlTransientError` without sending anything.
+
 The key never appears in logs, exception messages or reprs. Each call is logged with method,
 path, status and duration only.
 """
 from __future__ import annotations
 
 import email.utils
+import hashlib
 import json
 import logging
+import math
 import random
 import time
 from datetime import datetime, timezone
@@ -27,6 +34,8 @@ import requests
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
 from b24sms import metrics
+
+from bitrix24 import ratelimit
 
 from . import contract
 
@@ -99,9 +108,11 @@ def _parse_retry_after(value: str | None) -> float | None:
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None  # "inf"/"nan" are not delays
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -146,11 +157,17 @@ def _file_content(content: bytes | IO) -> bytes:
     return data.encode() if isinstance(data, str) else data
 
 
+def _account_rate_limit_key(account) -> str | None:
+    """The bucket of a saved account (both its keys share it); None lets the client name one by its key."""
+    pk = getattr(account, "pk", None)
+    return f"idgtl:account:{pk}" if pk is not None else None
+
+
 class IdgtlClient:
     """One i-dgtl key at one API URL. Use :meth:`for_sender_names` / :meth:`for_messages`."""
 
     def __init__(self, api_url: str, key: str, *, timeout: float | None = None, max_retries: int | None = None,
-                 session: requests.Session | None = None):
+                 session: requests.Session | None = None, rate_limit_key: str | None = None):
         from django.conf import settings
 
         self.api_url = (api_url or contract.DEFAULT_API_URL).rstrip("/")
@@ -158,18 +175,22 @@ class IdgtlClient:
         self.timeout = (settings.IDGTL_CONNECT_TIMEOUT, timeout if timeout is not None else settings.IDGTL_TIMEOUT)
         self.max_retries = settings.IDGTL_MAX_RETRIES if max_retries is None else max_retries
         self.backoff = settings.IDGTL_RETRY_BACKOFF
+        self.rate_per_second = settings.IDGTL_RATE_LIMIT_PER_SECOND
+        # The bucket's name: the account's (both of its keys share it), else a digest, never the key itself.
+        self.rate_limit_key = rate_limit_key or "idgtl:" + hashlib.sha256(
+            f"{self.api_url} {self._key}".encode()).hexdigest()[:24]
         self.session = session or requests.Session()
         self._sleep = time.sleep
 
     @classmethod
     def for_sender_names(cls, account, **kwargs) -> "IdgtlClient":
         """The client for sender names: the account's TOKEN_2."""
-        return cls(account.api_url, account.sender_names_key, **kwargs)
+        return cls(account.api_url, account.sender_names_key, rate_limit_key=_account_rate_limit_key(account), **kwargs)
 
     @classmethod
     def for_messages(cls, account, **kwargs) -> "IdgtlClient":
         """The client for messages: the account's TOKEN_1."""
-        return cls(account.api_url, account.messages_key, **kwargs)
+        return cls(account.api_url, account.messages_key, rate_limit_key=_account_rate_limit_key(account), **kwargs)
 
     def __repr__(self):
         from .models import mask_secret
@@ -202,7 +223,8 @@ class IdgtlClient:
 
     def list_sender_names(self, *, sender_name=None, status=None, brand=None, page=1, per_page=100) -> dict:
         """[A] GET /sender-names (§2.4) -> {"total", "items"}."""
-        params = {"page": page, "per_page": per_page, "sender_name": sender_name, "status": status, "brand": brand}
+        params = {contract.PAGE_PARAM: page, contract.PER_PAGE_PARAM: per_page, "sender_name": sender_name,
+                  "status": status, "brand": brand}
         return self._request("GET", contract.SENDER_NAMES_PATH, params={k: v for k, v in params.items() if v is not None})
 
     # --- messages (TOKEN_1) ------------------------------------------------------------------------
@@ -215,7 +237,7 @@ class IdgtlClient:
     def get_messages(self, *, message_uuids=None, external_message_ids=None, statuses=None, time_from=None,
                      time_to=None, page=1, per_page=100) -> dict:
         """GET /message (§3.3); multi-value filters repeat the key. ``external_message_id`` is [A]."""
-        params: list[tuple[str, Any]] = [("page", page), ("per_page", per_page)]
+        params: list[tuple[str, Any]] = [(contract.PAGE_PARAM, page), (contract.PER_PAGE_PARAM, per_page)]
         params += [("message_uuid", v) for v in message_uuids or ()]
         params += [("external_message_id", v) for v in external_message_ids or ()]
         params += [("status", v) for v in statuses or ()]
@@ -241,6 +263,18 @@ class IdgtlClient:
             raise IdgtlConfigurationError("The i-dgtl API key contains characters not allowed in an HTTP header.")
         return {"Authorization": f"Basic {self._key}", "Accept": "application/json"}
 
+    def _throttle(self, method: str, path: str) -> None:
+        """Wait for room in the account's token bucket (all workers share it); nothing is sent otherwise."""
+        if self.rate_per_second <= 0:
+            return
+        try:
+            ratelimit.acquire(self.rate_limit_key, burst=max(1, math.ceil(self.rate_per_second)),
+                              drain_per_second=self.rate_per_second, timeout=self.timeout[1])
+        except ratelimit.RateLimitTimeout:
+            raise IdgtlTransientError(
+                f"{method} {path}: the i-dgtl rate limit ({self.rate_per_second:g}/s) gave no room within "
+                f"{self.timeout[1]:g} s; nothing was sent.", code=contract.ErrorCode.TOO_MANY_REQUESTS) from None
+
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return retry_after
@@ -253,6 +287,7 @@ class IdgtlClient:
         is_post = method != "GET"
         attempt = 0
         while True:
+            self._throttle(method, path)
             started = time.monotonic()
             try:
                 response = self.session.request(method, url, params=params, json=json, files=files,

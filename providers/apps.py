@@ -8,6 +8,7 @@ class ProvidersConfig(AppConfig):
     verbose_name = _("Bitrix24 SMS providers")
 
     def ready(self):
+        from . import checks  # noqa: F401  (registers system checks)
         from .services.installations import ensure_default_application_after_migrate
 
         post_migrate.connect(

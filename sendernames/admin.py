@@ -2,7 +2,7 @@
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.core.exceptions import ValidationError
-from django.http import FileResponse, Http404
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -27,11 +27,6 @@ APPLICATION_FIELDS = ["account", "channel_type", "common_type", "brand", "date_f
                       "counteragent_name", "counteragent_inn"]
 
 
-def status_label(value: str) -> str:
-    """The readable label of a known status; an unknown status string as it is."""
-    return str(SenderNameStatus(value).label) if value in SenderNameStatus.values else value
-
-
 def status_badge(application: SenderNameApplication):
     if not application.status:
         return format_html('<span style="color:#6c757d">{}</span>', application.get_submission_state_display())
@@ -54,15 +49,21 @@ class StatusFilter(admin.SimpleListFilter):
         return queryset.filter(status=self.value()) if self.value() else queryset
 
 
-class DocumentInline(admin.TabularInline):
-    model = SenderNameDocument
+class ReadOnlyInline(admin.TabularInline):
+    """Rows written by the services only: shown, never added, changed or deleted here."""
     extra = 0
     can_delete = False
-    fields = ["position", "download", "content_type", "size", "created_at"]
-    readonly_fields = fields
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.fields
 
     def has_add_permission(self, request, obj=None):
         return False
+
+
+class DocumentInline(ReadOnlyInline):
+    model = SenderNameDocument
+    fields = ["position", "download", "content_type", "size", "created_at"]
 
     @admin.display(description=_("document"))
     def download(self, document):
@@ -70,15 +71,9 @@ class DocumentInline(admin.TabularInline):
         return format_html('<a href="{}">{}</a>', url, document.original_name)
 
 
-class HistoryInline(admin.TabularInline):
+class HistoryInline(ReadOnlyInline):
     model = SenderNameStatusChange
-    extra = 0
-    can_delete = False
     fields = ["created_at", "previous_status", "status", "comment", "cause"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 def delete_drafts(modeladmin, request, queryset):
@@ -162,35 +157,35 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
             actions["delete_selected"] = (delete_drafts, "delete_selected", actions["delete_selected"][2])
         return actions
 
+    def _report_each(self, request, queryset, run, refused: str):
+        """Run a service per application and say what happened to each: ``run`` returns (level, message);
+        a rule the application does not meet (ValidationError) is reported with ``refused``'s level."""
+        for application in queryset.order_by("pk"):
+            try:
+                level, message = run(application)
+            except ValidationError as exc:
+                level, message = refused, " ".join(exc.messages)
+            self.message_user(request, f"{application}: {message}", level)
+
     @admin.action(description=_("Submit to i-dgtl"))
     def submit_to_idgtl(self, request, queryset):
-        for application in queryset.order_by("pk"):
+        def run(application):
             try:
                 result = application_submit(application_id=application.pk)
             except ValidationError as exc:
-                self.message_user(request, gettext("%(name)s: not submitted: %(errors)s") % {
-                    "name": application, "errors": " ".join(exc.messages)}, messages.ERROR)
-                continue
-            level = messages.SUCCESS if result.queued else messages.INFO
-            self.message_user(request, f"{application}: {result.message}", level)
+                raise ValidationError(gettext("not submitted: %(errors)s") % {"errors": " ".join(exc.messages)})
+            return (messages.SUCCESS if result.queued else messages.INFO), result.message
+
+        self._report_each(request, queryset, run, messages.ERROR)
 
     @admin.action(description=_("Refresh status"))
     def refresh_status(self, request, queryset):
-        for application in queryset.order_by("pk"):
-            try:
-                result = application_refresh_status(application_id=application.pk)
-            except ValidationError as exc:
-                self.message_user(request, f"{application}: {' '.join(exc.messages)}", messages.WARNING)
-                continue
-            if result.error_kind:
-                self.message_user(request, f"{application}: {result.message}", messages.ERROR)
-            elif result.changed:
-                self.message_user(request, gettext("%(name)s: status changed: %(old)s → %(new)s") % {
-                    "name": application, "old": status_label(result.previous_status) or "—",
-                    "new": result.application.status_label}, messages.SUCCESS)
-            else:
-                self.message_user(request, gettext("%(name)s: status unchanged: %(status)s") % {
-                    "name": application, "status": result.application.status_label}, messages.INFO)
+        def run(application):
+            result = application_refresh_status(application_id=application.pk)
+            level = messages.ERROR if result.error_kind else messages.SUCCESS if result.changed else messages.INFO
+            return level, result.summary
+
+        self._report_each(request, queryset, run, messages.WARNING)
 
     # --- documents are downloaded through the admin (staff only), never from public media -------
     def get_urls(self):
@@ -203,6 +198,5 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise Http404
         document = get_object_or_404(SenderNameDocument, application_id=application_id, pk=document_id)
-        return FileResponse(document.file.open("rb"), as_attachment=True, filename=document.original_name,
-                            content_type=document.content_type)
+        return document.download_response()
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import FileResponse
+from django.core.files.uploadhandler import FileUploadHandler
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 from django.utils.translation import gettext as _
@@ -182,6 +182,27 @@ def uploaded_documents(request) -> tuple[list, dict]:
     return [upload for _n, _part, upload in numbered], errors
 
 
+class DocumentSizeLimit(FileUploadHandler):
+    """Stops reading an upload as soon as one file part passes the document size limit, with a 400
+    naming the part, instead of first writing the whole (maybe huge) file to disk."""
+
+    def new_file(self, field_name, file_name, *args, **kwargs):
+        super().new_file(field_name, file_name, *args, **kwargs)
+        self.received = 0
+
+    def receive_data_chunk(self, raw_data, start):
+        self.received += len(raw_data)
+        limit = settings.SENDER_NAME_MAX_DOCUMENT_SIZE
+        if self.received > limit:
+            raise serializers.ValidationError({self.field_name: [
+                _("%(name)s is more than %(limit)s bytes; a document may be at most %(limit)s bytes.") % {
+                    "name": self.file_name, "limit": limit}]})
+        return raw_data
+
+    def file_complete(self, file_size):
+        return None  # the next handler stores the file
+
+
 class ApplicationFilter(filters.FilterSet):
     status = filters.CharFilter(field_name="status")
     brand = filters.ChoiceFilter(choices=Brand.choices)
@@ -205,6 +226,11 @@ class SenderNameApplicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMi
     serializer_class = ApplicationSerializer
     filterset_class = ApplicationFilter
     queryset = SenderNameApplication.objects.prefetch_related("documents", "history").order_by("-created_at", "-pk")
+
+    def initialize_request(self, request, *args, **kwargs):
+        if request.method == "POST":  # before anything (the CSRF check of a session) reads the body
+            request.upload_handlers.insert(0, DocumentSizeLimit(request))
+        return super().initialize_request(request, *args, **kwargs)
 
     @extend_schema(
         summary="File an application (multipart with file1..fileN, or JSON without files)",
@@ -249,23 +275,15 @@ class SenderNameApplicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMi
     def refresh(self, request, pk=None):
         application = self.get_object()
         result = application_refresh_status(application_id=application.pk)
-        if result.error_kind:
-            return Response({"detail": result.message, "application": self._full(result.application)},
-                            status=status.HTTP_502_BAD_GATEWAY)
-        if result.changed:
-            detail = _("Status changed: %(old)s → %(new)s.") % {
-                "old": result.previous_status or "—", "new": result.application.status}
-        else:
-            detail = _("Status unchanged: %(status)s.") % {"status": result.application.status}
-        return Response({"detail": detail, "application": self._full(result.application)})
+        code = status.HTTP_502_BAD_GATEWAY if result.error_kind else status.HTTP_200_OK
+        return Response({"detail": result.summary, "application": self._full(result.application)}, status=code)
 
     @extend_schema(summary="Download a document", responses={(200, "application/octet-stream"): bytes})
     @action(detail=True, methods=["get"], url_path=r"documents/(?P<document_id>\d+)")
     def document(self, request, pk=None, document_id=None):
         application = self.get_object()
         document = get_object_or_404(SenderNameDocument, application=application, pk=document_id)
-        return FileResponse(document.file.open("rb"), as_attachment=True, filename=document.original_name,
-                            content_type=document.content_type)
+        return document.download_response()
 
     def _full(self, application):
         application = self.get_queryset().get(pk=application.pk)

@@ -3,9 +3,15 @@ from django.conf import settings
 from django.db import models, transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
+from django.http import FileResponse
 from django.utils.translation import gettext_lazy as _
 
 from idgtl.contract import SENDER_NAME_FINAL_STATUSES, Brand, ChannelType, CommonType, SenderNameStatus
+
+
+def status_label(value: str) -> str:
+    """The readable label of a known i-dgtl status; an unknown status string as it is."""
+    return str(SenderNameStatus(value).label) if value in SenderNameStatus.values else value
 
 
 class SubmissionState(models.TextChoices):
@@ -84,11 +90,7 @@ class SenderNameApplication(models.Model):
 
     @property
     def status_label(self) -> str:
-        """A readable label for a known status; an unknown status string as it is."""
-        try:
-            return str(SenderNameStatus(self.status).label)
-        except ValueError:
-            return self.status
+        return status_label(self.status)
 
 
 def document_upload_to(instance, filename):
@@ -111,6 +113,11 @@ class SenderNameDocument(models.Model):
 
     def __str__(self):
         return self.original_name
+
+    def download_response(self) -> FileResponse:
+        """The file as an attachment under its original name (admin and API downloads)."""
+        return FileResponse(self.file.open("rb"), as_attachment=True, filename=self.original_name,
+                            content_type=self.content_type)
 
 
 class SenderNameStatusChange(models.Model):

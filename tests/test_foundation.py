@@ -50,6 +50,7 @@ def test_production_settings_pass_check_deploy():
         "IDGTL_MESSAGES_TOKEN": "a2V5OjE=",
         "B24_CLIENT_ID": "local.test.1",
         "B24_CLIENT_SECRET": "secret",
+        "PUBLIC_BASE_URL": "https://sms.example.com",
     }
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set by the browser tests for their own process only
     result = subprocess.run(

@@ -19,6 +19,9 @@ WHITENOISE_USE_FINDERS = True
 # Short backoffs so retry paths run fast in tests.
 IDGTL_RETRY_BACKOFF = env.float("IDGTL_RETRY_BACKOFF", default=0.05)
 B24_RETRY_BACKOFF = env.float("B24_RETRY_BACKOFF", default=0.05)
+# The i-dgtl throttle is off (it would put the database cache under every i-dgtl call of every test);
+# tests/idgtl/test_throttle.py turns it on.
+IDGTL_RATE_LIMIT_PER_SECOND = env.float("IDGTL_RATE_LIMIT_PER_SECOND", default=0)
 MESSAGES_SEND_RETRY_BACKOFF = env.float("MESSAGES_SEND_RETRY_BACKOFF", default=0.2)
 MESSAGES_OUTCOME_LOOKUP_DELAY = env.float("MESSAGES_OUTCOME_LOOKUP_DELAY", default=0.5)
 MESSAGES_REPORT_RETRY_BACKOFF = env.float("MESSAGES_REPORT_RETRY_BACKOFF", default=0.2)

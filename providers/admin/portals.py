@@ -173,6 +173,7 @@ class ProviderForm(forms.ModelForm):
             values["sender_name"] = ""  # follow the chosen application
         try:
             data.update(registration_services.provider_clean(**values))
+            registration_services.provider_code_clean(provider=self.instance, code=data["code"])
         except ValidationError as exc:
             for field, errors in exc.error_dict.items():
                 self.add_error(field if field in self.fields else None, errors)

@@ -34,6 +34,7 @@ UNINSTALL_PATH = "/b24/uninstall/{secret}/"
 DEFAULT_TOKEN_LIFETIME = contract.ACCESS_TOKEN_LIFETIME
 DOMAIN_PATTERN = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~-]+)*/?$")  # host[:port][/path]
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+HANDLER_SECRET_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # secrets.token_urlsafe; anything else is unknown
 DOMAIN_MAX_LENGTH = Installation._meta.get_field("domain").max_length
 ENDPOINT_MAX_LENGTH = Installation._meta.get_field("client_endpoint").max_length
 
@@ -207,62 +208,64 @@ def install_payload_parse(*, query: dict, form: dict) -> InstallPayload:
         if not isinstance(auth, dict):
             raise ValidationError({"auth": _("This field is required.")})
 
-        def a(key, **kw):
+        def auth_value(key, **kw):
             return _text(auth.get(key), f"auth[{key}]", **kw)
 
-        client_endpoint = _endpoint(a("client_endpoint", required=True), "auth[client_endpoint]")
-        domain = _domain(a("domain", required=True, max_length=DOMAIN_MAX_LENGTH), "auth[domain]")
+        client_endpoint = _endpoint(auth_value("client_endpoint", required=True), "auth[client_endpoint]")
+        domain = _domain(auth_value("domain", required=True, max_length=DOMAIN_MAX_LENGTH), "auth[domain]")
         _check_portal_endpoint(domain=domain, client_endpoint=client_endpoint, domain_field="auth[domain]",
                                endpoint_field="auth[client_endpoint]")
+        server_endpoint = auth_value("server_endpoint")
         return InstallPayload(
             source="event",
-            member_id=a("member_id", required=True, max_length=64),
+            member_id=auth_value("member_id", required=True, max_length=64),
             domain=domain,
             client_endpoint=client_endpoint,
-            server_endpoint=_endpoint(a("server_endpoint"), "auth[server_endpoint]") if a("server_endpoint") else "",
-            access_token=a("access_token", required=True, max_length=512),
-            refresh_token=a("refresh_token", required=True, max_length=512),
-            expires_at=_expiry(expires=a("expires"), expires_in=a("expires_in"), field="auth[expires]"),
-            application_token=a("application_token", required=True, max_length=128),
-            scope=_scope(a("scope")),
-            portal_status=a("status", max_length=4),
-            user_id=a("user_id", max_length=32),
+            server_endpoint=_endpoint(server_endpoint, "auth[server_endpoint]") if server_endpoint else "",
+            access_token=auth_value("access_token", required=True, max_length=512),
+            refresh_token=auth_value("refresh_token", required=True, max_length=512),
+            expires_at=_expiry(expires=auth_value("expires"), expires_in=auth_value("expires_in"),
+                               field="auth[expires]"),
+            application_token=auth_value("application_token", required=True, max_length=128),
+            scope=_scope(auth_value("scope")),
+            portal_status=auth_value("status", max_length=4),
+            user_id=auth_value("user_id", max_length=32),
         )
 
     # Install page: DOMAIN/PROTOCOL in the query string (some portals also repeat them in the form).
-    def q(key, **kw):
+    def query_value(key, **kw):
         value = query.get(key)
         if value in (None, ""):
             value = form.get(key)
         return _text(value, key, **kw)
 
-    def f(key, **kw):
+    def form_value(key, **kw):
         return _text(form.get(key), key, **kw)
 
     if not form.get("AUTH_ID"):
         raise ValidationError({"AUTH_ID": _("Neither an ONAPPINSTALL event nor an install-page POST (AUTH_ID missing).")})
-    domain = _domain(q("DOMAIN", required=True, max_length=DOMAIN_MAX_LENGTH), "DOMAIN")
-    protocol = q("PROTOCOL") or "1"
+    domain = _domain(query_value("DOMAIN", required=True, max_length=DOMAIN_MAX_LENGTH), "DOMAIN")
+    protocol = query_value("PROTOCOL") or "1"
     if protocol not in ("0", "1"):
         raise ValidationError({"PROTOCOL": _("Expected 0 (http) or 1 (https).")})
     scheme = "https" if protocol == "1" else "http"
-    server_endpoint = f("SERVER_ENDPOINT")
+    server_endpoint = form_value("SERVER_ENDPOINT")
     client_endpoint = _endpoint(f"{scheme}://{domain.rstrip('/')}/rest/", "DOMAIN")
     domain = urlsplit(client_endpoint).netloc
     _check_portal_endpoint(domain=domain, client_endpoint=client_endpoint, domain_field="DOMAIN",
                            endpoint_field="PROTOCOL")
     return InstallPayload(
         source="page",
-        member_id=f("member_id", required=True, max_length=64),
+        member_id=form_value("member_id", required=True, max_length=64),
         domain=domain,
         client_endpoint=client_endpoint,
         server_endpoint=_endpoint(server_endpoint, "SERVER_ENDPOINT") if server_endpoint else "",
-        access_token=f("AUTH_ID", required=True, max_length=512),
-        refresh_token=f("REFRESH_ID", required=True, max_length=512),
-        expires_at=_expiry(expires_in=f("AUTH_EXPIRES"), field="AUTH_EXPIRES"),
-        application_token=f("APPLICATION_TOKEN", required=True, max_length=128),
-        scope=_scope(f("APPLICATION_SCOPE")),
-        portal_status=f("status", max_length=4),
+        access_token=form_value("AUTH_ID", required=True, max_length=512),
+        refresh_token=form_value("REFRESH_ID", required=True, max_length=512),
+        expires_at=_expiry(expires_in=form_value("AUTH_EXPIRES"), field="AUTH_EXPIRES"),
+        application_token=form_value("APPLICATION_TOKEN", required=True, max_length=128),
+        scope=_scope(form_value("APPLICATION_SCOPE")),
+        portal_status=form_value("status", max_length=4),
         user_id="",
     )
 
@@ -403,6 +406,8 @@ def installation_uninstall(*, secret: str, form: dict) -> Installation:
     if not isinstance(auth, dict):
         raise ValidationError({"auth": _("This field is required.")})
     token = _text(auth.get("application_token"), "auth[application_token]", required=True, max_length=128)
+    if not HANDLER_SECRET_PATTERN.fullmatch(secret):  # e.g. a NUL, which PostgreSQL refuses in a query
+        raise Installation.DoesNotExist
     with transaction.atomic():
         installation = Installation.objects.select_for_update().get(handler_secret=secret)
         if not installation.application_token or not hmac.compare_digest(

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
 from django.utils.translation import gettext as _g
@@ -130,14 +130,42 @@ def _check_installations(installations) -> list[Installation]:
 
 # --- Provider CRUD ----------------------------------------------------------------------------
 
+def _code_taken(code: str, *, exclude_pk: int | None = None) -> bool:
+    return Provider.objects.filter(code=code).exclude(pk=exclude_pk).exists()
+
+
+def _code_taken_error() -> ValidationError:
+    return ValidationError({"code": _("A provider with this code already exists.")})
+
+
+def provider_code_clean(*, provider: Provider | None, code: str) -> None:
+    """A new code must be free, and cannot change while the provider is on a portal (Bitrix24 knows it by it)."""
+    if provider is not None and provider.pk:
+        if code == provider.code:
+            return
+        if provider.registrations.exclude(state=RegistrationState.REMOVED).exists():
+            raise ValidationError({"code": _("The code cannot change while the provider is registered on a portal.")})
+    if _code_taken(code, exclude_pk=provider.pk if provider is not None else None):
+        raise _code_taken_error()
+
+
+def _save_provider(provider: Provider) -> None:
+    """Save; a concurrent request that took the same code in the meantime is the same 400, not a 500."""
+    try:
+        with transaction.atomic():
+            provider.save()
+    except IntegrityError:
+        raise _code_taken_error() from None
+
+
 @transaction.atomic
 def provider_create(*, installations=None, **fields) -> Provider:
     """Create a provider; when installations are given, register it on them."""
     cleaned = provider_clean(**fields)
-    if Provider.objects.filter(code=cleaned["code"]).exists():
-        raise ValidationError({"code": _("A provider with this code already exists.")})
+    provider_code_clean(provider=None, code=cleaned["code"])
     targets = _check_installations(installations or [])
-    provider = Provider.objects.create(**cleaned)
+    provider = Provider(**cleaned)
+    _save_provider(provider)
     if targets:
         provider_register(provider=provider, installations=targets)
     return provider
@@ -159,17 +187,13 @@ def provider_update(*, provider: Provider, installations=None, **fields) -> Prov
     if "sender_name_application" in fields and "sender_name" not in fields:
         fields["sender_name"] = ""  # follow the newly chosen application
     cleaned = provider_clean(**{**current, **fields})
-    if cleaned["code"] != provider.code:
-        if provider.registrations.exclude(state=RegistrationState.REMOVED).exists():
-            raise ValidationError({"code": _("The code cannot change while the provider is registered on a portal.")})
-        if Provider.objects.filter(code=cleaned["code"]).exclude(pk=provider.pk).exists():
-            raise ValidationError({"code": _("A provider with this code already exists.")})
+    provider_code_clean(provider=provider, code=cleaned["code"])
     targets = _check_installations(installations or [])
     remote_fields = ("name", "name_translations", "description", "description_translations")
     changed_remotely = any(cleaned[f] != current[f] for f in remote_fields)
     for key, value in cleaned.items():
         setattr(provider, key, value)
-    provider.save()
+    _save_provider(provider)
     if changed_remotely:
         provider_push_update(provider=provider)
     new_targets = [i for i in targets if not provider.registrations.filter(
@@ -320,22 +344,19 @@ def registration_sync(*, registration_id: int, first: str = "add", final_attempt
     provider, installation = registration.provider, registration.installation
     fields = sender_fields(provider, installation)
     update_fields = {k: v for k, v in fields.items() if k != "TYPE"}
+    add = (contract.METHOD_SENDER_ADD, fields)
+    update = (contract.METHOD_SENDER_UPDATE, update_fields)
+    # (call, the error that means "the other call is the right one", the other call)
+    call, fallback_on, fallback = ((update, contract.MethodErrors.SENDER_NOT_FOUND, add) if first == "update"
+                                   else (add, contract.MethodErrors.SENDER_ALREADY_INSTALLED, update))
     client = Bitrix24Client(installation)
     try:
-        if first == "update":
-            try:
-                client.call(contract.METHOD_SENDER_UPDATE, update_fields)
-            except Bitrix24Error as exc:
-                if _error_code(exc) != contract.MethodErrors.SENDER_NOT_FOUND:
-                    raise
-                client.call(contract.METHOD_SENDER_ADD, fields)
-        else:
-            try:
-                client.call(contract.METHOD_SENDER_ADD, fields)
-            except Bitrix24Error as exc:
-                if _error_code(exc) != contract.MethodErrors.SENDER_ALREADY_INSTALLED:
-                    raise
-                client.call(contract.METHOD_SENDER_UPDATE, update_fields)
+        try:
+            client.call(*call)
+        except Bitrix24Error as exc:
+            if _error_code(exc) != fallback_on:
+                raise
+            client.call(*fallback)
     except Bitrix24Error as exc:  # InstallationInactive included
         if isinstance(exc, Bitrix24TransientError) and not final_attempt:
             raise

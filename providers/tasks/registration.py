@@ -33,30 +33,28 @@ def _final(task) -> bool:
     return task.request.retries >= MAX_RETRIES
 
 
+def _run_retrying(task, service, **kwargs):
+    """Call a registration service; a transient Bitrix24 error retries the task (the last try records it)."""
+    try:
+        return service(**kwargs, final_attempt=_final(task))
+    except Bitrix24TransientError as exc:
+        raise task.retry(exc=exc, countdown=_countdown(task, exc))
+
+
 @shared_task(bind=True, name="providers.tasks.register_provider", max_retries=MAX_RETRIES)
 def register_provider(self, registration_id: int):
-    try:
-        return registration_services.registration_sync(
-            registration_id=registration_id, first="add", final_attempt=_final(self))
-    except Bitrix24TransientError as exc:
-        raise self.retry(exc=exc, countdown=_countdown(self, exc))
+    return _run_retrying(self, registration_services.registration_sync, registration_id=registration_id, first="add")
 
 
 @shared_task(bind=True, name="providers.tasks.update_provider_registration", max_retries=MAX_RETRIES)
 def update_provider_registration(self, registration_id: int):
-    try:
-        return registration_services.registration_sync(
-            registration_id=registration_id, first="update", final_attempt=_final(self))
-    except Bitrix24TransientError as exc:
-        raise self.retry(exc=exc, countdown=_countdown(self, exc))
+    return _run_retrying(self, registration_services.registration_sync, registration_id=registration_id,
+                         first="update")
 
 
 @shared_task(bind=True, name="providers.tasks.remove_provider_registration", max_retries=MAX_RETRIES)
 def remove_provider_registration(self, registration_id: int):
-    try:
-        return registration_services.registration_remove(registration_id=registration_id, final_attempt=_final(self))
-    except Bitrix24TransientError as exc:
-        raise self.retry(exc=exc, countdown=_countdown(self, exc))
+    return _run_retrying(self, registration_services.registration_remove, registration_id=registration_id)
 
 
 @shared_task(bind=True, name="providers.tasks.delete_sender", max_retries=MAX_RETRIES)

@@ -46,6 +46,25 @@ def _delete_files(documents) -> None:
             logger.warning("Could not delete an unsaved document file", extra={"path": document.file.name})
 
 
+def _validate(*, account_id, values: dict, documents: list, existing: int = 0, exclude_id=None) -> tuple[dict, list]:
+    """Every rule on the fields and the new documents at once; the cleaned values and the documents' types."""
+    errors, cleaned, types = {}, None, []
+    try:
+        cleaned = application_validate(account_id=account_id, document_count=existing + len(documents),
+                                       exclude_id=exclude_id, **values)
+    except ValidationError as exc:
+        errors = dict(exc.error_dict)
+    try:
+        types = validate_documents(documents)
+        if documents and existing:
+            validate_document_count(existing + len(documents))
+    except ValidationError as exc:
+        errors.setdefault("documents", []).extend(exc.error_list)
+    if errors:
+        raise ValidationError(errors)
+    return cleaned, types
+
+
 @transaction.atomic
 def _create(*, account, cleaned, documents, types, created_by, stored):
     # One creator at a time per account, so two concurrent requests cannot both pass the duplicate check.
@@ -68,22 +87,9 @@ def application_create(
     """File a draft application with its documents; on any error nothing is stored."""
     account = account or account_get_default()
     documents = list(documents)
-    errors = {}
-    try:
-        cleaned = application_validate(
-            account_id=account.pk, channel_type=channel_type, common_type=common_type, brand=brand,
-            date_from=date_from, sender_name=sender_name, counteragent_name=counteragent_name,
-            counteragent_inn=counteragent_inn, document_count=len(documents))
-    except ValidationError as exc:
-        errors = dict(exc.error_dict)
-        cleaned = None
-    types = []
-    try:
-        types = validate_documents(documents)
-    except ValidationError as exc:
-        errors.setdefault("documents", []).extend(exc.error_list)
-    if errors:
-        raise ValidationError(errors)
+    cleaned, types = _validate(account_id=account.pk, documents=documents, values={
+        "channel_type": channel_type, "common_type": common_type, "brand": brand, "date_from": date_from,
+        "sender_name": sender_name, "counteragent_name": counteragent_name, "counteragent_inn": counteragent_inn})
     stored = []
     try:
         application = _create(account=account, cleaned=cleaned, documents=documents, types=types,
@@ -114,21 +120,8 @@ def _update(*, application, documents, fields, stored):
         "channel_type", "common_type", "brand", "date_from", "sender_name", "counteragent_name", "counteragent_inn")}
     values.update(fields)
     existing = application.documents.count()
-    errors = {}
-    try:
-        cleaned = application_validate(account_id=application.account_id, document_count=existing + len(documents),
-                                       exclude_id=application.pk, **values)
-    except ValidationError as exc:
-        errors, cleaned = dict(exc.error_dict), None
-    types = []
-    try:
-        types = validate_documents(documents)
-        if documents:
-            validate_document_count(existing + len(documents))
-    except ValidationError as exc:
-        errors.setdefault("documents", []).extend(exc.error_list)
-    if errors:
-        raise ValidationError(errors)
+    cleaned, types = _validate(account_id=application.account_id, values=values, documents=documents,
+                               existing=existing, exclude_id=application.pk)
     for name, value in cleaned.items():
         setattr(application, name, value)
     application.save()

@@ -20,7 +20,14 @@ from idgtl.client import IdgtlConfigurationError, IdgtlError, IdgtlNotFound, Idg
 from idgtl.contract import SENDER_NAME_FINAL_STATUSES, SenderNameStatus
 from idgtl.models import IdgtlAccount
 
-from ..models import ErrorKind, SenderNameApplication, SenderNameStatusChange, StatusChangeCause, SubmissionState
+from ..models import (
+    ErrorKind,
+    SenderNameApplication,
+    SenderNameStatusChange,
+    StatusChangeCause,
+    SubmissionState,
+    status_label,
+)
 from . import remote
 
 logger = logging.getLogger(__name__)
@@ -101,6 +108,16 @@ class RefreshResult:
     error_kind: str = ""
     message: str = ""
 
+    @property
+    def summary(self) -> str:
+        """What happened, for the operator (admin action) and the API consumer alike."""
+        if self.error_kind:
+            return self.message
+        if self.changed:
+            return _("Status changed: %(old)s → %(new)s.") % {
+                "old": status_label(self.previous_status) or "—", "new": self.application.status_label}
+        return _("Status unchanged: %(status)s.") % {"status": self.application.status_label}
+
 
 def application_refresh_status(*, application_id: int, cause: str = StatusChangeCause.MANUAL_REFRESH,
                                client=None) -> RefreshResult:
@@ -136,7 +153,7 @@ class SyncReport:
     checked: int = 0
     changed: int = 0
     errors: int = 0
-    skipped: int = 0  # claimed but not asked this cycle (account paused after errors)
+    skipped: int = 0  # claimed but not asked this cycle (account paused after errors, or out of time)
 
 
 def open_applications_due(now: dt.datetime):
@@ -156,6 +173,18 @@ def _claim_batch(now: dt.datetime, size: int) -> list[SenderNameApplication]:
 
 
 MAX_UPDATE_GROUPS = 20
+
+
+def _drop_moved(batch, changes, claimed_status: dict[int, str]):
+    """Leave out rows whose status someone else (a manual refresh) wrote while this batch was at i-dgtl,
+    so their newer values stay and their change is not recorded twice."""
+    current = dict(SenderNameApplication.objects.select_for_update().filter(pk__in=claimed_status)
+                   .values_list("pk", "status"))
+    moved = {pk for pk, status in claimed_status.items() if current.get(pk) != status}
+    if not moved:
+        return batch, changes
+    return ([a for a in batch if a.pk not in moved],
+            [change for change in changes if change.application_id not in moved])
 
 
 def _write_batch(batch: list[SenderNameApplication]) -> None:
@@ -183,7 +212,7 @@ def applications_sync_open(*, now: dt.datetime | None = None, batch_size: int = 
 
     Reads and writes in batches (one claim query and one update per batch, history rows in bulk),
     one client (one HTTP session) per account for the whole cycle, and a time budget under the
-    task's soft limit: what is not reached stays due for the next cycle.
+    task's soft limit, checked before every call: what is not reached stays due for the next cycle.
     """
     client_for = client_for or remote.client_for
     budget = time_budget if time_budget is not None else settings.CELERY_TASK_SOFT_TIME_LIMIT * 0.8
@@ -202,9 +231,15 @@ def applications_sync_open(*, now: dt.datetime | None = None, batch_size: int = 
         if missing:
             accounts.update(IdgtlAccount.objects.in_bulk(missing))
         changes = []
+        claimed_status = {application.pk: application.status for application in batch}
         checked_at = now or timezone.now()  # one time for the batch, so equal rows are written together
         for application in batch:
             account_id = application.account_id
+            if time.monotonic() >= deadline:  # e.g. a rate limit shared with message sending slowed the calls
+                application.next_status_check_at = checked_at  # due again at once: the next cycle asks
+                application.updated_at = checked_at
+                report.skipped += 1
+                continue
             if account_id in paused:
                 application.next_status_check_at = checked_at + sync_interval(application.submitted_at, checked_at)
                 application.updated_at = checked_at
@@ -231,6 +266,7 @@ def applications_sync_open(*, now: dt.datetime | None = None, batch_size: int = 
             if change is not None:
                 changes.append(change)
         with transaction.atomic():
+            batch, changes = _drop_moved(batch, changes, claimed_status)
             _write_batch(batch)
             SenderNameStatusChange.objects.bulk_create(changes)
         report.changed += len(changes)

@@ -118,6 +118,14 @@ def test_retry_after_is_honoured(server, client, sleeps):
     assert len(server.received) == 2
 
 
+@pytest.mark.parametrize("value", ["inf", "nan", "1e999", "soon"])
+def test_a_retry_after_that_is_not_a_delay_is_ignored(server, client, sleeps, value):
+    server.answer(503, envelope(None, "busy"), {"Retry-After": value})
+    server.answer(200, '{"RUB": 1}')
+    assert client.get_balance() == {"RUB": 1}
+    assert len(sleeps) == 1 and 0 < sleeps[0] < 10  # the normal backoff, not an endless wait
+
+
 def test_retry_after_longer_than_the_cap_ends_retries(server, client, sleeps):
     server.answer(429, envelope(4290, "Too Many Requests"), {"Retry-After": "600"})
     with pytest.raises(IdgtlTransientError) as info:

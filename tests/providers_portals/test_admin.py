@@ -153,3 +153,23 @@ def test_changelists_take_a_fixed_number_of_queries(admin_client, make_installat
                 "/admin/providers/provider/", "/admin/providers/bitrixapplication/"):
         with django_assert_max_num_queries(8):
             assert admin_client.get(url).status_code == 200, url
+
+
+def test_changing_the_code_of_a_registered_provider_is_a_form_error(admin_client, make_installation,
+                                                                    approved_sender_name, portal, on_commit):
+    installation = make_installation()
+    with on_commit():
+        provider = services.provider_create(code="acme", name="Acme", sender_name_application=approved_sender_name,
+                                            installations=[installation])
+    registration = provider.registrations.get()
+
+    response = admin_client.post(f"/admin/providers/provider/{provider.pk}/change/", {
+        "code": "acme2", "name": "Acme", "name_translations": "{}", "description_translations": "{}",
+        "sender_name_application": approved_sender_name.pk, "sender_name": "ACMESHOP",
+        "registrations-TOTAL_FORMS": "1", "registrations-INITIAL_FORMS": "1",
+        "registrations-0-id": registration.pk, "registrations-0-provider": provider.pk})
+
+    assert response.status_code == 200
+    assert "The code cannot change while the provider is registered on a portal." in response.content.decode()
+    provider.refresh_from_db()
+    assert provider.code == "acme"

@@ -179,3 +179,15 @@ def test_lists_take_a_fixed_number_of_queries(api_client, make_installation, dja
     with django_assert_max_num_queries(6):
         providers = api_client.get("/api/providers/").json()["results"]
     assert len(providers) == 5 and all(len(p["registrations"]) == 5 for p in providers)
+
+
+def test_a_code_taken_by_a_concurrent_request_is_a_400(api_client, monkeypatch):
+    monkeypatch.setattr("providers.services.registration._code_taken", lambda code, **kw: False)  # both passed it
+    body = {"code": "acme", "name": "Acme", "sender_name": "OUTSIDE"}
+    assert api_client.post("/api/providers/", body, format="json").status_code == 201
+
+    response = api_client.post("/api/providers/", body, format="json")
+
+    assert response.status_code == 400
+    assert "code" in response.json()
+    assert Provider.objects.count() == 1

@@ -355,6 +355,9 @@ def test_uninstall_with_a_wrong_token_is_refused_and_changes_nothing(client, ins
 
 def test_uninstall_with_unknown_secret_or_bad_body(client, installed):
     assert client.post("/b24/uninstall/not-a-secret/", uninstall_body("app-token-1"), content_type=FORM).status_code == 403
+    for forged in ("ab%00cd", "x" * 65, "a.b"):  # NUL: PostgreSQL refuses it in a query (was a 500)
+        assert client.post(f"/b24/uninstall/{forged}/", uninstall_body("app-token-1"),
+                           content_type=FORM).status_code == 403
     response = client.post(f"/b24/uninstall/{installed.handler_secret}/", "event=ONAPPUNINSTALL", content_type=FORM)
     assert response.status_code == 400
     assert "auth" in response.json()

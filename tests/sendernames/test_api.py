@@ -331,3 +331,20 @@ def test_list_and_detail_queries_do_not_grow_with_rows(api, make_application, dj
     assert all(len(r["documents"]) == 2 and len(r["history"]) == 2 for r in response.json()["results"])
     with django_assert_max_num_queries(5):
         assert api.get(f"{URL}{application.pk}/").status_code == 200
+
+
+def test_an_oversized_upload_is_refused_while_it_streams(api, settings, monkeypatch):
+    settings.SENDER_NAME_MAX_DOCUMENT_SIZE = 100_000
+    settings.FILE_UPLOAD_MAX_MEMORY_SIZE = 10_000  # larger parts would go to a temporary file ...
+    written = []
+    from django.core.files import uploadhandler
+
+    original = uploadhandler.TemporaryFileUploadHandler.receive_data_chunk
+    monkeypatch.setattr(uploadhandler.TemporaryFileUploadHandler, "receive_data_chunk",
+                        lambda self, raw, start: written.append(len(raw)) or original(self, raw, start))
+    big = SimpleUploadedFile("big.pdf", PDF_BYTES + b"0" * 5_000_000, content_type="application/pdf")
+    response = api.post(URL, {**payload(common_type="PROMO"), "file1": big}, format="multipart")
+    assert response.status_code == 400, response.content
+    assert response.json() == {"file1": ["big.pdf is more than 100000 bytes; a document may be at most 100000 bytes."]}
+    assert sum(written) <= 100_000  # ... but reading stopped at the limit
+    assert nothing_stored()

@@ -161,3 +161,20 @@ def test_concurrent_submissions_reach_idgtl_once(transactional_db, idgtl):
     outcomes = run_in_threads(lambda: application_submit_perform(application_id=application.pk).outcome.value, 4)
     assert sorted(outcomes) == ["skipped", "skipped", "skipped", "submitted"]
     assert len(posts(idgtl)) == 1 and len(idgtl.sender_names) == 1
+
+
+def test_concurrent_identical_creates_file_one_application(transactional_db, idgtl):
+    from django.core.exceptions import ValidationError
+
+    from sendernames.services import application_create
+
+    def create():
+        try:
+            return application_create(**application_fields(common_type="PROMO"), documents=[pdf()]).pk
+        except ValidationError as exc:
+            return exc.message_dict["sender_name"][0]
+
+    results = run_in_threads(create, 4)
+    created = [r for r in results if isinstance(r, int)]
+    assert len(created) == 1 and SenderNameApplication.objects.count() == 1
+    assert all(f"#{created[0]}" in r for r in results if isinstance(r, str))

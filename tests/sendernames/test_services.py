@@ -478,3 +478,38 @@ def test_an_answer_with_an_unusable_id_is_not_stored(make_application, stub, ans
     application.refresh_from_db()
     assert application.remote_id is None and application.submission_state == SubmissionState.QUEUED
     assert application.last_error_kind == ErrorKind.TRANSIENT
+
+
+def test_a_refresh_during_a_sync_cycle_is_neither_overwritten_nor_recorded_twice(make_application, stub):
+    application = submitted(make_application(), remote_id=6)
+
+    class RefreshingMeanwhile(StubClient):
+        def get_sender_name(self, remote_id):
+            record = super().get_sender_name(remote_id)
+            if self.count("get") == 1:  # the operator clicks "Refresh status" while the sync waits for i-dgtl
+                application_refresh_status(application_id=application.pk)
+            return record
+
+    stub["client"] = RefreshingMeanwhile(get={6: remote_record(application, remote_id=6, status="REVIEW")})
+    report = applications_sync_open()
+    assert report.changed == 0
+    application.refresh_from_db()
+    assert application.status == "REVIEW"
+    assert [(h.previous_status, h.status, h.cause) for h in application.history.all()] == [
+        ("PRE_REVIEW", "REVIEW", "manual_refresh")]
+
+
+def test_a_cycle_out_of_time_stops_mid_batch_and_leaves_the_rest_due(make_application, stub, monkeypatch):
+    apps = [submitted(make_application(sender_name=f"Name{i}"), remote_id=i) for i in range(1, 6)]
+    stub["client"] = StubClient(get={a.remote_id: remote_record(a, remote_id=a.remote_id, status="REVIEW") for a in apps})
+    ticks = iter(range(100))
+    monkeypatch.setattr("sendernames.services.status.time", type("Clock", (), {"monotonic": lambda: next(ticks)}))
+    report = applications_sync_open(time_budget=4)  # room for two calls (the clock ticks once per check)
+    assert (report.checked, report.skipped) == (2, 3)
+    assert stub["client"].count("get") == 2
+    now = timezone.now()
+    for application in apps:
+        application.refresh_from_db()
+    assert [a.status for a in apps] == ["REVIEW", "REVIEW", "PRE_REVIEW", "PRE_REVIEW", "PRE_REVIEW"]
+    assert all(a.next_status_check_at <= now for a in apps[2:])  # asked by the next cycle, not after the lease
+    assert all(a.history.count() == 0 for a in apps[2:])
