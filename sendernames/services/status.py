@@ -153,7 +153,7 @@ class SyncReport:
     checked: int = 0
     changed: int = 0
     errors: int = 0
-    skipped: int = 0  # claimed but not asked this cycle (account paused after errors)
+    skipped: int = 0  # claimed but not asked this cycle (account paused after errors, or out of time)
 
 
 def open_applications_due(now: dt.datetime):
@@ -212,7 +212,7 @@ def applications_sync_open(*, now: dt.datetime | None = None, batch_size: int = 
 
     Reads and writes in batches (one claim query and one update per batch, history rows in bulk),
     one client (one HTTP session) per account for the whole cycle, and a time budget under the
-    task's soft limit: what is not reached stays due for the next cycle.
+    task's soft limit, checked before every call: what is not reached stays due for the next cycle.
     """
     client_for = client_for or remote.client_for
     budget = time_budget if time_budget is not None else settings.CELERY_TASK_SOFT_TIME_LIMIT * 0.8
@@ -235,6 +235,11 @@ def applications_sync_open(*, now: dt.datetime | None = None, batch_size: int = 
         checked_at = now or timezone.now()  # one time for the batch, so equal rows are written together
         for application in batch:
             account_id = application.account_id
+            if time.monotonic() >= deadline:  # e.g. a rate limit shared with message sending slowed the calls
+                application.next_status_check_at = checked_at  # due again at once: the next cycle asks
+                application.updated_at = checked_at
+                report.skipped += 1
+                continue
             if account_id in paused:
                 application.next_status_check_at = checked_at + sync_interval(application.submitted_at, checked_at)
                 application.updated_at = checked_at

@@ -497,3 +497,19 @@ def test_a_refresh_during_a_sync_cycle_is_neither_overwritten_nor_recorded_twice
     assert application.status == "REVIEW"
     assert [(h.previous_status, h.status, h.cause) for h in application.history.all()] == [
         ("PRE_REVIEW", "REVIEW", "manual_refresh")]
+
+
+def test_a_cycle_out_of_time_stops_mid_batch_and_leaves_the_rest_due(make_application, stub, monkeypatch):
+    apps = [submitted(make_application(sender_name=f"Name{i}"), remote_id=i) for i in range(1, 6)]
+    stub["client"] = StubClient(get={a.remote_id: remote_record(a, remote_id=a.remote_id, status="REVIEW") for a in apps})
+    ticks = iter(range(100))
+    monkeypatch.setattr("sendernames.services.status.time", type("Clock", (), {"monotonic": lambda: next(ticks)}))
+    report = applications_sync_open(time_budget=4)  # room for two calls (the clock ticks once per check)
+    assert (report.checked, report.skipped) == (2, 3)
+    assert stub["client"].count("get") == 2
+    now = timezone.now()
+    for application in apps:
+        application.refresh_from_db()
+    assert [a.status for a in apps] == ["REVIEW", "REVIEW", "PRE_REVIEW", "PRE_REVIEW", "PRE_REVIEW"]
+    assert all(a.next_status_check_at <= now for a in apps[2:])  # asked by the next cycle, not after the lease
+    assert all(a.history.count() == 0 for a in apps[2:])
