@@ -173,3 +173,21 @@ def test_changing_the_code_of_a_registered_provider_is_a_form_error(admin_client
     assert "The code cannot change while the provider is registered on a portal." in response.content.decode()
     provider.refresh_from_db()
     assert provider.code == "acme"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("rate_limit_drain_per_second", "0"), ("rate_limit_drain_per_second", "-2"), ("rate_limit_burst", "0"),
+    ("default_region", "ZZ"),
+])
+def test_installation_settings_that_would_break_every_call_are_refused(admin_client, make_installation, field, value):
+    installation = make_installation()
+    form = {"account": "", "default_region": "kz", "rate_limit_burst": "250", "rate_limit_drain_per_second": "5"}
+
+    refused = admin_client.post(f"/admin/providers/installation/{installation.pk}/change/", {**form, field: value})
+    saved = admin_client.post(f"/admin/providers/installation/{installation.pk}/change/", form)
+
+    assert refused.status_code == 200 and "errorlist" in refused.content.decode()
+    assert saved.status_code == 302
+    installation.refresh_from_db()
+    assert (installation.default_region, installation.rate_limit_burst, installation.rate_limit_drain_per_second) == (
+        "KZ", 250, 5.0)
