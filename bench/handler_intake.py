@@ -139,7 +139,11 @@ def main():
     parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
     parser.add_argument("--clients", type=int, default=16, help="concurrent client connections")
     parser.add_argument("--rounds", type=int, default=2, help="alternating baseline/handler rounds")
+    parser.add_argument("--server-side-binding", action="store_true",
+                        help="DATABASE_SERVER_SIDE_BINDING=1 (psycopg prepares repeated statements)")
     args = parser.parse_args()
+    if args.server_side_binding:
+        os.environ["DATABASE_SERVER_SIDE_BINDING"] = "1"
 
     database_url = os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/b24sms_bench")
     broker_url = os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/6")
@@ -185,7 +189,8 @@ def main():
     handler_rps = sum(r["rps"] for r in handler) / len(handler)
     accepted = sum(r["ok"] for r in handler)
     errors = sum(r["other"] for r in baseline + handler)
-    print(f"gunicorn sync workers: {args.workers}, clients: {args.clients}, {args.rounds} x {args.seconds:.0f} s each")
+    print(f"gunicorn sync workers: {args.workers}, clients: {args.clients}, {args.rounds} x {args.seconds:.0f} s each, "
+          f"server-side binding: {'on' if args.server_side_binding else 'off'}")
     print(f"baseline (trivial Django view): {base_rps:8.1f} req/s")
     print(f"handler intake (PG + Redis):    {handler_rps:8.1f} req/s")
     print(f"ratio: {handler_rps / base_rps:.2f} (goal >= 0.5)")

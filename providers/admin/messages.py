@@ -2,7 +2,30 @@
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
+from bitrix24.contract import MessageStatus as Bitrix24Status
+from idgtl.contract import MessageStatus as IdgtlStatus
+
 from ..models import Message, MessageStatusChange, StatusReport
+
+
+def status_label(choices, value: str) -> str:
+    """A status code as operators read it: its label with the code (unknown codes as they are)."""
+    if not value:
+        return "—"
+    try:
+        return f"{choices(value).label} ({value})"
+    except ValueError:
+        return value
+
+
+@admin.display(description=_("i-dgtl status"), ordering="idgtl_status")
+def idgtl_status_label(obj):
+    return status_label(IdgtlStatus, obj.idgtl_status)
+
+
+@admin.display(description=_("Bitrix24 status"), ordering="status")
+def bitrix24_status_label(obj):
+    return status_label(Bitrix24Status, obj.status)
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -19,19 +42,20 @@ class ReadOnlyInline(admin.TabularInline):
 
 class MessageStatusChangeInline(ReadOnlyInline):
     model = MessageStatusChange
-    fields = readonly_fields = ("created_at", "previous_state", "state", "idgtl_status", "source", "detail")
+    fields = readonly_fields = ("created_at", "previous_state", "state", idgtl_status_label, "source", "detail")
     verbose_name_plural = _("timeline")
 
 
 class StatusReportInline(ReadOnlyInline):
     model = StatusReport
-    fields = readonly_fields = ("created_at", "status", "state", "attempts", "reported_at", "next_attempt_at", "last_error")
+    fields = readonly_fields = ("created_at", bitrix24_status_label, "state", "attempts", "reported_at", "next_attempt_at",
+                                "last_error")
     verbose_name_plural = _("reported to Bitrix24")
 
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "state", "installation", "provider", "destination", "message_to", "idgtl_status",
+    list_display = ("created_at", "state", "installation", "provider", "destination", "message_to", idgtl_status_label,
                     "message_id")
     list_filter = ("state", "idgtl_status", "installation", "provider", "module_id", "created_at")
     search_fields = ("destination", "message_to", "message_id", "idgtl_message_uuid")
@@ -42,14 +66,14 @@ class MessageAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("installation", "provider", "message_id", "state", "created_at")}),
         (_("Text and recipient"), {"fields": ("message_to", "destination", "sender_name", "text")}),
-        (_("i-dgtl"), {"fields": ("idgtl_message_uuid", "idgtl_status", "idgtl_status_at", "error_code", "error_message",
+        (_("i-dgtl"), {"fields": ("idgtl_message_uuid", idgtl_status_label, "idgtl_status_at", "error_code", "error_message",
                                   "send_attempts", "sending_started_at", "sent_at", "final_at", "next_check_at")}),
         (_("Origin in Bitrix24"), {"fields": ("module_id", "bindings", "workflow_id", "document_id", "document_type",
                                               "author_user_id", "bitrix_sent_at")}),
     )
 
     def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in Message._meta.fields]
+        return [field.name for field in Message._meta.fields] + [idgtl_status_label]
 
     def has_add_permission(self, request):
         return False

@@ -78,6 +78,26 @@ class InstallationForm(forms.ModelForm):
         model = Installation
         fields = ["account", "default_region", "rate_limit_burst", "rate_limit_drain_per_second"]
 
+    def clean_default_region(self):
+        import phonenumbers
+
+        region = (self.cleaned_data.get("default_region") or "").strip().upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValidationError(_("Not a known two-letter country code (e.g. RU, KZ, BY)."))
+        return region
+
+    def clean_rate_limit_burst(self):
+        burst = self.cleaned_data.get("rate_limit_burst")
+        if burst is not None and burst < 1:  # the limiter refuses 0: every call to the portal would fail
+            raise ValidationError(_("At least 1."))
+        return burst
+
+    def clean_rate_limit_drain_per_second(self):
+        drain = self.cleaned_data.get("rate_limit_drain_per_second")
+        if drain is not None and not 0 < drain <= 1000:
+            raise ValidationError(_("More than 0 and at most 1000 requests per second."))
+        return drain
+
 
 @admin.register(Installation)
 class InstallationAdmin(admin.ModelAdmin):

@@ -78,22 +78,39 @@ def callback_events_parse(payload) -> list[CallbackEvent]:
     return events
 
 
-def callback_events_apply(*, installation: Installation, events: list[CallbackEvent]) -> int:
-    """Apply callback events to this installation's messages; returns how many changed something."""
+@dataclass(frozen=True)
+class CallbackOutcome:
+    applied: int  # events that changed something
+    retry_later: bool  # an event may be for a message whose send answer is still being recorded
+
+
+def callback_events_apply(*, installation: Installation, events: list[CallbackEvent]) -> CallbackOutcome:
+    """Apply callback events to this installation's messages.
+
+    i-dgtl may call back before we have stored the uuid from its answer to ``POST /message``. An
+    event for an unknown uuid while a send of this installation is in flight asks for a retry
+    (i-dgtl retries a non-2xx answer); otherwise it is ignored (the reconciler is the fallback).
+    """
     if not events:
-        return 0
+        return CallbackOutcome(0, False)
     messages = {m.idgtl_message_uuid: m for m in Message.objects.filter(
         installation=installation, idgtl_message_uuid__in={e.message_uuid for e in events})}
-    applied = 0
+    applied, unknown = 0, 0
     for event in events:
         message = messages.get(event.message_uuid)
         if message is None:
-            logger.info("i-dgtl callback for an unknown message uuid %s ignored", event.message_uuid)
+            unknown += 1
             continue
         applied += message_apply_idgtl_status(
             message=message, status=event.status, status_time=event.status_time, error_code=event.error_code,
             source=ChangeSource.CALLBACK)
-    return applied
+    retry_later = bool(unknown) and Message.objects.filter(
+        installation=installation, state=MessageState.SENDING,
+        sending_started_at__gte=timezone.now() - timedelta(seconds=settings.MESSAGES_SENDING_STALE_AFTER)).exists()
+    if unknown:
+        logger.info("i-dgtl callback: %d events for unknown message uuids (%s)", unknown,
+                    "retry asked, a send is in flight" if retry_later else "ignored")
+    return CallbackOutcome(applied, retry_later)
 
 
 def message_apply_idgtl_status(*, message: Message, status: str, status_time=None, error_code=None,

@@ -283,7 +283,7 @@ def _return_to_waiting(messages: list[Message], error: str, retry_after: float |
                               update_fields=("error_message",))
     if retry:
         delay = min((m.next_check_at - now).total_seconds() for m in retry)
-        transaction.on_commit(lambda: sending_schedule_later(delay + 0.1))
+        transaction.on_commit(lambda: sending_schedule_later(delay + 0.1), robust=True)
 
 
 # --- outcome unknown ---------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def messages_change_state(*, messages: list[Message], state: str, source: str, d
     if reports:
         StatusReport.objects.bulk_create(reports, batch_size=1000, ignore_conflicts=True)
         installation_ids = {message.installation_id for message in messages}
-        transaction.on_commit(lambda: _schedule_reports(installation_ids))
+        transaction.on_commit(lambda: _schedule_reports(installation_ids), robust=True)  # beat sweeps the rest
 
 
 def _schedule_reports(installation_ids):

@@ -95,8 +95,10 @@ def idgtl_callback(request, secret: str):
         return _error(400, _("The body is not a JSON array of events."))
     except CallbackError as exc:
         return _error(400, exc.message, exc.field)
-    applied = callback_events_apply(installation=installation, events=events)
-    return JsonResponse({"result": "ok", "applied": applied})
+    outcome = callback_events_apply(installation=installation, events=events)
+    if outcome.retry_later:
+        return _error(503, _("Unknown message: a send is being recorded; retry later."))
+    return JsonResponse({"result": "ok", "applied": outcome.applied})
 
 
 urlpatterns = [

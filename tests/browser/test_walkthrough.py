@@ -124,7 +124,7 @@ def test_walkthrough(logged_in, sandbox_portal, idgtl, bitrix24, tmp_path, scree
                message="the statuses reported to Bitrix24")
     page.reload()
     timeline = page.inner_text("#content-main")
-    assert "Delivered" in timeline and "Accepted by Bitrix24" in timeline
+    assert "Delivered (delivered)" in timeline and "Accepted by Bitrix24" in timeline  # labels, with the codes
     screenshot(page, "message-timeline")
 
     page.goto("/admin/")

@@ -6,18 +6,10 @@ import pytest
 from bitrix24 import ratelimit
 from idgtl.client import IdgtlClient, IdgtlTransientError
 from idgtl.models import IdgtlAccount
-from tests.idgtl.scripted_server import ScriptedServer
 
 pytestmark = pytest.mark.django_db
 
 KEY = "c2VjcmV0OmtleS12YWx1ZS05ODc2"
-
-
-@pytest.fixture
-def server():
-    srv = ScriptedServer()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture
@@ -50,16 +42,16 @@ def test_calls_of_one_account_share_its_limit(server, make_account, settings):
 
 
 def test_each_account_has_its_own_limit(server, make_account, settings):
-    settings.IDGTL_RATE_LIMIT_PER_SECOND = 2
+    settings.IDGTL_RATE_LIMIT_PER_SECOND = 1
     busy, other = make_account("busy"), make_account("other")
     busy_client = IdgtlClient.for_messages(busy)
-    for _ in range(2):
+    for _ in range(2):  # the second call waited for the busy account's bucket: it is full for about 1 s
         busy_client.get_balance()
 
     started = time.monotonic()
     IdgtlClient.for_messages(other).get_balance()
 
-    assert time.monotonic() - started < 0.4  # the busy account's bucket does not hold the other one back
+    assert time.monotonic() - started < 0.7  # the busy account's bucket does not hold the other one back
 
 
 def test_every_attempt_takes_room_and_the_bucket_is_named_after_the_account(server, make_account, settings,

@@ -177,3 +177,15 @@ def test_concurrent_identical_posts_store_one_message(installation, provider):
     assert results == [200] * 8
     assert Message.objects.count() == 1
     assert MessageStatusChange.objects.count() == 1
+
+
+def test_a_broker_failure_after_commit_still_answers_200(client, installation, provider, monkeypatch,
+                                                          django_capture_on_commit_callbacks):
+    def broken():
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr("providers.services.sending.sending_schedule", broken)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(client, installation, encode(crm_fields()))
+    assert response.status_code == 200
+    assert Message.objects.get().state == MessageState.RECEIVED  # the beat sweep sends it

@@ -9,12 +9,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def admin_client(client, staff_user):
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
 def on_commit(django_capture_on_commit_callbacks):
     return lambda: django_capture_on_commit_callbacks(execute=True)
 
@@ -142,13 +136,8 @@ def test_editing_a_provider_in_admin_pushes_the_change(admin_client, make_instal
     assert portal.providers[installation.pk]["acme"]["NAME"] == "Acme renamed"
 
 
-def test_changelists_take_a_fixed_number_of_queries(admin_client, make_installation, django_assert_max_num_queries):
-    installations = [make_installation() for _ in range(5)]
-    for n in range(5):
-        provider = Provider.objects.create(code=f"p{n}", name=f"P{n}", sender_name="OUTSIDE")
-        for installation in installations:
-            provider.registrations.create(installation=installation, state=RegistrationState.REGISTERED)
-
+def test_changelists_take_a_fixed_number_of_queries(admin_client, five_providers_on_five_portals,
+                                                    django_assert_max_num_queries):
     for url in ("/admin/providers/installation/", "/admin/providers/providerregistration/",  # 5 and 25 rows
                 "/admin/providers/provider/", "/admin/providers/bitrixapplication/"):
         with django_assert_max_num_queries(8):
@@ -173,3 +162,21 @@ def test_changing_the_code_of_a_registered_provider_is_a_form_error(admin_client
     assert "The code cannot change while the provider is registered on a portal." in response.content.decode()
     provider.refresh_from_db()
     assert provider.code == "acme"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("rate_limit_drain_per_second", "0"), ("rate_limit_drain_per_second", "-2"), ("rate_limit_burst", "0"),
+    ("default_region", "ZZ"),
+])
+def test_installation_settings_that_would_break_every_call_are_refused(admin_client, make_installation, field, value):
+    installation = make_installation()
+    form = {"account": "", "default_region": "kz", "rate_limit_burst": "250", "rate_limit_drain_per_second": "5"}
+
+    refused = admin_client.post(f"/admin/providers/installation/{installation.pk}/change/", {**form, field: value})
+    saved = admin_client.post(f"/admin/providers/installation/{installation.pk}/change/", form)
+
+    assert refused.status_code == 200 and "errorlist" in refused.content.decode()
+    assert saved.status_code == 302
+    installation.refresh_from_db()
+    assert (installation.default_region, installation.rate_limit_burst, installation.rate_limit_drain_per_second) == (
+        "KZ", 250, 5.0)
