@@ -242,3 +242,13 @@ def test_a_rule_broken_between_check_and_save_is_reported_not_a_500(admin_client
     assert response.status_code == 200
     assert any("Nothing was saved" in m and "already filed in application #7" in m for m in messages_of(response))
     assert not SenderNameApplication.objects.exists() and not SenderNameDocument.objects.exists()
+
+
+def test_a_submitted_application_cannot_be_deleted_from_its_page(admin_client, make_application):
+    application = make_application()
+    SenderNameApplication.objects.filter(pk=application.pk).update(
+        submission_state=SubmissionState.SUBMITTING, remote_id=None)
+    url = reverse("admin:sendernames_sendernameapplication_delete", args=[application.pk])
+    assert admin_client.get(url).status_code == 403
+    assert admin_client.post(url, {"post": "yes"}).status_code == 403
+    assert SenderNameApplication.objects.filter(pk=application.pk).exists()
