@@ -1,6 +1,8 @@
 """The per-portal leaky bucket: Redis (Lua) and the Django-cache fallback, shared by threads."""
+import math
 import threading
 import time
+import types
 import uuid
 
 import pytest
@@ -98,14 +100,22 @@ def test_redis_acquire_raises_after_timeout(settings):
 
 
 @pytest.mark.django_db
-def test_database_fallback_admits_burst_then_waits(db_cache):
+def test_database_fallback_admits_burst_then_waits(db_cache, monkeypatch):
+    # A clock that starts just inside a 0.2 s slot and moves only when the bucket sleeps, so no slot
+    # boundary is crossed between the calls by chance on a loaded machine.
+    now = [(math.floor(time.time() * 5.0) + 1) / 5.0 + 0.001]
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    monkeypatch.setattr(ratelimit, "time", types.SimpleNamespace(time=lambda: now[0], monotonic=lambda: now[0], sleep=sleep))
     backend = ratelimit.CacheLeakyBucket(db_cache)
     key = f"test:{uuid.uuid4().hex}"
     # burst 5 minus headroom and rounding margin: 3 at once, then one per slot (1/drain seconds)
     assert [backend.try_acquire(key, 5, 5.0) for _ in range(3)] == [0.0, 0.0, 0.0]
     wait = backend.try_acquire(key, 5, 5.0)
     assert 0 < wait <= 0.2
-    waited = ratelimit.acquire(key, 5, 5.0, timeout=1, backend=backend)
+    waited = ratelimit.acquire(key, 5, 5.0, timeout=1, backend=backend, sleep=sleep)
     assert 0 < waited <= 0.3
 
 
