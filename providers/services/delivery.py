@@ -19,8 +19,8 @@ from django.utils.translation import gettext_lazy
 from idgtl.client import IdgtlClient, IdgtlError
 from idgtl.services import account_get_default
 
-from ..models import Installation, Message, MessageState
-from ..status_mapping import STATE_RANK, state_for_idgtl_status
+from ..models import Installation, Message, MessageState, MessageStatusChange
+from ..status_mapping import STATE_RANK, idgtl_status_moves_forward, state_for_idgtl_status
 from .timeline import ChangeSource, messages_change_state
 
 logger = logging.getLogger(__name__)
@@ -153,11 +153,16 @@ def message_apply_idgtl_status(*, message: Message, status: str, status_time=Non
             return False  # only a message with its uuid stored takes statuses
         if STATE_RANK[new_state] < STATE_RANK[message.state]:
             return False
+        if new_state == message.state and not idgtl_status_moves_forward(message.idgtl_status, status):
+            return False
         message.idgtl_status = status
         message.idgtl_status_at = status_time
         fields = ["idgtl_status", "idgtl_status_at"]
-        if new_state == message.state:
+        if new_state == message.state:  # e.g. i-dgtl sending -> sent: no new state, still on the timeline
             message.save(update_fields=[*fields, "updated_at"])
+            MessageStatusChange.objects.create(
+                message=message, previous_state=message.state, state=message.state, idgtl_status=status, source=source,
+                detail=_("i-dgtl status: %(status)s") % {"status": status})
             return True
         if new_state in (MessageState.UNDELIVERED, MessageState.FAILED) and isinstance(error_code, int):
             message.error_code = error_code

@@ -1,7 +1,6 @@
 """Intake: a HANDLER call from Bitrix24 becomes one stored Message (exactly once), then a send."""
 import functools
 import hmac
-import re
 
 import phonenumbers
 from django.db import IntegrityError, connection, transaction
@@ -12,6 +11,7 @@ from ..handler_form import HandlerForm
 from ..models import (
     Installation, Message, MessageState, MessageStatusChange, Provider, ProviderRegistration, RegistrationState,
 )
+from .installations import HANDLER_SECRET_PATTERN
 from .timeline import ChangeSource
 
 
@@ -23,14 +23,11 @@ class ProviderNotRegistered(Exception):
     """The provider code is unknown, or not registered on this installation."""
 
 
-# Installation.handler_secret is secrets.token_urlsafe: anything else (a NUL, a space, non-ASCII, too long)
-# cannot be one and is refused before any query (a NUL reaching PostgreSQL would be a 500).
-_SECRET_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
-
-
 def handler_secret_check(secret: str) -> None:
-    """HandlerForbidden unless ``secret`` has the shape of a handler secret."""
-    if not isinstance(secret, str) or not _SECRET_RE.fullmatch(secret):
+    """HandlerForbidden unless ``secret`` has the shape of a handler secret (secrets.token_urlsafe):
+    anything else (a NUL, a space, non-ASCII, too long) is refused before any query, as a NUL
+    reaching PostgreSQL would be a 500."""
+    if not isinstance(secret, str) or not HANDLER_SECRET_PATTERN.fullmatch(secret):
         raise HandlerForbidden(_("Unknown handler."))
 
 
