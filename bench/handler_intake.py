@@ -25,7 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-SETTINGS = "bench.intake_settings"
+from bench._common import bench_rows, drop_queue, setup_django  # noqa: E402
+
 QUEUE = "bench-intake"
 
 
@@ -35,35 +36,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ensure_database(url: str):
-    import psycopg
-
-    parts = urllib.parse.urlsplit(url)
-    name = parts.path.lstrip("/")
-    admin = urllib.parse.urlunsplit(parts._replace(path="/postgres"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-            conn.execute(f'CREATE DATABASE "{name}"')
-
-
 def seed() -> tuple[str, str]:
     """An active installation with provider 'bench' registered; returns (handler path, application token)."""
-    import django
-
-    django.setup()
-    from providers.models import (
-        BitrixApplication, Installation, Message, Provider, ProviderRegistration, RegistrationState,
-    )
-
-    Message.objects.filter(installation__member_id="bench-member").delete()
-    application, _ = BitrixApplication.objects.get_or_create(client_id="local.bench.1", defaults={
-        "name": "bench", "client_secret": "bench"})
-    installation, _ = Installation.objects.get_or_create(application=application, member_id="bench-member", defaults={
-        "domain": "bench.bitrix24.test", "client_endpoint": "https://bench.bitrix24.test/rest/",
-        "application_token": "bench-application-token"})
-    provider, _ = Provider.objects.get_or_create(code="bench", defaults={"name": "bench", "sender_name": "Bench"})
-    ProviderRegistration.objects.update_or_create(provider=provider, installation=installation,
-                                                  defaults={"state": RegistrationState.REGISTERED})
+    installation, _provider = bench_rows("bench-member", domain="bench.bitrix24.test")
     return f"/b24/handler/{installation.handler_secret}/", installation.application_token
 
 
@@ -139,15 +114,13 @@ def main():
     parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
     parser.add_argument("--clients", type=int, default=16, help="concurrent client connections")
     parser.add_argument("--rounds", type=int, default=2, help="alternating baseline/handler rounds")
+    parser.add_argument("--server-side-binding", action="store_true",
+                        help="DATABASE_SERVER_SIDE_BINDING=1 (psycopg prepares repeated statements)")
     args = parser.parse_args()
+    if args.server_side_binding:
+        os.environ["DATABASE_SERVER_SIDE_BINDING"] = "1"
 
-    database_url = os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/b24sms_bench")
-    broker_url = os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/6")
-    if not database_url.startswith("postgres") or not broker_url.startswith("redis"):
-        sys.exit("DATABASE_URL must be PostgreSQL and CELERY_BROKER_URL Redis")
-    os.environ.update({"DJANGO_SETTINGS_MODULE": SETTINGS, "CELERY_TASK_DEFAULT_QUEUE": QUEUE, "LOG_LEVEL": "WARNING"})
-    ensure_database(database_url)
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, check=True)
+    _database_url, broker_url = setup_django(QUEUE)
     handler_path, application_token = seed()
     template = body_template(application_token)
 
@@ -177,15 +150,14 @@ def main():
     finally:
         server.terminate()
         server.wait(timeout=30)
-        import redis
-
-        redis.Redis.from_url(broker_url).delete(QUEUE)
+        drop_queue(broker_url, QUEUE)
 
     base_rps = sum(r["rps"] for r in baseline) / len(baseline)
     handler_rps = sum(r["rps"] for r in handler) / len(handler)
     accepted = sum(r["ok"] for r in handler)
     errors = sum(r["other"] for r in baseline + handler)
-    print(f"gunicorn sync workers: {args.workers}, clients: {args.clients}, {args.rounds} x {args.seconds:.0f} s each")
+    print(f"gunicorn sync workers: {args.workers}, clients: {args.clients}, {args.rounds} x {args.seconds:.0f} s each, "
+          f"server-side binding: {'on' if args.server_side_binding else 'off'}")
     print(f"baseline (trivial Django view): {base_rps:8.1f} req/s")
     print(f"handler intake (PG + Redis):    {handler_rps:8.1f} req/s")
     print(f"ratio: {handler_rps / base_rps:.2f} (goal >= 0.5)")

@@ -122,6 +122,13 @@ class InstallationInactive(Bitrix24Error):
     """The installation is removed or needs a reinstall: no call was made."""
 
 
+class Bitrix24RedirectRefused(Bitrix24Error):
+    """A 302 pointed outside the portals we may call (B24_ALLOWED_PORTAL_DOMAINS, B24_REQUIRE_HTTPS).
+
+    Permanent: no request was sent to the new address and nothing was saved.
+    """
+
+
 _KIND_CLASSES = {
     ErrorKind.AUTH: Bitrix24AuthError,
     ErrorKind.REFRESH: Bitrix24AuthError,
@@ -179,6 +186,41 @@ def _parse_json(response: requests.Response):
 
 def _netloc(url: str) -> str:
     return urlsplit(url).netloc
+
+
+def _portal_url_refusal(url: str) -> str | None:
+    """Why ``url`` may not become a portal address we call, or None when it may.
+
+    The install endpoint's rules (providers.services.installations): an http(s) URL without
+    credentials, a host admitted by B24_ALLOWED_PORTAL_DOMAINS, https when B24_REQUIRE_HTTPS.
+    """
+    from providers.services.installations import portal_domain_allowed  # providers imports this module
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018  (raises ValueError for a port out of range)
+    except ValueError:
+        return "not a valid URL"
+    if parts.scheme not in ("http", "https") or not host or parts.username is not None or parts.password is not None:
+        return "not an http(s) URL of a host"
+    if not portal_domain_allowed(host):
+        return f"{host} is not an allowed portal domain (B24_ALLOWED_PORTAL_DOMAINS)"
+    if settings.B24_REQUIRE_HTTPS and parts.scheme != "https":
+        return f"{host} is not reached over https (B24_REQUIRE_HTTPS)"
+    return None
+
+
+def _redirect_target(url: str, location: str, *, method: str, domain: str) -> str:
+    """The absolute URL a 302 sends us to, or Bitrix24RedirectRefused (nothing sent there)."""
+    target = urljoin(url, location)
+    refusal = _portal_url_refusal(target)
+    if refusal is not None:
+        logger.warning("bitrix24 %s @ %s: redirect refused: %s", method, domain, refusal,
+                       extra={"b24_method": method, "b24_domain": domain})
+        raise Bitrix24RedirectRefused("REDIRECT_REFUSED", f"redirect refused: {refusal}", http_status=302,
+                                      method=method)
+    return target
 
 
 def php_query(params: dict | None) -> str:
@@ -298,7 +340,7 @@ def call_with_token(client_endpoint: str, access_token: str, method: str, params
             answer = _post(session, target, {**(params or {}), contract.AUTH_PARAM: access_token},
                            method=method, domain=domain)
             if answer.location:
-                target = urljoin(target, answer.location)
+                target = _redirect_target(target, answer.location, method=method, domain=domain)
                 continue
             result, error = _result_or_error(answer, method)
             if error is not None:
@@ -428,10 +470,15 @@ def _apply_token_payload(row, payload: dict):
     row.access_token_expires_at = expires_at or now + timedelta(seconds=contract.ACCESS_TOKEN_LIFETIME)
     fields = ["access_token", "refresh_token", "access_token_expires_at", "updated_at"]
     endpoint = payload.get("client_endpoint")
-    if isinstance(endpoint, str) and endpoint.startswith(("http://", "https://")) and endpoint != row.client_endpoint:
-        row.client_endpoint = endpoint
-        row.domain = _netloc(endpoint)
-        fields += ["client_endpoint", "domain"]
+    if isinstance(endpoint, str) and endpoint and endpoint != row.client_endpoint:
+        refusal = _portal_url_refusal(endpoint)
+        if refusal is None:
+            row.client_endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
+            row.domain = _netloc(endpoint)
+            fields += ["client_endpoint", "domain"]
+        else:  # the rotated tokens are still stored; the portal keeps its address
+            logger.warning("bitrix24 oauth.refresh @ %s: client_endpoint not taken: %s", row.domain, refusal,
+                           extra={"b24_method": "oauth.refresh", "b24_domain": row.domain})
     if isinstance(payload.get("server_endpoint"), str) and payload["server_endpoint"]:
         row.server_endpoint = payload["server_endpoint"]
         fields.append("server_endpoint")
@@ -597,7 +644,11 @@ class Bitrix24Client:
             ratelimit_acquire(f"portal:{inst.member_id}", inst.rate_limit_burst, inst.rate_limit_drain_per_second)
             answer = _post(self.session, url, body, method=method, domain=inst.domain)
             if answer.location:
-                url = urljoin(url, answer.location)
+                try:
+                    url = _redirect_target(url, answer.location, method=method, domain=inst.domain)
+                except Bitrix24RedirectRefused as exc:
+                    self._record_error(str(exc))
+                    raise
                 self._save_new_endpoint(url)
                 continue
             result, error = _result_or_error(answer, method)
@@ -611,6 +662,14 @@ class Bitrix24Client:
             raise error
         raise Bitrix24TransientError("TOO_MANY_REDIRECTS", "", method=method)
 
+    def _record_error(self, error: str):
+        """Show ``error`` as the installation's last error (admin), without changing its state."""
+        from providers.models import Installation
+
+        inst = self.installation
+        inst.last_error = error
+        Installation.objects.filter(pk=inst.pk).update(last_error=error, updated_at=timezone.now())
+
     def _save_new_endpoint(self, new_url: str):
         """The portal moved: keep the endpoint's path on the new scheme and host; save domain and endpoint."""
         from providers.models import Installation
@@ -618,11 +677,11 @@ class Bitrix24Client:
         inst = self.installation
         new = urlsplit(new_url)
         old = urlsplit(inst.client_endpoint)
-        endpoint = urlunsplit((new.scheme or old.scheme, new.netloc or old.netloc, old.path, "", ""))
+        endpoint = urlunsplit((new.scheme, new.netloc, old.path, "", ""))  # _redirect_target: absolute, no userinfo
         if endpoint == inst.client_endpoint:
             return
         inst.client_endpoint = endpoint
-        inst.domain = new.netloc or inst.domain
+        inst.domain = new.netloc
         Installation.objects.filter(pk=inst.pk).update(client_endpoint=inst.client_endpoint, domain=inst.domain,
                                                        updated_at=timezone.now())
         logger.info("bitrix24 portal moved to %s", inst.domain, extra={"b24_domain": inst.domain})

@@ -7,6 +7,7 @@ The body is ``application/x-www-form-urlencoded`` with PHP-style nested keys
 """
 from __future__ import annotations
 
+import re
 import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -17,6 +18,13 @@ from django.utils.translation import gettext_lazy as _
 MESSAGE_ID_MAX_LENGTH = 128  # [S] bitrix24.md §2.5
 MESSAGE_TO_MAX_LENGTH = 64  # Message.message_to; Bitrix24 itself allows 50 (§2.6)
 CODE_MAX_LENGTH = 128
+AUTH_USER_ID_MAX_LENGTH = 32  # Message.author_user_id
+
+# No text field takes these (a NUL cannot even be stored in PostgreSQL text or jsonb); a message
+# body may still hold tabs and line breaks, an identifier no control character at all.
+_CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_IN_LINE = re.compile(r"[\x00-\x1f\x7f]")
+_SINGLE_LINE_FIELDS = ("code", "message_id", "message_to", "module_id", "type", "workflow_id", "ts")
 
 
 class HandlerFormError(ValueError):
@@ -66,6 +74,21 @@ def _decode_component(value, charset=None, kind=None):
 
 
 _DECODE_OPTIONS = qs_codec.DecodeOptions(decoder=_decode_component, list_limit=200, depth=3, parameter_limit=1000)
+
+
+def _control_check(value, name: str) -> None:
+    """HandlerFormError naming ``name`` if a key or string anywhere in ``value`` holds a control character."""
+    if isinstance(value, str):
+        if _CONTROL_IN_TEXT.search(value):
+            raise HandlerFormError(
+                _("The field %(field)s contains a control character.") % {"field": name}, name)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _control_check(str(key), name)
+            _control_check(item, name)
+    elif isinstance(value, list):
+        for item in value:
+            _control_check(item, name)
 
 
 def _scalar(data: dict, name: str, *, required: bool = False, max_length: int | None = None) -> str:
@@ -124,9 +147,13 @@ def _auth(value) -> HandlerAuth | None:
             raise HandlerFormError(_("The field %(field)s must be a single value.") % {"field": f"auth[{key}]"}, f"auth[{key}]")
         return item
 
+    user_id = text("user_id")
+    if len(user_id) > AUTH_USER_ID_MAX_LENGTH:
+        raise HandlerFormError(_("The field %(field)s is longer than %(max)d characters.")
+                               % {"field": "auth[user_id]", "max": AUTH_USER_ID_MAX_LENGTH}, "auth[user_id]")
     return HandlerAuth(
         application_token=text("application_token"), member_id=text("member_id"), domain=text("domain"),
-        user_id=text("user_id"), client_endpoint=text("client_endpoint"), access_token=text("access_token"))
+        user_id=user_id, client_endpoint=text("client_endpoint"), access_token=text("access_token"))
 
 
 def _timestamp(value: str) -> datetime | None:
@@ -158,6 +185,12 @@ def handler_form_parse(body: bytes | str) -> HandlerForm:
         raise HandlerFormError(_("The body is not a form."))
     if not isinstance(data, dict):
         raise HandlerFormError(_("The body is not a form."))
+    for key, value in data.items():
+        if _CONTROL_IN_TEXT.search(str(key)):
+            raise HandlerFormError(_("A field name contains a control character."))
+        _control_check(value, str(key))
+        if key in _SINGLE_LINE_FIELDS and isinstance(value, str) and _CONTROL_IN_LINE.search(value):
+            raise HandlerFormError(_("The field %(field)s contains a control character.") % {"field": key}, key)
 
     properties = data.get("properties") if isinstance(data.get("properties"), dict) else {}
     message_to = _scalar(data, "message_to", max_length=MESSAGE_TO_MAX_LENGTH) or _scalar(

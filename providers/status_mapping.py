@@ -58,6 +58,15 @@ BITRIX24_RANK = {
 }
 
 
+# Within our SENT state i-dgtl still moves from ``sending`` (queued there) to ``sent`` (handed to the operator).
+IDGTL_SENT_ORDER = {IdgtlStatus.SENDING: 0, IdgtlStatus.SENT: 1}
+
+
+def idgtl_status_moves_forward(current: str, new: str) -> bool:
+    """Whether i-dgtl status ``new`` is news after ``current`` when both map to the same state of ours."""
+    return IDGTL_SENT_ORDER.get(new, 0) > IDGTL_SENT_ORDER.get(current, -1) if current else True
+
+
 def state_for_idgtl_status(status: str) -> MessageState | None:
     """Our state for an i-dgtl message status; None for a status we do not know (it is ignored)."""
     return IDGTL_TO_STATE.get(status)

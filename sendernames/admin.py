@@ -2,7 +2,7 @@
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.core.exceptions import ValidationError
-from django.http import Http404
+from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -137,6 +137,14 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
         colour = "#fd7e14" if application.last_error_kind == ErrorKind.CONFIGURATION else "#dc3545"
         return format_html('<span style="color:{}">{}{}:</span> {}', colour, application.get_last_error_kind_display(),
                            code, application.last_error_message)
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except ValidationError as exc:  # a rule broken between the form's check and the save (a duplicate filed meanwhile)
+            self.message_user(request, gettext("Nothing was saved: %(errors)s") % {"errors": " ".join(exc.messages)},
+                              messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
 
     def save_model(self, request, obj, form, change):
         data = {name: form.cleaned_data.get(name) for name in APPLICATION_FIELDS}

@@ -260,8 +260,12 @@ class SenderNameApplicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMi
         application = application_create(documents=documents, created_by=request.user, **data)
         return Response(self._full(application), status=status.HTTP_201_CREATED)
 
-    @extend_schema(summary="Submit to i-dgtl (once; repeated calls change nothing)", request=None,
-                   responses={202: ActionResult, 200: ActionResult})
+    @extend_schema(
+        summary="Submit to i-dgtl (once; repeated calls change nothing)", request=None,
+        description="202: queued now (a worker sends it); 200: already queued or submitted, nothing sent again. "
+                    "400 names what no longer holds (date_from is past, documents, a duplicate, account without key).",
+        responses={202: ActionResult, 200: ActionResult,
+                   400: OpenApiResponse(VALIDATION_ERROR_SCHEMA, description="Cannot be submitted, by field")})
     @action(detail=True, methods=["post"])
     def submit(self, request, pk=None):
         application = self.get_object()
@@ -270,7 +274,9 @@ class SenderNameApplicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMi
         return Response({"detail": result.message, "application": self._full(result.application)}, status=code)
 
     @extend_schema(summary="Ask i-dgtl for the status now", request=None,
-                   responses={200: ActionResult, 502: OpenApiResponse(ActionResult, description="i-dgtl failed")})
+                   responses={200: ActionResult,
+                              400: OpenApiResponse(VALIDATION_ERROR_SCHEMA, description="Not submitted yet"),
+                              502: OpenApiResponse(ActionResult, description="i-dgtl failed; the error is stored")})
     @action(detail=True, methods=["post"])
     def refresh(self, request, pk=None):
         application = self.get_object()

@@ -3,7 +3,7 @@ from django.conf import settings
 from django.db import models, transaction
 from django.db.models.signals import post_delete
 from django.dispatch import receiver
-from django.http import FileResponse
+from django.http import FileResponse, Http404
 from django.utils.translation import gettext_lazy as _
 
 from idgtl.contract import SENDER_NAME_FINAL_STATUSES, Brand, ChannelType, CommonType, SenderNameStatus
@@ -115,9 +115,12 @@ class SenderNameDocument(models.Model):
         return self.original_name
 
     def download_response(self) -> FileResponse:
-        """The file as an attachment under its original name (admin and API downloads)."""
-        return FileResponse(self.file.open("rb"), as_attachment=True, filename=self.original_name,
-                            content_type=self.content_type)
+        """The file as an attachment under its original name (admin and API downloads); 404 if it is gone."""
+        try:
+            handle = self.file.open("rb")
+        except OSError:
+            raise Http404(_("The file of this document is missing from storage."))
+        return FileResponse(handle, as_attachment=True, filename=self.original_name, content_type=self.content_type)
 
 
 class SenderNameStatusChange(models.Model):

@@ -3,9 +3,11 @@
 Idempotent by (message_uuid, status); a message only moves forward and a final status never changes.
 """
 import logging
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
 from django.conf import settings
 from django.db import transaction
@@ -17,14 +19,18 @@ from django.utils.translation import gettext_lazy
 from idgtl.client import IdgtlClient, IdgtlError
 from idgtl.services import account_get_default
 
-from ..models import Installation, Message, MessageState
-from ..status_mapping import STATE_RANK, state_for_idgtl_status
+from ..models import Installation, Message, MessageState, MessageStatusChange
+from ..status_mapping import STATE_RANK, idgtl_status_moves_forward, state_for_idgtl_status
 from .timeline import ChangeSource, messages_change_state
 
 logger = logging.getLogger(__name__)
 
 STATUS_EVENTS = {"delivered", "sent", "read"}  # events that carry a message status (§3.4)
 LOOKUP_CHUNK = 100
+# What may reach a query or a column: printable ASCII (no NUL, no lone surrogate), within the columns.
+_UUID_RE = re.compile(r"[\x21-\x7e]{1,64}")  # Message.idgtl_message_uuid
+_STATUS_RE = re.compile(r"[\x21-\x7e]{1,32}")  # Message.idgtl_status
+_INT_MAX = 2**31 - 1  # Message.error_code
 
 
 class CallbackError(ValueError):
@@ -43,14 +49,27 @@ class CallbackEvent:
 
 
 def _parse_time(value) -> datetime | None:
-    if isinstance(value, datetime):
-        return value
-    if not isinstance(value, str) or not value:
+    """An aware datetime (UTC when no offset is given), or None for anything else."""
+    if isinstance(value, str) and value:
+        try:
+            value = parse_datetime(value)
+        except ValueError:
+            return None
+    if not isinstance(value, datetime):
         return None
     try:
-        return parse_datetime(value)
-    except ValueError:
+        if timezone.is_naive(value):
+            return value.replace(tzinfo=dt_timezone.utc)
+        return value.astimezone(dt_timezone.utc)
+    except (OverflowError, ValueError):
         return None
+
+
+def _error_code(value) -> int | None:
+    """i-dgtl's error code when it is an integer that fits the column."""
+    if isinstance(value, int) and not isinstance(value, bool) and -_INT_MAX <= value <= _INT_MAX:
+        return value
+    return None
 
 
 def callback_events_parse(payload) -> list[CallbackEvent]:
@@ -67,14 +86,15 @@ def callback_events_parse(payload) -> list[CallbackEvent]:
         if callback_event not in STATUS_EVENTS:
             continue  # price, click, ...: acknowledged and ignored
         uuid, status = item.get("message_uuid"), item.get("status")
-        if not isinstance(uuid, str) or not uuid or len(uuid) > 64:
-            raise CallbackError(gettext_lazy("message_uuid is missing or not a string."), f"[{index}].message_uuid")
-        if not isinstance(status, str) or not status:
-            raise CallbackError(gettext_lazy("status is missing or not a string."), f"[{index}].status")
-        error_code = item.get("error_code")
+        if not isinstance(uuid, str) or not _UUID_RE.fullmatch(uuid):
+            raise CallbackError(gettext_lazy("message_uuid is missing or not a string of at most 64 printable "
+                                             "ASCII characters."), f"[{index}].message_uuid")
+        if not isinstance(status, str) or not _STATUS_RE.fullmatch(status):
+            raise CallbackError(gettext_lazy("status is missing or not a string of at most 32 printable "
+                                             "ASCII characters."), f"[{index}].status")
         events.append(CallbackEvent(
             message_uuid=uuid, status=status, status_time=_parse_time(item.get("status_time")),
-            error_code=error_code if isinstance(error_code, int) and not isinstance(error_code, bool) else None))
+            error_code=_error_code(item.get("error_code"))))
     return events
 
 
@@ -124,6 +144,7 @@ def message_apply_idgtl_status(*, message: Message, status: str, status_time=Non
         logger.info("Unknown i-dgtl status %r for message %s ignored", status, message.pk)
         return False
     status_time = _parse_time(status_time) or timezone.now()
+    error_code = _error_code(error_code)
     with transaction.atomic():
         message = Message.objects.select_for_update().get(pk=message.pk)
         if message.is_final or message.idgtl_status == status:
@@ -132,11 +153,16 @@ def message_apply_idgtl_status(*, message: Message, status: str, status_time=Non
             return False  # only a message with its uuid stored takes statuses
         if STATE_RANK[new_state] < STATE_RANK[message.state]:
             return False
+        if new_state == message.state and not idgtl_status_moves_forward(message.idgtl_status, status):
+            return False
         message.idgtl_status = status
         message.idgtl_status_at = status_time
         fields = ["idgtl_status", "idgtl_status_at"]
-        if new_state == message.state:
+        if new_state == message.state:  # e.g. i-dgtl sending -> sent: no new state, still on the timeline
             message.save(update_fields=[*fields, "updated_at"])
+            MessageStatusChange.objects.create(
+                message=message, previous_state=message.state, state=message.state, idgtl_status=status, source=source,
+                detail=_("i-dgtl status: %(status)s") % {"status": status})
             return True
         if new_state in (MessageState.UNDELIVERED, MessageState.FAILED) and isinstance(error_code, int):
             message.error_code = error_code

@@ -171,8 +171,8 @@ def _check_portal_endpoint(*, domain: str, client_endpoint: str, domain_field: s
         claimed_port = claimed.port
     except ValueError:
         raise ValidationError({domain_field: _("Not a portal domain.")}) from None
-    same_host = (claimed.hostname == endpoint.hostname
-                 and (claimed_port is None or claimed_port == endpoint.port))
+    endpoint_port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    same_host = claimed.hostname == endpoint.hostname and claimed_port in (None, endpoint_port)
     if not same_host and not settings.SANDBOX:
         raise ValidationError({endpoint_field: _("The client endpoint's host is not the portal domain sent.")})
     if not portal_domain_allowed(endpoint.hostname):

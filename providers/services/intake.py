@@ -11,6 +11,7 @@ from ..handler_form import HandlerForm
 from ..models import (
     Installation, Message, MessageState, MessageStatusChange, Provider, ProviderRegistration, RegistrationState,
 )
+from .installations import HANDLER_SECRET_PATTERN
 from .timeline import ChangeSource
 
 
@@ -22,10 +23,17 @@ class ProviderNotRegistered(Exception):
     """The provider code is unknown, or not registered on this installation."""
 
 
+def handler_secret_check(secret: str) -> None:
+    """HandlerForbidden unless ``secret`` has the shape of a handler secret (secrets.token_urlsafe):
+    anything else (a NUL, a space, non-ASCII, too long) is refused before any query, as a NUL
+    reaching PostgreSQL would be a 500."""
+    if not isinstance(secret, str) or not HANDLER_SECRET_PATTERN.fullmatch(secret):
+        raise HandlerForbidden(_("Unknown handler."))
+
+
 def installation_by_handler_secret(*, secret: str) -> Installation:
     """The installation whose HANDLER/callback URL carries ``secret``; HandlerForbidden otherwise."""
-    if not secret or len(secret) > 64:
-        raise HandlerForbidden(_("Unknown handler."))
+    handler_secret_check(secret)
     installation = Installation.objects.filter(handler_secret=secret).first()
     # The index lookup finds the row; the decision is a constant-time compare of the whole secret.
     if installation is None or not hmac.compare_digest(installation.handler_secret.encode(), secret.encode()):
@@ -99,8 +107,7 @@ def handler_authenticate(*, secret: str, form: HandlerForm) -> ProviderRegistrat
     One query on the usual path. HandlerForbidden (403) for a wrong secret or token or an inactive
     installation; ProviderNotRegistered (404) for a code not registered there.
     """
-    if not secret or len(secret) > 64:
-        raise HandlerForbidden(_("Unknown handler."))
+    handler_secret_check(secret)
     registration = _registration_lookup(secret=secret, code=form.code)
     if registration is not None:
         _check_call(registration.installation, secret=secret, form=form)

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 SEND_SCHEDULED_KEY = "providers:send-scheduled"
 LOOKUP_PAGE_SIZE = 100
+LOOKUP_MARGIN = timedelta(minutes=5)  # clock skew and the time a send call may take, around the claim time
 
 
 # --- scheduling --------------------------------------------------------------------------------------
@@ -311,26 +312,31 @@ def messages_resolve_unknown_outcomes(*, now=None) -> int:
     return resolved
 
 
-def _lookup_by_external_id(client: IdgtlClient, messages: list[Message], now) -> dict[str, dict]:
-    """i-dgtl's items for our messages, keyed by externalMessageId, from the time window they were sent in."""
+def _lookup_by_external_id(client: IdgtlClient, messages: list[Message], now) -> tuple[dict[str, dict], bool]:
+    """i-dgtl's items for our messages, keyed by externalMessageId, from the time window they were sent
+    in, and whether that window was read to its end (only then does "not found" mean "not there")."""
     wanted = {str(m.pk) for m in messages}
     started = [m.sending_started_at or m.created_at for m in messages]
-    time_from = min(started) - timedelta(minutes=5)
-    time_to = now + timedelta(minutes=1)
+    time_from = min(started) - LOOKUP_MARGIN
+    time_to = min(now, max(started) + LOOKUP_MARGIN) + timedelta(minutes=1)
     found: dict[str, dict] = {}
     page = 1
     while page * LOOKUP_PAGE_SIZE <= GET_MESSAGES_MAX_WINDOW:
         answer = client.get_messages(time_from=time_from, time_to=time_to, page=page, per_page=LOOKUP_PAGE_SIZE)
-        items = answer.get("items") or [] if isinstance(answer, dict) else []
+        items = (answer.get("items") or []) if isinstance(answer, dict) else []
         for item in items:
+            if not isinstance(item, dict):
+                continue
             external_id = str(item.get("externalMessageId") or "")
             if external_id in wanted and item.get("messageUuid"):
                 found[external_id] = item
         total = answer.get("total") if isinstance(answer, dict) else None
-        if len(found) == len(wanted) or len(items) < LOOKUP_PAGE_SIZE or (isinstance(total, int) and page * LOOKUP_PAGE_SIZE >= total):
-            break
+        if len(found) == len(wanted):
+            return found, True
+        if len(items) < LOOKUP_PAGE_SIZE or (isinstance(total, int) and page * LOOKUP_PAGE_SIZE >= total):
+            return found, True
         page += 1
-    return found
+    return found, False  # more sent in that window than one lookup may read: absent is not proven
 
 
 def _resolve_for_account(account, messages: list[Message], now) -> int:
@@ -340,7 +346,7 @@ def _resolve_for_account(account, messages: list[Message], now) -> int:
         return len(messages)
     client = IdgtlClient.for_messages(account)
     try:
-        found = _lookup_by_external_id(client, messages, now)
+        found, complete = _lookup_by_external_id(client, messages, now)
     except IdgtlError as exc:
         logger.warning("i-dgtl lookup of %d messages with an unknown outcome failed: %s", len(messages), exc)
         expired = [m for m in messages if (m.sending_started_at or m.created_at) + lifetime_end < now]
@@ -356,7 +362,7 @@ def _resolve_for_account(account, messages: list[Message], now) -> int:
 
     from .delivery import message_apply_idgtl_status
 
-    has_it, lacks_it = [], []
+    has_it, lacks_it, unproven = [], [], []
     with transaction.atomic():
         for message in _lock_still(messages, MessageState.SENDING):
             item = found.get(str(message.pk))
@@ -366,10 +372,23 @@ def _resolve_for_account(account, messages: list[Message], now) -> int:
                 message.error_message = ""
                 message.next_check_at = now + timedelta(seconds=settings.MESSAGES_RECONCILE_AFTER)
                 has_it.append((message, item))
-            else:
+            elif complete:
                 message.error_message = _("i-dgtl does not have it; sending again.")
                 message.next_check_at = None
                 lacks_it.append(message)
+            else:  # not seen in a window too large to read whole: look again later, never resend blindly
+                unproven.append(message)
+        if unproven:
+            logger.warning("%d messages with an unknown outcome not found in a lookup that could not read the "
+                           "whole window; looked up again later", len(unproven))
+            expired = [m for m in unproven if (m.sending_started_at or m.created_at) + lifetime_end < now]
+            for message in unproven:
+                message.next_check_at = now + timedelta(seconds=_retry_delay(message.send_attempts + 1))
+            Message.objects.bulk_update([m for m in unproven if m not in expired], ["next_check_at"])
+            for message in expired:
+                message.error_message = _("No answer from i-dgtl within the message lifetime.")
+            messages_change_state(messages=expired, state=MessageState.FAILED, source=ChangeSource.RECONCILER,
+                                  update_fields=("error_message",))
         messages_change_state(messages=[m for m, _i in has_it], state=MessageState.SENT, source=ChangeSource.RECONCILER,
                               detail=_("Found at i-dgtl after an unknown outcome."),
                               update_fields=("idgtl_message_uuid", "sent_at", "error_message", "next_check_at"))

@@ -20,7 +20,8 @@ from b24sms.logging import log_context
 from ..handler_form import HandlerFormError, handler_form_parse
 from ..services.delivery import CallbackError, callback_events_apply, callback_events_parse
 from ..services.intake import (
-    HandlerForbidden, ProviderNotRegistered, handler_authenticate, installation_by_handler_secret, message_receive,
+    HandlerForbidden, ProviderNotRegistered, handler_authenticate, handler_secret_check, installation_by_handler_secret,
+    message_receive,
 )
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,10 @@ def _body(request) -> bytes:
 @require_POST
 def bitrix24_handler(request, secret: str):
     """HANDLER of every provider on one installation: Bitrix24 POSTs each SMS here (contract §3)."""
+    try:
+        handler_secret_check(secret)
+    except HandlerForbidden as exc:
+        return _error(403, exc)
     try:
         form = handler_form_parse(_body(request))
     except HandlerFormError as exc:
@@ -91,7 +96,7 @@ def idgtl_callback(request, secret: str):
     try:
         raw = _body(request)
         events = callback_events_parse(json.loads(raw.decode("utf-8")))
-    except (HandlerFormError, UnicodeDecodeError, json.JSONDecodeError):
+    except (HandlerFormError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return _error(400, _("The body is not a JSON array of events."))
     except CallbackError as exc:
         return _error(400, exc.message, exc.field)

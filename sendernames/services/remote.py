@@ -38,11 +38,20 @@ def application_remote_body(application: SenderNameApplication) -> dict:
     }
 
 
+class DocumentUnreadable(Exception):
+    def __init__(self, document, error: OSError):
+        super().__init__(f"{document.original_name}: {error.__class__.__name__}")
+        self.document = document
+
+
 def application_remote_files(application: SenderNameApplication) -> list[tuple[str, bytes, str]]:
     files = []
     for document in application.documents.all():
-        with document.file.open("rb") as handle:
-            files.append((document.original_name, handle.read(), document.content_type))
+        try:
+            with document.file.open("rb") as handle:
+                files.append((document.original_name, handle.read(), document.content_type))
+        except OSError as exc:  # the stored file is gone (a lost media volume): nothing can be sent
+            raise DocumentUnreadable(document, exc) from exc
     return files
 
 

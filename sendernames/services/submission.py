@@ -166,6 +166,12 @@ def application_submit_perform(*, application_id: int, final_attempt: bool = Fal
                     if found is not None:
                         return SubmitResult(SubmitOutcome.SUBMITTED, _record_success(application_id, found))
                 raise
+    except remote.DocumentUnreadable as exc:
+        message = _("The document “%(name)s” cannot be read from storage, so nothing was sent; attach the "
+                    "documents again (or restore the media volume) and submit again.") % {
+            "name": exc.document.original_name}
+        return SubmitResult(SubmitOutcome.FAILED, _record_error(
+            application_id, kind=ErrorKind.CONFIGURATION, error=None, message=message, state=SubmissionState.FAILED))
     except IdgtlConfigurationError as exc:
         return SubmitResult(SubmitOutcome.FAILED, _record_error(
             application_id, kind=ErrorKind.CONFIGURATION, error=exc, message=configuration_message(exc),

@@ -154,14 +154,17 @@ def test_query_limit_exceeded_is_retried(bitrix24, portal, installation_factory)
 
 @pytest.mark.django_db
 def test_client_limiter_keeps_under_the_portal_bucket(bitrix24, portal, installation_factory, settings):
-    bitrix24.set_rate_limit(burst=5, drain_per_second=20.0)
-    inst = installation_factory(portal, rate_limit_burst=5, rate_limit_drain_per_second=20.0)
+    # The portal's bucket holds one request more than ours: 0.1 s of network jitter on a loaded machine
+    # (two requests reaching it closer together than we sent them) is tolerated. Without the client's
+    # limiter the fifteen calls would be refused from the seventh on.
+    bitrix24.set_rate_limit(burst=6, drain_per_second=10.0)
+    inst = installation_factory(portal, rate_limit_burst=5, rate_limit_drain_per_second=10.0)
     client = Bitrix24Client(inst)
     started = time.monotonic()
     for _ in range(15):
         client.app_info()
     assert all(r.status == 200 for r in bitrix24.requests)  # never a QUERY_LIMIT_EXCEEDED
-    assert time.monotonic() - started >= (15 - 5) / 20.0 - 0.05
+    assert time.monotonic() - started >= (15 - 5) / 10.0 - 0.01
 
 
 @pytest.mark.django_db

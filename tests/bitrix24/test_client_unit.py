@@ -8,7 +8,7 @@ import requests
 from bitrix24 import client as b24
 from bitrix24.client import (
     Bitrix24AccessDenied, Bitrix24AuthError, Bitrix24Client, Bitrix24MethodError, Bitrix24NeedsReinstall,
-    Bitrix24OperationTimeLimit, Bitrix24TransientError, InstallationInactive, php_query,
+    Bitrix24OperationTimeLimit, Bitrix24RedirectRefused, Bitrix24TransientError, InstallationInactive, php_query,
 )
 from providers.models import Installation, InstallationState
 from tests.bitrix24.stub import err, ok, stub_session
@@ -180,6 +180,74 @@ def test_redirect_is_reposted_and_new_domain_saved(installation_factory):
         ("POST", "https://new.bitrix24.test/rest/app.info", {"auth": inst.access_token})]
     stored = Installation.objects.get(pk=inst.pk)
     assert (stored.domain, stored.client_endpoint) == ("new.bitrix24.test", "https://new.bitrix24.test/rest/")
+
+
+def test_redirect_within_the_allowed_domains_is_followed(installation_factory, settings):
+    settings.B24_ALLOWED_PORTAL_DOMAINS = [".bitrix24.test"]
+    settings.B24_REQUIRE_HTTPS = True
+    inst = installation_factory(domain="old.bitrix24.test", client_endpoint="https://old.bitrix24.test/rest/")
+    session, stub = stub_session(lambda seen: (302, None, {"Location": "/rest/app.info"}) if len(stub.seen) == 1
+                                 else (302, None, {"Location": "https://new.bitrix24.test/rest/app.info"})
+                                 if seen.url.startswith("https://old.") else ok({"CODE": "x"}))
+    assert Bitrix24Client(inst, session=session).app_info() == {"CODE": "x"}
+    assert [s.url for s in stub.seen] == ["https://old.bitrix24.test/rest/app.info"] * 2 + [
+        "https://new.bitrix24.test/rest/app.info"]
+    assert Installation.objects.get(pk=inst.pk).domain == "new.bitrix24.test"
+
+
+@pytest.mark.parametrize("allowed,https,location", [
+    ([".bitrix24.test"], False, "https://evil.example/rest/app.info"),
+    (["old.bitrix24.test"], False, "https://new.bitrix24.test/rest/app.info"),
+    ([".bitrix24.test"], False, "https://evilbitrix24.test/rest/app.info"),
+    ([], True, "http://new.bitrix24.test/rest/app.info"),
+    ([], False, "https://user:pw@new.bitrix24.test/rest/app.info"),
+    ([], False, "ftp://new.bitrix24.test/rest/app.info"),
+])
+def test_redirect_to_a_disallowed_address_is_refused_and_nothing_saved(installation_factory, settings,
+                                                                         allowed, https, location):
+    settings.B24_ALLOWED_PORTAL_DOMAINS = allowed
+    settings.B24_REQUIRE_HTTPS = https
+    inst = installation_factory(domain="old.bitrix24.test", client_endpoint="https://old.bitrix24.test/rest/",
+                                access_token="SECRET-ACCESS")
+    session, stub = stub_session(lambda seen: (302, None, {"Location": location}))
+    with pytest.raises(Bitrix24RedirectRefused) as info:
+        Bitrix24Client(inst, session=session).app_info()
+    assert [s.url for s in stub.seen] == ["https://old.bitrix24.test/rest/app.info"]  # nothing sent there
+    assert info.value.error == "REDIRECT_REFUSED" and not isinstance(info.value, Bitrix24TransientError)
+    assert "SECRET-ACCESS" not in str(info.value) + repr(info.value)
+    stored = Installation.objects.get(pk=inst.pk)
+    assert (stored.domain, stored.client_endpoint, stored.state) == (
+        "old.bitrix24.test", "https://old.bitrix24.test/rest/", InstallationState.ACTIVE)
+    assert "redirect refused" in stored.last_error
+
+
+@pytest.mark.parametrize("https,location", [(False, "https://evil.example/rest/app.info"),
+                                            (True, "http://new.bitrix24.test/rest/app.info")])
+def test_call_with_token_refuses_a_redirect_to_a_disallowed_address(settings, https, location):
+    settings.B24_ALLOWED_PORTAL_DOMAINS = [".bitrix24.test"]
+    settings.B24_REQUIRE_HTTPS = https
+    session, stub = stub_session(lambda seen: (302, None, {"Location": location}))
+    with pytest.raises(Bitrix24RedirectRefused):
+        b24.call_with_token("https://x.bitrix24.test/rest/", "t0k", "app.info", session=session)
+    assert [s.url for s in stub.seen] == ["https://x.bitrix24.test/rest/app.info"]
+
+
+def test_refresh_keeps_the_tokens_but_not_a_disallowed_client_endpoint(installation_factory, settings):
+    settings.B24_ALLOWED_PORTAL_DOMAINS = [".bitrix24.test"]
+    inst = installation_factory(domain="a.bitrix24.test", client_endpoint="https://a.bitrix24.test/rest/",
+                                access_token="old-access")
+
+    def rest(seen):
+        return ok(True) if seen.json["auth"] == "new-access" else err(401, "expired_token")
+
+    session, stub = stub_session(_oauth_or(rest, [(200, {
+        "access_token": "new-access", "refresh_token": "new-refresh", "expires_in": 3600,
+        "client_endpoint": "https://evil.example/rest/"}, {})]))
+    assert Bitrix24Client(inst, session=session).app_info() is True
+    assert stub.seen[-1].url == "https://a.bitrix24.test/rest/app.info"
+    stored = Installation.objects.get(pk=inst.pk)
+    assert (stored.access_token, stored.refresh_token) == ("new-access", "new-refresh")
+    assert (stored.domain, stored.client_endpoint) == ("a.bitrix24.test", "https://a.bitrix24.test/rest/")
 
 
 def test_operation_time_limit_pauses_the_method_for_all_clients(installation_factory):

@@ -9,12 +9,6 @@ MESSAGES_KEY = "bWVzc2FnZXM6c2VjcmV0LTU2Nzg5"
 
 
 @pytest.fixture
-def admin_client(client, staff_user):
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
 def account(db):
     return IdgtlAccount.objects.create(name="client-a", api_url="https://direct.example/api/v1",
                                        sender_names_key=SENDER_KEY, messages_key=MESSAGES_KEY)

@@ -19,16 +19,8 @@ from idgtl.client import (
     IdgtlTransientError,
     IdgtlValidationError,
 )
-from tests.idgtl.scripted_server import ScriptedServer
 
 KEY = "c2VjcmV0OmtleS12YWx1ZS05ODc2"  # base64-looking, as i-dgtl issues them
-
-
-@pytest.fixture
-def server():
-    srv = ScriptedServer()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture

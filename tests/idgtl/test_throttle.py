@@ -6,18 +6,10 @@ import pytest
 from bitrix24 import ratelimit
 from idgtl.client import IdgtlClient, IdgtlTransientError
 from idgtl.models import IdgtlAccount
-from tests.idgtl.scripted_server import ScriptedServer
 
 pytestmark = pytest.mark.django_db
 
 KEY = "c2VjcmV0OmtleS12YWx1ZS05ODc2"
-
-
-@pytest.fixture
-def server():
-    srv = ScriptedServer()
-    yield srv
-    srv.stop()
 
 
 @pytest.fixture

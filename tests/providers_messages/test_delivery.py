@@ -65,6 +65,18 @@ def test_sent_event_records_the_status_without_a_new_state(client, installation,
     callback(client, installation, [event(status="sent", callback_event="sent")])
     sent_message.refresh_from_db()
     assert (sent_message.state, sent_message.idgtl_status) == (MessageState.SENT, "sent")
+    assert list(sent_message.status_changes.values_list("state", "idgtl_status", "source")) == [
+        ("sent", "sent", "callback")]  # on the timeline, though the state stays
+    assert not StatusReport.objects.exists()  # Bitrix24 already has "sent"
+
+
+def test_an_earlier_idgtl_status_does_not_overwrite_a_later_one(client, installation, sent_message):
+    callback(client, installation, [event(status="sent", callback_event="sent")])
+    response = callback(client, installation, [event(status="sending", callback_event="sent")])
+    assert response.json()["applied"] == 0
+    sent_message.refresh_from_db()
+    assert sent_message.idgtl_status == "sent"
+    assert sent_message.status_changes.count() == 1
 
 
 def test_batched_events_and_price_click_are_acknowledged(client, installation, provider, sent_message):

@@ -180,11 +180,11 @@ def test_burst_meeting_query_limit_exceeded_loses_nothing(portal_setup, bitrix24
     assert {response.status_code for _mid, response in posted} == {200}
     ids = [mid for mid, _response in posted]
     wait_until(lambda: Message.objects.filter(message_id__in=ids, state=MessageState.SENT).count() == len(ids),
-               timeout=60, message="the burst to be sent")
+               timeout=90, message="the burst to be sent")
     assert sum(len(r.json) for r in idgtl_posts(idgtl)) == len(ids)
     assert len(idgtl_posts(idgtl)) <= len(ids) / 3  # batched, not one call per message
     for message in Message.objects.filter(message_id__in=ids):
         idgtl.set_message_status(message.idgtl_message_uuid, "delivered")
-    wait_until(lambda: all(portal_statuses(portal, mid)[-1:] == ["delivered"] for mid in ids), timeout=90,
+    wait_until(lambda: all(portal_statuses(portal, mid)[-1:] == ["delivered"] for mid in ids), timeout=150,
                message="every delivery to reach the portal")
     assert [r.status for r in bitrix24.requests if r.method == "batch"].count(503) == 3  # it did meet the limit

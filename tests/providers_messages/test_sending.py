@@ -152,6 +152,40 @@ def test_outcome_unknown_keeps_sending_and_is_resolved_by_lookup_not_resent(inst
     assert list(found.status_reports.values_list("status", flat=True)) == ["sent", "delivered"]
 
 
+def test_a_lookup_window_too_large_to_read_whole_never_resends(settings, monkeypatch, installation, provider,
+                                                               idgtl_api):
+    """i-dgtl lets one lookup read at most 10,000 items of a window: a message not among them may still
+    be there, so it is looked up again later (and failed after its lifetime), never sent a second time."""
+    monkeypatch.setattr("providers.services.sending.GET_MESSAGES_MAX_WINDOW", 200)
+    message = make_message(installation, provider, 1)
+    idgtl_api.send_answers.append(IdgtlOutcomeUnknown("read timeout"))
+    messages_send_waiting()
+    idgtl_api.known = [{"messageUuid": f"other-{n}", "externalMessageId": f"x{n}"} for n in range(250)]
+    Message.objects.update(next_check_at=timezone.now() - timedelta(seconds=1))
+    messages_resolve_unknown_outcomes()
+    message.refresh_from_db()
+    assert message.state == MessageState.SENDING and message.next_check_at > timezone.now()
+    assert len(idgtl_api.lookups) == 2 and len(idgtl_api.sent) == 1
+
+    later = timezone.now() + timedelta(hours=settings.MESSAGES_LIFETIME_HOURS, seconds=settings.MESSAGES_LIFETIME_MARGIN + 60)
+    messages_resolve_unknown_outcomes(now=later)
+    message.refresh_from_db()
+    assert message.state == MessageState.FAILED
+    assert len(idgtl_api.sent) == 1
+
+
+def test_the_lookup_window_ends_shortly_after_the_claim(installation, provider, idgtl_api):
+    message = make_message(installation, provider, 1)
+    idgtl_api.send_answers.append(IdgtlOutcomeUnknown("read timeout"))
+    messages_send_waiting()
+    message.refresh_from_db()
+    later = message.sending_started_at + timedelta(hours=3)
+    messages_resolve_unknown_outcomes(now=later)
+    lookup = idgtl_api.lookups[0]
+    assert lookup["time_from"] < message.sending_started_at < lookup["time_to"]
+    assert lookup["time_to"] < message.sending_started_at + timedelta(minutes=10)
+
+
 def test_items_that_do_not_line_up_make_the_outcome_unknown(installation, provider, idgtl_api):
     make_message(installation, provider, 1), make_message(installation, provider, 2)
     idgtl_api.send_answers.append({"errors": False, "items": [{"code": 201, "messageUuid": "u"}]})

@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from bitrix24.client import Bitrix24AuthError, Bitrix24MethodError, InstallationInactive
-from providers.models import BitrixApplication, Installation
+from providers.models import BitrixApplication, Installation, Provider, RegistrationState
 from sendernames.models import SenderNameApplication
 
 CLIENT_ID = "local.65f0a1b2c3d4e5.12345678"
@@ -150,3 +150,14 @@ def approved_sender_name(db):
 @pytest.fixture
 def other_application(db):
     return BitrixApplication.objects.create(name="market", client_id="app.market.0001", client_secret="market-secret-xyz")
+
+
+@pytest.fixture
+def five_providers_on_five_portals(make_installation):
+    """25 registrations: enough rows for an N+1 query to show in a query count."""
+    installations = [make_installation() for _ in range(5)]
+    for n in range(5):
+        provider = Provider.objects.create(code=f"p{n}", name=f"P{n}", sender_name="OUTSIDE")
+        for installation in installations:
+            provider.registrations.create(installation=installation, state=RegistrationState.REGISTERED)
+    return installations

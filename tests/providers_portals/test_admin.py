@@ -9,12 +9,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def admin_client(client, staff_user):
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
 def on_commit(django_capture_on_commit_callbacks):
     return lambda: django_capture_on_commit_callbacks(execute=True)
 
@@ -142,13 +136,8 @@ def test_editing_a_provider_in_admin_pushes_the_change(admin_client, make_instal
     assert portal.providers[installation.pk]["acme"]["NAME"] == "Acme renamed"
 
 
-def test_changelists_take_a_fixed_number_of_queries(admin_client, make_installation, django_assert_max_num_queries):
-    installations = [make_installation() for _ in range(5)]
-    for n in range(5):
-        provider = Provider.objects.create(code=f"p{n}", name=f"P{n}", sender_name="OUTSIDE")
-        for installation in installations:
-            provider.registrations.create(installation=installation, state=RegistrationState.REGISTERED)
-
+def test_changelists_take_a_fixed_number_of_queries(admin_client, five_providers_on_five_portals,
+                                                    django_assert_max_num_queries):
     for url in ("/admin/providers/installation/", "/admin/providers/providerregistration/",  # 5 and 25 rows
                 "/admin/providers/provider/", "/admin/providers/bitrixapplication/"):
         with django_assert_max_num_queries(8):

@@ -167,13 +167,8 @@ def test_a_portal_named_twice_is_registered_and_checked_once(api_client, make_in
     assert [row["installation_id"] for row in checked.json()] == [installation.pk]
 
 
-def test_lists_take_a_fixed_number_of_queries(api_client, make_installation, django_assert_max_num_queries):
-    installations = [make_installation() for _ in range(5)]
-    for n in range(5):
-        provider = Provider.objects.create(code=f"p{n}", name=f"P{n}", sender_name="OUTSIDE")
-        for installation in installations:
-            provider.registrations.create(installation=installation, state=RegistrationState.REGISTERED)
-
+def test_lists_take_a_fixed_number_of_queries(api_client, five_providers_on_five_portals,
+                                              django_assert_max_num_queries):
     with django_assert_max_num_queries(6):
         assert len(api_client.get("/api/portals/").json()["results"]) == 5
     with django_assert_max_num_queries(6):

@@ -399,6 +399,11 @@ def test_a_late_install_event_does_not_replace_newer_tokens(client, application,
     assert installation.installed_by_user_id == "1"  # what only the event carries is still taken
 
 
+def test_a_domain_naming_the_default_port_is_the_same_host(client, application, portal):
+    body = event_body(**{"auth[domain]": "acme.bitrix24.ru:443"})
+    assert client.post("/b24/install/", body, content_type=FORM).status_code == 200
+
+
 def test_sandbox_portal_with_a_domain_label_may_live_on_another_host(client, application, portal, settings):
     """The sandbox's fake portal is labelled sandbox.bitrix24.test but served from 127.0.0.1."""
     settings.SANDBOX = True

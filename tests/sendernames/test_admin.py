@@ -226,3 +226,29 @@ def test_add_form_bad_documents_store_nothing(admin_client, files, message, sett
     assert not SenderNameApplication.objects.exists() and not SenderNameDocument.objects.exists()
     media = settings.MEDIA_ROOT
     assert not media.exists() or not any(p.is_file() for p in media.rglob("*"))
+
+
+def test_a_rule_broken_between_check_and_save_is_reported_not_a_500(admin_client, monkeypatch):
+    from django.core.exceptions import ValidationError
+
+    from sendernames import admin as sendernames_admin
+
+    def create_after_someone_else(**kwargs):  # another operator filed the same name a moment earlier
+        raise ValidationError({"sender_name": ["“MyShop” for MTS is already filed in application #7."]})
+
+    monkeypatch.setattr(sendernames_admin, "application_create", create_after_someone_else)
+    url = reverse("admin:sendernames_sendernameapplication_add")
+    response = admin_client.post(url, {**add_form(common_type="PROMO"), "new_documents": [pdf()]}, follow=True)
+    assert response.status_code == 200
+    assert any("Nothing was saved" in m and "already filed in application #7" in m for m in messages_of(response))
+    assert not SenderNameApplication.objects.exists() and not SenderNameDocument.objects.exists()
+
+
+def test_a_submitted_application_cannot_be_deleted_from_its_page(admin_client, make_application):
+    application = make_application()
+    SenderNameApplication.objects.filter(pk=application.pk).update(
+        submission_state=SubmissionState.SUBMITTING, remote_id=None)
+    url = reverse("admin:sendernames_sendernameapplication_delete", args=[application.pk])
+    assert admin_client.get(url).status_code == 403
+    assert admin_client.post(url, {"post": "yes"}).status_code == 403
+    assert SenderNameApplication.objects.filter(pk=application.pk).exists()

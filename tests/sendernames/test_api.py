@@ -348,3 +348,10 @@ def test_an_oversized_upload_is_refused_while_it_streams(api, settings, monkeypa
     assert response.json() == {"file1": ["big.pdf is more than 100000 bytes; a document may be at most 100000 bytes."]}
     assert sum(written) <= 100_000  # ... but reading stopped at the limit
     assert nothing_stored()
+
+
+def test_a_document_missing_from_storage_is_a_404_not_a_500(api, make_application):
+    application = make_application(common_type="PROMO")
+    document = application.documents.get()
+    document.file.storage.delete(document.file.name)
+    assert api.get(f"{URL}{application.pk}/documents/{document.pk}/").status_code == 404

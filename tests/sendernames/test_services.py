@@ -513,3 +513,14 @@ def test_a_cycle_out_of_time_stops_mid_batch_and_leaves_the_rest_due(make_applic
     assert [a.status for a in apps] == ["REVIEW", "REVIEW", "PRE_REVIEW", "PRE_REVIEW", "PRE_REVIEW"]
     assert all(a.next_status_check_at <= now for a in apps[2:])  # asked by the next cycle, not after the lease
     assert all(a.history.count() == 0 for a in apps[2:])
+
+
+def test_a_document_missing_from_storage_fails_visibly_and_sends_nothing(make_application, stub):
+    application = queued(make_application(common_type="PROMO", documents=[pdf("charter.pdf")]))
+    application.documents.get().file.storage.delete(application.documents.get().file.name)
+    result = application_submit_perform(application_id=application.pk)
+    assert result.outcome is SubmitOutcome.FAILED
+    assert stub["client"].count("create") == 0
+    application.refresh_from_db()
+    assert application.submission_state == SubmissionState.FAILED
+    assert "“charter.pdf” cannot be read from storage" in application.last_error_message
