@@ -150,6 +150,15 @@ def test_make_run_sandbox_end_to_end(tmp_path):
         assert state["installed"] and state["event_bindings"][0]["event"] == "ONAPPUNINSTALL"
         page = urllib.request.urlopen(f"http://127.0.0.1:{web}/admin/login/", timeout=10).read().decode()
         assert 'id="b24sms-sandbox-banner"' in page
+
+        def healthz():
+            try:
+                return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{web}/healthz", timeout=5).read())
+            except OSError:
+                return None
+        # beat sends a heartbeat when it starts and the worker records it: healthy within seconds
+        body = wait_until(healthz, timeout=60, interval=1, message="/healthz 200")
+        assert body["status"] == "ok" and body["checks"]["beat"]["age_seconds"] < 60
     finally:
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does in a terminal
         try:
