@@ -170,3 +170,20 @@ def test_make_run_sandbox_end_to_end(tmp_path):
     assert "b24sms installed on the sandbox portal" in output
     for name in ("web", "worker", "beat", "idgtl", "bitrix24"):
         assert f"{name} stopped" in output or f"{name}.1 stopped" in output, output[-3000:]
+
+
+@pytest.mark.django_db
+def test_leaving_the_sandbox_retires_its_portal(settings):
+    from providers.models import BitrixApplication, Installation, InstallationState
+
+    for name, value in sandbox.sandbox_environment(8000, {}).items():
+        if hasattr(settings, name):
+            setattr(settings, name, value)
+    application = sandbox.sandbox_prepare()
+    Installation.objects.create(application=application, member_id=sandbox.SANDBOX_MEMBER_ID, domain=sandbox.SANDBOX_PORTAL_DOMAIN,
+                                client_endpoint="http://127.0.0.1:8103/rest/", access_token="a", refresh_token="r")
+    assert sandbox.sandbox_leave() == 1
+    installation = Installation.objects.get()
+    assert installation.state == InstallationState.REMOVED and installation.access_token == ""
+    assert not BitrixApplication.objects.get(client_id=sandbox.SANDBOX_CLIENT_ID).is_default
+    assert sandbox.sandbox_leave() == 0
