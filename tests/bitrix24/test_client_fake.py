@@ -1,5 +1,4 @@
 """Bitrix24Client against the fake portal over real HTTP: tokens, renames, limits, batch."""
-import threading
 import time
 
 import pytest
@@ -10,6 +9,7 @@ from bitrix24.client import (
     refresh_installation_tokens,
 )
 from providers.models import Installation, InstallationState
+from tests.bitrix24.concurrency import run_together
 
 
 @pytest.fixture(autouse=True)
@@ -57,30 +57,12 @@ def test_expired_token_is_refreshed_once_then_the_call_retried(bitrix24, portal,
 @pytest.mark.integration  # SQLite's in-memory test database cannot take concurrent writers
 @pytest.mark.django_db(transaction=True)
 def test_two_threads_with_an_expired_token_refresh_only_once(bitrix24, portal, installation_factory):
-    from django.db import connection
-
     inst = installation_factory(portal)
     bitrix24.expire_access_tokens(portal)
     bitrix24.oauth_delay = 0.3
-    results, errors = [], []
-    barrier = threading.Barrier(2)
-
-    def worker():
-        try:
-            client = Bitrix24Client(Installation.objects.get(pk=inst.pk))
-            barrier.wait()
-            results.append(client.app_info()["CODE"])
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not errors and results == ["local.abc123.456"] * 2
+    clients = [Bitrix24Client(Installation.objects.get(pk=inst.pk)) for _ in range(2)]  # both hold the expired token
+    results = run_together(lambda: clients.pop().app_info()["CODE"])
+    assert results == ["local.abc123.456"] * 2
     assert bitrix24.refresh_count == 1
     assert len(bitrix24.oauth_requests) == 1
 
