@@ -1,12 +1,13 @@
 """Bitrix24Client against the fake portal over real HTTP: tokens, renames, limits, batch."""
+import logging
 import time
 
 import pytest
 
 from bitrix24.client import (
     Bitrix24AccessDenied, Bitrix24AuthError, Bitrix24Client, Bitrix24MethodError, Bitrix24NeedsReinstall,
-    Bitrix24OperationTimeLimit, Bitrix24TransientError, InstallationInactive, call_with_token,
-    refresh_installation_tokens,
+    Bitrix24OperationTimeLimit, Bitrix24RedirectRefused, Bitrix24TransientError, InstallationInactive,
+    call_with_token, refresh_installation_tokens,
 )
 from providers.models import Installation, InstallationState
 from tests.bitrix24.concurrency import run_together
@@ -121,6 +122,50 @@ def test_renamed_portal_is_followed_with_post_and_saved(bitrix24, portal, instal
     assert stored.domain == portal.domain
     Bitrix24Client(stored).sender_list()
     assert len([r for r in bitrix24.requests if r.status == 302]) == 1  # the new address is used directly
+
+
+@pytest.mark.django_db
+def test_renamed_portal_to_a_refused_address_is_not_followed(bitrix24, portal, installation_factory, settings):
+    inst = installation_factory(portal)
+    old = (inst.domain, inst.client_endpoint)
+    bitrix24.rename_portal(portal)
+    settings.B24_REQUIRE_HTTPS = True  # the fake's new address is http
+    with pytest.raises(Bitrix24RedirectRefused) as info:
+        Bitrix24Client(inst).sender_add("p1", "https://h.example.com/x", "P1")
+    assert "https" in str(info.value)
+    assert [r.status for r in bitrix24.requests] == [302] and portal.providers == {}  # nothing reached the new host
+    stored = Installation.objects.get(pk=inst.pk)
+    assert (stored.domain, stored.client_endpoint) == old and "redirect refused" in stored.last_error
+
+
+@pytest.mark.django_db
+def test_tokens_and_secret_stay_out_of_logs_errors_and_reprs(bitrix24, portal, installation_factory, caplog):
+    """Every way a token could leak, over real HTTP: refresh, rotation, invalid_grant, network errors."""
+    caplog.set_level(logging.DEBUG)
+    inst = installation_factory(portal)
+    secrets = {portal.admin_access_token, portal.admin_refresh_token, portal.client_secret}
+    texts = []
+    bitrix24.expire_access_tokens(portal)
+    client = Bitrix24Client(inst)
+    client.app_info()  # refreshed and retried
+    secrets |= {inst.access_token, inst.refresh_token}
+    texts += [repr(client), repr(inst), str(inst)]
+    bitrix24.expire_access_tokens(portal)
+    bitrix24.revoke_refresh_tokens(portal)
+    with pytest.raises(Bitrix24NeedsReinstall) as reinstall:
+        client.app_info()
+    stopped = installation_factory(portal, member_id="other", client_endpoint="http://127.0.0.1:9/rest/",
+                                   access_token="SECRET-A", refresh_token="SECRET-R")
+    secrets |= {"SECRET-A", "SECRET-R"}
+    with pytest.raises(Bitrix24TransientError) as network:
+        Bitrix24Client(stopped).app_info()
+    for exc in (reinstall.value, network.value):
+        texts += [str(exc), repr(exc), str(exc.__cause__ or ""), str(exc.__context__ or "")]
+    texts += [caplog.text, Installation.objects.get(pk=inst.pk).last_error]
+    text = "\n".join(texts)
+    assert "app.info" in caplog.text and "oauth.refresh" in caplog.text
+    leaked = [secret for secret in secrets if secret in text]
+    assert leaked == []
 
 
 @pytest.mark.django_db
