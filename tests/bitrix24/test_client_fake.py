@@ -248,15 +248,15 @@ def test_call_with_token_checks_a_token_at_the_received_endpoint(bitrix24, porta
 
 
 WORKER_SCRIPT = """
-import json, sys, time
+import json, sys
 import django
 django.setup()
 from bitrix24.client import Bitrix24Client
 from providers.models import Installation
-start_at = float(sys.argv[2])
 client = Bitrix24Client(Installation.objects.select_related("application").get(pk=int(sys.argv[1])))
-time.sleep(max(0.0, start_at - time.time()))
-print(json.dumps(client.app_info()))
+print("ready", flush=True)
+sys.stdin.readline()  # both processes hold the expired token before either calls
+print(json.dumps(client.app_info()), flush=True)
 """
 
 
@@ -280,9 +280,14 @@ def test_two_worker_processes_with_an_expired_token_refresh_only_once(bitrix24, 
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "b24sms.settings.test",
            "DATABASE_URL": _database_url(connection.settings_dict), "B24_OAUTH_URL": bitrix24.oauth_url,
            "LOG_LEVEL": "WARNING"}
-    start_at = str(time.time() + 4)
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(inst.pk), start_at], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(inst.pk)], cwd=ROOT, env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for proc in procs:  # however slowly a loaded machine starts them
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-2000:] if proc.poll() is not None else ""
+    for proc in procs:  # released together: the two refreshes race for the row lock
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     outputs = [p.communicate(timeout=60) for p in procs]
     for proc, (out, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-2000:]
