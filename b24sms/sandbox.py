@@ -135,6 +135,26 @@ def sandbox_prepare():
     return application
 
 
+def sandbox_leave() -> int:
+    """Real configuration now: nothing may call the (stopped) fakes any more.
+
+    The sandbox application stops being the default and its installations are marked removed
+    (their history stays). Returns how many installations were retired.
+    """
+    from django.db import transaction
+    from django.utils import timezone
+
+    from providers.models import BitrixApplication, Installation, InstallationState
+
+    with transaction.atomic():
+        BitrixApplication.objects.filter(client_id=SANDBOX_CLIENT_ID, is_default=True).update(is_default=False)
+        installations = list(Installation.objects.select_for_update().filter(
+            application__client_id=SANDBOX_CLIENT_ID).exclude(state=InstallationState.REMOVED))
+        for installation in installations:
+            installation.mark_removed(timezone.now())
+    return len(installations)
+
+
 # --- The fake processes (manage.py sandbox_fake idgtl|bitrix24) -----------------------------------
 def allow_known_sender_names(fake):
     """The fake forgets everything when it restarts: names b24sms knows as approved (or typed in

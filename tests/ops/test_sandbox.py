@@ -150,6 +150,15 @@ def test_make_run_sandbox_end_to_end(tmp_path):
         assert state["installed"] and state["event_bindings"][0]["event"] == "ONAPPUNINSTALL"
         page = urllib.request.urlopen(f"http://127.0.0.1:{web}/admin/login/", timeout=10).read().decode()
         assert 'id="b24sms-sandbox-banner"' in page
+
+        def healthz():
+            try:
+                return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{web}/healthz", timeout=5).read())
+            except OSError:
+                return None
+        # beat sends a heartbeat when it starts and the worker records it: healthy within seconds
+        body = wait_until(healthz, timeout=60, interval=1, message="/healthz 200")
+        assert body["status"] == "ok" and body["checks"]["beat"]["age_seconds"] < 60
     finally:
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does in a terminal
         try:
@@ -161,3 +170,20 @@ def test_make_run_sandbox_end_to_end(tmp_path):
     assert "b24sms installed on the sandbox portal" in output
     for name in ("web", "worker", "beat", "idgtl", "bitrix24"):
         assert f"{name} stopped" in output or f"{name}.1 stopped" in output, output[-3000:]
+
+
+@pytest.mark.django_db
+def test_leaving_the_sandbox_retires_its_portal(settings):
+    from providers.models import BitrixApplication, Installation, InstallationState
+
+    for name, value in sandbox.sandbox_environment(8000, {}).items():
+        if hasattr(settings, name):
+            setattr(settings, name, value)
+    application = sandbox.sandbox_prepare()
+    Installation.objects.create(application=application, member_id=sandbox.SANDBOX_MEMBER_ID, domain=sandbox.SANDBOX_PORTAL_DOMAIN,
+                                client_endpoint="http://127.0.0.1:8103/rest/", access_token="a", refresh_token="r")
+    assert sandbox.sandbox_leave() == 1
+    installation = Installation.objects.get()
+    assert installation.state == InstallationState.REMOVED and installation.access_token == ""
+    assert not BitrixApplication.objects.get(client_id=sandbox.SANDBOX_CLIENT_ID).is_default
+    assert sandbox.sandbox_leave() == 0

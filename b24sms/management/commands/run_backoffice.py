@@ -43,6 +43,8 @@ class Command(BaseCommand):
                                                  f"fake Bitrix24 {sandbox.bitrix24_url()}"))
         else:
             self.stdout.write(f"Sandbox off: {reason}.")
+            if not options["dry_run"] and sandbox.sandbox_leave():
+                self.stdout.write("The sandbox portal's installation is marked removed: nothing calls the fakes any more.")
         if options["dry_run"]:
             for name, command in processes.items():
                 self.stdout.write(f"{name}: {command}")
