@@ -11,7 +11,10 @@ case-insensitively (bitrix24/contract.py says which code is which kind):
 * ``invalid_grant`` on refresh, ``APPLICATION_NOT_FOUND``, ``PORTAL_DELETED``: the installation is
   marked "needs reinstall" and :class:`Bitrix24NeedsReinstall` is raised.
 * ``302`` (portal renamed): re-POSTed to ``Location`` (never turned into a GET); the new domain
-  and client_endpoint are saved.
+  and client_endpoint are saved. The new address must pass the install endpoint's rules
+  (B24_ALLOWED_PORTAL_DOMAINS via ``portal_domain_allowed``, https when B24_REQUIRE_HTTPS, no
+  userinfo), else :class:`Bitrix24RedirectRefused`: nothing is sent there nor saved. A
+  client_endpoint in a refresh answer is taken under the same rules.
 * ``QUERY_LIMIT_EXCEEDED``, 5xx, timeouts, network errors: retried with exponential backoff
   (settings.B24_MAX_RETRIES, settings.B24_RETRY_BACKOFF), then :class:`Bitrix24TransientError`.
 * ``OPERATION_TIME_LIMIT``: the method is paused for this portal until ``operating_reset_at``; the
