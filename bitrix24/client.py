@@ -273,17 +273,28 @@ class _Answer:
     location: str | None = None
 
 
-def _post(session: requests.Session, url: str, body: dict, *, method: str, domain: str) -> _Answer:
-    """One POST, no redirects followed. Network failures become Bitrix24TransientError."""
+def _send(session: requests.Session, http_method: str, url: str, *, method: str, domain: str,
+          **kwargs) -> requests.Response:
+    """One request with timeouts, no redirects followed, logged without secrets.
+
+    Network failures become Bitrix24TransientError; the requests exception is neither chained nor
+    shown, because its text holds the URL (the OAuth query has the client secret and refresh token).
+    """
     started = time.monotonic()
     try:
-        response = session.post(url, json=body, timeout=_timeouts(), allow_redirects=False,
-                                headers={"Accept": "application/json"})
+        response = session.request(http_method, url, timeout=_timeouts(), allow_redirects=False,
+                                   headers={"Accept": "application/json"}, **kwargs)
     except requests.RequestException as exc:
         kind = "timeout" if isinstance(exc, requests.Timeout) else "connection error"
         _log_call(method, domain, kind, started, type(exc).__name__)
         raise Bitrix24TransientError("NETWORK_ERROR", f"{kind} ({type(exc).__name__})", method=method) from None
     _log_call(method, domain, response.status_code, started)
+    return response
+
+
+def _post(session: requests.Session, url: str, body: dict, *, method: str, domain: str) -> _Answer:
+    """One JSON POST, no redirects followed. Network failures become Bitrix24TransientError."""
+    response = _send(session, "POST", url, method=method, domain=domain, json=body)
     location = response.headers.get("Location") if response.is_redirect else None
     return _Answer(response.status_code, _parse_json(response), location)
 
@@ -385,17 +396,7 @@ def _oauth_refresh(installation, session: requests.Session) -> dict:
     oauth_url = settings.B24_OAUTH_URL or contract.DEFAULT_OAUTH_URL
 
     def attempt():
-        started = time.monotonic()
-        try:
-            response = session.get(oauth_url, params=params, timeout=_timeouts(), allow_redirects=False,
-                                   headers={"Accept": "application/json"})
-        except requests.RequestException as exc:
-            # The exception text holds the URL with the client secret: never chain or show it.
-            kind = "timeout" if isinstance(exc, requests.Timeout) else "connection error"
-            _log_call("oauth.refresh", installation.domain, kind, started, type(exc).__name__)
-            raise Bitrix24TransientError("NETWORK_ERROR", f"{kind} ({type(exc).__name__})",
-                                         method="oauth.refresh") from None
-        _log_call("oauth.refresh", installation.domain, response.status_code, started)
+        response = _send(session, "GET", oauth_url, method="oauth.refresh", domain=installation.domain, params=params)
         payload = _parse_json(response)
         if isinstance(payload, dict) and payload.get("error"):
             error = error_from_envelope(str(payload["error"]), str(payload.get("error_description") or ""),
