@@ -256,8 +256,10 @@ def _as_map(value) -> dict:
     return {}
 
 
-def _pause_key(member_id: str, method: str) -> str:
-    return f"b24:optime:{member_id}:{method.lower()}"
+def _pause_key(installation_pk: int, method: str) -> str:
+    # The operating limit is per application and method (contract §1.4): an installation is one
+    # (application, portal) pair, so two applications on one portal do not pause each other.
+    return f"b24:optime:{installation_pk}:{method.lower()}"
 
 
 def _log_call(method: str, domain: str, status, started: float, note: str = ""):
@@ -605,7 +607,7 @@ class Bitrix24Client:
                                        f"{inst.domain} is {inst.get_state_display()}", method=method)
 
     def _paused_error(self, method: str) -> Bitrix24OperationTimeLimit | None:
-        until = cache.get(_pause_key(self.installation.member_id, method))
+        until = cache.get(_pause_key(self.installation.pk, method))
         if until is None:
             return None
         reset_at = datetime.fromtimestamp(float(until), tz=dt_timezone.utc)
@@ -622,7 +624,7 @@ class Bitrix24Client:
     def _pause(self, method: str, reset_at: datetime):
         seconds = (reset_at - timezone.now()).total_seconds()
         if seconds > 0:
-            cache.set(_pause_key(self.installation.member_id, method), reset_at.timestamp(), timeout=seconds + 1)
+            cache.set(_pause_key(self.installation.pk, method), reset_at.timestamp(), timeout=seconds + 1)
 
     def _call(self, method: str, params: dict) -> Any:
         refreshed = False
