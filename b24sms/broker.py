@@ -11,6 +11,7 @@ from kombu.transport import sqlalchemy
 
 SCHEME = "b24sqla"
 POLLING_INTERVAL = 0.1  # seconds between polls of an empty queue
+SQLITE_BUSY_TIMEOUT = 30  # seconds a publish or poll waits for the SQLite file lock
 
 
 class Channel(sqlalchemy.Channel):
@@ -20,6 +21,10 @@ class Channel(sqlalchemy.Channel):
             key: value for key, value in conninfo.transport_options.items()
             if key in ("pool_size", "max_overflow", "pool_recycle", "pool_timeout", "echo", "connect_args")
         }
+        if conninfo.hostname.startswith("sqlite"):
+            # Web, worker and beat all write to one SQLite file: wait for its lock rather than fail a
+            # publish with "database is locked" (SQLite's default wait is 5 s).
+            options.setdefault("connect_args", {}).setdefault("timeout", SQLITE_BUSY_TIMEOUT)
         return sqlalchemy.create_engine(conninfo.hostname, **options)
 
 

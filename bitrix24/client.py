@@ -11,7 +11,10 @@ case-insensitively (bitrix24/contract.py says which code is which kind):
 * ``invalid_grant`` on refresh, ``APPLICATION_NOT_FOUND``, ``PORTAL_DELETED``: the installation is
   marked "needs reinstall" and :class:`Bitrix24NeedsReinstall` is raised.
 * ``302`` (portal renamed): re-POSTed to ``Location`` (never turned into a GET); the new domain
-  and client_endpoint are saved.
+  and client_endpoint are saved. The new address must pass the install endpoint's rules
+  (B24_ALLOWED_PORTAL_DOMAINS via ``portal_domain_allowed``, https when B24_REQUIRE_HTTPS, no
+  userinfo), else :class:`Bitrix24RedirectRefused`: nothing is sent there nor saved. A
+  client_endpoint in a refresh answer is taken under the same rules.
 * ``QUERY_LIMIT_EXCEEDED``, 5xx, timeouts, network errors: retried with exponential backoff
   (settings.B24_MAX_RETRIES, settings.B24_RETRY_BACKOFF), then :class:`Bitrix24TransientError`.
 * ``OPERATION_TIME_LIMIT``: the method is paused for this portal until ``operating_reset_at``; the
@@ -253,8 +256,10 @@ def _as_map(value) -> dict:
     return {}
 
 
-def _pause_key(member_id: str, method: str) -> str:
-    return f"b24:optime:{member_id}:{method.lower()}"
+def _pause_key(installation_pk: int, method: str) -> str:
+    # The operating limit is per application and method (contract §1.4): an installation is one
+    # (application, portal) pair, so two applications on one portal do not pause each other.
+    return f"b24:optime:{installation_pk}:{method.lower()}"
 
 
 def _log_call(method: str, domain: str, status, started: float, note: str = ""):
@@ -273,17 +278,28 @@ class _Answer:
     location: str | None = None
 
 
-def _post(session: requests.Session, url: str, body: dict, *, method: str, domain: str) -> _Answer:
-    """One POST, no redirects followed. Network failures become Bitrix24TransientError."""
+def _send(session: requests.Session, http_method: str, url: str, *, method: str, domain: str,
+          **kwargs) -> requests.Response:
+    """One request with timeouts, no redirects followed, logged without secrets.
+
+    Network failures become Bitrix24TransientError; the requests exception is neither chained nor
+    shown, because its text holds the URL (the OAuth query has the client secret and refresh token).
+    """
     started = time.monotonic()
     try:
-        response = session.post(url, json=body, timeout=_timeouts(), allow_redirects=False,
-                                headers={"Accept": "application/json"})
+        response = session.request(http_method, url, timeout=_timeouts(), allow_redirects=False,
+                                   headers={"Accept": "application/json"}, **kwargs)
     except requests.RequestException as exc:
         kind = "timeout" if isinstance(exc, requests.Timeout) else "connection error"
         _log_call(method, domain, kind, started, type(exc).__name__)
         raise Bitrix24TransientError("NETWORK_ERROR", f"{kind} ({type(exc).__name__})", method=method) from None
     _log_call(method, domain, response.status_code, started)
+    return response
+
+
+def _post(session: requests.Session, url: str, body: dict, *, method: str, domain: str) -> _Answer:
+    """One JSON POST, no redirects followed. Network failures become Bitrix24TransientError."""
+    response = _send(session, "POST", url, method=method, domain=domain, json=body)
     location = response.headers.get("Location") if response.is_redirect else None
     return _Answer(response.status_code, _parse_json(response), location)
 
@@ -385,17 +401,7 @@ def _oauth_refresh(installation, session: requests.Session) -> dict:
     oauth_url = settings.B24_OAUTH_URL or contract.DEFAULT_OAUTH_URL
 
     def attempt():
-        started = time.monotonic()
-        try:
-            response = session.get(oauth_url, params=params, timeout=_timeouts(), allow_redirects=False,
-                                   headers={"Accept": "application/json"})
-        except requests.RequestException as exc:
-            # The exception text holds the URL with the client secret: never chain or show it.
-            kind = "timeout" if isinstance(exc, requests.Timeout) else "connection error"
-            _log_call("oauth.refresh", installation.domain, kind, started, type(exc).__name__)
-            raise Bitrix24TransientError("NETWORK_ERROR", f"{kind} ({type(exc).__name__})",
-                                         method="oauth.refresh") from None
-        _log_call("oauth.refresh", installation.domain, response.status_code, started)
+        response = _send(session, "GET", oauth_url, method="oauth.refresh", domain=installation.domain, params=params)
         payload = _parse_json(response)
         if isinstance(payload, dict) and payload.get("error"):
             error = error_from_envelope(str(payload["error"]), str(payload.get("error_description") or ""),
@@ -601,7 +607,7 @@ class Bitrix24Client:
                                        f"{inst.domain} is {inst.get_state_display()}", method=method)
 
     def _paused_error(self, method: str) -> Bitrix24OperationTimeLimit | None:
-        until = cache.get(_pause_key(self.installation.member_id, method))
+        until = cache.get(_pause_key(self.installation.pk, method))
         if until is None:
             return None
         reset_at = datetime.fromtimestamp(float(until), tz=dt_timezone.utc)
@@ -618,7 +624,7 @@ class Bitrix24Client:
     def _pause(self, method: str, reset_at: datetime):
         seconds = (reset_at - timezone.now()).total_seconds()
         if seconds > 0:
-            cache.set(_pause_key(self.installation.member_id, method), reset_at.timestamp(), timeout=seconds + 1)
+            cache.set(_pause_key(self.installation.pk, method), reset_at.timestamp(), timeout=seconds + 1)
 
     def _call(self, method: str, params: dict) -> Any:
         refreshed = False

@@ -37,14 +37,21 @@ def test_embedded_broker_runs_a_burst_of_tasks_once(tmp_path):
             "from b24sms.tasks import beat_heartbeat\n"
             f"[beat_heartbeat.delay() for _ in range({BURST // 2})]\n"
         )
-        producers = [threading.Thread(target=subprocess.run, args=([sys.executable, "-c", producer],),
-                                      kwargs={"cwd": ROOT, "env": env, "check": True, "timeout": 120}) for _ in range(2)]
+        results = []
+
+        def produce():
+            results.append(subprocess.run([sys.executable, "-c", producer], cwd=ROOT, env=env,
+                                          capture_output=True, text=True, timeout=180))
+
+        producers = [threading.Thread(target=produce) for _ in range(2)]
         for thread in producers:
             thread.start()
         for thread in producers:
             thread.join()
+        # Every publish succeeded, even with two producers and the worker on one SQLite file.
+        assert [r.returncode for r in results] == [0, 0], "\n".join(r.stderr[-2000:] for r in results)
         succeeded = lambda: log_path.read_text(errors="replace").count("succeeded in")  # noqa: E731
-        wait_until(lambda: succeeded() >= BURST, timeout=90, interval=0.5, message=f"{BURST} tasks to succeed")
+        wait_until(lambda: succeeded() >= BURST, timeout=150, interval=0.5, message=f"{BURST} tasks to succeed")
         text = log_path.read_text(errors="replace")
         assert succeeded() == BURST
         assert "Traceback" not in text and "JSONDecodeError" not in text

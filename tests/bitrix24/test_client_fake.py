@@ -1,15 +1,16 @@
 """Bitrix24Client against the fake portal over real HTTP: tokens, renames, limits, batch."""
-import threading
+import logging
 import time
 
 import pytest
 
 from bitrix24.client import (
     Bitrix24AccessDenied, Bitrix24AuthError, Bitrix24Client, Bitrix24MethodError, Bitrix24NeedsReinstall,
-    Bitrix24OperationTimeLimit, Bitrix24TransientError, InstallationInactive, call_with_token,
-    refresh_installation_tokens,
+    Bitrix24OperationTimeLimit, Bitrix24RedirectRefused, Bitrix24TransientError, InstallationInactive,
+    call_with_token, refresh_installation_tokens,
 )
 from providers.models import Installation, InstallationState
+from tests.bitrix24.concurrency import run_together
 
 
 @pytest.fixture(autouse=True)
@@ -57,30 +58,12 @@ def test_expired_token_is_refreshed_once_then_the_call_retried(bitrix24, portal,
 @pytest.mark.integration  # SQLite's in-memory test database cannot take concurrent writers
 @pytest.mark.django_db(transaction=True)
 def test_two_threads_with_an_expired_token_refresh_only_once(bitrix24, portal, installation_factory):
-    from django.db import connection
-
     inst = installation_factory(portal)
     bitrix24.expire_access_tokens(portal)
     bitrix24.oauth_delay = 0.3
-    results, errors = [], []
-    barrier = threading.Barrier(2)
-
-    def worker():
-        try:
-            client = Bitrix24Client(Installation.objects.get(pk=inst.pk))
-            barrier.wait()
-            results.append(client.app_info()["CODE"])
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not errors and results == ["local.abc123.456"] * 2
+    clients = [Bitrix24Client(Installation.objects.get(pk=inst.pk)) for _ in range(2)]  # both hold the expired token
+    results = run_together(lambda: clients.pop().app_info()["CODE"])
+    assert results == ["local.abc123.456"] * 2
     assert bitrix24.refresh_count == 1
     assert len(bitrix24.oauth_requests) == 1
 
@@ -139,6 +122,50 @@ def test_renamed_portal_is_followed_with_post_and_saved(bitrix24, portal, instal
     assert stored.domain == portal.domain
     Bitrix24Client(stored).sender_list()
     assert len([r for r in bitrix24.requests if r.status == 302]) == 1  # the new address is used directly
+
+
+@pytest.mark.django_db
+def test_renamed_portal_to_a_refused_address_is_not_followed(bitrix24, portal, installation_factory, settings):
+    inst = installation_factory(portal)
+    old = (inst.domain, inst.client_endpoint)
+    bitrix24.rename_portal(portal)
+    settings.B24_REQUIRE_HTTPS = True  # the fake's new address is http
+    with pytest.raises(Bitrix24RedirectRefused) as info:
+        Bitrix24Client(inst).sender_add("p1", "https://h.example.com/x", "P1")
+    assert "https" in str(info.value)
+    assert [r.status for r in bitrix24.requests] == [302] and portal.providers == {}  # nothing reached the new host
+    stored = Installation.objects.get(pk=inst.pk)
+    assert (stored.domain, stored.client_endpoint) == old and "redirect refused" in stored.last_error
+
+
+@pytest.mark.django_db
+def test_tokens_and_secret_stay_out_of_logs_errors_and_reprs(bitrix24, portal, installation_factory, caplog):
+    """Every way a token could leak, over real HTTP: refresh, rotation, invalid_grant, network errors."""
+    caplog.set_level(logging.DEBUG)
+    inst = installation_factory(portal)
+    secrets = {portal.admin_access_token, portal.admin_refresh_token, portal.client_secret}
+    texts = []
+    bitrix24.expire_access_tokens(portal)
+    client = Bitrix24Client(inst)
+    client.app_info()  # refreshed and retried
+    secrets |= {inst.access_token, inst.refresh_token}
+    texts += [repr(client), repr(inst), str(inst)]
+    bitrix24.expire_access_tokens(portal)
+    bitrix24.revoke_refresh_tokens(portal)
+    with pytest.raises(Bitrix24NeedsReinstall) as reinstall:
+        client.app_info()
+    stopped = installation_factory(portal, member_id="other", client_endpoint="http://127.0.0.1:9/rest/",
+                                   access_token="SECRET-A", refresh_token="SECRET-R")
+    secrets |= {"SECRET-A", "SECRET-R"}
+    with pytest.raises(Bitrix24TransientError) as network:
+        Bitrix24Client(stopped).app_info()
+    for exc in (reinstall.value, network.value):
+        texts += [str(exc), repr(exc), str(exc.__cause__ or ""), str(exc.__context__ or "")]
+    texts += [caplog.text, Installation.objects.get(pk=inst.pk).last_error]
+    text = "\n".join(texts)
+    assert "app.info" in caplog.text and "oauth.refresh" in caplog.text
+    leaked = [secret for secret in secrets if secret in text]
+    assert leaked == []
 
 
 @pytest.mark.django_db
@@ -221,15 +248,15 @@ def test_call_with_token_checks_a_token_at_the_received_endpoint(bitrix24, porta
 
 
 WORKER_SCRIPT = """
-import json, sys, time
+import json, sys
 import django
 django.setup()
 from bitrix24.client import Bitrix24Client
 from providers.models import Installation
-start_at = float(sys.argv[2])
 client = Bitrix24Client(Installation.objects.select_related("application").get(pk=int(sys.argv[1])))
-time.sleep(max(0.0, start_at - time.time()))
-print(json.dumps(client.app_info()))
+print("ready", flush=True)
+sys.stdin.readline()  # both processes hold the expired token before either calls
+print(json.dumps(client.app_info()), flush=True)
 """
 
 
@@ -253,9 +280,14 @@ def test_two_worker_processes_with_an_expired_token_refresh_only_once(bitrix24, 
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "b24sms.settings.test",
            "DATABASE_URL": _database_url(connection.settings_dict), "B24_OAUTH_URL": bitrix24.oauth_url,
            "LOG_LEVEL": "WARNING"}
-    start_at = str(time.time() + 4)
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(inst.pk), start_at], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(inst.pk)], cwd=ROOT, env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for proc in procs:  # however slowly a loaded machine starts them
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-2000:] if proc.poll() is not None else ""
+    for proc in procs:  # released together: the two refreshes race for the row lock
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
     outputs = [p.communicate(timeout=60) for p in procs]
     for proc, (out, err) in zip(procs, outputs):
         assert proc.returncode == 0, err[-2000:]

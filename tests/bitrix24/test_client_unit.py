@@ -265,6 +265,11 @@ def test_operation_time_limit_pauses_the_method_for_all_clients(installation_fac
     assert len(stub.seen) == 1  # the paused method makes no HTTP call
     assert other.app_info() is True  # other methods still go out
     assert len(stub.seen) == 2
+    # the limit is per application: another application installed on the same portal is not paused
+    second_app = installation_factory(member_id=inst.member_id, domain=inst.domain, client_endpoint=inst.client_endpoint)
+    with pytest.raises(Bitrix24OperationTimeLimit):
+        Bitrix24Client(second_app, session=session).message_status_update("p", "m3", "sent")
+    assert len(stub.seen) == 3  # it made its call (and met the limit itself)
 
 
 def test_batch_builds_url_encoded_commands_and_parses_both_map_shapes(installation_factory):

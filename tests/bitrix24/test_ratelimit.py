@@ -1,6 +1,5 @@
 """The per-portal leaky bucket: Redis (Lua) and the Django-cache fallback, shared by threads."""
 import math
-import threading
 import time
 import types
 import uuid
@@ -9,6 +8,7 @@ import pytest
 from django.core.cache.backends.db import DatabaseCache
 
 from bitrix24 import ratelimit
+from tests.bitrix24.concurrency import run_together
 
 
 def _redis_backend(settings):
@@ -34,43 +34,20 @@ def _run_two_threads(backend, key, burst, drain, per_thread):
     Returns the sorted admissions as (before, after) pairs: each request was admitted at some moment
     between the two, however long a loaded machine kept a thread from running.
     """
-    from django.db import connection
-
-    stamps, errors = [], []
-    lock = threading.Lock()
-    start = threading.Barrier(2)
-
     def work():
-        try:
-            start.wait()
-            for _ in range(per_thread):
-                observed = []
+        stamps = []
+        for _ in range(per_thread):
+            observed = []
 
-                def sleep(seconds):
-                    time.sleep(seconds)
-                    observed.clear()
+            def try_acquire(*args):
+                observed[:] = [time.monotonic()]
+                return backend.try_acquire(*args)
 
-                def try_acquire(*args):
-                    observed[:] = [time.monotonic()]
-                    return backend.try_acquire(*args)
+            ratelimit.acquire(key, burst, drain, timeout=10, backend=types.SimpleNamespace(try_acquire=try_acquire))
+            stamps.append((observed[0], time.monotonic()))
+        return stamps
 
-                timed = types.SimpleNamespace(try_acquire=try_acquire)
-                ratelimit.acquire(key, burst, drain, timeout=10, backend=timed, sleep=sleep)
-                after = time.monotonic()
-                with lock:
-                    stamps.append((observed[0], after))
-        except Exception as exc:  # pragma: no cover - reported below
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=work) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not errors
-    return sorted(stamps)
+    return sorted(stamp for stamps in run_together(work) for stamp in stamps)
 
 
 def _assert_bucket_respected(stamps, burst, drain, slack=0.0):

@@ -144,9 +144,15 @@ def test_make_run_sandbox_end_to_end(tmp_path):
         except OSError:
             return None
 
+    def log_tail():
+        return (tmp_path / "run.log").read_text(errors="replace")[-4000:]
+
     try:
-        state = wait_until(lambda: (p := fake_portal()) and p["event_bindings"] and p, timeout=120, interval=0.5,
-                           message="b24sms installed on the sandbox portal")
+        try:
+            state = wait_until(lambda: (p := fake_portal()) and p["event_bindings"] and p, timeout=180, interval=0.5,
+                               message="b24sms installed on the sandbox portal")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log_tail()}") from None
         assert state["installed"] and state["event_bindings"][0]["event"] == "ONAPPUNINSTALL"
         page = urllib.request.urlopen(f"http://127.0.0.1:{web}/admin/login/", timeout=10).read().decode()
         assert 'id="b24sms-sandbox-banner"' in page
@@ -157,8 +163,11 @@ def test_make_run_sandbox_end_to_end(tmp_path):
             except OSError:
                 return None
         # beat sends a heartbeat when it starts and the worker records it: healthy within seconds
-        body = wait_until(healthz, timeout=60, interval=1, message="/healthz 200")
-        assert body["status"] == "ok" and body["checks"]["beat"]["age_seconds"] < 60
+        try:
+            body = wait_until(healthz, timeout=120, interval=1, message="/healthz 200")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log_tail()}") from None
+        assert body["status"] == "ok" and body["checks"]["beat"]["age_seconds"] < 120
     finally:
         os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C does in a terminal
         try:
