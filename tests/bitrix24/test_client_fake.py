@@ -10,7 +10,7 @@ from bitrix24.client import (
     call_with_token, refresh_installation_tokens,
 )
 from providers.models import Installation, InstallationState
-from tests.bitrix24.concurrency import run_together
+from tests.concurrency import run_together
 
 
 @pytest.fixture(autouse=True)

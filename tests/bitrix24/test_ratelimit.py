@@ -8,7 +8,7 @@ import pytest
 from django.core.cache.backends.db import DatabaseCache
 
 from bitrix24 import ratelimit
-from tests.bitrix24.concurrency import run_together
+from tests.concurrency import run_together
 
 
 def _redis_backend(settings):

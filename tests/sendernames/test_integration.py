@@ -8,6 +8,7 @@ from idgtl.client import IdgtlClient
 from sendernames.models import SenderNameApplication, SubmissionState
 from sendernames.tasks import submit_application, sync_open_applications
 from sendernames.validation import date_from_for_idgtl, normalise_date_from
+from tests.concurrency import run_together
 from tests.waiting import wait_until
 
 from .conftest import PDF_BYTES, PNG_BYTES, VALID_INN, VALID_INN_12, application_fields, pdf, png
@@ -128,29 +129,6 @@ def test_server_error_then_success_creates_one_remote_application(live_worker, i
     assert application.last_error_kind == "" and application.status == "PRE_REVIEW"
 
 
-def run_in_threads(func, count):
-    """Call func in `count` threads at once (each with its own database connection); return the results."""
-    import threading
-
-    from django.db import connection
-
-    barrier, results = threading.Barrier(count), []
-
-    def target():
-        try:
-            barrier.wait()
-            results.append(func())
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=target) for _ in range(count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
-    return results
-
-
 def test_concurrent_submissions_reach_idgtl_once(transactional_db, idgtl):
     from unittest import mock
 
@@ -158,9 +136,9 @@ def test_concurrent_submissions_reach_idgtl_once(transactional_db, idgtl):
 
     application = application_create(**application_fields())
     with mock.patch("sendernames.tasks.submit_application.delay") as delay:
-        requests_ = run_in_threads(lambda: application_submit(application_id=application.pk), 4)
+        requests_ = run_together(lambda: application_submit(application_id=application.pk), 4, timeout=60)
     assert sum(r.queued for r in requests_) == 1 and delay.call_count == 1
-    outcomes = run_in_threads(lambda: application_submit_perform(application_id=application.pk).outcome.value, 4)
+    outcomes = run_together(lambda: application_submit_perform(application_id=application.pk).outcome.value, 4, timeout=60)
     assert sorted(outcomes) == ["skipped", "skipped", "skipped", "submitted"]
     assert len(posts(idgtl)) == 1 and len(idgtl.sender_names) == 1
 
@@ -176,7 +154,7 @@ def test_concurrent_identical_creates_file_one_application(transactional_db, idg
         except ValidationError as exc:
             return exc.message_dict["sender_name"][0]
 
-    results = run_in_threads(create, 4)
+    results = run_together(create, 4, timeout=60)
     created = [r for r in results if isinstance(r, int)]
     assert len(created) == 1 and SenderNameApplication.objects.count() == 1
     assert all(f"#{created[0]}" in r for r in results if isinstance(r, str))
