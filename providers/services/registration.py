@@ -220,14 +220,16 @@ def provider_delete(*, provider: Provider) -> list[tuple[int, str]]:
         raise ValidationError({"non_field_errors": _(
             "This provider has messages and cannot be deleted; remove it from the portals instead.")}) from None
     for installation_id, code in remote:
-        transaction.on_commit(lambda i=installation_id, c=code: delete_sender.delay(i, c))
+        transaction.on_commit(lambda i=installation_id, c=code: delete_sender.delay(i, c), robust=True)
     return remote
 
 
 # --- Registration requests (enqueue) -------------------------------------------------------------
 
 def _enqueue(task, registration_id: int):
-    transaction.on_commit(lambda: task.delay(registration_id))
+    # robust: a broker outage is logged and leaves the registration pending (visible, can be asked again);
+    # the request that asked for it does not fail after its change was committed.
+    transaction.on_commit(lambda: task.delay(registration_id), robust=True)
 
 
 @transaction.atomic

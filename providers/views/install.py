@@ -90,7 +90,10 @@ def install(request, application_id: int | None = None):
     if bound == "retry":
         from providers.tasks.registration import bind_uninstall_handler
 
-        bind_uninstall_handler.apply_async((installation.pk,), countdown=10)
+        try:
+            bind_uninstall_handler.apply_async((installation.pk,), countdown=10)
+        except Exception:  # the installation is stored: a broker outage must not turn it into a 500
+            logger.exception("could not queue the ONAPPUNINSTALL re-bind", extra={"domain": installation.domain})
 
     if payload.source == "page" and _wants_html(request):
         return render(request, "providers/install_finished.html", {"domain": installation.domain})

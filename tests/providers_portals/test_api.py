@@ -186,3 +186,22 @@ def test_a_code_taken_by_a_concurrent_request_is_a_400(api_client, monkeypatch):
     assert response.status_code == 400
     assert "code" in response.json()
     assert Provider.objects.count() == 1
+
+
+def test_a_broker_outage_leaves_the_registration_pending_not_a_500(api_client, make_installation, portal, on_commit,
+                                                                    monkeypatch):
+    from kombu.exceptions import OperationalError
+
+    from providers.tasks import registration as registration_tasks
+
+    def broker_down(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to redis: Connection refused.")
+
+    monkeypatch.setattr(registration_tasks.register_provider, "delay", broker_down)
+    installation = make_installation()
+    with on_commit():
+        created = api_client.post("/api/providers/", {
+            "code": "acme", "name": "Acme", "sender_name": "OUTSIDE", "installations": [installation.pk]}, format="json")
+    assert created.status_code == 201, created.content
+    assert created.json()["registrations"][0]["state"] == RegistrationState.PENDING
+    assert not [c for c in portal.calls if c[1] == "messageservice.sender.add"]

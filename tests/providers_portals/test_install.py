@@ -411,3 +411,21 @@ def test_sandbox_portal_with_a_domain_label_may_live_on_another_host(client, app
 
     assert client.post("/b24/install/", body, content_type=FORM).status_code == 200
     assert Installation.objects.get().domain == "sandbox.bitrix24.test"
+
+
+def test_a_broker_outage_when_queueing_the_rebind_keeps_the_install(client, application, portal, monkeypatch):
+    from kombu.exceptions import OperationalError
+
+    from providers.tasks.registration import bind_uninstall_handler
+
+    def broker_down(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to redis: Connection refused.")
+
+    monkeypatch.setattr(bind_uninstall_handler, "apply_async", broker_down)
+    portal.fail("event.bind", Bitrix24TransientError("QUERY_LIMIT_EXCEEDED", "Too many requests"))
+
+    response = client.post("/b24/install/", event_body(), content_type=FORM)
+
+    assert response.status_code == 200
+    assert response.json()["uninstall_handler_bound"] is False
+    assert Installation.objects.get().is_active
