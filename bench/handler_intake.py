@@ -91,7 +91,58 @@ def _load_process(port, path, template, seconds, threads, unique, out):
     out.put(counts)
 
 
-def load(port, path, template, seconds, clients, unique=True) -> dict:
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _process_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as comm:
+            return comm.read().strip()
+    except OSError:
+        return ""
+
+
+def cpu_snapshot(server_pid: int) -> dict:
+    """CPU seconds used so far by gunicorn (master and workers), PostgreSQL, Redis, and this script's
+    reaped children (the load generator), plus the machine's busy and total time."""
+    gunicorn = {server_pid}
+    pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except OSError:
+            continue
+        if parent == server_pid:
+            gunicorn.add(pid)
+    snapshot = {"gunicorn": sum(_process_cpu(pid) for pid in gunicorn), "postgres": 0.0, "redis": 0.0}
+    for pid in pids:
+        name = _process_name(pid)
+        if name == "postgres":
+            snapshot["postgres"] += _process_cpu(pid)
+        elif name.startswith("redis-server"):
+            snapshot["redis"] += _process_cpu(pid)
+    times = os.times()
+    snapshot["load generator"] = times.children_user + times.children_system
+    with open("/proc/stat") as stat:
+        ticks = [int(v) for v in stat.readline().split()[1:]]
+    snapshot["machine busy"] = (sum(ticks) - ticks[3] - ticks[4]) / _TICK  # all but idle and iowait
+    snapshot["machine total"] = sum(ticks) / _TICK
+    return snapshot
+
+
+def load(port, path, template, seconds, clients, unique=True, server_pid: int | None = None) -> dict:
+    before = cpu_snapshot(server_pid) if server_pid else None
     processes = 2
     out = multiprocessing.Queue()
     procs = [multiprocessing.Process(target=_load_process,
@@ -105,7 +156,20 @@ def load(port, path, template, seconds, clients, unique=True) -> dict:
         proc.join()
     elapsed = time.monotonic() - started
     ok = sum(r["ok"] for r in results)
-    return {"ok": ok, "other": sum(r["other"] for r in results), "rps": ok / elapsed}
+    outcome = {"ok": ok, "other": sum(r["other"] for r in results), "rps": ok / elapsed}
+    if before is not None:
+        after = cpu_snapshot(server_pid)
+        outcome["cpu"] = {name: after[name] - before[name] for name in after}
+    return outcome
+
+
+def cpu_report(label: str, runs: list[dict]) -> str:
+    """CPU milliseconds per request answered, by process, over ``runs``."""
+    answered = sum(r["ok"] + r["other"] for r in runs) or 1
+    cpu = {name: sum(r["cpu"][name] for r in runs) for name in runs[0]["cpu"]}
+    parts = [f"{name} {1000 * cpu[name] / answered:.2f}" for name in ("gunicorn", "postgres", "redis", "load generator")]
+    busy = cpu["machine busy"] / (cpu["machine total"] or 1)
+    return f"{label} CPU ms per request: {', '.join(parts)}; machine busy {100 * busy:.0f} %"
 
 
 def main():
@@ -143,8 +207,8 @@ def main():
         Message.objects.filter(installation__member_id="bench-member").delete()
         baseline, handler = [], []
         for _round in range(args.rounds):
-            baseline.append(load(port, "/bench/trivial/", template, args.seconds, args.clients))
-            handler.append(load(port, handler_path, template, args.seconds, args.clients))
+            baseline.append(load(port, "/bench/trivial/", template, args.seconds, args.clients, server_pid=server.pid))
+            handler.append(load(port, handler_path, template, args.seconds, args.clients, server_pid=server.pid))
         stored = Message.objects.filter(installation__member_id="bench-member").count()
         duplicate = load(port, handler_path, template, 2, args.clients, unique=False)
     finally:
@@ -161,6 +225,8 @@ def main():
     print(f"baseline (trivial Django view): {base_rps:8.1f} req/s")
     print(f"handler intake (PG + Redis):    {handler_rps:8.1f} req/s")
     print(f"ratio: {handler_rps / base_rps:.2f} (goal >= 0.5)")
+    print(cpu_report("baseline", baseline))
+    print(cpu_report("handler ", handler))
     print(f"handler requests answered 200: {accepted}, messages stored: {stored}, non-200 answers: {errors}")
     print(f"repeated message_id: {duplicate['ok']} answered 200, {duplicate['other']} other")
     if stored != accepted:

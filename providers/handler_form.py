@@ -2,18 +2,18 @@
 
 The body is ``application/x-www-form-urlencoded`` with PHP-style nested keys
 (``bindings[0][OWNER_ID]``, ``document_id[2]``, ``auth[application_token]``; brackets may arrive as
-``%5B``/``%5D``). ``qs_codec`` turns it into nested data; this module checks it and returns a
-:class:`HandlerForm`. Anything wrong raises :class:`HandlerFormError` naming the field.
+``%5B``/``%5D``). :mod:`providers.php_form` turns it into nested data; this module checks it and
+returns a :class:`HandlerForm`. Anything wrong raises :class:`HandlerFormError` naming the field.
 """
 from __future__ import annotations
 
 import re
-import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-import qs_codec
 from django.utils.translation import gettext_lazy as _
+
+from .php_form import PhpFormError, php_form_decode
 
 MESSAGE_ID_MAX_LENGTH = 128  # [S] bitrix24.md §2.5
 MESSAGE_TO_MAX_LENGTH = 64  # Message.message_to; Bitrix24 itself allows 50 (§2.6)
@@ -61,19 +61,6 @@ class HandlerForm:
     document_id: list = field(default_factory=list)  # bizproc: ["crm", "CCrmDocumentLead", "LEAD_98"]
     document_type: list = field(default_factory=list)
     auth: HandlerAuth | None = None
-
-
-def _decode_component(value, charset=None, kind=None):
-    """Percent-decoding that refuses bytes which are not UTF-8 (instead of inventing U+FFFD)."""
-    if value is None:
-        return None
-    try:
-        return urllib.parse.unquote_to_bytes(value.replace("+", " ")).decode("utf-8")
-    except UnicodeDecodeError:
-        raise HandlerFormError(_("The body is not valid UTF-8."))
-
-
-_DECODE_OPTIONS = qs_codec.DecodeOptions(decoder=_decode_component, list_limit=200, depth=3, parameter_limit=1000)
 
 
 def _control_check(value, name: str) -> None:
@@ -178,12 +165,13 @@ def handler_form_parse(body: bytes | str) -> HandlerForm:
     if not body.strip():
         raise HandlerFormError(_("The body is empty."))
     try:
-        data = qs_codec.decode(body, _DECODE_OPTIONS)
-    except HandlerFormError:
-        raise
-    except Exception:  # qs_codec raises assorted errors on garbage; all mean "not a form"
-        raise HandlerFormError(_("The body is not a form."))
-    if not isinstance(data, dict):
+        data = php_form_decode(body, depth=3, max_fields=1000, max_list_index=200)
+    except PhpFormError as exc:
+        if exc.field:  # given both as a value and as a set of values
+            raise HandlerFormError(
+                _("The field %(field)s must be a single value.") % {"field": exc.field}, exc.field)
+        if exc.not_utf8:
+            raise HandlerFormError(_("The body is not valid UTF-8."))
         raise HandlerFormError(_("The body is not a form."))
     for key, value in data.items():
         if _CONTROL_IN_TEXT.search(str(key)):

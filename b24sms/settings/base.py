@@ -75,8 +75,14 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # Persistent connections: the Bitrix24 handler's throughput depends on them.
     DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-    # Server-side parameter binding lets psycopg prepare repeated statements (the HANDLER's two
-    # statements): about 1.5x its throughput in bench/handler_intake.py. Off by default.
+    # Prepared statements. Django's own queries bind parameters on the client and are never prepared;
+    # the HANDLER's one statement asks to be (providers/services/intake.py), which saves PostgreSQL
+    # planning it for every SMS (about 0.6 ms of its CPU, bench/handler_intake.py). Django turns them
+    # off for connection poolers in transaction mode: set DATABASE_PREPARED_STATEMENTS=false behind one
+    # that cannot keep them (PgBouncer before 1.21, or without max_prepared_statements).
+    if env.bool("DATABASE_PREPARED_STATEMENTS", default=True):
+        DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 5
+    # Server-side parameter binding for Django's queries too (then repeated ones are prepared). Off by default.
     if env.bool("DATABASE_SERVER_SIDE_BINDING", default=False):
         DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
 else:

@@ -3,13 +3,16 @@ import functools
 import hmac
 
 import phonenumbers
-from django.db import IntegrityError, connection, transaction
+import psycopg
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from b24sms.logging import log_context
+
 from ..handler_form import HandlerForm
 from ..models import (
-    Installation, Message, MessageState, MessageStatusChange, Provider, ProviderRegistration, RegistrationState,
+    Installation, InstallationState, Message, MessageState, MessageStatusChange, Provider, ProviderRegistration, RegistrationState,
 )
 from .installations import HANDLER_SECRET_PATTERN
 from .timeline import ChangeSource
@@ -206,6 +209,153 @@ def _insert_once_postgresql(message: Message, detail: str) -> bool:
 
 
 CHANGE_FIELDS = ("message", "previous_state", "state", "idgtl_status", "source", "detail", "created_at")
+
+
+# --- the HANDLER call: one statement on the usual path (PostgreSQL) ------------------------------------
+def handler_call_accept(*, secret: str, form: HandlerForm) -> bool:
+    """Authenticate a HANDLER call and store its message once; True if stored now, False for a repeat.
+
+    HandlerForbidden (403) and ProviderNotRegistered (404) as :func:`handler_authenticate`. On
+    PostgreSQL the usual call (a new message, a valid call) is ONE prepared statement that checks the
+    call and stores the message and its timeline entry (:func:`_accept_in_one_statement`); anything
+    else (a repeat, a refused call, a portal region not yet known to this process, a connection the
+    database dropped) goes the full way: :func:`handler_authenticate` then :func:`message_receive`.
+    """
+    handler_secret_check(secret)
+    outcome_unknown = False
+    if connection.vendor == "postgresql":
+        try:
+            if _accept_in_one_statement(secret=secret, form=form):
+                transaction.on_commit(_schedule_send, robust=True)
+                return True
+        except (OperationalError, InterfaceError):
+            if connection.in_atomic_block:
+                raise
+            # The pooled connection was dropped (database restart, idle timeout). The statement may or
+            # may not have been committed: reconnect and take the full way, which finds out.
+            connection.close()
+            outcome_unknown = True
+    registration = handler_authenticate(secret=secret, form=form)
+    _region_remember(secret, registration.installation.default_region)
+    with log_context(message_id=form.message_id, installation=registration.installation.domain, provider=form.code):
+        message, created = message_receive(registration=registration, form=form)
+    if outcome_unknown and not created and message.state == MessageState.RECEIVED:
+        transaction.on_commit(_schedule_send, robust=True)  # the lost attempt may have stored it unscheduled
+    return created
+
+
+# The installation's phone region decides the destination before the statement runs; each process
+# keeps the last region it saw per HANDLER secret, and the statement only stores the message if the
+# region is still that one (a changed region sends the call the full way, which refreshes this).
+_REGION_BY_SECRET: dict[str, str] = {}
+_REGION_CACHE_SIZE = 10_000
+
+
+def _region_remember(secret: str, region: str) -> None:
+    if len(_REGION_BY_SECRET) >= _REGION_CACHE_SIZE:
+        _REGION_BY_SECRET.clear()
+    _REGION_BY_SECRET[secret] = region
+
+
+def _accept_in_one_statement(*, secret: str, form: HandlerForm) -> bool:
+    """One prepared statement: find the registration of ``form.code`` on the active installation
+    with ``secret`` (and the application token and portal of ``auth`` when present), insert the
+    message unless (installation, message_id) exists, and its first timeline entry. True if stored.
+
+    It uses the request's connection as it is (no separate liveness query first: a dropped
+    connection raises, and the caller reconnects and takes the full way).
+    """
+    region = _REGION_BY_SECRET.get(secret) or _default_region()
+    destination = destination_normalise(message_to=form.message_to, region=region)
+    auth = form.auth
+    sql, json_fields = _one_statement_sql()
+    params = {
+        "secret": secret, "code": form.code, "region": region, "no_auth": auth is None,
+        "application_token": auth.application_token if auth else "", "member_id": auth.member_id if auth else "",
+        "message_id": form.message_id, "module_id": form.module_id, "workflow_id": form.workflow_id,
+        "author_user_id": auth.user_id if auth else "", "message_to": form.message_to, "destination": destination,
+        "text": form.message_body, "bitrix_sent_at": form.ts, "now": timezone.now(),
+        "detail": "" if destination else str(_("Invalid phone number.")),
+    }
+    for name, field in json_fields.items():
+        params[name] = connection.ops.adapt_json_value(getattr(form, name), field.encoder)
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        return cursor.fetchone() is not None
+
+
+@functools.cache
+def _default_region() -> str:
+    return Installation._meta.get_field("default_region").get_default()
+
+
+# Message columns the statement fills from the call (as named parameters, JSON ones adapted), from the
+# registration it finds, and with fixed values; every other column takes its model default.
+_FROM_CALL = ("message_id", "module_id", "workflow_id", "author_user_id", "message_to", "destination", "text",
+              "bitrix_sent_at")
+_JSON_FROM_CALL = ("bindings", "document_id", "document_type")
+_FROM_REGISTRATION = ("installation_id", "provider_id", "sender_name")
+
+
+def _literal(value) -> str:
+    """SQL for a model default: our own constants only (text, numbers, NULL)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''").replace("%", "%%") + "'"  # (% starts a placeholder)
+    raise TypeError(f"no SQL literal for {value!r}")
+
+
+@functools.cache
+def _one_statement_sql() -> tuple[str, dict]:
+    """(SQL with named parameters, the JSON fields given as parameters by name)."""
+    quote = connection.ops.quote_name
+    registration, installation, provider = (quote(m._meta.db_table) for m in (ProviderRegistration, Installation, Provider))
+    fields = [f for f in Message._meta.concrete_fields if not f.primary_key]
+    fixed = {"state": MessageState.RECEIVED.value, "created_at": "%(now)s", "updated_at": "%(now)s"}
+
+    def value(field) -> str:
+        cast = field.cast_db_type(connection)
+        if field.attname in _FROM_REGISTRATION:
+            return f"target.{field.attname}"
+        if field.attname in _FROM_CALL or field.attname in _JSON_FROM_CALL:
+            return f"%({field.attname})s::{cast}"
+        if field.attname in fixed:
+            given = fixed[field.attname]
+            return f"{given}::{cast}" if given.startswith("%(") else f"{_literal(given)}::{cast}"
+        return f"{_literal(field.get_default())}::{cast}"
+
+    change = MessageStatusChange._meta
+    change_values = {"message": "id", "previous_state": "''", "state": _literal(MessageState.RECEIVED.value),
+                     "idgtl_status": "''", "source": _literal(ChangeSource.HANDLER), "detail": "%(detail)s::text",
+                     "created_at": "%(now)s::timestamptz"}
+    sql = (
+        f"WITH target AS ("
+        f"SELECT i.{quote('id')} AS installation_id, p.{quote('id')} AS provider_id, p.{quote('sender_name')} AS sender_name "
+        f"FROM {registration} r JOIN {installation} i ON i.{quote('id')} = r.{quote('installation_id')} "
+        f"JOIN {provider} p ON p.{quote('id')} = r.{quote('provider_id')} "
+        f"WHERE i.{quote('handler_secret')} = %(secret)s::text AND p.{quote('code')} = %(code)s::text "
+        f"AND r.{quote('state')} <> {_literal(RegistrationState.REMOVED.value)} "
+        f"AND i.{quote('state')} = {_literal(InstallationState.ACTIVE.value)} "
+        f"AND i.{quote('default_region')} = %(region)s::text "
+        f"AND (%(no_auth)s::boolean OR (i.{quote('application_token')} <> '' "
+        f"AND i.{quote('application_token')} = %(application_token)s::text)) "
+        f"AND (%(member_id)s::text = '' OR i.{quote('member_id')} = %(member_id)s::text)"
+        f"), new_message AS ("
+        f"INSERT INTO {quote(Message._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+        f"SELECT {', '.join(value(f) for f in fields)} FROM target "
+        f"ON CONFLICT ({quote('installation_id')}, {quote('message_id')}) DO NOTHING RETURNING {quote('id')}"
+        f"), new_change AS ("
+        f"INSERT INTO {quote(change.db_table)} ({', '.join(quote(change.get_field(n).column) for n in CHANGE_FIELDS)}) "
+        f"SELECT {', '.join(change_values[n] for n in CHANGE_FIELDS)} FROM new_message"
+        f") SELECT id FROM new_message"
+    )
+    return sql, {name: Message._meta.get_field(name) for name in _JSON_FROM_CALL}
 
 
 def _schedule_send():

@@ -50,11 +50,34 @@ def _redis_client():
     return client
 
 
-def _schedule_flag_add() -> bool:
-    """Set the "a send run is scheduled" flag unless it is set (atomic); True if this call set it."""
+# SET NX that answers with the value already there: one round trip however the flag stands.
+_LUA_FLAG_ADD = """
+local existing = redis.call('GET', KEYS[1])
+if existing then return existing end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return false
+"""
+
+
+def _schedule_flag_add(run_at: float) -> float | None:
+    """Set the "a send run is scheduled" flag to ``run_at`` unless it is set (atomic). None if this
+    call set it; otherwise the time the flag holds (the run its setter scheduled; 0 if unknown)."""
+    window = settings.MESSAGES_SEND_SCHEDULE_WINDOW
     if settings.REDIS_URL:
-        return bool(_redis_client().set(SEND_SCHEDULED_KEY, 1, nx=True, ex=settings.MESSAGES_SEND_SCHEDULE_WINDOW))
-    return cache.add(SEND_SCHEDULED_KEY, 1, timeout=settings.MESSAGES_SEND_SCHEDULE_WINDOW)
+        script = getattr(_redis, "flag_add", None)
+        if script is None:
+            script = _redis.flag_add = _redis_client().register_script(_LUA_FLAG_ADD)
+        existing = script(keys=[SEND_SCHEDULED_KEY], args=[repr(run_at), window])
+        if existing is None:
+            return None
+    else:
+        if cache.add(SEND_SCHEDULED_KEY, repr(run_at), timeout=window):
+            return None
+        existing = cache.get(SEND_SCHEDULED_KEY)
+    try:
+        return float(existing)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _schedule_flag_clear() -> None:
@@ -64,12 +87,32 @@ def _schedule_flag_clear() -> None:
         cache.delete(SEND_SCHEDULED_KEY)
 
 
+# The send run this process knows to be scheduled and not started (wall-clock time it is due). While it
+# is still ahead, a message committed now will be claimed by it: no need to ask Redis again. A burst
+# of HANDLER calls thus costs each web process about one Redis call per debounce period, not one per SMS.
+_known_run_at = 0.0
+KNOWN_RUN_MARGIN = 0.05  # s: clock differences between web and worker hosts, and the time to commit
+
+
 def sending_schedule() -> None:
     """Ask for a send run soon; many calls within a moment cost one task (a burst becomes batches)."""
+    global _known_run_at
     from ..tasks.messages import send_waiting_messages
 
-    if _schedule_flag_add():
+    now = time.time()
+    if now < _known_run_at - KNOWN_RUN_MARGIN:
+        return
+    run_at = now + settings.MESSAGES_SEND_DEBOUNCE
+    existing = _schedule_flag_add(run_at)
+    if existing is not None:
+        _known_run_at = existing  # scheduled by another process (or a run that is late: asked again next time)
+        return
+    try:
         send_waiting_messages.apply_async(countdown=settings.MESSAGES_SEND_DEBOUNCE)
+    except Exception:
+        _schedule_flag_clear()  # no run is coming: let the next message (or the beat sweep) try again
+        raise
+    _known_run_at = run_at
 
 
 def sending_schedule_later(delay: float) -> None:

@@ -15,13 +15,10 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from b24sms.logging import log_context
-
 from ..handler_form import HandlerFormError, handler_form_parse
 from ..services.delivery import CallbackError, callback_events_apply, callback_events_parse
 from ..services.intake import (
-    HandlerForbidden, ProviderNotRegistered, handler_authenticate, handler_secret_check, installation_by_handler_secret,
-    message_receive,
+    HandlerForbidden, ProviderNotRegistered, handler_call_accept, handler_secret_check, installation_by_handler_secret,
 )
 
 logger = logging.getLogger(__name__)
@@ -54,15 +51,13 @@ def bitrix24_handler(request, secret: str):
     except HandlerFormError as exc:
         return _error(400, exc.message, exc.field)
     try:
-        registration = handler_authenticate(secret=secret, form=form)
-        with log_context(message_id=form.message_id, installation=registration.installation.domain, provider=form.code):
-            message, created = message_receive(registration=registration, form=form)
+        created = handler_call_accept(secret=secret, form=form)
     except HandlerForbidden as exc:
         logger.warning("Bitrix24 handler call refused: %s", exc)
         return _error(403, exc)
     except ProviderNotRegistered as exc:
         return _error(404, exc)
-    return JsonResponse({"result": "accepted" if created else "duplicate", "message_id": message.message_id})
+    return JsonResponse({"result": "accepted" if created else "duplicate", "message_id": form.message_id})
 
 
 def _callback_source_allowed(request) -> bool:

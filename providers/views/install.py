@@ -13,14 +13,12 @@ from django.urls import path
 from django.utils.translation import gettext as _
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
-from qs_codec import DecodeOptions, decode
 
 from providers.models import BitrixApplication, Installation
+from providers.php_form import php_form_decode
 from providers.services import installations as services
 
 logger = logging.getLogger(__name__)
-
-FORM_DECODE_OPTIONS = DecodeOptions(depth=5, parameter_limit=1000, list_limit=100)
 
 
 class MalformedBody(Exception):
@@ -36,7 +34,7 @@ def parse_php_form(request) -> dict:
             raw = urlencode(pairs)
         else:
             raw = request.body.decode("utf-8")
-        parsed = decode(raw, FORM_DECODE_OPTIONS) if raw else {}
+        parsed = php_form_decode(raw, depth=5, max_fields=1000, max_list_index=100) if raw else {}
     except Exception as exc:  # any undecodable body is the sender's fault
         raise MalformedBody(str(exc)) from exc
     if not isinstance(parsed, dict):

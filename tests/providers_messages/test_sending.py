@@ -1,4 +1,5 @@
 """Sending waiting messages to i-dgtl: batching, item failures, outcome unknown, never twice."""
+import os
 from datetime import timedelta
 
 import pytest
@@ -221,3 +222,82 @@ def test_a_burst_costs_one_call_per_thousand(installation, provider, idgtl_api, 
         for n in range(burst)])
     assert messages_send_waiting() == burst
     assert [len(batch) for batch in idgtl_api.sent] == [1000, 1000, 500]
+
+
+# --- scheduling: a burst of HANDLER calls asks for one send run ---------------------------------------
+class _Clock:
+    def __init__(self, clock):
+        self._clock = clock
+
+    def time(self):
+        return self._clock["now"]
+
+    def __getattr__(self, name):
+        import time
+
+        return getattr(time, name)
+
+
+@pytest.fixture(params=["cache", pytest.param("redis", marks=pytest.mark.integration)])
+def schedule(request, db, settings, monkeypatch):
+    """sending_schedule with the task's publishing recorded, on the shared flag in the cache (no Redis)
+    or in Redis, this process's memory reset."""
+    import threading
+
+    from providers.services import sending
+    from providers.tasks.messages import send_waiting_messages
+
+    settings.REDIS_URL = os.environ["CELERY_BROKER_URL"] if request.param == "redis" else ""
+    monkeypatch.setattr(sending, "_redis", threading.local())
+    settings.MESSAGES_SEND_DEBOUNCE = 0.2
+    sending._schedule_flag_clear()
+    monkeypatch.setattr(sending, "_known_run_at", 0.0)
+    published, clock = [], {"now": 1_000_000.0}
+    monkeypatch.setattr(send_waiting_messages, "apply_async", lambda **kw: published.append(kw))
+    monkeypatch.setattr(sending, "time", _Clock(clock))  # this module's clock only (the cache keeps real time)
+    flag_calls = []
+    real_add = sending._schedule_flag_add
+    monkeypatch.setattr(sending, "_schedule_flag_add", lambda run_at: flag_calls.append(run_at) or real_add(run_at))
+    yield {"published": published, "clock": clock, "flag_calls": flag_calls, "sending": sending}
+    sending._schedule_flag_clear()
+
+
+def test_a_burst_publishes_one_run_and_asks_the_shared_flag_once(schedule):
+    for _ in range(500):
+        schedule["sending"].sending_schedule()
+        schedule["clock"]["now"] += 0.0002  # 500 messages in 0.1 s
+    assert schedule["published"] == [{"countdown": 0.2}]
+    assert len(schedule["flag_calls"]) == 1
+
+
+def test_a_message_after_the_run_is_due_asks_for_a_new_run(schedule):
+    sending = schedule["sending"]
+    sending.sending_schedule()
+    schedule["clock"]["now"] += 0.3
+    sending._schedule_flag_clear()  # the run starts: it clears the flag before claiming
+    sending.sending_schedule()
+    assert len(schedule["published"]) == 2
+
+
+def test_a_run_scheduled_by_another_process_is_relied_on_until_it_is_due(schedule):
+    sending = schedule["sending"]
+    assert sending._schedule_flag_add(schedule["clock"]["now"] + 0.2) is None  # another web process
+    for _ in range(10):
+        sending.sending_schedule()
+        schedule["clock"]["now"] += 0.01
+    assert schedule["published"] == []
+    assert len(schedule["flag_calls"]) == 2  # the other process's call, then one look at its flag
+
+
+def test_a_failed_publish_leaves_no_flag_behind(schedule, monkeypatch):
+    from providers.tasks.messages import send_waiting_messages
+
+    def broker_down(**kw):
+        raise ConnectionError("broker down")
+
+    monkeypatch.setattr(send_waiting_messages, "apply_async", broker_down)
+    with pytest.raises(ConnectionError):
+        schedule["sending"].sending_schedule()
+    monkeypatch.setattr(send_waiting_messages, "apply_async", lambda **kw: schedule["published"].append(kw))
+    schedule["sending"].sending_schedule()  # the next message is not stuck behind a run that never came
+    assert schedule["published"] == [{"countdown": 0.2}]
