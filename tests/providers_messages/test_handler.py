@@ -189,3 +189,86 @@ def test_a_broker_failure_after_commit_still_answers_200(client, installation, p
         response = post(client, installation, encode(crm_fields()))
     assert response.status_code == 200
     assert Message.objects.get().state == MessageState.RECEIVED  # the beat sweep sends it
+
+
+# --- the one-statement path (PostgreSQL) and its way back to the full path -----------------------------
+def test_a_changed_portal_region_is_used_from_the_next_message_on(client, installation, provider):
+    post(client, installation, encode(crm_fields(message_id="1", message_to="29 123-45-67")))
+    installation.default_region = "BY"  # changed in the admin while this process remembers RU
+    installation.save()
+    post(client, installation, encode(crm_fields(message_id="2", message_to="29 123-45-67")))
+    post(client, installation, encode(crm_fields(message_id="3", message_to="29 123-45-67")))
+    assert dict(Message.objects.values_list("message_id", "destination")) == {
+        "1": "", "2": "375291234567", "3": "375291234567"}
+
+
+def test_an_uninstall_stops_the_next_message_of_a_portal_that_was_sending(client, installation, provider):
+    assert post(client, installation, encode(crm_fields(message_id="1"))).status_code == 200
+    installation.state = InstallationState.REMOVED
+    installation.save()
+    assert post(client, installation, encode(crm_fields(message_id="2"))).status_code == 403
+    assert list(Message.objects.values_list("message_id", flat=True)) == ["1"]
+
+
+def _postgresql_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement path is PostgreSQL's")
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_the_database_dropped_costs_no_message(installation, provider, no_send):
+    """A database restart or an idle timeout kills the pooled connection between two calls: the next
+    call reconnects and is stored (there is no liveness query before the statement)."""
+    import psycopg
+    from django.conf import settings
+    from django.test import Client
+
+    _postgresql_only()
+    client = Client()
+    assert post(client, installation, encode(crm_fields(message_id="1"))).status_code == 200
+    backend = connection.connection.info.backend_pid
+    dsn = connection.get_connection_params()
+    with psycopg.connect(dbname=dsn["dbname"], user=dsn.get("user"), host=dsn.get("host"), port=dsn.get("port"),
+                         autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [backend])
+    response = post(client, installation, encode(crm_fields(message_id="2")))
+    assert response.status_code == 200 and response.json()["result"] == "accepted"
+    assert sorted(Message.objects.values_list("message_id", flat=True)) == ["1", "2"]
+    assert connection.connection.info.backend_pid != backend
+    assert no_send == [1, 1]
+    assert settings.DATABASES["default"]["CONN_MAX_AGE"]  # (a persistent connection is what can go stale)
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_whose_answer_was_lost_is_stored_once_and_still_sent(installation, provider, no_send,
+                                                                         monkeypatch):
+    """The statement committed, then the connection broke before its answer: the full path finds the
+    message (one row) and makes sure its send is asked for."""
+    from django.db import OperationalError
+    from django.test import Client
+
+    from providers.services import intake
+
+    _postgresql_only()
+    real = intake._accept_in_one_statement
+
+    def committed_then_lost(**kwargs):
+        real(**kwargs)
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(intake, "_accept_in_one_statement", committed_then_lost)
+    response = post(Client(), installation, encode(crm_fields()))
+    assert response.status_code == 200
+    assert Message.objects.count() == 1 and MessageStatusChange.objects.count() == 1
+    assert no_send == [1]
+
+
+def test_the_handler_statement_is_prepared_unless_turned_off(client, installation, provider, settings):
+    _postgresql_only()
+    post(client, installation, encode(crm_fields(message_id="1")))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%new_message%"])
+        assert cursor.fetchone()[0] == 1
+    assert connection.connection.prepare_threshold is not None  # DATABASE_PREPARED_STATEMENTS (default on)
