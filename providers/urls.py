@@ -1,4 +1,5 @@
-"""Public endpoints called by Bitrix24 and i-dgtl (mounted at the site root)."""
-from .views import inbound, install
+"""Public endpoints called by Bitrix24 (mounted at the site root). The HANDLER and the i-dgtl
+callbacks (``views.inbound``) are mounted first of all in ``b24sms/urls.py``."""
+from .views import install
 
-urlpatterns = install.urlpatterns + inbound.urlpatterns
+urlpatterns = install.urlpatterns

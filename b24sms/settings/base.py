@@ -206,7 +206,6 @@ B24_REQUIRE_HTTPS = env.bool("B24_REQUIRE_HTTPS", default=False)
 # --- Messages: sending, delivery, reporting (providers/services) ---------------------------
 MESSAGES_SEND_BATCH_SIZE = env.int("MESSAGES_SEND_BATCH_SIZE", default=1000)  # per POST /message (max 1000)
 MESSAGES_SEND_DEBOUNCE = env.float("MESSAGES_SEND_DEBOUNCE", default=0.2)  # s: a burst becomes batches
-MESSAGES_SEND_SCHEDULE_WINDOW = env.int("MESSAGES_SEND_SCHEDULE_WINDOW", default=5)  # s
 MESSAGES_SEND_TIME_BUDGET = env.float("MESSAGES_SEND_TIME_BUDGET", default=240.0)  # s per task run
 MESSAGES_SEND_MAX_ATTEMPTS = env.int("MESSAGES_SEND_MAX_ATTEMPTS", default=6)
 MESSAGES_SEND_RETRY_BACKOFF = env.float("MESSAGES_SEND_RETRY_BACKOFF", default=15.0)  # s, doubled per attempt

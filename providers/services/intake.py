@@ -1,6 +1,7 @@
 """Intake: a HANDLER call from Bitrix24 becomes one stored Message (exactly once), then a send."""
 import functools
 import hmac
+import weakref
 
 import phonenumbers
 import psycopg
@@ -280,9 +281,22 @@ def _accept_in_one_statement(*, secret: str, form: HandlerForm) -> bool:
     for name, field in json_fields.items():
         params[name] = connection.ops.adapt_json_value(getattr(form, name), field.encoder)
     connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+    with connection.wrap_database_errors:
+        cursor = _statement_cursor(connection.connection)
         cursor.execute(sql, params, prepare=True)
         return cursor.fetchone() is not None
+
+
+_STATEMENT_CURSORS: "weakref.WeakKeyDictionary[psycopg.Connection, psycopg.Cursor]" = weakref.WeakKeyDictionary()
+
+
+def _statement_cursor(raw_connection) -> psycopg.Cursor:
+    """One server-binding cursor per database connection, kept: executing the same statement again on
+    it reuses its parameter adapters (a new cursor builds them anew, a tenth of the call's CPU)."""
+    cursor = _STATEMENT_CURSORS.get(raw_connection)
+    if cursor is None or cursor.closed:
+        cursor = _STATEMENT_CURSORS[raw_connection] = psycopg.Cursor(raw_connection)
+    return cursor
 
 
 @functools.cache

@@ -6,6 +6,7 @@ A claim moves RECEIVED -> SENDING (recorded before any HTTP call), then one ``PO
 looking the messages up with ``GET /message`` (by ``externalMessageId`` = our pk) before any resend.
 """
 import logging
+import math
 import threading
 import time
 from collections import defaultdict
@@ -50,28 +51,32 @@ def _redis_client():
     return client
 
 
-# SET NX that answers with the value already there: one round trip however the flag stands.
+# The "a send run is scheduled" flag holds the time the run is due and expires then: while it is there,
+# a run that has not started yet will claim whatever was committed before it. SET NX that answers with
+# the value already there: one round trip however the flag stands.
 _LUA_FLAG_ADD = """
 local existing = redis.call('GET', KEYS[1])
 if existing then return existing end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 """
 
 
 def _schedule_flag_add(run_at: float) -> float | None:
-    """Set the "a send run is scheduled" flag to ``run_at`` unless it is set (atomic). None if this
-    call set it; otherwise the time the flag holds (the run its setter scheduled; 0 if unknown)."""
-    window = settings.MESSAGES_SEND_SCHEDULE_WINDOW
+    """Set the flag to ``run_at`` (until then) unless it is set (atomic). None if this call set it;
+    otherwise the time the flag holds (when the run its setter scheduled is due; 0 if unknown)."""
+    lifetime = max(0.001, run_at - time.time())
     if settings.REDIS_URL:
         script = getattr(_redis, "flag_add", None)
         if script is None:
             script = _redis.flag_add = _redis_client().register_script(_LUA_FLAG_ADD)
-        existing = script(keys=[SEND_SCHEDULED_KEY], args=[repr(run_at), window])
+        existing = script(keys=[SEND_SCHEDULED_KEY], args=[repr(run_at), max(1, round(lifetime * 1000))])
         if existing is None:
             return None
     else:
-        if cache.add(SEND_SCHEDULED_KEY, repr(run_at), timeout=window):
+        # Django's database cache keeps whole seconds: the flag outlives its due time there, and is
+        # gone when the run starts instead (sending_run clears it), which is as safe.
+        if cache.add(SEND_SCHEDULED_KEY, repr(run_at), timeout=math.ceil(lifetime) + 1):
             return None
         existing = cache.get(SEND_SCHEDULED_KEY)
     try:
@@ -87,9 +92,11 @@ def _schedule_flag_clear() -> None:
         cache.delete(SEND_SCHEDULED_KEY)
 
 
-# The send run this process knows to be scheduled and not started (wall-clock time it is due). While it
-# is still ahead, a message committed now will be claimed by it: no need to ask Redis again. A burst
-# of HANDLER calls thus costs each web process about one Redis call per debounce period, not one per SMS.
+# The run this process knows to be due later (wall-clock time). While it is still ahead, a message
+# committed now will be claimed by it: no need to ask Redis. A burst of HANDLER calls thus costs each
+# web process about one Redis call per debounce period, and the cluster one task, not one per SMS.
+# When the workers are behind, due runs wait in the queue and each period adds one more (each claims
+# what is waiting then; the later ones find little or nothing).
 _known_run_at = 0.0
 KNOWN_RUN_MARGIN = 0.05  # s: clock differences between web and worker hosts, and the time to commit
 
@@ -105,7 +112,7 @@ def sending_schedule() -> None:
     run_at = now + settings.MESSAGES_SEND_DEBOUNCE
     existing = _schedule_flag_add(run_at)
     if existing is not None:
-        _known_run_at = existing  # scheduled by another process (or a run that is late: asked again next time)
+        _known_run_at = existing  # scheduled by another process
         return
     try:
         send_waiting_messages.apply_async(countdown=settings.MESSAGES_SEND_DEBOUNCE)
@@ -123,7 +130,7 @@ def sending_schedule_later(delay: float) -> None:
 
 def sending_run() -> dict:
     """One sweep: resolve unknown outcomes first, then send everything waiting. Used by the task."""
-    _schedule_flag_clear()  # before claiming: anything stored from now on schedules a new run
+    _schedule_flag_clear()  # (due now anyway) anything stored from now on schedules a new run
     resolved = messages_resolve_unknown_outcomes()
     sent = messages_send_waiting()
     return {"resolved": resolved, "sent": sent}

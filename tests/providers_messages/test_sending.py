@@ -258,7 +258,8 @@ def schedule(request, db, settings, monkeypatch):
     flag_calls = []
     real_add = sending._schedule_flag_add
     monkeypatch.setattr(sending, "_schedule_flag_add", lambda run_at: flag_calls.append(run_at) or real_add(run_at))
-    yield {"published": published, "clock": clock, "flag_calls": flag_calls, "sending": sending}
+    yield {"published": published, "clock": clock, "flag_calls": flag_calls, "sending": sending,
+           "backend": request.param}
     sending._schedule_flag_clear()
 
 
@@ -271,10 +272,27 @@ def test_a_burst_publishes_one_run_and_asks_the_shared_flag_once(schedule):
 
 
 def test_a_message_after_the_run_is_due_asks_for_a_new_run(schedule):
+    """The flag lasts until its run is due: later messages are not left to a run that has started
+    (or that is still waiting in the queue behind a busy worker)."""
+    import time
+
     sending = schedule["sending"]
     sending.sending_schedule()
-    schedule["clock"]["now"] += 0.3
-    sending._schedule_flag_clear()  # the run starts: it clears the flag before claiming
+    sending.sending_schedule()
+    if schedule["backend"] == "redis":
+        time.sleep(0.25)  # the flag expires when the run is due (real time)
+    else:
+        sending._schedule_flag_clear()  # the database cache keeps whole seconds: the run clears it
+    schedule["clock"]["now"] += 0.25
+    sending.sending_schedule()
+    assert schedule["published"] == [{"countdown": 0.2}, {"countdown": 0.2}]
+
+
+def test_a_run_that_starts_early_lets_the_next_message_ask_again(schedule):
+    sending = schedule["sending"]
+    sending.sending_schedule()
+    schedule["clock"]["now"] += 0.19
+    sending._schedule_flag_clear()  # the run starts (a worker clock slightly ahead): it clears the flag
     sending.sending_schedule()
     assert len(schedule["published"]) == 2
 
