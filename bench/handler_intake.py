@@ -94,14 +94,19 @@ def _load_process(port, path, template, seconds, threads, unique, out):
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _process_cpu(pid: int) -> float:
-    """CPU seconds (user + system) a live process has used; 0 if it is gone."""
+def _process_cpu(pid: int, *, with_children: bool = False) -> float:
+    """CPU seconds (user + system) a live process has used, with those of its children that have
+    ended if ``with_children`` (a PostgreSQL backend that ends is counted in its postmaster's); 0 if
+    it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    ticks = int(fields[11]) + int(fields[12])
+    if with_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / _TICK
 
 
 def _process_name(pid: int) -> str:
@@ -115,22 +120,22 @@ def _process_name(pid: int) -> str:
 def cpu_snapshot(server_pid: int) -> dict:
     """CPU seconds used so far by gunicorn (master and workers), PostgreSQL, Redis, and this script's
     reaped children (the load generator), plus the machine's busy and total time."""
-    gunicorn = {server_pid}
-    pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
-    for pid in pids:
+    parents = {}
+    for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()):
         try:
             with open(f"/proc/{pid}/stat") as stat:
-                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+                parents[pid] = int(stat.read().rsplit(")", 1)[1].split()[1])
         except OSError:
             continue
+    names = {pid: _process_name(pid) for pid in parents}
+    snapshot = {"gunicorn": _process_cpu(server_pid, with_children=True), "postgres": 0.0, "redis": 0.0}
+    for pid, parent in parents.items():
         if parent == server_pid:
-            gunicorn.add(pid)
-    snapshot = {"gunicorn": sum(_process_cpu(pid) for pid in gunicorn), "postgres": 0.0, "redis": 0.0}
-    for pid in pids:
-        name = _process_name(pid)
-        if name == "postgres":
-            snapshot["postgres"] += _process_cpu(pid)
-        elif name.startswith("redis-server"):
+            snapshot["gunicorn"] += _process_cpu(pid)
+        elif names[pid] == "postgres":
+            postmaster = names.get(parent) != "postgres"
+            snapshot["postgres"] += _process_cpu(pid, with_children=postmaster)
+        elif names[pid].startswith("redis-server"):
             snapshot["redis"] += _process_cpu(pid)
     times = os.times()
     snapshot["load generator"] = times.children_user + times.children_system

@@ -36,6 +36,8 @@ class PhpFormError(ValueError):
 
 def _decode(text: str) -> str:
     """``+`` is a space, ``%XX`` a byte; the bytes must be UTF-8."""
+    if "%" in text and "%5" in text:  # PHP encodes every bracket of a key: the usual case, made cheap
+        text = text.replace("%5B", "[").replace("%5D", "]").replace("%5b", "[").replace("%5d", "]")
     if "%" not in text:
         return text.replace("+", " ") if "+" in text else text
     try:

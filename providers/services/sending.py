@@ -52,37 +52,43 @@ def _redis_client():
 
 
 # The "a send run is scheduled" flag holds the time the run is due and expires then: while it is there,
-# a run that has not started yet will claim whatever was committed before it. SET NX that answers with
-# the value already there: one round trip however the flag stands.
-_LUA_FLAG_ADD = """
+# a run that has not started yet will claim whatever was committed before it. A caller relies on it if
+# the run is still at least KNOWN_RUN_MARGIN ahead; otherwise it sets the flag for a run of its own.
+# One round trip however the flag stands.
+_LUA_FLAG_CLAIM = """
 local existing = redis.call('GET', KEYS[1])
-if existing then return existing end
+if existing and tonumber(existing) > tonumber(ARGV[3]) then return existing end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 """
+KNOWN_RUN_MARGIN = 0.05  # s: clock differences between web and worker hosts, and the time to commit
 
 
-def _schedule_flag_add(run_at: float) -> float | None:
-    """Set the flag to ``run_at`` (until then) unless it is set (atomic). None if this call set it;
-    otherwise the time the flag holds (when the run its setter scheduled is due; 0 if unknown)."""
-    lifetime = max(0.001, run_at - time.time())
+def _schedule_flag_claim(run_at: float, now: float) -> float | None:
+    """The time of a scheduled run still due after ``now`` + the margin, to rely on; or None once
+    the flag is set to ``run_at`` (until then), the caller then scheduling that run."""
+    lifetime = max(0.001, run_at - now)
+    rely_after = now + KNOWN_RUN_MARGIN
     if settings.REDIS_URL:
-        script = getattr(_redis, "flag_add", None)
+        script = getattr(_redis, "flag_claim", None)
         if script is None:
-            script = _redis.flag_add = _redis_client().register_script(_LUA_FLAG_ADD)
-        existing = script(keys=[SEND_SCHEDULED_KEY], args=[repr(run_at), max(1, round(lifetime * 1000))])
-        if existing is None:
-            return None
-    else:
-        # Django's database cache keeps whole seconds: the flag outlives its due time there, and is
-        # gone when the run starts instead (sending_run clears it), which is as safe.
-        if cache.add(SEND_SCHEDULED_KEY, repr(run_at), timeout=math.ceil(lifetime) + 1):
-            return None
-        existing = cache.get(SEND_SCHEDULED_KEY)
+            script = _redis.flag_claim = _redis_client().register_script(_LUA_FLAG_CLAIM)
+        existing = script(keys=[SEND_SCHEDULED_KEY], args=[repr(run_at), max(1, round(lifetime * 1000)), repr(rely_after)])
+        return None if existing is None else float(existing)
+    # Django's database cache keeps whole seconds: there the flag outlives its due time, and is gone
+    # when the run starts instead (sending_run clears it), which is as safe. Not atomic: two processes
+    # may both schedule a run, which costs one empty run.
+    timeout = math.ceil(lifetime) + 1
+    if cache.add(SEND_SCHEDULED_KEY, repr(run_at), timeout=timeout):
+        return None
     try:
-        return float(existing)
+        existing = float(cache.get(SEND_SCHEDULED_KEY))
     except (TypeError, ValueError):
-        return 0.0
+        existing = 0.0
+    if existing > rely_after:
+        return existing
+    cache.set(SEND_SCHEDULED_KEY, repr(run_at), timeout=timeout)
+    return None
 
 
 def _schedule_flag_clear() -> None:
@@ -94,11 +100,10 @@ def _schedule_flag_clear() -> None:
 
 # The run this process knows to be due later (wall-clock time). While it is still ahead, a message
 # committed now will be claimed by it: no need to ask Redis. A burst of HANDLER calls thus costs each
-# web process about one Redis call per debounce period, and the cluster one task, not one per SMS.
-# When the workers are behind, due runs wait in the queue and each period adds one more (each claims
-# what is waiting then; the later ones find little or nothing).
+# web process about one Redis call per debounce period, and the cluster about one task per period,
+# not one per SMS. When the workers are behind, due runs wait in the queue and each period adds one
+# (each claims what is waiting then; the later ones find little or nothing).
 _known_run_at = 0.0
-KNOWN_RUN_MARGIN = 0.05  # s: clock differences between web and worker hosts, and the time to commit
 
 
 def sending_schedule() -> None:
@@ -110,9 +115,9 @@ def sending_schedule() -> None:
     if now < _known_run_at - KNOWN_RUN_MARGIN:
         return
     run_at = now + settings.MESSAGES_SEND_DEBOUNCE
-    existing = _schedule_flag_add(run_at)
-    if existing is not None:
-        _known_run_at = existing  # scheduled by another process
+    scheduled = _schedule_flag_claim(run_at, now)
+    if scheduled is not None:
+        _known_run_at = scheduled  # by another process
         return
     try:
         send_waiting_messages.apply_async(countdown=settings.MESSAGES_SEND_DEBOUNCE)

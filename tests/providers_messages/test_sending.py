@@ -256,8 +256,9 @@ def schedule(request, db, settings, monkeypatch):
     monkeypatch.setattr(send_waiting_messages, "apply_async", lambda **kw: published.append(kw))
     monkeypatch.setattr(sending, "time", _Clock(clock))  # this module's clock only (the cache keeps real time)
     flag_calls = []
-    real_add = sending._schedule_flag_add
-    monkeypatch.setattr(sending, "_schedule_flag_add", lambda run_at: flag_calls.append(run_at) or real_add(run_at))
+    real_claim = sending._schedule_flag_claim
+    monkeypatch.setattr(sending, "_schedule_flag_claim",
+                        lambda run_at, now: flag_calls.append(run_at) or real_claim(run_at, now))
     yield {"published": published, "clock": clock, "flag_calls": flag_calls, "sending": sending,
            "backend": request.param}
     sending._schedule_flag_clear()
@@ -299,7 +300,8 @@ def test_a_run_that_starts_early_lets_the_next_message_ask_again(schedule):
 
 def test_a_run_scheduled_by_another_process_is_relied_on_until_it_is_due(schedule):
     sending = schedule["sending"]
-    assert sending._schedule_flag_add(schedule["clock"]["now"] + 0.2) is None  # another web process
+    now = schedule["clock"]["now"]
+    assert sending._schedule_flag_claim(now + 0.2, now) is None  # another web process
     for _ in range(10):
         sending.sending_schedule()
         schedule["clock"]["now"] += 0.01
@@ -319,3 +321,20 @@ def test_a_failed_publish_leaves_no_flag_behind(schedule, monkeypatch):
     monkeypatch.setattr(send_waiting_messages, "apply_async", lambda **kw: schedule["published"].append(kw))
     schedule["sending"].sending_schedule()  # the next message is not stuck behind a run that never came
     assert schedule["published"] == [{"countdown": 0.2}]
+
+
+def test_every_message_of_a_steady_stream_has_a_run_due_after_it(schedule):
+    """One message a millisecond for two seconds: each has a run due at least the margin after it, and
+    the runs asked for are about one per debounce period, not one per message."""
+    sending = schedule["sending"]
+    for _ in range(2000):
+        now = schedule["clock"]["now"]
+        published_before = len(schedule["published"])
+        sending.sending_schedule()
+        if len(schedule["published"]) > published_before:
+            due = now + 0.2
+            schedule.setdefault("due", []).append(due)
+        assert schedule["due"][-1] >= now + sending.KNOWN_RUN_MARGIN
+        schedule["clock"]["now"] += 0.001
+    assert 2 / 0.2 <= len(schedule["published"]) <= 2 / (0.2 - sending.KNOWN_RUN_MARGIN) + 1
+    assert len(schedule["flag_calls"]) <= 2 * len(schedule["published"])
