@@ -3,7 +3,6 @@ import functools
 import hmac
 import weakref
 
-import phonenumbers
 import psycopg
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
@@ -69,7 +68,7 @@ def _in_model_order(model, names) -> tuple[str, ...]:
 LOOKUP_FIELDS = {
     ProviderRegistration: _in_model_order(ProviderRegistration, {"id", "state", "provider_id", "installation_id"}),
     Installation: _in_model_order(Installation, {
-        "id", "handler_secret", "application_token", "member_id", "state", "default_region", "domain"}),
+        "id", "handler_secret", "application_token", "member_id", "state", "domain"}),
     Provider: _in_model_order(Provider, {"id", "code", "sender_name"}),
 }
 
@@ -121,17 +120,6 @@ def handler_authenticate(*, secret: str, form: HandlerForm) -> ProviderRegistrat
     raise ProviderNotRegistered(_("Unknown provider code %(code)s.") % {"code": form.code})
 
 
-def destination_normalise(*, message_to: str, region: str) -> str:
-    """i-dgtl's destination form (digits, country code first) or '' when the number is not valid."""
-    try:
-        number = phonenumbers.parse(message_to, (region or "RU").upper())
-    except phonenumbers.NumberParseException:
-        return ""
-    if not phonenumbers.is_valid_number(number):
-        return ""
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164).lstrip("+")
-
-
 def message_receive(*, form: HandlerForm, installation: Installation | None = None,
                     registration: ProviderRegistration | None = None) -> tuple[Message, bool]:
     """Store the message once per (installation, message_id); ``created`` is False for a repeat.
@@ -152,14 +140,12 @@ def message_receive(*, form: HandlerForm, installation: Installation | None = No
         installation=installation, provider=provider, message_id=form.message_id, module_id=form.module_id,
         bindings=form.bindings, workflow_id=form.workflow_id, document_id=form.document_id,
         document_type=form.document_type, author_user_id=form.auth.user_id if form.auth else "",
-        message_to=form.message_to, destination=destination_normalise(message_to=form.message_to, region=installation.default_region),
-        text=form.message_body, sender_name=provider.sender_name, bitrix_sent_at=form.ts, state=MessageState.RECEIVED,
+        message_to=form.message_to, text=form.message_body, sender_name=provider.sender_name, bitrix_sent_at=form.ts, state=MessageState.RECEIVED,
     )
-    detail = "" if message.destination else str(_("Invalid phone number."))
     if connection.vendor == "postgresql":
-        created = _insert_once_postgresql(message, detail)
+        created = _insert_once_postgresql(message)
     else:
-        created = _insert_once(message, detail)
+        created = _insert_once(message)
     if not created:
         return Message.objects.get(installation=installation, message_id=form.message_id), False
     # robust: a broker hiccup must not turn a stored message into a 500 (the beat sweep sends it)
@@ -167,13 +153,13 @@ def message_receive(*, form: HandlerForm, installation: Installation | None = No
     return message, True
 
 
-def _insert_once(message: Message, detail: str) -> bool:
+def _insert_once(message: Message) -> bool:
     """The message and its first timeline entry, unless the unique constraint says it is a repeat."""
     try:
         with transaction.atomic():
             message.save(force_insert=True)
             MessageStatusChange.objects.create(message=message, previous_state="", state=MessageState.RECEIVED,
-                                               source=ChangeSource.HANDLER, detail=detail)
+                                               source=ChangeSource.HANDLER)
     except IntegrityError:
         if not Message.objects.filter(installation=message.installation, message_id=message.message_id).exists():
             raise
@@ -181,7 +167,7 @@ def _insert_once(message: Message, detail: str) -> bool:
     return True
 
 
-def _insert_once_postgresql(message: Message, detail: str) -> bool:
+def _insert_once_postgresql(message: Message) -> bool:
     """Same as :func:`_insert_once` in ONE statement (one round trip, one commit, no exception on a
     repeat): INSERT ... ON CONFLICT DO NOTHING on the unique constraint, and the timeline entry for
     the row it returns. The HANDLER's throughput is mostly this."""
@@ -200,7 +186,7 @@ def _insert_once_postgresql(message: Message, detail: str) -> bool:
         f") SELECT id FROM new_message"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*values, "", MessageState.RECEIVED, "", ChangeSource.HANDLER, detail, timezone.now()])
+        cursor.execute(sql, [*values, "", MessageState.RECEIVED, "", ChangeSource.HANDLER, "", timezone.now()])
         row = cursor.fetchone()
     if row is None:
         return False
@@ -219,8 +205,7 @@ def handler_call_accept(*, secret: str, form: HandlerForm) -> bool:
     HandlerForbidden (403) and ProviderNotRegistered (404) as :func:`handler_authenticate`. On
     PostgreSQL the usual call (a new message, a valid call) is ONE prepared statement that checks the
     call and stores the message and its timeline entry (:func:`_accept_in_one_statement`); anything
-    else (a repeat, a refused call, a portal region not yet known to this process, a connection the
-    database dropped) goes the full way: :func:`handler_authenticate` then :func:`message_receive`.
+    else (a repeat, a refused call, a connection the database dropped) goes the full way: :func:`handler_authenticate` then :func:`message_receive`.
     """
     handler_secret_check(secret)
     outcome_unknown = False
@@ -237,25 +222,11 @@ def handler_call_accept(*, secret: str, form: HandlerForm) -> bool:
             connection.close()
             outcome_unknown = True
     registration = handler_authenticate(secret=secret, form=form)
-    _region_remember(secret, registration.installation.default_region)
     with log_context(message_id=form.message_id, installation=registration.installation.domain, provider=form.code):
         message, created = message_receive(registration=registration, form=form)
     if outcome_unknown and not created and message.state == MessageState.RECEIVED:
         transaction.on_commit(_schedule_send, robust=True)  # the lost attempt may have stored it unscheduled
     return created
-
-
-# The installation's phone region decides the destination before the statement runs; each process
-# keeps the last region it saw per HANDLER secret, and the statement only stores the message if the
-# region is still that one (a changed region sends the call the full way, which refreshes this).
-_REGION_BY_SECRET: dict[str, str] = {}
-_REGION_CACHE_SIZE = 10_000
-
-
-def _region_remember(secret: str, region: str) -> None:
-    if len(_REGION_BY_SECRET) >= _REGION_CACHE_SIZE:
-        _REGION_BY_SECRET.clear()
-    _REGION_BY_SECRET[secret] = region
 
 
 def _accept_in_one_statement(*, secret: str, form: HandlerForm) -> bool:
@@ -266,17 +237,14 @@ def _accept_in_one_statement(*, secret: str, form: HandlerForm) -> bool:
     It uses the request's connection as it is (no separate liveness query first: a dropped
     connection raises, and the caller reconnects and takes the full way).
     """
-    region = _REGION_BY_SECRET.get(secret) or _default_region()
-    destination = destination_normalise(message_to=form.message_to, region=region)
     auth = form.auth
     sql, json_fields = _one_statement_sql()
     params = {
-        "secret": secret, "code": form.code, "region": region, "no_auth": auth is None,
+        "secret": secret, "code": form.code, "no_auth": auth is None,
         "application_token": auth.application_token if auth else "", "member_id": auth.member_id if auth else "",
         "message_id": form.message_id, "module_id": form.module_id, "workflow_id": form.workflow_id,
-        "author_user_id": auth.user_id if auth else "", "message_to": form.message_to, "destination": destination,
+        "author_user_id": auth.user_id if auth else "", "message_to": form.message_to,
         "text": form.message_body, "bitrix_sent_at": form.ts, "now": timezone.now(),
-        "detail": "" if destination else str(_("Invalid phone number.")),
     }
     for name, field in json_fields.items():
         params[name] = connection.ops.adapt_json_value(getattr(form, name), field.encoder)
@@ -299,15 +267,9 @@ def _statement_cursor(raw_connection) -> psycopg.Cursor:
     return cursor
 
 
-@functools.cache
-def _default_region() -> str:
-    return Installation._meta.get_field("default_region").get_default()
-
-
 # Message columns the statement fills from the call (as named parameters, JSON ones adapted), from the
 # registration it finds, and with fixed values; every other column takes its model default.
-_FROM_CALL = ("message_id", "module_id", "workflow_id", "author_user_id", "message_to", "destination", "text",
-              "bitrix_sent_at")
+_FROM_CALL = ("message_id", "module_id", "workflow_id", "author_user_id", "message_to", "text", "bitrix_sent_at")
 _JSON_FROM_CALL = ("bindings", "document_id", "document_type")
 _FROM_REGISTRATION = ("installation_id", "provider_id", "sender_name")
 
@@ -346,7 +308,7 @@ def _one_statement_sql() -> tuple[str, dict]:
 
     change = MessageStatusChange._meta
     change_values = {"message": "id", "previous_state": "''", "state": _literal(MessageState.RECEIVED.value),
-                     "idgtl_status": "''", "source": _literal(ChangeSource.HANDLER), "detail": "%(detail)s::text",
+                     "idgtl_status": "''", "source": _literal(ChangeSource.HANDLER), "detail": "''",
                      "created_at": "%(now)s::timestamptz"}
     sql = (
         f"WITH target AS ("
@@ -356,7 +318,6 @@ def _one_statement_sql() -> tuple[str, dict]:
         f"WHERE i.{quote('handler_secret')} = %(secret)s::text AND p.{quote('code')} = %(code)s::text "
         f"AND r.{quote('state')} <> {_literal(RegistrationState.REMOVED.value)} "
         f"AND i.{quote('state')} = {_literal(InstallationState.ACTIVE.value)} "
-        f"AND i.{quote('default_region')} = %(region)s::text "
         f"AND (%(no_auth)s::boolean OR (i.{quote('application_token')} <> '' "
         f"AND i.{quote('application_token')} = %(application_token)s::text)) "
         f"AND (%(member_id)s::text = '' OR i.{quote('member_id')} = %(member_id)s::text)"

@@ -12,6 +12,8 @@ import time
 from collections import defaultdict
 from datetime import timedelta
 
+import phonenumbers
+
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
@@ -165,6 +167,17 @@ def _lock_still(messages: list[Message], state: str) -> list[Message]:
     return [m for m in messages if m.pk in ids]
 
 
+def destination_normalise(*, message_to: str, region: str) -> str:
+    """i-dgtl's destination form (digits, country code first) or '' when the number is not valid."""
+    try:
+        number = phonenumbers.parse(message_to, (region or "RU").upper())
+    except phonenumbers.NumberParseException:
+        return ""
+    if not phonenumbers.is_valid_number(number):
+        return ""
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164).lstrip("+")
+
+
 def _waiting_queryset(now):
     queryset = (Message.objects.filter(state=MessageState.RECEIVED)
                 .filter(Q(next_check_at__isnull=True) | Q(next_check_at__lte=now)).order_by("id"))
@@ -179,11 +192,16 @@ def _waiting_queryset(now):
 def messages_claim(*, limit: int) -> list[Message]:
     """Claim up to ``limit`` waiting messages: RECEIVED -> SENDING, committed before any call.
 
-    Messages whose number is not valid fail here, without calling i-dgtl.
+    The number as Bitrix24 gave it becomes i-dgtl's destination here, in the portal's phone region
+    (not in the HANDLER, which only stores); a number that is not valid fails without calling i-dgtl.
     """
     now = timezone.now()
     with transaction.atomic():
         waiting = list(_waiting_queryset(now)[:limit])
+        normalised = [m for m in waiting if not m.destination]
+        for message in normalised:
+            message.destination = destination_normalise(message_to=message.message_to,
+                                                        region=message.installation.default_region)
         invalid = [m for m in waiting if not m.destination]
         claimed = [m for m in waiting if m.destination]
         for message in invalid:
@@ -194,7 +212,7 @@ def messages_claim(*, limit: int) -> list[Message]:
             message.send_attempts += 1
         messages_change_state(messages=claimed, state=MessageState.SENDING, source=ChangeSource.SEND, detail="", same={
             "sending_started_at": now, "send_attempts": F("send_attempts") + 1, "next_check_at": None,
-            "error_message": ""})
+            "error_message": ""}, update_fields=("destination",) if normalised else ())
     return claimed
 
 

@@ -33,7 +33,7 @@ def test_crm_message_is_stored_once_and_a_send_is_enqueued_on_commit(client, ins
     message = Message.objects.get()
     assert message.installation == installation and message.provider == provider
     assert message.state == MessageState.RECEIVED
-    assert message.destination == "79990000001"
+    assert message.message_to == "+7 999 000-00-01" and message.destination == ""  # normalised when sent
     assert message.sender_name == "MyShop"
     assert message.bindings == [{"OWNER_TYPE_ID": "3", "OWNER_ID": "123"}]
     assert message.author_user_id == "1"
@@ -52,17 +52,27 @@ def test_bizproc_message_without_auth_is_accepted(client, installation, provider
     assert message.author_user_id == ""
 
 
-def test_number_without_country_code_uses_the_portal_region(client, installation, provider):
+def _claimed_destinations():
+    from providers.services.sending import messages_claim
+
+    messages_claim(limit=100)
+    return dict(Message.objects.values_list("message_id", "destination"))
+
+
+def test_number_without_country_code_uses_the_portal_region_when_sent(client, installation, provider):
     installation.default_region = "BY"
     installation.save()
     post(client, installation, encode(crm_fields(message_to="29 123-45-67")))
-    assert Message.objects.get().destination == "375291234567"
+    assert _claimed_destinations() == {"65575980fa531ac284c2ee68f81ebebd": "375291234567"}
 
 
-def test_invalid_number_is_stored_without_destination(client, installation, provider):
+def test_invalid_number_is_stored_then_fails_without_calling_idgtl(client, installation, provider):
     assert post(client, installation, encode(crm_fields(message_to="12"))).status_code == 200
     message = Message.objects.get()
-    assert message.destination == "" and message.message_to == "12"
+    assert message.destination == "" and message.message_to == "12" and message.state == MessageState.RECEIVED
+    assert _claimed_destinations() == {message.message_id: ""}
+    message.refresh_from_db()
+    assert message.state == MessageState.FAILED and "12" in message.error_message
 
 
 def test_repeated_post_answers_200_and_changes_nothing(client, installation, provider, no_send,
@@ -192,14 +202,12 @@ def test_a_broker_failure_after_commit_still_answers_200(client, installation, p
 
 
 # --- the one-statement path (PostgreSQL) and its way back to the full path -----------------------------
-def test_a_changed_portal_region_is_used_from_the_next_message_on(client, installation, provider):
+def test_a_changed_portal_region_is_used_for_messages_not_yet_sent(client, installation, provider):
     post(client, installation, encode(crm_fields(message_id="1", message_to="29 123-45-67")))
-    installation.default_region = "BY"  # changed in the admin while this process remembers RU
+    installation.default_region = "BY"  # changed in the admin before the send
     installation.save()
     post(client, installation, encode(crm_fields(message_id="2", message_to="29 123-45-67")))
-    post(client, installation, encode(crm_fields(message_id="3", message_to="29 123-45-67")))
-    assert dict(Message.objects.values_list("message_id", "destination")) == {
-        "1": "", "2": "375291234567", "3": "375291234567"}
+    assert _claimed_destinations() == {"1": "375291234567", "2": "375291234567"}
 
 
 def test_an_uninstall_stops_the_next_message_of_a_portal_that_was_sending(client, installation, provider):
