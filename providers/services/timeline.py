@@ -7,6 +7,8 @@ with a few bulk queries, so a batch of 1000 costs the same handful of statements
 from django.db import transaction
 from django.utils import timezone
 
+from b24sms.bulk import bulk_update_rows
+
 from ..models import MESSAGE_FINAL_STATES, Message, MessageStatusChange, StatusReport
 from ..status_mapping import bitrix24_status_for_state
 
@@ -49,7 +51,7 @@ def messages_change_state(*, messages: list[Message], state: str, source: str, d
     for start in range(0, len(ids), 1000):
         Message.objects.filter(pk__in=ids[start:start + 1000]).update(**values)
     if update_fields:
-        Message.objects.bulk_update(messages, list(update_fields), batch_size=1000)
+        bulk_update_rows(Message, messages, update_fields)
     MessageStatusChange.objects.bulk_create(changes, batch_size=1000)
     if reports:
         StatusReport.objects.bulk_create(reports, batch_size=1000, ignore_conflicts=True)

@@ -338,3 +338,16 @@ def test_every_message_of_a_steady_stream_has_a_run_due_after_it(schedule):
         schedule["clock"]["now"] += 0.001
     assert 2 / 0.2 <= len(schedule["published"]) <= 2 / (0.2 - sending.KNOWN_RUN_MARGIN) + 1
     assert len(schedule["flag_calls"]) <= 2 * len(schedule["published"])
+
+
+def test_bulk_update_rows_writes_each_rows_own_values(installation, provider):
+    from b24sms.bulk import bulk_update_rows
+
+    messages = [make_message(installation, provider, n) for n in range(1, 4)]
+    values = ["it's 1", "", None]
+    for message, text in zip(messages, values):
+        message.error_message = text or ""
+        message.next_check_at = timezone.now() + timedelta(hours=1) if text is None else None
+    bulk_update_rows(Message, messages, ["error_message", "next_check_at"], batch_size=2)
+    stored = {m.pk: (m.error_message, m.next_check_at is not None) for m in Message.objects.all()}
+    assert stored == {messages[0].pk: ("it's 1", False), messages[1].pk: ("", False), messages[2].pk: ("", True)}
