@@ -19,10 +19,7 @@ whose brackets do not close is taken literally.
 """
 from __future__ import annotations
 
-import re
 import urllib.parse
-
-_SEGMENT = re.compile(r"\[([^\[\]]*)\]")
 
 
 class PhpFormError(ValueError):
@@ -49,12 +46,12 @@ def _decode(text: str) -> str:
 def _path(key: str, depth: int) -> tuple[str, list[str]]:
     """``a[b][c]`` → ("a", ["b", "c"]); a key without (well-formed) brackets → (key, [])."""
     opening = key.find("[")
-    if opening <= 0:
+    if opening <= 0 or key[-1] != "]":
         return key, []
-    rest = key[opening:]
-    segments = _SEGMENT.findall(rest)
-    if not segments or sum(len(s) + 2 for s in segments) != len(rest):
-        return key, []  # unbalanced or trailing text: a literal name
+    segments = key[opening + 1:-1].split("][")
+    for segment in segments:
+        if "[" in segment or "]" in segment:
+            return key, []  # unbalanced or text between brackets: a literal name
     if len(segments) > depth:
         segments = segments[:depth] + ["".join(f"[{s}]" for s in segments[depth:])]
     return key[:opening], segments
@@ -96,11 +93,16 @@ def _as_lists(value, max_list_index: int):
     """Dicts whose keys are all integers up to ``max_list_index`` become lists in index order."""
     if not isinstance(value, dict):
         return value
-    items = {key: _as_lists(item, max_list_index) for key, item in value.items()}
-    indexes = [_index(key) for key in items]
-    if items and all(index is not None and index <= max_list_index for index in indexes):
-        return [item for _, item in sorted(zip(indexes, items.values()), key=lambda pair: pair[0])]
-    return items
+    items = {key: _as_lists(item, max_list_index) if isinstance(item, dict) else item for key, item in value.items()}
+    indexes = []
+    for key in items:
+        index = _index(key)
+        if index is None or index > max_list_index:
+            return items
+        indexes.append(index)
+    if not indexes:
+        return items
+    return [item for _, item in sorted(zip(indexes, items.values()), key=lambda pair: pair[0])]
 
 
 def php_form_decode(body: str, *, depth: int = 5, max_fields: int = 1000, max_list_index: int = 200) -> dict:

@@ -64,3 +64,19 @@ def test_malformed_bodies_name_the_problem(body, field):
         handler_form_parse(body)
     assert error.value.field == field
     assert str(error.value)
+
+
+@pytest.mark.parametrize("code", [*range(0x20), 0x7F])
+@pytest.mark.parametrize("spelling", ["upper", "lower", "raw"])
+def test_every_control_character_however_spelled_is_refused_but_tabs_and_breaks_in_the_text(code, spelling):
+    escape = {"upper": f"%{code:02X}", "lower": f"%{code:02x}", "raw": chr(code)}[spelling]
+    body = encode(crm_fields(message_body=None)) + f"&message_body=a{escape}b".encode()
+    if chr(code) in "\t\n\r":
+        assert handler_form_parse(body).message_body == f"a{chr(code)}b"
+        with pytest.raises(HandlerFormError) as error:  # but never in an identifier
+            handler_form_parse(encode(crm_fields(message_id=None)) + f"&message_id=a{escape}b".encode())
+        assert error.value.field == "message_id"
+    else:
+        with pytest.raises(HandlerFormError) as error:
+            handler_form_parse(body)
+        assert error.value.field == "message_body"
