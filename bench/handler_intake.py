@@ -8,7 +8,7 @@ enqueues). Prints requests/s of both and the ratio (goal: >= 0.5), and checks th
 request stored exactly one message.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/b24sms_bench CELERY_BROKER_URL=redis://127.0.0.1:6379/6 \
-        python bench/handler_intake.py [--seconds 10] [--workers 4] [--clients 16]
+        python bench/handler_intake.py [--seconds 10] [--rounds 3] [--workers 2xCPUs+1] [--clients 16]
 """
 import argparse
 import http.client
@@ -180,9 +180,10 @@ def cpu_report(label: str, runs: list[dict]) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1) + 1,
+                        help="gunicorn sync workers (default: 2 x CPUs + 1, gunicorn's recommendation)")
     parser.add_argument("--clients", type=int, default=16, help="concurrent client connections")
-    parser.add_argument("--rounds", type=int, default=2, help="alternating baseline/handler rounds")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating baseline/handler rounds")
     parser.add_argument("--server-side-binding", action="store_true",
                         help="DATABASE_SERVER_SIDE_BINDING=1 (psycopg prepares repeated statements)")
     args = parser.parse_args()
