@@ -40,6 +40,8 @@ BEAT_SCHEDULE = {
     "messages-send-waiting": {"task": "providers.tasks.send_waiting_messages", "schedule": schedule(30.0)},
     "messages-reconcile-statuses": {"task": "providers.tasks.reconcile_message_statuses", "schedule": schedule(300.0)},
     "messages-report-statuses": {"task": "providers.tasks.report_pending_statuses", "schedule": schedule(30.0)},
+    "providers-resume-stuck-registrations": {"task": "providers.tasks.resume_stuck_registrations",
+                                             "schedule": schedule(300.0)},
 }
 if os.environ.get("B24SMS_SANDBOX") == "1" and not os.environ["DJANGO_SETTINGS_MODULE"].endswith("production"):
     # The sandbox's fake i-dgtl reviews a sender name within seconds: follow it closely.

@@ -217,6 +217,9 @@ MESSAGES_LIFETIME_HOURS = env.int("MESSAGES_LIFETIME_HOURS", default=25)  # i-dg
 MESSAGES_LIFETIME_MARGIN = env.int("MESSAGES_LIFETIME_MARGIN", default=3600)  # s after it: FAILED
 MESSAGES_REPORT_DEBOUNCE = env.float("MESSAGES_REPORT_DEBOUNCE", default=0.5)  # s: statuses become batches
 MESSAGES_REPORT_SCHEDULE_WINDOW = env.int("MESSAGES_REPORT_SCHEDULE_WINDOW", default=5)  # s
+# A registration still pending (or being removed) after this long had its task lost or never queued:
+# the beat job asks again. Longer than a registration task's own retries (about 11 minutes).
+REGISTRATION_RESUME_AFTER = env.int("REGISTRATION_RESUME_AFTER", default=900)  # s
 MESSAGES_REPORT_TIME_BUDGET = env.float("MESSAGES_REPORT_TIME_BUDGET", default=240.0)  # s per task run
 MESSAGES_REPORT_MAX_ATTEMPTS = env.int("MESSAGES_REPORT_MAX_ATTEMPTS", default=20)
 MESSAGES_REPORT_RETRY_BACKOFF = env.float("MESSAGES_REPORT_RETRY_BACKOFF", default=5.0)  # s, doubled per attempt

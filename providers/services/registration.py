@@ -11,6 +11,7 @@ commit (providers/tasks/registration.py); every one of them is idempotent:
 import logging
 import re
 from dataclasses import asdict, dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -293,6 +294,32 @@ def registrations_push_after_reinstall(*, installation: Installation) -> None:
         registration.state = RegistrationState.PENDING
         registration.save(update_fields=["state", "updated_at"])
         _enqueue(register_provider, registration.pk)
+
+
+def registrations_resume_stuck(*, older_than: timedelta) -> dict:
+    """Ask again for registrations left *pending* or *being removed* for longer than ``older_than``:
+    their task could not be queued (broker down), or the queue lost it (a Redis restart without
+    persistence). Both remote steps are idempotent, so asking twice is harmless; ``older_than``
+    should outlast a task's own retries. Returns how many of each were asked for."""
+    from providers.tasks.registration import register_provider, remove_provider_registration
+
+    now = timezone.now()
+    resumed = {"register": 0, "remove": 0}
+    with transaction.atomic():
+        stuck = list(ProviderRegistration.objects.select_for_update(skip_locked=True).filter(
+            state__in=(RegistrationState.PENDING, RegistrationState.REMOVING), updated_at__lt=now - older_than))
+        for registration in stuck:
+            # sender.add falls back to sender.update and back: "add" brings any pending request about
+            if registration.state == RegistrationState.PENDING:
+                _enqueue(register_provider, registration.pk)
+                resumed["register"] += 1
+            else:
+                _enqueue(remove_provider_registration, registration.pk)
+                resumed["remove"] += 1
+        ProviderRegistration.objects.filter(pk__in=[r.pk for r in stuck]).update(updated_at=now)
+    if stuck:
+        logger.warning("registrations resumed after being stuck", extra=resumed)
+    return resumed
 
 
 # --- Remote work (run by tasks; idempotent) -------------------------------------------------------

@@ -3,9 +3,10 @@
 Thin: each takes ids, calls one service, and retries transient Bitrix24 errors with backoff.
 Every service they call is idempotent, so a redelivered task (acks_late) is harmless.
 """
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from celery import shared_task
+from django.conf import settings
 from django.utils import timezone
 
 from bitrix24.client import Bitrix24TransientError
@@ -15,7 +16,7 @@ from providers.services import registration as registration_services
 
 __all__ = [
     "register_provider", "update_provider_registration", "remove_provider_registration", "delete_sender",
-    "bind_uninstall_handler",
+    "bind_uninstall_handler", "resume_stuck_registrations",
 ]
 
 MAX_RETRIES = 5
@@ -79,3 +80,10 @@ def bind_uninstall_handler(self, installation_id: int):
     if outcome == "retry":
         raise self.retry(countdown=_countdown(self, None))
     return outcome
+
+
+@shared_task(name="providers.tasks.resume_stuck_registrations")
+def resume_stuck_registrations():
+    """Beat: registrations whose task was never queued or was lost are asked for again."""
+    return registration_services.registrations_resume_stuck(
+        older_than=timedelta(seconds=settings.REGISTRATION_RESUME_AFTER))

@@ -276,3 +276,43 @@ def test_check_reports_a_failing_portal(approved_sender_name, make_installation,
     assert result["error"] == "ACCESS_DENIED: Access denied!"
     assert result["present_on_portal"] is None
     assert provider.registrations.get().state == RegistrationState.REGISTERED
+
+
+# --- registrations whose task was lost ------------------------------------------------------------
+
+def _age(registration, seconds):
+    ProviderRegistration.objects.filter(pk=registration.pk).update(
+        updated_at=timezone.now() - timedelta(seconds=seconds))
+
+
+def test_a_registration_whose_task_was_lost_is_asked_for_again(approved_sender_name, make_installation, portal,
+                                                               run_on_commit, monkeypatch):
+    from providers.tasks import registration as tasks
+
+    stuck_install, fresh_install, leaving_install = make_installation(), make_installation(), make_installation()
+    provider = make_provider(approved_sender_name)
+    delays = {task: task.delay for task in (tasks.register_provider, tasks.remove_provider_registration)}
+    for task in delays:
+        monkeypatch.setattr(task, "delay", lambda *a: None)  # the broker loses them
+    with run_on_commit():
+        services.provider_register(provider=provider)
+    portal.providers[leaving_install.pk] = {"acme.sms": {"CODE": "acme.sms"}}
+    with run_on_commit():
+        services.provider_unregister(provider=provider, installations=[leaving_install])
+    assert not portal.calls
+    stuck, fresh, leaving = (ProviderRegistration.objects.get(installation=i)
+                             for i in (stuck_install, fresh_install, leaving_install))
+    _age(stuck, 901)
+    _age(leaving, 901)
+    _age(fresh, 60)  # its task may still be retrying
+    for task, delay in delays.items():
+        monkeypatch.setattr(task, "delay", delay)
+
+    with run_on_commit():
+        assert tasks.resume_stuck_registrations() == {"register": 1, "remove": 1}
+    assert [c[1] for c in portal.calls] == ["messageservice.sender.add", "messageservice.sender.delete"]
+    states = dict(ProviderRegistration.objects.values_list("installation", "state"))
+    assert states == {stuck_install.pk: RegistrationState.REGISTERED, fresh_install.pk: RegistrationState.PENDING,
+                      leaving_install.pk: RegistrationState.REMOVED}
+    with run_on_commit():
+        assert tasks.resume_stuck_registrations() == {"register": 0, "remove": 0}  # nothing left, nothing twice
