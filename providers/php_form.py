@@ -66,22 +66,28 @@ def _index(key: str) -> int | None:
     return int(key) if key.isascii() and key.isdigit() and len(key) <= 9 else None
 
 
+def _put(container: dict, key: str, value: str) -> None:
+    """A value for ``key``; a second one makes a list of them. _Conflict if ``key`` holds a set."""
+    existing = container.get(key)
+    if existing is None:
+        container[key] = value
+    elif isinstance(existing, str):
+        container[key] = [existing, value]
+    elif isinstance(existing, list):
+        existing.append(value)
+    else:
+        raise _Conflict
+
+
 def _assign(container: dict, segments: list[str], value: str) -> None:
     for position, segment in enumerate(segments):
         last = position == len(segments) - 1
         if segment == "":  # "[]": the next index
             segment = str(1 + max((i for i in map(_index, container) if i is not None), default=-1))
-        existing = container.get(segment)
         if last:
-            if existing is None:
-                container[segment] = value
-            elif isinstance(existing, str):
-                container[segment] = [existing, value]
-            elif isinstance(existing, list):
-                existing.append(value)
-            else:
-                raise _Conflict
+            _put(container, segment, value)
         else:
+            existing = container.get(segment)
             if existing is None:
                 existing = container[segment] = {}
             elif not isinstance(existing, dict):
@@ -122,15 +128,10 @@ def php_form_decode(body: str, *, depth: int = 5, max_fields: int = 1000, max_li
             continue
         name, segments = _path(key, depth)
         if not segments:
-            existing = data.get(name)
-            if existing is None:
-                data[name] = value
-            elif isinstance(existing, str):
-                data[name] = [existing, value]
-            elif isinstance(existing, list):
-                existing.append(value)
-            else:
-                raise PhpFormError("given both as a value and as a set of values", name)
+            try:
+                _put(data, name, value)
+            except _Conflict:
+                raise PhpFormError("given both as a value and as a set of values", name) from None
             continue
         existing = data.get(name)
         if existing is None:
