@@ -221,7 +221,9 @@ MESSAGES_REPORT_SCHEDULE_WINDOW = env.int("MESSAGES_REPORT_SCHEDULE_WINDOW", def
 # the beat job asks again. Longer than a registration task's own retries (about 11 minutes).
 REGISTRATION_RESUME_AFTER = env.int("REGISTRATION_RESUME_AFTER", default=900)  # s
 MESSAGES_REPORT_TIME_BUDGET = env.float("MESSAGES_REPORT_TIME_BUDGET", default=240.0)  # s per task run
-MESSAGES_REPORT_MAX_ATTEMPTS = env.int("MESSAGES_REPORT_MAX_ATTEMPTS", default=20)
+# 5 s doubled up to an hour, then hourly: 36 attempts keep trying for about 26 h, past a message's
+# 25 h lifetime and its margin, so a portal down for a day still gets every status it is owed.
+MESSAGES_REPORT_MAX_ATTEMPTS = env.int("MESSAGES_REPORT_MAX_ATTEMPTS", default=36)
 MESSAGES_REPORT_RETRY_BACKOFF = env.float("MESSAGES_REPORT_RETRY_BACKOFF", default=5.0)  # s, doubled per attempt
 
 # --- Sandbox ---------------------------------------------------------------------------------

@@ -216,3 +216,14 @@ def test_a_run_that_finds_the_portal_busy_leaves_its_reports_to_the_lock_holder(
         cache.delete(LOCK_KEY.format(installation.pk))
     item.refresh_from_db()
     assert item.state == StatusReportState.PENDING
+
+
+def test_reports_are_retried_for_longer_than_a_message_lives(settings):
+    """A portal that is down for a day still gets every status it is owed when it comes back."""
+    from b24sms.settings import base  # the production defaults (tests retry faster)
+    from providers.services.reporting import _backoff
+
+    settings.MESSAGES_REPORT_RETRY_BACKOFF = base.MESSAGES_REPORT_RETRY_BACKOFF
+    settings.MESSAGES_REPORT_MAX_ATTEMPTS = base.MESSAGES_REPORT_MAX_ATTEMPTS
+    tried_for = sum(_backoff(attempt) for attempt in range(1, settings.MESSAGES_REPORT_MAX_ATTEMPTS))
+    assert tried_for >= settings.MESSAGES_LIFETIME_HOURS * 3600 + settings.MESSAGES_LIFETIME_MARGIN
