@@ -205,7 +205,8 @@ def handler_call_accept(*, secret: str, form: HandlerForm) -> bool:
     HandlerForbidden (403) and ProviderNotRegistered (404) as :func:`handler_authenticate`. On
     PostgreSQL the usual call (a new message, a valid call) is ONE prepared statement that checks the
     call and stores the message and its timeline entry (:func:`_accept_in_one_statement`); anything
-    else (a repeat, a refused call, a connection the database dropped) goes the full way: :func:`handler_authenticate` then :func:`message_receive`.
+    else (a repeat, a refused call, a connection the database dropped) goes the full way:
+    :func:`handler_authenticate`, then :func:`message_receive`.
     """
     handler_secret_check(secret)
     outcome_unknown = False

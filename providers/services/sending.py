@@ -63,7 +63,9 @@ if existing and tonumber(existing) > tonumber(ARGV[3]) then return existing end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return false
 """
-KNOWN_RUN_MARGIN = 0.05  # s: clock differences between web and worker hosts, and the time to commit
+# s: clock differences between web and worker hosts, and the time to commit. (Should a run still
+# start early and miss a message, the beat job messages-send-waiting sends it within 30 s.)
+KNOWN_RUN_MARGIN = 0.05
 
 
 def _schedule_flag_claim(run_at: float, now: float) -> float | None:
