@@ -218,11 +218,6 @@ def test_an_uninstall_stops_the_next_message_of_a_portal_that_was_sending(client
     assert list(Message.objects.values_list("message_id", flat=True)) == ["1"]
 
 
-def _postgresql_only():
-    if connection.vendor != "postgresql":
-        pytest.skip("the one-statement path is PostgreSQL's")
-
-
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_a_connection_the_database_dropped_costs_no_message(installation, provider, no_send):
@@ -232,7 +227,6 @@ def test_a_connection_the_database_dropped_costs_no_message(installation, provid
     from django.conf import settings
     from django.test import Client
 
-    _postgresql_only()
     client = Client()
     assert post(client, installation, encode(crm_fields(message_id="1"))).status_code == 200
     backend = connection.connection.info.backend_pid
@@ -259,7 +253,6 @@ def test_a_statement_whose_answer_was_lost_is_stored_once_and_still_sent(install
 
     from providers.services import intake
 
-    _postgresql_only()
     real = intake._accept_in_one_statement
 
     def committed_then_lost(**kwargs):
@@ -273,10 +266,46 @@ def test_a_statement_whose_answer_was_lost_is_stored_once_and_still_sent(install
     assert no_send == [1]
 
 
-def test_the_handler_statement_is_prepared_unless_turned_off(client, installation, provider, settings):
-    _postgresql_only()
-    post(client, installation, encode(crm_fields(message_id="1")))
+def _prepared_handler_statements() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%new_message%"])
-        assert cursor.fetchone()[0] == 1
-    assert connection.connection.prepare_threshold is not None  # DATABASE_PREPARED_STATEMENTS (default on)
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.integration  # PostgreSQL: the one-statement path is its own (required in CI)
+def test_the_handler_statement_is_prepared_by_default(client, installation, provider):
+    assert post(client, installation, encode(crm_fields(message_id="1"))).status_code == 200
+    assert _prepared_handler_statements() == 1
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_without_prepared_statements_behind_a_pooler_the_handler_still_stores_once(installation, provider):
+    from django.test import Client
+
+    connection.close()  # a fresh connection, as DATABASE_PREPARED_STATEMENTS=false opens them
+    connection.ensure_connection()
+    connection.connection.prepare_threshold = None
+    try:
+        client = Client()
+        for _ in range(2):
+            assert post(client, installation, encode(crm_fields(message_id="1"))).status_code == 200
+        assert Message.objects.count() == 1 and MessageStatusChange.objects.count() == 1
+        assert _prepared_handler_statements() == 0
+    finally:
+        connection.close()  # the next test gets a connection as configured
+
+
+@pytest.mark.parametrize("value,expected", [("", 5), ("false", None)])
+def test_the_prepared_statements_setting(value, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/x", "DATABASE_PREPARED_STATEMENTS": value}
+    if not value:
+        del env["DATABASE_PREPARED_STATEMENTS"]
+    out = subprocess.run([sys.executable, "-c", "from b24sms.settings import base; "
+                          "print(base.DATABASES['default'].get('OPTIONS', {}).get('prepare_threshold'))"],
+                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(expected)
