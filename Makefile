@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+# manage.py alone uses the production settings; `make run` and its steps name the development ones
+# (DEBUG on, runserver on 127.0.0.1 only). pytest names its own (pytest.ini).
+MANAGE := DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-b24sms.settings.local} $(BIN)/python manage.py
 
 .PHONY: run test setup migrate superuser lint clean help screenshots
 
@@ -21,14 +24,14 @@ setup: $(STAMP)
 	mkdir -p var
 
 migrate: setup
-	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py createcachetable
+	$(MANAGE) migrate --noinput
+	$(MANAGE) createcachetable
 
 superuser: migrate
-	$(BIN)/python manage.py ensure_superuser
+	$(MANAGE) ensure_superuser
 
 run: superuser
-	$(BIN)/python manage.py run_backoffice
+	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(MANAGE) run_backoffice
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -5,7 +5,8 @@ import sys
 
 
 def main():
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "b24sms.settings.local")
+    # Production unless told otherwise: `make run` names b24sms.settings.local, pytest b24sms.settings.test.
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "b24sms.settings.production")
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

@@ -1,7 +1,16 @@
-from django.apps import AppConfig
+from django.apps import AppConfig, apps
+from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
 
 
 class B24smsConfig(AppConfig):
     name = "b24sms"
     verbose_name = _("b24sms")
+
+    def ready(self):
+        from . import checks  # noqa: F401  (registers the deployment checks)
+        from .roles import ROLE_APPS, ensure_default_groups
+
+        # post_migrate is sent only for apps with models (not this one): hook the last app of the roles.
+        post_migrate.connect(ensure_default_groups, sender=apps.get_app_config(ROLE_APPS[-1]),
+                             dispatch_uid="b24sms.ensure_default_groups")

@@ -12,7 +12,7 @@ from . import broker
 
 broker.register()  # the embedded (SQLite) broker's transport: see broker.py
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "b24sms.settings.local")
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "b24sms.settings.production")  # as manage.py and wsgi.py
 
 app = Celery("b24sms")
 app.config_from_object("django.conf:settings", namespace="CELERY")

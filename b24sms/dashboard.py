@@ -1,7 +1,9 @@
 """The admin start page: the numbers an operator checks first.
 
 Every figure is one aggregate query (no per-row queries); `dashboard_data()` is what the
-`{% b24sms_dashboard %}` tag renders above the app list (templates/admin/index.html).
+`{% b24sms_dashboard %}` tag renders above the app list (templates/admin/index.html). A user sees
+only the figures of the models they may view (providers.view_message, view_installation, ...): a
+section they may not see is None and is neither computed nor shown.
 """
 from datetime import timedelta
 
@@ -127,16 +129,17 @@ def sender_names_by_status():
     return sorted(grouped.values(), key=lambda e: -e["n"])
 
 
-def installations_needing_attention():
-    """Portals that need reinstalling or report an error, and providers that failed to register."""
+def installations_needing_attention(installations=True, registrations=True):
+    """Portals that need reinstalling or report an error, and providers that failed to register
+    (each part only when asked for: the user may view it)."""
     from providers.models import Installation, InstallationState, ProviderRegistration, RegistrationState
 
     installations = list(
         Installation.objects.filter(Q(state=InstallationState.NEEDS_REINSTALL) | (Q(state=InstallationState.ACTIVE) & ~Q(last_error="")))
-        .select_related("application").order_by("-updated_at")[:ATTENTION_LIMIT])
+        .select_related("application").order_by("-updated_at")[:ATTENTION_LIMIT]) if installations else []
     registrations = list(
         ProviderRegistration.objects.filter(state=RegistrationState.FAILED)
-        .select_related("provider", "installation").order_by("-updated_at")[:ATTENTION_LIMIT])
+        .select_related("provider", "installation").order_by("-updated_at")[:ATTENTION_LIMIT]) if registrations else []
     return {
         "installations": [
             {"domain": i.domain, "state": i.get_state_display(), "error": i.last_error,
@@ -166,20 +169,28 @@ def waiting(now):
     }
 
 
-def dashboard_data(now=None) -> dict:
+def dashboard_data(now=None, user=None) -> dict:
+    """Every section; with a user, only those of the models the user may view (the others are None)."""
     from b24sms.health import beat_heartbeat_age
+
+    def may_view(*perms):
+        return user is None or user.has_perms(perms)
 
     now = now or timezone.now()
     try:
         heartbeat = beat_heartbeat_age()
     except Exception:  # the cache may be down; the page still renders
         heartbeat = None
+    messages = may_view("providers.view_message", "providers.view_statusreport")
+    installations = may_view("providers.view_installation")
+    registrations = may_view("providers.view_providerregistration", "providers.view_provider")
     return {
         "now": now,
-        "today": messages_today(now),
-        "chart": daily_chart(now),
-        "sender_names": sender_names_by_status(),
-        "attention": installations_needing_attention(),
-        "waiting": waiting(now),
+        "today": messages_today(now) if messages else None,
+        "chart": daily_chart(now) if messages else None,
+        "sender_names": sender_names_by_status() if may_view("sendernames.view_sendernameapplication") else None,
+        "attention": installations_needing_attention(installations, registrations)
+        if installations or registrations else None,
+        "waiting": waiting(now) if messages else None,
         "beat_age": heartbeat,
     }

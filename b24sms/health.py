@@ -6,7 +6,9 @@
 
 `?check=database` (repeatable) limits the run to the named checks (the web container's
 healthcheck asks only for the database: the worker and beat have healthchecks of their own).
-No authentication: load balancers call it. Errors are short and redacted.
+No authentication: load balancers call it, and anyone gets the status, the failing parts and each
+check's ok and time. The details (error texts, the heartbeat's time, the transport) are for a staff
+session or ``Authorization: Bearer $METRICS_TOKEN`` only; they are short and redacted.
 """
 import time
 from datetime import datetime, timedelta
@@ -80,11 +82,19 @@ def run_checks(names=None) -> dict:
     return results
 
 
+def details_allowed(request) -> bool:
+    from b24sms.metrics import is_staff, metrics_token_presented
+
+    return is_staff(request) or metrics_token_presented(request)
+
+
 @never_cache
 @require_GET
 def healthz(request):
     names = [n for n in request.GET.getlist("check") if n in CHECKS]
     results = run_checks(names)
+    if not details_allowed(request):
+        results = {name: {"ok": r["ok"], "ms": r["ms"]} for name, r in results.items()}
     failing = [name for name, r in results.items() if not r["ok"]]
     body = {"status": "fail" if failing else "ok", "failing": failing, "checks": results,
             "time": timezone.now().isoformat(timespec="seconds")}

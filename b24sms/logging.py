@@ -8,7 +8,9 @@ Services and tasks bind what a stretch of work concerns::
 `ContextFilter` (on the console handler, see settings.LOGGING) copies the bound fields onto each
 record, so the JSON formatter writes them as keys. The formatters here redact the *finished* line
 (message, extras and tracebacks alike): Authorization headers, anything named like a token, key,
-secret or password, the secrets in our HANDLER/callback URLs, and the configured keys themselves.
+secret or password (Bitrix24's AUTH_ID / REFRESH_ID too), the password in a URL
+(``postgres://user:[REDACTED]@host``), the secrets in our HANDLER/callback URLs, and the configured
+keys themselves.
 """
 import contextlib
 import contextvars
@@ -50,10 +52,14 @@ class ContextFilter(logging.Filter):
 
 
 # --- Redaction ----------------------------------------------------------------------------------
-_SECRET_NAME = r"(?:[A-Za-z0-9_\-\[\]\.]*(?:token|secret|passw(?:or)?d|api[_-]?key|_key|apikey|authorization|sessionid|csrftoken)[A-Za-z0-9_\-\]]*|auth|key)"
+_SECRET_NAME = (r"(?:[A-Za-z0-9_\-\[\]\.]*(?:token|secret|passw(?:or)?d|api[_-]?key|_key|apikey|authorization|sessionid"
+                r"|csrftoken|auth_id|refresh_id)[A-Za-z0-9_\-\]]*|auth|key)")
 _Q = r"(?:\\*[\"'])?"  # an optional quote, possibly backslash-escaped (JSON inside JSON)
 _VALUE = r"[^\s\"',;&}\)\\]+"
 _PATTERNS = [
+    # The password in a URL's userinfo: postgres://user:pw@host, redis://:pw@host, amqp://u:pw@host//
+    (re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://[^\s/@:\"']*:)(?!\[REDACTED\]@)[^\s/\"']+@"),  # up to the last @
+     lambda m: f"{m.group(1)}{REDACTED}@"),
     # Authorization: Basic xxx / Bearer xxx / Token xxx (header lines, dict reprs, JSON)
     (re.compile(r"(?i)(authorization" + _Q + r"\s*[:=]\s*" + _Q + r")(?:(basic|bearer|token)\s+)?" + _VALUE),
      lambda m: f"{m.group(1)}{(m.group(2) + ' ') if m.group(2) else ''}{REDACTED}"),
@@ -74,7 +80,7 @@ def _configured_secrets() -> list[str]:
 
         values = [
             getattr(settings, name, "") for name in
-            ("SECRET_KEY", "IDGTL_SENDER_NAMES_TOKEN", "IDGTL_MESSAGES_TOKEN", "B24_CLIENT_SECRET")
+            ("SECRET_KEY", "IDGTL_SENDER_NAMES_TOKEN", "IDGTL_MESSAGES_TOKEN", "B24_CLIENT_SECRET", "METRICS_TOKEN")
         ]
     except Exception:  # settings not configured (a bare script)
         return []

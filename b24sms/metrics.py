@@ -16,9 +16,10 @@ Call from services and clients::
 
 GET /metrics: django-prometheus's own metrics plus ours (names start with ``b24sms_``).
 Access: a staff session, ``Authorization: Bearer $METRICS_TOKEN`` when METRICS_TOKEN is set, or a
-client address in METRICS_ALLOWED_NETWORKS (default: loopback and private networks).
+client address in METRICS_ALLOWED_NETWORKS (default: loopback and private networks) when no token is
+set, the address being the one TRUSTED_PROXIES forwarded (b24sms/netaddr.py). Behind a proxy every
+client looks private: `manage.py check --deploy` requires METRICS_TOKEN (b24sms.E001).
 """
-import ipaddress
 import json
 import logging
 import secrets
@@ -31,6 +32,8 @@ from django.http import HttpResponseForbidden
 from django.utils import timezone
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
+
+from b24sms import netaddr
 
 logger = logging.getLogger(__name__)
 
@@ -239,19 +242,25 @@ def register_collector(registry=None):
 
 
 # --- The /metrics view ----------------------------------------------------------------------------
-def _client_allowed(request) -> bool:
+def is_staff(request) -> bool:
     user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated and user.is_staff:
-        return True
+    return bool(user is not None and user.is_authenticated and user.is_staff)
+
+
+def metrics_token_presented(request) -> bool:
+    """`Authorization: Bearer METRICS_TOKEN`, with METRICS_TOKEN set (also opens /healthz's details)."""
     token = settings.METRICS_TOKEN
-    if token:
-        header = request.headers.get("Authorization", "")
-        return header.startswith("Bearer ") and secrets.compare_digest(header[7:].encode(), token.encode())
-    try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(net, strict=False) for net in settings.METRICS_ALLOWED_NETWORKS)
+    header = request.headers.get("Authorization", "")
+    return bool(token) and header.startswith("Bearer ") and secrets.compare_digest(header[7:].encode(), token.encode())
+
+
+def _client_allowed(request) -> bool:
+    if is_staff(request):
+        return True
+    if settings.METRICS_TOKEN:
+        return metrics_token_presented(request)
+    # No token (refused by `manage.py check --deploy`): the client's address, as trusted proxies tell it.
+    return netaddr.address_in(netaddr.client_ip(request), settings.METRICS_ALLOWED_NETWORKS)
 
 
 def metrics_view(request):

@@ -12,9 +12,13 @@ case-insensitively (bitrix24/contract.py says which code is which kind):
   marked "needs reinstall" and :class:`Bitrix24NeedsReinstall` is raised.
 * ``302`` (portal renamed): re-POSTed to ``Location`` (never turned into a GET); the new domain
   and client_endpoint are saved. The new address must pass the install endpoint's rules
-  (B24_ALLOWED_PORTAL_DOMAINS via ``portal_domain_allowed``, https when B24_REQUIRE_HTTPS, no
-  userinfo), else :class:`Bitrix24RedirectRefused`: nothing is sent there nor saved. A
-  client_endpoint in a refresh answer is taken under the same rules.
+  (bitrix24/urls.py: B24_ALLOWED_PORTAL_DOMAINS, https when B24_REQUIRE_HTTPS, no userinfo, nothing
+  two URL parsers read differently), else :class:`Bitrix24RedirectRefused`: nothing is sent there
+  nor saved. A client_endpoint in a refresh answer is taken under the same rules.
+* Every connection to a portal goes through ``urls.portal_session()``: a host that resolves to a
+  private, loopback or link-local address is refused at connect time (:class:`Bitrix24AddressRefused`).
+* Inside ``call_deadline(seconds)`` (the install endpoint) timeouts, retries and rate-limit waits
+  all end by the deadline: a web request never waits longer than its budget.
 * ``QUERY_LIMIT_EXCEEDED``, 5xx, timeouts, network errors: retried with exponential backoff
   (settings.B24_MAX_RETRIES, settings.B24_RETRY_BACKOFF), then :class:`Bitrix24TransientError`.
 * ``OPERATION_TIME_LIMIT``: the method is paused for this portal until ``operating_reset_at``; the
@@ -30,6 +34,8 @@ import logging
 import random
 import threading
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone as dt_timezone
 from typing import Any
@@ -37,6 +43,7 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import requests
 from django.conf import settings
+from requests_hardened.ip_filter import InvalidIPAddress
 from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
@@ -46,6 +53,7 @@ from b24sms import metrics
 
 from . import contract, ratelimit
 from .contract import ErrorKind
+from .urls import portal_session, portal_url_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +140,10 @@ class Bitrix24RedirectRefused(Bitrix24Error):
     """
 
 
+class Bitrix24AddressRefused(Bitrix24Error):
+    """The portal's host resolved to a private, loopback or link-local address: no connection made."""
+
+
 _KIND_CLASSES = {
     ErrorKind.AUTH: Bitrix24AuthError,
     ErrorKind.REFRESH: Bitrix24AuthError,
@@ -172,8 +184,37 @@ def _operating_reset_at(payload: dict | None) -> datetime:
 
 
 # --- Small helpers ----------------------------------------------------------------------------------
-def _timeouts() -> tuple[float, float]:
-    return (min(CONNECT_TIMEOUT_MAX, settings.B24_TIMEOUT), settings.B24_TIMEOUT)
+_deadline: ContextVar[float | None] = ContextVar("bitrix24_call_deadline", default=None)
+
+
+@contextmanager
+def call_deadline(seconds: float):
+    """Every Bitrix24 call inside ends within ``seconds`` (monotonic), retries and waits included."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _remaining(method: str = "") -> float | None:
+    """Seconds left before the current deadline (None: no deadline); past it, a non-retryable error."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0.05:
+        raise Bitrix24TransientError("DEADLINE_EXCEEDED", "out of time for this request", retryable=False,
+                                     method=method or None)
+    return left
+
+
+def _timeouts(method: str = "") -> tuple[float, float]:
+    connect, read = min(CONNECT_TIMEOUT_MAX, settings.B24_TIMEOUT), settings.B24_TIMEOUT
+    left = _remaining(method)
+    if left is not None:
+        connect, read = min(connect, left), min(read, left)
+    return connect, read
 
 
 def _backoff(attempt: int) -> float:
@@ -191,33 +232,10 @@ def _netloc(url: str) -> str:
     return urlsplit(url).netloc
 
 
-def _portal_url_refusal(url: str) -> str | None:
-    """Why ``url`` may not become a portal address we call, or None when it may.
-
-    The install endpoint's rules (providers.services.installations): an http(s) URL without
-    credentials, a host admitted by B24_ALLOWED_PORTAL_DOMAINS, https when B24_REQUIRE_HTTPS.
-    """
-    from providers.services.installations import portal_domain_allowed  # providers imports this module
-
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname
-        parts.port  # noqa: B018  (raises ValueError for a port out of range)
-    except ValueError:
-        return "not a valid URL"
-    if parts.scheme not in ("http", "https") or not host or parts.username is not None or parts.password is not None:
-        return "not an http(s) URL of a host"
-    if not portal_domain_allowed(host):
-        return f"{host} is not an allowed portal domain (B24_ALLOWED_PORTAL_DOMAINS)"
-    if settings.B24_REQUIRE_HTTPS and parts.scheme != "https":
-        return f"{host} is not reached over https (B24_REQUIRE_HTTPS)"
-    return None
-
-
 def _redirect_target(url: str, location: str, *, method: str, domain: str) -> str:
     """The absolute URL a 302 sends us to, or Bitrix24RedirectRefused (nothing sent there)."""
     target = urljoin(url, location)
-    refusal = _portal_url_refusal(target)
+    refusal = portal_url_refusal(target)
     if refusal is not None:
         logger.warning("bitrix24 %s @ %s: redirect refused: %s", method, domain, refusal,
                        extra={"b24_method": method, "b24_domain": domain})
@@ -285,10 +303,15 @@ def _send(session: requests.Session, http_method: str, url: str, *, method: str,
     Network failures become Bitrix24TransientError; the requests exception is neither chained nor
     shown, because its text holds the URL (the OAuth query has the client secret and refresh token).
     """
+    timeouts = _timeouts(method)
     started = time.monotonic()
     try:
-        response = session.request(http_method, url, timeout=_timeouts(), allow_redirects=False,
+        response = session.request(http_method, url, timeout=timeouts, allow_redirects=False,
                                    headers={"Accept": "application/json"}, **kwargs)
+    except InvalidIPAddress:
+        _log_call(method, domain, "refused", started, "private or special address")
+        raise Bitrix24AddressRefused("ADDRESS_REFUSED", f"{domain} resolves to a private or special address",
+                                     method=method) from None
     except requests.RequestException as exc:
         kind = "timeout" if isinstance(exc, requests.Timeout) else "connection error"
         _log_call(method, domain, kind, started, type(exc).__name__)
@@ -333,43 +356,20 @@ def _with_retries(attempt_call):
                 metrics.record_bitrix24_rate_limit_hit(exc.error)
             if not exc.retryable or attempt >= settings.B24_MAX_RETRIES:
                 raise
+            pause = _backoff(attempt)
+            left = _remaining(exc.method or "")
+            if left is not None and pause >= left:
+                raise
             metrics.record_bitrix24_retry(exc.error)
-            time.sleep(_backoff(attempt))
+            time.sleep(pause)
             attempt += 1
 
 
-def call_with_token(client_endpoint: str, access_token: str, method: str, params: dict | None = None, *,
-                    session: requests.Session | None = None) -> Any:
-    """One call with a token we do not store (install verification: app.info at the received endpoint).
-
-    Takes the rate limiter of the endpoint's host, retries transient failures, follows a 302 with a
-    POST (nothing is saved), never refreshes.
-    """
-    session = session or requests.Session()
-    url = client_endpoint.rstrip("/") + "/" + method
-    domain = _netloc(client_endpoint)
-
-    def attempt():
-        target = url
-        for _hop in range(contract.MAX_REDIRECTS + 1):
-            ratelimit_acquire(f"endpoint:{domain}", contract.RATE_LIMIT_BURST, contract.RATE_LIMIT_DRAIN_PER_SECOND)
-            answer = _post(session, target, {**(params or {}), contract.AUTH_PARAM: access_token},
-                           method=method, domain=domain)
-            if answer.location:
-                target = _redirect_target(target, answer.location, method=method, domain=domain)
-                continue
-            result, error = _result_or_error(answer, method)
-            if error is not None:
-                raise error
-            return result
-        raise Bitrix24TransientError("TOO_MANY_REDIRECTS", "", method=method)
-
-    return _with_retries(attempt)
-
-
 def ratelimit_acquire(key: str, burst: int, drain_per_second: float):
+    left = _remaining()
     try:
-        ratelimit.acquire(key, burst, drain_per_second, timeout=settings.B24_TIMEOUT)
+        ratelimit.acquire(key, burst, drain_per_second,
+                          timeout=settings.B24_TIMEOUT if left is None else min(left, settings.B24_TIMEOUT))
     except ratelimit.RateLimitTimeout as exc:
         # Not retried here: the wait was already as long as a call may take; the caller reschedules.
         raise Bitrix24TransientError(contract.QUERY_LIMIT_EXCEEDED,
@@ -394,14 +394,27 @@ def _copy_token_fields(source, target):
 
 
 def _oauth_refresh(installation, session: requests.Session) -> dict:
-    """GET B24_OAUTH_URL?grant_type=refresh_token... -> the token payload. Typed errors; secrets never shown."""
     app = installation.application
-    params = {"grant_type": contract.GRANT_REFRESH_TOKEN, "client_id": app.client_id,
-              "client_secret": app.client_secret, "refresh_token": installation.refresh_token}
+    return oauth_token_refresh(client_id=app.client_id, client_secret=app.client_secret,
+                               refresh_token=installation.refresh_token, domain=installation.domain, session=session)
+
+
+def oauth_token_refresh(*, client_id: str, client_secret: str, refresh_token: str, domain: str = "",
+                        session: requests.Session | None = None) -> dict:
+    """GET B24_OAUTH_URL?grant_type=refresh_token... -> the token payload. Typed errors; secrets never shown.
+
+    The OAuth server is the one party that can say which portal (``member_id``, ``client_endpoint``)
+    a refresh token belongs to, and that it was issued to our application (contract §4.3). Each
+    success rotates the refresh token: the one sent is dead afterwards.
+    """
+    params = {"grant_type": contract.GRANT_REFRESH_TOKEN, "client_id": client_id,
+              "client_secret": client_secret, "refresh_token": refresh_token}
     oauth_url = settings.B24_OAUTH_URL or contract.DEFAULT_OAUTH_URL
+    session = session or requests.Session()  # the OAuth server is configured, not named by a portal
+    domain = domain or _netloc(oauth_url)
 
     def attempt():
-        response = _send(session, "GET", oauth_url, method="oauth.refresh", domain=installation.domain, params=params)
+        response = _send(session, "GET", oauth_url, method="oauth.refresh", domain=domain, params=params)
         payload = _parse_json(response)
         if isinstance(payload, dict) and payload.get("error"):
             error = error_from_envelope(str(payload["error"]), str(payload.get("error_description") or ""),
@@ -432,7 +445,7 @@ def refresh_installation_tokens(installation, *, failed_access_token: str | None
     from providers.models import Installation, InstallationState
 
     failed = installation.access_token if failed_access_token is None else failed_access_token
-    session = session or requests.Session()
+    session = session or portal_session()
     outcome: Bitrix24Error | None = None
     with _refresh_lock(installation.pk):  # threads of one process; the row lock covers processes
         with transaction.atomic():
@@ -477,7 +490,7 @@ def _apply_token_payload(row, payload: dict):
     fields = ["access_token", "refresh_token", "access_token_expires_at", "updated_at"]
     endpoint = payload.get("client_endpoint")
     if isinstance(endpoint, str) and endpoint and endpoint != row.client_endpoint:
-        refusal = _portal_url_refusal(endpoint)
+        refusal = portal_url_refusal(endpoint)
         if refusal is None:
             row.client_endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
             row.domain = _netloc(endpoint)
@@ -507,7 +520,7 @@ class Bitrix24Client:
 
     def __init__(self, installation, *, session: requests.Session | None = None):
         self.installation = installation
-        self.session = session or requests.Session()
+        self.session = session or portal_session()
 
     def __repr__(self):
         return f"Bitrix24Client(domain={self.installation.domain!r})"

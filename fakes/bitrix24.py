@@ -281,6 +281,7 @@ class FakeBitrix24:
     def _reset_state(self):
         self.enforce_rate_limit, self.burst, self.drain_per_second = self._initial_rate_limit
         self.portals: dict[str, FakePortal] = {}  # member_id -> portal
+        self.applications: set[tuple[str, str]] = set()  # (client_id, client_secret) the OAuth server knows
         self.tokens: dict[str, Token] = {}
         self.refresh_tokens: dict[str, dict] = {}  # value -> {"portal","user_id","used"}
         # Logs for assertions (bounded by record_limit for a long-running sandbox).
@@ -288,6 +289,7 @@ class FakeBitrix24:
         self.oauth_requests: deque[dict] = deque(maxlen=self.record_limit)  # every /oauth/token/ call + status
         self.outbound: deque[dict] = deque(maxlen=self.record_limit)  # every POST the fake made: url, form, status
         self._failures: list[dict] = []
+        self.method_delays: dict[str, float] = {}  # method -> seconds a REST call of it takes
         self.oauth_delay = 0.0  # seconds the OAuth server takes to answer
         self.operation_time_limited: dict[str, float] = {}  # method -> reset_at, for every portal
 
@@ -360,6 +362,11 @@ class FakeBitrix24:
             self.portals[portal.member_id] = portal
             return portal
 
+    def add_application(self, *, client_id: str, client_secret: str):
+        """An application registered with Bitrix24 (its OAuth credentials work) even before any portal has it."""
+        with self.lock:
+            self.applications.add((client_id, client_secret))
+
     def _set_endpoint(self, portal: FakePortal, server: _Server):
         netloc = f"{self.host}:{server.server_address[1]}"
         portal.client_endpoint = f"http://{netloc}/rest/"
@@ -429,6 +436,14 @@ class FakeBitrix24:
                                    "description": description if description is not None else
                                    (D.QUERY_LIMIT if error == c.QUERY_LIMIT_EXCEEDED else error)})
 
+    def set_delay(self, method: str, seconds: float):
+        """REST calls of ``method`` take ``seconds`` before they are answered (0 clears): a slow portal."""
+        with self.lock:
+            if seconds > 0:
+                self.method_delays[method.lower()] = seconds
+            else:
+                self.method_delays.pop(method.lower(), None)
+
     def set_operation_time_limit(self, method: str, reset_in: float = 60.0, portal: FakePortal | None = None):
         """``method`` answers 429 OPERATION_TIME_LIMIT until ``reset_in`` seconds from now (0 clears)."""
         with self.lock:
@@ -480,6 +495,13 @@ class FakeBitrix24:
 
         Fresh admin tokens are issued (portal.admin_access_token / admin_refresh_token).
         """
+        query, pairs = self.install_form(portal, mode=mode, application_token=application_token)
+        sep = "&" if "?" in install_url else "?"
+        return self._post_form(install_url + (sep + query if query else ""), pairs, "install")
+
+    def install_form(self, portal: FakePortal, *, mode: str = "event",
+                     application_token: str | None = None) -> tuple[str, list[tuple[str, str]]]:
+        """The query string and form pairs of an install callback, with fresh admin tokens issued."""
         with self.lock:
             portal.installed = True
             portal.admin_access_token, portal.admin_refresh_token = self._issue_pair(portal, portal.admin_user_id)
@@ -489,7 +511,7 @@ class FakeBitrix24:
                      ("data[INSTALLED]", "Y"), ("data[LANGUAGE_ID]", "en"), ("ts", str(int(time.time())))]
             pairs += self._auth_pairs(portal, access, portal.admin_user_id, refresh=refresh,
                                       application_token=application_token)
-            return self._post_form(install_url, pairs, "install")
+            return "", pairs
         if mode != "page":
             raise ValueError("mode is 'event' or 'page'")
         query = urlencode({"DOMAIN": portal.domain, "PROTOCOL": "0", "LANG": "en", "APP_SID": _hex(16)})
@@ -498,8 +520,7 @@ class FakeBitrix24:
                  ("APPLICATION_TOKEN", application_token or portal.application_token),
                  ("APPLICATION_SCOPE", portal.scope), ("member_id", portal.member_id), ("status", portal.status),
                  ("PLACEMENT", "DEFAULT")]
-        sep = "&" if "?" in install_url else "?"
-        return self._post_form(install_url + sep + query, pairs, "install")
+        return query, pairs
 
     def uninstall(self, portal: FakePortal, *, clean: bool = True, application_token: str | None = None) -> requests.Response:
         """POST ONAPPUNINSTALL (§4.5) to the handler bound with event.bind, then forget providers and tokens."""
@@ -611,7 +632,7 @@ class FakeBitrix24:
             return 400, {"error": "invalid_request", "error_description": "Unsupported grant_type"}
         client_id, secret = params.get("client_id"), params.get("client_secret")
         entry = self.refresh_tokens.get(str(params.get("refresh_token") or ""))
-        apps = {(p.client_id, p.client_secret) for p in self.portals.values()}
+        apps = self.applications | {(p.client_id, p.client_secret) for p in self.portals.values()}
         if (client_id, secret) not in apps:
             return 401, {"error": "invalid_client", "error_description": D.INVALID_CLIENT}
         if entry is None or entry["used"] or entry["portal"].client_id != client_id:
@@ -647,6 +668,9 @@ class FakeBitrix24:
                 raise RestError(401, c.NO_AUTH_FOUND, D.NO_AUTH_FOUND)
             if len(parts) != 2:
                 raise RestError(404, c.ERROR_METHOD_NOT_FOUND, D.METHOD_NOT_FOUND)
+            delay = self.method_delays.get(method)
+            if delay:
+                time.sleep(delay)
             now = time.time()
             self._bucket(portal)
             self._injected_failure(method)

@@ -1,11 +1,13 @@
 """Admin for i-dgtl accounts. Keys are write-only: after saving, only ``••••1234`` is ever shown."""
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.translation import gettext, gettext_lazy as _
 
 from .client import IdgtlClient, IdgtlError
 from .models import IdgtlAccount, mask_secret
+from .services import account_url_change_check
 
 SECRET_FIELDS = ("sender_names_key", "messages_key")
 
@@ -29,6 +31,8 @@ class SecretKeepingForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for name in self.secret_fields:
+            if name not in self.fields:  # the view-only page of a user who may not change: no fields at all
+                continue
             field = self.fields[name]
             field.widget = SecretInput()
             saved = getattr(self.instance, name, "") if self.instance.pk else ""
@@ -42,15 +46,39 @@ class SecretKeepingForm(forms.ModelForm):
     def clean(self):
         cleaned_data = super().clean()
         for name in self.secret_fields:
-            if name in cleaned_data:
+            if name in cleaned_data and name in self.fields:
                 value = (cleaned_data[name] or "").strip()
                 cleaned_data[name] = value or (getattr(self.instance, name, "") if self.instance.pk else "")
         return cleaned_data
 
 
+class SecretMaskingAdmin(admin.ModelAdmin):
+    """For a user who may view but not change: each secret field is shown by its masked display, never
+    as the saved value (Django's view-only page would print every field as it is stored)."""
+
+    masked_secrets: dict[str, str] = {}  # secret field -> the admin method that shows it masked
+
+    def get_fields(self, request, obj=None):
+        fields = super().get_fields(request, obj)
+        if not self.has_change_permission(request, obj):
+            fields = [self.masked_secrets.get(name, name) for name in fields]
+        return fields
+
+
 class IdgtlAccountForm(SecretKeepingForm):
     secret_fields = SECRET_FIELDS
-    api_url = forms.URLField(label=_("API URL"), max_length=200, assume_scheme="https")
+    api_url = forms.URLField(label=_("API URL"), max_length=200, assume_scheme="https", help_text=_(
+        "Changing it asks for the saved keys again: a saved key is only sent to the address it was saved with."))
+
+    def clean(self):
+        entered = {name: self.cleaned_data.get(name) or "" for name in self.secret_fields}  # before blanks keep the saved keys
+        cleaned_data = super().clean()
+        if cleaned_data.get("api_url"):
+            try:
+                account_url_change_check(account=self.instance, api_url=cleaned_data["api_url"], entered_keys=entered)
+            except ValidationError as exc:
+                self.add_error(None, exc)
+        return cleaned_data
 
     def _get_validation_exclusions(self):
         # "one default account" is kept by save_model (the new default replaces the old one), not refused here
@@ -62,8 +90,9 @@ class IdgtlAccountForm(SecretKeepingForm):
 
 
 @admin.register(IdgtlAccount)
-class IdgtlAccountAdmin(admin.ModelAdmin):
+class IdgtlAccountAdmin(SecretMaskingAdmin):
     form = IdgtlAccountForm
+    masked_secrets = {"sender_names_key": "sender_names_key_display", "messages_key": "messages_key_display"}
     list_display = ["name", "api_url", "is_default", "sender_names_key_display", "messages_key_display", "updated_at"]
     list_filter = ["is_default"]
     search_fields = ["name", "api_url"]
@@ -84,7 +113,10 @@ class IdgtlAccountAdmin(admin.ModelAdmin):
                 IdgtlAccount.objects.filter(is_default=True).exclude(pk=obj.pk).update(is_default=False)
             super().save_model(request, obj, form, change)
 
-    @admin.action(description=_("Check the keys with i-dgtl"))
+    def has_check_keys_permission(self, request):
+        return request.user.has_perm("idgtl.check_account_keys")
+
+    @admin.action(description=_("Check the keys with i-dgtl"), permissions=["check_keys"])
     def check_keys(self, request, queryset):
         """One read per key with the endpoint of its type, so a key of the wrong type shows as such (4030)."""
         for account in queryset:

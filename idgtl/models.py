@@ -32,6 +32,7 @@ class IdgtlAccount(models.Model):
         verbose_name = _("i-dgtl account")
         verbose_name_plural = _("i-dgtl accounts")
         ordering = ["name"]
+        permissions = [("check_account_keys", "Can check i-dgtl account keys with i-dgtl")]
         constraints = [
             models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="idgtl_one_default_account"),
         ]

@@ -15,6 +15,10 @@ def new_handler_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+def new_callback_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
 class BitrixApplication(models.Model):
     """A Bitrix24 application (local app per portal, or one market app for many portals)."""
     name = models.CharField(_("name"), max_length=100)
@@ -63,8 +67,11 @@ class Installation(models.Model):
     scope = models.CharField(_("scope"), max_length=500, blank=True)
     portal_status = models.CharField(_("portal licence status"), max_length=4, blank=True)
     installed_by_user_id = models.CharField(_("installing user"), max_length=32, blank=True)
-    # The long random secret in this installation's HANDLER and callback URLs.
+    # The long random secret in this installation's HANDLER (and uninstall) URLs: only Bitrix24 stores it.
     handler_secret = models.CharField(_("handler secret"), max_length=64, default=new_handler_secret, unique=True, editable=False)
+    # Another secret for the i-dgtl callback URL, which passes through i-dgtl and proxy logs: it can
+    # only update statuses of this installation's messages, never send an SMS (the HANDLER refuses it).
+    callback_secret = models.CharField(_("callback secret"), max_length=64, default=new_callback_secret, unique=True, editable=False)
     default_region = models.CharField(
         _("default phone region"), max_length=2, default="RU",
         help_text=_("ISO country code used for numbers written without a country code."))
@@ -128,6 +135,12 @@ class Provider(models.Model):
         verbose_name = _("provider")
         verbose_name_plural = _("providers")
         ordering = ["code"]
+        # Actions beyond add/change/delete (b24sms/permissions.py); stored as plain names, like Django's own.
+        permissions = [
+            ("register_provider", "Can register providers on portals, push changes to them and remove them there"),
+            ("check_provider", "Can check providers against the portals (sender.list)"),
+            ("send_test_sms", "Can send a test SMS through a provider"),
+        ]
 
     def __str__(self):
         return self.code

@@ -1,8 +1,8 @@
 """Admin for sender-name applications: file, submit, follow. Thin: every change goes through services."""
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
-from django.core.exceptions import ValidationError
-from django.http import Http404, HttpResponseRedirect
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
@@ -11,7 +11,7 @@ from django.utils.translation import gettext_lazy as _
 
 from idgtl.contract import SenderNameStatus
 
-from .forms import SenderNameApplicationForm
+from .forms import SenderNameApplicationForm, upload_guarded
 from .models import ErrorKind, SenderNameApplication, SenderNameDocument, SenderNameStatusChange
 from .services import application_create, application_refresh_status, application_submit, application_update
 
@@ -76,6 +76,7 @@ class HistoryInline(ReadOnlyInline):
     fields = ["created_at", "previous_status", "status", "comment", "cause"]
 
 
+@admin.action(permissions=["delete"])
 def delete_drafts(modeladmin, request, queryset):
     """Django's bulk delete, refused when the selection holds an application already sent to i-dgtl."""
     locked = [application for application in queryset.order_by("pk") if not application.is_editable]
@@ -175,7 +176,13 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
                 level, message = refused, " ".join(exc.messages)
             self.message_user(request, f"{application}: {message}", level)
 
-    @admin.action(description=_("Submit to i-dgtl"))
+    def has_submit_permission(self, request):
+        return request.user.has_perm("sendernames.submit_application")
+
+    def has_refresh_permission(self, request):
+        return request.user.has_perm("sendernames.refresh_application_status")
+
+    @admin.action(description=_("Submit to i-dgtl"), permissions=["submit"])
     def submit_to_idgtl(self, request, queryset):
         def run(application):
             try:
@@ -186,7 +193,7 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
 
         self._report_each(request, queryset, run, messages.ERROR)
 
-    @admin.action(description=_("Refresh status"))
+    @admin.action(description=_("Refresh status"), permissions=["refresh"])
     def refresh_status(self, request, queryset):
         def run(application):
             result = application_refresh_status(application_id=application.pk)
@@ -195,16 +202,25 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
 
         self._report_each(request, queryset, run, messages.WARNING)
 
-    # --- documents are downloaded through the admin (staff only), never from public media -------
+    # --- documents are downloaded through the admin (staff with the view permission), never from public media
     def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
         return [
             path("<int:application_id>/documents/<int:document_id>/download/",
                  self.admin_site.admin_view(self.document_download), name="sendernames_document_download"),
+            # add and change take documents: an oversized one is dropped while it arrives (forms.DocumentSizeGuard)
+            path("add/", upload_guarded(self.admin_site.admin_view(self.add_view)), name="%s_%s_add" % info),
+            path("<path:object_id>/change/", upload_guarded(self.admin_site.admin_view(self.change_view)),
+                 name="%s_%s_change" % info),
         ] + super().get_urls()
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        return type(form)(form.__name__, (form,), {"upload_request": request})
 
     def document_download(self, request, application_id, document_id):
         if not self.has_view_permission(request):
-            raise Http404
+            raise PermissionDenied
         document = get_object_or_404(SenderNameDocument, application_id=application_id, pk=document_id)
         return document.download_response()
 

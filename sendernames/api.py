@@ -1,4 +1,4 @@
-"""REST API for sender-name applications (staff only; token or session authentication).
+"""REST API for sender-name applications (staff with the model permissions; token or session authentication).
 
 Thin: serializers check the shape and each field with the rules of ``validation``; the services
 create, submit and refresh. Errors are JSON naming the field, never a 500.
@@ -226,6 +226,11 @@ class SenderNameApplicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMi
     serializer_class = ApplicationSerializer
     filterset_class = ApplicationFilter
     queryset = SenderNameApplication.objects.prefetch_related("documents", "history").order_by("-created_at", "-pk")
+    action_permissions = {  # create needs add_, list and retrieve view_ (b24sms/permissions.py)
+        "submit": ["sendernames.submit_application"],
+        "refresh": ["sendernames.refresh_application_status"],
+        "document": ["sendernames.view_sendernameapplication"],
+    }
 
     def initialize_request(self, request, *args, **kwargs):
         if request.method == "POST":  # before anything (the CSRF check of a session) reads the body

@@ -1,12 +1,54 @@
 """The admin form for a sender-name application: the fields plus several documents at once."""
 import datetime as dt
+from functools import wraps
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.csrf import csrf_exempt
 
 from . import validation
 from .models import SenderNameApplication
+
+
+class DocumentSizeGuard(FileUploadHandler):
+    """The first upload handler of the admin's add and change views: a file part that passes
+    SENDER_NAME_MAX_DOCUMENT_SIZE is dropped at the chunk that passes it (SkipFile: the rest of it is
+    discarded as it arrives, never stored), instead of first being written whole to a temporary file.
+    The form then names it (``request.oversized_documents``)."""
+
+    def new_file(self, field_name, file_name, *args, **kwargs):
+        super().new_file(field_name, file_name, *args, **kwargs)
+        self.received = 0
+
+    def receive_data_chunk(self, raw_data, start):
+        self.received += len(raw_data)
+        if self.received > settings.SENDER_NAME_MAX_DOCUMENT_SIZE:
+            refused = getattr(self.request, "oversized_documents", [])
+            refused.append(self.file_name)
+            self.request.oversized_documents = refused
+            raise SkipFile()
+        return raw_data
+
+    def file_complete(self, file_size):
+        return None  # the next handler stores the file
+
+
+def upload_guarded(view):
+    """The view with DocumentSizeGuard in front of Django's upload handlers. Exempt from the CSRF
+    middleware, which would read the body before the guard is in place: the admin view checks CSRF
+    itself (admin_view wraps it in csrf_protect), after."""
+
+    @csrf_exempt
+    @wraps(view)
+    def guarded(request, *args, **kwargs):
+        if request.method == "POST":
+            request.upload_handlers.insert(0, DocumentSizeGuard(request))
+        return view(request, *args, **kwargs)
+
+    return guarded
 
 
 class MultipleFileInput(forms.ClearableFileInput):
@@ -54,8 +96,15 @@ class SenderNameApplicationForm(forms.ModelForm):
         value = self.cleaned_data.get("date_from")
         return dt.datetime.combine(value, dt.time.min, tzinfo=validation.MOSCOW) if value else value
 
+    upload_request = None  # the admin sets it (get_form): uploads its DocumentSizeGuard refused
+
     def clean(self):
         cleaned = super().clean()
+        limit = settings.SENDER_NAME_MAX_DOCUMENT_SIZE
+        for name in getattr(self.upload_request, "oversized_documents", ()):
+            self.add_error("new_documents", ValidationError(
+                _("%(name)s is more than %(limit)s bytes; a document may be at most %(limit)s bytes."),
+                code="too_large", params={"name": name, "limit": limit}))
         documents = cleaned.get("new_documents") or []
         existing = self.instance.documents.count() if self.instance.pk else 0
         try:

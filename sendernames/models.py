@@ -70,6 +70,11 @@ class SenderNameApplication(models.Model):
     class Meta:
         verbose_name = _("sender-name application")
         verbose_name_plural = _("sender-name applications")
+        # Actions beyond add/change/delete (b24sms/permissions.py); submitting is what i-dgtl charges for.
+        permissions = [
+            ("submit_application", "Can submit sender-name applications to i-dgtl"),
+            ("refresh_application_status", "Can ask i-dgtl for the status of sender-name applications"),
+        ]
         ordering = ["-created_at"]
         constraints = [
             models.UniqueConstraint(fields=["account", "remote_id"], name="sendernames_unique_remote_id_per_account"),

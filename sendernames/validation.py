@@ -7,6 +7,7 @@ per field.
 """
 import datetime as dt
 import re
+import warnings
 from collections.abc import Iterable
 from zoneinfo import ZoneInfo
 
@@ -142,8 +143,51 @@ def _read_head(file) -> bytes:
     return head
 
 
+def _pdf_parses(file) -> bool:
+    """pypdf reads the trailer (startxref, %%EOF), the cross-reference table and the page tree."""
+    from pypdf import PdfReader
+
+    try:
+        return len(PdfReader(file, strict=False).pages) >= 1
+    except Exception:  # pypdf raises many kinds for many kinds of damage (and for a password-protected file)
+        return False
+
+
+def _image_parses(file, mime: str) -> bool:
+    """Pillow opens the image as the type its signature claims: PNG chunks and their checksums are
+    verified; a JPEG's scans are decoded at 1/8 scale (every byte of the compressed data is read,
+    little memory is used). A decompression bomb is refused."""
+    from PIL import Image
+
+    expected = {"image/png": "PNG", "image/jpeg": "JPEG"}[mime]
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file, formats=[expected]) as image:
+                if expected == "PNG":
+                    image.verify()
+                else:
+                    image.draft("RGB", (image.width // 8 or 1, image.height // 8 or 1))
+                    image.load()
+        return True
+    except Exception:  # Pillow's UnidentifiedImageError, OSError (truncated), SyntaxError, bombs, ...
+        return False
+
+
+def _content_parses(file, mime: str) -> bool:
+    position = file.tell() if hasattr(file, "tell") else 0
+    try:
+        file.seek(0)
+        return _pdf_parses(file) if mime == "application/pdf" else _image_parses(file, mime)
+    finally:
+        file.seek(position or 0)
+
+
 def detect_document_type(file) -> str:
-    """The MIME type of a PDF, PNG or JPEG judged by the file's content (its name is ignored)."""
+    """The MIME type of a PDF, PNG or JPEG judged by the file's content (its name is ignored).
+
+    The signature in the first bytes names the type; then the whole file must parse as that type
+    (a PDF header in front of anything else is refused). The size is checked before any byte is read."""
     size = getattr(file, "size", None)
     name = getattr(file, "name", "") or ""
     limit = settings.SENDER_NAME_MAX_DOCUMENT_SIZE
@@ -158,6 +202,10 @@ def detect_document_type(file) -> str:
         raise ValidationError(
             _("%(name)s is not a PDF, PNG or JPEG file (judged by its content, not its name)."), code="file_type",
             params={"name": name})
+    if not _content_parses(file, kind.mime):
+        raise ValidationError(
+            _("%(name)s starts like a %(type)s file but is damaged or not one: its content does not read as %(type)s."),
+            code="file_damaged", params={"name": name, "type": DOCUMENT_MIME_TYPES[kind.mime]})
     return kind.mime
 
 

@@ -51,8 +51,10 @@ def test_production_settings_pass_check_deploy():
         "B24_CLIENT_ID": "local.test.1",
         "B24_CLIENT_SECRET": "secret",
         "PUBLIC_BASE_URL": "https://sms.example.com",
+        "METRICS_TOKEN": "metrics-token-for-the-deploy-check-0123456789",
     }
-    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set by the browser tests for their own process only
+    for name in ("DJANGO_ALLOW_ASYNC_UNSAFE", "B24_ALLOWED_PORTAL_DOMAINS", "TRUSTED_PROXIES", "DJANGO_DEBUG"):
+        env.pop(name, None)  # DJANGO_ALLOW_ASYNC_UNSAFE: set by the browser tests for their own process only  # set by the browser tests for their own process only
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,

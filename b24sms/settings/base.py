@@ -142,7 +142,8 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAdminUser"],
+    # Staff and the model permission of what is done (view for reads, custom ones for actions).
+    "DEFAULT_PERMISSION_CLASSES": ["b24sms.permissions.StaffModelPermissions"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -160,7 +161,7 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],  # the schema holds no data: any staff user
     # Several models have a field named "state" with different choices: name each enum explicitly.
     "ENUM_NAME_OVERRIDES": {
         "InstallationStateEnum": "providers.models.InstallationState",
@@ -186,6 +187,9 @@ IDGTL_CALLBACK_ALLOWED_IPS = env.list("IDGTL_CALLBACK_ALLOWED_IPS", default=[])
 # --- Sender-name applications --------------------------------------------------------------
 SENDER_NAME_MAX_DOCUMENT_SIZE = env.int("SENDER_NAME_MAX_DOCUMENT_SIZE", default=10 * 1024 * 1024)
 SENDER_NAME_MAX_DOCUMENTS = env.int("SENDER_NAME_MAX_DOCUMENTS", default=10)
+# Django refuses a request with more file parts than this (400) before storing any: room for the
+# documents of one application and the errors about too many, not Django's 100.
+DATA_UPLOAD_MAX_NUMBER_FILES = max(20, 2 * SENDER_NAME_MAX_DOCUMENTS)
 SENDER_NAME_SYNC_INTERVAL = env.int("SENDER_NAME_SYNC_INTERVAL", default=900)  # seconds
 
 # --- Bitrix24 -------------------------------------------------------------------------------
@@ -202,6 +206,16 @@ B24_RATE_LIMIT_DRAIN = env.float("B24_RATE_LIMIT_DRAIN", default=2.0)
 # before it calls the portal back; production also requires an https client endpoint.
 B24_ALLOWED_PORTAL_DOMAINS = env.list("B24_ALLOWED_PORTAL_DOMAINS", default=[])
 B24_REQUIRE_HTTPS = env.bool("B24_REQUIRE_HTTPS", default=False)
+# Every connection to a portal is refused when its host resolves to a private, loopback, link-local or
+# other special address (bitrix24/urls.py). Off only for an on-premise portal inside the integrator's
+# own network; loopback alone can be admitted (tests, the sandbox's fakes on 127.0.0.1).
+B24_PORTAL_IP_FILTER = env.bool("B24_PORTAL_IP_FILTER", default=True)
+B24_PORTAL_ALLOW_LOOPBACK = env.bool("B24_PORTAL_ALLOW_LOOPBACK", default=False)
+# The install endpoint: at most this many seconds of outbound calls per request (the OAuth server's
+# confirmation, then binding ONAPPUNINSTALL; what does not fit is retried by a task), and at most
+# B24_INSTALL_RATE requests per client address (django-ratelimit syntax, e.g. "30/m").
+B24_INSTALL_TIME_BUDGET = env.float("B24_INSTALL_TIME_BUDGET", default=10.0)
+B24_INSTALL_RATE = env("B24_INSTALL_RATE", default="30/m")
 
 # --- Messages: sending, delivery, reporting (providers/services) ---------------------------
 MESSAGES_SEND_BATCH_SIZE = env.int("MESSAGES_SEND_BATCH_SIZE", default=1000)  # per POST /message (max 1000)
@@ -238,6 +252,11 @@ HEALTHZ_BROKER_TIMEOUT = env.float("HEALTHZ_BROKER_TIMEOUT", default=2.0)  # sec
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
 METRICS_ALLOWED_NETWORKS = env.list(
     "METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])
+# Reverse proxies (addresses or networks) whose X-Forwarded-For is believed, right to left
+# (b24sms/netaddr.py). Empty: the client is REMOTE_ADDR and X-Forwarded-For is never read.
+# Every allowlist by address asks there: /metrics, IDGTL_CALLBACK_ALLOWED_IPS, the install rate limit.
+TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
+RATELIMIT_IP_META_KEY = "b24sms.netaddr.ratelimit_ip"
 
 # --- Logging ---------------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")

@@ -28,3 +28,9 @@ MESSAGES_REPORT_RETRY_BACKOFF = env.float("MESSAGES_REPORT_RETRY_BACKOFF", defau
 
 # Tests assert English texts; the Russian default (and the switch) are tested explicitly.
 LANGUAGE_CODE = "en"
+
+# The fakes of Bitrix24 listen on 127.0.0.1; every other private address is still refused.
+B24_PORTAL_ALLOW_LOOPBACK = env.bool("B24_PORTAL_ALLOW_LOOPBACK", default=True)
+# Every test installs from 127.0.0.1 and the cache (Redis in CI) outlives a test: the install rate limit
+# is tested on its own with addresses of its own (tests/providers_portals/test_install_attacks.py).
+B24_INSTALL_RATE = env("B24_INSTALL_RATE", default="100000/m")

@@ -8,7 +8,11 @@ register = template.Library()
 
 @register.inclusion_tag("admin/b24sms_dashboard.html", takes_context=True)
 def b24sms_dashboard(context):
-    return {"dash": dashboard_data(), "request": context.get("request")}
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    if user is None or not user.is_staff:  # the admin index is staff-only anyway; never show figures to others
+        return {"dash": None, "request": request}
+    return {"dash": dashboard_data(user=user), "request": request}
 
 
 @register.filter

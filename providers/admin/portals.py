@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _g
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
-from idgtl.admin import SecretKeepingForm
+from idgtl.admin import SecretKeepingForm, SecretMaskingAdmin
 from idgtl.models import mask_secret
 from providers.admin.test_sms import send_test_sms
 from providers.models import (
@@ -49,8 +49,9 @@ class BitrixApplicationForm(SecretKeepingForm):
 
 
 @admin.register(BitrixApplication)
-class BitrixApplicationAdmin(admin.ModelAdmin):
+class BitrixApplicationAdmin(SecretMaskingAdmin):
     form = BitrixApplicationForm
+    masked_secrets = {"client_secret": "client_secret_masked"}
     list_display = ["name", "client_id", "is_default", "client_secret_masked", "install_url", "installation_count"]
     readonly_fields = ["is_default", "install_url", "created_at", "updated_at"]
     search_fields = ["name", "client_id"]
@@ -110,13 +111,14 @@ class InstallationAdmin(admin.ModelAdmin):
     readonly_fields = [
         "application", "member_id", "domain", "state_badge", "last_error", "client_endpoint", "server_endpoint",
         "access_token_masked", "access_token_expires_at", "refresh_token_masked", "application_token_masked",
-        "handler_secret_masked", "scope", "portal_status", "installed_by_user_id", "installed_at", "uninstalled_at",
-        "created_at", "updated_at",
+        "handler_secret_masked", "callback_secret_masked", "scope", "portal_status", "installed_by_user_id",
+        "installed_at", "uninstalled_at", "created_at", "updated_at",
     ]
     fieldsets = [
         (None, {"fields": ["domain", "application", "member_id", "state_badge", "last_error"]}),
         (_("Tokens (masked)"), {"fields": ["access_token_masked", "access_token_expires_at", "refresh_token_masked",
-                                           "application_token_masked", "handler_secret_masked", "scope"]}),
+                                           "application_token_masked", "handler_secret_masked",
+                                           "callback_secret_masked", "scope"]}),
         (_("Portal"), {"fields": ["client_endpoint", "server_endpoint", "portal_status", "installed_by_user_id",
                                   "installed_at", "uninstalled_at"]}),
         (_("Sending"), {"fields": ["account", "default_region", "rate_limit_burst", "rate_limit_drain_per_second"]}),
@@ -161,6 +163,10 @@ class InstallationAdmin(admin.ModelAdmin):
     def handler_secret_masked(self, obj):
         return mask_secret(obj.handler_secret)
 
+    @admin.display(description=_("callback secret"))
+    def callback_secret_masked(self, obj):
+        return mask_secret(obj.callback_secret)
+
 
 # --- Providers ----------------------------------------------------------------------------------
 
@@ -175,6 +181,8 @@ class ProviderForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        if "sender_name_application" not in self.fields:  # the view-only page: no fields
+            return
         field = self.fields["sender_name_application"]
         allowed = Q(pk__in=registration_services.approved_sender_name_applications().values("pk"))
         if self.instance.sender_name_application_id:
@@ -276,7 +284,17 @@ class ProviderAdmin(admin.ModelAdmin):
             self.message_user(request, _g("%(code)s: nothing to do (not on any active portal).") % {
                 "code": provider.code}, messages.WARNING)
 
-    @admin.action(description=_("Register on portals"))
+    # --- actions: each needs its permission (the same as the API's, b24sms/permissions.py) -------
+    def has_register_permission(self, request):
+        return request.user.has_perm("providers.register_provider")
+
+    def has_check_permission(self, request):
+        return request.user.has_perm("providers.check_provider")
+
+    def has_send_test_sms_permission(self, request):
+        return request.user.has_perm("providers.send_test_sms")
+
+    @admin.action(description=_("Register on portals"), permissions=["register"])
     def register_action(self, request, queryset):
         chosen = self._choose_installations(request, queryset, "register_action", _g("Register providers on portals"))
         if isinstance(chosen, TemplateResponse):
@@ -290,13 +308,13 @@ class ProviderAdmin(admin.ModelAdmin):
             self._report_queued(request, provider, registrations, _g("registration"))
         return None
 
-    @admin.action(description=_("Push changes to portals (update)"))
+    @admin.action(description=_("Push changes to portals (update)"), permissions=["register"])
     def update_action(self, request, queryset):
         for provider in queryset:
             registrations = registration_services.provider_push_update(provider=provider)
             self._report_queued(request, provider, registrations, _g("update"))
 
-    @admin.action(description=_("Remove from portals"))
+    @admin.action(description=_("Remove from portals"), permissions=["register"])
     def remove_action(self, request, queryset):
         chosen = self._choose_installations(request, queryset, "remove_action", _g("Remove providers from portals"))
         if isinstance(chosen, TemplateResponse):
@@ -306,7 +324,7 @@ class ProviderAdmin(admin.ModelAdmin):
             self._report_queued(request, provider, registrations, _g("removal"))
         return None
 
-    @admin.action(description=_("Check against the portals (sender.list)"))
+    @admin.action(description=_("Check against the portals (sender.list)"), permissions=["check"])
     def check_action(self, request, queryset):
         for provider in queryset:
             results = registration_services.provider_check(provider=provider)

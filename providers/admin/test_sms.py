@@ -29,7 +29,7 @@ class TestSmsForm(forms.Form):
             registrations__provider=provider, registrations__state=RegistrationState.REGISTERED).order_by("domain")
 
 
-@admin.action(description=_("Send a test SMS"))
+@admin.action(description=_("Send a test SMS"), permissions=["send_test_sms"])  # ModelAdmin.has_send_test_sms_permission
 def send_test_sms(modeladmin, request, queryset):
     if queryset.count() != 1:
         modeladmin.message_user(request, _("Choose exactly one provider to send a test SMS."), messages.WARNING)

@@ -1,4 +1,5 @@
-"""REST API: /api/messages/ (staff only), read-only, with each message's timeline and status reports."""
+"""REST API: /api/messages/ (staff with providers.view_message), read-only, with each message's timeline
+and status reports."""
 import django_filters
 from django.urls import include, path
 from django.utils.translation import gettext_lazy as _

@@ -1,4 +1,4 @@
-"""REST API: /api/portals/, /api/providers/ (staff only).
+"""REST API: /api/portals/, /api/providers/ (staff with the model permissions, b24sms/permissions.py).
 
 Thin: serializers check types, the registration services enforce the rules (their Django
 ValidationError becomes a 400 naming the field, see b24sms/api.py).
@@ -8,6 +8,7 @@ from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
@@ -129,6 +130,24 @@ class ProviderViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins
                       mixins.DestroyModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     queryset = Provider.objects.prefetch_related("registrations__installation").order_by("code")
     serializer_class = ProviderSerializer
+    action_permissions = {
+        "register": ["providers.register_provider"],
+        "remove": ["providers.register_provider"],
+        "check": ["providers.check_provider"],
+    }
+
+    def _may_register(self, serializer):
+        """Installations given on create or update register the provider there: that needs register_provider."""
+        if serializer.validated_data.get("installations") and not self.request.user.has_perm("providers.register_provider"):
+            raise PermissionDenied()  # DRF's own (translated) message
+
+    def perform_create(self, serializer):
+        self._may_register(serializer)
+        super().perform_create(serializer)
+
+    def perform_update(self, serializer):
+        self._may_register(serializer)
+        super().perform_update(serializer)
 
     def perform_destroy(self, instance):
         registration_services.provider_delete(provider=instance)

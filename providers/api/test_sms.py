@@ -1,4 +1,5 @@
-"""REST API: POST /api/providers/{id}/test-sms/ — send a test SMS through the whole pipeline (staff only)."""
+"""REST API: POST /api/providers/{id}/test-sms/ — send a test SMS through the whole pipeline
+(staff with providers.send_test_sms)."""
 from django.shortcuts import get_object_or_404
 from django.urls import path
 from django.utils.translation import gettext_lazy as _
@@ -30,6 +31,8 @@ class TestSmsResponseSerializer(serializers.Serializer):
 
 
 class ProviderTestSmsView(APIView):
+    required_permissions = ["providers.send_test_sms"]  # no queryset: b24sms/permissions.py needs it stated
+
     @extend_schema(
         request=TestSmsRequestSerializer, responses={201: TestSmsResponseSerializer},
         summary="Send a test SMS", tags=["providers"],

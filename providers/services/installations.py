@@ -3,8 +3,15 @@
 The install endpoint accepts the two ways Bitrix24 hands us tokens (contract §4): the
 ``ONAPPINSTALL`` event (``event``, ``data[...]``, ``auth[...]``) and the install-page POST (query
 ``DOMAIN``/``PROTOCOL``/..., form ``AUTH_ID``/``REFRESH_ID``/...). Both are parsed into one
-:class:`InstallPayload`; nothing is stored until the tokens are confirmed by calling ``app.info``
-at the received client endpoint and its ``CODE`` equals our application's client_id.
+:class:`InstallPayload`.
+
+Trust model: nothing in an install request is believed. A portal's ``member_id`` and our
+``client_id`` are public, and the request can name any endpoint. Only the Bitrix24 OAuth server
+(``B24_OAUTH_URL``, a setting) can say which portal a token belongs to: the request's refresh
+token is refreshed there with our client_id and client_secret (:func:`install_tokens_verify`),
+and ``member_id``, ``client_endpoint``, ``server_endpoint`` and the tokens are taken from its
+answer. No address the request names is ever called; nothing is stored before the OAuth server
+has answered, and a ``member_id`` that differs from the one it answers is refused.
 """
 import hmac
 import logging
@@ -22,7 +29,9 @@ from django.utils.translation import gettext_lazy as _
 
 from bitrix24 import contract
 from bitrix24.client import (
-    Bitrix24Client, Bitrix24Error, Bitrix24MethodError, Bitrix24TransientError, InstallationInactive, call_with_token)
+    Bitrix24AuthError, Bitrix24Client, Bitrix24Error, Bitrix24MethodError, Bitrix24TransientError, InstallationInactive,
+    oauth_token_refresh)
+from bitrix24.urls import portal_address_refusal, portal_domain_allowed, portal_url_refusal
 from providers.models import BitrixApplication, Installation, InstallationState, RegistrationState
 
 logger = logging.getLogger(__name__)
@@ -44,7 +53,11 @@ class InstallVerificationFailed(Exception):
 
 
 class InstallPortalUnreachable(Exception):
-    """The portal could not be asked to confirm the tokens (network, 5xx, rate limit): try again later."""
+    """The OAuth server could not be asked to confirm the tokens (network, 5xx, time budget): try again later."""
+
+
+class InstallNotConfigured(Exception):
+    """Our side cannot confirm tokens: the application has no client secret, or the OAuth server refuses it."""
 
 
 class UninstallRefused(Exception):
@@ -146,19 +159,6 @@ def _domain(value: str, field: str) -> str:
     return value
 
 
-def portal_domain_allowed(host: str) -> bool:
-    """Whether B24_ALLOWED_PORTAL_DOMAINS admits this host (empty setting: any host).
-
-    An entry with a leading dot (``.bitrix24.ru``) admits every host under it; one without
-    (``crm.example.com``) admits exactly that host.
-    """
-    allowed = [entry.strip().lower() for entry in settings.B24_ALLOWED_PORTAL_DOMAINS if entry.strip()]
-    if not allowed:
-        return True
-    host = host.lower().rstrip(".")
-    return any(host.endswith(entry) if entry.startswith(".") else host == entry for entry in allowed)
-
-
 def _check_portal_endpoint(*, domain: str, client_endpoint: str, domain_field: str, endpoint_field: str) -> None:
     """Before any outbound call: the endpoint we would call belongs to the portal that says it installs us.
 
@@ -179,6 +179,9 @@ def _check_portal_endpoint(*, domain: str, client_endpoint: str, domain_field: s
         raise ValidationError({domain_field: _("This portal domain is not allowed (B24_ALLOWED_PORTAL_DOMAINS).")})
     if settings.B24_REQUIRE_HTTPS and endpoint.scheme != "https":
         raise ValidationError({endpoint_field: _("The client endpoint must use https.")})
+    if portal_url_refusal(client_endpoint) is not None:
+        raise ValidationError({endpoint_field: _("Not an address of a portal (credentials, backslashes or "
+                                                 "characters a host cannot have).")})
 
 
 def _expiry(*, expires: str = "", expires_in: str = "", field: str) -> datetime:
@@ -272,59 +275,148 @@ def install_payload_parse(*, query: dict, form: dict) -> InstallPayload:
 
 # --- Install ----------------------------------------------------------------------------------
 
-def install_tokens_verify(*, application: BitrixApplication, payload: InstallPayload) -> None:
-    """Ask the portal who the token belongs to (app.info); it must be our application."""
+@dataclass(frozen=True)
+class VerifiedPortal:
+    """What the Bitrix24 OAuth server said about the install's tokens: the only facts we store."""
+    member_id: str
+    domain: str
+    client_endpoint: str
+    server_endpoint: str
+    access_token: str
+    refresh_token: str
+    expires_at: datetime
+    scope: str
+    portal_status: str
+
+
+def _answer_text(answer: dict, key: str, max_length: int = 512) -> str:
+    value = answer.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or CONTROL_CHARACTERS.search(value) or len(value) > max_length:
+        return ""
+    return value.strip()
+
+
+def _answer_expiry(answer: dict) -> datetime:
     try:
-        info = call_with_token(payload.client_endpoint, payload.access_token, contract.METHOD_APP_INFO)
+        return _expiry(expires=_answer_text(answer, "expires", 20), expires_in=_answer_text(answer, "expires_in", 20),
+                       field="expires")
+    except ValidationError:  # an odd number from the OAuth server: the documented lifetime
+        return _expiry(field="expires")
+
+
+def _portal_from_oauth_answer(*, answer: dict, payload: InstallPayload) -> VerifiedPortal:
+    member_id = _answer_text(answer, "member_id", 64)
+    if not member_id or not hmac.compare_digest(member_id.encode(), payload.member_id.encode()):
+        raise InstallVerificationFailed(_("The tokens belong to another portal than the member_id sent."))
+    endpoint = _answer_text(answer, "client_endpoint", ENDPOINT_MAX_LENGTH - 1)
+    endpoint = endpoint if not endpoint or endpoint.endswith("/") else endpoint + "/"
+    refusal = portal_url_refusal(endpoint) or portal_address_refusal(endpoint)
+    if refusal is not None:
+        raise InstallVerificationFailed(_("The portal's address cannot be used (%(reason)s).") % {"reason": refusal})
+    access_token, refresh_token = _answer_text(answer, "access_token"), _answer_text(answer, "refresh_token")
+    if not access_token or not refresh_token:
+        raise InstallPortalUnreachable("the OAuth server answered without tokens")
+    host = urlsplit(endpoint).netloc
+    # The portal's name is its endpoint's host. Only the sandbox labels a fake portal served from
+    # 127.0.0.1 with a portal-like name; the label is shown, never called.
+    domain = payload.domain if settings.SANDBOX and payload.domain else host
+    server_endpoint = _answer_text(answer, "server_endpoint", ENDPOINT_MAX_LENGTH)
+    return VerifiedPortal(
+        member_id=member_id, domain=domain, client_endpoint=endpoint,
+        server_endpoint=server_endpoint if portal_url_refusal(server_endpoint) is None else "",
+        access_token=access_token, refresh_token=refresh_token,
+        expires_at=_answer_expiry(answer),
+        scope=_scope(_answer_text(answer, "scope", 500)) or payload.scope,
+        portal_status=_answer_text(answer, "status", 4) or payload.portal_status,
+    )
+
+
+def _late_install_event(*, application: BitrixApplication, payload: InstallPayload) -> Installation | None:
+    """The active installation a repeated install request belongs to, or None.
+
+    The install page and ``ONAPPINSTALL`` carry the same refresh token, and ONAPPINSTALL "may
+    arrive late" (contract §4.2): the second to arrive finds its token already rotated. It is
+    accepted (and changes nothing) only when it carries the application_token stored at install,
+    which only Bitrix24 and we know.
+    """
+    installation = Installation.objects.filter(
+        application=application, member_id=payload.member_id, state=InstallationState.ACTIVE).first()
+    if installation is None or not installation.application_token:
+        return None
+    if not hmac.compare_digest(installation.application_token.encode(), payload.application_token.encode()):
+        return None
+    return installation
+
+
+def install_tokens_verify(*, application: BitrixApplication, payload: InstallPayload) -> VerifiedPortal | None:
+    """Ask the Bitrix24 OAuth server whose the tokens are: refresh them with our client_id and secret.
+
+    Returns the portal as the OAuth server describes it, or None for a late repeat of an install
+    that is already stored (see :func:`_late_install_event`). Raises InstallVerificationFailed (the
+    token is not one the OAuth server issued to this application for this member_id),
+    InstallPortalUnreachable (try again) or InstallNotConfigured (our client secret is missing or
+    refused). Only the OAuth server is called.
+    """
+    if not application.client_secret:
+        raise InstallNotConfigured(_("The application's client secret is not set (B24_CLIENT_SECRET or the admin)."))
+    try:
+        answer = oauth_token_refresh(client_id=application.client_id, client_secret=application.client_secret,
+                                     refresh_token=payload.refresh_token, domain=payload.domain)
     except Bitrix24TransientError as exc:
         raise InstallPortalUnreachable(str(exc.error or type(exc).__name__)) from exc
     except Bitrix24Error as exc:
-        raise InstallVerificationFailed(_("The portal refused the token (%(error)s).") % {"error": exc.error}) from exc
-    code = info.get("CODE") if isinstance(info, dict) else None
-    if not isinstance(code, str) or not hmac.compare_digest(code.encode(), application.client_id.encode()):
-        raise InstallVerificationFailed(_("The token belongs to another application."))
+        if exc.error.lower() == "invalid_client":
+            raise InstallNotConfigured(_("The Bitrix24 OAuth server refused our client_id and secret.")) from exc
+        if isinstance(exc, Bitrix24AuthError) and _late_install_event(application=application, payload=payload):
+            return None
+        raise InstallVerificationFailed(
+            _("The Bitrix24 OAuth server did not confirm the tokens (%(error)s).") % {"error": exc.error}) from exc
+    return _portal_from_oauth_answer(answer=answer if isinstance(answer, dict) else {}, payload=payload)
 
 
-def installation_install(*, application: BitrixApplication, payload: InstallPayload) -> tuple[Installation, bool]:
-    """Verify the tokens, then create or update the installation of (application, member_id).
+def installation_install(*, application: BitrixApplication, payload: InstallPayload) -> tuple[Installation, str]:
+    """Verify the tokens at the OAuth server, then create or update the installation of (application, member_id).
 
-    Returns (installation, created). A reinstall brings a removed or needs-reinstall installation
-    back to active. Bitrix24 deletes an application's providers when it is reinstalled or
-    updated, so live registrations on this portal are pushed again; ONAPPUNINSTALL is bound again
-    (bindings do not survive an update).
+    Returns (installation, result), result being "installed", "reinstalled" or "unchanged" (a late
+    repeat of an install already stored: nothing was changed). A reinstall brings a removed or
+    needs-reinstall installation back to active. Bitrix24 deletes an application's providers when it
+    is reinstalled or updated, so live registrations on this portal are pushed again.
     """
-    install_tokens_verify(application=application, payload=payload)
+    verified = install_tokens_verify(application=application, payload=payload)
+    if verified is None:
+        installation = _late_install_event(application=application, payload=payload)
+        logger.info("b24sms install repeated: nothing changed",
+                    extra={"domain": installation.domain, "member_id": installation.member_id, "source": payload.source})
+        return installation, "unchanged"
     try:
-        installation, created = _installation_store(application=application, payload=payload)
+        installation, created = _installation_store(application=application, payload=payload, verified=verified)
     except IntegrityError:  # a concurrent first install of the same portal won the race: update it
-        installation, created = _installation_store(application=application, payload=payload)
+        installation, created = _installation_store(application=application, payload=payload, verified=verified)
     logger.info("b24sms installed", extra={"domain": installation.domain, "member_id": installation.member_id,
                                             "first_install": created, "source": payload.source})
-    return installation, created
+    return installation, "installed" if created else "reinstalled"
 
 
 @transaction.atomic
-def _installation_store(*, application: BitrixApplication, payload: InstallPayload) -> tuple[Installation, bool]:
+def _installation_store(*, application: BitrixApplication, payload: InstallPayload,
+                        verified: VerifiedPortal) -> tuple[Installation, bool]:
     installation = (
-        Installation.objects.select_for_update().filter(application=application, member_id=payload.member_id).first())
+        Installation.objects.select_for_update().filter(application=application, member_id=verified.member_id).first())
     created = installation is None
     if created:
-        installation = Installation(application=application, member_id=payload.member_id)
-    # ONAPPINSTALL "may arrive late" (contract §4.2): after the install page, or after a refresh
-    # already rotated the tokens. Older tokens never replace newer ones of the same install.
-    stale = (not created and installation.is_active and installation.access_token_expires_at is not None
-             and payload.expires_at < installation.access_token_expires_at
-             and installation.application_token == payload.application_token)
-    if not stale:
-        installation.domain = payload.domain
-        installation.client_endpoint = payload.client_endpoint
-        installation.access_token = payload.access_token
-        installation.refresh_token = payload.refresh_token
-        installation.access_token_expires_at = payload.expires_at
-    installation.server_endpoint = payload.server_endpoint or installation.server_endpoint
+        installation = Installation(application=application, member_id=verified.member_id)
+    # Fresh from the OAuth server, so never older than what is stored.
+    installation.domain = verified.domain
+    installation.client_endpoint = verified.client_endpoint
+    installation.access_token = verified.access_token
+    installation.refresh_token = verified.refresh_token
+    installation.access_token_expires_at = verified.expires_at
+    installation.server_endpoint = verified.server_endpoint or installation.server_endpoint
     installation.application_token = payload.application_token
-    installation.scope = payload.scope
-    installation.portal_status = payload.portal_status
+    installation.scope = verified.scope
+    installation.portal_status = verified.portal_status
     if payload.user_id:
         installation.installed_by_user_id = payload.user_id
     installation.state = InstallationState.ACTIVE

@@ -5,6 +5,7 @@ import weakref
 
 import psycopg
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -35,13 +36,33 @@ def handler_secret_check(secret: str) -> None:
 
 
 def installation_by_handler_secret(*, secret: str) -> Installation:
-    """The installation whose HANDLER/callback URL carries ``secret``; HandlerForbidden otherwise."""
+    """The installation whose HANDLER URL carries ``secret``; HandlerForbidden otherwise."""
     handler_secret_check(secret)
     installation = Installation.objects.filter(handler_secret=secret).first()
     # The index lookup finds the row; the decision is a constant-time compare of the whole secret.
     if installation is None or not hmac.compare_digest(installation.handler_secret.encode(), secret.encode()):
         raise HandlerForbidden(_("Unknown handler."))
     return installation
+
+
+def installation_by_callback_secret(*, secret: str) -> Installation:
+    """The installation whose i-dgtl callback URL carries ``secret``; HandlerForbidden otherwise.
+
+    Legacy: callback URLs given to i-dgtl before callback_secret existed carry the HANDLER secret,
+    and i-dgtl keeps calling them for the messages sent then. They are still accepted HERE (never
+    the other way round: the HANDLER refuses a callback secret). This opens nothing new: whoever
+    holds a HANDLER secret can already send SMS, and a callback only updates the statuses of that
+    installation's own messages.
+    """
+    handler_secret_check(secret)
+    candidates = list(Installation.objects.filter(Q(callback_secret=secret) | Q(handler_secret=secret))[:2])
+    # The index lookup finds the row; the decision is a constant-time compare of the whole secret,
+    # the callback secret first (two rows only if one's callback secret were another's handler secret).
+    for field in ("callback_secret", "handler_secret"):
+        for installation in candidates:
+            if hmac.compare_digest(getattr(installation, field).encode(), secret.encode()):
+                return installation
+    raise HandlerForbidden(_("Unknown handler."))
 
 
 def _check_call(installation: Installation, *, secret: str, form: HandlerForm) -> None:

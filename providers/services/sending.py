@@ -147,7 +147,8 @@ def sending_run() -> dict:
 
 # --- helpers -----------------------------------------------------------------------------------------
 def callback_url(installation) -> str:
-    return f"{settings.PUBLIC_BASE_URL.rstrip('/')}/idgtl/callback/{installation.handler_secret}/"
+    """The callbackUrl given to i-dgtl: its own secret, never the HANDLER's (which can send SMS)."""
+    return f"{settings.PUBLIC_BASE_URL.rstrip('/')}/idgtl/callback/{installation.callback_secret}/"
 
 
 def _account_for(installation, default_cache: dict):

@@ -15,10 +15,12 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from b24sms.netaddr import client_ip
+
 from ..handler_form import HandlerFormError, handler_form_parse
 from ..services.delivery import CallbackError, callback_events_apply, callback_events_parse
 from ..services.intake import (
-    HandlerForbidden, ProviderNotRegistered, handler_call_accept, handler_secret_check, installation_by_handler_secret,
+    HandlerForbidden, ProviderNotRegistered, handler_call_accept, handler_secret_check, installation_by_callback_secret,
 )
 
 logger = logging.getLogger(__name__)
@@ -65,7 +67,7 @@ def _callback_source_allowed(request) -> bool:
     if not allowed:
         return True
     try:
-        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", ""))
+        address = ipaddress.ip_address(client_ip(request) or "")  # REMOTE_ADDR unless TRUSTED_PROXIES forward
     except ValueError:
         return False
     for entry in allowed:
@@ -85,7 +87,7 @@ def idgtl_callback(request, secret: str):
         logger.warning("i-dgtl callback from a source outside IDGTL_CALLBACK_ALLOWED_IPS refused")
         return _error(403, _("Source address not allowed."))
     try:
-        installation = installation_by_handler_secret(secret=secret)
+        installation = installation_by_callback_secret(secret=secret)
     except HandlerForbidden as exc:
         return _error(403, exc)
     try:

@@ -6,6 +6,7 @@ naming the field, a refused token a 403, and nothing is stored in either case.
 import logging
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.http import JsonResponse
 from django.shortcuts import render
@@ -13,7 +14,9 @@ from django.urls import path
 from django.utils.translation import gettext as _
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
+from django_ratelimit.core import is_ratelimited
 
+from bitrix24.client import call_deadline
 from providers.models import BitrixApplication, Installation
 from providers.php_form import php_form_decode
 from providers.services import installations as services
@@ -53,6 +56,12 @@ def _validation_error(exc: ValidationError) -> JsonResponse:
     return _error(400, {"non_field_errors": [str(m) for m in exc.messages]})
 
 
+def install_rate_exceeded(request) -> bool:
+    """More than B24_INSTALL_RATE install requests from this client address (shared cache)."""
+    return is_ratelimited(request, group="b24-install", key="ip",
+                          rate=settings.B24_INSTALL_RATE, increment=True)
+
+
 def _wants_html(request) -> bool:
     return "text/html" in request.headers.get("Accept", "")
 
@@ -62,6 +71,9 @@ def _wants_html(request) -> bool:
 def install(request, application_id: int | None = None):
     if request.method != "POST":
         return _error(405, _("Use POST."))
+    if install_rate_exceeded(request):
+        logger.warning("install refused: too many install requests from one address")
+        return _error(429, _("Too many install requests; try again in a minute."))
     if application_id is None:
         application = services.application_get_default()
         if application is None:
@@ -77,14 +89,20 @@ def install(request, application_id: int | None = None):
     except ValidationError as exc:
         return _validation_error(exc)
     try:
-        installation, created = services.installation_install(application=application, payload=payload)
+        with call_deadline(settings.B24_INSTALL_TIME_BUDGET):
+            installation, result = services.installation_install(application=application, payload=payload)
+            bound = "bound"
+            if result != "unchanged":
+                bound = services.installation_bind_uninstall_recorded(installation=installation, final_attempt=False)
     except services.InstallVerificationFailed as exc:
-        logger.warning("install refused: token not confirmed", extra={"domain": payload.domain})
-        return _error(403, _("The tokens could not be confirmed with the portal: %(reason)s") % {"reason": exc})
+        logger.warning("install refused: tokens not confirmed by the OAuth server", extra={"domain": payload.domain})
+        return _error(403, _("The tokens could not be confirmed with Bitrix24: %(reason)s") % {"reason": exc})
     except services.InstallPortalUnreachable:
-        return _error(503, _("The portal could not be reached to confirm the tokens; try again."))
+        return _error(503, _("Bitrix24 could not be reached to confirm the tokens; try again."))
+    except services.InstallNotConfigured as exc:
+        logger.error("install refused: %s", exc, extra={"domain": payload.domain})
+        return _error(503, _("b24sms cannot confirm installs yet: %(reason)s") % {"reason": exc})
 
-    bound = services.installation_bind_uninstall_recorded(installation=installation, final_attempt=False)
     if bound == "retry":
         from providers.tasks.registration import bind_uninstall_handler
 
@@ -96,7 +114,7 @@ def install(request, application_id: int | None = None):
     if payload.source == "page" and _wants_html(request):
         return render(request, "providers/install_finished.html", {"domain": installation.domain})
     return JsonResponse({
-        "result": "installed" if created else "reinstalled",
+        "result": result,
         "installation": installation.pk,
         "domain": installation.domain,
         "uninstall_handler_bound": bound == "bound",

@@ -7,7 +7,7 @@ import pytest
 from bitrix24.client import (
     Bitrix24AccessDenied, Bitrix24AuthError, Bitrix24Client, Bitrix24MethodError, Bitrix24NeedsReinstall,
     Bitrix24OperationTimeLimit, Bitrix24RedirectRefused, Bitrix24TransientError, InstallationInactive,
-    call_with_token, refresh_installation_tokens,
+    oauth_token_refresh, refresh_installation_tokens,
 )
 from providers.models import Installation, InstallationState
 from tests.concurrency import run_together
@@ -239,12 +239,17 @@ def test_access_errors_from_the_portal(bitrix24, portal, installation_factory):
     assert info.value.error == "insufficient_scope"
 
 
-@pytest.mark.django_db
-def test_call_with_token_checks_a_token_at_the_received_endpoint(bitrix24, portal):
-    assert call_with_token(portal.client_endpoint, portal.admin_access_token, "app.info")["CODE"] == portal.client_id
+def test_the_oauth_server_says_whose_a_refresh_token_is(bitrix24, portal):
+    first = portal.admin_refresh_token
+    answer = oauth_token_refresh(client_id=portal.client_id, client_secret=portal.client_secret, refresh_token=first)
+    assert (answer["member_id"], answer["client_endpoint"]) == (portal.member_id, portal.client_endpoint)
+    for used_or_forged in (first, "forged"):  # each refresh token works once; a made-up one never
+        with pytest.raises(Bitrix24NeedsReinstall):
+            oauth_token_refresh(client_id=portal.client_id, client_secret=portal.client_secret,
+                                refresh_token=used_or_forged)
     with pytest.raises(Bitrix24AuthError) as info:
-        call_with_token(portal.client_endpoint, "forged", "app.info")
-    assert info.value.error == "invalid_token"
+        oauth_token_refresh(client_id=portal.client_id, client_secret="wrong", refresh_token=answer["refresh_token"])
+    assert info.value.error == "invalid_client"
 
 
 WORKER_SCRIPT = """

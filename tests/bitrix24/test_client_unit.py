@@ -221,17 +221,6 @@ def test_redirect_to_a_disallowed_address_is_refused_and_nothing_saved(installat
     assert "redirect refused" in stored.last_error
 
 
-@pytest.mark.parametrize("https,location", [(False, "https://evil.example/rest/app.info"),
-                                            (True, "http://new.bitrix24.test/rest/app.info")])
-def test_call_with_token_refuses_a_redirect_to_a_disallowed_address(settings, https, location):
-    settings.B24_ALLOWED_PORTAL_DOMAINS = [".bitrix24.test"]
-    settings.B24_REQUIRE_HTTPS = https
-    session, stub = stub_session(lambda seen: (302, None, {"Location": location}))
-    with pytest.raises(Bitrix24RedirectRefused):
-        b24.call_with_token("https://x.bitrix24.test/rest/", "t0k", "app.info", session=session)
-    assert [s.url for s in stub.seen] == ["https://x.bitrix24.test/rest/app.info"]
-
-
 def test_refresh_keeps_the_tokens_but_not_a_disallowed_client_endpoint(installation_factory, settings):
     settings.B24_ALLOWED_PORTAL_DOMAINS = [".bitrix24.test"]
     inst = installation_factory(domain="a.bitrix24.test", client_endpoint="https://a.bitrix24.test/rest/",
@@ -302,12 +291,6 @@ def test_batch_builds_url_encoded_commands_and_parses_both_map_shapes(installati
 def test_php_query_encodes_nested_values():
     assert php_query({"NAME": {"en": "a b", "de": "ü"}, "L": [1, 2], "F": True, "N": None}) == \
         "NAME[en]=a%20b&NAME[de]=%C3%BC&L[0]=1&L[1]=2&F=1"
-
-
-def test_call_with_token_uses_the_given_endpoint_and_token(settings):
-    session, stub = stub_session(lambda seen: ok({"CODE": "local.1"}))
-    assert b24.call_with_token("https://x.bitrix24.test/rest/", "t0k", "app.info", session=session) == {"CODE": "local.1"}
-    assert stub.seen[0].url == "https://x.bitrix24.test/rest/app.info" and stub.seen[0].json == {"auth": "t0k"}
 
 
 def test_errors_survive_pickling():

@@ -14,11 +14,12 @@ from django.utils import timezone
 from b24sms import sandbox
 from providers.models import Message, MessageState, ProviderRegistration, RegistrationState
 from sendernames.models import SenderNameApplication
+from tests.fixtures.documents import PDF_BYTES
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PDF = b"%PDF-1.4\n1 0 obj <<>> endobj\ntrailer <<>>\n%%EOF\n"
+PDF = PDF_BYTES  # a real one-page PDF: uploads are parsed, not only sniffed
 
 
 @pytest.fixture

@@ -39,10 +39,17 @@ def heartbeat():
     cache.delete(BEAT_HEARTBEAT_KEY)
 
 
+@pytest.fixture
+def operator(settings):
+    """The headers of a caller allowed to see the details: the METRICS_TOKEN bearer."""
+    settings.METRICS_TOKEN = "health-details-token-0123456789"
+    return {"Authorization": "Bearer health-details-token-0123456789"}
+
+
 @pytest.mark.django_db
-def test_all_parts_ok_after_beat_ran(client, broker_up, heartbeat):
+def test_all_parts_ok_after_beat_ran(client, broker_up, heartbeat, operator):
     beat_heartbeat()
-    response = client.get("/healthz")
+    response = client.get("/healthz", headers=operator)
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["status"] == "ok" and body["failing"] == []
@@ -51,18 +58,18 @@ def test_all_parts_ok_after_beat_ran(client, broker_up, heartbeat):
 
 
 @pytest.mark.django_db
-def test_beat_never_ran_is_named(client, broker_up, heartbeat):
-    response = client.get("/healthz")
+def test_beat_never_ran_is_named(client, broker_up, heartbeat, operator):
+    response = client.get("/healthz", headers=operator)
     assert response.status_code == 503
     assert response.json()["failing"] == ["beat"]
     assert "no heartbeat" in response.json()["checks"]["beat"]["error"]
 
 
 @pytest.mark.django_db
-def test_stale_heartbeat_fails(client, broker_up, heartbeat, settings):
+def test_stale_heartbeat_fails(client, broker_up, heartbeat, settings, operator):
     settings.HEALTHZ_BEAT_MAX_AGE = 120
     cache.set(BEAT_HEARTBEAT_KEY, (timezone.now() - timedelta(minutes=5)).isoformat(), timeout=None)
-    body = client.get("/healthz").json()
+    body = client.get("/healthz", headers=operator).json()
     assert body["failing"] == ["beat"] and "300 s ago" in body["checks"]["beat"]["error"]
 
 
@@ -90,6 +97,33 @@ def test_database_down_is_named(client, broker_up, heartbeat, monkeypatch):
         response = client.get("/healthz")
     assert response.status_code == 503
     assert "database" in response.json()["failing"]
+
+
+@pytest.mark.django_db
+def test_an_anonymous_caller_gets_the_verdict_without_internal_error_texts(
+        client, broker_down, heartbeat, settings, staff_user, monkeypatch):
+    """A stranger learns which part fails, never the exception text (hosts, ports, library internals)."""
+    from django.db.backends.utils import CursorWrapper
+
+    def broken(self, sql, params=None):
+        raise RuntimeError("could not connect to server db-internal.example:5432 as user b24sms")
+
+    settings.METRICS_TOKEN = "health-details-token-0123456789"
+    with monkeypatch.context() as patch:
+        patch.setattr(CursorWrapper, "execute", broken)
+        anonymous = client.get("/healthz")
+        wrong_token = client.get("/healthz", headers={"Authorization": "Bearer guessed"})
+        with_token = client.get("/healthz", headers={"Authorization": "Bearer health-details-token-0123456789"})
+    for response in (anonymous, wrong_token):
+        assert response.status_code == 503
+        body = response.json()
+        assert set(body["failing"]) == {"database", "broker", "beat"}
+        assert all(set(check) == {"ok", "ms"} for check in body["checks"].values()), body
+        assert "db-internal" not in response.content.decode() and "redis" not in response.content.decode()
+    assert "db-internal.example" in with_token.json()["checks"]["database"]["error"]
+    assert with_token.json()["checks"]["broker"]["error"]
+    client.force_login(staff_user)
+    assert "no heartbeat" in client.get("/healthz?check=beat").json()["checks"]["beat"]["error"]
 
 
 @pytest.mark.django_db

@@ -148,8 +148,36 @@ def test_a_whole_message_flow_logs_no_secret(json_log, live_server, settings, id
     secrets = {
         "i-dgtl messages key": idgtl.messages_key, "i-dgtl sender-names key": idgtl.sender_names_key,
         "client secret": "client-secret-for-logs-1", "handler secret": installation.handler_secret,
+        "callback secret": installation.callback_secret,
         "application token": installation.application_token, "access token": installation.access_token,
         "refresh token": installation.refresh_token, "first access token": portal.admin_access_token,
     }
     for name, value in secrets.items():
         assert value and value not in output, f"{name} appears in the logs"
+
+
+@pytest.mark.parametrize("line, secret", [
+    # Bitrix24's placement and install forms (and their dict reprs)
+    ("POST /b24/install/ AUTH_ID=a1b2c3d4e5f6a7b8&AUTH_EXPIRES=3600&REFRESH_ID=r9s8t7u6v5w4&member_id=m1", "a1b2c3d4e5f6a7b8"),
+    ("POST /b24/install/ AUTH_ID=a1b2c3d4e5f6a7b8&AUTH_EXPIRES=3600&REFRESH_ID=r9s8t7u6v5w4&member_id=m1", "r9s8t7u6v5w4"),
+    ("form {'AUTH_ID': 'a1b2c3d4e5f6a7b8', 'PLACEMENT': 'DEFAULT'}", "a1b2c3d4e5f6a7b8"),
+    ("APPLICATION_TOKEN=appl1cat10nT0ken55&PLACEMENT=DEFAULT", "appl1cat10nT0ken55"),
+    ("auth[access_token]=f3a8b7c6d5e4&auth[refresh_token]=9a8b7c6d5e4f&auth[domain]=acme.bitrix24.ru", "f3a8b7c6d5e4"),
+    ("auth[access_token]=f3a8b7c6d5e4&auth[refresh_token]=9a8b7c6d5e4f&auth[domain]=acme.bitrix24.ru", "9a8b7c6d5e4f"),
+    # Passwords inside URLs: database, broker, cache, any scheme
+    ("connecting to postgres://b24sms:Pg-Pa55w0rd@postgres:5432/b24sms", "Pg-Pa55w0rd"),
+    ("Cannot connect to redis://:R3dis-Pa55@redis:6379/0: Connection refused.", "R3dis-Pa55"),
+    ("broker amqp://guest:gu3st-secret@rabbit//", "gu3st-secret"),
+    ("settings {'DATABASE_URL': 'postgresql://u:p%40ss-w0rd@db/x'}", "p%40ss-w0rd"),
+    ("unencoded postgres://u:p@ss-w0rd@db/x", "ss-w0rd"),
+])
+def test_install_fields_and_url_passwords_are_redacted(line, secret):
+    assert secret not in redact(line)
+    assert REDACTED in redact(line)
+
+
+def test_url_redaction_keeps_hosts_and_ordinary_urls():
+    assert redact("postgres://b24sms:pw-123456@postgres:5432/b24sms") == f"postgres://b24sms:{REDACTED}@postgres:5432/b24sms"
+    for text in ("https://acme.bitrix24.ru/rest/ answered 200", "http://127.0.0.1:8000/admin/", "AUTH_EXPIRES=3600",
+                 "https://evil.example\\@acme.bitrix24.ru/rest/ refused"):
+        assert redact(text) == text

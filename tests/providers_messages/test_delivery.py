@@ -24,7 +24,7 @@ def event(uuid="063474ec-0001", status="delivered", callback_event="delivered", 
 
 def callback(client, installation, body, secret=None, **extra):
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return client.post(f"/idgtl/callback/{secret or installation.handler_secret}/", data=data,
+    return client.post(f"/idgtl/callback/{secret or installation.callback_secret}/", data=data,
                        content_type="application/json", **extra)
 
 

@@ -164,7 +164,7 @@ def test_callback_bodies_that_are_not_arrays_of_events_are_400(client, installat
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
 def test_callback_with_another_content_type_is_judged_by_its_body(client, installation, sent_message, content_type):
-    response = client.post(f"/idgtl/callback/{installation.handler_secret}/",
+    response = client.post(f"/idgtl/callback/{installation.callback_secret}/",
                            data=urllib.parse.urlencode({"a": "b"}), content_type=content_type)
     assert response.status_code == 400
 

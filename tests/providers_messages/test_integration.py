@@ -63,7 +63,7 @@ def test_sms_is_sent_once_and_delivery_reaches_the_portal(portal_setup, bitrix24
     sent = idgtl_posts(idgtl)[0].json[0]
     assert sent["destination"] == "79990001234" and sent["senderName"] == SENDER_NAME
     assert sent["externalMessageId"] == str(message.pk)
-    assert sent["callbackUrl"].endswith(f"/idgtl/callback/{installation.handler_secret}/")
+    assert sent["callbackUrl"].endswith(f"/idgtl/callback/{installation.callback_secret}/")
 
     idgtl.set_message_status(message.idgtl_message_uuid, "sent")
     idgtl.set_message_status(message.idgtl_message_uuid, "delivered")

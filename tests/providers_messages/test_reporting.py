@@ -193,7 +193,7 @@ def test_flow_from_handler_to_report(client, installation, provider, idgtl_api, 
     uuid = idgtl_api.sent and f"uuid-{idgtl_api.sent[0][0]['externalMessageId']}"
     assert uuid
     with django_capture_on_commit_callbacks(execute=True):
-        client.post(f"/idgtl/callback/{installation.handler_secret}/", content_type="application/json",
+        client.post(f"/idgtl/callback/{installation.callback_secret}/", content_type="application/json",
                     data=[{"message_uuid": uuid, "channel_type": "SMS", "callback_event": "delivered",
                            "status": "delivered", "status_time": "2026-01-01T10:00:00Z"}])
     assert sent_statuses(bitrix24_api) == [("65575980fa531ac284c2ee68f81ebebd", "sent"),

@@ -25,7 +25,7 @@ def test_waiting_messages_go_in_one_call_with_our_id_and_callback(settings, inst
     assert first == {
         "channelType": "SMS", "senderName": "MyShop", "destination": "79990000001", "content": "text 1",
         "externalMessageId": str(messages[0].pk),
-        "callbackUrl": f"https://sms.example.com/idgtl/callback/{installation.handler_secret}/",
+        "callbackUrl": f"https://sms.example.com/idgtl/callback/{installation.callback_secret}/",
         "callbackEvents": ["delivered", "sent"],
     }
     for message in Message.objects.all():

@@ -1,27 +1,34 @@
 """Unit-test fixtures: the Bitrix24 client replaced at its boundary by a scripted portal.
 
-``portal`` stands in for ``bitrix24.client`` (``Bitrix24Client(installation).call`` and
-``call_with_token``): it keeps providers per installation like Bitrix24 does, answers with the
-contract's error codes, refuses every call to an inactive installation (InstallationInactive),
-and lets a test script failures with ``portal.fail(method, exc)``.
+``portal`` stands in for ``bitrix24.client`` (``Bitrix24Client(installation).call`` and the OAuth
+server's ``oauth_token_refresh``): it keeps providers per installation like Bitrix24 does, answers
+with the contract's error codes, refuses every call to an inactive installation
+(InstallationInactive), and lets a test script failures with ``portal.fail(method, exc)``
+(``"oauth.refresh"`` for the OAuth server). Like the real OAuth server it accepts each refresh
+token once, only with the client_id it was issued to, and answers with the portal's member_id and
+client_endpoint (``portal.member_id``, ``portal.client_endpoint``), whatever the request said.
 """
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from bitrix24.client import Bitrix24AuthError, Bitrix24MethodError, InstallationInactive
+from bitrix24.client import Bitrix24AuthError, Bitrix24MethodError, Bitrix24NeedsReinstall, InstallationInactive
 from providers.models import BitrixApplication, Installation, Provider, RegistrationState
 from sendernames.models import SenderNameApplication
 
 CLIENT_ID = "local.65f0a1b2c3d4e5.12345678"
 CLIENT_SECRET = "s3cr3t-client-secret-value"
+MEMBER_ID = "a223c6b3710f85df22e9377d6c4f7553"
 
 
 class ScriptedPortal:
     def __init__(self):
-        self.app_code = CLIENT_ID
-        self.valid_tokens = {"admin-access-token"}
+        self.app_code = CLIENT_ID  # the application the portal's refresh tokens were issued to
+        self.member_id = MEMBER_ID
+        self.client_endpoint = "https://acme.bitrix24.ru/rest/"
+        self.expires = 1900000000
+        self.used_refresh_tokens = set()
         self.calls = []  # (member_id or endpoint, method, params)
         self.providers = {}  # installation id -> {code: params}
         self.bindings = {}  # installation id -> [(event, handler)]
@@ -36,14 +43,20 @@ class ScriptedPortal:
         if queue:
             raise queue.pop(0)
 
-    # call_with_token(client_endpoint, access_token, method, params)
-    def call_with_token(self, client_endpoint, access_token, method, params=None):
-        self.calls.append((client_endpoint, method, params or {}))
-        self._maybe_fail(method)
-        if access_token not in self.valid_tokens:
-            raise Bitrix24AuthError("NO_AUTH_FOUND", "Wrong authorization data")
-        assert method == "app.info"
-        return {"ID": "7", "CODE": self.app_code, "VERSION": 1, "STATUS": "L", "INSTALLED": True}
+    # oauth_token_refresh(client_id=, client_secret=, refresh_token=, domain=, session=)
+    def oauth_token_refresh(self, *, client_id, client_secret, refresh_token, domain="", session=None):
+        self.calls.append(("oauth", "oauth.refresh", {"client_id": client_id, "refresh_token": refresh_token}))
+        self._maybe_fail("oauth.refresh")
+        if client_secret != CLIENT_SECRET and client_id == CLIENT_ID:
+            raise Bitrix24AuthError("invalid_client", "Invalid client credentials", http_status=401)
+        if (client_id != self.app_code or not refresh_token.startswith("refresh-")
+                or refresh_token in self.used_refresh_tokens):
+            raise Bitrix24NeedsReinstall("invalid_grant", "Invalid grant", http_status=400)
+        self.used_refresh_tokens.add(refresh_token)
+        return {"access_token": "admin-access-token", "refresh_token": f"rotated-{refresh_token}",
+                "expires": self.expires, "expires_in": 3600, "member_id": self.member_id,
+                "client_endpoint": self.client_endpoint, "server_endpoint": "https://oauth.bitrix.info/rest/",
+                "domain": "oauth.bitrix.info", "scope": "crm,messageservice", "status": "L", "user_id": 1}
 
     def client(self, installation):
         return _Client(self, installation)
@@ -97,7 +110,7 @@ class _Client:
 @pytest.fixture
 def portal(monkeypatch):
     scripted = ScriptedPortal()
-    monkeypatch.setattr("providers.services.installations.call_with_token", scripted.call_with_token)
+    monkeypatch.setattr("providers.services.installations.oauth_token_refresh", scripted.oauth_token_refresh)
     monkeypatch.setattr("providers.services.installations.Bitrix24Client", scripted.client)
     monkeypatch.setattr("providers.services.registration.Bitrix24Client", scripted.client)
     return scripted

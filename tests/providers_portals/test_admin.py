@@ -51,7 +51,7 @@ def test_installation_pages_show_state_and_masked_tokens(admin_client, make_inst
     assert "invalid_grant" in listing
     assert f"Needs reinstall (no call reaches it until the application is reinstalled there): {installation.domain}" in listing
     for secret in (installation.access_token, installation.refresh_token, installation.application_token,
-                   installation.handler_secret):
+                   installation.handler_secret, installation.callback_secret):
         assert secret not in page and secret not in listing
     assert "••••" in page
 

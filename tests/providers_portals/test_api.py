@@ -21,7 +21,7 @@ def test_portals_list_and_retrieve_never_expose_tokens(api_client, make_installa
     assert one["needs_reinstall"] is True and one["last_error"] == "invalid_grant"
     text = str(listed) + str(one)
     for secret in (installation.access_token, installation.refresh_token, installation.application_token,
-                   installation.handler_secret):
+                   installation.handler_secret, installation.callback_secret):
         assert secret not in text
 
 

@@ -1,4 +1,4 @@
-"""Install and uninstall endpoints: both install forms, token confirmation, reinstall, uninstall."""
+"""Install and uninstall endpoints: both install forms, token confirmation at the OAuth server, reinstall, uninstall."""
 from urllib.parse import urlencode
 
 import pytest
@@ -7,11 +7,10 @@ from bitrix24.client import Bitrix24MethodError, Bitrix24TransientError
 from providers.models import Installation, InstallationState, ProviderRegistration, RegistrationState
 from providers.services.registration import provider_create
 
-from .conftest import CLIENT_ID
+from .conftest import CLIENT_ID, MEMBER_ID
 
 pytestmark = pytest.mark.django_db
 
-MEMBER_ID = "a223c6b3710f85df22e9377d6c4f7553"
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -54,15 +53,16 @@ def test_onappinstall_event_confirms_tokens_stores_installation_and_binds_uninst
     assert installation.client_endpoint == "https://acme.bitrix24.ru/rest/"
     assert installation.server_endpoint == "https://oauth.bitrix.info/rest/"
     assert installation.access_token == "admin-access-token"
-    assert installation.refresh_token == "refresh-token-1"
+    assert installation.refresh_token == "rotated-refresh-token-1"  # the OAuth server's answer, not the request's
     assert installation.application_token == "app-token-1"
     assert installation.access_token_expires_at.timestamp() == 1900000000
     assert installation.scope == "crm,messageservice"
     assert installation.portal_status == "L"
     assert installation.installed_by_user_id == "1"
     assert installation.state == InstallationState.ACTIVE
-    # app.info was asked at the received endpoint before anything was stored
-    assert portal.calls[0] == ("https://acme.bitrix24.ru/rest/", "app.info", {})
+    # the OAuth server confirmed the tokens before anything was stored; the portal was not asked
+    assert portal.calls[0] == ("oauth", "oauth.refresh", {"client_id": CLIENT_ID, "refresh_token": "refresh-token-1"})
+    assert "app.info" not in [c[1] for c in portal.calls]
     assert portal.bindings[installation.pk] == [
         ("ONAPPUNINSTALL", f"https://sms.example.com/b24/uninstall/{installation.handler_secret}/")]
     assert response.json()["uninstall_handler_bound"] is True
@@ -77,12 +77,14 @@ def test_install_page_post_from_browser_gets_install_finish_page(client, applica
     installation = Installation.objects.get()
     assert installation.domain == "acme.bitrix24.ru"
     assert installation.client_endpoint == "https://acme.bitrix24.ru/rest/"
-    assert installation.refresh_token == "refresh-page-1"
+    assert installation.refresh_token == "rotated-refresh-page-1"
     assert installation.application_token == "app-token-page"
     assert installation.member_id == MEMBER_ID
 
 
 def test_install_page_post_without_browser_gets_json_and_http_protocol(client, application, portal):
+    portal.client_endpoint = "http://portal.example.org:8080/rest/"  # an on-premise portal over http
+
     response = client.post("/b24/install/?DOMAIN=portal.example.org:8080&PROTOCOL=0", page_form(), content_type=FORM)
 
     assert response.status_code == 200
@@ -98,18 +100,42 @@ def test_token_of_another_application_is_refused_and_nothing_stored(client, appl
     assert response.status_code == 403
     assert "detail" in response.json()
     assert not Installation.objects.exists()
-    assert [c[1] for c in portal.calls] == ["app.info"]
+    assert [c[1] for c in portal.calls] == ["oauth.refresh"]
 
 
 def test_forged_token_is_refused_and_nothing_stored(client, application, portal):
-    response = client.post("/b24/install/", event_body(**{"auth[access_token]": "forged"}), content_type=FORM)
+    response = client.post("/b24/install/", event_body(**{"auth[refresh_token]": "forged"}), content_type=FORM)
 
     assert response.status_code == 403
     assert not Installation.objects.exists()
 
 
-def test_unreachable_portal_answers_503_and_stores_nothing(client, application, portal):
-    portal.fail("app.info", Bitrix24TransientError("QUERY_LIMIT_EXCEEDED", "Too many requests"))
+def test_tokens_of_another_portal_are_refused(client, application, portal):
+    """Real tokens of the attacker's own portal, sent with the victim's member_id."""
+    portal.member_id = "0" * 32
+
+    response = client.post("/b24/install/", event_body(), content_type=FORM)
+
+    assert response.status_code == 403
+    assert "another portal" in response.json()["detail"]
+    assert not Installation.objects.exists()
+
+
+def test_a_missing_or_refused_client_secret_is_a_503_naming_the_setting(client, application, portal):
+    application.client_secret = ""
+    application.save()
+    response = client.post("/b24/install/", event_body(), content_type=FORM)
+    assert response.status_code == 503 and "B24_CLIENT_SECRET" in response.json()["detail"]
+
+    application.client_secret = "wrong"
+    application.save()
+    response = client.post("/b24/install/", event_body(), content_type=FORM)
+    assert response.status_code == 503 and "client_id" in response.json()["detail"]
+    assert not Installation.objects.exists()
+
+
+def test_unreachable_oauth_server_answers_503_and_stores_nothing(client, application, portal):
+    portal.fail("oauth.refresh", Bitrix24TransientError("NETWORK_ERROR", "timeout"))
 
     response = client.post("/b24/install/", event_body(), content_type=FORM)
 
@@ -242,6 +268,7 @@ def test_reinstall_updates_the_same_installation_and_pushes_providers_again(
     portal.providers.clear()  # Bitrix24 deleted the application's providers
     secret = installation.handler_secret
 
+    portal.client_endpoint = "https://acme-renamed.bitrix24.ru/rest/"
     with django_capture_on_commit_callbacks(execute=True):
         response = client.post("/b24/install/", event_body(**{
             "auth[refresh_token]": "refresh-token-2", "auth[application_token]": "app-token-2",
@@ -253,7 +280,7 @@ def test_reinstall_updates_the_same_installation_and_pushes_providers_again(
     installation = Installation.objects.get()
     assert installation.state == InstallationState.ACTIVE
     assert installation.uninstalled_at is None
-    assert installation.refresh_token == "refresh-token-2"
+    assert installation.refresh_token == "rotated-refresh-token-2"
     assert installation.application_token == "app-token-2"
     assert installation.domain == "acme-renamed.bitrix24.ru"
     assert installation.handler_secret == secret  # HANDLER URLs stay valid
@@ -266,7 +293,7 @@ def test_rebind_error_is_success_when_event_get_shows_the_binding(client, applic
     client.post("/b24/install/", event_body(), content_type=FORM)
     portal.rebind_fails = True
 
-    response = client.post("/b24/install/", event_body(), content_type=FORM)
+    response = client.post("/b24/install/", event_body(**{"auth[refresh_token]": "refresh-token-2"}), content_type=FORM)
 
     assert response.json()["uninstall_handler_bound"] is True
     assert [c[1] for c in portal.calls][-2:] == ["event.bind", "event.get"]
@@ -386,17 +413,28 @@ def test_default_application_follows_settings(db, settings):
     assert BitrixApplication.objects.filter(is_default=True).count() == 1
 
 
-def test_a_late_install_event_does_not_replace_newer_tokens(client, application, portal):
+def test_a_late_install_event_changes_nothing(client, application, portal):
+    """The install page and ONAPPINSTALL carry the same refresh token; the later one finds it rotated."""
     client.post("/b24/install/" + PAGE_QUERY, page_form(APPLICATION_TOKEN="app-token-1"), content_type=FORM)
-    page_tokens = Installation.objects.values_list("refresh_token", "access_token_expires_at").get()
+    before = Installation.objects.values().get()
 
-    late = event_body(**{"auth[expires]": str(int(page_tokens[1].timestamp()) - 600),
-                         "auth[refresh_token]": "stale-refresh"})
-    assert client.post("/b24/install/", late, content_type=FORM).status_code == 200
+    late = event_body(**{"auth[refresh_token]": "refresh-page-1"})
+    response = client.post("/b24/install/", late, content_type=FORM)
 
-    installation = Installation.objects.get()
-    assert (installation.refresh_token, installation.access_token_expires_at) == page_tokens
-    assert installation.installed_by_user_id == "1"  # what only the event carries is still taken
+    assert response.status_code == 200, response.content
+    assert response.json()["result"] == "unchanged"
+    assert Installation.objects.values().get() == before
+
+
+def test_a_replayed_install_without_the_application_token_is_refused(client, application, portal):
+    client.post("/b24/install/", event_body(), content_type=FORM)
+    before = Installation.objects.values().get()
+
+    replay = event_body(**{"auth[application_token]": "guessed", "auth[access_token]": "attacker"})
+    response = client.post("/b24/install/", replay, content_type=FORM)
+
+    assert response.status_code == 403
+    assert Installation.objects.values().get() == before
 
 
 def test_a_domain_naming_the_default_port_is_the_same_host(client, application, portal):

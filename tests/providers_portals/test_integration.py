@@ -83,11 +83,12 @@ def test_forged_install_is_refused_by_the_portal_and_nothing_is_stored(live_work
 
 
 def test_install_for_another_application_is_refused(live_worker, live_server, bitrix24, default_application):
+    bitrix24.add_application(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
     portal = bitrix24.add_portal(client_id="local.someoneelse.1", client_secret="other-secret")
 
     response = bitrix24.install(portal, live_server.url + "/b24/install/", mode="event")
 
-    assert response.status_code == 403
+    assert response.status_code == 403  # the OAuth server: that refresh token is not ours (invalid_grant)
     assert not Installation.objects.exists()
 
 

@@ -6,13 +6,11 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from sendernames.validation import MOSCOW
+from tests.fixtures.documents import JPEG_BYTES, PDF_BYTES, PNG_BYTES  # noqa: F401  (real, parseable files)
 
 VALID_INN = "7707083893"  # a real INN with valid check digits (10 digits, legal entity)
 VALID_INN_12 = "500100732259"  # 12 digits, individual entrepreneur
 
-PDF_BYTES = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
-PNG_BYTES = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x00" * 40
-JPEG_BYTES = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 40
 ZIP_BYTES = b"PK\x03\x04" + b"\x00" * 60
 
 

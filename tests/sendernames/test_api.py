@@ -179,6 +179,7 @@ def test_refresh(api, make_application, monkeypatch):
 
 
 def test_api_is_for_staff_with_token_or_session(db, account, django_user_model):
+    from django.contrib.auth.models import Group
     from rest_framework.authtoken.models import Token
 
     anonymous = APIClient()
@@ -188,6 +189,8 @@ def test_api_is_for_staff_with_token_or_session(db, account, django_user_model):
     assert APIClient(HTTP_AUTHORIZATION=f"Token {token.key}").get(URL).status_code == 403
     staff = django_user_model.objects.create_user(username="staff", password="x-pass-123456", is_staff=True)
     token = Token.objects.create(user=staff)
+    assert APIClient(HTTP_AUTHORIZATION=f"Token {token.key}").get(URL).status_code == 403  # staff without view permission
+    staff.groups.add(Group.objects.get(name="Viewer"))
     assert APIClient(HTTP_AUTHORIZATION=f"Token {token.key}").get(URL).status_code == 200
 
 

@@ -2,12 +2,14 @@
 
 One command starts them all; Ctrl-C (or any process exiting) stops them all. The sandbox
 (b24sms/sandbox.py) starts when nothing real is configured; production settings never start it.
+runserver is a development server: it listens on 127.0.0.1 (``--host`` to change), and this command
+refuses the production settings (production runs gunicorn: Dockerfile, docker-compose.yml, Procfile).
 """
 import os
 import sys
 
 from django.conf import settings
-from django.core.management import BaseCommand, call_command
+from django.core.management import BaseCommand, CommandError, call_command
 
 from b24sms import sandbox
 
@@ -18,11 +20,17 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--host", default="127.0.0.1",
+                            help="Address runserver listens on (default 127.0.0.1: this machine only).")
         parser.add_argument("--dry-run", action="store_true", help="Print the processes and their sandbox environment; start nothing.")
 
     def handle(self, *args, **options):
         from honcho.manager import Manager
 
+        module = os.environ.get("DJANGO_SETTINGS_MODULE", "") or getattr(settings, "SETTINGS_MODULE", "")
+        if module.endswith("production"):
+            raise CommandError("run_backoffice starts Django's development server: not with production settings. "
+                               "Use `make run` (b24sms.settings.local), or gunicorn in production.")
         port = options["port"]
         python = sys.executable
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -30,7 +38,7 @@ class Command(BaseCommand):
         if enabled and not options["dry_run"] and sandbox.fakes_missing():
             enabled, reason = False, f"the fake services are missing ({', '.join(sandbox.fakes_missing())})"
         processes = {
-            "web": f"{python} manage.py runserver 0.0.0.0:{port} --noreload",
+            "web": f"{python} manage.py runserver {options['host']}:{port} --noreload",
             "worker": f"{python} -m celery -A b24sms worker --loglevel=INFO --concurrency=2",
             "beat": f"{python} -m celery -A b24sms beat --loglevel=INFO",
         }
