@@ -32,6 +32,8 @@ if str(app.conf.broker_url or "").startswith(("redis://", "rediss://")):
     # An unacknowledged task comes back after this long (acks_late): longer than any task runs.
     app.conf.broker_transport_options = {"visibility_timeout": 3600}
 
+DRIFT_REPAIR_PERIOD = 60.0  # s between drift-repair runs; each run takes its share of the portals
+
 # One place for every periodic job. django-celery-beat copies these into the database,
 # where operators can see and edit them in the admin (Periodic tasks).
 BEAT_SCHEDULE = {
@@ -39,9 +41,15 @@ BEAT_SCHEDULE = {
     "sender-names-sync-statuses": {"task": "sendernames.tasks.sync_open_applications", "schedule": schedule(60.0)},
     "messages-send-waiting": {"task": "providers.tasks.send_waiting_messages", "schedule": schedule(30.0)},
     "messages-reconcile-statuses": {"task": "providers.tasks.reconcile_message_statuses", "schedule": schedule(300.0)},
+    "messages-callback-inbox-sweep": {"task": "providers.tasks.sweep_callback_inbox", "schedule": schedule(60.0)},
     "messages-report-statuses": {"task": "providers.tasks.report_pending_statuses", "schedule": schedule(30.0)},
     "providers-resume-stuck-registrations": {"task": "providers.tasks.resume_stuck_registrations",
                                              "schedule": schedule(300.0)},
+    # ONAPPUNINSTALL and ONAPPUPDATE bound on installations that lack them (e.g. installed before).
+    "providers-bind-missing-events": {"task": "providers.tasks.bind_missing_events", "schedule": schedule(60.0)},
+    # sender.list against our registrations, a share of the portals per run (REGISTRATION_DRIFT_REPAIR_INTERVAL).
+    "providers-repair-drift": {"task": "providers.tasks.repair_provider_drift", "schedule": schedule(DRIFT_REPAIR_PERIOD),
+                               "kwargs": {"period": DRIFT_REPAIR_PERIOD}},
 }
 if os.environ.get("B24SMS_SANDBOX") == "1" and not os.environ["DJANGO_SETTINGS_MODULE"].endswith("production"):
     # The sandbox's fake i-dgtl reviews a sender name within seconds: follow it closely.

@@ -70,7 +70,7 @@ _PATTERNS = [
     # URL-encoded auth[...] form keys: auth%5Baccess_token%5D=...
     (re.compile(r"(?i)(auth%5B[a-z_]+%5D=)[^&\s\"']+"), lambda m: f"{m.group(1)}{REDACTED}"),
     # The per-installation secrets in our public URLs.
-    (re.compile(r"(/(?:b24/handler|b24/uninstall|idgtl/callback)/)[^/\s\"'?]+"), lambda m: f"{m.group(1)}{REDACTED}"),
+    (re.compile(r"(/(?:b24/handler|b24/uninstall|b24/event|idgtl/callback)/)[^/\s\"'?]+"), lambda m: f"{m.group(1)}{REDACTED}"),
 ]
 
 

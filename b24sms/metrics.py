@@ -12,7 +12,9 @@ Call from services and clients::
     metrics.record_idgtl_retry("503")                     # a transient i-dgtl failure is retried
     metrics.record_bitrix24_retry("QUERY_LIMIT_EXCEEDED") # a Bitrix24 call is retried (reason: error code)
     metrics.record_bitrix24_rate_limit_hit("QUERY_LIMIT_EXCEEDED")  # Bitrix24 said slow down
+    metrics.record_provider_repair("drift")               # a provider the portal had lost was added back
     metrics.record_send_latency(seconds)                  # from receipt by the handler to i-dgtl acceptance
+    metrics.record_callback_events_dropped(n)             # kept callback events dropped unmatched
 
 GET /metrics: django-prometheus's own metrics plus ours (names start with ``b24sms_``).
 Access: a staff session, ``Authorization: Bearer $METRICS_TOKEN`` when METRICS_TOKEN is set, or a
@@ -45,6 +47,11 @@ COUNTERS = {
     "idgtl_retries": ("b24sms_idgtl_retries", "i-dgtl calls retried after a transient failure, by reason.", ["reason"]),
     "bitrix24_retries": ("b24sms_bitrix24_retries", "Bitrix24 calls retried, by reason (error code, http_5xx, timeout...).", ["reason"]),
     "bitrix24_rate_limit_hits": ("b24sms_bitrix24_rate_limit_hits", "Bitrix24 answers that asked us to slow down.", ["error"]),
+    "provider_repairs": ("b24sms_provider_repairs", "Providers added back on a portal that had lost them, by reason "
+                         "(app_update, reinstall, drift).", ["reason"]),
+    "callback_events_dropped": ("b24sms_callback_inbox_dropped_events",
+                                "i-dgtl callback events dropped from the inbox: their message uuid was never recorded "
+                                "within the message lifetime.", []),
 }
 
 
@@ -134,6 +141,14 @@ def record_bitrix24_rate_limit_hit(error="QUERY_LIMIT_EXCEEDED"):
     _count("bitrix24_rate_limit_hits", error)
 
 
+def record_provider_repair(reason):
+    _count("provider_repairs", reason)
+
+
+def record_callback_events_dropped(n: int):
+    _count("callback_events_dropped", amount=float(n))
+
+
 def record_send_latency(*seconds: float):
     """One observation per message (several at once for a batch: one round trip to the store)."""
     if not seconds:
@@ -151,7 +166,9 @@ def record_send_latency(*seconds: float):
 
 # --- Scrape-time collector ----------------------------------------------------------------------
 def _database_gauges():
-    from providers.models import Installation, Message, MessageState, ProviderRegistration, StatusReport, StatusReportState
+    from providers.models import (
+        Installation, Message, MessageState, ProviderRegistration, StatusReport, StatusReportState, UnmatchedCallbackEvent,
+    )
     from sendernames.models import SenderNameApplication
 
     now = timezone.now()
@@ -173,6 +190,16 @@ def _database_gauges():
     yield GaugeMetricFamily(
         "b24sms_status_reports_oldest_pending_seconds", "Age of the oldest status update owed to Bitrix24 (0 when none).",
         value=(now - reports["oldest"]).total_seconds() if reports["oldest"] else 0)
+
+    inbox = UnmatchedCallbackEvent.objects.order_by().aggregate(n=Count("id"), oldest=Min("received_at"))
+    yield GaugeMetricFamily(
+        "b24sms_callback_inbox_waiting_events",
+        "i-dgtl callback events kept until the uuid of their message is recorded (the callback came before the "
+        "send's answer).", value=inbox["n"])
+    yield GaugeMetricFamily(
+        "b24sms_callback_inbox_oldest_waiting_seconds",
+        "Age of the oldest kept callback event (0 when none); dropped past the message lifetime.",
+        value=(now - inbox["oldest"]).total_seconds() if inbox["oldest"] else 0)
 
     for name, doc, model, field in (
         ("b24sms_installations", "Installations (portals) by state.", Installation, "state"),

@@ -21,7 +21,7 @@ LIST_PAGE_SIZE = 50  # [D] §1.2 list methods: "next" / start=<next>
 
 # --- Methods (§2, §2.7, §5) ---------------------------------------------------------------------
 METHOD_SENDER_ADD = "messageservice.sender.add"
-METHOD_SENDER_UPDATE = "messageservice.sender.update"
+METHOD_SENDER_UPDATE = "messageservice.sender.update"  # [D] since 2026-04; older portals: ERROR_METHOD_NOT_FOUND (§2.2)
 METHOD_SENDER_LIST = "messageservice.sender.list"
 METHOD_SENDER_DELETE = "messageservice.sender.delete"
 METHOD_MESSAGE_STATUS_UPDATE = "messageservice.message.status.update"
@@ -34,6 +34,9 @@ MESSAGESERVICE_METHODS = {METHOD_SENDER_ADD, METHOD_SENDER_UPDATE, METHOD_SENDER
 SCOPE_MESSAGESERVICE = "messageservice"
 EVENT_ONAPPINSTALL = "ONAPPINSTALL"
 EVENT_ONAPPUNINSTALL = "ONAPPUNINSTALL"
+# [S] §4.6: an application update deletes every provider (sender) of the application on the portal,
+# then ONAPPUPDATE is sent to the application's bound handlers.
+EVENT_ONAPPUPDATE = "ONAPPUPDATE"
 
 # --- Batch (§5) ---------------------------------------------------------------------------------
 BATCH_MAX_COMMANDS = 50  # [D] more -> ERROR_BATCH_LENGTH_EXCEEDED

@@ -16,6 +16,12 @@ QUERY_LIMIT_EXCEEDED), ``fail_next`` injections, token (401 NO_AUTH_FOUND / inva
 expired_token), method exists (404 ERROR_METHOD_NOT_FOUND), scope (403 insufficient_scope),
 OPERATION_TIME_LIMIT switch (429), then the method's own validation (§2.1–§2.5, exact strings).
 
+Application lifecycle as Bitrix24 runs it: :meth:`FakeBitrix24.update_application` deletes every
+provider of the application on the portal, then posts ONAPPUPDATE to the handlers bound to it
+(§4.6); :meth:`FakeBitrix24.uninstall` posts ONAPPUNINSTALL. A legacy portal
+(``add_portal(legacy=True)`` or ``portal.has_sender_update = False``: before April 2026, on-premise)
+answers ``messageservice.sender.update`` as an unknown method (404 ERROR_METHOD_NOT_FOUND).
+
 Assumptions where the contract is silent [A]: a second ``event.bind`` of the same event and handler
 answers 400 ``ERROR_EVENT_ALREADY_BOUND`` "Handler already binded" (the contract says: treat an error
 on a re-bind as success after event.get); HANDLER hosts named ``localhost`` are accepted unless
@@ -105,6 +111,8 @@ class FakePortal:
     scope: str = "crm,messageservice"
     status: str = "L"
     installed: bool = True
+    has_sender_update: bool = True  # False: a legacy portal, sender.update is an unknown method (§2.2)
+    app_version: int = 1  # the installed application's version (data[VERSION] of ONAPPUPDATE)
     providers: dict = field(default_factory=dict)  # CODE -> {"CODE","TYPE","HANDLER","NAME","DESCRIPTION"}
     messages: dict = field(default_factory=dict)  # message_id -> {"code","author_user_id","status"}
     message_statuses: dict = field(default_factory=dict)  # message_id -> [statuses accepted, in order]
@@ -348,13 +356,16 @@ class FakeBitrix24:
     # --- portals and tokens ------------------------------------------------------------------------
     def add_portal(self, *, domain: str | None = None, member_id: str | None = None, client_id: str,
                    client_secret: str, app_code: str | None = None, scope: str = "crm,messageservice",
-                   port: int = 0) -> FakePortal:
-        """A portal with our app installed: admin (user 1) tokens, application_token, an empty provider list."""
+                   port: int = 0, legacy: bool = False) -> FakePortal:
+        """A portal with our app installed: admin (user 1) tokens, application_token, an empty provider list.
+
+        ``legacy``: the portal predates messageservice.sender.update (answered as an unknown method).
+        """
         with self.lock:
             portal = FakePortal(domain=domain or "", member_id=member_id or _hex(16), client_id=client_id,
                                 client_secret=client_secret, app_code=app_code or client_id, scope=scope,
                                 domain_is_label=bool(domain), application_token=_hex(16),
-                                calls=deque(maxlen=self.record_limit))
+                                has_sender_update=not legacy, calls=deque(maxlen=self.record_limit))
             portal.server = self._listen(portal, port)
             self._set_endpoint(portal, portal.server)
             portal.admin_access_token, portal.admin_refresh_token = self._issue_pair(portal, portal.admin_user_id)
@@ -545,6 +556,32 @@ class FakeBitrix24:
                 self.revoke_refresh_tokens(portal)
         return response
 
+    def update_application(self, portal: FakePortal, *, application_token: str | None = None,
+                           unbind_events: bool = False) -> requests.Response | None:
+        """The application is updated on the portal (§4.6), as Bitrix24's messageservice module does it:
+        every provider of the application is deleted, then ONAPPUPDATE (``data[VERSION]`` the new
+        version, ``auth`` with the application_token, admin tokens) is POSTed to every handler bound
+        to that event. Returns the last handler's response (None when none is bound).
+
+        ``unbind_events``: every event binding is removed as well, as the documentation says an update
+        does (§2.7); ONAPPUPDATE still goes to the handlers bound before, and the application has to
+        bind its events again.
+        """
+        with self.lock:
+            portal.app_version += 1
+            portal.providers.clear()
+            bound = [b for b in portal.event_bindings if b["event"] == c.EVENT_ONAPPUPDATE]
+            if unbind_events:
+                portal.event_bindings.clear()
+            access = self._issue_pair(portal, portal.admin_user_id, with_refresh=False)[0]
+        pairs = [("event", c.EVENT_ONAPPUPDATE), ("data[VERSION]", str(portal.app_version)),
+                 ("data[LANGUAGE_ID]", "en"), ("ts", str(int(time.time())))]
+        pairs += self._auth_pairs(portal, access, portal.admin_user_id, application_token=application_token)
+        response = None
+        for binding in bound:
+            response = self._post_form(binding["handler"], pairs, "update")
+        return response
+
     def send_sms(self, portal: FakePortal, code: str, message_to: str, text: str, *, module_id: str = "crm",
                  with_auth: bool = True, application_token: str | None = None, message_id: str | None = None,
                  handler_url: str | None = None, author_user_id: int | None = None, bindings=None,
@@ -593,11 +630,15 @@ class FakeBitrix24:
     def _main_route(self, http_method: str, path: str, params: dict):
         if path.rstrip("/") == "/oauth/token":
             return self._oauth(params)
-        match = re.fullmatch(r"/__fake__/portals/([^/]+)(/send_sms)?/?", path)
+        match = re.fullmatch(r"/__fake__/portals/([^/]+)(/send_sms|/update_application)?/?", path)
         if match:
             portal = self.portals.get(match.group(1))
             if portal is None:
                 return 404, {"error": "not_found"}
+            if match.group(2) == "/update_application" and http_method == "POST":
+                response = self.update_application(portal)
+                return 200, {"version": portal.app_version,
+                             "handler_status": response.status_code if response is not None else None}
             if match.group(2) and http_method == "POST":
                 message_id, response = self.send_sms(
                     portal, str(params.get("code")), str(params.get("message_to")), str(params.get("text", "")),
@@ -612,6 +653,7 @@ class FakeBitrix24:
         with self.lock:
             return {"domain": portal.domain, "member_id": portal.member_id, "client_endpoint": portal.client_endpoint,
                     "client_id": portal.client_id, "installed": portal.installed,
+                    "has_sender_update": portal.has_sender_update, "app_version": portal.app_version,
                     "providers": dict(portal.providers), "message_statuses": dict(portal.message_statuses),
                     "event_bindings": list(portal.event_bindings)}
 
@@ -723,7 +765,7 @@ class FakeBitrix24:
             return token
 
     def _run(self, portal: FakePortal, token: Token, method: str, params: dict, *, nested: bool):
-        if method not in METHOD_SCOPES:
+        if method not in METHOD_SCOPES or (method == c.METHOD_SENDER_UPDATE and not portal.has_sender_update):
             raise RestError(404, c.ERROR_METHOD_NOT_FOUND, D.METHOD_NOT_FOUND)
         scope = METHOD_SCOPES[method]
         if scope and scope not in token.scope:
@@ -928,10 +970,12 @@ def main(argv=None):  # pragma: no cover - sandbox tool
     parser.add_argument("--burst", type=int, default=c.RATE_LIMIT_BURST)
     parser.add_argument("--drain", type=float, default=c.RATE_LIMIT_DRAIN_PER_SECOND)
     parser.add_argument("--no-rate-limit", action="store_true")
+    parser.add_argument("--legacy", action="store_true", help="a portal without messageservice.sender.update")
     args = parser.parse_args(argv)
     fake = FakeBitrix24(args.host, args.port, burst=args.burst, drain_per_second=args.drain,
                         enforce_rate_limit=not args.no_rate_limit, record_limit=2000).start()
-    portal = fake.add_portal(client_id=args.client_id, client_secret=args.client_secret, port=args.portal_port)
+    portal = fake.add_portal(client_id=args.client_id, client_secret=args.client_secret, port=args.portal_port,
+                             legacy=args.legacy)
     print(f"fake Bitrix24: {fake.url}  (B24_OAUTH_URL={fake.oauth_url})", flush=True)
     print(f"portal {portal.domain}: client_endpoint={portal.client_endpoint} member_id={portal.member_id}", flush=True)
     print(f"  app: B24_CLIENT_ID={args.client_id} B24_CLIENT_SECRET={args.client_secret}", flush=True)
@@ -939,6 +983,8 @@ def main(argv=None):  # pragma: no cover - sandbox tool
           "-H 'Content-Type: application/json' -d '{\"code\": \"CODE\", \"message_to\": \"+79990000000\", \"text\": \"hi\"}'",
           flush=True)
     print(f"  state: {fake.url}/__fake__/portals/{portal.member_id}", flush=True)
+    print(f"  update the application (providers deleted, ONAPPUPDATE posted): curl -X POST "
+          f"{fake.url}/__fake__/portals/{portal.member_id}/update_application", flush=True)
     if args.install_url:
         response = fake.install(portal, args.install_url)
         print(f"  ONAPPINSTALL -> {args.install_url}: HTTP {response.status_code}", flush=True)

@@ -33,6 +33,10 @@ What it does (contract §6):
 * Test switches: ``fail_next(n, status)`` (the next n API calls answer 429/5xx), the hooks
   ``set_sender_name_status`` (also ``POST /__fake__/sender-names/{id}/status``) and
   ``set_message_status`` (also ``POST /__fake__/messages/{uuid}/status``).
+  ``callbacks_before_answer=True``: ``POST /message`` delivers what it accepted at once and posts
+  the callbacks (``sent``, then ``delivered`` or ``undelivered``) before it answers, as the real
+  service may when the operator is quick and the answer slow: the client learns statuses of uuids
+  it has not recorded yet.
 
 Sandbox options:
 
@@ -135,7 +139,7 @@ class FakeIdgtl:
                  auto_review_status="APPROVED", auto_deliver_after: float | None = None,
                  accept_bearer=True, callback_backoff=0.2, fee_table: dict | None = None,
                  undeliverable_suffixes=("0000",), balance=10000.0, callback_batch_max=1,
-                 max_recorded_requests: int | None = None):
+                 max_recorded_requests: int | None = None, callbacks_before_answer=False):
         self.host, self.port = host, port
         self.sender_names_key, self.messages_key = sender_names_key, messages_key
         self.accept_bearer = accept_bearer
@@ -144,7 +148,8 @@ class FakeIdgtl:
                             auto_review_status=auto_review_status, auto_deliver_after=auto_deliver_after,
                             callback_backoff=callback_backoff, callback_batch_max=callback_batch_max, fee_table=dict(fee_table or contract.FAKE_FEE_TABLE),
                             undeliverable_suffixes=tuple(undeliverable_suffixes), balance=balance,
-                            allowed_sender_names=set(), undeliverable_destinations=set())
+                            allowed_sender_names=set(), undeliverable_destinations=set(),
+                            callbacks_before_answer=callbacks_before_answer)
         self.lock = threading.RLock()
         self._httpd: ThreadingHTTPServer | None = None
         self._callback_queue: queue.Queue = queue.Queue()
@@ -154,6 +159,8 @@ class FakeIdgtl:
         self._schedule_seq = itertools.count()
         self._running = False
         self._generation = 0
+        self._callbacks_queued = self._callbacks_done = 0  # callback items put on the queue / posted (or dropped)
+        self._callbacks_cv = threading.Condition(self.lock)
         self.url = ""
         self.reset()
 
@@ -207,6 +214,9 @@ class FakeIdgtl:
             self.callbacks: list[dict] = []
             self._failures: list[dict] = []
             self._ids = itertools.count(1)
+            # POST /message takes the messages at once, then holds its answer this long (a call can take
+            # up to 70 s at the real service): a worker killed meanwhile never learns the uuids.
+            self.send_answer_delay = 0.0
 
     def _later(self, delay: float, func, *args):
         """Run func(*args) after delay seconds on the scheduler thread, unless reset() comes first."""
@@ -263,6 +273,7 @@ class FakeIdgtl:
                 if error_code is not None:
                     payload["error_code"] = int(error_code)
                 self._callback_queue.put((url, [payload], self._generation))
+                self._callbacks_queued += 1
             return self.public_message(message)
 
     def is_undeliverable(self, destination: str) -> bool:
@@ -295,6 +306,7 @@ class FakeIdgtl:
             if item is None:
                 return
             url, payload, generation = item
+            taken = 1
             while len(payload) < self.callback_batch_max:  # [I] one POST may carry several events
                 try:
                     following = self._callback_queue.get_nowait()
@@ -304,25 +316,56 @@ class FakeIdgtl:
                     carried = following
                     break
                 payload = payload + following[1]
-            record = {"url": url, "payload": payload, "attempts": [], "delivered": False}
+                taken += 1
+            try:
+                self._post_callback(session, url, payload, generation)
+            finally:
+                with self._callbacks_cv:
+                    self._callbacks_done += taken
+                    self._callbacks_cv.notify_all()
+
+    def _post_callback(self, session, url: str, payload: list, generation: int):
+        import requests
+
+        record = {"url": url, "payload": payload, "attempts": [], "delivered": False, "answer": None}
+        with self.lock:
+            if generation != self._generation:
+                return
+            self.callbacks.append(record)
+        for attempt in range(1 + self.callback_retries):
+            if attempt:
+                time.sleep(self.callback_backoff * (2 ** (attempt - 1)))
+            answer = None
+            try:
+                response = session.post(url, json=payload, timeout=CALLBACK_TIMEOUT)
+                outcome, answer = response.status_code, response.text[:1000]
+            except requests.RequestException as exc:
+                outcome = type(exc).__name__
             with self.lock:
-                if generation != self._generation:
-                    continue
-                self.callbacks.append(record)
-            for attempt in range(1 + self.callback_retries):
-                if attempt:
-                    time.sleep(self.callback_backoff * (2 ** (attempt - 1)))
-                try:
-                    response = session.post(url, json=payload, timeout=CALLBACK_TIMEOUT)
-                    outcome = response.status_code
-                except requests.RequestException as exc:
-                    outcome = type(exc).__name__
-                with self.lock:
-                    record["attempts"].append(outcome)
-                    if isinstance(outcome, int) and 200 <= outcome < 300:
-                        record["delivered"] = True
-                if record["delivered"]:
-                    break
+                record["attempts"].append(outcome)
+                record["answer"] = answer  # the body of the last answer (tests read what the client said)
+                if isinstance(outcome, int) and 200 <= outcome < 300:
+                    record["delivered"] = True
+            if record["delivered"]:
+                return
+
+    def _callbacks_posted_before_answer(self, message_uuids: list[str]):
+        """Deliver the accepted messages now and post their callbacks (sent, then the final status),
+        answered or given up, before the answer to POST /message leaves: what the real service does
+        when the operator is quick and the answer is slow, so a client may learn the statuses of
+        uuids it has not recorded yet."""
+        with self.lock:
+            for message_uuid in message_uuids:
+                self.set_message_status(message_uuid, "sent")
+                if self.is_undeliverable(self.messages[message_uuid]["destination"]):
+                    self.set_message_status(message_uuid, "undelivered", contract.UNDELIVERED_ERROR_CODE)
+                else:
+                    self.set_message_status(message_uuid, "delivered")
+            target = self._callbacks_queued
+        give_up_at = time.monotonic() + (1 + self.callback_retries) * (CALLBACK_TIMEOUT + 1) + 5
+        with self._callbacks_cv:
+            while self._callbacks_done < target and time.monotonic() < give_up_at:
+                self._callbacks_cv.wait(max(0.0, give_up_at - time.monotonic()))
 
     # --- request handling (called by the HTTP handler) --------------------------------------------------------
     def handle(self, request: RecordedRequest):
@@ -525,6 +568,10 @@ class FakeIdgtl:
         if self.auto_deliver_after is not None:
             for message_uuid in accepted:
                 self._later(self.auto_deliver_after, self._auto_deliver, message_uuid, "sent")
+        if self.callbacks_before_answer and accepted:
+            self._callbacks_posted_before_answer(accepted)
+        if self.send_answer_delay:
+            time.sleep(self.send_answer_delay)
         return 200, {"errors": len(accepted) != len(items), "items": items}
 
     @staticmethod

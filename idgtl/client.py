@@ -28,7 +28,7 @@ import math
 import random
 import time
 from datetime import datetime, timezone
-from typing import IO, Any, Iterable
+from typing import IO, Any, Callable, Iterable
 
 import requests
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
@@ -228,11 +228,15 @@ class IdgtlClient:
         return self._request("GET", contract.SENDER_NAMES_PATH, params={k: v for k, v in params.items() if v is not None})
 
     # --- messages (TOKEN_1) ------------------------------------------------------------------------
-    def send_messages(self, messages: list[dict]) -> dict:
-        """POST /message with a JSON array of 1..1000 objects -> {"errors": bool, "items": [...]}."""
+    def send_messages(self, messages: list[dict], *, before_attempt: Callable[[], None] | None = None) -> dict:
+        """POST /message with a JSON array of 1..1000 objects -> {"errors": bool, "items": [...]}.
+
+        ``before_attempt`` runs right before each HTTP attempt (the first and every retry); whatever
+        it raises ends the call there, with nothing sent by that attempt (the sender's lease check).
+        """
         if not 1 <= len(messages) <= contract.SEND_BATCH_MAX:
             raise ValueError(f"send_messages takes 1..{contract.SEND_BATCH_MAX} messages, got {len(messages)}")
-        return self._request("POST", contract.MESSAGES_PATH, json=list(messages))
+        return self._request("POST", contract.MESSAGES_PATH, json=list(messages), before_attempt=before_attempt)
 
     def get_messages(self, *, message_uuids=None, external_message_ids=None, statuses=None, time_from=None,
                      time_to=None, page=1, per_page=100) -> dict:
@@ -281,13 +285,16 @@ class IdgtlClient:
         base = self.backoff * (2 ** attempt)
         return base * random.uniform(0.5, 1.5)
 
-    def _request(self, method: str, path: str, *, params=None, json=None, files=None) -> Any:
+    def _request(self, method: str, path: str, *, params=None, json=None, files=None,
+                 before_attempt: Callable[[], None] | None = None) -> Any:
         headers = self._headers()
         url = self.api_url + path
         is_post = method != "GET"
         attempt = 0
         while True:
             self._throttle(method, path)
+            if before_attempt is not None:
+                before_attempt()
             started = time.monotonic()
             try:
                 response = self.session.request(method, url, params=params, json=json, files=files,

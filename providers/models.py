@@ -2,10 +2,14 @@
 
 Models hold state and state transitions; business rules live in providers/services/.
 """
+import json
 import secrets
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from idgtl.models import mask_secret
@@ -79,6 +83,14 @@ class Installation(models.Model):
     rate_limit_drain_per_second = models.FloatField(_("rate limit: requests per second"), default=2.0)
     state = models.CharField(_("state"), max_length=16, choices=InstallationState.choices, default=InstallationState.ACTIVE, db_index=True)
     last_error = models.TextField(_("last error"), blank=True)
+    # The portal answered messageservice.sender.update as an unknown method (portals before April 2026,
+    # on-premise): provider changes go as sender.delete + sender.add. Learnt again at a reinstall.
+    lacks_sender_update = models.BooleanField(
+        _("lacks sender.update"), default=False,
+        help_text=_("The portal does not know messageservice.sender.update: changes are pushed as delete + add."))
+    # Application events confirmed bound with event.bind (comma-separated); beat binds what is missing.
+    bound_events = models.CharField(_("bound events"), max_length=200, blank=True)
+    events_bind_attempted_at = models.DateTimeField(_("events last bound"), null=True, blank=True)
     installed_at = models.DateTimeField(_("installed"), null=True, blank=True)
     uninstalled_at = models.DateTimeField(_("uninstalled"), null=True, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
@@ -98,6 +110,10 @@ class Installation(models.Model):
     @property
     def is_active(self) -> bool:
         return self.state == InstallationState.ACTIVE
+
+    @property
+    def bound_event_names(self) -> set[str]:
+        return {event for event in self.bound_events.split(",") if event}
 
     def mark_needs_reinstall(self, error: str):
         self.state = InstallationState.NEEDS_REINSTALL
@@ -154,6 +170,13 @@ class RegistrationState(models.TextChoices):
     REMOVED = "removed", _("Removed")
 
 
+class RepairReason(models.TextChoices):
+    """Why b24sms re-added a provider that Bitrix24 had lost on a portal."""
+    APP_UPDATE = "app_update", _("Application updated (ONAPPUPDATE)")
+    REINSTALL = "reinstall", _("Application reinstalled")
+    DRIFT = "drift", _("Missing on the portal (drift repair)")
+
+
 class ProviderRegistration(models.Model):
     """A provider registered on one installation (portal)."""
     provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="registrations", verbose_name=_("provider"))
@@ -162,6 +185,10 @@ class ProviderRegistration(models.Model):
     last_error = models.TextField(_("last error"), blank=True)
     registered_at = models.DateTimeField(_("registered"), null=True, blank=True)
     checked_at = models.DateTimeField(_("checked"), null=True, blank=True)
+    # Set when a sender.add re-created the provider after Bitrix24 had lost it (not for a first registration).
+    repaired_at = models.DateTimeField(_("repaired"), null=True, blank=True)
+    repair_reason = models.CharField(_("repair reason"), max_length=16, choices=RepairReason.choices, blank=True)
+    repair_count = models.PositiveIntegerField(_("repairs"), default=0)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -242,6 +269,20 @@ class Message(models.Model):
     def is_final(self) -> bool:
         return self.state in MESSAGE_FINAL_STATES
 
+    @staticmethod
+    def reconcile_due_at(*, sent_at, now):
+        """When a sent message still without a final status is next looked up at i-dgtl.
+
+        MESSAGES_RECONCILE_SCHEDULE (2, 5, 15, 60 minutes after it was sent by default), then every
+        MESSAGES_RECONCILE_INTERVAL: the first steps catch a lost callback within minutes, the
+        later ones cost little for messages that stay undelivered for hours.
+        """
+        for seconds in settings.MESSAGES_RECONCILE_SCHEDULE:
+            due = sent_at + timedelta(seconds=seconds)
+            if due > now:
+                return due
+        return now + timedelta(seconds=settings.MESSAGES_RECONCILE_INTERVAL)
+
 
 class MessageStatusChange(models.Model):
     """Timeline: every change of a message's state, and what caused it."""
@@ -284,3 +325,69 @@ class StatusReport(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["message", "status"], name="providers_report_status_once"),
         ]
+
+
+class UnmatchedCallbackEventQuerySet(models.QuerySet):
+    def expired(self, now):
+        """Events kept longer than a message lives: their message can no longer be sent (nor matched)."""
+        return self.filter(received_at__lt=now - UnmatchedCallbackEvent.lifetime())
+
+
+class UnmatchedCallbackEvent(models.Model):
+    """An i-dgtl status event for a message uuid not recorded yet: the callback beat the send's answer.
+
+    Kept (acknowledged to i-dgtl only once stored) until the transaction that records the uuid applies
+    it and deletes it (services/delivery.py), or until it is older than a message lives; beat's sweep
+    then drops it, counting it in /metrics. One row per (portal, uuid, status, status time).
+    """
+    RAW_EVENT_MAX_CHARS = 2000
+
+    installation = models.ForeignKey(Installation, on_delete=models.CASCADE, related_name="unmatched_callback_events",
+                                     verbose_name=_("portal"))
+    # Looked up by (installation, message_uuid): the unique constraint's index serves it.
+    message_uuid = models.CharField(_("i-dgtl message UUID"), max_length=64)
+    status = models.CharField(_("i-dgtl status"), max_length=32)
+    status_time = models.DateTimeField(_("i-dgtl status time"), null=True, blank=True)
+    error_code = models.IntegerField(_("error code"), null=True, blank=True)
+    raw_event = models.TextField(_("event as received"), blank=True,
+                                 help_text=_("The event's JSON, cut at 2000 characters."))
+    received_at = models.DateTimeField(_("received"), default=timezone.now, db_index=True)
+
+    objects = UnmatchedCallbackEventQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("unmatched callback event")
+        verbose_name_plural = _("unmatched callback events")
+        ordering = ["received_at", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["installation", "message_uuid", "status", "status_time"],
+                                    name="providers_unmatched_event_once"),
+        ]
+
+    def __str__(self):
+        return f"{self.message_uuid}: {self.status}"
+
+    @staticmethod
+    def lifetime() -> timedelta:
+        """How long an event waits for its uuid: the message lifetime at i-dgtl and its margin."""
+        return timedelta(hours=settings.MESSAGES_LIFETIME_HOURS, seconds=settings.MESSAGES_LIFETIME_MARGIN)
+
+    @property
+    def expires_at(self):
+        return self.received_at + self.lifetime()
+
+    def is_expired(self, now) -> bool:
+        return self.expires_at <= now
+
+    @property
+    def dedupe_key(self) -> tuple:
+        return self.message_uuid, self.status, self.status_time
+
+    @classmethod
+    def raw_event_text(cls, item) -> str:
+        """The event as JSON text, ASCII only (a NUL or a lone surrogate stays an escape), cut to the column."""
+        try:
+            text = json.dumps(item, ensure_ascii=True, sort_keys=True, default=str)
+        except (TypeError, ValueError, RecursionError):
+            return ""
+        return text if len(text) <= cls.RAW_EVENT_MAX_CHARS else text[:cls.RAW_EVENT_MAX_CHARS - 1] + "\u2026"

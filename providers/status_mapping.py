@@ -2,8 +2,10 @@
 
 Decisions (see contracts idgtl.md §3.2 and bitrix24.md §2.5):
 - Bitrix24 marks a message ``sent`` itself as soon as it has queued the HANDLER call, and it has no
-  ordering guard. Reporting ``queued`` afterwards would move it back, so RECEIVED and SENDING are
-  reported as nothing; the first report is ``sent`` when i-dgtl has accepted the message.
+  ordering guard. Reporting ``queued`` afterwards would move it back, and reporting ``sent`` changes
+  nothing there: only final statuses are reported (``delivered``, ``undelivered``, ``failed``), one
+  status update per message, which is what the portal's rate limit has room for (issue 8 item 6).
+  Our timeline still records every i-dgtl status.
 - i-dgtl ``sending`` (queued at i-dgtl) and ``sent`` both mean "accepted, no final status yet": SENT.
 - i-dgtl ``undelivered`` (lifetime ran out) -> UNDELIVERED -> Bitrix24 ``undelivered``, which
   Bitrix24 has as a status of its own; ``unsent`` (not sent, or stopped) -> FAILED -> ``failed``.
@@ -33,7 +35,7 @@ IDGTL_TO_STATE = {
 STATE_TO_BITRIX24 = {
     MessageState.RECEIVED: None,
     MessageState.SENDING: None,
-    MessageState.SENT: Bitrix24Status.SENT,
+    MessageState.SENT: None,  # Bitrix24 already shows it as sent
     MessageState.DELIVERED: Bitrix24Status.DELIVERED,
     MessageState.UNDELIVERED: Bitrix24Status.UNDELIVERED,
     MessageState.FAILED: Bitrix24Status.FAILED,

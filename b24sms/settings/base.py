@@ -212,7 +212,7 @@ B24_REQUIRE_HTTPS = env.bool("B24_REQUIRE_HTTPS", default=False)
 B24_PORTAL_IP_FILTER = env.bool("B24_PORTAL_IP_FILTER", default=True)
 B24_PORTAL_ALLOW_LOOPBACK = env.bool("B24_PORTAL_ALLOW_LOOPBACK", default=False)
 # The install endpoint: at most this many seconds of outbound calls per request (the OAuth server's
-# confirmation, then binding ONAPPUNINSTALL; what does not fit is retried by a task), and at most
+# confirmation, then binding ONAPPUNINSTALL and ONAPPUPDATE; what does not fit is retried by a task), and at most
 # B24_INSTALL_RATE requests per client address (django-ratelimit syntax, e.g. "30/m").
 B24_INSTALL_TIME_BUDGET = env.float("B24_INSTALL_TIME_BUDGET", default=10.0)
 B24_INSTALL_RATE = env("B24_INSTALL_RATE", default="30/m")
@@ -224,9 +224,17 @@ MESSAGES_SEND_TIME_BUDGET = env.float("MESSAGES_SEND_TIME_BUDGET", default=240.0
 MESSAGES_SEND_MAX_ATTEMPTS = env.int("MESSAGES_SEND_MAX_ATTEMPTS", default=6)
 MESSAGES_SEND_RETRY_BACKOFF = env.float("MESSAGES_SEND_RETRY_BACKOFF", default=15.0)  # s, doubled per attempt
 MESSAGES_OUTCOME_LOOKUP_DELAY = env.float("MESSAGES_OUTCOME_LOOKUP_DELAY", default=30.0)  # s before GET /message
-MESSAGES_SENDING_STALE_AFTER = env.int("MESSAGES_SENDING_STALE_AFTER", default=420)  # s: longer than any task runs
-MESSAGES_RECONCILE_AFTER = env.int("MESSAGES_RECONCILE_AFTER", default=1800)  # s after sending, if no final status
-MESSAGES_RECONCILE_INTERVAL = env.int("MESSAGES_RECONCILE_INTERVAL", default=3600)  # s between look-ups
+# A claimed send holds a lease: renewed (fenced by the attempt number) before every HTTP attempt of
+# POST /message, it outlasts one attempt (connect + read timeout) by a margin. A lapsed lease means
+# its worker is gone: the messages are looked up at i-dgtl (never resent blindly) by the next sweep.
+MESSAGES_SEND_LEASE_MARGIN = env.float("MESSAGES_SEND_LEASE_MARGIN", default=10.0)  # s
+MESSAGES_SEND_LEASE = env.float("MESSAGES_SEND_LEASE",
+                                default=IDGTL_CONNECT_TIMEOUT + IDGTL_TIMEOUT + MESSAGES_SEND_LEASE_MARGIN)
+MESSAGES_SENDING_STALE_AFTER = MESSAGES_SEND_LEASE  # a SENDING message older than this has lost its worker
+# A sent message without a final status is looked up at i-dgtl this many seconds after it was sent,
+# then every MESSAGES_RECONCILE_INTERVAL seconds until the message lifetime ends.
+MESSAGES_RECONCILE_SCHEDULE = env.list("MESSAGES_RECONCILE_SCHEDULE", cast=int, default=[120, 300, 900, 3600])
+MESSAGES_RECONCILE_INTERVAL = env.int("MESSAGES_RECONCILE_INTERVAL", default=3600)  # s between later look-ups
 MESSAGES_LIFETIME_HOURS = env.int("MESSAGES_LIFETIME_HOURS", default=25)  # i-dgtl's default lifetime
 MESSAGES_LIFETIME_MARGIN = env.int("MESSAGES_LIFETIME_MARGIN", default=3600)  # s after it: FAILED
 MESSAGES_REPORT_DEBOUNCE = env.float("MESSAGES_REPORT_DEBOUNCE", default=0.5)  # s: statuses become batches
@@ -234,6 +242,12 @@ MESSAGES_REPORT_SCHEDULE_WINDOW = env.int("MESSAGES_REPORT_SCHEDULE_WINDOW", def
 # A registration still pending (or being removed) after this long had its task lost or never queued:
 # the beat job asks again. Longer than a registration task's own retries (about 11 minutes).
 REGISTRATION_RESUME_AFTER = env.int("REGISTRATION_RESUME_AFTER", default=900)  # s
+# Drift repair (beat): each portal's sender.list is compared with our registrations about this often,
+# spread over the interval; what Bitrix24 lost is added back and recorded as a repair.
+REGISTRATION_DRIFT_REPAIR_INTERVAL = env.int("REGISTRATION_DRIFT_REPAIR_INTERVAL", default=600)  # s
+# An installation missing an application event binding (ONAPPUNINSTALL, ONAPPUPDATE) is bound again by
+# beat, at most once per this many seconds (a bind that keeps failing is not hammered).
+B24_EVENTS_BIND_RETRY_AFTER = env.int("B24_EVENTS_BIND_RETRY_AFTER", default=900)  # s
 MESSAGES_REPORT_TIME_BUDGET = env.float("MESSAGES_REPORT_TIME_BUDGET", default=240.0)  # s per task run
 # 5 s doubled up to an hour, then hourly: 36 attempts keep trying for about 26 h, past a message's
 # 25 h lifetime and its margin, so a portal down for a day still gets every status it is owed.

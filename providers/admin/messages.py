@@ -1,11 +1,12 @@
-"""Admin: messages with their timeline and status reports (read-only: messages come from Bitrix24)."""
+"""Admin: messages with their timeline and status reports (read-only: messages come from Bitrix24), and the
+callback inbox (read-only: i-dgtl events waiting for the uuid of their message)."""
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
 from bitrix24.contract import MessageStatus as Bitrix24Status
 from idgtl.contract import MessageStatus as IdgtlStatus
 
-from ..models import Message, MessageStatusChange, StatusReport
+from ..models import Message, MessageStatusChange, StatusReport, UnmatchedCallbackEvent
 
 
 def status_label(choices, value: str) -> str:
@@ -91,3 +92,34 @@ class MessageAdmin(admin.ModelAdmin):
         if digits and digits != search_term:
             queryset |= self.model.objects.filter(destination__contains=digits)
         return queryset, may_have_duplicates
+
+
+@admin.register(UnmatchedCallbackEvent)
+class UnmatchedCallbackEventAdmin(admin.ModelAdmin):
+    """Events i-dgtl called back with before the send's answer told us their uuid. Applied (and gone from
+    here) when the uuid is recorded; dropped by beat after the message lifetime. Many or old ones here
+    mean answers of i-dgtl that were lost: look the messages up at i-dgtl."""
+    list_display = ("received_at", "installation", "message_uuid", "status_display", "status_time", "error_code",
+                    "dropped_after")
+    list_filter = ("status", "installation", "received_at")
+    search_fields = ("message_uuid",)
+    list_select_related = ("installation",)
+    fields = readonly_fields = ("installation", "message_uuid", "status_display", "status_time", "error_code",
+                                "received_at", "dropped_after", "raw_event")
+
+    @admin.display(description=_("i-dgtl status"), ordering="status")
+    def status_display(self, obj):
+        return status_label(IdgtlStatus, obj.status)
+
+    @admin.display(description=_("dropped after"))
+    def dropped_after(self, obj):
+        return obj.expires_at
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

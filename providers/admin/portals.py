@@ -9,7 +9,9 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db.models import Count, Q
 from django.template.response import TemplateResponse
+from django.utils.formats import date_format
 from django.utils.html import format_html
+from django.utils.timezone import localtime
 from django.utils.translation import gettext as _g
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -112,6 +114,7 @@ class InstallationAdmin(admin.ModelAdmin):
         "application", "member_id", "domain", "state_badge", "last_error", "client_endpoint", "server_endpoint",
         "access_token_masked", "access_token_expires_at", "refresh_token_masked", "application_token_masked",
         "handler_secret_masked", "callback_secret_masked", "scope", "portal_status", "installed_by_user_id",
+        "lacks_sender_update", "bound_events", "events_bind_attempted_at",
         "installed_at", "uninstalled_at", "created_at", "updated_at",
     ]
     fieldsets = [
@@ -120,6 +123,7 @@ class InstallationAdmin(admin.ModelAdmin):
                                            "application_token_masked", "handler_secret_masked",
                                            "callback_secret_masked", "scope"]}),
         (_("Portal"), {"fields": ["client_endpoint", "server_endpoint", "portal_status", "installed_by_user_id",
+                                  "lacks_sender_update", "bound_events", "events_bind_attempted_at",
                                   "installed_at", "uninstalled_at"]}),
         (_("Sending"), {"fields": ["account", "default_region", "rate_limit_burst", "rate_limit_drain_per_second"]}),
     ]
@@ -208,11 +212,20 @@ class ProviderForm(forms.ModelForm):
         return data
 
 
+def _repair_summary(registration) -> str:
+    """The last repair: reason, time and count ("Application updated (ONAPPUPDATE), <time> (2 repairs)"), or —."""
+    if not registration.repair_count:
+        return "—"
+    when = date_format(localtime(registration.repaired_at), "DATETIME_FORMAT") if registration.repaired_at else ""
+    count = ngettext("%(n)d repair", "%(n)d repairs", registration.repair_count) % {"n": registration.repair_count}
+    return f"{registration.get_repair_reason_display()}, {when} ({count})"
+
+
 class ProviderRegistrationInline(admin.TabularInline):
     model = ProviderRegistration
     extra = 0
     can_delete = False
-    fields = ["installation", "state_badge", "last_error", "registered_at", "checked_at", "updated_at"]
+    fields = ["installation", "state_badge", "last_error", "registered_at", "checked_at", "repair", "updated_at"]
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
@@ -221,6 +234,10 @@ class ProviderRegistrationInline(admin.TabularInline):
     @admin.display(description=_("state"))
     def state_badge(self, obj):
         return _badge(obj.state, obj.get_state_display())
+
+    @admin.display(description=_("last repair"))
+    def repair(self, obj):
+        return _repair_summary(obj)
 
 
 class InstallationChoiceForm(forms.Form):
@@ -345,12 +362,13 @@ class ProviderAdmin(admin.ModelAdmin):
 
 @admin.register(ProviderRegistration)
 class ProviderRegistrationAdmin(admin.ModelAdmin):
-    list_display = ["provider", "installation", "state_badge", "last_error", "registered_at", "checked_at", "updated_at"]
-    list_filter = ["state", "installation", "provider"]
+    list_display = ["provider", "installation", "state_badge", "last_error", "registered_at", "checked_at",
+                    "repaired_at", "repair_reason", "repair_count", "updated_at"]
+    list_filter = ["state", "repair_reason", "installation", "provider"]
     list_select_related = ["provider", "installation"]
     search_fields = ["provider__code", "installation__domain"]
-    readonly_fields = ["provider", "installation", "state", "last_error", "registered_at", "checked_at", "created_at",
-                       "updated_at"]
+    readonly_fields = ["provider", "installation", "state", "last_error", "registered_at", "checked_at",
+                       "repaired_at", "repair_reason", "repair_count", "created_at", "updated_at"]
 
     def has_add_permission(self, request):
         return False

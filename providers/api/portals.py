@@ -27,6 +27,7 @@ class InstallationSerializer(serializers.ModelSerializer):
             "id", "application", "application_name", "member_id", "domain", "client_endpoint", "server_endpoint",
             "state", "needs_reinstall", "last_error", "access_token_expires_at", "scope", "portal_status",
             "installed_by_user_id", "account", "default_region", "rate_limit_burst", "rate_limit_drain_per_second",
+            "lacks_sender_update", "bound_events", "events_bind_attempted_at",
             "installed_at", "uninstalled_at", "created_at", "updated_at",
         ]
         read_only_fields = fields
@@ -40,7 +41,8 @@ class RegistrationSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ProviderRegistration
-        fields = ["id", "installation", "domain", "state", "last_error", "registered_at", "checked_at", "updated_at"]
+        fields = ["id", "installation", "domain", "state", "last_error", "registered_at", "checked_at",
+                  "repaired_at", "repair_reason", "repair_count", "updated_at"]
         read_only_fields = fields
 
 

@@ -5,21 +5,22 @@ Idempotent by (message_uuid, status); a message only moves forward and a final s
 import logging
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from b24sms import metrics
 from idgtl.client import IdgtlClient, IdgtlError
 from idgtl.services import account_get_default
 
-from ..models import Installation, Message, MessageState, MessageStatusChange
+from ..models import Installation, Message, MessageState, MessageStatusChange, UnmatchedCallbackEvent
 from ..status_mapping import STATE_RANK, idgtl_status_moves_forward, state_for_idgtl_status
 from .timeline import ChangeSource, messages_change_state
 
@@ -46,6 +47,7 @@ class CallbackEvent:
     status: str
     status_time: datetime | None = None
     error_code: int | None = None
+    raw: object = field(default=None, compare=False, repr=False)  # the event as parsed, kept when it waits
 
 
 def _parse_time(value) -> datetime | None:
@@ -94,43 +96,160 @@ def callback_events_parse(payload) -> list[CallbackEvent]:
                                              "ASCII characters."), f"[{index}].status")
         events.append(CallbackEvent(
             message_uuid=uuid, status=status, status_time=_parse_time(item.get("status_time")),
-            error_code=_error_code(item.get("error_code"))))
+            error_code=_error_code(item.get("error_code")), raw=item))
     return events
 
 
 @dataclass(frozen=True)
 class CallbackOutcome:
     applied: int  # events that changed something
-    retry_later: bool  # an event may be for a message whose send answer is still being recorded
+    kept: int  # events for uuids not recorded yet, now in the inbox (repeats of kept ones not counted)
 
 
 def callback_events_apply(*, installation: Installation, events: list[CallbackEvent]) -> CallbackOutcome:
-    """Apply callback events to this installation's messages.
+    """Apply callback events to this installation's messages; keep those whose uuid is not recorded yet.
 
-    i-dgtl may call back before we have stored the uuid from its answer to ``POST /message``. An
-    event for an unknown uuid while a send of this installation is in flight asks for a retry
-    (i-dgtl retries a non-2xx answer); otherwise it is ignored (the reconciler is the fallback).
+    i-dgtl may call back before the uuids of its answer to ``POST /message`` are recorded. Such an
+    event goes to the inbox (UnmatchedCallbackEvent) and the transaction that records the uuid
+    applies it (callback_events_apply_pending), so the order of callback and answer never matters.
+    Everything here is one durable transaction: when this returns, every event is applied or stored,
+    and only then may the view answer 2xx.
     """
     if not events:
-        return CallbackOutcome(0, False)
-    messages = {m.idgtl_message_uuid: m for m in Message.objects.filter(
-        installation=installation, idgtl_message_uuid__in={e.message_uuid for e in events})}
-    applied, unknown = 0, 0
-    for event in events:
-        message = messages.get(event.message_uuid)
-        if message is None:
-            unknown += 1
-            continue
-        applied += message_apply_idgtl_status(
-            message=message, status=event.status, status_time=event.status_time, error_code=event.error_code,
-            source=ChangeSource.CALLBACK)
-    retry_later = bool(unknown) and Message.objects.filter(
-        installation=installation, state=MessageState.SENDING,
-        sending_started_at__gte=timezone.now() - timedelta(seconds=settings.MESSAGES_SENDING_STALE_AFTER)).exists()
+        return CallbackOutcome(0, 0)
+    uuids = {e.message_uuid for e in events}
+    with transaction.atomic(durable=True):
+        messages = _messages_by_uuid(installation.pk, uuids)
+        if len(messages) < len(uuids):
+            # Unknown uuids: take the inbox lock, then look again. A send that recorded them meanwhile
+            # has committed by now (it holds the lock until then); one that records them later finds
+            # what is stored here (it waits for the lock, i.e. for this commit).
+            _inbox_lock([installation.pk])
+            messages.update(_messages_by_uuid(installation.pk, uuids - messages.keys()))
+        applied, unknown = 0, []
+        for event in events:
+            message = messages.get(event.message_uuid)
+            if message is None:
+                unknown.append(event)
+                continue
+            applied += message_apply_idgtl_status(
+                message=message, status=event.status, status_time=event.status_time, error_code=event.error_code,
+                source=ChangeSource.CALLBACK)
+        kept = _inbox_keep(installation, unknown)
     if unknown:
-        logger.info("i-dgtl callback: %d events for unknown message uuids (%s)", unknown,
-                    "retry asked, a send is in flight" if retry_later else "ignored")
-    return CallbackOutcome(applied, retry_later)
+        logger.info("i-dgtl callback: %d events for message uuids not recorded yet kept in the inbox (%d new)",
+                    len(unknown), kept)
+    return CallbackOutcome(applied, kept)
+
+
+def _messages_by_uuid(installation_id: int, uuids) -> dict[str, Message]:
+    return {m.idgtl_message_uuid: m for m in Message.objects.filter(
+        installation_id=installation_id, idgtl_message_uuid__in=uuids)}
+
+
+# --- callback inbox ----------------------------------------------------------------------------------
+INBOX_LOCK_NAMESPACE = 0x62323469  # first key of PostgreSQL advisory locks on an installation's inbox
+INBOX_CHUNK = 500
+
+
+def _inbox_lock(installation_ids) -> None:
+    """Serialise, per installation, "look uuids up, then keep the unknown events" (a callback) with
+    "record uuids, then apply kept events" (a send's answer), until the transaction ends.
+
+    PostgreSQL: a transaction-level advisory lock per installation, in id order (not the
+    Installation row, which a token refresh holds during its HTTP call). SQLite: nothing to do, every
+    transaction already holds the database's write lock from its start (transaction_mode IMMEDIATE).
+    """
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        for installation_id in sorted(set(installation_ids)):
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [INBOX_LOCK_NAMESPACE, installation_id % 2**31])
+
+
+def _inbox_keep(installation: Installation, events: list[CallbackEvent]) -> int:
+    """Store events for unknown uuids, each (uuid, status, status time) once; returns how many are new.
+
+    Only statuses that would change a message are kept. Runs under the inbox lock, so the check for
+    repeats sees every stored event (the unique constraint is the backstop; it cannot catch repeats
+    without a status time, whose NULLs are distinct).
+    """
+    events = [e for e in events if state_for_idgtl_status(e.status) is not None]
+    if not events:
+        return 0
+    stored = set()
+    uuids = sorted({e.message_uuid for e in events})
+    for start in range(0, len(uuids), INBOX_CHUNK):
+        stored.update(UnmatchedCallbackEvent.objects.filter(
+            installation=installation, message_uuid__in=uuids[start:start + INBOX_CHUNK],
+        ).values_list("message_uuid", "status", "status_time"))
+    now = timezone.now()
+    rows = []
+    for event in events:
+        key = (event.message_uuid, event.status, event.status_time)
+        if key in stored:
+            continue
+        stored.add(key)
+        rows.append(UnmatchedCallbackEvent(
+            installation=installation, message_uuid=event.message_uuid, status=event.status,
+            status_time=event.status_time, error_code=event.error_code,
+            raw_event=UnmatchedCallbackEvent.raw_event_text(event.raw), received_at=now))
+    UnmatchedCallbackEvent.objects.bulk_create(rows, batch_size=INBOX_CHUNK, ignore_conflicts=True)
+    return len(rows)
+
+
+def callback_events_apply_pending(*, messages: list[Message]) -> int:
+    """Apply the kept callback events of ``messages``, whose uuids were just recorded, and empty them
+    from the inbox. Returns how many changed something.
+
+    Call it inside the transaction that records the uuids, after recording them: the events then
+    apply in the same commit, through the same path as a live callback, in i-dgtl's order (status
+    time, then arrival), so the timeline shows "sent" before "delivered" and the final status wins.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("callback_events_apply_pending must run inside the transaction that records the uuids")
+    by_key = {(m.installation_id, m.idgtl_message_uuid): m for m in messages if m.idgtl_message_uuid}
+    if not by_key:
+        return 0
+    _inbox_lock(installation_id for installation_id, _uuid in by_key)
+    uuids_by_installation = defaultdict(list)
+    for installation_id, uuid in by_key:
+        uuids_by_installation[installation_id].append(uuid)
+    pending = []
+    for installation_id, uuids in uuids_by_installation.items():
+        for start in range(0, len(uuids), INBOX_CHUNK):
+            pending += UnmatchedCallbackEvent.objects.filter(
+                installation_id=installation_id, message_uuid__in=uuids[start:start + INBOX_CHUNK])
+    if not pending:
+        return 0
+    pending.sort(key=lambda e: (e.status_time or e.received_at, e.received_at, e.pk))
+    applied = 0
+    for event in pending:
+        applied += message_apply_idgtl_status(
+            message=by_key[(event.installation_id, event.message_uuid)], status=event.status,
+            status_time=event.status_time, error_code=event.error_code, source=ChangeSource.CALLBACK)
+    UnmatchedCallbackEvent.objects.filter(pk__in=[e.pk for e in pending]).delete()
+    logger.info("i-dgtl callback: %d kept events applied once their uuids were recorded", len(pending))
+    return applied
+
+
+def callback_inbox_sweep(*, now=None, limit: int = 1000) -> dict:
+    """Beat's sweep of the inbox: apply kept events whose uuid has become known some other way (a
+    lookup after an unknown outcome, say), then drop those older than a message lives."""
+    now = now or timezone.now()
+    known = list(Message.objects.filter(
+        idgtl_message_uuid__in=UnmatchedCallbackEvent.objects.order_by().values("message_uuid"),
+    ).exclude(state__in=(MessageState.RECEIVED, MessageState.SENDING))[:limit])
+    applied = 0
+    if known:
+        with transaction.atomic():
+            applied = callback_events_apply_pending(messages=known)
+    dropped, _by_model = UnmatchedCallbackEvent.objects.expired(now).delete()
+    if dropped:
+        logger.warning("i-dgtl callback inbox: %d events dropped, their uuids never recorded within the "
+                       "message lifetime", dropped)
+        metrics.record_callback_events_dropped(dropped)
+    return {"matched": len(known), "applied": applied, "dropped": dropped}
 
 
 def message_apply_idgtl_status(*, message: Message, status: str, status_time=None, error_code=None,
@@ -208,7 +327,6 @@ def messages_fail_expired(*, before) -> int:
 
 
 def _reconcile_account(account, messages: list[Message], now) -> int:
-    later = now + timedelta(seconds=settings.MESSAGES_RECONCILE_INTERVAL)
     found: dict[str, dict] = {}
     client = IdgtlClient.for_messages(account)
     try:
@@ -227,5 +345,9 @@ def _reconcile_account(account, messages: list[Message], now) -> int:
         if item and item.get("status"):
             message_apply_idgtl_status(message=message, status=item["status"], status_time=item.get("statusTime"),
                                        error_code=item.get("errorCode"), source=ChangeSource.RECONCILER)
-    Message.objects.filter(pk__in=[m.pk for m in messages], state=MessageState.SENT).update(next_check_at=later)
+    by_due = defaultdict(list)
+    for message in messages:
+        by_due[Message.reconcile_due_at(sent_at=message.sent_at or now, now=now)].append(message.pk)
+    for due, ids in by_due.items():
+        Message.objects.filter(pk__in=ids, state=MessageState.SENT).update(next_check_at=due)
     return len(messages)

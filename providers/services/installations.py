@@ -1,4 +1,4 @@
-"""Bitrix24 applications and their installations on portals: install, reinstall, uninstall.
+"""Bitrix24 applications and their installations on portals: install, reinstall, update, uninstall.
 
 The install endpoint accepts the two ways Bitrix24 hands us tokens (contract §4): the
 ``ONAPPINSTALL`` event (``event``, ``data[...]``, ``auth[...]``) and the install-page POST (query
@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -39,7 +40,11 @@ logger = logging.getLogger(__name__)
 DEFAULT_APPLICATION_NAME = "default"
 EVENT_INSTALL = contract.EVENT_ONAPPINSTALL
 EVENT_UNINSTALL = contract.EVENT_ONAPPUNINSTALL
+EVENT_UPDATE = contract.EVENT_ONAPPUPDATE
 UNINSTALL_PATH = "/b24/uninstall/{secret}/"
+EVENT_PATH = "/b24/event/{secret}/"
+# The application events b24sms binds (event.bind) at install, in this order; see app_event_handlers.
+APP_EVENTS = (EVENT_UNINSTALL, EVENT_UPDATE)
 DEFAULT_TOKEN_LIFETIME = contract.ACCESS_TOKEN_LIFETIME
 DOMAIN_PATTERN = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~-]+)*/?$")  # host[:port][/path]
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
@@ -61,7 +66,7 @@ class InstallNotConfigured(Exception):
 
 
 class UninstallRefused(Exception):
-    """The uninstall event does not carry the application_token stored at install."""
+    """An application event (ONAPPUNINSTALL, ONAPPUPDATE) does not carry the application_token stored at install."""
 
 
 # --- Applications ---------------------------------------------------------------------------
@@ -423,11 +428,14 @@ def _installation_store(*, application: BitrixApplication, payload: InstallPaylo
     installation.last_error = ""
     installation.installed_at = timezone.now()
     installation.uninstalled_at = None
+    installation.bound_events = ""  # a reinstall removes the application's event bindings: bound again next
+    installation.lacks_sender_update = False  # the portal may have been upgraded since: learnt again
     installation.save()
     if not created:
+        from providers.models import RepairReason
         from providers.services.registration import registrations_push_after_reinstall
 
-        registrations_push_after_reinstall(installation=installation)
+        registrations_push_after_reinstall(installation=installation, repair_reason=RepairReason.REINSTALL)
     return installation, created
 
 
@@ -435,54 +443,146 @@ def uninstall_handler_url(installation: Installation) -> str:
     return settings.PUBLIC_BASE_URL.rstrip("/") + UNINSTALL_PATH.format(secret=installation.handler_secret)
 
 
-def installation_bind_uninstall(*, installation: Installation) -> None:
-    """Bind ONAPPUNINSTALL to our uninstall URL. An error on a re-bind counts as success when
-    ``event.get`` shows the binding. Raises Bitrix24Error otherwise (recorded in last_error)."""
-    handler = uninstall_handler_url(installation)
-    client = Bitrix24Client(installation)
-    try:
-        client.call(contract.METHOD_EVENT_BIND, {"event": EVENT_UNINSTALL, "handler": handler})
-        return
-    except Bitrix24MethodError as exc:
-        bind_error = exc
+def event_handler_url(installation: Installation) -> str:
+    return settings.PUBLIC_BASE_URL.rstrip("/") + EVENT_PATH.format(secret=installation.handler_secret)
+
+
+def app_event_handlers(installation: Installation) -> dict[str, str]:
+    """The handler URL of each application event b24sms binds. ONAPPUNINSTALL keeps the uninstall URL
+    every earlier install bound; ONAPPUPDATE goes to the events endpoint."""
+    return {EVENT_UNINSTALL: uninstall_handler_url(installation), EVENT_UPDATE: event_handler_url(installation)}
+
+
+def _bindings_shown(client: Bitrix24Client) -> set[tuple[str, str]]:
+    """(event, handler) pairs ``event.get`` shows; empty when it cannot be asked."""
     try:
         bound = client.call(contract.METHOD_EVENT_GET) or []
     except Bitrix24Error:
-        bound = []
-    for binding in bound.values() if isinstance(bound, dict) else bound:
-        if (isinstance(binding, dict) and str(binding.get("event", "")).upper() == EVENT_UNINSTALL
-                and binding.get("handler") == handler):
-            return
-    raise bind_error
+        return set()
+    rows = bound.values() if isinstance(bound, dict) else bound
+    return {(str(b.get("event", "")).upper(), b.get("handler")) for b in rows if isinstance(b, dict)}
 
 
-BIND_ERROR_PREFIX = "event.bind ONAPPUNINSTALL: "
+def _bound_events_save(installation: Installation, confirmed) -> None:
+    installation.bound_events = ",".join(event for event in APP_EVENTS if event in confirmed)
+    installation.events_bind_attempted_at = timezone.now()
+    Installation.objects.filter(pk=installation.pk).update(
+        bound_events=installation.bound_events, events_bind_attempted_at=installation.events_bind_attempted_at)
 
 
-def installation_bind_uninstall_recorded(*, installation: Installation, final_attempt: bool = True) -> str:
-    """Bind ONAPPUNINSTALL and record a failure in the installation's last_error.
+def installation_bind_events(*, installation: Installation) -> dict[str, Bitrix24Error]:
+    """Bind every application event (APP_EVENTS) to its handler URL; save the confirmed ones in bound_events.
 
-    Returns "bound", "failed" (permanent) or "retry" (transient and not ``final_attempt``).
+    Bindings are removed when the application is reinstalled or updated, so every event is bound
+    again each time. An error on a re-bind counts as success when ``event.get`` shows the binding
+    (contract §2.7). Returns the events that could not be bound, with their errors. A transient
+    error or InstallationInactive is raised at once (what was confirmed until then is saved).
+    """
+    handlers = app_event_handlers(installation)
+    client = Bitrix24Client(installation)
+    confirmed, errors = [], {}
+    try:
+        for event, handler in handlers.items():
+            try:
+                client.call(contract.METHOD_EVENT_BIND, {"event": event, "handler": handler})
+            except Bitrix24MethodError as exc:
+                errors[event] = exc
+            else:
+                confirmed.append(event)
+        if errors:
+            shown = _bindings_shown(client)
+            for event in [e for e in errors if (e, handlers[e]) in shown]:
+                confirmed.append(event)
+                del errors[event]
+    finally:
+        _bound_events_save(installation, confirmed)
+    return errors
+
+
+BIND_ERROR_PREFIX = "event.bind"  # last_error of a failed bind starts with it (also "event.bind ONAPPUNINSTALL: ...")
+
+
+def installation_bind_events_recorded(*, installation: Installation, final_attempt: bool = True) -> str:
+    """Bind the application events and record a failure in the installation's last_error.
+
+    Returns "bound" (every event), "failed" (permanent) or "retry" (transient and not ``final_attempt``).
     """
     from providers.services.registration import error_text
 
     try:
-        installation_bind_uninstall(installation=installation)
+        errors = installation_bind_events(installation=installation)
     except Bitrix24TransientError as exc:
-        error, outcome = exc, ("failed" if final_attempt else "retry")
+        text, outcome = f"{BIND_ERROR_PREFIX}: {error_text(exc)}", ("failed" if final_attempt else "retry")
     except (Bitrix24Error, InstallationInactive) as exc:
-        error, outcome = exc, "failed"
+        text, outcome = f"{BIND_ERROR_PREFIX}: {error_text(exc)}", "failed"
     else:
-        Installation.objects.filter(pk=installation.pk, last_error__startswith=BIND_ERROR_PREFIX).update(
-            last_error="", updated_at=timezone.now())
-        return "bound"
-    logger.warning("event.bind ONAPPUNINSTALL failed", extra={"domain": installation.domain, "outcome": outcome})
-    Installation.objects.filter(pk=installation.pk).update(
-        last_error=(BIND_ERROR_PREFIX + error_text(error))[:2000], updated_at=timezone.now())
+        if not errors:
+            Installation.objects.filter(pk=installation.pk, last_error__startswith=BIND_ERROR_PREFIX).update(
+                last_error="", updated_at=timezone.now())
+            return "bound"
+        text = "; ".join(f"{BIND_ERROR_PREFIX} {event}: {error_text(exc)}" for event, exc in errors.items())
+        outcome = "failed"
+    logger.warning("event.bind failed", extra={"domain": installation.domain, "outcome": outcome,
+                                                "bound_events": installation.bound_events})
+    Installation.objects.filter(pk=installation.pk).update(last_error=text[:2000], updated_at=timezone.now())
     return outcome
 
 
+def installations_bind_missing_events(*, retry_after: timedelta, limit: int = 100) -> list[int]:
+    """Beat: ask for the event bindings of active installations that lack some (installed before
+    ONAPPUPDATE was bound, or a bind that failed), at most once per ``retry_after`` each.
+    Returns the installation ids a bind task was queued for."""
+    from providers.tasks.registration import bind_event_handlers
+
+    expected = ",".join(APP_EVENTS)
+    now = timezone.now()
+    with transaction.atomic():
+        due = list(Installation.objects.select_for_update(skip_locked=True).filter(
+            state=InstallationState.ACTIVE).exclude(bound_events=expected).filter(
+            Q(events_bind_attempted_at__isnull=True) | Q(events_bind_attempted_at__lt=now - retry_after))
+            .order_by(F("events_bind_attempted_at").asc(nulls_first=True), "pk").values_list("pk", flat=True)[:limit])
+        Installation.objects.filter(pk__in=due).update(events_bind_attempted_at=now)
+        for installation_id in due:
+            transaction.on_commit(lambda i=installation_id: bind_event_handlers.delay(i), robust=True)
+    if due:
+        logger.info("binding missing application events", extra={"installations": len(due)})
+    return due
+
+
 # --- Uninstall --------------------------------------------------------------------------------
+
+def _event_name(form: dict, *, expected: tuple[str, ...], refusal) -> str:
+    event = _text(form.get("event"), "event", required=True).upper()
+    if event not in expected:
+        raise ValidationError({"event": refusal})
+    return event
+
+
+def _event_auth(form: dict) -> tuple[str, object]:
+    """(application_token, member_id) of an application event; ValidationError when missing."""
+    auth = form.get("auth")
+    if not isinstance(auth, dict):
+        raise ValidationError({"auth": _("This field is required.")})
+    token = _text(auth.get("application_token"), "auth[application_token]", required=True, max_length=128)
+    return token, auth.get("member_id")
+
+
+def _event_installation(*, secret: str, token: str, member_id) -> Installation:
+    """The installation of ``secret``, locked, when the event carries its application_token (constant time).
+
+    Raises Installation.DoesNotExist for an unknown secret, UninstallRefused for a wrong token or member_id.
+    Call inside a transaction.
+    """
+    if not HANDLER_SECRET_PATTERN.fullmatch(secret):  # e.g. a NUL, which PostgreSQL refuses in a query
+        raise Installation.DoesNotExist
+    installation = Installation.objects.select_for_update().get(handler_secret=secret)
+    if not installation.application_token or not hmac.compare_digest(
+            token.encode(), installation.application_token.encode()):
+        raise UninstallRefused()
+    if isinstance(member_id, str) and member_id and member_id != installation.member_id:
+        raise UninstallRefused()
+    return installation
+
 
 def installation_uninstall(*, secret: str, form: dict) -> Installation:
     """ONAPPUNINSTALL: check the application_token (constant time), mark the installation removed
@@ -491,23 +591,10 @@ def installation_uninstall(*, secret: str, form: dict) -> Installation:
     Raises Installation.DoesNotExist for an unknown secret, UninstallRefused for a wrong token,
     ValidationError for a malformed event. A repeated event changes nothing.
     """
-    event = _text(form.get("event"), "event", required=True)
-    if event.upper() != EVENT_UNINSTALL:
-        raise ValidationError({"event": _("Expected the ONAPPUNINSTALL event.")})
-    auth = form.get("auth")
-    if not isinstance(auth, dict):
-        raise ValidationError({"auth": _("This field is required.")})
-    token = _text(auth.get("application_token"), "auth[application_token]", required=True, max_length=128)
-    if not HANDLER_SECRET_PATTERN.fullmatch(secret):  # e.g. a NUL, which PostgreSQL refuses in a query
-        raise Installation.DoesNotExist
+    _event_name(form, expected=(EVENT_UNINSTALL,), refusal=_("Expected the ONAPPUNINSTALL event."))
+    token, member_id = _event_auth(form)
     with transaction.atomic():
-        installation = Installation.objects.select_for_update().get(handler_secret=secret)
-        if not installation.application_token or not hmac.compare_digest(
-                token.encode(), installation.application_token.encode()):
-            raise UninstallRefused()
-        member_id = auth.get("member_id")
-        if isinstance(member_id, str) and member_id and member_id != installation.member_id:
-            raise UninstallRefused()
+        installation = _event_installation(secret=secret, token=token, member_id=member_id)
         if installation.state == InstallationState.REMOVED:
             return installation
         now = timezone.now()
@@ -518,3 +605,42 @@ def installation_uninstall(*, secret: str, form: dict) -> Installation:
     logger.info("b24sms uninstalled", extra={"domain": installation.domain, "member_id": installation.member_id})
     return installation
 
+
+# --- Application update -----------------------------------------------------------------------
+
+def installation_app_update(*, secret: str, form: dict) -> tuple[Installation, str]:
+    """ONAPPUPDATE: Bitrix24 has just deleted every provider of the application on the portal
+    (contract §4.6). Check the application_token (constant time), then register every live
+    provider again (sender.add with the same HANDLER; each re-add is recorded as a repair) and bind
+    the application events again (an update removes them too).
+
+    Returns (installation, result): "repairing", or "ignored" when the installation is not active.
+    Raises as :func:`installation_uninstall`. A repeated event is harmless (sender.add then finds
+    the provider and updates it).
+    """
+    from providers.models import RepairReason
+    from providers.services.registration import registrations_push_after_reinstall
+    from providers.tasks.registration import bind_event_handlers
+
+    _event_name(form, expected=(EVENT_UPDATE,), refusal=_("Expected the ONAPPUPDATE event."))
+    token, member_id = _event_auth(form)
+    with transaction.atomic():
+        installation = _event_installation(secret=secret, token=token, member_id=member_id)
+        if not installation.is_active:
+            logger.info("ONAPPUPDATE for an inactive installation ignored", extra={"domain": installation.domain})
+            return installation, "ignored"
+        registrations_push_after_reinstall(installation=installation, repair_reason=RepairReason.APP_UPDATE)
+        Installation.objects.filter(pk=installation.pk).update(bound_events="", updated_at=timezone.now())
+        transaction.on_commit(lambda: bind_event_handlers.delay(installation.pk), robust=True)
+    logger.info("ONAPPUPDATE: providers are registered again", extra={"domain": installation.domain,
+                                                                      "member_id": installation.member_id})
+    return installation, "repairing"
+
+
+def installation_event(*, secret: str, form: dict) -> tuple[Installation, str]:
+    """The events endpoint: ONAPPUPDATE (see :func:`installation_app_update`) or ONAPPUNINSTALL."""
+    event = _event_name(form, expected=(EVENT_UPDATE, EVENT_UNINSTALL),
+                        refusal=_("Expected the ONAPPUPDATE or ONAPPUNINSTALL event."))
+    if event == EVENT_UNINSTALL:
+        return installation_uninstall(secret=secret, form=form), "removed"
+    return installation_app_update(secret=secret, form=form)

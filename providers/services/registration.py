@@ -7,8 +7,17 @@ commit (providers/tasks/registration.py); every one of them is idempotent:
 - register: ``sender.add``; ``ERROR_SENDER_ALREADY_INSTALLED`` → ``sender.update``;
 - update: ``sender.update``; ``ERROR_SENDER_NOT_FOUND`` → ``sender.add``;
 - remove: ``sender.delete``; ``ERROR_SENDER_NOT_FOUND`` counts as removed.
+A portal that answers ``sender.update`` as an unknown method (before April 2026, on-premise) gets
+``sender.delete`` + ``sender.add`` instead, and is remembered (``Installation.lacks_sender_update``).
+
+The portal heals itself: Bitrix24 deletes every provider of the application when the application is
+updated (ONAPPUPDATE, providers/services/installations.py) or reinstalled, and a provider can vanish
+behind our back; the drift repair (beat) compares ``sender.list`` with our registrations and adds
+back what is missing. A ``sender.add`` that re-creates a lost provider is recorded on the
+registration (``repaired_at``, ``repair_reason``, ``repair_count``) and counted in /metrics.
 """
 import logging
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -16,7 +25,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import ProtectedError
+from django.db.models import Count, F, Min, ProtectedError, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _g
 from django.utils.translation import gettext_lazy as _
@@ -24,7 +33,9 @@ from django.utils.translation import gettext_lazy as _
 from bitrix24 import contract
 from bitrix24.client import Bitrix24Client, Bitrix24Error, Bitrix24TransientError, InstallationInactive
 from idgtl.contract import SENDER_NAME_MAX_LENGTH, SENDER_NAME_MIN_LENGTH, SENDER_NAME_PATTERN_OTHERS, SenderNameStatus
-from providers.models import Installation, InstallationState, Provider, ProviderRegistration, RegistrationState
+from b24sms import metrics
+from providers.models import (
+    Installation, InstallationState, Provider, ProviderRegistration, RegistrationState, RepairReason)
 from sendernames.models import SenderNameApplication
 
 logger = logging.getLogger(__name__)
@@ -227,10 +238,10 @@ def provider_delete(*, provider: Provider) -> list[tuple[int, str]]:
 
 # --- Registration requests (enqueue) -------------------------------------------------------------
 
-def _enqueue(task, registration_id: int):
+def _enqueue(task, registration_id: int, **kwargs):
     # robust: a broker outage is logged and leaves the registration pending (visible, can be asked again);
     # the request that asked for it does not fail after its change was committed.
-    transaction.on_commit(lambda: task.delay(registration_id), robust=True)
+    transaction.on_commit(lambda: task.delay(registration_id, **kwargs), robust=True)
 
 
 @transaction.atomic
@@ -286,14 +297,21 @@ def provider_unregister(*, provider: Provider, installations=None) -> list[Provi
     return registrations
 
 
-def registrations_push_after_reinstall(*, installation: Installation) -> None:
-    """After a reinstall or application update Bitrix24 has deleted our providers: add them again."""
+def registrations_push_after_reinstall(*, installation: Installation, repair_reason: str = "") -> None:
+    """After a reinstall or application update Bitrix24 has deleted our providers: add them again.
+
+    Each ``sender.add`` that re-creates a provider is recorded as a repair with ``repair_reason``.
+    Call inside a transaction.
+    """
     from providers.tasks.registration import register_provider
 
     for registration in installation.registrations.select_for_update().filter(state__in=LIVE_STATES):
         registration.state = RegistrationState.PENDING
         registration.save(update_fields=["state", "updated_at"])
-        _enqueue(register_provider, registration.pk)
+        if repair_reason:
+            _enqueue(register_provider, registration.pk, repair_reason=repair_reason)
+        else:
+            _enqueue(register_provider, registration.pk)
 
 
 def registrations_resume_stuck(*, older_than: timedelta) -> dict:
@@ -351,20 +369,63 @@ def error_text(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _finish(registration_id: int, *, state: str, error: str = "", from_states=LIVE_STATES) -> bool:
-    """Record the outcome unless the registration moved on meanwhile (e.g. a removal was requested)."""
+def _finish(registration_id: int, *, state: str, error: str = "", from_states=LIVE_STATES,
+            repair_reason: str = "") -> bool:
+    """Record the outcome unless the registration moved on meanwhile (e.g. a removal was requested).
+
+    ``repair_reason``: the provider was re-created on a portal that had lost it; recorded and counted.
+    """
     now = timezone.now()
     values = {"state": state, "last_error": error[:2000], "updated_at": now}
     if state == RegistrationState.REGISTERED:
         values["registered_at"] = now
-    return bool(ProviderRegistration.objects.filter(pk=registration_id, state__in=from_states).update(**values))
+    if repair_reason:
+        values.update(repaired_at=now, repair_reason=repair_reason, repair_count=F("repair_count") + 1)
+    done = bool(ProviderRegistration.objects.filter(pk=registration_id, state__in=from_states).update(**values))
+    if done and repair_reason:
+        metrics.record_provider_repair(repair_reason)
+    return done
 
 
-def registration_sync(*, registration_id: int, first: str = "add", final_attempt: bool = True) -> str:
+def _method_unknown(exc: Bitrix24Error) -> bool:
+    """The portal does not know the method (contract §1.3: 404 ERROR_METHOD_NOT_FOUND "Method not found!")."""
+    return (_error_code(exc) == contract.ERROR_METHOD_NOT_FOUND
+            or "method not found" in str(getattr(exc, "description", "") or "").lower())
+
+
+def _sender_update(client: Bitrix24Client, installation: Installation, fields: dict) -> None:
+    """sender.update, or sender.delete + sender.add on a portal without sender.update (learnt here once).
+
+    The delete + add leaves the portal without the provider for the time of one call; ``sender.delete``
+    answering "not found" goes on to the add.
+    """
+    if not installation.lacks_sender_update:
+        try:
+            client.call(contract.METHOD_SENDER_UPDATE, {k: v for k, v in fields.items() if k != "TYPE"})
+            return
+        except Bitrix24Error as exc:
+            if not _method_unknown(exc):
+                raise
+        installation.lacks_sender_update = True
+        Installation.objects.filter(pk=installation.pk).update(lacks_sender_update=True, updated_at=timezone.now())
+        logger.info("portal lacks messageservice.sender.update: changes go as delete + add",
+                    extra={"domain": installation.domain})
+    try:
+        client.call(contract.METHOD_SENDER_DELETE, {"CODE": fields["CODE"]})
+    except Bitrix24Error as exc:
+        if _error_code(exc) != contract.MethodErrors.SENDER_NOT_FOUND:
+            raise
+    client.call(contract.METHOD_SENDER_ADD, fields)
+
+
+def registration_sync(*, registration_id: int, first: str = "add", final_attempt: bool = True,
+                      repair_reason: str = "") -> str:
     """Make the provider exist on the portal with its current fields.
 
     ``first`` = "add" (register) or "update" (push an edit). Returns the resulting state. A
     transient error is re-raised unless ``final_attempt`` (then the registration fails with it).
+    ``repair_reason``: the portal is expected to have lost the provider; when ``sender.add``
+    re-creates it, the repair is recorded (a provider found in place is updated, not repaired).
     """
     registration = ProviderRegistration.objects.select_related("provider", "installation").filter(
         pk=registration_id).first()
@@ -372,20 +433,24 @@ def registration_sync(*, registration_id: int, first: str = "add", final_attempt
         return registration.state if registration else RegistrationState.REMOVED
     provider, installation = registration.provider, registration.installation
     fields = sender_fields(provider, installation)
-    update_fields = {k: v for k, v in fields.items() if k != "TYPE"}
-    add = (contract.METHOD_SENDER_ADD, fields)
-    update = (contract.METHOD_SENDER_UPDATE, update_fields)
-    # (call, the error that means "the other call is the right one", the other call)
-    call, fallback_on, fallback = ((update, contract.MethodErrors.SENDER_NOT_FOUND, add) if first == "update"
-                                   else (add, contract.MethodErrors.SENDER_ALREADY_INSTALLED, update))
     client = Bitrix24Client(installation)
+    re_created = False
     try:
-        try:
-            client.call(*call)
-        except Bitrix24Error as exc:
-            if _error_code(exc) != fallback_on:
-                raise
-            client.call(*fallback)
+        if first == "update":
+            try:
+                _sender_update(client, installation, fields)
+            except Bitrix24Error as exc:
+                if _error_code(exc) != contract.MethodErrors.SENDER_NOT_FOUND:
+                    raise
+                client.call(contract.METHOD_SENDER_ADD, fields)
+        else:
+            try:
+                client.call(contract.METHOD_SENDER_ADD, fields)
+                re_created = True
+            except Bitrix24Error as exc:
+                if _error_code(exc) != contract.MethodErrors.SENDER_ALREADY_INSTALLED:
+                    raise
+                _sender_update(client, installation, fields)
     except Bitrix24Error as exc:  # InstallationInactive included
         if isinstance(exc, Bitrix24TransientError) and not final_attempt:
             raise
@@ -393,7 +458,7 @@ def registration_sync(*, registration_id: int, first: str = "add", final_attempt
                                                                 "error": _error_code(exc)})
         _finish(registration_id, state=RegistrationState.FAILED, error=error_text(exc))
         return RegistrationState.FAILED
-    _finish(registration_id, state=RegistrationState.REGISTERED)
+    _finish(registration_id, state=RegistrationState.REGISTERED, repair_reason=repair_reason if re_created else "")
     return RegistrationState.REGISTERED
 
 
@@ -447,20 +512,26 @@ class PortalCheck:
         return asdict(self)
 
 
-def installation_check(*, installation: Installation) -> PortalCheck:
-    """Compare sender.list with our registrations on this portal; record the outcome on them."""
-    result = PortalCheck(installation_id=installation.pk, domain=installation.domain)
+def _sender_list(installation: Installation) -> tuple[list[str] | None, str]:
+    """(the codes sender.list shows on the portal, sorted, ""), or (None, why they could not be read)."""
     try:
         codes = Bitrix24Client(installation).call(contract.METHOD_SENDER_LIST) or []
         if isinstance(codes, dict):  # PHP serialises some lists as maps
             codes = list(codes.values())
     except (Bitrix24Error, InstallationInactive) as exc:
-        result.error = error_text(exc)
-        return result
+        return None, error_text(exc)
     if not isinstance(codes, list):
-        result.error = _g("Unexpected sender.list answer.")
+        return None, _g("Unexpected sender.list answer.")
+    return sorted(str(c) for c in codes), ""
+
+
+def installation_check(*, installation: Installation) -> PortalCheck:
+    """Compare sender.list with our registrations on this portal; record the outcome on them."""
+    result = PortalCheck(installation_id=installation.pk, domain=installation.domain)
+    codes, result.error = _sender_list(installation)
+    if codes is None:
         return result
-    result.on_portal = sorted(str(c) for c in codes)
+    result.on_portal = codes
     on_portal = set(result.on_portal)
     now = timezone.now()
     expected = {}
@@ -507,3 +578,72 @@ def provider_check(*, provider: Provider, installations=None) -> list[dict]:
             row["summary"] = _g("Not on the portal.")
         results.append(row)
     return results
+
+
+# --- Drift repair (beat) ----------------------------------------------------------------------------
+
+def installation_repair_drift(*, installation: Installation) -> PortalCheck:
+    """Compare sender.list with our registrations and add back what Bitrix24 lost.
+
+    Every registration *registered* here but absent there is registered again (sender.add in a
+    task, with the same HANDLER; the re-add is recorded as a repair, reason ``drift``). Pending and
+    failed registrations are left alone (being worked on, or waiting for an operator), and so are
+    codes on the portal we do not know. When something was missing the application events are bound
+    again as well: an application update we did not hear of removes them too. One sender.list call.
+    """
+    from providers.tasks.registration import bind_event_handlers, register_provider
+
+    result = PortalCheck(installation_id=installation.pk, domain=installation.domain)
+    codes, result.error = _sender_list(installation)
+    if codes is None:
+        logger.warning("drift check failed", extra={"domain": installation.domain, "error": result.error})
+        return result
+    result.on_portal = codes
+    on_portal = set(codes)
+    with transaction.atomic():
+        registrations = list(installation.registrations.select_for_update().select_related("provider").filter(
+            state__in=(*LIVE_STATES, RegistrationState.REMOVING)))
+        for registration in sorted(registrations, key=lambda r: r.provider.code):
+            if registration.state == RegistrationState.REGISTERED and registration.provider.code not in on_portal:
+                result.missing_on_portal.append(registration.provider.code)
+                registration.state = RegistrationState.PENDING
+                registration.save(update_fields=["state", "updated_at"])
+                _enqueue(register_provider, registration.pk, repair_reason=RepairReason.DRIFT)
+        result.unknown_on_portal = sorted(on_portal - {r.provider.code for r in registrations})
+        installation.registrations.filter(state__in=LIVE_STATES).update(checked_at=timezone.now())
+        if result.missing_on_portal:
+            Installation.objects.filter(pk=installation.pk).update(bound_events="", updated_at=timezone.now())
+            transaction.on_commit(lambda: bind_event_handlers.delay(installation.pk), robust=True)
+    if result.missing_on_portal:
+        logger.warning("providers missing on the portal are registered again",
+                       extra={"domain": installation.domain, "codes": result.missing_on_portal})
+    return result
+
+
+def installations_drift_due(*, interval: timedelta, period: timedelta) -> list[int]:
+    """Beat (every ``period``): queue the drift repair of the installations due for it.
+
+    Each active installation with live registrations is visited about once per ``interval``, the
+    oldest checked first, and a run takes only its share (installations × period / interval), so
+    the sender.list calls are spread over the interval instead of hitting every portal at once.
+    Returns the installation ids queued.
+    """
+    from providers.tasks.registration import repair_installation_drift
+
+    now = timezone.now()
+    live = Q(registrations__state__in=LIVE_STATES)
+    candidates = Installation.objects.filter(state=InstallationState.ACTIVE).annotate(
+        live_registrations=Count("registrations", filter=live),
+        last_checked=Min("registrations__checked_at", filter=live)).filter(live_registrations__gt=0)
+    total = candidates.count()
+    if not total:
+        return []
+    share = max(1, math.ceil(total * period.total_seconds() / interval.total_seconds()))
+    with transaction.atomic():
+        due = list(candidates.filter(Q(last_checked__isnull=True) | Q(last_checked__lte=now - interval))
+                   .order_by(F("last_checked").asc(nulls_first=True), "pk").values_list("pk", flat=True)[:share])
+        # Claimed: the next run does not queue them again while their task waits.
+        ProviderRegistration.objects.filter(installation_id__in=due, state__in=LIVE_STATES).update(checked_at=now)
+        for installation_id in due:
+            transaction.on_commit(lambda i=installation_id: repair_installation_drift.delay(i), robust=True)
+    return due

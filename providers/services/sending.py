@@ -4,6 +4,13 @@ A claim moves RECEIVED -> SENDING (recorded before any HTTP call), then one ``PO
 (i-dgtl account, sender name) of up to 1000 messages. An answer that may have been lost
 (IdgtlOutcomeUnknown), or a SENDING message left behind by a crashed worker, is resolved by
 looking the messages up with ``GET /message`` (by ``externalMessageId`` = our pk) before any resend.
+
+Leases: a claimed message's ``next_check_at`` is its lease, MESSAGES_SEND_LEASE (one attempt's
+connect + read timeout and a margin). It is renewed right before every HTTP attempt of the send,
+only while it has not lapsed and the message is still at the same ``send_attempts`` (the fencing
+token): a worker that lost its lease never sends. When a lease lapses (its worker died), the next
+sweep takes the messages over (a conditional UPDATE, so two sweeps never both take one) and looks
+them up: a dead worker delays its messages by the lease and one sweep interval, not by minutes.
 """
 import logging
 import math
@@ -29,6 +36,7 @@ from idgtl.contract import CALLBACK_EVENTS, GET_MESSAGES_MAX_WINDOW, MESSAGE_CRE
 from idgtl.services import account_get_default
 
 from ..models import Message, MessageState
+from .delivery import callback_events_apply_pending
 from .timeline import ChangeSource, messages_change_state
 
 logger = logging.getLogger(__name__)
@@ -164,10 +172,41 @@ def _retry_delay(attempts: int) -> float:
 
 
 def _lock_still(messages: list[Message], state: str) -> list[Message]:
-    """The messages (locked for this transaction) that are still in ``state``."""
-    ids = set(Message.objects.select_for_update().filter(pk__in=[m.pk for m in messages], state=state)
-              .values_list("pk", flat=True))
-    return [m for m in messages if m.pk in ids]
+    """The messages (locked for this transaction) still in ``state`` at the same send attempt as ours.
+
+    The attempt number fences a worker that fell behind: once its messages were taken over and
+    claimed again, what it learns about its own attempt is not applied to the new one.
+    """
+    attempts = dict(Message.objects.select_for_update().filter(pk__in=[m.pk for m in messages], state=state)
+                    .values_list("pk", "send_attempts"))
+    return [m for m in messages if attempts.get(m.pk) == m.send_attempts]
+
+
+def _lease_end(now):
+    return now + timedelta(seconds=settings.MESSAGES_SEND_LEASE)
+
+
+class SendLeaseLost(Exception):
+    """Our claim on these messages lapsed or was taken over: this worker must not send them."""
+
+
+def messages_lease_renew(*, messages: list[Message]) -> None:
+    """Extend the send lease of claimed messages, or SendLeaseLost when any of them is no longer ours.
+
+    One UPDATE per send-attempt number (usually one), fenced by the state, the attempt number and a
+    lease that has not lapsed yet: after a lapse the messages may be under a lookup, and sending
+    them then could send them twice.
+    """
+    now = timezone.now()
+    by_attempts = defaultdict(list)
+    for message in messages:
+        by_attempts[message.send_attempts].append(message.pk)
+    renewed = 0
+    for attempts, ids in by_attempts.items():
+        renewed += Message.objects.filter(pk__in=ids, state=MessageState.SENDING, send_attempts=attempts,
+                                          next_check_at__gt=now).update(next_check_at=_lease_end(now))
+    if renewed != len(messages):
+        raise SendLeaseLost(f"{len(messages) - renewed} of {len(messages)} messages are no longer claimed by this worker")
 
 
 def destination_normalise(*, message_to: str, region: str) -> str:
@@ -214,7 +253,7 @@ def messages_claim(*, limit: int) -> list[Message]:
         for message in claimed:
             message.send_attempts += 1
         messages_change_state(messages=claimed, state=MessageState.SENDING, source=ChangeSource.SEND, detail="", same={
-            "sending_started_at": now, "send_attempts": F("send_attempts") + 1, "next_check_at": None,
+            "sending_started_at": now, "send_attempts": F("send_attempts") + 1, "next_check_at": _lease_end(now),
             "error_message": ""}, update_fields=("destination",) if normalised else ())
     return claimed
 
@@ -259,7 +298,11 @@ def messages_send_batch(*, account, sender_name: str, messages: list[Message]) -
         return 0
     client = IdgtlClient.for_messages(account)
     try:
-        response = client.send_messages([_payload(m, sender_name) for m in messages])
+        response = client.send_messages([_payload(m, sender_name) for m in messages],
+                                        before_attempt=lambda: messages_lease_renew(messages=messages))
+    except SendLeaseLost as exc:  # nothing sent by this worker; the sweep's lookup decides
+        logger.warning("send of %d messages abandoned: %s", len(messages), exc)
+        return 0
     except IdgtlOutcomeUnknown as exc:
         logger.warning("i-dgtl send outcome unknown for %d messages: %s", len(messages), exc)
         _mark_outcome_unknown(messages, str(exc))
@@ -310,10 +353,11 @@ def _apply_send_result(messages: list[Message], response) -> int:
                 message.error_message = str(item.get("msg") or _("i-dgtl error %(code)s") % {"code": code})
                 failed.append(message)
         messages_change_state(messages=sent, state=MessageState.SENT, source=ChangeSource.SEND, detail="", same={
-            "sent_at": now, "next_check_at": now + timedelta(seconds=settings.MESSAGES_RECONCILE_AFTER)},
+            "sent_at": now, "next_check_at": Message.reconcile_due_at(sent_at=now, now=now)},
             update_fields=("idgtl_message_uuid",))
         messages_change_state(messages=failed, state=MessageState.FAILED, source=ChangeSource.SEND,
                               update_fields=("error_code", "error_message"))
+        callback_events_apply_pending(messages=sent)  # callbacks that came before this answer, in this commit
     metrics.record_send_latency(*[(now - m.created_at).total_seconds() for m in sent])
     for message in failed:
         metrics.record_idgtl_error(message.error_code if message.error_code is not None else "item")
@@ -365,16 +409,30 @@ def _return_to_waiting(messages: list[Message], error: str, retry_after: float |
 
 # --- outcome unknown ---------------------------------------------------------------------------------
 def _unknown_outcome_queryset(now):
-    stale_before = now - timedelta(seconds=settings.MESSAGES_SENDING_STALE_AFTER)
+    stale_before = now - timedelta(seconds=settings.MESSAGES_SEND_LEASE)  # a claim from before leases existed
     return Message.objects.filter(state=MessageState.SENDING).filter(
         Q(next_check_at__lte=now) | Q(next_check_at__isnull=True, sending_started_at__lte=stale_before)
     ).select_related("installation__account")
 
 
+def _take_over(candidates: list[Message], now) -> list[Message]:
+    """The candidates this sweep now holds: each one's lapsed lease replaced by ours in one conditional
+    UPDATE (fenced by the lease value read and the attempt number), so a concurrent sweep or a late
+    renewal never leaves two parties with the same message."""
+    taken = []
+    lease = _lease_end(now)
+    for message in candidates:
+        if Message.objects.filter(pk=message.pk, state=MessageState.SENDING, send_attempts=message.send_attempts,
+                                  next_check_at=message.next_check_at).update(next_check_at=lease):
+            message.next_check_at = lease
+            taken.append(message)
+    return taken
+
+
 def messages_resolve_unknown_outcomes(*, now=None) -> int:
     """Look SENDING messages with an unknown outcome up at i-dgtl; resend only those it does not have."""
     now = now or timezone.now()
-    candidates = list(_unknown_outcome_queryset(now)[:GET_MESSAGES_MAX_WINDOW])
+    candidates = _take_over(list(_unknown_outcome_queryset(now)[:GET_MESSAGES_MAX_WINDOW]), now)
     if not candidates:
         return 0
     default_cache: dict = {}
@@ -446,7 +504,7 @@ def _resolve_for_account(account, messages: list[Message], now) -> int:
                 message.idgtl_message_uuid = str(item["messageUuid"])
                 message.sent_at = message.sent_at or now
                 message.error_message = ""
-                message.next_check_at = now + timedelta(seconds=settings.MESSAGES_RECONCILE_AFTER)
+                message.next_check_at = Message.reconcile_due_at(sent_at=message.sent_at, now=now)
                 has_it.append((message, item))
             elif complete:
                 message.error_message = _("i-dgtl does not have it; sending again.")
@@ -468,6 +526,7 @@ def _resolve_for_account(account, messages: list[Message], now) -> int:
         messages_change_state(messages=[m for m, _i in has_it], state=MessageState.SENT, source=ChangeSource.RECONCILER,
                               detail=_("Found at i-dgtl after an unknown outcome."),
                               update_fields=("idgtl_message_uuid", "sent_at", "error_message", "next_check_at"))
+        callback_events_apply_pending(messages=[m for m, _i in has_it])
         messages_change_state(messages=lacks_it, state=MessageState.RECEIVED, source=ChangeSource.RECONCILER,
                               update_fields=("error_message", "next_check_at"))
     for message, item in has_it:

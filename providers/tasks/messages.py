@@ -6,7 +6,7 @@ from celery import current_app, shared_task
 
 __all__ = [
     "send_waiting_messages", "reconcile_message_statuses", "report_pending_statuses", "report_installation_statuses",
-    "enqueue_later",
+    "sweep_callback_inbox", "enqueue_later",
 ]
 
 
@@ -30,6 +30,14 @@ def reconcile_message_statuses():
     from ..services.delivery import messages_reconcile
 
     return messages_reconcile()
+
+
+@shared_task(name="providers.tasks.sweep_callback_inbox")
+def sweep_callback_inbox():
+    """Beat sweep: apply kept callback events whose uuid became known, drop those past the lifetime."""
+    from ..services.delivery import callback_inbox_sweep
+
+    return callback_inbox_sweep()
 
 
 @shared_task(name="providers.tasks.report_pending_statuses")

@@ -1,4 +1,5 @@
-"""Tasks: register, update, remove and check providers on installations; bind ONAPPUNINSTALL.
+"""Tasks: register, update, remove and check providers on installations; bind the application events;
+beat's drift repair.
 
 Thin: each takes ids, calls one service, and retries transient Bitrix24 errors with backoff.
 Every service they call is idempotent, so a redelivered task (acks_late) is harmless.
@@ -16,7 +17,8 @@ from providers.services import registration as registration_services
 
 __all__ = [
     "register_provider", "update_provider_registration", "remove_provider_registration", "delete_sender",
-    "bind_uninstall_handler", "resume_stuck_registrations",
+    "bind_event_handlers", "bind_uninstall_handler", "bind_missing_events", "resume_stuck_registrations",
+    "repair_provider_drift", "repair_installation_drift",
 ]
 
 MAX_RETRIES = 5
@@ -43,8 +45,10 @@ def _run_retrying(task, service, **kwargs):
 
 
 @shared_task(bind=True, name="providers.tasks.register_provider", max_retries=MAX_RETRIES)
-def register_provider(self, registration_id: int):
-    return _run_retrying(self, registration_services.registration_sync, registration_id=registration_id, first="add")
+def register_provider(self, registration_id: int, repair_reason: str = ""):
+    """sender.add; ``repair_reason`` when the portal lost the provider (app update, reinstall, drift)."""
+    return _run_retrying(self, registration_services.registration_sync, registration_id=registration_id, first="add",
+                         repair_reason=repair_reason)
 
 
 @shared_task(bind=True, name="providers.tasks.update_provider_registration", max_retries=MAX_RETRIES)
@@ -69,17 +73,51 @@ def delete_sender(self, installation_id: int, code: str):
         raise self.retry(exc=exc, countdown=_countdown(self, exc))
 
 
-@shared_task(bind=True, name="providers.tasks.bind_uninstall_handler", max_retries=MAX_RETRIES)
-def bind_uninstall_handler(self, installation_id: int):
-    """event.bind ONAPPUNINSTALL again when it failed transiently during the install request."""
+def _bind_events(task, installation_id: int):
     installation = Installation.objects.filter(pk=installation_id).first()
     if installation is None or not installation.is_active:
         return "skipped"
-    outcome = installation_services.installation_bind_uninstall_recorded(
-        installation=installation, final_attempt=_final(self))
+    outcome = installation_services.installation_bind_events_recorded(
+        installation=installation, final_attempt=_final(task))
     if outcome == "retry":
-        raise self.retry(countdown=_countdown(self, None))
+        raise task.retry(countdown=_countdown(task, None))
     return outcome
+
+
+@shared_task(bind=True, name="providers.tasks.bind_event_handlers", max_retries=MAX_RETRIES)
+def bind_event_handlers(self, installation_id: int):
+    """event.bind ONAPPUNINSTALL and ONAPPUPDATE: after a transient failure at install, after an
+    application update, or for an installation that lacks them (beat)."""
+    return _bind_events(self, installation_id)
+
+
+@shared_task(bind=True, name="providers.tasks.bind_uninstall_handler", max_retries=MAX_RETRIES)
+def bind_uninstall_handler(self, installation_id: int):
+    """The former name of :func:`bind_event_handlers`, for tasks queued before it was renamed."""
+    return _bind_events(self, installation_id)
+
+
+@shared_task(name="providers.tasks.bind_missing_events")
+def bind_missing_events():
+    """Beat: installations without every application event bound get them bound (a task each)."""
+    return installation_services.installations_bind_missing_events(
+        retry_after=timedelta(seconds=settings.B24_EVENTS_BIND_RETRY_AFTER))
+
+
+@shared_task(name="providers.tasks.repair_provider_drift")
+def repair_provider_drift(period: float = 60.0):
+    """Beat (every ``period`` seconds): queue the drift repair of this run's share of installations."""
+    return registration_services.installations_drift_due(
+        interval=timedelta(seconds=settings.REGISTRATION_DRIFT_REPAIR_INTERVAL), period=timedelta(seconds=period))
+
+
+@shared_task(name="providers.tasks.repair_installation_drift")
+def repair_installation_drift(installation_id: int):
+    """Compare sender.list with our registrations on one portal; add back what Bitrix24 lost."""
+    installation = Installation.objects.filter(pk=installation_id).first()
+    if installation is None or not installation.is_active:
+        return None
+    return registration_services.installation_repair_drift(installation=installation).as_dict()
 
 
 @shared_task(name="providers.tasks.resume_stuck_registrations")

@@ -82,7 +82,10 @@ def _callback_source_allowed(request) -> bool:
 @csrf_exempt
 @require_POST
 def idgtl_callback(request, secret: str):
-    """i-dgtl delivery callbacks: a JSON array of events (contract idgtl.md §3.4)."""
+    """i-dgtl delivery callbacks: a JSON array of events (contract idgtl.md §3.4).
+
+    2xx only once every event is applied or kept in the inbox (its uuid not recorded yet), committed.
+    """
     if not _callback_source_allowed(request):
         logger.warning("i-dgtl callback from a source outside IDGTL_CALLBACK_ALLOWED_IPS refused")
         return _error(403, _("Source address not allowed."))
@@ -97,10 +100,8 @@ def idgtl_callback(request, secret: str):
         return _error(400, _("The body is not a JSON array of events."))
     except CallbackError as exc:
         return _error(400, exc.message, exc.field)
-    outcome = callback_events_apply(installation=installation, events=events)
-    if outcome.retry_later:
-        return _error(503, _("Unknown message: a send is being recorded; retry later."))
-    return JsonResponse({"result": "ok", "applied": outcome.applied})
+    outcome = callback_events_apply(installation=installation, events=events)  # committed when it returns
+    return JsonResponse({"result": "ok", "applied": outcome.applied, "kept": outcome.kept})
 
 
 urlpatterns = [

@@ -1,4 +1,5 @@
-"""Bitrix24 application lifecycle endpoints: install (ONAPPINSTALL or install page) and uninstall.
+"""Bitrix24 application lifecycle endpoints: install (ONAPPINSTALL or install page), uninstall, and
+application events (ONAPPUPDATE) at ``/b24/event/<secret>/``.
 
 Thin: parse the PHP-style form, call one service, shape the answer. Bad input is a 400 JSON
 naming the field, a refused token a 403, and nothing is stored in either case.
@@ -93,7 +94,7 @@ def install(request, application_id: int | None = None):
             installation, result = services.installation_install(application=application, payload=payload)
             bound = "bound"
             if result != "unchanged":
-                bound = services.installation_bind_uninstall_recorded(installation=installation, final_attempt=False)
+                bound = services.installation_bind_events_recorded(installation=installation, final_attempt=False)
     except services.InstallVerificationFailed as exc:
         logger.warning("install refused: tokens not confirmed by the OAuth server", extra={"domain": payload.domain})
         return _error(403, _("The tokens could not be confirmed with Bitrix24: %(reason)s") % {"reason": exc})
@@ -104,12 +105,13 @@ def install(request, application_id: int | None = None):
         return _error(503, _("b24sms cannot confirm installs yet: %(reason)s") % {"reason": exc})
 
     if bound == "retry":
-        from providers.tasks.registration import bind_uninstall_handler
+        from providers.tasks.registration import bind_event_handlers
 
         try:
-            bind_uninstall_handler.apply_async((installation.pk,), countdown=10)
+            bind_event_handlers.apply_async((installation.pk,), countdown=10)
         except Exception:  # the installation is stored: a broker outage must not turn it into a 500
-            logger.exception("could not queue the ONAPPUNINSTALL re-bind", extra={"domain": installation.domain})
+            # (beat binds the events it lacks later: B24_EVENTS_BIND_RETRY_AFTER)
+            logger.exception("could not queue the event re-bind", extra={"domain": installation.domain})
 
     if payload.source == "page" and _wants_html(request):
         return render(request, "providers/install_finished.html", {"domain": installation.domain})
@@ -117,7 +119,8 @@ def install(request, application_id: int | None = None):
         "result": result,
         "installation": installation.pk,
         "domain": installation.domain,
-        "uninstall_handler_bound": bound == "bound",
+        "uninstall_handler_bound": services.EVENT_UNINSTALL in installation.bound_event_names,
+        "update_handler_bound": services.EVENT_UPDATE in installation.bound_event_names,
     })
 
 
@@ -136,8 +139,25 @@ def uninstall(request, secret: str):
     return JsonResponse({"result": "removed", "domain": installation.domain})
 
 
+@csrf_exempt
+def app_event(request, secret: str):
+    """Application events bound with event.bind: ONAPPUPDATE (providers registered again), ONAPPUNINSTALL."""
+    if request.method != "POST":
+        return _error(405, _("Use POST."))
+    try:
+        installation, result = services.installation_event(secret=secret, form=parse_php_form(request))
+    except MalformedBody:
+        return _error(400, _("Malformed form body."))
+    except ValidationError as exc:
+        return _validation_error(exc)
+    except (Installation.DoesNotExist, services.UninstallRefused):
+        return _error(403, _("Forbidden."))
+    return JsonResponse({"result": result, "domain": installation.domain})
+
+
 urlpatterns = [
     path("b24/install/", install, name="b24-install-default"),
     path("b24/install/<int:application_id>/", install, name="b24-install"),
     path("b24/uninstall/<str:secret>/", uninstall, name="b24-uninstall"),
+    path("b24/event/<str:secret>/", app_event, name="b24-event"),
 ]

@@ -297,3 +297,60 @@ def test_send_sms_without_auth_and_with_a_forged_token(bitrix24, portal, receive
     bitrix24.send_sms(portal, "prov1", "+7999", "t", application_token="forged")
     assert "auth" not in receiver.posts[0]["form"]
     assert receiver.posts[1]["form"]["auth"]["application_token"] == "forged"
+
+
+# --- application update and legacy portals (contract §4.6, §2.2) -------------------------------------
+
+def test_update_application_deletes_the_providers_then_posts_onappupdate_to_bound_handlers(bitrix24, portal, receiver):
+    assert rest(portal, "event.bind", {"event": "ONAPPUPDATE", "handler": receiver.url})[1]["result"] is True
+    assert ("ONAPPUPDATE", receiver.url) in [(b["event"], b["handler"]) for b in rest(portal, "event.get")[1]["result"]]
+    rest(portal, "messageservice.sender.add", SENDER)
+    rest(portal, "messageservice.sender.add", {**SENDER, "CODE": "prov2"})
+
+    response = bitrix24.update_application(portal)
+
+    assert response.status_code == 200
+    assert rest(portal, "messageservice.sender.list")[1]["result"] == []
+    form = receiver.posts[0]["form"]
+    assert form["event"] == "ONAPPUPDATE" and form["data"]["VERSION"] == "2"
+    auth = form["auth"]
+    assert auth["application_token"] == portal.application_token and auth["member_id"] == portal.member_id
+    assert auth["domain"] == portal.domain and auth["client_endpoint"] == portal.client_endpoint
+    assert rest(portal, "app.info", token=auth["access_token"])[0] == 200  # the tokens keep working
+    assert [b["event"] for b in portal.event_bindings] == ["ONAPPUPDATE"]  # kept unless told
+    bitrix24.update_application(portal, application_token="forged", unbind_events=True)
+    assert receiver.posts[1]["form"]["auth"]["application_token"] == "forged"
+    assert receiver.posts[1]["form"]["data"]["VERSION"] == "3"
+    assert portal.event_bindings == []
+
+
+def test_update_application_without_a_bound_handler_only_deletes(bitrix24, portal, receiver):
+    rest(portal, "event.bind", {"event": "ONAPPUNINSTALL", "handler": receiver.url})
+    rest(portal, "messageservice.sender.add", SENDER)
+
+    assert bitrix24.update_application(portal) is None
+
+    assert portal.providers == {} and receiver.posts == []
+    state = requests.post(f"{bitrix24.url}/__fake__/portals/{portal.member_id}/update_application", timeout=10).json()
+    assert state == {"version": 3, "handler_status": None}
+
+
+def test_a_legacy_portal_answers_sender_update_as_an_unknown_method(bitrix24):
+    legacy = bitrix24.add_portal(client_id="local.legacy.1", client_secret="legacy-secret", legacy=True)
+    unknown = error_of(rest(legacy, "no.such.method"))
+    assert unknown == (404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
+    assert rest(legacy, "messageservice.sender.add", SENDER)[0] == 200
+
+    assert error_of(rest(legacy, "messageservice.sender.update", {"CODE": "prov1", "NAME": "New"})) == unknown
+    assert error_of(rest(legacy, "messageservice.sender.update.json", {"CODE": "prov1", "NAME": "New"}, form=True)) == unknown
+    status, body = rest(legacy, "batch", {"cmd": {"u": "messageservice.sender.update?CODE=prov1&NAME=New"}})
+    assert status == 200 and body["result"]["result_error"]["u"] == {
+        "error": "ERROR_METHOD_NOT_FOUND", "error_description": "Method not found!"}
+    assert rest(legacy, "messageservice.sender.delete", {"CODE": "prov1"})[0] == 200
+    assert legacy.providers == {}
+    assert bitrix24.portal_state(legacy)["has_sender_update"] is False
+
+    legacy.has_sender_update = True  # the portal is upgraded
+    rest(legacy, "messageservice.sender.add", SENDER)
+    assert rest(legacy, "messageservice.sender.update", {"CODE": "prov1", "NAME": "New"})[0] == 200
+    assert legacy.providers["prov1"]["NAME"] == {"": "New"}

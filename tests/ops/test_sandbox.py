@@ -131,6 +131,7 @@ def test_make_run_sandbox_end_to_end(tmp_path):
         "CELERY_BROKER_URL": f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}", "PORT": str(web),
         "B24SMS_SANDBOX_IDGTL_PORT": str(idgtl_port), "B24SMS_SANDBOX_BITRIX24_PORT": str(b24_port),
         "B24SMS_SANDBOX_PORTAL_PORT": str(portal_port), "LOG_LEVEL": "WARNING", "DJANGO_DEBUG": "false",
+        "METRICS_TOKEN": "sandbox-test-metrics-token",  # /healthz shows its details to this bearer only
     })
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=180)
     log = open(tmp_path / "run.log", "w")
@@ -159,7 +160,9 @@ def test_make_run_sandbox_end_to_end(tmp_path):
 
         def healthz():
             try:
-                return json.loads(urllib.request.urlopen(f"http://127.0.0.1:{web}/healthz", timeout=5).read())
+                request = urllib.request.Request(f"http://127.0.0.1:{web}/healthz",
+                                                 headers={"Authorization": "Bearer sandbox-test-metrics-token"})
+                return json.loads(urllib.request.urlopen(request, timeout=5).read())
             except OSError:
                 return None
         # beat sends a heartbeat when it starts and the worker records it: healthy within seconds

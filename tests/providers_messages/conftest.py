@@ -98,7 +98,9 @@ class RecordingIdgtl:
     def close(self):
         pass
 
-    def send_messages(self, messages):
+    def send_messages(self, messages, *, before_attempt=None):
+        if before_attempt is not None:
+            before_attempt()  # the sender's lease check, as the real client runs it before each attempt
         self.sent.append(messages)
         answer = self.send_answers.pop(0) if self.send_answers else None
         if isinstance(answer, Exception):

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from providers.models import Message, MessageState, StatusReport
+from providers.models import MessageState, StatusReport
 from providers.services.delivery import messages_reconcile
 
 from .conftest import make_message
@@ -149,13 +149,3 @@ def test_reconciler_fails_messages_past_the_lifetime(settings, installation, pro
     assert expired.state == MessageState.FAILED and "lifetime" in expired.error_message
     assert young.state == MessageState.SENT
     assert list(expired.status_reports.values_list("status", flat=True)) == ["failed"]
-
-
-def test_callback_that_overtakes_the_send_answer_is_asked_to_retry(client, installation, provider, sent_message):
-    in_flight = make_message(installation, provider, 2, state=MessageState.SENDING, sending_started_at=timezone.now())
-    response = callback(client, installation, [event(uuid="not-stored-yet"), event()])
-    assert response.status_code == 503  # i-dgtl retries; the known event was applied anyway
-    sent_message.refresh_from_db()
-    assert sent_message.state == MessageState.DELIVERED
-    Message.objects.filter(pk=in_flight.pk).update(state=MessageState.SENT, idgtl_message_uuid="not-stored-yet")
-    assert callback(client, installation, [event(uuid="not-stored-yet"), event()]).json()["applied"] == 1

@@ -3,6 +3,7 @@
 Bitrix24 posts an SMS to our HANDLER -> the worker sends it to i-dgtl once -> i-dgtl calls back ->
 the worker reports the status to the portal with batch.
 """
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -10,7 +11,7 @@ from django.conf import settings
 
 from providers.models import (
     Installation, InstallationState, Message, MessageState, ProviderRegistration, RegistrationState, StatusReport,
-    StatusReportState,
+    StatusReportState, UnmatchedCallbackEvent,
 )
 from tests.waiting import wait_until
 
@@ -192,3 +193,29 @@ def test_burst_meeting_query_limit_exceeded_loses_nothing(portal_setup, bitrix24
     wait_until(lambda: all(portal_statuses(portal, mid)[-1:] == ["delivered"] for mid in ids), timeout=150,
                message="every delivery to reach the portal")
     assert [r.status for r in bitrix24.requests if r.method == "batch"].count(503) == 3  # it did meet the limit
+
+
+def test_callbacks_that_come_before_the_send_answer_lose_nothing(portal_setup, bitrix24, idgtl):
+    """i-dgtl delivers every message and posts its callbacks (sent, then delivered or undelivered)
+    before it answers POST /message: each event is kept (answered 200 once stored) and applied when
+    the answer's uuids are recorded. Every message ends final at the portal, each sent once."""
+    portal, _installation = portal_setup
+    idgtl.callbacks_before_answer = True
+    numbers = [f"+7999100{n:04d}" for n in range(1, 40)] + ["+79991000000"]  # ...0000: undeliverable
+    with ThreadPoolExecutor(max_workers=8) as pool:  # Bitrix24's queue posts a burst in parallel
+        posted = list(pool.map(lambda number: bitrix24.send_sms(portal, "sms1", number, "early callbacks"), numbers))
+    assert {response.status_code for _mid, response in posted} == {200}
+    expected = {mid: "undelivered" if number.endswith("0000") else "delivered"
+                for (mid, _response), number in zip(posted, numbers)}
+    wait_until(lambda: all(portal_statuses(portal, mid)[-1:] == [status] for mid, status in expected.items()),
+               timeout=90, message="every final status to reach the portal")
+
+    assert dict(Message.objects.filter(message_id__in=expected).values_list("message_id", "state")) == expected
+    assert sum(len(r.json) for r in idgtl_posts(idgtl)) == len(expected)  # each sent once
+    assert not UnmatchedCallbackEvent.objects.exists()
+    # Every callback came before the uuids were recorded, was kept, and answered 200 at once.
+    assert len(idgtl.callbacks) == 2 * len(expected)
+    assert all(c["attempts"] == [200] and json.loads(c["answer"])["kept"] == 1 for c in idgtl.callbacks)
+    for message in Message.objects.filter(message_id__in=expected):
+        changes = list(message.status_changes.order_by("id").values_list("source", "state"))
+        assert changes[-3:] == [("send", "sent"), ("callback", "sent"), ("callback", expected[message.message_id])]

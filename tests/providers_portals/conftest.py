@@ -4,7 +4,8 @@
 server's ``oauth_token_refresh``): it keeps providers per installation like Bitrix24 does, answers
 with the contract's error codes, refuses every call to an inactive installation
 (InstallationInactive), and lets a test script failures with ``portal.fail(method, exc)``
-(``"oauth.refresh"`` for the OAuth server). Like the real OAuth server it accepts each refresh
+(``"oauth.refresh"`` for the OAuth server). ``portal.legacy = True``: ``sender.update`` is an unknown
+method, as on portals before April 2026. Like the real OAuth server it accepts each refresh
 token once, only with the client_id it was issued to, and answers with the portal's member_id and
 client_endpoint (``portal.member_id``, ``portal.client_endpoint``), whatever the request said.
 """
@@ -34,6 +35,7 @@ class ScriptedPortal:
         self.bindings = {}  # installation id -> [(event, handler)]
         self.failures = {}  # method -> [exceptions to raise, in order]
         self.rebind_fails = False
+        self.legacy = False  # sender.update unknown (404 ERROR_METHOD_NOT_FOUND)
 
     def fail(self, method, exc, times=1):
         self.failures.setdefault(method, []).extend([exc] * times)
@@ -81,6 +83,8 @@ class _Client:
             providers[params["CODE"]] = dict(params)
             return True
         if method == "messageservice.sender.update":
+            if portal.legacy:
+                raise Bitrix24MethodError("ERROR_METHOD_NOT_FOUND", "Method not found!", http_status=404)
             if params["CODE"] not in providers:
                 raise Bitrix24MethodError("ERROR_SENDER_NOT_FOUND", "Sender not found!")
             providers[params["CODE"]].update(params)

@@ -41,7 +41,8 @@ def page_form(**overrides):
 PAGE_QUERY = "?DOMAIN=acme.bitrix24.ru&PROTOCOL=1&LANG=ru&APP_SID=abc"
 
 
-def test_onappinstall_event_confirms_tokens_stores_installation_and_binds_uninstall(client, application, portal, public_base_url):
+def test_onappinstall_event_confirms_tokens_stores_installation_and_binds_app_events(client, application, portal,
+                                                                                    public_base_url):
     response = client.post("/b24/install/", event_body(), content_type=FORM)
 
     assert response.status_code == 200, response.content
@@ -64,8 +65,11 @@ def test_onappinstall_event_confirms_tokens_stores_installation_and_binds_uninst
     assert portal.calls[0] == ("oauth", "oauth.refresh", {"client_id": CLIENT_ID, "refresh_token": "refresh-token-1"})
     assert "app.info" not in [c[1] for c in portal.calls]
     assert portal.bindings[installation.pk] == [
-        ("ONAPPUNINSTALL", f"https://sms.example.com/b24/uninstall/{installation.handler_secret}/")]
+        ("ONAPPUNINSTALL", f"https://sms.example.com/b24/uninstall/{installation.handler_secret}/"),
+        ("ONAPPUPDATE", f"https://sms.example.com/b24/event/{installation.handler_secret}/")]
     assert response.json()["uninstall_handler_bound"] is True
+    assert response.json()["update_handler_bound"] is True
+    assert installation.bound_event_names == {"ONAPPUNINSTALL", "ONAPPUPDATE"}
 
 
 def test_install_page_post_from_browser_gets_install_finish_page(client, application, portal):
@@ -454,12 +458,12 @@ def test_sandbox_portal_with_a_domain_label_may_live_on_another_host(client, app
 def test_a_broker_outage_when_queueing_the_rebind_keeps_the_install(client, application, portal, monkeypatch):
     from kombu.exceptions import OperationalError
 
-    from providers.tasks.registration import bind_uninstall_handler
+    from providers.tasks.registration import bind_event_handlers
 
     def broker_down(*args, **kwargs):
         raise OperationalError("Error 111 connecting to redis: Connection refused.")
 
-    monkeypatch.setattr(bind_uninstall_handler, "apply_async", broker_down)
+    monkeypatch.setattr(bind_event_handlers, "apply_async", broker_down)
     portal.fail("event.bind", Bitrix24TransientError("QUERY_LIMIT_EXCEEDED", "Too many requests"))
 
     response = client.post("/b24/install/", event_body(), content_type=FORM)

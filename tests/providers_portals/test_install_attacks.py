@@ -109,7 +109,7 @@ def test_the_real_portal_installs_with_what_the_oauth_server_says(client, bitrix
     assert installation.client_endpoint == victim.client_endpoint
     assert installation.refresh_token == victim.admin_refresh_token  # rotated at the OAuth server
     assert installation.state == InstallationState.ACTIVE
-    assert [b["event"] for b in victim.event_bindings] == ["ONAPPUNINSTALL"]
+    assert [b["event"] for b in victim.event_bindings] == ["ONAPPUNINSTALL", "ONAPPUPDATE"]
 
 
 def test_an_impostor_answering_app_info_cannot_take_over_a_portal(client, bitrix24, victim, installed_victim,
@@ -245,9 +245,9 @@ def test_a_slow_portal_cannot_hold_the_install_request(client, bitrix24, victim,
     """event.bind hangs: the install is answered within its budget and the bind is left to a task."""
     settings.B24_INSTALL_TIME_BUDGET = 1.5
     queued = []
-    from providers.tasks.registration import bind_uninstall_handler
+    from providers.tasks.registration import bind_event_handlers
 
-    monkeypatch.setattr(bind_uninstall_handler, "apply_async", lambda *a, **kw: queued.append(a))
+    monkeypatch.setattr(bind_event_handlers, "apply_async", lambda *a, **kw: queued.append(a))
     bitrix24.set_delay("event.bind", 5)
 
     started = time.monotonic()

@@ -145,3 +145,11 @@ def test_the_guarded_admin_views_still_check_csrf(staff_user, account):
     application = SenderNameApplication.objects.get()
     change = reverse("admin:sendernames_sendernameapplication_change", args=[application.pk])
     assert client.post(change, {**add_form(common_type="PROMO", sender_name="Other")}, HTTP_X_CSRFTOKEN="").status_code == 403
+
+
+def test_a_request_with_more_file_parts_than_any_application_needs_is_refused_unread(admin_client, settings):
+    assert settings.DATA_UPLOAD_MAX_NUMBER_FILES == max(20, 2 * settings.SENDER_NAME_MAX_DOCUMENTS)
+    files = [SimpleUploadedFile(f"{n}.pdf", PDF_BYTES) for n in range(settings.DATA_UPLOAD_MAX_NUMBER_FILES + 1)]
+    response = admin_client.post(reverse(ADD), {**add_form(common_type="PROMO"), "new_documents": files})
+    assert response.status_code == 400
+    assert nothing_stored(settings)
