@@ -90,14 +90,15 @@ def broker_messages_lost_at(sweep: str) -> datetime | None:
     asks this: a time means everything that was waiting for a task before it is waiting for nothing.
 
     Each sweep keeps a marker key in the broker's database; a missing marker means the broker lost
-    its contents since it was set. The time is when that Redis started (its uptime), so work asked
-    for after the restart, whose task is alive, is not asked for twice. The first call ever (no
-    marker yet) answers too. Other brokers (the embedded SQLite one) keep their messages: None.
+    its contents since it was set. The time is when that Redis started (its uptime, to the second),
+    so work asked for after the restart, whose task is alive, is not asked for twice. The first call ever (no
+    marker yet) answers too. Other brokers (the embedded SQLite one) keep their messages, and tasks
+    run inline (unit tests) use none: None.
     """
     from celery import current_app
 
     url = str(current_app.conf.broker_url or "")
-    if not url.startswith(("redis://", "rediss://", "unix://")):
+    if current_app.conf.task_always_eager or not url.startswith(("redis://", "rediss://", "unix://")):
         return None
     import redis
 

@@ -2,6 +2,12 @@
 
 JSON only, UTC, late acknowledgement with reject-on-worker-lost (a task whose worker dies is
 delivered again, so every task is written to be idempotent), and soft/hard time limits.
+
+Nothing relies on a queued task surviving: a Redis restarted empty loses every queued task, every
+retry waiting for its countdown and every unacknowledged delivery. Beat's sweeps find the waiting
+work in the database instead (messages to send, status reports due, registrations pending), each
+within a minute of the broker being back; workers run under something that restarts them (the
+supervisor of `make run`, ``restart: unless-stopped`` in docker-compose.yml).
 """
 import os
 
@@ -26,7 +32,11 @@ app.conf.update(
     task_reject_on_worker_lost=True,
     task_ignore_result=True,
     worker_prefetch_multiplier=1,
-    broker_connection_retry_on_startup=True,
+    broker_connection_retry_on_startup=True,  # a worker started before Redis waits for it
+    # On a lost broker connection, tasks already running finish (their work is committed and their
+    # state guards make any rerun harmless) rather than being cancelled for a redelivery that a Redis
+    # restarted empty would never make. Also silences Celery's warning that asks for a choice.
+    worker_cancel_long_running_tasks_on_connection_loss=False,
 )
 if str(app.conf.broker_url or "").startswith(("redis://", "rediss://")):
     # An unacknowledged task comes back after this long (acks_late): longer than any task runs.
@@ -39,12 +49,14 @@ DRIFT_REPAIR_PERIOD = 60.0  # s between drift-repair runs; each run takes its sh
 BEAT_SCHEDULE = {
     "b24sms-heartbeat": {"task": "b24sms.tasks.beat_heartbeat", "schedule": schedule(60.0)},
     "sender-names-sync-statuses": {"task": "sendernames.tasks.sync_open_applications", "schedule": schedule(60.0)},
-    "messages-send-waiting": {"task": "providers.tasks.send_waiting_messages", "schedule": schedule(30.0)},
+    # Also takes over sends whose lease lapsed (a worker gone mid-send): recovery waits one interval at most.
+    "messages-send-waiting": {"task": "providers.tasks.send_waiting_messages", "schedule": schedule(15.0)},
     "messages-reconcile-statuses": {"task": "providers.tasks.reconcile_message_statuses", "schedule": schedule(300.0)},
     "messages-callback-inbox-sweep": {"task": "providers.tasks.sweep_callback_inbox", "schedule": schedule(60.0)},
     "messages-report-statuses": {"task": "providers.tasks.report_pending_statuses", "schedule": schedule(30.0)},
+    # Cheap when nothing is stuck; after the broker lost its messages it asks again at once (see the task).
     "providers-resume-stuck-registrations": {"task": "providers.tasks.resume_stuck_registrations",
-                                             "schedule": schedule(300.0)},
+                                             "schedule": schedule(30.0)},
     # ONAPPUNINSTALL and ONAPPUPDATE bound on installations that lack them (e.g. installed before).
     "providers-bind-missing-events": {"task": "providers.tasks.bind_missing_events", "schedule": schedule(60.0)},
     # sender.list against our registrations, a share of the portals per run (REGISTRATION_DRIFT_REPAIR_INTERVAL).

@@ -129,6 +129,13 @@ def sender_names_by_status():
     return sorted(grouped.values(), key=lambda e: -e["n"])
 
 
+def sender_name_reads():
+    """i-dgtl accounts whose sender-name statuses cannot be read (no read endpoint): not polled, set by hand."""
+    from sendernames.selectors import unreadable_accounts
+
+    return unreadable_accounts()
+
+
 def installations_needing_attention(installations=True, registrations=True):
     """Portals that need reinstalling or report an error, and providers that failed to register
     (each part only when asked for: the user may view it)."""
@@ -189,6 +196,7 @@ def dashboard_data(now=None, user=None) -> dict:
         "today": messages_today(now) if messages else None,
         "chart": daily_chart(now) if messages else None,
         "sender_names": sender_names_by_status() if may_view("sendernames.view_sendernameapplication") else None,
+        "sender_name_reads": sender_name_reads() if may_view("sendernames.view_sendernameapplication") else None,
         "attention": installations_needing_attention(installations, registrations)
         if installations or registrations else None,
         "waiting": waiting(now) if messages else None,

@@ -5,7 +5,8 @@
 - Operator: the day-to-day work on top of that: adds and changes providers and sender-name
   applications, registers providers on portals (and pushes changes, removes them there), checks
   them against the portals, sends test SMS, submits applications to i-dgtl (which charges for
-  them) and asks for their status. Not: i-dgtl accounts and their keys (nor checking them),
+  them) and asks for their status, files one name with several operators at once, and sets a
+  status by hand when i-dgtl cannot be read. Not: i-dgtl accounts and their keys (nor checking them),
   Bitrix24 applications, portal sending settings (installations), deleting anything.
 - Everything else (managing accounts, keys, applications; deleting) is for superusers or for
   permissions an administrator grants one by one.
@@ -31,6 +32,9 @@ OPERATOR_PERMISSIONS = (
     "sendernames.change_sendernameapplication",
     "sendernames.submit_application",
     "sendernames.refresh_application_status",
+    "sendernames.add_sendernamegroup",  # files one name with several operators (submits each at once)
+    "sendernames.change_sendernamegroup",  # adds an operator to such a group (files that one)
+    "sendernames.set_application_status",  # sets a status read in i-dgtl's cabinet by hand
 )
 
 

@@ -17,6 +17,9 @@ What it does (contract §6):
   their limits, duplicates) with the texts of ``idgtl.contract.Text``. Creates ``PRE_REVIEW`` with
   a fee from ``fee_table`` and records each file's name, size, content type and sha256.
 * ``GET /sender-names/{id}`` and ``GET /sender-names`` (paging; filters sender_name, status, brand).
+  ``sender_name_reads=False`` (CLI ``--no-sender-name-reads``) plays an i-dgtl without them (§2.4 is
+  an assumption): ``GET /sender-names/{id}`` is an unknown route (404/4040, before auth) and
+  ``GET /sender-names`` a route that only takes POST (405/4050).
 * ``POST /message``: a JSON array of 1..1000; every item is checked on its own: the senderName
   must be APPROVED with dateFrom <= now or be in ``allowed_sender_names``; ``destination`` must be
   10-15 digits (otherwise item ``{"code": 7401, "msg": "Invalid destination"}``, no messageUuid);
@@ -139,7 +142,7 @@ class FakeIdgtl:
                  auto_review_status="APPROVED", auto_deliver_after: float | None = None,
                  accept_bearer=True, callback_backoff=0.2, fee_table: dict | None = None,
                  undeliverable_suffixes=("0000",), balance=10000.0, callback_batch_max=1,
-                 max_recorded_requests: int | None = None, callbacks_before_answer=False):
+                 max_recorded_requests: int | None = None, callbacks_before_answer=False, sender_name_reads=True):
         self.host, self.port = host, port
         self.sender_names_key, self.messages_key = sender_names_key, messages_key
         self.accept_bearer = accept_bearer
@@ -149,7 +152,7 @@ class FakeIdgtl:
                             callback_backoff=callback_backoff, callback_batch_max=callback_batch_max, fee_table=dict(fee_table or contract.FAKE_FEE_TABLE),
                             undeliverable_suffixes=tuple(undeliverable_suffixes), balance=balance,
                             allowed_sender_names=set(), undeliverable_destinations=set(),
-                            callbacks_before_answer=callbacks_before_answer)
+                            callbacks_before_answer=callbacks_before_answer, sender_name_reads=sender_name_reads)
         self.lock = threading.RLock()
         self._httpd: ThreadingHTTPServer | None = None
         self._callback_queue: queue.Queue = queue.Queue()
@@ -383,9 +386,11 @@ class FakeIdgtl:
             self._allow(method, "GET")
             return 200, {"RUB": self.balance}
         if route == contract.SENDER_NAMES_PATH or re.fullmatch(r"/sender-names/[^/]+", route):
+            if not self.sender_name_reads and route != contract.SENDER_NAMES_PATH:
+                raise _not_found()  # no such route at all
             self._auth(request, TOKEN_2)
             if route == contract.SENDER_NAMES_PATH:
-                self._allow(method, "GET", "POST")
+                self._allow(method, "POST") if not self.sender_name_reads else self._allow(method, "GET", "POST")
                 return self._create_sender_name(request) if method == "POST" else self._list_sender_names(request)
             self._allow(method, "GET")
             return self._get_sender_name(route.rsplit("/", 1)[1])
@@ -761,13 +766,16 @@ def main(argv=None):
                              "ending in 0000) after this delay each")
     parser.add_argument("--sender-names-key", default="c2VuZGVyOm5hbWVz")
     parser.add_argument("--messages-key", default="bWVzc2FnZXM6a2V5")
+    parser.add_argument("--no-sender-name-reads", action="store_true",
+                        help="play an i-dgtl without GET /sender-names/{id} and GET /sender-names (404/405)")
     parser.add_argument("--allow-sender-name", action="append", default=[], metavar="NAME",
                         help="a sender name usable for sending without an approved application (repeatable)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     fake = FakeIdgtl(args.host, args.port, sender_names_key=args.sender_names_key, messages_key=args.messages_key,
                      auto_review_after=args.auto_review_after, auto_review_status=args.auto_review_status,
-                     auto_deliver_after=args.auto_deliver_after, max_recorded_requests=1000)
+                     auto_deliver_after=args.auto_deliver_after, max_recorded_requests=1000,
+                     sender_name_reads=not args.no_sender_name_reads)
     fake._config["allowed_sender_names"] = set(args.allow_sender_name)
     fake.reset()
     fake.start()

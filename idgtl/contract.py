@@ -80,6 +80,14 @@ class SenderNameStatus(models.TextChoices):
 SENDER_NAME_FINAL_STATUSES = {SenderNameStatus.APPROVED, SenderNameStatus.REJECTED, SenderNameStatus.CANCELED}
 # [A] A duplicate is a live name: same senderName (case-insensitive), brand and channel, not in these.
 SENDER_NAME_DEAD_STATUSES = {SenderNameStatus.REJECTED, SenderNameStatus.CANCELED}
+# [A] How far along its review a status is. i-dgtl's record carries no status time, so a status read
+# from i-dgtl replaces one an operator set by hand only when it is further along; an unknown string
+# (no stage) never replaces it.
+SENDER_NAME_STATUS_STAGE = {SenderNameStatus.PRE_REVIEW: 0, SenderNameStatus.REVIEW: 1, SenderNameStatus.APPROVED: 2,
+                            SenderNameStatus.REJECTED: 2, SenderNameStatus.CANCELED: 3}
+# [A] §2.4 is an assumption: a read answered 405 (the route takes no GET), or 404 when the list route
+# answers 404/405 too, means i-dgtl has no read endpoint for this account, not that one id is unknown.
+READ_ROUTE_ABSENT_HTTP_STATUSES = (404, 405)
 
 # [A] Document limits (§2.1): PDF, PNG, JPEG; defaults for the settings of the same meaning.
 DOCUMENT_MIME_TYPES = {"application/pdf": "PDF", "image/png": "PNG", "image/jpeg": "JPEG"}

@@ -29,9 +29,10 @@ from rest_framework.response import Response
 from idgtl.contract import Brand, ChannelType, CommonType
 from idgtl.models import IdgtlAccount
 
-from . import validation
+from . import selectors, validation
 from .models import SenderNameApplication, SenderNameDocument, SenderNameStatusChange, SubmissionState
-from .services import application_create, application_refresh_status, application_submit
+from .services import application_create, application_refresh_status, application_set_status, application_submit
+from .services.readability import unreadable_message
 
 FILE_PART = re.compile(r"^file([1-9]\d*)$")
 
@@ -50,9 +51,16 @@ class DocumentSerializer(serializers.ModelSerializer):
 
 
 class StatusChangeSerializer(serializers.ModelSerializer):
+    manual = serializers.SerializerMethodField(help_text=gettext_lazy("Set by hand by an operator"))
+    changed_by = serializers.SlugRelatedField(slug_field="username", read_only=True, help_text=gettext_lazy(
+        "Who set it by hand (null for a status from i-dgtl)"))
+
     class Meta:
         model = SenderNameStatusChange
-        fields = ["previous_status", "status", "comment", "cause", "created_at"]
+        fields = ["previous_status", "status", "comment", "cause", "manual", "status_date", "changed_by", "created_at"]
+
+    def get_manual(self, change) -> bool:
+        return change.cause == "manual"
 
 
 class LastErrorSerializer(serializers.Serializer):
@@ -64,6 +72,13 @@ class LastErrorSerializer(serializers.Serializer):
 class ApplicationSerializer(serializers.ModelSerializer):
     status = serializers.CharField(read_only=True, help_text=gettext_lazy("i-dgtl's status string as received"))
     status_label = serializers.CharField(read_only=True)
+    status_manual = serializers.BooleanField(read_only=True, help_text=gettext_lazy(
+        "The status was set by hand (from i-dgtl's cabinet), not read from i-dgtl"))
+    status_readable = serializers.SerializerMethodField(help_text=gettext_lazy(
+        "False: i-dgtl has no read endpoint for this account, so the status is not polled; set it by hand"))
+    status_note = serializers.SerializerMethodField(help_text=gettext_lazy("Why the status is not read, if it is not"))
+    usable_from = serializers.SerializerMethodField(help_text=gettext_lazy(
+        "Usable for sending (once approved) from this time: 00:00 Moscow time of the start date"))
     last_error = serializers.SerializerMethodField()
     documents = DocumentSerializer(many=True, read_only=True)
     history = StatusChangeSerializer(many=True, read_only=True)
@@ -73,10 +88,20 @@ class ApplicationSerializer(serializers.ModelSerializer):
         fields = [
             "id", "account", "channel_type", "common_type", "brand", "date_from", "sender_name", "counteragent_name",
             "counteragent_inn", "submission_state", "remote_id", "status", "status_label", "status_comment", "fee",
-            "last_error", "submitted_at", "status_checked_at", "next_status_check_at", "created_at", "updated_at",
-            "documents", "history",
+            "status_manual", "status_date", "status_changed_at", "status_readable", "status_note", "usable_from",
+            "group", "last_error", "submitted_at", "status_checked_at", "next_status_check_at", "created_at",
+            "updated_at", "documents", "history",
         ]
         read_only_fields = fields
+
+    def get_status_readable(self, application) -> bool:
+        return not application.status_not_readable
+
+    def get_status_note(self, application) -> str:
+        return unreadable_message() if application.status_not_readable else ""
+
+    def get_usable_from(self, application) -> str:
+        return selectors.usable_from(application).isoformat()
 
     @extend_schema_field(LastErrorSerializer(allow_null=True))
     def get_last_error(self, application) -> dict | None:
@@ -214,6 +239,30 @@ class ApplicationFilter(filters.FilterSet):
         fields = ["status", "brand", "common_type", "submission_state"]
 
 
+class ManualStatusSerializer(serializers.Serializer):
+    status = serializers.CharField(help_text=gettext_lazy("One of PRE_REVIEW, REVIEW, APPROVED, REJECTED, CANCELED"))
+    date = serializers.CharField(help_text=gettext_lazy(
+        "The date i-dgtl's cabinet shows for the status (2030-01-31); not in the future (Moscow time), not before "
+        "the application was submitted"))
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000,
+                                 help_text=gettext_lazy("Where it comes from, e.g. seen in the i-dgtl cabinet"))
+
+
+class SenderNameChoiceSerializer(serializers.Serializer):
+    application = serializers.IntegerField(source="application.pk", help_text=gettext_lazy(
+        "The id to give a provider as sender_name_application"))
+    sender_name = serializers.CharField()
+    label = serializers.CharField()
+    usable = serializers.BooleanField(help_text=gettext_lazy("Approved and started for at least one operator"))
+    approved_brands = serializers.ListField(source="usable_brands", child=serializers.CharField(), help_text=gettext_lazy(
+        "Operators it is approved for and usable with now"))
+    approved_later = serializers.SerializerMethodField(help_text=gettext_lazy(
+        "Operators it is approved for, usable only from the given time (00:00 Moscow time)"))
+
+    def get_approved_later(self, choice) -> list[dict]:
+        return [{"brand": brand, "usable_from": start.isoformat()} for brand, start in choice.later]
+
+
 ActionResult = inline_serializer("SenderNameActionResult", fields={
     "detail": serializers.CharField(), "application": ApplicationSerializer()})
 
@@ -225,11 +274,14 @@ ActionResult = inline_serializer("SenderNameActionResult", fields={
 class SenderNameApplicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = ApplicationSerializer
     filterset_class = ApplicationFilter
-    queryset = SenderNameApplication.objects.prefetch_related("documents", "history").order_by("-created_at", "-pk")
+    queryset = selectors.with_status_readability(SenderNameApplication.objects.prefetch_related(
+        "documents", "history__changed_by")).order_by("-created_at", "-pk")
     action_permissions = {  # create needs add_, list and retrieve view_ (b24sms/permissions.py)
         "submit": ["sendernames.submit_application"],
         "refresh": ["sendernames.refresh_application_status"],
+        "set_status": ["sendernames.set_application_status"],
         "document": ["sendernames.view_sendernameapplication"],
+        "choices": ["sendernames.view_sendernameapplication"],
     }
 
     def initialize_request(self, request, *args, **kwargs):
@@ -288,6 +340,33 @@ class SenderNameApplicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMi
         result = application_refresh_status(application_id=application.pk)
         code = status.HTTP_502_BAD_GATEWAY if result.error_kind else status.HTTP_200_OK
         return Response({"detail": result.summary, "application": self._full(result.application)}, status=code)
+
+    @extend_schema(
+        summary="Set the status by hand (from i-dgtl's cabinet)", request=ManualStatusSerializer,
+        description="For a status i-dgtl cannot be read for (or reads late). Recorded in the history with the user, "
+                    "marked manual; the periodic sync replaces it only with a status further along the review. "
+                    "The same status, date and note again changes nothing (200 with the same application). "
+                    "400 names the field: an unknown status, a date in the future or before the submission.",
+        responses={200: ActionResult, 400: OpenApiResponse(VALIDATION_ERROR_SCHEMA, description="Bad input, by field")},
+        examples=[OpenApiExample("Approved in the cabinet", request_only=True, value={
+            "status": "APPROVED", "date": "2030-01-31", "note": "seen in the i-dgtl cabinet"})])
+    @action(detail=True, methods=["post"], url_path="set-status")
+    def set_status(self, request, pk=None):
+        application = self.get_object()
+        serializer = ManualStatusSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = application_set_status(application_id=application.pk, status=data["status"], status_date=data["date"],
+                                        note=data["note"], user=request.user)
+        return Response({"detail": result.summary, "application": self._full(result.application)})
+
+    @extend_schema(summary="Approved names for a provider, each once with its operators",
+                   description="What a provider's sender_name_application may be: one entry per name (and account), "
+                               "the operators it is approved for now, and those approved from a later start.",
+                   responses={200: SenderNameChoiceSerializer(many=True)})
+    @action(detail=False, methods=["get"], pagination_class=None, filterset_class=None)
+    def choices(self, request):
+        return Response(SenderNameChoiceSerializer(selectors.sender_name_choices(), many=True).data)
 
     @extend_schema(summary="Download a document", responses={(200, "application/octet-stream"): bytes})
     @action(detail=True, methods=["get"], url_path=r"documents/(?P<document_id>\d+)")

@@ -34,6 +34,34 @@ class StatusChangeCause(models.TextChoices):
     SUBMISSION = "submission", _("Submission")
     PERIODIC_SYNC = "periodic_sync", _("Periodic sync")
     MANUAL_REFRESH = "manual_refresh", _("Manual refresh")
+    MANUAL_STATUS = "manual", _("Set by hand")  # an operator read it in i-dgtl's cabinet and typed it in
+
+
+class SenderNameGroup(models.Model):
+    """One request for a name with several operators: the same fields and documents, one application per brand."""
+    account = models.ForeignKey(
+        "idgtl.IdgtlAccount", on_delete=models.PROTECT, related_name="sender_name_groups", verbose_name=_("i-dgtl account"))
+    channel_type = models.CharField(_("channel"), max_length=16, choices=ChannelType.choices, default=ChannelType.SMS)
+    common_type = models.CharField(_("type"), max_length=16, choices=CommonType.choices)
+    date_from = models.DateTimeField(_("start date"))
+    sender_name = models.CharField(_("sender name"), max_length=11, db_index=True)
+    counteragent_name = models.CharField(_("legal entity"), max_length=255)
+    counteragent_inn = models.CharField(_("INN"), max_length=12)
+    # The request as it was filed (fields, brands, documents' digests): the same request again soon after
+    # (a double submit) finds this group instead of filing anything.
+    request_fingerprint = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("created by"))
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("sender name for several operators")
+        verbose_name_plural = _("sender names for several operators")
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.sender_name} (#{self.pk})"
 
 
 class SenderNameApplication(models.Model):
@@ -62,6 +90,12 @@ class SenderNameApplication(models.Model):
     submitted_at = models.DateTimeField(_("submitted"), null=True, blank=True)
     status_checked_at = models.DateTimeField(_("status checked"), null=True, blank=True)
     next_status_check_at = models.DateTimeField(_("next status check"), null=True, blank=True, db_index=True)
+    # Where the current status came from: i-dgtl (read or answered) or an operator (set by hand), and since when.
+    status_manual = models.BooleanField(_("set by hand"), default=False)
+    status_date = models.DateField(_("status date"), null=True, blank=True)
+    status_changed_at = models.DateTimeField(_("status recorded"), null=True, blank=True)
+    group = models.ForeignKey(SenderNameGroup, on_delete=models.PROTECT, null=True, blank=True,
+                              related_name="applications", verbose_name=_("filed with several operators"))
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("created by"))
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
@@ -74,6 +108,7 @@ class SenderNameApplication(models.Model):
         permissions = [
             ("submit_application", "Can submit sender-name applications to i-dgtl"),
             ("refresh_application_status", "Can ask i-dgtl for the status of sender-name applications"),
+            ("set_application_status", "Can set the status of sender-name applications by hand"),
         ]
         ordering = ["-created_at"]
         constraints = [
@@ -96,6 +131,23 @@ class SenderNameApplication(models.Model):
     @property
     def status_label(self) -> str:
         return status_label(self.status)
+
+    @property
+    def is_polled(self) -> bool:
+        """Submitted and not final: its status is (or would be) read from i-dgtl."""
+        return self.submission_state == SubmissionState.SUBMITTED and self.remote_id is not None and not self.is_final
+
+    @property
+    def status_not_readable(self) -> bool:
+        """Its status cannot be read from i-dgtl: the account has no read endpoint (see StatusReadability).
+
+        Querysets of ``selectors.with_status_readability`` carry it as an annotation (no query per row)."""
+        if not self.is_polled:
+            return False
+        annotated = getattr(self, "account_status_unreadable", None)
+        if annotated is not None:
+            return annotated
+        return StatusReadability.objects.filter(account_id=self.account_id, readable=False).exists()
 
 
 def document_upload_to(instance, filename):
@@ -134,6 +186,9 @@ class SenderNameStatusChange(models.Model):
     status = models.CharField(_("status"), max_length=64)
     comment = models.TextField(_("comment"), blank=True)
     cause = models.CharField(_("cause"), max_length=16, choices=StatusChangeCause.choices)
+    status_date = models.DateField(_("status date"), null=True, blank=True)  # set by hand: the date the operator gave
+    changed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("by"))
     created_at = models.DateTimeField(_("time"), auto_now_add=True)
 
     class Meta:
@@ -143,6 +198,28 @@ class SenderNameStatusChange(models.Model):
 
     def __str__(self):
         return f"{self.previous_status or '—'} → {self.status}"
+
+
+class StatusReadability(models.Model):
+    """Whether i-dgtl's sender-name read endpoint (GET /sender-names/{id}, an assumption of the contract)
+    answers for an account. While it does not, the account's applications are not polled: an operator
+    sets their status by hand from i-dgtl's cabinet, and b24sms asks again once a day."""
+    account = models.OneToOneField("idgtl.IdgtlAccount", on_delete=models.CASCADE, primary_key=True,
+                                   related_name="sender_name_readability", verbose_name=_("i-dgtl account"))
+    readable = models.BooleanField(_("readable"), default=True, db_index=True)
+    unreadable_since = models.DateTimeField(_("not readable since"), null=True, blank=True)
+    http_status = models.PositiveSmallIntegerField(_("i-dgtl answered (HTTP)"), null=True, blank=True)
+    detail = models.TextField(_("i-dgtl's answer"), blank=True)
+    checked_at = models.DateTimeField(_("last checked"), null=True, blank=True)
+    next_check_at = models.DateTimeField(_("next check"), null=True, blank=True, db_index=True)
+
+    class Meta:
+        verbose_name = _("status reading from i-dgtl")
+        verbose_name_plural = _("status reading from i-dgtl")
+        ordering = ["account__name"]
+
+    def __str__(self):
+        return str(self.account)
 
 
 @receiver(post_delete, sender=SenderNameDocument)

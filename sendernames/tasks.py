@@ -1,7 +1,13 @@
 """Celery tasks for sender-name applications: thin, take ids, idempotent (see services)."""
 from celery import shared_task
 
-from .services import SubmitOutcome, application_submit_perform, applications_resume_stalled, applications_sync_open
+from .services import (
+    SubmitOutcome,
+    accounts_recheck_readability,
+    application_submit_perform,
+    applications_resume_stalled,
+    applications_sync_open,
+)
 
 SUBMIT_MAX_RETRIES = 5
 
@@ -26,7 +32,10 @@ def submit_application(self, application_id: int):
 
 @shared_task(name="sendernames.tasks.sync_open_applications")
 def sync_open_applications():
-    """Beat job: poll i-dgtl for every due, non-final application; restart stalled submissions."""
+    """Beat job: ask again for accounts whose read endpoint was absent (daily), poll i-dgtl for every due,
+    non-final application of a readable account; restart stalled submissions."""
+    rechecked = accounts_recheck_readability()
     report = applications_sync_open()
     applications_resume_stalled()
-    return {"checked": report.checked, "changed": report.changed, "errors": report.errors, "skipped": report.skipped}
+    return {"checked": report.checked, "changed": report.changed, "errors": report.errors, "skipped": report.skipped,
+            "accounts_readable_again": sum(rechecked.values())}

@@ -1,8 +1,10 @@
-"""REST API for sender-name applications (staff only), mounted at /api/."""
+"""REST API for sender-name applications and names filed with several operators (staff only), mounted at /api/."""
 from rest_framework.routers import SimpleRouter
 
 from .api import SenderNameApplicationViewSet
+from .api_groups import SenderNameGroupViewSet
 
 router = SimpleRouter()
 router.register("sender-names", SenderNameApplicationViewSet, basename="sender-names")
+router.register("sender-name-groups", SenderNameGroupViewSet, basename="sender-name-groups")
 urlpatterns = router.urls

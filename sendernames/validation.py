@@ -28,9 +28,11 @@ from idgtl.contract import (
     SENDER_NAME_MAX_LENGTH,
     SENDER_NAME_MIN_LENGTH,
     TIMESTAMP_FORMAT,
+    BRANDS_WITH_MEGAFON_PATTERN,
     Brand,
     ChannelType,
     CommonType,
+    SenderNameStatus,
     sender_name_pattern,
 )
 
@@ -48,23 +50,74 @@ def validate_choice(value: str, choices, label) -> str:
     return value
 
 
-def validate_sender_name(value: str, brand: str) -> str:
-    """3 to 11 characters from the brand's alphabet (MegaFon's differs from the others')."""
+def validate_sender_name_length(value: str) -> str:
     value = value or ""
     if not SENDER_NAME_MIN_LENGTH <= len(value) <= SENDER_NAME_MAX_LENGTH:
         raise ValidationError(
             _("A sender name has %(min)s to %(max)s characters; this one has %(length)s."), code="length",
             params={"min": SENDER_NAME_MIN_LENGTH, "max": SENDER_NAME_MAX_LENGTH, "length": len(value)})
+    return value
+
+
+def allowed_characters_text(brand: str):
+    if brand in BRANDS_WITH_MEGAFON_PATTERN:
+        return _("Latin letters, digits and . * ! -")
+    return _("Latin letters, digits, spaces and . * + -")
+
+
+def brand_label(brand: str) -> str:
+    return str(Brand(brand).label) if brand in Brand.values else brand
+
+
+def validate_sender_name(value: str, brand: str) -> str:
+    """3 to 11 characters from the brand's alphabet (MegaFon's differs from the others')."""
+    value = validate_sender_name_length(value)
     # ASCII: i-dgtl's \s means space, tab and line breaks, not every Unicode space (U+2003, U+00A0, ...).
     if not re.fullmatch(sender_name_pattern(brand), value, flags=re.ASCII):
-        if brand in (Brand.MEGAFON, Brand.YOTA):
-            allowed = _("Latin letters, digits and . * ! -")
-        else:
-            allowed = _("Latin letters, digits, spaces and . * + -")
         raise ValidationError(
             _("For %(brand)s a sender name may contain only %(allowed)s."), code="pattern",
-            params={"brand": Brand(brand).label if brand in Brand.values else brand, "allowed": allowed})
+            params={"brand": brand_label(brand), "allowed": allowed_characters_text(brand)})
     return value
+
+
+def refused_characters(value: str, brand: str) -> list[str]:
+    """The characters of a name (3 to 11 long) the brand's pattern does not allow, each once, in order."""
+    pattern = sender_name_pattern(brand)
+    refused = []
+    for character in value:
+        # three of one character have an allowed length: the pattern then judges the character alone
+        if character not in refused and not re.fullmatch(pattern, character * 3, flags=re.ASCII):
+            refused.append(character)
+    return refused
+
+
+def _character_names(characters: list[str]) -> str:
+    names = []
+    for character in characters:
+        if character == " ":
+            names.append(str(_("space")))
+        elif not character.isprintable() or character.isspace():
+            names.append(f"U+{ord(character):04X}")
+        else:
+            names.append(f"“{character}”")
+    return ", ".join(names)
+
+
+def validate_brands_accept(value: str, brands: Iterable[str]) -> None:
+    """Every chosen brand's pattern (MegaFon's is stricter): one message per reason, naming the brands it is
+    refused by and the characters they refuse."""
+    reasons: dict[tuple, list[str]] = {}
+    for brand in brands:
+        refused = refused_characters(value, brand)
+        if refused:
+            reasons.setdefault((tuple(refused), str(allowed_characters_text(brand))), []).append(brand)
+    if not reasons:
+        return
+    raise ValidationError([ValidationError(
+        _("“%(name)s” is refused by %(brands)s: characters not allowed: %(characters)s (allowed: %(allowed)s)."),
+        code="pattern", params={"name": value, "brands": ", ".join(brand_label(b) for b in refused_by),
+                                "characters": _character_names(list(refused)), "allowed": allowed})
+        for (refused, allowed), refused_by in reasons.items()])
 
 
 def earliest_date_from(now: dt.datetime | None = None) -> dt.datetime:
@@ -268,17 +321,7 @@ def validate_not_duplicate(*, account_id, sender_name, brand, channel_type, excl
 
 
 # --- The whole application ----------------------------------------------------------------------
-def application_validate(
-    *, account_id, channel_type, common_type, brand, date_from, sender_name, counteragent_name,
-    counteragent_inn, document_count: int, exclude_id=None, now=None,
-) -> dict:
-    """Check every field; return the cleaned values or raise one ValidationError keyed by field."""
-    errors: dict[str, list] = {}
-    cleaned = {
-        "channel_type": channel_type, "common_type": common_type, "brand": brand,
-        "sender_name": (sender_name or "").strip(), "counteragent_name": (counteragent_name or "").strip(),
-    }
-
+def _collector(errors: dict):
     def check(field, func, *args, **kwargs):
         try:
             return func(*args, **kwargs)
@@ -286,20 +329,133 @@ def application_validate(
             errors.setdefault(field, []).extend(exc.error_list)
             return None
 
+    return check
+
+
+def _validate_common(check, errors, *, channel_type, common_type, date_from, sender_name, counteragent_name,
+                     counteragent_inn, document_count, now) -> dict:
+    """The rules every operator shares (all but the name's alphabet and duplicates)."""
+    cleaned = {
+        "channel_type": channel_type, "common_type": common_type,
+        "sender_name": (sender_name or "").strip(), "counteragent_name": (counteragent_name or "").strip(),
+    }
     check("channel_type", validate_choice, channel_type, ChannelType, _("channel"))
     check("common_type", validate_choice, common_type, CommonType, _("type"))
-    brand_ok = check("brand", validate_choice, brand, Brand, _("operator")) is not None
-    if brand_ok:
-        check("sender_name", validate_sender_name, cleaned["sender_name"], brand)
     cleaned["date_from"] = check("date_from", normalise_date_from, date_from, now=now)
     cleaned["counteragent_inn"] = check("counteragent_inn", validate_inn, counteragent_inn)
     if not cleaned["counteragent_name"]:
         errors.setdefault("counteragent_name", []).append(
             ValidationError(_("Enter the legal entity's name."), code="required"))
     check("documents", validate_documents_required, common_type, document_count)
+    return cleaned
+
+
+def application_validate(
+    *, account_id, channel_type, common_type, brand, date_from, sender_name, counteragent_name,
+    counteragent_inn, document_count: int, exclude_id=None, now=None,
+) -> dict:
+    """Check every field; return the cleaned values or raise one ValidationError keyed by field."""
+    errors: dict[str, list] = {}
+    check = _collector(errors)
+    brand_ok = check("brand", validate_choice, brand, Brand, _("operator")) is not None
+    cleaned = _validate_common(
+        check, errors, channel_type=channel_type, common_type=common_type, date_from=date_from,
+        sender_name=sender_name, counteragent_name=counteragent_name, counteragent_inn=counteragent_inn,
+        document_count=document_count, now=now)
+    cleaned["brand"] = brand
+    if brand_ok:
+        check("sender_name", validate_sender_name, cleaned["sender_name"], brand)
     if "sender_name" not in errors and brand_ok and "channel_type" not in errors:
         check("sender_name", validate_not_duplicate, account_id=account_id, sender_name=cleaned["sender_name"],
               brand=brand, channel_type=channel_type, exclude_id=exclude_id)
     if errors:
         raise ValidationError(errors)
     return cleaned
+
+
+# --- One name, several operators ----------------------------------------------------------------
+def validate_brands(values) -> list[str]:
+    """The chosen operators: at least one, each known; each once, in the contract's order."""
+    if isinstance(values, str):
+        values = [values]
+    values = [part.strip() for value in (values or []) for part in str(value).split(",") if part.strip()]
+    if not values:
+        raise ValidationError(_("Choose at least one operator."), code="required")
+    unknown = [value for value in values if value not in Brand.values]
+    if unknown:
+        raise ValidationError(
+            _("Unknown operator “%(value)s”; expected some of: %(choices)s."), code="invalid_choice",
+            params={"value": "”, “".join(unknown), "choices": ", ".join(Brand.values)})
+    return [brand for brand in Brand.values if brand in values]
+
+
+def group_validate(
+    *, account_id, brands, channel_type, common_type, date_from, sender_name, counteragent_name, counteragent_inn,
+    document_count: int, now=None,
+) -> tuple[dict, list[str]]:
+    """Every field against every chosen operator's rules at once: the cleaned values and the brands, or one
+    ValidationError keyed by field whose messages name the operator that refuses."""
+    errors: dict[str, list] = {}
+    check = _collector(errors)
+    chosen = check("brands", validate_brands, brands) or []
+    cleaned = _validate_common(
+        check, errors, channel_type=channel_type, common_type=common_type, date_from=date_from,
+        sender_name=sender_name, counteragent_name=counteragent_name, counteragent_inn=counteragent_inn,
+        document_count=document_count, now=now)
+    if check("sender_name", validate_sender_name_length, cleaned["sender_name"]) is not None and chosen:
+        check("sender_name", validate_brands_accept, cleaned["sender_name"], chosen)
+    if "sender_name" not in errors and "channel_type" not in errors:
+        for brand in chosen:
+            check("sender_name", validate_not_duplicate, account_id=account_id, sender_name=cleaned["sender_name"],
+                  brand=brand, channel_type=channel_type)
+    if errors:
+        raise ValidationError(errors)
+    return cleaned, chosen
+
+
+# --- A status set by hand -----------------------------------------------------------------------
+def validate_manual_status(value) -> str:
+    """One of the statuses b24sms knows (an unknown string is only ever stored as i-dgtl sent it)."""
+    value = str(value or "").strip()
+    if value not in SenderNameStatus.values:
+        raise ValidationError(
+            _("Unknown status “%(value)s”; expected one of: %(choices)s."), code="invalid_choice",
+            params={"value": value, "choices": ", ".join(SenderNameStatus.values)})
+    return value
+
+
+def moscow_today(now: dt.datetime | None = None) -> dt.date:
+    return timezone.localtime(now or timezone.now(), MOSCOW).date()
+
+
+def parse_status_date(value, *, not_before: dt.date | None = None, now: dt.datetime | None = None) -> dt.date:
+    """The date a status took effect (as i-dgtl's cabinet shows it): a date or an ISO time (its Moscow date);
+    not in the future (Moscow time) and not before ``not_before`` (the day the application was submitted)."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = parse_datetime(text) or parse_date(text)
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            raise ValidationError(_("Enter a date such as 2030-01-31."), code="invalid")
+        value = parsed
+    if isinstance(value, dt.datetime):
+        if timezone.is_naive(value):
+            value = value.replace(tzinfo=MOSCOW)
+        try:
+            value = value.astimezone(MOSCOW).date()
+        except (OverflowError, ValueError):
+            raise ValidationError(_("This date is out of range."), code="invalid")
+    if not isinstance(value, dt.date):
+        raise ValidationError(_("Enter a date."), code="required")
+    today = moscow_today(now)
+    if value > today:
+        raise ValidationError(
+            _("The status date cannot be in the future: today is %(today)s (Moscow time)."), code="future",
+            params={"today": today.isoformat()})
+    if not_before is not None and value < not_before:
+        raise ValidationError(
+            _("The application was submitted to i-dgtl on %(date)s; its status cannot be older."), code="too_early",
+            params={"date": not_before.isoformat()})
+    return value

@@ -32,3 +32,45 @@ def run_together(work, n: int = 2, *, timeout: float = 30) -> list:
     assert not errors, errors
     assert len(results) == n, "a thread did not finish in time"
     return results
+
+
+def run_in_processes(work, n: int = 2, *, args: tuple = (), timeout: float = 60) -> list:
+    """Call ``work(*args)`` in ``n`` new processes released together; return the results (finishing order).
+
+    Threads share one interpreter and the locks of every library in it: a race between processes
+    (two producers creating the same row in a shared file) needs processes. They are spawned, not
+    forked, so each starts clean (no database connection or lock inherited from the test), and
+    ``work`` must be importable (a module-level function). Any exception in a process fails the caller.
+    """
+    import multiprocessing
+    import queue
+
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(n)
+    outcomes = context.Queue()
+    processes = [context.Process(target=_run_released, args=(work, args, barrier, outcomes)) for _ in range(n)]
+    for process in processes:
+        process.start()
+    try:
+        collected = [outcomes.get(timeout=timeout) for _ in processes]
+    except queue.Empty:
+        collected = None
+    finally:
+        for process in processes:
+            process.join(10)
+            if process.is_alive():
+                process.kill()
+    assert collected is not None, "a process did not finish in time"
+    errors = [detail for kind, detail in collected if kind == "error"]
+    assert not errors, "\n".join(errors)
+    return [detail for _kind, detail in collected]
+
+
+def _run_released(work, args, barrier, outcomes):
+    import traceback
+
+    try:
+        barrier.wait(timeout=60)
+        outcomes.put(("ok", work(*args)))
+    except BaseException:  # pragma: no cover - reported by the caller
+        outcomes.put(("error", traceback.format_exc()))

@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.fixtures.worker",
     "tests.fixtures.idgtl",
     "tests.fixtures.bitrix24",
+    "tests.fixtures.redis_server",
 ]
 
 

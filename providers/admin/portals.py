@@ -7,7 +7,7 @@ admin enforces exactly the rules of the API and pushes edits to the portals.
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.template.response import TemplateResponse
 from django.utils.formats import date_format
 from django.utils.html import format_html
@@ -23,6 +23,7 @@ from providers.models import (
     BitrixApplication, Installation, InstallationState, Provider, ProviderRegistration, RegistrationState)
 from providers.services import installations as installation_services
 from providers.services import registration as registration_services
+from sendernames.selectors import sender_name_choices
 
 STATE_COLOURS = {
     InstallationState.ACTIVE: "#2e7d32",
@@ -188,12 +189,15 @@ class ProviderForm(forms.ModelForm):
         if "sender_name_application" not in self.fields:  # the view-only page: no fields
             return
         field = self.fields["sender_name_application"]
-        allowed = Q(pk__in=registration_services.approved_sender_name_applications().values("pk"))
-        if self.instance.sender_name_application_id:
-            allowed |= Q(pk=self.instance.sender_name_application_id)
-        field.queryset = field.queryset.filter(allowed)
-        field.help_text = _("Approved applications whose start date has passed. Leave empty and type the sender "
-                            "name for a name registered outside b24sms.")
+        # Each approved name once, with the operators it is approved for (sendernames.selectors).
+        choices = sender_name_choices(include_id=self.instance.sender_name_application_id)
+        labels = {choice.application.pk: choice.label for choice in choices}
+        field.queryset = field.queryset.filter(pk__in=labels)
+        field.label_from_instance = lambda application: labels.get(application.pk, str(application))
+        field.help_text = _("Approved names, each once with the operators it is approved for. A name is usable for "
+                            "sending from 00:00 Moscow time of its start date; one approved but not started yet is "
+                            "listed with that time. Leave empty and type the sender name for a name registered "
+                            "outside b24sms.")
         self.fields["sender_name"].required = False
 
     def clean(self):

@@ -64,7 +64,9 @@ class ProviderSerializer(serializers.ModelSerializer):
                     "name registered outside b24sms."))
     sender_name_application = serializers.PrimaryKeyRelatedField(
         queryset=SenderNameApplication.objects.all(), required=False, allow_null=True,
-        help_text=_("An APPROVED sender-name application whose start date has passed."))
+        help_text=_("An APPROVED sender-name application whose start date (00:00 Moscow time) has passed. "
+                    "GET /api/sender-names/choices/ lists each approved name once with the operators it is approved "
+                    "for, and the id to give here."))
     installations = RegisteredInstallationsField(
         child_relation=serializers.PrimaryKeyRelatedField(queryset=Installation.objects.all()), required=False,
         help_text=_("Installations (portals) the provider is on. On write: portals to register it on (added to the "

@@ -1,6 +1,8 @@
 """Delivery: i-dgtl callbacks and the reconciler move sent messages to their final status.
 
 Idempotent by (message_uuid, status); a message only moves forward and a final status never changes.
+A callback may come before the uuids of the send's answer are recorded: its events wait in the inbox
+(UnmatchedCallbackEvent) and are applied in the transaction that records those uuids.
 """
 import logging
 import re

@@ -107,7 +107,9 @@ def provider_clean(*, code: str, name: str, name_translations=None, description:
     sender_name = (sender_name or "").strip()
     if sender_name_application is not None:
         if not approved_sender_name_applications().filter(pk=sender_name_application.pk).exists():
-            raise ValidationError({"sender_name_application": _(
+            from sendernames.selectors import application_unusable_reason  # says when an approved one starts
+
+            raise ValidationError({"sender_name_application": application_unusable_reason(sender_name_application) or _(
                 "This sender-name application is not approved, or its start date has not come yet.")})
         if sender_name and sender_name != sender_name_application.sender_name:
             raise ValidationError({"sender_name": _("Does not match the chosen sender-name application (%(name)s).")
@@ -310,7 +312,7 @@ def registrations_push_after_reinstall(*, installation: Installation, repair_rea
         registration.save(update_fields=["state", "updated_at"])
         if repair_reason:
             _enqueue(register_provider, registration.pk, repair_reason=repair_reason)
-        else:
+        else:  # the task's message as before the argument existed (a worker not yet upgraded takes it)
             _enqueue(register_provider, registration.pk)
 
 

@@ -10,6 +10,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from b24sms.broker import broker_messages_lost_at
 from bitrix24.client import Bitrix24TransientError
 from providers.models import Installation
 from providers.services import installations as installation_services
@@ -122,6 +123,14 @@ def repair_installation_drift(installation_id: int):
 
 @shared_task(name="providers.tasks.resume_stuck_registrations")
 def resume_stuck_registrations():
-    """Beat: registrations whose task was never queued or was lost are asked for again."""
-    return registration_services.registrations_resume_stuck(
-        older_than=timedelta(seconds=settings.REGISTRATION_RESUME_AFTER))
+    """Beat: registrations whose task was never queued or was lost are asked for again.
+
+    Normally after REGISTRATION_RESUME_AFTER, longer than a task's own retries, so a task waiting
+    for its next try is not doubled. When the broker lost its messages (a Redis restarted empty),
+    every retry it held is gone too: everything pending since before then is asked for at once.
+    """
+    older_than = timedelta(seconds=settings.REGISTRATION_RESUME_AFTER)
+    lost_at = broker_messages_lost_at("registrations")
+    if lost_at is not None:
+        older_than = min(older_than, timezone.now() - lost_at)
+    return registration_services.registrations_resume_stuck(older_than=older_than)

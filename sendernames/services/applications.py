@@ -142,8 +142,6 @@ def application_submit(*, application_id: int) -> SubmitRequest:
     A second request while queued, submitting or submitted changes nothing and enqueues nothing, so
     a double click or a repeated API call cannot produce a second remote application.
     """
-    from ..tasks import submit_application
-
     with transaction.atomic():
         application = SenderNameApplication.objects.select_for_update().select_related("account").get(pk=application_id)
         if application.submission_state not in (SubmissionState.DRAFT, SubmissionState.FAILED):
@@ -164,17 +162,31 @@ def application_submit(*, application_id: int) -> SubmitRequest:
                                    exclude_id=application.pk)
         except ValidationError as exc:
             errors["sender_name"] = exc.error_list
-        if not application.account.sender_names_key:
-            errors["account"] = [ValidationError(
-                _("The i-dgtl account “%(account)s” has no sender-names key (TOKEN_2): this is a configuration "
-                  "problem; save the key in the account first.") % {"account": application.account.name})]
+        key_error = account_key_error(application.account)
+        if key_error is not None:
+            errors["account"] = [key_error]
         if errors:
             raise ValidationError(errors)
-        application.submission_state = SubmissionState.QUEUED
-        application.save(update_fields=["submission_state", "date_from", "updated_at"])
-        # robust: if the broker is down the request still succeeds; the stalled-submission sweep enqueues it later
-        transaction.on_commit(lambda: submit_application.delay(application.pk), robust=True)
+        queue_submission(application)
     return SubmitRequest(application, True, _("Queued for submission to i-dgtl."))
+
+
+def queue_submission(application: SenderNameApplication) -> None:
+    """QUEUED, and the submit task enqueued once the caller's transaction commits (call it inside one)."""
+    from ..tasks import submit_application
+
+    application.submission_state = SubmissionState.QUEUED
+    application.save(update_fields=["submission_state", "date_from", "updated_at"])
+    # robust: if the broker is down the request still succeeds; the stalled-submission sweep enqueues it later
+    transaction.on_commit(lambda: submit_application.delay(application.pk), robust=True)
+
+
+def account_key_error(account: IdgtlAccount) -> ValidationError | None:
+    if account.sender_names_key:
+        return None
+    return ValidationError(
+        _("The i-dgtl account “%(account)s” has no sender-names key (TOKEN_2): this is a configuration "
+          "problem; save the key in the account first.") % {"account": account.name})
 
 
 def _already_message(application: SenderNameApplication) -> str:

@@ -9,6 +9,9 @@ from decimal import Decimal, InvalidOperation
 
 from django.utils.dateparse import parse_datetime
 
+from idgtl.client import IdgtlError, IdgtlNotFound, IdgtlTransientError
+from idgtl.contract import READ_ROUTE_ABSENT_HTTP_STATUSES
+
 from ..models import SenderNameApplication
 from ..validation import date_from_for_idgtl
 
@@ -123,3 +126,59 @@ def remote_status(record: dict, default: str = "") -> str:
     if value is None or value == "":
         return default
     return str(value)[:STATUS_MAX_LENGTH]
+
+
+# --- Reading one application's record ---------------------------------------------------------------
+class ReadRouteAbsent(Exception):
+    """i-dgtl has no sender-name read endpoint for this account: 404/405 on the route, not on one id."""
+
+    def __init__(self, http_status: int | None, detail: str):
+        super().__init__(f"HTTP {http_status}: {detail}")
+        self.http_status = http_status
+        self.detail = detail
+
+
+def _route_absent(error: IdgtlError) -> bool:
+    return error.http_status in READ_ROUTE_ABSENT_HTTP_STATUSES and not isinstance(error, IdgtlTransientError)
+
+
+def _fetch(client, remote_id: int) -> dict:
+    record = client.get_sender_name(remote_id)
+    if not isinstance(record, dict):
+        raise IdgtlTransientError("i-dgtl answered with something other than a sender-name object.")
+    return record
+
+
+def remote_read(client, application: SenderNameApplication) -> dict:
+    """i-dgtl's record of a submitted application (GET /sender-names/{id}, an assumption of the contract).
+
+    405 means the route takes no GET: the endpoint is absent. A 404 is ambiguous (the same envelope for an
+    unknown route and an unknown id), but the id came from i-dgtl itself, so the list route decides: when it
+    is absent too (404/405), so is the read endpoint (:class:`ReadRouteAbsent`); when it answers, the record
+    is looked for there (a service with a list but no single read still gets its statuses read), and an id
+    it does not list is unknown (:class:`IdgtlNotFound`).
+    """
+    try:
+        return _fetch(client, application.remote_id)
+    except IdgtlNotFound as exc:
+        not_found = exc
+    except IdgtlError as exc:
+        if exc.http_status == 405:
+            raise ReadRouteAbsent(405, exc.message) from exc
+        raise
+    page = 1
+    while page <= LOOKUP_MAX_PAGES:
+        try:
+            answer = client.list_sender_names(sender_name=application.sender_name, page=page, per_page=100)
+        except IdgtlError as exc:
+            if _route_absent(exc):
+                raise ReadRouteAbsent(not_found.http_status, not_found.message) from exc
+            raise
+        items = (answer.get("items") if isinstance(answer, dict) else None) or []
+        for record in items:
+            if remote_id_of(record) == application.remote_id:
+                return record
+        if not items or page * 100 >= int(answer.get("total") or 0):
+            break
+        page += 1
+    raise not_found

@@ -3,7 +3,9 @@
 One application (manual refresh) or all that are due (periodic sync). Polling stops at a final
 status; an application long in review is polled less often (the interval doubles for every day
 in review, up to a cap); an unknown status string is stored as it is, polled on, and warned about
-once when it appears.
+once when it appears. An account whose read endpoint is absent is not polled (``readability``) and
+is asked again once a day. A status an operator set by hand is replaced by a read only when the read
+is further along the review (``SENDER_NAME_STATUS_STAGE``): never by an older one.
 """
 import dataclasses
 import datetime as dt
@@ -17,7 +19,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from idgtl.client import IdgtlConfigurationError, IdgtlError, IdgtlNotFound, IdgtlTransientError
-from idgtl.contract import SENDER_NAME_FINAL_STATUSES, SenderNameStatus
+from idgtl.contract import SENDER_NAME_FINAL_STATUSES, SENDER_NAME_STATUS_STAGE, SenderNameStatus
 from idgtl.models import IdgtlAccount
 
 from ..models import (
@@ -25,10 +27,12 @@ from ..models import (
     SenderNameApplication,
     SenderNameStatusChange,
     StatusChangeCause,
+    StatusReadability,
     SubmissionState,
     status_label,
 )
-from . import remote
+from . import readability, remote
+from .remote import ReadRouteAbsent
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +42,9 @@ SYNC_BATCH_SIZE = 500
 SYNC_CLAIM_LEASE = dt.timedelta(minutes=10)  # a claimed application is not picked again meanwhile
 TRANSIENT_ERRORS_BEFORE_PAUSE = 3  # consecutive failures that pause one account for the rest of a cycle
 SYNC_FIELDS = ["status", "status_comment", "fee", "status_checked_at", "next_status_check_at",
-               "last_error_kind", "last_error_code", "last_error_message", "updated_at"]
+               "last_error_kind", "last_error_code", "last_error_message", "updated_at",
+               "status_manual", "status_date", "status_changed_at"]
+UNREADABLE_KIND = "unreadable"  # RefreshResult.error_kind when i-dgtl has no read endpoint
 
 
 def sync_interval(submitted_at: dt.datetime | None, now: dt.datetime) -> dt.timedelta:
@@ -53,11 +59,34 @@ def next_check_at(application: SenderNameApplication, now: dt.datetime) -> dt.da
     return now + sync_interval(application.submitted_at, now)
 
 
+def moscow_date(moment: dt.datetime) -> dt.date:
+    from ..validation import MOSCOW
+
+    return timezone.localtime(moment, MOSCOW).date()
+
+
+def read_supersedes_manual(manual: str, read: str) -> bool:
+    """Whether a status read from i-dgtl replaces one set by hand: only one further along the review."""
+    manual_stage, read_stage = SENDER_NAME_STATUS_STAGE.get(manual), SENDER_NAME_STATUS_STAGE.get(read)
+    return manual_stage is not None and read_stage is not None and read_stage > manual_stage
+
+
 def _apply_record(application: SenderNameApplication, record: dict, *, cause: str, now: dt.datetime):
     """Copy i-dgtl's view onto the application; return an unsaved history row if the status changed."""
     previous = application.status
     status = remote.remote_status(record, default=previous)
     comment = str(record.get("comment") or "")
+    if application.status_manual and status != previous and not read_supersedes_manual(previous, status):
+        if status not in SENDER_NAME_STATUS_STAGE or SENDER_NAME_STATUS_STAGE[status] < SENDER_NAME_STATUS_STAGE.get(previous, 0):
+            logger.info("i-dgtl reports an older status than the one set by hand; the one set by hand stays",
+                        extra={"application_id": application.pk, "status": status, "manual": previous})
+        else:
+            logger.warning("i-dgtl reports a different status at the same stage as the one set by hand; the one "
+                           "set by hand stays", extra={"application_id": application.pk, "status": status,
+                                                       "manual": previous})
+        status, comment = previous, application.status_comment
+    elif application.status_manual and status == previous:
+        application.status_manual = False  # i-dgtl confirms it: from now on the status is i-dgtl's again
     application.status = status
     application.status_comment = comment
     fee = remote.remote_fee(record)
@@ -69,6 +98,9 @@ def _apply_record(application: SenderNameApplication, record: dict, *, cause: st
     application.updated_at = now
     if status == previous:
         return None
+    application.status_manual = False
+    application.status_changed_at = now
+    application.status_date = moscow_date(now)
     if status not in SenderNameStatus.values:
         logger.warning("i-dgtl reported an unknown sender-name status; it is stored as is and polled on",
                        extra={"application_id": application.pk, "status": status})
@@ -93,13 +125,6 @@ def _apply_error(application: SenderNameApplication, error: IdgtlError, *, now: 
     return message
 
 
-def _fetch(client, remote_id: int) -> dict:
-    record = client.get_sender_name(remote_id)
-    if not isinstance(record, dict):
-        raise IdgtlTransientError("i-dgtl answered with something other than a sender-name object.")
-    return record
-
-
 @dataclasses.dataclass
 class RefreshResult:
     application: SenderNameApplication
@@ -120,17 +145,24 @@ class RefreshResult:
 
 
 def application_refresh_status(*, application_id: int, cause: str = StatusChangeCause.MANUAL_REFRESH,
-                               client=None) -> RefreshResult:
+                               client=None, now: dt.datetime | None = None) -> RefreshResult:
     """Ask i-dgtl for one application's status now and record any change."""
     application = SenderNameApplication.objects.select_related("account").get(pk=application_id)
     if application.submission_state != SubmissionState.SUBMITTED or application.remote_id is None:
         raise ValidationError(_("This application has not been submitted to i-dgtl yet."), code="not_submitted")
     client = client or remote.client_for(application.account)
-    now = timezone.now()
+    now = now or timezone.now()
     try:
-        record, error = _fetch(client, application.remote_id), None
+        record, error = remote.remote_read(client, application), None
+    except ReadRouteAbsent as exc:
+        readability.account_mark_unreadable(account_id=application.account_id, http_status=exc.http_status,
+                                            detail=exc.detail, now=now)
+        return RefreshResult(application, application.status, False, UNREADABLE_KIND,
+                             readability.unreadable_message())
     except IdgtlError as exc:
         record, error = None, exc
+    if error is None or isinstance(error, IdgtlNotFound):  # the read endpoint answered
+        readability.account_mark_readable(account_id=application.account_id, now=now)
     with transaction.atomic():
         application = SenderNameApplication.objects.select_for_update().get(pk=application_id)
         previous = application.status
@@ -157,9 +189,11 @@ class SyncReport:
 
 
 def open_applications_due(now: dt.datetime):
+    """Submitted, not final, due, and of an account whose read endpoint answers."""
     return (SenderNameApplication.objects
             .filter(submission_state=SubmissionState.SUBMITTED, remote_id__isnull=False, next_status_check_at__lte=now)
-            .exclude(status__in=SENDER_NAME_FINAL_STATUSES))
+            .exclude(status__in=SENDER_NAME_FINAL_STATUSES)
+            .exclude(account_id__in=readability.unreadable_account_ids()))
 
 
 def _claim_batch(now: dt.datetime, size: int) -> list[SenderNameApplication]:
@@ -175,11 +209,11 @@ def _claim_batch(now: dt.datetime, size: int) -> list[SenderNameApplication]:
 MAX_UPDATE_GROUPS = 20
 
 
-def _drop_moved(batch, changes, claimed_status: dict[int, str]):
-    """Leave out rows whose status someone else (a manual refresh) wrote while this batch was at i-dgtl,
-    so their newer values stay and their change is not recorded twice."""
-    current = dict(SenderNameApplication.objects.select_for_update().filter(pk__in=claimed_status)
-                   .values_list("pk", "status"))
+def _drop_moved(batch, changes, claimed_status: dict[int, tuple]):
+    """Leave out rows whose status someone else (a manual refresh, an operator setting it by hand) wrote
+    while this batch was at i-dgtl, so their newer values stay and their change is not recorded twice."""
+    current = {pk: (status, changed_at) for pk, status, changed_at in SenderNameApplication.objects
+               .select_for_update().filter(pk__in=claimed_status).values_list("pk", "status", "status_changed_at")}
     moved = {pk for pk, status in claimed_status.items() if current.get(pk) != status}
     if not moved:
         return batch, changes
@@ -231,7 +265,7 @@ def applications_sync_open(*, now: dt.datetime | None = None, batch_size: int = 
         if missing:
             accounts.update(IdgtlAccount.objects.in_bulk(missing))
         changes = []
-        claimed_status = {application.pk: application.status for application in batch}
+        claimed_status = {application.pk: (application.status, application.status_changed_at) for application in batch}
         checked_at = now or timezone.now()  # one time for the batch, so equal rows are written together
         for application in batch:
             account_id = application.account_id
@@ -249,7 +283,16 @@ def applications_sync_open(*, now: dt.datetime | None = None, batch_size: int = 
             if client is None:
                 client = clients[account_id] = client_for(accounts[account_id])
             try:
-                record = _fetch(client, application.remote_id)
+                record = remote.remote_read(client, application)
+            except ReadRouteAbsent as exc:
+                # The route, not this id: stop polling the account (it is asked again daily) and leave the row as it was.
+                readability.account_mark_unreadable(account_id=account_id, http_status=exc.http_status,
+                                                    detail=exc.detail, now=checked_at)
+                paused[account_id] = exc
+                application.next_status_check_at = checked_at + sync_interval(application.submitted_at, checked_at)
+                application.updated_at = checked_at
+                report.skipped += 1
+                continue
             except IdgtlError as exc:
                 _apply_error(application, exc, now=checked_at)
                 report.errors += 1
@@ -272,9 +315,56 @@ def applications_sync_open(*, now: dt.datetime | None = None, batch_size: int = 
         report.changed += len(changes)
     for account_id, error in paused.items():
         logger.warning("Sender-name sync paused for an account this cycle",
-                       extra={"account_id": account_id, "error": error.__class__.__name__, "code": error.code})
+                       extra={"account_id": account_id, "error": error.__class__.__name__,
+                              "code": getattr(error, "code", getattr(error, "http_status", None))})
     for client in clients.values():
         close = getattr(client, "close", None)
         if callable(close):
             close()
     return report
+
+
+# --- Accounts whose read endpoint is absent: asked again once a day ---------------------------------
+RECHECK_AFTER_ERROR = dt.timedelta(hours=1)  # the daily check itself failed (i-dgtl down, a bad key): sooner
+
+
+def _probe_application(account_id: int) -> SenderNameApplication | None:
+    """The application whose read decides: an open one if any, else the latest submitted."""
+    submitted = SenderNameApplication.objects.filter(
+        account_id=account_id, submission_state=SubmissionState.SUBMITTED, remote_id__isnull=False)
+    return (submitted.exclude(status__in=SENDER_NAME_FINAL_STATUSES).order_by("submitted_at", "pk").first()
+            or submitted.order_by("-submitted_at", "-pk").first())
+
+
+def accounts_recheck_readability(*, now: dt.datetime | None = None, client_for=None) -> dict[int, bool]:
+    """Beat job: ask i-dgtl again for each unreadable account whose daily check is due, with one read of
+    one of its applications. Returns account id -> readable now."""
+    client_for = client_for or remote.client_for
+    now = now or timezone.now()
+    with transaction.atomic():
+        due = list(StatusReadability.objects.select_for_update(skip_locked=True)
+                   .filter(readable=False, next_check_at__lte=now).select_related("account"))
+        StatusReadability.objects.filter(pk__in=[state.pk for state in due]).update(
+            next_check_at=now + SYNC_CLAIM_LEASE)  # claimed: a concurrent beat run leaves them alone
+    results = {}
+    for state in due:
+        application = _probe_application(state.account_id)
+        if application is None:  # nothing submitted to read: ask again tomorrow
+            StatusReadability.objects.filter(pk=state.pk).update(
+                checked_at=now, next_check_at=now + readability.RECHECK_INTERVAL)
+            results[state.account_id] = False
+            continue
+        client = client_for(state.account)
+        try:
+            result = application_refresh_status(application_id=application.pk, cause=StatusChangeCause.PERIODIC_SYNC,
+                                                client=client, now=now)
+        finally:
+            close = getattr(client, "close", None)
+            if callable(close):
+                close()
+        readable = result.error_kind != UNREADABLE_KIND and not StatusReadability.objects.filter(
+            pk=state.pk, readable=False).exists()
+        if not readable and result.error_kind != UNREADABLE_KIND:  # the check failed otherwise: try again sooner
+            StatusReadability.objects.filter(pk=state.pk).update(checked_at=now, next_check_at=now + RECHECK_AFTER_ERROR)
+        results[state.account_id] = readable
+    return results

@@ -27,7 +27,7 @@ from idgtl.client import (
 
 from ..models import ErrorKind, SenderNameApplication, SenderNameStatusChange, StatusChangeCause, SubmissionState
 from . import remote
-from .status import next_check_at
+from .status import moscow_date, next_check_at
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +88,10 @@ def _record_success(application_id: int, record: dict) -> SenderNameApplication:
         application.status_checked_at = now
         application.next_status_check_at = next_check_at(application, now)
         application.last_error_kind, application.last_error_code, application.last_error_message = "", None, ""
+        if status != previous:
+            application.status_manual = False
+            application.status_changed_at = now
+            application.status_date = moscow_date(now)
         application.save()
         if status != previous:
             SenderNameStatusChange.objects.create(

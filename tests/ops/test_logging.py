@@ -65,6 +65,7 @@ def test_no_secret_reaches_a_log_line(json_log, settings):
     logger.info("install payload %s", {"auth": {"access_token": s["access token"], "application_token": s["application token"]}})
     logger.info("form auth%%5Baccess_token%%5D=%s&auth%%5Bapplication_token%%5D=%s", s["access token"], s["application token"])
     logger.warning("Forbidden: /b24/handler/%s/", s["handler secret"])
+    logger.warning("Forbidden: /b24/event/%s/", s["handler secret"])
     logger.info("callback at http://127.0.0.1:8000/idgtl/callback/%s/", s["handler secret"])
     logger.info("call", extra={"params": {"auth": s["access token"]}, "headers": {"Authorization": "Token " + s["api token"]}})
     logger.info("body %s", json.dumps({"refresh_token": s["refresh token"], "nested": json.dumps({"client_secret": s["client secret"]})}))

@@ -367,7 +367,8 @@ def test_a_callback_holding_the_inbox_lock_is_seen_by_the_recording_transaction(
     callback = Step(delivered_callback(installation))
     wait_until(lambda: inbox_lock_waiters() == 1, timeout=20, message="the send to wait for the inbox lock")
     send_waits.set()
-    assert (callback.finish().applied, callback.finish().kept) == (0, 1)
+    outcome = callback.finish()
+    assert (outcome.applied, outcome.kept) == (0, 1)
     assert send.finish() == 1
     in_flight.refresh_from_db()
     assert in_flight.state == MessageState.DELIVERED

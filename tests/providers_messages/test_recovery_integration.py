@@ -33,7 +33,8 @@ def start_worker_group(env: dict, log_path, queue: str) -> WorkerProcess:
     log = open(log_path, "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "b24sms", "worker", "--loglevel=INFO", "--concurrency=2",
-         "--pool=prefork", "-Q", queue, "--without-gossip", "--without-mingle", "-n", f"{queue}-{uuid.uuid4().hex[:6]}@%h"],
+         "--pool=prefork", "-Q", queue, "--without-gossip", "--without-mingle",
+         "-n", f"{queue}-{uuid.uuid4().hex[:6]}@%h"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     worker = WorkerProcess(process, log_path, queue)
     wait_until(lambda: " ready." in worker.logs() or process.poll() is not None, timeout=60,
@@ -65,8 +66,9 @@ def own_queue(transactional_db, live_server, settings):
 
 @pytest.fixture
 def workers(worker_environment, own_queue, tmp_path):
-    env = {**worker_environment, "CELERY_TASK_DEFAULT_QUEUE": own_queue, "IDGTL_TIMEOUT": str(IDGTL_TIMEOUT),
-           "IDGTL_CONNECT_TIMEOUT": "2", "MESSAGES_SEND_LEASE_MARGIN": "2", "MESSAGES_SEND_DEBOUNCE": "0.5"}
+    env = {**os.environ, **worker_environment, "CELERY_TASK_DEFAULT_QUEUE": own_queue,
+           "IDGTL_TIMEOUT": str(IDGTL_TIMEOUT), "IDGTL_CONNECT_TIMEOUT": "2", "MESSAGES_SEND_LEASE_MARGIN": "2",
+           "MESSAGES_SEND_DEBOUNCE": "0.5"}
     started: list[WorkerProcess] = []
 
     def start():

@@ -245,7 +245,8 @@ def test_delete_and_add_when_the_provider_is_gone_adds_it(installed, portal, run
 def test_other_update_errors_do_not_mark_the_portal(installed, portal, run_on_commit):
     installation, provider = installed
     register(installation, provider, run_on_commit)
-    portal.fail("messageservice.sender.update", Bitrix24MethodError("ERROR_SENDER_UPDATE_FAILURE", "Sender update error!"))
+    portal.fail("messageservice.sender.update",
+                Bitrix24MethodError("ERROR_SENDER_UPDATE_FAILURE", "Sender update error!"))
 
     with run_on_commit():
         services.provider_update(provider=provider, name="Acme renamed")

@@ -32,7 +32,8 @@ def test_portal_installs_registers_provider_and_uninstalls(live_worker, live_ser
     assert installation.state == InstallationState.ACTIVE
     assert installation.application_token == portal.application_token
     uninstall_url = f"{live_server.url}/b24/uninstall/{installation.handler_secret}/"
-    assert [(b["event"], b["handler"]) for b in portal.event_bindings] == [("ONAPPUNINSTALL", uninstall_url)]
+    assert [(b["event"], b["handler"]) for b in portal.event_bindings] == [
+        ("ONAPPUNINSTALL", uninstall_url), ("ONAPPUPDATE", f"{live_server.url}/b24/event/{installation.handler_secret}/")]
 
     created = api_client.post("/api/providers/", {
         "code": "b24sms.acme", "name": "Acme SMS", "name_translations": {"ru": "Акме СМС", "en": "Acme SMS"},

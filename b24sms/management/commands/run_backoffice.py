@@ -1,17 +1,32 @@
 """Start the whole back-office with honcho: web, worker, beat (and in the sandbox the two fakes).
 
-One command starts them all; Ctrl-C (or any process exiting) stops them all. The sandbox
+One command starts them all; Ctrl-C stops them all. honcho also stops them all when one exits, so
+the worker and beat run under b24sms/supervise.py, which starts them again when they exit (a worker
+can exit after a Redis restart); a process that cannot even start still stops everything. The sandbox
 (b24sms/sandbox.py) starts when nothing real is configured; production settings never start it.
 runserver is a development server: it listens on 127.0.0.1 (``--host`` to change), and this command
 refuses the production settings (production runs gunicorn: Dockerfile, docker-compose.yml, Procfile).
 """
 import os
+import shlex
 import sys
+from pathlib import Path
 
 from django.conf import settings
 from django.core.management import BaseCommand, CommandError, call_command
 
 from b24sms import sandbox
+
+SUPERVISOR = Path(__file__).resolve().parents[2] / "supervise.py"
+
+
+def supervised(name: str, command: str) -> str:
+    """``command`` under the supervisor, which starts it again whenever it exits.
+
+    Run by its path with -I: b24sms/ is not put on sys.path (b24sms/logging.py would hide the standard
+    library's) and nothing loads Django there, so a bad setting shows in the supervised process only.
+    """
+    return f"{sys.executable} -I {shlex.quote(str(SUPERVISOR))} --name {name} -- {command}"
 
 
 class Command(BaseCommand):
@@ -37,10 +52,11 @@ class Command(BaseCommand):
         enabled, reason = sandbox.sandbox_decision()
         if enabled and not options["dry_run"] and sandbox.fakes_missing():
             enabled, reason = False, f"the fake services are missing ({', '.join(sandbox.fakes_missing())})"
+        celery = f"{python} -m celery -A b24sms"
         processes = {
             "web": f"{python} manage.py runserver {options['host']}:{port} --noreload",
-            "worker": f"{python} -m celery -A b24sms worker --loglevel=INFO --concurrency=2",
-            "beat": f"{python} -m celery -A b24sms beat --loglevel=INFO",
+            "worker": supervised("worker", f"{celery} worker --loglevel=INFO --concurrency=2"),
+            "beat": supervised("beat", f"{celery} beat --loglevel=INFO"),
         }
         if enabled:
             sandbox_env = sandbox.sandbox_environment(port)
