@@ -1,4 +1,4 @@
-"""The only module that speaks HTTP to Bitrix24 (contract: shared/contracts/bitrix24.md).
+"""The only module that speaks HTTP to Bitrix24 (contract: docs/contracts/bitrix24.md).
 
 Every REST call is a JSON ``POST`` to ``client_endpoint + method`` with the access token in
 ``auth``, after taking a slot from the portal's shared leaky bucket (bitrix24/ratelimit.py), always
@@ -275,7 +275,7 @@ def _as_map(value) -> dict:
 
 
 def _pause_key(installation_pk: int, method: str) -> str:
-    # The operating limit is per application and method (contract §1.4): an installation is one
+    # The operating limit is per application and method (docs/contracts/bitrix24.md §1.4): an installation is one
     # (application, portal) pair, so two applications on one portal do not pause each other.
     return f"b24:optime:{installation_pk}:{method.lower()}"
 
@@ -404,7 +404,7 @@ def oauth_token_refresh(*, client_id: str, client_secret: str, refresh_token: st
     """GET B24_OAUTH_URL?grant_type=refresh_token... -> the token payload. Typed errors; secrets never shown.
 
     The OAuth server is the one party that can say which portal (``member_id``, ``client_endpoint``)
-    a refresh token belongs to, and that it was issued to our application (contract §4.3). Each
+    a refresh token belongs to, and that it was issued to our application (docs/contracts/bitrix24.md §4.3). Each
     success rotates the refresh token: the one sent is dead afterwards.
     """
     params = {"grant_type": contract.GRANT_REFRESH_TOKEN, "client_id": client_id,

@@ -1,6 +1,6 @@
 """Everything b24sms knows or assumes about the Bitrix24 REST API, in one place.
 
-Source: shared/contracts/bitrix24.md (section numbers below). Tags as in the contract: [D] docs,
+Source: docs/contracts/bitrix24.md (section numbers below). Tags as in the contract: [D] docs,
 [S] server source mirror, [SDK] official SDKs, [A] our assumption. When Bitrix24 turns out to
 behave otherwise, change it here and nowhere else. The client (bitrix24/client.py) and the fake
 (fakes/bitrix24.py) both read these values.

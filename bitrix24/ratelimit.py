@@ -1,4 +1,4 @@
-"""Leaky-bucket rate limiter per Bitrix24 portal, shared by every worker process (contract §1.4).
+"""Leaky-bucket rate limiter per Bitrix24 portal, shared by every worker process (docs/contracts/bitrix24.md §1.4).
 
 Each request adds 1 to the portal's bucket, which drains ``drain_per_second``; a request that would
 lift it above ``burst`` waits. Bitrix24 itself answers ``503 QUERY_LIMIT_EXCEEDED`` past that point

@@ -1,4 +1,4 @@
-"""A contract-faithful fake of Bitrix24 portals and their OAuth server (shared/contracts/bitrix24.md §6).
+"""A contract-faithful fake of Bitrix24 portals and their OAuth server (docs/contracts/bitrix24.md §6).
 
 Real HTTP on 127.0.0.1 (stdlib ThreadingHTTPServer), thread-safe. One main server (``url``) serves the
 OAuth token endpoint (``oauth_url``) and sandbox controls under ``/__fake__/``; every portal gets a

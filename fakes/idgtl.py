@@ -1,10 +1,10 @@
-"""A contract-faithful fake of the i-dgtl Direct API (shared/contracts/idgtl.md), real HTTP on 127.0.0.1.
+"""A contract-faithful fake of the i-dgtl Direct API (docs/contracts/idgtl.md), real HTTP on 127.0.0.1.
 
 Use it in tests (fixtures in tests/fixtures/idgtl.py) or as a sandbox:
 
     python -m fakes.idgtl --host 127.0.0.1 --port 8101 --auto-review-after 5 --auto-deliver-after 2
 
-What it does (contract §6):
+What it does (docs/contracts/idgtl.md §6):
 
 * Auth (§1.1, §1.2): ``Authorization: Basic KEY`` (``Bearer KEY`` is accepted too [A]). The
   sender-names key is a TOKEN_2, the messages key a TOKEN_1; no header -> 401/4010, an unknown key
@@ -81,7 +81,7 @@ logger = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
 TOKEN_1, TOKEN_2 = "TOKEN_1", "TOKEN_2"
-CALLBACK_TIMEOUT = 5.0  # [A] contract §3.4
+CALLBACK_TIMEOUT = 5.0  # [A] docs/contracts/idgtl.md §3.4
 CALLBACK_EVENT_FOR_STATUS = {
     "sent": "sent", "delivered": "delivered", "undelivered": "delivered", "unsent": "delivered",
     "read": "read", "unread": "read",

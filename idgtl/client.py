@@ -1,4 +1,4 @@
-"""The only module that speaks HTTP to i-dgtl (contract: shared/contracts/idgtl.md).
+"""The only module that speaks HTTP to i-dgtl (contract: docs/contracts/idgtl.md).
 
 Every call: ``Authorization: Basic KEY`` (the key sent unchanged), a (connect, read) timeout, the
 §1.2 error envelope mapped to a typed error, and bounded retries with exponential backoff plus
@@ -10,7 +10,7 @@ jitter for transient failures only, honouring ``Retry-After``:
   after sending, 500/502/504, a 2xx body that is not JSON) raises :class:`IdgtlOutcomeUnknown` at
   once: the caller must look the result up before sending again.
 
-Every attempt first takes room in the account's rate limit (contract §4 [A]: a token bucket,
+Every attempt first takes room in the account's rate limit (docs/contracts/idgtl.md §4 [A]: a token bucket,
 ``settings.IDGTL_RATE_LIMIT_PER_SECOND`` requests per second, 10 by default), shared by all workers
 through ``bitrix24.ratelimit`` (Redis when configured, the Django cache otherwise). A limit that gives
 no room within the read timeout raises :class:`IdgtlTransientError` without sending anything.

@@ -1,6 +1,6 @@
 """Everything b24sms knows or assumes about the i-dgtl HTTP API, in one place.
 
-Source: shared/contracts/idgtl.md. Each value says whether it is confirmed ([C]), inferred ([I])
+Source: docs/contracts/idgtl.md. Each value says whether it is confirmed ([C]), inferred ([I])
 or our assumption ([A]). When i-dgtl says otherwise, change it here and nowhere else.
 """
 from django.db import models

@@ -1,4 +1,4 @@
-"""Parsing of what Bitrix24 POSTs to our HANDLER (contract bitrix24.md §3).
+"""Parsing of what Bitrix24 POSTs to our HANDLER (docs/contracts/bitrix24.md §3).
 
 The body is ``application/x-www-form-urlencoded`` with PHP-style nested keys
 (``bindings[0][OWNER_ID]``, ``document_id[2]``, ``auth[application_token]``; brackets may arrive as
@@ -15,8 +15,8 @@ from django.utils.translation import gettext_lazy as _
 
 from .php_form import PhpFormError, php_form_decode
 
-MESSAGE_ID_MAX_LENGTH = 128  # [S] bitrix24.md §2.5
-MESSAGE_TO_MAX_LENGTH = 64  # Message.message_to; Bitrix24 itself allows 50 (§2.6)
+MESSAGE_ID_MAX_LENGTH = 128  # [S] docs/contracts/bitrix24.md §2.5
+MESSAGE_TO_MAX_LENGTH = 64  # Message.message_to; Bitrix24 itself allows 50 (docs/contracts/bitrix24.md §2.6)
 CODE_MAX_LENGTH = 128
 AUTH_USER_ID_MAX_LENGTH = 32  # Message.author_user_id
 

@@ -1,6 +1,6 @@
 """The one place where statuses meet: i-dgtl status -> our MessageState -> Bitrix24 status.
 
-Decisions (see contracts idgtl.md §3.2 and bitrix24.md §2.5):
+Decisions (see docs/contracts/idgtl.md §3.2 and docs/contracts/bitrix24.md §2.5):
 - Bitrix24 marks a message ``sent`` itself as soon as it has queued the HANDLER call, and it has no
   ordering guard. Reporting ``queued`` afterwards would move it back, and reporting ``sent`` changes
   nothing there: only final statuses are reported (``delivered``, ``undelivered``, ``failed``), one

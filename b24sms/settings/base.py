@@ -230,7 +230,6 @@ MESSAGES_OUTCOME_LOOKUP_DELAY = env.float("MESSAGES_OUTCOME_LOOKUP_DELAY", defau
 MESSAGES_SEND_LEASE_MARGIN = env.float("MESSAGES_SEND_LEASE_MARGIN", default=10.0)  # s
 MESSAGES_SEND_LEASE = env.float("MESSAGES_SEND_LEASE",
                                 default=IDGTL_CONNECT_TIMEOUT + IDGTL_TIMEOUT + MESSAGES_SEND_LEASE_MARGIN)
-MESSAGES_SENDING_STALE_AFTER = MESSAGES_SEND_LEASE  # a SENDING message older than this has lost its worker
 # A sent message without a final status is looked up at i-dgtl this many seconds after it was sent,
 # then every MESSAGES_RECONCILE_INTERVAL seconds until the message lifetime ends.
 MESSAGES_RECONCILE_SCHEDULE = env.list("MESSAGES_RECONCILE_SCHEDULE", cast=int, default=[120, 300, 900, 3600])

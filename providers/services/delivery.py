@@ -28,7 +28,7 @@ from .timeline import ChangeSource, messages_change_state
 
 logger = logging.getLogger(__name__)
 
-STATUS_EVENTS = {"delivered", "sent", "read"}  # events that carry a message status (§3.4)
+STATUS_EVENTS = {"delivered", "sent", "read"}  # events that carry a message status (docs/contracts/idgtl.md §3.4)
 LOOKUP_CHUNK = 100
 # What may reach a query or a column: printable ASCII (no NUL, no lone surrogate), within the columns.
 _UUID_RE = re.compile(r"[\x21-\x7e]{1,64}")  # Message.idgtl_message_uuid

@@ -1,6 +1,6 @@
 """Bitrix24 applications and their installations on portals: install, reinstall, update, uninstall.
 
-The install endpoint accepts the two ways Bitrix24 hands us tokens (contract §4): the
+The install endpoint accepts the two ways Bitrix24 hands us tokens (docs/contracts/bitrix24.md §4): the
 ``ONAPPINSTALL`` event (``event``, ``data[...]``, ``auth[...]``) and the install-page POST (query
 ``DOMAIN``/``PROTOCOL``/..., form ``AUTH_ID``/``REFRESH_ID``/...). Both are parsed into one
 :class:`InstallPayload`.
@@ -342,7 +342,7 @@ def _late_install_event(*, application: BitrixApplication, payload: InstallPaylo
     """The active installation a repeated install request belongs to, or None.
 
     The install page and ``ONAPPINSTALL`` carry the same refresh token, and ONAPPINSTALL "may
-    arrive late" (contract §4.2): the second to arrive finds its token already rotated. It is
+    arrive late" (docs/contracts/bitrix24.md §4.2): the second to arrive finds its token already rotated. It is
     accepted (and changes nothing) only when it carries the application_token stored at install,
     which only Bitrix24 and we know.
     """
@@ -475,7 +475,7 @@ def installation_bind_events(*, installation: Installation) -> dict[str, Bitrix2
 
     Bindings are removed when the application is reinstalled or updated, so every event is bound
     again each time. An error on a re-bind counts as success when ``event.get`` shows the binding
-    (contract §2.7). Returns the events that could not be bound, with their errors. A transient
+    (docs/contracts/bitrix24.md §2.7). Returns the events that could not be bound, with their errors. A transient
     error or InstallationInactive is raised at once (what was confirmed until then is saved).
     """
     handlers = app_event_handlers(installation)
@@ -610,7 +610,7 @@ def installation_uninstall(*, secret: str, form: dict) -> Installation:
 
 def installation_app_update(*, secret: str, form: dict) -> tuple[Installation, str]:
     """ONAPPUPDATE: Bitrix24 has just deleted every provider of the application on the portal
-    (contract §4.6). Check the application_token (constant time), then register every live
+    (docs/contracts/bitrix24.md §4.6). Check the application_token (constant time), then register every live
     provider again (sender.add with the same HANDLER; each re-add is recorded as a repair) and bind
     the application events again (an update removes them too).
 

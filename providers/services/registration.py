@@ -1,4 +1,4 @@
-"""SMS providers and their registration on portals (messageservice.sender.*, contract §2).
+"""SMS providers and their registration on portals (messageservice.sender.*, docs/contracts/bitrix24.md §2).
 
 A provider is our record of a Bitrix24 SMS provider (CODE, NAME, DESCRIPTION, sender name). It is
 registered on one or more installations; each ProviderRegistration has its own state
@@ -41,7 +41,7 @@ from sendernames.models import SenderNameApplication
 logger = logging.getLogger(__name__)
 
 HANDLER_PATH = "/b24/handler/{secret}/"
-LANGUAGE_PATTERN = re.compile(r"^[a-z]{2}$")  # contract §2.6: 2-letter language ids
+LANGUAGE_PATTERN = re.compile(r"^[a-z]{2}$")  # docs/contracts/bitrix24.md §2.6: 2-letter language ids
 
 LIVE_STATES = (RegistrationState.PENDING, RegistrationState.REGISTERED, RegistrationState.FAILED)
 
@@ -390,7 +390,7 @@ def _finish(registration_id: int, *, state: str, error: str = "", from_states=LI
 
 
 def _method_unknown(exc: Bitrix24Error) -> bool:
-    """The portal does not know the method (contract §1.3: 404 ERROR_METHOD_NOT_FOUND "Method not found!")."""
+    """The portal does not know the method: 404 ERROR_METHOD_NOT_FOUND (docs/contracts/bitrix24.md §1.3)."""
     return (_error_code(exc) == contract.ERROR_METHOD_NOT_FOUND
             or "method not found" in str(getattr(exc, "description", "") or "").lower())
 

@@ -29,7 +29,7 @@ from ..status_mapping import BITRIX24_RANK
 logger = logging.getLogger(__name__)
 
 STATUS_UPDATE_METHOD = "messageservice.message.status.update"
-BATCH_MAX_COMMANDS = 50  # bitrix24.md §5
+BATCH_MAX_COMMANDS = 50  # docs/contracts/bitrix24.md §5
 SCHEDULED_KEY = "providers:report-scheduled:{}"
 LOCK_KEY = "providers:report-lock:{}"
 PERMANENT_ERRORS = (Bitrix24MethodError, Bitrix24AccessDenied)

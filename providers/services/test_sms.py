@@ -57,7 +57,7 @@ def handler_url(installation: Installation) -> str:
 
 
 def bitrix24_form(*, installation: Installation, provider: Provider, message_id: str, phone: str, text: str) -> list[tuple[str, str]]:
-    """The form body Bitrix24 POSTs to a HANDLER for an SMS sent from a CRM card (contract §3)."""
+    """The form body Bitrix24 POSTs to a HANDLER for an SMS sent from a CRM card (docs/contracts/bitrix24.md §3)."""
     return [
         ("module_id", "crm"),
         ("properties[phone_number]", phone),

@@ -43,7 +43,7 @@ def _body(request) -> bytes:
 @csrf_exempt
 @require_POST
 def bitrix24_handler(request, secret: str):
-    """HANDLER of every provider on one installation: Bitrix24 POSTs each SMS here (contract §3)."""
+    """HANDLER of every provider on one installation: Bitrix24 POSTs each SMS here (docs/contracts/bitrix24.md §3)."""
     try:
         handler_secret_check(secret)
     except HandlerForbidden as exc:
@@ -82,7 +82,7 @@ def _callback_source_allowed(request) -> bool:
 @csrf_exempt
 @require_POST
 def idgtl_callback(request, secret: str):
-    """i-dgtl delivery callbacks: a JSON array of events (contract idgtl.md §3.4).
+    """i-dgtl delivery callbacks: a JSON array of events (docs/contracts/idgtl.md §3.4).
 
     2xx only once every event is applied or kept in the inbox (its uuid not recorded yet), committed.
     """

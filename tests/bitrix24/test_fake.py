@@ -299,7 +299,7 @@ def test_send_sms_without_auth_and_with_a_forged_token(bitrix24, portal, receive
     assert receiver.posts[1]["form"]["auth"]["application_token"] == "forged"
 
 
-# --- application update and legacy portals (contract §4.6, §2.2) -------------------------------------
+# --- application update and legacy portals (docs/contracts/bitrix24.md §4.6, §2.2) -------------------
 
 def test_update_application_deletes_the_providers_then_posts_onappupdate_to_bound_handlers(bitrix24, portal, receiver):
     assert rest(portal, "event.bind", {"event": "ONAPPUPDATE", "handler": receiver.url})[1]["result"] is True

@@ -1,4 +1,4 @@
-"""fakes.idgtl behaves as contract §6 says, seen over real HTTP (mostly through idgtl.client)."""
+"""fakes.idgtl behaves as docs/contracts/idgtl.md §6 says, seen over real HTTP (mostly through idgtl.client)."""
 import json
 from datetime import datetime, timedelta, timezone
 

@@ -1,4 +1,4 @@
-"""idgtl.client throttle: one token bucket per i-dgtl account, shared by every client and worker (contract §4 [A])."""
+"""idgtl.client throttle: a token bucket per i-dgtl account, shared by all workers (docs/contracts/idgtl.md §4 [A])."""
 import time
 
 import pytest

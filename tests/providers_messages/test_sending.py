@@ -194,11 +194,12 @@ def test_items_that_do_not_line_up_make_the_outcome_unknown(installation, provid
     assert set(states().values()) == {MessageState.SENDING}
 
 
-def test_a_worker_that_died_mid_call_is_looked_up_after_the_stale_delay(settings, installation, provider, idgtl_api):
+def test_a_claim_from_before_leases_is_looked_up_after_one_lease(settings, installation, provider, idgtl_api):
+    """A message claimed by an older release (no lease in next_check_at): its claim time counts."""
     message = make_message(installation, provider, 1)
     Message.objects.update(state=MessageState.SENDING, sending_started_at=timezone.now() - timedelta(seconds=10))
     assert sending_run() == {"resolved": 0, "sent": 0}
-    Message.objects.update(sending_started_at=timezone.now() - timedelta(seconds=settings.MESSAGES_SENDING_STALE_AFTER + 1))
+    Message.objects.update(sending_started_at=timezone.now() - timedelta(seconds=settings.MESSAGES_SEND_LEASE + 1))
     idgtl_api.known = [{"messageUuid": "u-1", "externalMessageId": str(message.pk), "status": "sent"}]
     assert sending_run()["resolved"] == 1
     message.refresh_from_db()
