@@ -62,6 +62,10 @@ BEAT_SCHEDULE = {
     # sender.list against our registrations, a share of the portals per run (REGISTRATION_DRIFT_REPAIR_INTERVAL).
     "providers-repair-drift": {"task": "providers.tasks.repair_provider_drift", "schedule": schedule(DRIFT_REPAIR_PERIOD),
                                "kwargs": {"period": DRIFT_REPAIR_PERIOD}},
+    # GET /balance of the accounts last read IDGTL_BALANCE_POLL_INTERVAL ago (so that setting is the period).
+    "idgtl-poll-balances": {"task": "idgtl.tasks.poll_balances", "schedule": schedule(60.0)},
+    # Retention: anonymises old final messages in short batches, for MESSAGES_RETENTION_TIME_BUDGET at most.
+    "messages-retention": {"task": "providers.tasks.anonymise_old_messages", "schedule": schedule(300.0)},
 }
 if os.environ.get("B24SMS_SANDBOX") == "1" and not os.environ["DJANGO_SETTINGS_MODULE"].endswith("production"):
     # The sandbox's fake i-dgtl reviews a sender name within seconds: follow it closely.

@@ -159,6 +159,18 @@ def installations_needing_attention(installations=True, registrations=True):
     }
 
 
+def idgtl_balances(now):
+    """Each i-dgtl account's last balance read, how old it is, whether it is below the threshold or failed to read."""
+    from idgtl.models import IdgtlAccount
+
+    accounts = IdgtlAccount.objects.order_by("name").only(
+        "name", "balance", "balance_currency", "balance_at", "low_balance_threshold", "balance_error")
+    return [{"account": a.name, "balance": a.balance, "currency": a.balance_currency,
+             "age": (now - a.balance_at) if a.balance_at else None, "threshold": a.low_balance_threshold,
+             "low": a.is_balance_low, "error": a.balance_error, "url": change_url("idgtl_idgtlaccount_change", a.pk)}
+            for a in accounts]
+
+
 def waiting(now):
     """The oldest message not yet accepted by i-dgtl, and the oldest status update owed to Bitrix24."""
     from providers.models import Message, MessageState, StatusReport, StatusReportState
@@ -200,5 +212,6 @@ def dashboard_data(now=None, user=None) -> dict:
         "attention": installations_needing_attention(installations, registrations)
         if installations or registrations else None,
         "waiting": waiting(now) if messages else None,
+        "balances": idgtl_balances(now) if may_view("idgtl.view_idgtlaccount") else None,
         "beat_age": heartbeat,
     }

@@ -15,6 +15,7 @@ Call from services and clients::
     metrics.record_provider_repair("drift")               # a provider the portal had lost was added back
     metrics.record_send_latency(seconds)                  # from receipt by the handler to i-dgtl acceptance
     metrics.record_callback_events_dropped(n)             # kept callback events dropped unmatched
+    metrics.record_messages_anonymised(n)                 # old final messages anonymised by retention
 
 GET /metrics: django-prometheus's own metrics plus ours (names start with ``b24sms_``).
 Access: a staff session, ``Authorization: Bearer $METRICS_TOKEN`` when METRICS_TOKEN is set, or a
@@ -52,6 +53,8 @@ COUNTERS = {
     "callback_events_dropped": ("b24sms_callback_inbox_dropped_events",
                                 "i-dgtl callback events dropped from the inbox: their message uuid was never recorded "
                                 "within the message lifetime.", []),
+    "messages_anonymised": ("b24sms_messages_anonymised", "Final messages whose text and phone numbers retention "
+                            "removed (MESSAGES_RETENTION_DAYS).", []),
 }
 
 
@@ -149,6 +152,11 @@ def record_callback_events_dropped(n: int):
     _count("callback_events_dropped", amount=float(n))
 
 
+def record_messages_anonymised(n: int):
+    if n:
+        _count("messages_anonymised", amount=float(n))
+
+
 def record_send_latency(*seconds: float):
     """One observation per message (several at once for a batch: one round trip to the store)."""
     if not seconds:
@@ -210,6 +218,32 @@ def _database_gauges():
         for value, n in model.objects.order_by().values_list(field).annotate(n=Count("id")):
             family.add_metric([value or ""], n)
         yield family
+
+    yield from _idgtl_balance_gauges(now)
+
+
+def _idgtl_balance_gauges(now):
+    """Per i-dgtl account (one small query): the last balance read, its age, the threshold, a failed last read."""
+    from idgtl.models import IdgtlAccount
+
+    balance = GaugeMetricFamily("b24sms_idgtl_balance", "i-dgtl balance of each account, as last read (GET /balance).",
+                                labels=["account", "currency"])
+    age = GaugeMetricFamily("b24sms_idgtl_balance_age_seconds",
+                            "Seconds since the i-dgtl balance of each account was last read (-1: never).", labels=["account"])
+    threshold = GaugeMetricFamily("b24sms_idgtl_balance_low_threshold",
+                                  "Low-balance threshold of each i-dgtl account that has one.", labels=["account"])
+    failing = GaugeMetricFamily("b24sms_idgtl_balance_read_error",
+                                "1 when the last read of the account's i-dgtl balance failed.", labels=["account"])
+    rows = IdgtlAccount.objects.order_by("name").values_list(
+        "name", "balance", "balance_currency", "balance_at", "low_balance_threshold", "balance_error")
+    for name, amount, currency, read_at, low, error in rows:
+        if amount is not None:
+            balance.add_metric([name, currency], float(amount))
+        age.add_metric([name], (now - read_at).total_seconds() if read_at else -1)
+        if low is not None:
+            threshold.add_metric([name], float(low))
+        failing.add_metric([name], 1 if error else 0)
+    yield from (balance, age, threshold, failing)
 
 
 def _stored_counters():

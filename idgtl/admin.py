@@ -3,8 +3,13 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import formats
+from django.utils.html import format_html
 from django.utils.translation import gettext, gettext_lazy as _
 
+from audit.services import Action, action_record
+
+from .balance import Outcome, account_balance_poll
 from .client import IdgtlClient, IdgtlError
 from .models import IdgtlAccount, mask_secret
 from .services import account_url_change_check
@@ -86,18 +91,36 @@ class IdgtlAccountForm(SecretKeepingForm):
 
     class Meta:
         model = IdgtlAccount
-        fields = ["name", "api_url", "sender_names_key", "messages_key", "is_default"]
+        fields = ["name", "api_url", "sender_names_key", "messages_key", "is_default", "low_balance_threshold"]
 
 
 @admin.register(IdgtlAccount)
 class IdgtlAccountAdmin(SecretMaskingAdmin):
     form = IdgtlAccountForm
     masked_secrets = {"sender_names_key": "sender_names_key_display", "messages_key": "messages_key_display"}
-    list_display = ["name", "api_url", "is_default", "sender_names_key_display", "messages_key_display", "updated_at"]
+    list_display = ["name", "api_url", "is_default", "sender_names_key_display", "messages_key_display", "balance_display",
+                    "balance_at", "low_balance_threshold", "updated_at"]
     list_filter = ["is_default"]
     search_fields = ["name", "api_url"]
-    readonly_fields = ["created_at", "updated_at"]
-    actions = ["check_keys"]
+    readonly_fields = ["balance_display", "balance_at", "balance_checked_at", "balance_error", "low_balance_alert_sent_at",
+                       "created_at", "updated_at"]
+    actions = ["check_keys", "read_balance"]
+
+    @admin.display(description=_("balance"), ordering="balance")
+    def balance_display(self, obj):
+        """The last balance read (in red below the threshold), and the last read's error when it failed."""
+        if obj.balance is None:
+            shown = format_html("{}", "—")
+        else:
+            amount = f"{formats.number_format(obj.balance, 2, use_l10n=True, force_grouping=True)} {obj.balance_currency}"
+            shown = (format_html('<strong class="b24-balance-low" style="color: var(--error-fg, #ba2121)">{}</strong> {}',
+                                 amount, gettext("(below the threshold)"))
+                     if obj.is_balance_low else format_html("{}", amount))
+        if obj.balance_error:
+            return format_html('{}<div class="b24-balance-error" style="color: var(--error-fg, #ba2121)" title="{}">{}</div>',
+                               shown, obj.balance_error, gettext("Last read failed: %(error)s") % {
+                                   "error": obj.balance_error[:120]})
+        return shown
 
     @admin.display(description=_("sender-names key (TOKEN_2)"))
     def sender_names_key_display(self, obj):
@@ -116,6 +139,20 @@ class IdgtlAccountAdmin(SecretMaskingAdmin):
     def has_check_keys_permission(self, request):
         return request.user.has_perm("idgtl.check_account_keys")
 
+    @admin.action(description=_("Read the balance from i-dgtl now"), permissions=["check_keys"])
+    def read_balance(self, request, queryset):
+        """What beat does every IDGTL_BALANCE_POLL_INTERVAL, at once (an alert of a crossing included)."""
+        for account in queryset:
+            outcome = account_balance_poll(account=account)
+            account.refresh_from_db()
+            if outcome == Outcome.ERROR:
+                self.message_user(request, gettext("%(account)s: the balance could not be read: %(error)s") % {
+                    "account": account, "error": account.balance_error}, messages.ERROR)
+            else:
+                self.message_user(request, gettext("%(account)s: balance %(balance)s %(currency)s.") % {
+                    "account": account, "balance": account.balance, "currency": account.balance_currency},
+                    messages.WARNING if account.is_balance_low else messages.SUCCESS)
+
     @admin.action(description=_("Check the keys with i-dgtl"), permissions=["check_keys"])
     def check_keys(self, request, queryset):
         """One read per key with the endpoint of its type, so a key of the wrong type shows as such (4030)."""
@@ -124,16 +161,22 @@ class IdgtlAccountAdmin(SecretMaskingAdmin):
                        lambda client: client.list_sender_names(per_page=1)),
                       (gettext("messages key"), account.messages_key, IdgtlClient.for_messages,
                        lambda client: client.get_messages(per_page=1)))
+            outcomes = []
+
+            def say(text, level):
+                outcomes.append(text)
+                self.message_user(request, text, level)
+
             for label, key, make_client, read in checks:
                 context = {"account": account, "key": label}
                 if not key:
-                    self.message_user(request, gettext("%(account)s: %(key)s is not set.") % context, messages.WARNING)
+                    say(gettext("%(account)s: %(key)s is not set.") % context, messages.WARNING)
                     continue
                 with make_client(account, max_retries=0, timeout=10) as client:
                     try:
                         read(client)
                     except IdgtlError as exc:
-                        self.message_user(request, gettext("%(account)s: %(key)s failed: %(error)s") % {
-                            **context, "error": exc}, messages.ERROR)
+                        say(gettext("%(account)s: %(key)s failed: %(error)s") % {**context, "error": exc}, messages.ERROR)
                         continue
-                self.message_user(request, gettext("%(account)s: %(key)s works.") % context, messages.SUCCESS)
+                say(gettext("%(account)s: %(key)s works.") % context, messages.SUCCESS)
+            action_record(instance=account, action=Action.CHECK_KEYS, result=" ".join(outcomes))

@@ -95,6 +95,11 @@ DOCUMENT_MIME_TYPES = {"application/pdf": "PDF", "image/png": "PNG", "image/jpeg
 
 # --- Messages (§3) ----------------------------------------------------------------------------------
 SEND_BATCH_MAX = 1000  # [C] 1-1000 messages per POST /message
+# Length of `content`: NOT FOUND (docs/contracts/idgtl.md §3.1). [A] at most 10 SMS parts: 1530 GSM-7 characters
+# or 670 UCS-2 (Cyrillic). Operators in Russia join long SMS of up to about 10 parts reliably; beyond it,
+# handsets and routes split or drop them, and a runaway text would cost dozens of parts. The HANDLER refuses
+# a longer text (setting MESSAGES_MAX_PARTS, default this value).
+SMS_MAX_PARTS = 10
 MESSAGE_CREATED_ITEM_CODE = 201  # [C] an item is sent only with code 201 and a messageUuid
 GET_MESSAGES_MAX_WINDOW = 10_000  # [C] page*per_page <= 10000
 MESSAGE_LIFETIME_HOURS = 25  # [C] default lifetime before "undelivered"

@@ -11,9 +11,11 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
+from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
 from .php_form import PhpFormError, php_form_decode
+from .sms_parts import GSM7, UCS2, sms_max_units, sms_parts
 
 MESSAGE_ID_MAX_LENGTH = 128  # [S] docs/contracts/bitrix24.md §2.5
 MESSAGE_TO_MAX_LENGTH = 64  # Message.message_to; Bitrix24 itself allows 50 (docs/contracts/bitrix24.md §2.6)
@@ -36,6 +38,10 @@ class HandlerFormError(ValueError):
         super().__init__(str(message))
         self.message = message
         self.field = field
+
+
+class HandlerTextTooLong(HandlerFormError):
+    """message_body is more SMS parts than MESSAGES_MAX_PARTS."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,8 @@ class HandlerForm:
     document_id: list = field(default_factory=list)  # bizproc: ["crm", "CCrmDocumentLead", "LEAD_98"]
     document_type: list = field(default_factory=list)
     auth: HandlerAuth | None = None
+    encoding: str = ""  # of message_body (providers/sms_parts.py), counted once here
+    parts: int = 0
 
 
 def _control_check(value, name: str) -> None:
@@ -197,6 +205,7 @@ def handler_form_parse(body: bytes | str) -> HandlerForm:
     if not message_body:
         raise HandlerFormError(_("The field %(field)s is missing.") % {"field": "message_body"}, "message_body")
 
+    counted = _sms_parts_check(message_body)
     module_id = _scalar(data, "module_id", max_length=32)
     workflow_id = _scalar(data, "workflow_id", max_length=64)
     return HandlerForm(
@@ -212,4 +221,21 @@ def handler_form_parse(body: bytes | str) -> HandlerForm:
         document_id=_string_list(data.get("document_id"), "document_id"),
         document_type=_string_list(data.get("document_type"), "document_type"),
         auth=_auth(data.get("auth")),
+        encoding=counted.encoding,
+        parts=counted.parts,
     )
+
+
+def _sms_parts_check(text: str):
+    """The encoding and parts of ``text``; HandlerFormError when it is more parts than MESSAGES_MAX_PARTS
+    (10: 1530 GSM-7 characters or 670 UCS-2, docs/contracts/idgtl.md §3.1), so nothing is stored."""
+    counted = sms_parts(text)
+    limit = settings.MESSAGES_MAX_PARTS
+    if counted.parts > limit:
+        raise HandlerTextTooLong(_(
+            "The text is too long: %(parts)d SMS parts (%(units)d characters in %(encoding)s). At most %(max)d parts "
+            "are sent: %(gsm)d characters of the GSM alphabet (Latin letters, digits, common signs), or %(ucs)d when "
+            "the text has Cyrillic, emoji or other characters outside it.") % {
+                "parts": counted.parts, "units": counted.units, "encoding": counted.encoding_label, "max": limit,
+                "gsm": sms_max_units(GSM7, limit), "ucs": sms_max_units(UCS2, limit)}, "message_body")
+    return counted

@@ -9,10 +9,13 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from idgtl.models import mask_secret
+
+from . import sms_parts
 
 
 def new_handler_secret() -> str:
@@ -214,6 +217,16 @@ class MessageState(models.TextChoices):
 
 
 MESSAGE_FINAL_STATES = {MessageState.DELIVERED, MessageState.UNDELIVERED, MessageState.FAILED}
+# Retention's queue (providers/services/retention.py): final messages whose text and numbers are still there.
+# The same Q is the partial index's condition and the job's filter, so PostgreSQL sees that the index applies.
+MESSAGE_RETENTION_PENDING = Q(anonymised_at__isnull=True, state__in=sorted(MESSAGE_FINAL_STATES))
+# When a final message starts to age: its final status, or its receipt for a row that has none.
+MESSAGE_RETAINED_SINCE = Coalesce("final_at", "created_at")
+
+
+class SmsEncoding(models.TextChoices):
+    GSM7 = sms_parts.GSM7, "GSM-7"
+    UCS2 = sms_parts.UCS2, "UCS-2"
 
 
 class Message(models.Model):
@@ -233,6 +246,9 @@ class Message(models.Model):
     message_to = models.CharField(_("recipient as entered"), max_length=64)
     destination = models.CharField(_("destination"), max_length=20, blank=True)  # searched with "contains": no index helps
     text = models.TextField(_("text"))
+    # What the text costs (providers/sms_parts.py): computed once, at intake, and kept (retention keeps them too).
+    encoding = models.CharField(_("encoding"), max_length=8, choices=SmsEncoding.choices, blank=True)
+    parts = models.PositiveSmallIntegerField(_("SMS parts"), default=0)
     sender_name = models.CharField(_("sender name"), max_length=11)
     bitrix_sent_at = models.DateTimeField(_("sent by Bitrix24 at"), null=True, blank=True)
 
@@ -249,6 +265,8 @@ class Message(models.Model):
     next_check_at = models.DateTimeField(_("next status check"), null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(_("received"), auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    # Set by retention (MESSAGES_RETENTION_DAYS) when the text and phone numbers were removed.
+    anonymised_at = models.DateTimeField(_("anonymised"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("message")
@@ -260,6 +278,9 @@ class Message(models.Model):
         indexes = [
             models.Index(fields=["state", "created_at"], name="providers_message_state_idx"),
             models.Index(fields=["idgtl_message_uuid"], name="providers_message_uuid_idx"),  # no LIKE twin
+            # Retention's queue, oldest first. Partial: a message the HANDLER inserts (received) is not in it.
+            models.Index(MESSAGE_RETAINED_SINCE, "id", condition=MESSAGE_RETENTION_PENDING,
+                         name="providers_msg_retention_idx"),
         ]
 
     def __str__(self):
@@ -268,6 +289,19 @@ class Message(models.Model):
     @property
     def is_final(self) -> bool:
         return self.state in MESSAGE_FINAL_STATES
+
+    @property
+    def is_anonymised(self) -> bool:
+        return self.anonymised_at is not None
+
+    def save(self, *args, **kwargs):
+        if not self.parts:  # the HANDLER sets them; a message stored any other way gets them here
+            self.sms_parts_set()
+        super().save(*args, **kwargs)
+
+    def sms_parts_set(self) -> None:
+        counted = sms_parts.sms_parts(self.text)
+        self.encoding, self.parts = counted.encoding, counted.parts
 
     @staticmethod
     def reconcile_due_at(*, sent_at, now):
@@ -391,3 +425,86 @@ class UnmatchedCallbackEvent(models.Model):
         except (TypeError, ValueError, RecursionError):
             return ""
         return text if len(text) <= cls.RAW_EVENT_MAX_CHARS else text[:cls.RAW_EVENT_MAX_CHARS - 1] + "\u2026"
+
+
+# --- Usage and billing (issue 9: usage per portal, tariffs, monthly statements) ---------------------
+USAGE_STATES = (MessageState.SENDING, MessageState.SENT, MessageState.DELIVERED, MessageState.UNDELIVERED,
+                MessageState.FAILED)  # every state but received (waiting): see UsageDay
+
+
+class UsageDay(models.Model):
+    """Usage rollup: how many messages (and SMS parts) of a portal, provider and sender name, created on
+    ``day`` (in USAGE_TIME_ZONE, Moscow by default), are now in ``state``.
+
+    Kept by ``providers.services.usage`` in the transaction of every state change
+    (``timeline.messages_change_state``): the previous state's row loses the message, the new state's
+    row gains it, so a day shows where its messages are now, and its rows add up to the messages of
+    that day that have left ``received``. Messages still waiting (received) are not counted here: the
+    HANDLER's one statement stays free of a counter row every call of a portal would queue on.
+    """
+    installation = models.ForeignKey(Installation, on_delete=models.PROTECT, related_name="usage_days",
+                                     verbose_name=_("portal"), db_index=False)  # the unique constraint's index leads with it
+    day = models.DateField(_("day"))
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="usage_days", verbose_name=_("provider"))
+    sender_name = models.CharField(_("sender name"), max_length=11)
+    state = models.CharField(_("state"), max_length=16, choices=MessageState.choices)
+    messages = models.BigIntegerField(_("messages"), default=0)
+    parts = models.BigIntegerField(_("SMS parts"), default=0)
+
+    class Meta:
+        verbose_name = _("usage")
+        verbose_name_plural = _("usage")
+        ordering = ["-day", "installation", "provider", "sender_name", "state"]
+        constraints = [
+            models.UniqueConstraint(fields=["installation", "day", "provider", "sender_name", "state"],
+                                    name="providers_usage_once_per_key"),
+        ]
+        indexes = [models.Index(fields=["day"], name="providers_usage_day_idx")]  # every portal's usage by dates
+
+    def __str__(self):
+        return f"{self.installation_id} {self.day} {self.state}: {self.messages}"
+
+
+def default_billable_states() -> list[str]:
+    """Every message i-dgtl accepted: sent (no final status yet), delivered, undelivered."""
+    return [MessageState.SENT.value, MessageState.DELIVERED.value, MessageState.UNDELIVERED.value]
+
+
+class Tariff(models.Model):
+    """A price per SMS part from a day on: the default tariff (no portal) or a portal's own.
+
+    For each day, a portal's own tariff in force that day wins over the default one. Tariffs of the same
+    portal (or default ones) never overlap (``providers.services.tariffs.tariff_clean``).
+    """
+    installation = models.ForeignKey(
+        Installation, on_delete=models.PROTECT, null=True, blank=True, related_name="tariffs", verbose_name=_("portal"),
+        help_text=_("Empty: the default tariff, for every portal without a tariff of its own on that day."))
+    price_per_part = models.DecimalField(_("price per SMS part, RUB"), max_digits=12, decimal_places=4)
+    billable_states = models.JSONField(
+        _("billable states"), default=default_billable_states,
+        help_text=_("Messages in these states are billed. Default: every message i-dgtl accepted (sent, delivered, "
+                    "undelivered)."))
+    valid_from = models.DateField(_("valid from"))
+    valid_until = models.DateField(_("valid until"), null=True, blank=True,
+                                   help_text=_("The last day it applies (included). Empty: until further notice."))
+    comment = models.CharField(_("comment"), max_length=200, blank=True)
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("tariff")
+        verbose_name_plural = _("tariffs")
+        ordering = ["installation_id", "-valid_from"]
+        constraints = [
+            models.CheckConstraint(condition=Q(price_per_part__gte=0), name="providers_tariff_price_not_negative"),
+            models.CheckConstraint(condition=Q(valid_until__isnull=True) | Q(valid_until__gte=models.F("valid_from")),
+                                   name="providers_tariff_period_ordered"),
+            models.UniqueConstraint(fields=["installation", "valid_from"], name="providers_tariff_one_start_per_portal"),
+        ]
+
+    def __str__(self):
+        scope = self.installation.domain if self.installation_id else _("default")
+        return f"{scope}: {self.price_per_part} RUB ({self.valid_from})"
+
+    def covers(self, day) -> bool:
+        return self.valid_from <= day and (self.valid_until is None or day <= self.valid_until)

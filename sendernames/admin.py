@@ -14,6 +14,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from audit.services import Action, action_record
 from idgtl.contract import SenderNameStatus
 
 from . import selectors
@@ -274,6 +275,7 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
                 result = application_submit(application_id=application.pk)
             except ValidationError as exc:
                 raise ValidationError(gettext("not submitted: %(errors)s") % {"errors": " ".join(exc.messages)})
+            action_record(instance=application, action=Action.SUBMIT, result=result.message, queued=result.queued)
             return (messages.SUCCESS if result.queued else messages.INFO), result.message
 
         self._report_each(request, queryset, run, messages.ERROR)
@@ -282,6 +284,8 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
     def refresh_status(self, request, queryset):
         def run(application):
             result = application_refresh_status(application_id=application.pk)
+            action_record(instance=application, action=Action.REFRESH_STATUS, result=result.summary,
+                          status=result.application.status)
             level = messages.ERROR if result.error_kind else messages.SUCCESS if result.changed else messages.INFO
             return level, result.summary
 
@@ -302,6 +306,8 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
                 def run(application):
                     result = application_set_status(application_id=application.pk, status=data["status"],
                                                     status_date=data["date"], note=data["note"], user=request.user)
+                    action_record(instance=application, action=Action.SET_STATUS, result=result.summary,
+                                  status=data["status"], date=str(data["date"]), note=data["note"])
                     return (messages.SUCCESS if result.changed else messages.INFO), result.summary
 
                 self._report_each(request, queryset, run, messages.ERROR)
@@ -403,6 +409,9 @@ class SenderNameGroupAdmin(admin.ModelAdmin):
         filing = group_create(brands=form.cleaned_data.get("brands"), documents=form.cleaned_data.get("new_documents") or [],
                               created_by=request.user, **data)
         request._sendernames_filing = filing  # response_add says what happened
+        if filing.created:  # each of its applications is queued for submission to i-dgtl
+            for application in filing.group.applications.all():
+                action_record(instance=application, action=Action.SUBMIT, result=filing.message, group=filing.group.pk)
         obj.pk = filing.group.pk
         obj.refresh_from_db()
 
@@ -464,6 +473,8 @@ class SenderNameGroupAdmin(admin.ModelAdmin):
                 for field, errors in exc.message_dict.items():
                     form.add_error("brand" if field not in form.fields else field, errors)
             else:
+                action_record(instance=group, action=Action.ADD_OPERATOR, result=filing.message,
+                              brand=form.cleaned_data["brand"], filed=filing.filed, application=filing.application.pk)
                 self.message_user(request, filing.message, messages.SUCCESS if filing.filed else messages.INFO)
                 return HttpResponseRedirect(reverse("admin:sendernames_sendernamegroup_change", args=[group.pk]))
         return TemplateResponse(request, "sendernames/admin/add_brand.html", {
@@ -500,8 +511,10 @@ class StatusReadabilityAdmin(admin.ModelAdmin):
             if state.account_id not in results:
                 continue
             if results[state.account_id]:
-                self.message_user(request, gettext("%(account)s: i-dgtl answers again; polling resumes.") % {
-                    "account": state.account}, messages.SUCCESS)
+                text, level = gettext("%(account)s: i-dgtl answers again; polling resumes.") % {
+                    "account": state.account}, messages.SUCCESS
             else:
-                self.message_user(request, gettext("%(account)s: still not readable; asked again once a day.") % {
-                    "account": state.account}, messages.WARNING)
+                text, level = gettext("%(account)s: still not readable; asked again once a day.") % {
+                    "account": state.account}, messages.WARNING
+            action_record(instance=state, action=Action.RECHECK_READABILITY, result=text)
+            self.message_user(request, text, level)

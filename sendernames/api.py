@@ -26,6 +26,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from audit.services import Action, action_record
 from idgtl.contract import Brand, ChannelType, CommonType
 from idgtl.models import IdgtlAccount
 
@@ -327,6 +328,7 @@ class SenderNameApplicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMi
     def submit(self, request, pk=None):
         application = self.get_object()
         result = application_submit(application_id=application.pk)
+        action_record(instance=application, action=Action.SUBMIT, result=result.message, queued=result.queued)
         code = status.HTTP_202_ACCEPTED if result.queued else status.HTTP_200_OK
         return Response({"detail": result.message, "application": self._full(result.application)}, status=code)
 
@@ -338,6 +340,8 @@ class SenderNameApplicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMi
     def refresh(self, request, pk=None):
         application = self.get_object()
         result = application_refresh_status(application_id=application.pk)
+        action_record(instance=application, action=Action.REFRESH_STATUS, result=result.summary,
+                      status=result.application.status)
         code = status.HTTP_502_BAD_GATEWAY if result.error_kind else status.HTTP_200_OK
         return Response({"detail": result.summary, "application": self._full(result.application)}, status=code)
 
@@ -358,6 +362,8 @@ class SenderNameApplicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMi
         data = serializer.validated_data
         result = application_set_status(application_id=application.pk, status=data["status"], status_date=data["date"],
                                         note=data["note"], user=request.user)
+        action_record(instance=application, action=Action.SET_STATUS, result=result.summary, status=data["status"],
+                      date=str(data["date"]), note=data["note"])
         return Response({"detail": result.summary, "application": self._full(result.application)})
 
     @extend_schema(summary="Approved names for a provider, each once with its operators",

@@ -23,6 +23,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
+from audit.services import Action, action_record
 from idgtl.contract import Brand, ChannelType, CommonType
 from idgtl.models import IdgtlAccount
 
@@ -182,6 +183,9 @@ class SenderNameGroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         data.pop("brands", None)
         data["account"] = data.get("account") or None
         filing = group_create(brands=brands, documents=documents, created_by=request.user, **data)
+        if filing.created:  # each of its applications is queued for submission to i-dgtl
+            for application in filing.group.applications.all():
+                action_record(instance=application, action=Action.SUBMIT, result=filing.message, group=filing.group.pk)
         code = status.HTTP_201_CREATED if filing.created else status.HTTP_200_OK
         return Response(self._full(filing.group), status=code)
 
@@ -199,6 +203,8 @@ class SenderNameGroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         if not isinstance(brand, str) or not brand.strip():
             raise serializers.ValidationError({"brand": [_("Choose an operator.")]})
         filing = group_add_brand(group_id=group.pk, brand=brand.strip(), created_by=request.user)
+        action_record(instance=group, action=Action.ADD_OPERATOR, result=filing.message, brand=brand.strip(),
+                      filed=filing.filed, application=filing.application.pk)
         code = status.HTTP_201_CREATED if filing.filed else status.HTTP_200_OK
         return Response({"detail": filing.message, "group": self._full(group)}, status=code)
 

@@ -1,4 +1,6 @@
 """Settings shared by every environment. The environment is read here, and only here."""
+from email.utils import getaddresses
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -32,6 +34,9 @@ INSTALLED_APPS = [
     "idgtl",
     "sendernames",
     "providers",
+    "auditlog",
+    "audit",  # after auditlog: its admin replaces auditlog's
+    "axes",
 ]
 
 MIDDLEWARE = [
@@ -44,9 +49,11 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "audit.middleware.AuditRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a locked-out login into the lockout page
 ]
 
 ROOT_URLCONF = "b24sms.urls"
@@ -183,6 +190,9 @@ IDGTL_MAX_RETRIES = env.int("IDGTL_MAX_RETRIES", default=3)
 IDGTL_RETRY_BACKOFF = env.float("IDGTL_RETRY_BACKOFF", default=1.0)  # seconds, doubled per retry
 IDGTL_RATE_LIMIT_PER_SECOND = env.float("IDGTL_RATE_LIMIT_PER_SECOND", default=10.0)  # per account, all workers
 IDGTL_CALLBACK_ALLOWED_IPS = env.list("IDGTL_CALLBACK_ALLOWED_IPS", default=[])
+# Beat reads GET /balance of every account that has a key this often (seconds); 0 turns the polling off.
+# Below an account's low-balance threshold the admins get one e-mail per crossing (idgtl/balance.py).
+IDGTL_BALANCE_POLL_INTERVAL = env.int("IDGTL_BALANCE_POLL_INTERVAL", default=600)
 
 # --- Sender-name applications --------------------------------------------------------------
 SENDER_NAME_MAX_DOCUMENT_SIZE = env.int("SENDER_NAME_MAX_DOCUMENT_SIZE", default=10 * 1024 * 1024)
@@ -218,6 +228,11 @@ B24_INSTALL_TIME_BUDGET = env.float("B24_INSTALL_TIME_BUDGET", default=10.0)
 B24_INSTALL_RATE = env("B24_INSTALL_RATE", default="30/m")
 
 # --- Messages: sending, delivery, reporting (providers/services) ---------------------------
+# The HANDLER refuses (400, nothing stored) a text of more SMS parts than this: 10 = 1530 GSM-7 characters or
+# 670 UCS-2 (Cyrillic). i-dgtl documents no limit (docs/contracts/idgtl.md §3.1; idgtl.contract.SMS_MAX_PARTS).
+MESSAGES_MAX_PARTS = env.int("MESSAGES_MAX_PARTS", default=10)
+# Usage rollups and statements count a message on the day it was received, in this time zone (Moscow days).
+USAGE_TIME_ZONE = env("USAGE_TIME_ZONE", default="Europe/Moscow")
 MESSAGES_SEND_BATCH_SIZE = env.int("MESSAGES_SEND_BATCH_SIZE", default=1000)  # per POST /message (max 1000)
 MESSAGES_SEND_DEBOUNCE = env.float("MESSAGES_SEND_DEBOUNCE", default=0.2)  # s: a burst becomes batches
 MESSAGES_SEND_TIME_BUDGET = env.float("MESSAGES_SEND_TIME_BUDGET", default=240.0)  # s per task run
@@ -252,6 +267,12 @@ MESSAGES_REPORT_TIME_BUDGET = env.float("MESSAGES_REPORT_TIME_BUDGET", default=2
 # 25 h lifetime and its margin, so a portal down for a day still gets every status it is owed.
 MESSAGES_REPORT_MAX_ATTEMPTS = env.int("MESSAGES_REPORT_MAX_ATTEMPTS", default=36)
 MESSAGES_REPORT_RETRY_BACKOFF = env.float("MESSAGES_REPORT_RETRY_BACKOFF", default=5.0)  # s, doubled per attempt
+# Retention (providers/services/retention.py): a final message this many days after its final status
+# loses its text and phone numbers (timeline, states and counts stay); 0 keeps everything. Beat works in
+# short transactions of MESSAGES_RETENTION_BATCH_SIZE rows, for at most MESSAGES_RETENTION_TIME_BUDGET s a run.
+MESSAGES_RETENTION_DAYS = env.int("MESSAGES_RETENTION_DAYS", default=180)
+MESSAGES_RETENTION_BATCH_SIZE = env.int("MESSAGES_RETENTION_BATCH_SIZE", default=1000)
+MESSAGES_RETENTION_TIME_BUDGET = env.float("MESSAGES_RETENTION_TIME_BUDGET", default=240.0)
 
 # --- Sandbox ---------------------------------------------------------------------------------
 # Sandbox mode: the project's own fake i-dgtl and fake Bitrix24 stand in for the real services.
@@ -270,6 +291,31 @@ METRICS_ALLOWED_NETWORKS = env.list(
 # Every allowlist by address asks there: /metrics, IDGTL_CALLBACK_ALLOWED_IPS, the install rate limit.
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
 RATELIMIT_IP_META_KEY = "b24sms.netaddr.ratelimit_ip"
+
+# --- Audit trail and admin logins ------------------------------------------------------------------
+# The audit trail (audit/): django-auditlog's entries, with the operator actions added, in one table.
+AUDITLOG_LOGENTRY_MODEL = "audit.AuditLogEntry"
+AUDITLOG_DISABLE_REMOTE_ADDR = False  # the address is b24sms.netaddr's (audit/middleware.py)
+# Failed admin logins (django-axes): after AXES_FAILURE_LIMIT failures with one username from one client
+# address, that username is refused from that address for AXES_COOLOFF_MINUTES (b24sms/lockout.py says so).
+# The address is b24sms.netaddr's, so behind TRUSTED_PROXIES it is the forwarded one. API tokens never log in.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_CLIENT_IP_CALLABLE = "b24sms.netaddr.ratelimit_ip"
+AXES_LOCKOUT_CALLABLE = "b24sms.lockout.lockout_response"
+AXES_RESET_ON_SUCCESS = True  # a successful login forgets the earlier failures
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # the lockout ends when it said, tries or not
+
+# --- E-mail to the administrators (a low i-dgtl balance) --------------------------------------
+# DJANGO_ADMINS="Ops <ops@example.com>,Anna <anna@example.com>": whom mail_admins writes to (none: alerts are
+# only logged). EMAIL_URL as django-environ reads it: smtp+tls://user:password@smtp.example.com:587; the
+# default prints each mail to the log.
+ADMINS = [(name, address) for name, address in getaddresses([env("DJANGO_ADMINS", default="")]) if address]
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+SERVER_EMAIL = env("DJANGO_SERVER_EMAIL", default="b24sms@localhost")
+EMAIL_SUBJECT_PREFIX = env("DJANGO_EMAIL_SUBJECT_PREFIX", default="[b24sms] ")
 
 # --- Logging ---------------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")

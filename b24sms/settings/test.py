@@ -34,3 +34,6 @@ B24_PORTAL_ALLOW_LOOPBACK = env.bool("B24_PORTAL_ALLOW_LOOPBACK", default=True)
 # Every test installs from 127.0.0.1 and the cache (Redis in CI) outlives a test: the install rate limit
 # is tested on its own with addresses of its own (tests/providers_portals/test_install_attacks.py).
 B24_INSTALL_RATE = env("B24_INSTALL_RATE", default="100000/m")
+# Failed-login limiting is off: Django's test client logs in without a request, which django-axes refuses;
+# tests/ops/test_login_lockout.py turns it on for its own logins.
+AXES_ENABLED = env.bool("AXES_ENABLED", default=False)

@@ -1,2 +1,2 @@
 """Admin for the Bitrix24 side; each module registers its own models."""
-from . import messages, portals  # noqa: F401
+from . import messages, portals, usage  # noqa: F401

@@ -1,7 +1,9 @@
 """Admin: messages with their timeline and status reports (read-only: messages come from Bitrix24), and the
 callback inbox (read-only: i-dgtl events waiting for the uuid of their message)."""
 from django.contrib import admin
-from django.utils.translation import gettext_lazy as _
+from django.utils import formats, timezone
+from django.utils.html import format_html
+from django.utils.translation import gettext, gettext_lazy as _
 
 from bitrix24.contract import MessageStatus as Bitrix24Status
 from idgtl.contract import MessageStatus as IdgtlStatus
@@ -27,6 +29,39 @@ def idgtl_status_label(obj):
 @admin.display(description=_("Bitrix24 status"), ordering="status")
 def bitrix24_status_label(obj):
     return status_label(Bitrix24Status, obj.status)
+
+
+def anonymised_badge(message) -> str:
+    """The label of a message whose text and phone numbers retention removed (MESSAGES_RETENTION_DAYS)."""
+    when = formats.date_format(timezone.localtime(message.anonymised_at), "SHORT_DATETIME_FORMAT")
+    return format_html(
+        '<span class="b24-anonymised" title="{}" style="display: inline-block; padding: 0 6px; border-radius: 8px; '
+        'background: var(--darkened-bg, #f8f8f8); border: 1px solid var(--border-color, #ccc); '
+        'color: var(--body-quiet-color, #666); font-size: 0.85em; white-space: nowrap;">{}</span>',
+        gettext("Text and phone numbers removed by retention on %(date)s.") % {"date": when}, gettext("anonymised"))
+
+
+@admin.display(description=_("destination"), ordering="destination")
+def destination_display(obj):
+    return anonymised_badge(obj) if obj.is_anonymised else obj.destination
+
+
+@admin.display(description=_("recipient as entered"), ordering="message_to")
+def message_to_display(obj):
+    return anonymised_badge(obj) if obj.is_anonymised else obj.message_to
+
+
+@admin.display(description=_("anonymised"))
+def anonymised_label(obj):
+    return anonymised_badge(obj) if obj.is_anonymised else "—"
+
+
+@admin.display(description=_("SMS parts"))
+def sms_parts_label(obj):
+    """"2 (GSM-7)": the parts and encoding stored at intake (providers/sms_parts.py)."""
+    if not obj.parts:
+        return "—"
+    return f"{obj.parts} ({obj.get_encoding_display()})"
 
 
 class ReadOnlyInline(admin.TabularInline):
@@ -56,8 +91,8 @@ class StatusReportInline(ReadOnlyInline):
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "state", "installation", "provider", "destination", "message_to", idgtl_status_label,
-                    "message_id")
+    list_display = ("created_at", "state", "installation", "provider", destination_display, message_to_display,
+                    idgtl_status_label, "parts", "message_id")
     list_filter = ("state", "idgtl_status", "installation", "provider", "module_id", "created_at")
     search_fields = ("destination", "message_to", "message_id", "idgtl_message_uuid")
     date_hierarchy = "created_at"
@@ -65,8 +100,8 @@ class MessageAdmin(admin.ModelAdmin):
     show_full_result_count = False
     inlines = [MessageStatusChangeInline, StatusReportInline]
     fieldsets = (
-        (None, {"fields": ("installation", "provider", "message_id", "state", "created_at")}),
-        (_("Text and recipient"), {"fields": ("message_to", "destination", "sender_name", "text")}),
+        (None, {"fields": ("installation", "provider", "message_id", "state", "created_at", anonymised_label)}),
+        (_("Text and recipient"), {"fields": ("message_to", "destination", "sender_name", "text", sms_parts_label)}),
         (_("i-dgtl"), {"fields": ("idgtl_message_uuid", idgtl_status_label, "idgtl_status_at", "error_code", "error_message",
                                   "send_attempts", "sending_started_at", "sent_at", "final_at", "next_check_at")}),
         (_("Origin in Bitrix24"), {"fields": ("module_id", "bindings", "workflow_id", "document_id", "document_type",
@@ -74,7 +109,7 @@ class MessageAdmin(admin.ModelAdmin):
     )
 
     def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in Message._meta.fields] + [idgtl_status_label]
+        return [field.name for field in Message._meta.fields] + [idgtl_status_label, anonymised_label, sms_parts_label]
 
     def has_add_permission(self, request):
         return False

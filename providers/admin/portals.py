@@ -16,6 +16,7 @@ from django.utils.translation import gettext as _g
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
+from audit.services import Action, action_record
 from idgtl.admin import SecretKeepingForm, SecretMaskingAdmin
 from idgtl.models import mask_secret
 from providers.admin.test_sms import send_test_sms
@@ -296,14 +297,16 @@ class ProviderAdmin(admin.ModelAdmin):
             "action": action, "opts": self.model._meta, "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
         })
 
-    def _report_queued(self, request, provider, registrations, what):
+    def _report_queued(self, request, provider, registrations, what, action):
+        portals = [r.installation.domain for r in registrations]
         if registrations:
-            self.message_user(request, _g("%(code)s: %(what)s queued on %(portals)s.") % {
-                "code": provider.code, "what": what,
-                "portals": ", ".join(r.installation.domain for r in registrations)}, messages.SUCCESS)
+            text, level = _g("%(code)s: %(what)s queued on %(portals)s.") % {
+                "code": provider.code, "what": what, "portals": ", ".join(portals)}, messages.SUCCESS
         else:
-            self.message_user(request, _g("%(code)s: nothing to do (not on any active portal).") % {
-                "code": provider.code}, messages.WARNING)
+            text, level = _g("%(code)s: nothing to do (not on any active portal).") % {
+                "code": provider.code}, messages.WARNING
+        action_record(instance=provider, action=action, result=text, portals=portals)
+        self.message_user(request, text, level)
 
     # --- actions: each needs its permission (the same as the API's, b24sms/permissions.py) -------
     def has_register_permission(self, request):
@@ -326,14 +329,14 @@ class ProviderAdmin(admin.ModelAdmin):
             except ValidationError as exc:
                 self.message_user(request, f"{provider.code}: {'; '.join(exc.messages)}", messages.ERROR)
                 continue
-            self._report_queued(request, provider, registrations, _g("registration"))
+            self._report_queued(request, provider, registrations, _g("registration"), Action.REGISTER)
         return None
 
     @admin.action(description=_("Push changes to portals (update)"), permissions=["register"])
     def update_action(self, request, queryset):
         for provider in queryset:
             registrations = registration_services.provider_push_update(provider=provider)
-            self._report_queued(request, provider, registrations, _g("update"))
+            self._report_queued(request, provider, registrations, _g("update"), Action.PUSH_UPDATE)
 
     @admin.action(description=_("Remove from portals"), permissions=["register"])
     def remove_action(self, request, queryset):
@@ -342,13 +345,16 @@ class ProviderAdmin(admin.ModelAdmin):
             return chosen
         for provider in queryset:
             registrations = registration_services.provider_unregister(provider=provider, installations=chosen)
-            self._report_queued(request, provider, registrations, _g("removal"))
+            self._report_queued(request, provider, registrations, _g("removal"), Action.REMOVE)
         return None
 
     @admin.action(description=_("Check against the portals (sender.list)"), permissions=["check"])
     def check_action(self, request, queryset):
         for provider in queryset:
             results = registration_services.provider_check(provider=provider)
+            action_record(instance=provider, action=Action.CHECK, result="; ".join(
+                f"{row['domain']}: {row['summary']}" for row in results) or _g("not registered on any active portal"),
+                portals=[row["domain"] for row in results])
             if not results:
                 self.message_user(request, _g("%(code)s: not registered on any active portal.") % {
                     "code": provider.code}, messages.WARNING)

@@ -12,6 +12,8 @@ from django.template.response import TemplateResponse
 from django.urls import NoReverseMatch, reverse
 from django.utils.translation import gettext_lazy as _
 
+from audit.services import Action, action_record
+
 from ..models import Installation, RegistrationState
 from ..services.test_sms import SmsTestError, provider_send_test_sms
 
@@ -47,8 +49,11 @@ def send_test_sms(modeladmin, request, queryset):
         except SmsTestError as exc:
             form.add_error(None, str(exc))
         else:
-            modeladmin.message_user(request, _("Test SMS %(id)s accepted by the handler of %(portal)s; follow its timeline below.") % {
-                "id": result.message_id, "portal": result.installation.domain}, messages.SUCCESS)
+            text = _("Test SMS %(id)s accepted by the handler of %(portal)s; follow its timeline below.") % {
+                "id": result.message_id, "portal": result.installation.domain}
+            action_record(instance=provider, action=Action.TEST_SMS, result=text, portal=result.installation.domain,
+                          message_id=result.message_id, message=result.message.pk if result.message else None)
+            modeladmin.message_user(request, text, messages.SUCCESS)
             try:
                 return redirect(reverse("admin:providers_message_change", args=[result.message.pk]))
             except NoReverseMatch:

@@ -29,9 +29,9 @@ class MessageSerializer(serializers.ModelSerializer):
         model = Message
         fields = [
             "id", "installation", "portal", "provider", "provider_code", "message_id", "module_id", "state",
-            "message_to", "destination", "sender_name", "text", "idgtl_message_uuid", "idgtl_status", "idgtl_status_at",
+            "message_to", "destination", "sender_name", "text", "encoding", "parts", "idgtl_message_uuid", "idgtl_status", "idgtl_status_at",
             "error_code", "error_message", "send_attempts", "created_at", "sending_started_at", "sent_at", "final_at",
-            "bitrix_sent_at",
+            "bitrix_sent_at", "anonymised_at",
         ]
         read_only_fields = fields
 

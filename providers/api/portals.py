@@ -12,6 +12,7 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
+from audit.services import Action, action_record
 from providers.models import Installation, InstallationState, Provider, ProviderRegistration, RegistrationState
 from providers.services import registration as registration_services
 from sendernames.models import SenderNameApplication
@@ -145,13 +146,21 @@ class ProviderViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins
         if serializer.validated_data.get("installations") and not self.request.user.has_perm("providers.register_provider"):
             raise PermissionDenied()  # DRF's own (translated) message
 
+    def _record_registering(self, serializer):
+        """The edit itself is in the audit trail (auditlog); registering it on the portals given is an action."""
+        if serializer.validated_data.get("installations"):
+            action_record(instance=serializer.instance, action=Action.REGISTER,
+                          portals=[installation.domain for installation in serializer.validated_data["installations"]])
+
     def perform_create(self, serializer):
         self._may_register(serializer)
         super().perform_create(serializer)
+        self._record_registering(serializer)
 
     def perform_update(self, serializer):
         self._may_register(serializer)
         super().perform_update(serializer)
+        self._record_registering(serializer)
 
     def perform_destroy(self, instance):
         registration_services.provider_delete(provider=instance)
@@ -172,7 +181,8 @@ class ProviderViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins
         provider = self.get_object()
         installations = self._installations(request)
         with transaction.atomic():
-            registration_services.provider_register(provider=provider, installations=installations)
+            registrations = registration_services.provider_register(provider=provider, installations=installations)
+            action_record(instance=provider, action=Action.REGISTER, portals=[r.installation.domain for r in registrations])
         return Response(self._registrations(provider), status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(summary=_("Remove the provider from portals (sender.delete, in the background)"),
@@ -182,7 +192,8 @@ class ProviderViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins
         provider = self.get_object()
         installations = self._installations(request)
         with transaction.atomic():
-            registration_services.provider_unregister(provider=provider, installations=installations)
+            registrations = registration_services.provider_unregister(provider=provider, installations=installations)
+            action_record(instance=provider, action=Action.REMOVE, portals=[r.installation.domain for r in registrations])
         return Response(self._registrations(provider), status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(summary=_("Compare sender.list on the portals with our records (drift)"),
@@ -191,6 +202,8 @@ class ProviderViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins
     def check(self, request, pk=None):
         provider = self.get_object()
         results = registration_services.provider_check(provider=provider, installations=self._installations(request))
+        action_record(instance=provider, action=Action.CHECK, result="; ".join(
+            f"{row['domain']}: {row['summary']}" for row in results), portals=[row["domain"] for row in results])
         return Response(PortalCheckSerializer(results, many=True).data)
 
 

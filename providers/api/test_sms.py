@@ -8,6 +8,8 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from audit.services import Action, action_record
+
 from ..models import Provider
 from ..services.test_sms import SmsTestError, provider_send_test_sms
 
@@ -49,6 +51,8 @@ class ProviderTestSmsView(APIView):
         except SmsTestError as exc:
             return Response({"detail": str(exc)}, status=status.HTTP_502_BAD_GATEWAY)
         message = result.message
+        action_record(instance=provider, action=Action.TEST_SMS, portal=result.installation.domain,
+                      message_id=result.message_id, message=message.pk if message else None)
         body = {"id": message.pk, "message_id": message.message_id, "state": message.state,
                 "installation": result.installation.pk, "portal": result.installation.domain,
                 "handler_status": result.handler_status, "via": result.via}

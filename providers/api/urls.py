@@ -1,3 +1,3 @@
-from . import messages, portals, test_sms
+from . import messages, portals, test_sms, usage
 
-urlpatterns = test_sms.urlpatterns + portals.urlpatterns + messages.urlpatterns
+urlpatterns = test_sms.urlpatterns + usage.urlpatterns + portals.urlpatterns + messages.urlpatterns

@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from b24sms.logging import log_context
 
 from ..handler_form import HandlerForm
+from ..sms_parts import sms_parts
 from ..models import (
     Installation, InstallationState, Message, MessageState, MessageStatusChange, Provider, ProviderRegistration, RegistrationState,
 )
@@ -162,7 +163,10 @@ def message_receive(*, form: HandlerForm, installation: Installation | None = No
         bindings=form.bindings, workflow_id=form.workflow_id, document_id=form.document_id,
         document_type=form.document_type, author_user_id=form.auth.user_id if form.auth else "",
         message_to=form.message_to, text=form.message_body, sender_name=provider.sender_name, bitrix_sent_at=form.ts, state=MessageState.RECEIVED,
+        encoding=form.encoding, parts=form.parts,
     )
+    if not message.parts:
+        message.sms_parts_set()
     if connection.vendor == "postgresql":
         created = _insert_once_postgresql(message)
     else:
@@ -267,7 +271,11 @@ def _accept_in_one_statement(*, secret: str, form: HandlerForm) -> bool:
         "message_id": form.message_id, "module_id": form.module_id, "workflow_id": form.workflow_id,
         "author_user_id": auth.user_id if auth else "", "message_to": form.message_to,
         "text": form.message_body, "bitrix_sent_at": form.ts, "now": timezone.now(),
+        "encoding": form.encoding, "parts": form.parts,  # counted by the form parser, before the statement
     }
+    if not form.parts:  # a form not made by handler_form_parse
+        counted = sms_parts(form.message_body)
+        params.update(encoding=counted.encoding, parts=counted.parts)
     for name, field in json_fields.items():
         params[name] = connection.ops.adapt_json_value(getattr(form, name), field.encoder)
     connection.ensure_connection()
@@ -291,7 +299,8 @@ def _statement_cursor(raw_connection) -> psycopg.Cursor:
 
 # Message columns the statement fills from the call (as named parameters, JSON ones adapted), from the
 # registration it finds, and with fixed values; every other column takes its model default.
-_FROM_CALL = ("message_id", "module_id", "workflow_id", "author_user_id", "message_to", "text", "bitrix_sent_at")
+_FROM_CALL = ("message_id", "module_id", "workflow_id", "author_user_id", "message_to", "text", "bitrix_sent_at",
+              "encoding", "parts")
 _JSON_FROM_CALL = ("bindings", "document_id", "document_type")
 _FROM_REGISTRATION = ("installation_id", "provider_id", "sender_name")
 

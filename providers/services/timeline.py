@@ -1,4 +1,5 @@
-"""Every change of a message's state, in one place: the timeline entry and the report owed to Bitrix24.
+"""Every change of a message's state, in one place: the timeline entry, the report owed to Bitrix24 and
+the usage rollups (services/usage.py).
 
 Callers hold the rows (select_for_update, or a state-guarded claim) inside ``transaction.atomic``
 and have already set any other fields on the instances; this records the change for all of them
@@ -11,6 +12,7 @@ from b24sms.bulk import bulk_update_rows
 
 from ..models import MESSAGE_FINAL_STATES, Message, MessageStatusChange, StatusReport
 from ..status_mapping import bitrix24_status_for_state
+from .usage import usage_record_state_change
 
 
 class ChangeSource:
@@ -32,6 +34,7 @@ def messages_change_state(*, messages: list[Message], state: str, source: str, d
     """
     if not messages:
         return
+    usage_record_state_change(messages=messages, state=state)  # same transaction; before .state moves on
     now = timezone.now()
     values = {"state": state, "updated_at": now, **(same or {})}
     if state in MESSAGE_FINAL_STATES:

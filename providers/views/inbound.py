@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 
 from b24sms.netaddr import client_ip
 
-from ..handler_form import HandlerFormError, handler_form_parse
+from ..handler_form import HandlerFormError, HandlerTextTooLong, handler_form_parse
 from ..services.delivery import CallbackError, callback_events_apply, callback_events_parse
 from ..services.intake import (
     HandlerForbidden, ProviderNotRegistered, handler_call_accept, handler_secret_check, installation_by_callback_secret,
@@ -50,6 +50,10 @@ def bitrix24_handler(request, secret: str):
         return _error(403, exc)
     try:
         form = handler_form_parse(_body(request))
+    except HandlerTextTooLong as exc:
+        # Bitrix24 ignores the answer (the author sees "sent"): the log is where an operator finds it.
+        logger.warning("Bitrix24 handler call refused, text too long: %s", exc)
+        return _error(400, exc.message, exc.field)
     except HandlerFormError as exc:
         return _error(400, exc.message, exc.field)
     try:

@@ -77,13 +77,11 @@ def _apply_record(application: SenderNameApplication, record: dict, *, cause: st
     status = remote.remote_status(record, default=previous)
     comment = str(record.get("comment") or "")
     if application.status_manual and status != previous and not read_supersedes_manual(previous, status):
-        if status not in SENDER_NAME_STATUS_STAGE or SENDER_NAME_STATUS_STAGE[status] < SENDER_NAME_STATUS_STAGE.get(previous, 0):
-            logger.info("i-dgtl reports an older status than the one set by hand; the one set by hand stays",
-                        extra={"application_id": application.pk, "status": status, "manual": previous})
-        else:
-            logger.warning("i-dgtl reports a different status at the same stage as the one set by hand; the one "
-                           "set by hand stays", extra={"application_id": application.pk, "status": status,
-                                                       "manual": previous})
+        # Older (or unknown): the operator's stays. The same stage (APPROVED read, REJECTED set) is a conflict.
+        conflict = SENDER_NAME_STATUS_STAGE.get(status, -1) == SENDER_NAME_STATUS_STAGE.get(previous)
+        (logger.warning if conflict else logger.info)(
+            "i-dgtl reports a status not further along than the one set by hand; the one set by hand stays",
+            extra={"application_id": application.pk, "status": status, "manual": previous, "conflict": conflict})
         status, comment = previous, application.status_comment
     elif application.status_manual and status == previous:
         application.status_manual = False  # i-dgtl confirms it: from now on the status is i-dgtl's again

@@ -397,3 +397,30 @@ def test_admin_group_list_is_a_fixed_number_of_queries(admin_client, enqueued, d
     with django_assert_max_num_queries(12):
         page = admin_client.get(reverse("admin:sendernames_sendernamegroup_changelist"))
     assert page.status_code == 200 and page.content.decode().count("Queued for submission") == 12
+
+
+def test_the_migration_grants_the_new_permissions_to_existing_default_groups(db):
+    import importlib
+
+    from django.contrib.auth.models import Group, Permission
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    from b24sms.roles import OPERATOR, VIEWER
+
+    new_view = Permission.objects.filter(codename__in=["view_sendernamegroup", "view_statusreadability"])
+    new_operate = Permission.objects.filter(codename__in=["add_sendernamegroup", "change_sendernamegroup",
+                                                          "set_application_status"])
+    viewer, operator = Group.objects.get(name=VIEWER), Group.objects.get(name=OPERATOR)
+    viewer.permissions.remove(*new_view)
+    operator.permissions.remove(*new_view, *new_operate)  # as a database migrated before 0003 has them
+    migration = importlib.import_module("sendernames.migrations.0003_sender_name_groups_manual_status")
+    state_apps = MigrationExecutor(connection).loader.project_state(
+        ("sendernames", "0003_sender_name_groups_manual_status")).apps
+
+    schema_editor = type("SchemaEditor", (), {"connection": connection})()
+    migration.grant_to_default_groups(state_apps, schema_editor)
+    assert set(viewer.permissions.filter(pk__in=new_view)) == set(new_view)
+    assert not viewer.permissions.filter(pk__in=new_operate).exists()
+    assert set(operator.permissions.filter(pk__in=new_view)) | set(operator.permissions.filter(pk__in=new_operate)) == (
+        set(new_view) | set(new_operate))
