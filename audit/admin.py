@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import FieldDoesNotExist
+from django.db.models import BooleanField
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
@@ -18,6 +19,7 @@ from b24sms.admin_display import datetime_to_second
 from .models import AuditLogEntry
 
 EMPTY = "—"
+YES_NO = {"True": _("yes"), "False": _("no")}
 
 
 class ActorFilter(admin.SimpleListFilter):
@@ -86,6 +88,8 @@ def change_values(entry) -> list[tuple[str, str, str]]:
         if not display:
             display = {str(key): value for key, value in entry.changes_display_dict.items()}
         before, after = display.get(str(getattr(field, "verbose_name", name)), change)[:2]
+        if isinstance(field, BooleanField):
+            before, after = (YES_NO.get(value, value) for value in (before, after))
         rows.append((label, before if before not in ("None", "") else EMPTY, after if after not in ("None", "") else EMPTY))
     return rows
 

@@ -1,4 +1,5 @@
 from django.apps import AppConfig, apps
+from django.contrib.admin import apps as admin_apps
 from django.db.models.signals import post_migrate
 from django.utils.translation import gettext_lazy as _
 
@@ -14,3 +15,10 @@ class B24smsConfig(AppConfig):
         # post_migrate is sent only for apps with models (not this one): hook the last app of the roles.
         post_migrate.connect(ensure_default_groups, sender=apps.get_app_config(ROLE_APPS[-1]),
                              dispatch_uid="b24sms.ensure_default_groups")
+
+
+class AdminConfig(admin_apps.AdminConfig):
+    """django.contrib.admin with b24sms's site (b24sms/admin_site.py: model names in the case and gender
+    each sentence needs). Named in INSTALLED_APPS; not this module's default (B24smsConfig is)."""
+    default = False
+    default_site = "b24sms.admin_site.AdminSite"

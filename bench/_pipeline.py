@@ -307,7 +307,7 @@ def forget_queue(broker_url: str, queue: str) -> None:
     import redis
 
     client = redis.Redis.from_url(broker_url)
-    client.delete(queue)
+    client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}")
     for tag, raw in client.hscan_iter("unacked"):
         try:
             routing_key = json.loads(raw)[2]
@@ -319,15 +319,66 @@ def forget_queue(broker_url: str, queue: str) -> None:
 
 
 def forget_scheduling_keys(broker_url: str) -> None:
-    """The send-run flag, report locks and flags and the portal limiters of earlier runs."""
+    """The send-run flag, report locks and flags and the portal limiters of earlier runs (not the
+    broker-loss markers of beat's sweeps: without them the sweeps would take the broker for lost)."""
     import redis
 
+    from b24sms.broker import LOSS_MARKER_KEY
+
+    keep = LOSS_MARKER_KEY.split("{")[0].encode()
     client = redis.Redis.from_url(broker_url)
     for pattern in ("providers:*", "b24sms:*"):
         for key in client.scan_iter(pattern, count=1000):
-            client.delete(key)
+            if not key.startswith(keep):
+                client.delete(key)
 
 
 def load_average() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
+
+
+# --- where the CPU went ------------------------------------------------------------------------------------
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_snapshot(processes: "Processes", database: str) -> dict:
+    """CPU seconds used so far by each started process group (live processes), by PostgreSQL backends
+    of ``database``, by this process (the fakes and the burst's client threads), and the machine's busy
+    and total time: the difference shows what other work on the machine took."""
+    groups = {p.pid: p.name.split("-")[0] for p in processes.started}
+    snapshot = {name: 0.0 for name in groups.values()}
+    snapshot.update({"postgres (bench db, live backends)": 0.0})
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            pgid, ticks = int(fields[2]), int(fields[11]) + int(fields[12])
+            if pgid in groups:
+                snapshot[groups[pgid]] += ticks / _TICK
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                args = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
+            if args.startswith("postgres: ") and f" {database} " in args:
+                snapshot["postgres (bench db, live backends)"] += ticks / _TICK
+        except OSError:
+            continue
+    times = os.times()
+    snapshot["bench process (fakes)"] = times.user + times.system
+    with open("/proc/stat") as stat:
+        ticks = [int(v) for v in stat.readline().split()[1:]]
+    snapshot["machine busy"] = (sum(ticks) - ticks[3] - ticks[4]) / _TICK
+    snapshot["machine total"] = sum(ticks) / _TICK
+    return snapshot
+
+
+def cpu_report(before: dict, after: dict) -> str:
+    used = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
+    ours = sum(v for name, v in used.items() if not name.startswith("machine"))
+    wall = used["machine total"] / (os.cpu_count() or 1)
+    parts = ", ".join(f"{name} {v:.1f}" for name, v in used.items() if not name.startswith("machine"))
+    return (f"CPU s over {wall:.0f} s x {os.cpu_count()} CPUs: {parts}; machine busy {used['machine busy']:.1f} "
+            f"({100 * used['machine busy'] / (used['machine total'] or 1):.0f} %), of which other work on the machine "
+            f"{max(0.0, used['machine busy'] - ours):.1f}")

@@ -13,6 +13,8 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from bitrix24.contract import MessageStatus as Bitrix24Status
+from idgtl.contract import MessageStatus as IdgtlMessageStatus
 from idgtl.models import mask_secret
 
 from . import sms_parts
@@ -217,6 +219,21 @@ class MessageState(models.TextChoices):
 
 
 MESSAGE_FINAL_STATES = {MessageState.DELIVERED, MessageState.UNDELIVERED, MessageState.FAILED}
+
+
+def state_label(value: str) -> str:
+    """The label of one of our states; an unknown value as it is."""
+    return str(MessageState(value).label) if value in MessageState.values else value
+
+
+def idgtl_status_label(value: str) -> str:
+    """The label of a message status as i-dgtl sends it (delivered, undelivered, ...); an unknown one as it is."""
+    return str(IdgtlMessageStatus(value).label) if value in IdgtlMessageStatus.values else value
+
+
+def bitrix24_status_label(value: str) -> str:
+    """The label of a status as Bitrix24 is told it (queued, sent, delivered, ...); an unknown one as it is."""
+    return str(Bitrix24Status(value).label) if value in Bitrix24Status.values else value
 # Retention's queue (providers/services/retention.py): final messages whose text and numbers are still there.
 # The same Q is the partial index's condition and the job's filter, so PostgreSQL sees that the index applies.
 MESSAGE_RETENTION_PENDING = Q(anonymised_at__isnull=True, state__in=sorted(MESSAGE_FINAL_STATES))
@@ -333,6 +350,9 @@ class MessageStatusChange(models.Model):
         verbose_name_plural = _("timeline")
         ordering = ["created_at", "id"]
 
+    def __str__(self):
+        return f"{state_label(self.previous_state) or '—'} → {state_label(self.state)}"
+
 
 class StatusReportState(models.TextChoices):
     PENDING = "pending", _("Waiting to be reported")
@@ -359,6 +379,9 @@ class StatusReport(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["message", "status"], name="providers_report_status_once"),
         ]
+
+    def __str__(self):
+        return f"{bitrix24_status_label(self.status)}: {self.get_state_display()}"
 
 
 class UnmatchedCallbackEventQuerySet(models.QuerySet):
@@ -399,7 +422,7 @@ class UnmatchedCallbackEvent(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.message_uuid}: {self.status}"
+        return f"{self.message_uuid}: {idgtl_status_label(self.status)}"
 
     @staticmethod
     def lifetime() -> timedelta:

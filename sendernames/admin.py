@@ -15,6 +15,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from audit.services import Action, action_record
+from b24sms.admin_display import date_only, datetime_to_second
 from idgtl.contract import SenderNameStatus
 
 from . import selectors
@@ -26,6 +27,7 @@ from .models import (
     SenderNameGroup,
     SenderNameStatusChange,
     StatusReadability,
+    status_label,
 )
 from .services import (
     accounts_recheck_readability,
@@ -117,9 +119,32 @@ class DocumentInline(ReadOnlyInline):
         return format_html('<a href="{}">{}</a>', url, document.original_name)
 
 
+@admin.display(description=_("start date"), ordering="date_from")
+def start_date(obj):
+    """The day a name may be used from (stored as 00:00 Moscow time): a date, no time."""
+    return date_only(obj.date_from)
+
+
+def read_only_fields(fields: list) -> list:
+    """The fields as a page that cannot change them shows them: the start date as a date."""
+    return [start_date if name == "date_from" else name for name in fields]
+
+
 class HistoryInline(ReadOnlyInline):
     model = SenderNameStatusChange
-    fields = ["created_at", "previous_status", "status", "comment", "cause", "status_date", "changed_by"]
+    fields = ["recorded", "previous_status_label", "status_display", "comment", "cause", "status_date", "changed_by"]
+
+    @admin.display(description=_("time"))
+    def recorded(self, change):
+        return datetime_to_second(change.created_at)
+
+    @admin.display(description=_("previous status"))
+    def previous_status_label(self, change):
+        return status_label(change.previous_status) if change.previous_status else "—"
+
+    @admin.display(description=_("status"))
+    def status_display(self, change):
+        return status_label(change.status)
 
 
 @admin.action(permissions=["delete"])
@@ -139,7 +164,7 @@ def delete_drafts(modeladmin, request, queryset):
 class SenderNameApplicationAdmin(admin.ModelAdmin):
     form = SenderNameApplicationForm
     list_display = ["sender_name", "brand", "common_type", "coloured_status", "submission_state", "remote_id", "fee",
-                    "date_from", "counteragent_name", "created_at"]
+                    start_date, "counteragent_name", "created_at"]
     list_filter = [StatusFilter, "brand", "common_type", "submission_state"]
     search_fields = ["sender_name", "counteragent_inn", "counteragent_name"]
     list_select_related = ["account"]
@@ -156,14 +181,16 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
     def get_fieldsets(self, request, obj=None):
         if obj is None:
             return [(None, {"fields": APPLICATION_FIELDS + ["new_documents"]})]
+        if not self.has_change_permission(request, obj):  # submitted, or a reader who may not change it
+            return [(None, {"fields": read_only_fields(APPLICATION_FIELDS)}), (_("i-dgtl"), {"fields": self.remote_fields})]
         application_fields = APPLICATION_FIELDS + (["new_documents"] if obj.is_editable else [])
         return [(None, {"fields": application_fields}), (_("i-dgtl"), {"fields": self.remote_fields})]
 
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        if not obj.is_editable:
-            return APPLICATION_FIELDS + self.remote_fields  # submitted: read-only
+        if not self.has_change_permission(request, obj):
+            return read_only_fields(APPLICATION_FIELDS) + self.remote_fields  # submitted: read-only
         return ["account"] + self.remote_fields
 
     def get_inlines(self, request, obj):
@@ -365,7 +392,7 @@ class SenderNameGroupAdmin(admin.ModelAdmin):
     """File one name with several operators; its page is the matrix operator × status. Read-only once filed:
     an operator is added with "Add an operator" (files just that one)."""
     form = SenderNameGroupForm
-    list_display = ["sender_name", "operators", "common_type", "date_from", "counteragent_name", "created_at"]
+    list_display = ["sender_name", "operators", "common_type", start_date, "counteragent_name", "created_at"]
     search_fields = ["sender_name", "counteragent_inn", "counteragent_name"]
     list_select_related = ["account"]
     date_hierarchy = "created_at"
@@ -377,10 +404,10 @@ class SenderNameGroupAdmin(admin.ModelAdmin):
     def get_fieldsets(self, request, obj=None):
         if obj is None:
             return [(None, {"fields": GROUP_FIELDS[:3] + ["brands"] + GROUP_FIELDS[3:] + ["new_documents"]})]
-        return [(_("Request"), {"fields": GROUP_FIELDS + ["created_by", "created_at"]})]
+        return [(_("Request"), {"fields": read_only_fields(GROUP_FIELDS) + ["created_by", "created_at"]})]
 
     def get_readonly_fields(self, request, obj=None):
-        return [] if obj is None else GROUP_FIELDS + ["created_by", "created_at"]
+        return [] if obj is None else read_only_fields(GROUP_FIELDS) + ["created_by", "created_at"]
 
     def has_add_permission(self, request):
         return super().has_add_permission(request) and request.user.has_perm("sendernames.submit_application")

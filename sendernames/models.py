@@ -197,7 +197,7 @@ class SenderNameStatusChange(models.Model):
         ordering = ["created_at", "id"]
 
     def __str__(self):
-        return f"{self.previous_status or '—'} → {self.status}"
+        return f"{status_label(self.previous_status) if self.previous_status else '—'} → {status_label(self.status)}"
 
 
 class StatusReadability(models.Model):

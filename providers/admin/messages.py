@@ -8,17 +8,66 @@ from django.utils.translation import gettext, gettext_lazy as _
 from bitrix24.contract import MessageStatus as Bitrix24Status
 from idgtl.contract import MessageStatus as IdgtlStatus
 
-from ..models import Message, MessageStatusChange, StatusReport, UnmatchedCallbackEvent
+from b24sms.admin_display import datetime_to_second
+
+from ..models import Message, MessageStatusChange, StatusReport, UnmatchedCallbackEvent, state_label
+
+
+# Where a change of a message's state came from (providers/services/timeline.py ChangeSource), as operators say it.
+SOURCE_LABELS = {
+    "handler": _("Bitrix24 (HANDLER)"),
+    "send": _("sending to i-dgtl"),
+    "callback": _("i-dgtl callback"),
+    "reconciler": _("look-up at i-dgtl"),
+}
+# Where in Bitrix24 an SMS was written (module_id).
+ORIGIN_LABELS = {"crm": _("CRM card"), "bizproc": _("workflow or robot")}
 
 
 def status_label(choices, value: str) -> str:
-    """A status code as operators read it: its label with the code (unknown codes as they are)."""
+    """A status code as operators read it: its label (codes are for the API; an unknown code as it is)."""
     if not value:
         return "—"
     try:
-        return f"{choices(value).label} ({value})"
+        return str(choices(value).label)
     except ValueError:
         return value
+
+
+def labelled(labels: dict, value: str) -> str:
+    return str(labels.get(value, value)) if value else "—"
+
+
+class LabelledValuesFilter(admin.SimpleListFilter):
+    """The values a column holds, by their labels (known ones first, then any other value as it is)."""
+    labels: dict = {}
+
+    def lookups(self, request, model_admin):
+        present = set(model_admin.get_queryset(request).exclude(**{self.parameter_name: ""})
+                      .values_list(self.parameter_name, flat=True).distinct()[:50])
+        return ([(value, label) for value, label in self.labels.items() if value in present]
+                + [(value, value) for value in sorted(present - set(self.labels))])
+
+    def queryset(self, request, queryset):
+        return queryset.filter(**{self.parameter_name: self.value()}) if self.value() is not None else queryset
+
+
+class IdgtlStatusFilter(LabelledValuesFilter):
+    title = _("i-dgtl status")
+    parameter_name = "idgtl_status"
+    labels = dict(IdgtlStatus.choices)
+
+
+class OriginFilter(LabelledValuesFilter):
+    title = _("origin")
+    parameter_name = "module_id"
+    labels = ORIGIN_LABELS
+
+
+class CallbackStatusFilter(LabelledValuesFilter):
+    title = _("i-dgtl status")
+    parameter_name = "status"
+    labels = dict(IdgtlStatus.choices)
 
 
 @admin.display(description=_("i-dgtl status"), ordering="idgtl_status")
@@ -76,24 +125,52 @@ class ReadOnlyInline(admin.TabularInline):
         return False
 
 
+@admin.display(description=_("origin"), ordering="module_id")
+def origin_label(obj):
+    return labelled(ORIGIN_LABELS, obj.module_id)
+
+
+@admin.display(description=_("time"), ordering="created_at")
+def created_to_second(obj):
+    return datetime_to_second(obj.created_at)
+
+
 class MessageStatusChangeInline(ReadOnlyInline):
+    """The timeline, to the second: the steps of one send are often within the same minute."""
     model = MessageStatusChange
-    fields = readonly_fields = ("created_at", "previous_state", "state", idgtl_status_label, "source", "detail")
+    fields = readonly_fields = (created_to_second, "previous_state_label", "state", idgtl_status_label, "source_label",
+                                "detail")
     verbose_name_plural = _("timeline")
+
+    @admin.display(description=_("previous state"))
+    def previous_state_label(self, obj):
+        return state_label(obj.previous_state) or "—"
+
+    @admin.display(description=_("source"))
+    def source_label(self, obj):
+        return labelled(SOURCE_LABELS, obj.source)
 
 
 class StatusReportInline(ReadOnlyInline):
     model = StatusReport
-    fields = readonly_fields = ("created_at", bitrix24_status_label, "state", "attempts", "reported_at", "next_attempt_at",
-                                "last_error")
+    fields = readonly_fields = (created_to_second, bitrix24_status_label, "state", "attempts", "reported_to_second",
+                                "next_attempt_to_second", "last_error")
     verbose_name_plural = _("reported to Bitrix24")
+
+    @admin.display(description=_("reported"))
+    def reported_to_second(self, obj):
+        return datetime_to_second(obj.reported_at)
+
+    @admin.display(description=_("next attempt"))
+    def next_attempt_to_second(self, obj):
+        return datetime_to_second(obj.next_attempt_at)
 
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
     list_display = ("created_at", "state", "installation", "provider", destination_display, message_to_display,
                     idgtl_status_label, "parts", "message_id")
-    list_filter = ("state", "idgtl_status", "installation", "provider", "module_id", "created_at")
+    list_filter = ("state", IdgtlStatusFilter, "installation", "provider", OriginFilter, "created_at")
     search_fields = ("destination", "message_to", "message_id", "idgtl_message_uuid")
     date_hierarchy = "created_at"
     list_select_related = ("installation", "provider")
@@ -104,12 +181,13 @@ class MessageAdmin(admin.ModelAdmin):
         (_("Text and recipient"), {"fields": ("message_to", "destination", "sender_name", "text", sms_parts_label)}),
         (_("i-dgtl"), {"fields": ("idgtl_message_uuid", idgtl_status_label, "idgtl_status_at", "error_code", "error_message",
                                   "send_attempts", "sending_started_at", "sent_at", "final_at", "next_check_at")}),
-        (_("Origin in Bitrix24"), {"fields": ("module_id", "bindings", "workflow_id", "document_id", "document_type",
+        (_("Origin in Bitrix24"), {"fields": (origin_label, "bindings", "workflow_id", "document_id", "document_type",
                                               "author_user_id", "bitrix_sent_at")}),
     )
 
     def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in Message._meta.fields] + [idgtl_status_label, anonymised_label, sms_parts_label]
+        return [field.name for field in Message._meta.fields] + [idgtl_status_label, anonymised_label, sms_parts_label,
+                                                                 origin_label]
 
     def has_add_permission(self, request):
         return False
@@ -136,7 +214,7 @@ class UnmatchedCallbackEventAdmin(admin.ModelAdmin):
     mean answers of i-dgtl that were lost: look the messages up at i-dgtl."""
     list_display = ("received_at", "installation", "message_uuid", "status_display", "status_time", "error_code",
                     "dropped_after")
-    list_filter = ("status", "installation", "received_at")
+    list_filter = (CallbackStatusFilter, "installation", "received_at")
     search_fields = ("message_uuid",)
     list_select_related = ("installation",)
     fields = readonly_fields = ("installation", "message_uuid", "status_display", "status_time", "error_code",

@@ -372,8 +372,9 @@ class ProviderAdmin(admin.ModelAdmin):
 
 @admin.register(ProviderRegistration)
 class ProviderRegistrationAdmin(admin.ModelAdmin):
-    list_display = ["provider", "installation", "state_badge", "last_error", "registered_at", "checked_at",
-                    "repaired_at", "repair_reason", "repair_count", "updated_at"]
+    # One column for the last repair and the error cut short: the list fits a 1280-px screen (the page has it all).
+    list_display = ["provider", "installation", "state_badge", "last_error_short", "registered_at", "checked_at",
+                    "last_repair", "updated_at"]
     list_filter = ["state", "repair_reason", "installation", "provider"]
     list_select_related = ["provider", "installation"]
     search_fields = ["provider__code", "installation__domain"]
@@ -389,3 +390,11 @@ class ProviderRegistrationAdmin(admin.ModelAdmin):
     @admin.display(description=_("state"), ordering="state")
     def state_badge(self, obj):
         return _badge(obj.state, obj.get_state_display())
+
+    @admin.display(description=_("last error"))
+    def last_error_short(self, obj):
+        return (obj.last_error[:80] + "…") if len(obj.last_error) > 80 else (obj.last_error or "—")
+
+    @admin.display(description=_("last repair"), ordering="repaired_at")
+    def last_repair(self, obj):
+        return _repair_summary(obj)

@@ -15,7 +15,7 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.translation import gettext as _g
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from ..models import USAGE_STATES, Installation, MessageState, Tariff, UsageDay
@@ -120,7 +120,7 @@ class UsageAdmin(admin.ModelAdmin):
             statement.url = reverse("admin:providers_usageday_portal", args=[statement.installation_id]) + f"?month={month:%Y-%m}"
         today = usage_today()
         return TemplateResponse(request, "providers/admin/usage_index.html", self._context(
-            request, title=_g("Usage by portal"), month=month, statements=statements,
+            request, title=gettext("Usage by portal"), month=month, statements=statements,
             total_parts=sum(s.parts for s in statements), total_amount=sum(s.amount for s in statements),
             total_billable=sum(s.billable_parts for s in statements), total_messages=sum(s.messages for s in statements),
             previous_month=_previous_month(month), next_month=_next_month(month) if _next_month(month) <= today else None,
@@ -142,7 +142,7 @@ class UsageAdmin(admin.ModelAdmin):
         current = statement_services.statement_build(installation=installation, month=month)
         states = dict(MessageState.choices)
         return TemplateResponse(request, "providers/admin/usage_portal.html", self._context(
-            request, title=_g("Usage of %(portal)s") % {"portal": installation.domain}, installation=installation,
+            request, title=gettext("Usage of %(portal)s") % {"portal": installation.domain}, installation=installation,
             month=month, chart=parts_chart(installation_id=installation.pk, month=month), months=months,
             statement=current, state_labels=[states[s] for s in USAGE_STATES],
             previous_month=_previous_month(month), next_month=_next_month(month) if _next_month(month) <= today else None))
@@ -154,11 +154,11 @@ class UsageAdmin(admin.ModelAdmin):
         month = _month_or_current(request.GET.get("month"))
         file_format = request.GET.get("format", "xlsx")
         if file_format not in ("csv", "xlsx"):
-            raise Http404(_g("Unknown format."))
+            raise Http404(gettext("Unknown format."))
         portal, domain = request.GET.get("portal"), None
         if portal:
             if not portal.isdigit():
-                raise Http404(_g("Unknown portal."))
+                raise Http404(gettext("Unknown portal."))
             installation = get_object_or_404(Installation, pk=int(portal))
             statements = [statement_services.statement_build(installation=installation, month=month)]
             domain = installation.domain
@@ -206,7 +206,7 @@ class TariffAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("portal"), ordering="installation__domain")
     def scope(self, obj):
-        return obj.installation.domain if obj.installation_id else _g("Default tariff")
+        return obj.installation.domain if obj.installation_id else gettext("Default tariff")
 
     @admin.display(description=_("valid"), ordering="valid_from")
     def period(self, obj):

@@ -214,7 +214,7 @@ def _table(statements: list[Statement]):
             yield "line", [statement.portal_domain, month, line.provider_code, line.sender_name, line.first_day,
                            line.last_day, line.price_per_part, line.messages, line.parts, line.billable_messages,
                            line.billable_parts, line.amount]
-        yield "total", [statement.portal_domain, month, _("Total"), "", None, None, None, statement.messages,
+        yield "total", [statement.portal_domain, month, _("Total:"), "", None, None, None, statement.messages,
                         statement.parts, statement.billable_messages, statement.billable_parts, statement.amount]
 
 
@@ -289,7 +289,7 @@ def statements_xlsx(statements: list[Statement], *, month: date) -> bytes:
                            _("Billable parts"), _("Amount, RUB")]
         summary_rows = [("line", [s.portal_domain, s.month.strftime("%Y-%m"), s.messages, s.parts, s.billable_messages,
                                   s.billable_parts, s.amount]) for s in statements]
-        summary_rows.append(("total", [_("Total"), month.strftime("%Y-%m"), sum(s.messages for s in statements),
+        summary_rows.append(("total", [_("Total:"), month.strftime("%Y-%m"), sum(s.messages for s in statements),
                                        sum(s.parts for s in statements), sum(s.billable_messages for s in statements),
                                        sum(s.billable_parts for s in statements),
                                        sum((s.amount for s in statements), Decimal("0.00"))]))

@@ -323,3 +323,19 @@ def test_metrics_export_a_gauge_per_account(client, account, idgtl, metric_store
     assert value(samples, "b24sms_idgtl_balance_read_error", account="default") == 0
     assert value(samples, "b24sms_idgtl_balance_read_error", account="failing") == 1
     assert value(samples, "b24sms_scrape_ok", part="database") == 1
+
+
+def test_the_threshold_is_set_in_the_admin_and_never_negative(admin_client, account, idgtl):
+    poll(account, idgtl, 900)  # alert sent meanwhile: the form's save must not re-arm it
+    url = reverse("admin:idgtl_idgtlaccount_change", args=[account.pk])
+    data = {"name": account.name, "api_url": account.api_url, "sender_names_key": "", "messages_key": "",
+            "is_default": "on"}
+    response = admin_client.post(url, {**data, "low_balance_threshold": "-1"}, HTTP_ACCEPT_LANGUAGE="en")
+    assert response.status_code == 200 and "greater than or equal to 0" in response.content.decode()
+    assert state(account).low_balance_threshold == Decimal("1000.00")
+    response = admin_client.post(url, {**data, "low_balance_threshold": "500"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    account = state(account)
+    assert account.low_balance_threshold == Decimal("500.00")
+    assert account.low_balance_alert_sent_at is not None and account.balance == Decimal("900.00")
+    assert poll(account, idgtl, 900) == Outcome.REARMED  # 900 is above the new threshold

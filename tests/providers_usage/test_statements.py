@@ -87,7 +87,7 @@ def test_csv_opens_with_cyrillic_intact(november, installation):
     assert rows[0][0] == "Портал" and "Сумма, руб." in rows[0]
     assert rows[1][0] == "портал.bitrix24.ru"
     assert rows[1][-1] == "10,50"  # 7 × 1.5, decimal comma for Excel in Russian
-    assert rows[-1][2] == "Итого"
+    assert rows[-1][2] == "Итого:"
 
 
 def test_xlsx_reads_back(november, installation, provider):
@@ -102,7 +102,7 @@ def test_xlsx_reads_back(november, installation, provider):
     assert rows[0][0] == "Портал"
     assert rows[1][:4] == (installation.domain, "2026-11", provider.code, "MyShop")
     assert rows[1][7:] == (5, 9, 4, 7, 8.75)
-    assert rows[2][2] == "Итого" and rows[2][-1] == 8.75
+    assert rows[2][2] == "Итого:" and rows[2][-1] == 8.75
 
 
 def test_xlsx_of_every_portal_has_a_summary(november, installation):
