@@ -16,6 +16,9 @@ Both are taken here as what they mean: another process created it first.
 import logging
 from datetime import datetime, timedelta
 
+import redis
+from celery import current_app
+from django.utils import timezone
 from kombu import transport
 from kombu.transport import sqlalchemy
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -91,19 +94,13 @@ def broker_messages_lost_at(sweep: str) -> datetime | None:
 
     Each sweep keeps a marker key in the broker's database; a missing marker means the broker lost
     its contents since it was set. The time is when that Redis started (its uptime, to the second),
-    so work asked for after the restart, whose task is alive, is not asked for twice. The first call ever (no
-    marker yet) answers too. Other brokers (the embedded SQLite one) keep their messages, and tasks
-    run inline (unit tests) use none: None.
+    so work asked for after the restart, whose task is alive, is not asked for twice. The first call
+    ever (no marker yet) answers too. Other brokers (the embedded SQLite one) keep their messages, and
+    tasks run inline (unit tests) use none: None.
     """
-    from celery import current_app
-
     url = str(current_app.conf.broker_url or "")
     if current_app.conf.task_always_eager or not url.startswith(("redis://", "rediss://", "unix://")):
         return None
-    import redis
-
-    from django.utils import timezone
-
     client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
     try:
         now = timezone.now()

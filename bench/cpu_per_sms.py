@@ -176,7 +176,7 @@ class Profiles:
         for kind, pid in self.targets.items():
             out = profile_path(self.directory, stage, kind)
             popen = subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--subprocesses", "--format", "raw",
-                                      "--output", str(out), "--rate", "250", "--nonblocking", "--nolineno"],
+                                      "--output", str(out), "--rate", "200", "--nolineno"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.running.append((popen, out, stage, kind))
         time.sleep(1.0)  # py-spy attaches

@@ -163,8 +163,10 @@ def delete_drafts(modeladmin, request, queryset):
 @admin.register(SenderNameApplication)
 class SenderNameApplicationAdmin(admin.ModelAdmin):
     form = SenderNameApplicationForm
-    list_display = ["sender_name", "brand", "common_type", "coloured_status", "submission_state", "remote_id", "fee",
-                    start_date, "counteragent_name", "created_at"]
+    # The status column shows the submission's state until i-dgtl gives a status; i-dgtl's id is on the
+    # application's page: the list fits a 1280-px screen.
+    list_display = ["sender_name", "brand", "common_type", "coloured_status", "fee", start_date, "counteragent_name",
+                    "created_at"]
     list_filter = [StatusFilter, "brand", "common_type", "submission_state"]
     search_fields = ["sender_name", "counteragent_inn", "counteragent_name"]
     list_select_related = ["account"]

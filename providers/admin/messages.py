@@ -1,14 +1,13 @@
 """Admin: messages with their timeline and status reports (read-only: messages come from Bitrix24), and the
 callback inbox (read-only: i-dgtl events waiting for the uuid of their message)."""
 from django.contrib import admin
-from django.utils import formats, timezone
+from django.utils import formats, timezone, translation
 from django.utils.html import format_html
 from django.utils.translation import gettext, gettext_lazy as _
 
+from b24sms.admin_display import datetime_to_second
 from bitrix24.contract import MessageStatus as Bitrix24Status
 from idgtl.contract import MessageStatus as IdgtlStatus
-
-from b24sms.admin_display import datetime_to_second
 
 from ..models import Message, MessageStatusChange, StatusReport, UnmatchedCallbackEvent, state_label
 
@@ -22,6 +21,16 @@ SOURCE_LABELS = {
 }
 # Where in Bitrix24 an SMS was written (module_id).
 ORIGIN_LABELS = {"crm": _("CRM card"), "bizproc": _("workflow or robot")}
+
+
+def status_only_details(status: str) -> set[str]:
+    """The detail providers/services/delivery.py writes for a status from i-dgtl, in each language a worker may
+    have written it in: it only repeats the status (as its code)."""
+    details = set()
+    for language in ("en", "ru"):
+        with translation.override(language):
+            details.add(gettext("i-dgtl status: %(status)s") % {"status": status})
+    return details
 
 
 def status_label(choices, value: str) -> str:
@@ -139,7 +148,7 @@ class MessageStatusChangeInline(ReadOnlyInline):
     """The timeline, to the second: the steps of one send are often within the same minute."""
     model = MessageStatusChange
     fields = readonly_fields = (created_to_second, "previous_state_label", "state", idgtl_status_label, "source_label",
-                                "detail")
+                                "detail_display")
     verbose_name_plural = _("timeline")
 
     @admin.display(description=_("previous state"))
@@ -149,6 +158,13 @@ class MessageStatusChangeInline(ReadOnlyInline):
     @admin.display(description=_("source"))
     def source_label(self, obj):
         return labelled(SOURCE_LABELS, obj.source)
+
+    @admin.display(description=_("detail"))
+    def detail_display(self, obj):
+        """The detail, unless it only repeats the i-dgtl status (as its code) that the row shows as a label."""
+        if obj.idgtl_status and obj.detail in status_only_details(obj.idgtl_status):
+            return "—"
+        return obj.detail or "—"
 
 
 class StatusReportInline(ReadOnlyInline):
@@ -168,8 +184,9 @@ class StatusReportInline(ReadOnlyInline):
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "state", "installation", "provider", destination_display, message_to_display,
-                    idgtl_status_label, "parts", "message_id")
+    # The number as entered is on the message's page (and found by the search): the list fits a 1280-px screen.
+    list_display = ("created_at", "state", "installation", "provider", destination_display, idgtl_status_label, "parts",
+                    "message_id")
     list_filter = ("state", IdgtlStatusFilter, "installation", "provider", OriginFilter, "created_at")
     search_fields = ("destination", "message_to", "message_id", "idgtl_message_uuid")
     date_hierarchy = "created_at"

@@ -19,6 +19,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from b24sms import metrics
+from b24sms.bulk import bulk_update_rows
 from idgtl.client import IdgtlClient, IdgtlError
 from idgtl.services import account_get_default
 
@@ -116,27 +117,32 @@ def callback_events_apply(*, installation: Installation, events: list[CallbackEv
     applies it (callback_events_apply_pending), so the order of callback and answer never matters.
     Everything here is one durable transaction: when this returns, every event is applied or stored,
     and only then may the view answer 2xx.
+
+    Set-based: the messages are looked up and locked with one query each, and all the events of the
+    call are written with a few bulk statements (:func:`_messages_apply_statuses`), however many it
+    carries.
     """
     if not events:
         return CallbackOutcome(0, 0)
     uuids = {e.message_uuid for e in events}
     with transaction.atomic(durable=True):
-        messages = _messages_by_uuid(installation.pk, uuids)
-        if len(messages) < len(uuids):
+        known = _message_ids_by_uuid(installation.pk, uuids)
+        if len(known) < len(uuids):
             # Unknown uuids: take the inbox lock, then look again. A send that recorded them meanwhile
             # has committed by now (it holds the lock until then); one that records them later finds
-            # what is stored here (it waits for the lock, i.e. for this commit).
+            # what is stored here (it waits for the lock, i.e. for this commit). The lookups take no
+            # row lock: that send holds its messages' rows while it waits for the inbox lock.
             _inbox_lock([installation.pk])
-            messages.update(_messages_by_uuid(installation.pk, uuids - messages.keys()))
-        applied, unknown = 0, []
+            known.update(_message_ids_by_uuid(installation.pk, uuids - known.keys()))
+        messages = {m.pk: m for m in _lock_messages(known.values())}  # row locks after the inbox lock, always
+        statuses, unknown = [], []
         for event in events:
-            message = messages.get(event.message_uuid)
+            message = messages.get(known.get(event.message_uuid))
             if message is None:
                 unknown.append(event)
-                continue
-            applied += message_apply_idgtl_status(
-                message=message, status=event.status, status_time=event.status_time, error_code=event.error_code,
-                source=ChangeSource.CALLBACK)
+            else:
+                statuses.append((message, event.status, event.status_time, event.error_code))
+        applied = _messages_apply_statuses(statuses, source=ChangeSource.CALLBACK)
         kept = _inbox_keep(installation, unknown)
     if unknown:
         logger.info("i-dgtl callback: %d events for message uuids not recorded yet kept in the inbox (%d new)",
@@ -144,9 +150,18 @@ def callback_events_apply(*, installation: Installation, events: list[CallbackEv
     return CallbackOutcome(applied, kept)
 
 
-def _messages_by_uuid(installation_id: int, uuids) -> dict[str, Message]:
-    return {m.idgtl_message_uuid: m for m in Message.objects.filter(
-        installation_id=installation_id, idgtl_message_uuid__in=uuids)}
+def _message_ids_by_uuid(installation_id: int, uuids) -> dict[str, int]:
+    return dict(Message.objects.filter(installation_id=installation_id, idgtl_message_uuid__in=uuids)
+                .values_list("idgtl_message_uuid", "pk"))
+
+
+def _lock_messages(ids) -> list[Message]:
+    """The messages, read and locked for this transaction in id order (two callbacks that share
+    messages then wait for each other instead of deadlocking)."""
+    ids = sorted(set(ids))
+    if not ids:
+        return []
+    return list(Message.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
 
 
 # --- callback inbox ----------------------------------------------------------------------------------
@@ -225,11 +240,11 @@ def callback_events_apply_pending(*, messages: list[Message]) -> int:
     if not pending:
         return 0
     pending.sort(key=lambda e: (e.status_time or e.received_at, e.received_at, e.pk))
-    applied = 0
-    for event in pending:
-        applied += message_apply_idgtl_status(
-            message=by_key[(event.installation_id, event.message_uuid)], status=event.status,
-            status_time=event.status_time, error_code=event.error_code, source=ChangeSource.CALLBACK)
+    message_ids = [by_key[(e.installation_id, e.message_uuid)].pk for e in pending]
+    locked = {m.pk: m for m in _lock_messages(message_ids)}
+    applied = _messages_apply_statuses(
+        [(locked[pk], e.status, e.status_time, e.error_code) for pk, e in zip(message_ids, pending)],
+        source=ChangeSource.CALLBACK)
     UnmatchedCallbackEvent.objects.filter(pk__in=[e.pk for e in pending]).delete()
     logger.info("i-dgtl callback: %d kept events applied once their uuids were recorded", len(pending))
     return applied
@@ -254,44 +269,94 @@ def callback_inbox_sweep(*, now=None, limit: int = 1000) -> dict:
     return {"matched": len(known), "applied": applied, "dropped": dropped}
 
 
+def _status_is_news(message: Message, status: str, new_state: str) -> bool:
+    """Whether i-dgtl ``status`` (our ``new_state``) changes ``message`` as it stands now: repeats,
+    and anything that would move it back or reach it before its uuid is stored, do not."""
+    if message.is_final or message.idgtl_status == status:
+        return False
+    if message.state in (MessageState.RECEIVED, MessageState.SENDING):
+        return False  # only a message with its uuid stored takes statuses
+    if STATE_RANK[new_state] < STATE_RANK[message.state]:
+        return False
+    if new_state == message.state and not idgtl_status_moves_forward(message.idgtl_status, status):
+        return False
+    return True
+
+
 def message_apply_idgtl_status(*, message: Message, status: str, status_time=None, error_code=None,
                                source: str) -> bool:
     """Record an i-dgtl status of a message; True when it changed anything.
 
     Unknown statuses, repeats and anything that would move the message back are ignored.
     """
-    new_state = state_for_idgtl_status(status)
-    if new_state is None:
-        logger.info("Unknown i-dgtl status %r for message %s ignored", status, message.pk)
-        return False
-    status_time = _parse_time(status_time) or timezone.now()
-    error_code = _error_code(error_code)
     with transaction.atomic():
-        message = Message.objects.select_for_update().get(pk=message.pk)
-        if message.is_final or message.idgtl_status == status:
-            return False
-        if message.state in (MessageState.RECEIVED, MessageState.SENDING):
-            return False  # only a message with its uuid stored takes statuses
-        if STATE_RANK[new_state] < STATE_RANK[message.state]:
-            return False
-        if new_state == message.state and not idgtl_status_moves_forward(message.idgtl_status, status):
-            return False
+        locked = Message.objects.select_for_update().get(pk=message.pk)
+        return bool(_messages_apply_statuses([(locked, status, status_time, error_code)], source=source))
+
+
+def _messages_apply_statuses(statuses: list[tuple], *, source: str) -> int:
+    """Record i-dgtl statuses ``(message, status, status time, error code)``, in the order given, on
+    messages read and locked in this transaction; returns how many changed something.
+
+    Each status is judged against the message as the ones before it left it (:func:`_status_is_news`),
+    exactly as if they were applied one by one; then the lot is written with a few statements: one
+    INSERT of the timeline entries and one UPDATE for the statuses that keep the state (i-dgtl
+    ``sending`` -> ``sent``), and one :func:`messages_change_state` per (new state, status) for the
+    others. A message whose change of state is gathered but not written yet gets the next status of
+    its own only after a write (so each change sees the state before it); that never happens today:
+    a message takes statuses while it is SENT, and every other state it reaches is final.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("i-dgtl statuses are recorded inside the transaction that locked the messages")
+    now = timezone.now()
+    timeline: list[MessageStatusChange] = []  # of the statuses that keep the state, in order
+    keeping: dict[int, Message] = {}  # messages with such a status, by id
+    moving: dict[tuple, list[Message]] = defaultdict(list)  # (new state, status, error code set) -> messages
+    moving_ids: set[int] = set()
+
+    def write():
+        MessageStatusChange.objects.bulk_create(timeline, batch_size=1000)
+        kept = [message for pk, message in keeping.items() if pk not in moving_ids]  # moving ones: written below
+        for message in kept:
+            message.updated_at = now
+        bulk_update_rows(Message, kept, ("idgtl_status", "idgtl_status_at", "updated_at"))
+        for (new_state, status, with_error), messages in moving.items():
+            fields = ("idgtl_status", "idgtl_status_at") + (("error_code", "error_message") if with_error else ())
+            messages_change_state(messages=messages, state=new_state, source=source,
+                                  detail=_("i-dgtl status: %(status)s") % {"status": status}, update_fields=fields)
+        timeline.clear()
+        keeping.clear()
+        moving.clear()
+        moving_ids.clear()
+
+    applied = 0
+    for message, status, status_time, error_code in statuses:
+        new_state = state_for_idgtl_status(status)
+        if new_state is None:
+            logger.info("Unknown i-dgtl status %r for message %s ignored", status, message.pk)
+            continue
+        if message.pk in moving_ids:
+            write()  # its change of state first, then this status is judged against the new state
+        if not _status_is_news(message, status, new_state):
+            continue
+        applied += 1
         message.idgtl_status = status
-        message.idgtl_status_at = status_time
-        fields = ["idgtl_status", "idgtl_status_at"]
+        message.idgtl_status_at = _parse_time(status_time) or now
         if new_state == message.state:  # e.g. i-dgtl sending -> sent: no new state, still on the timeline
-            message.save(update_fields=[*fields, "updated_at"])
-            MessageStatusChange.objects.create(
-                message=message, previous_state=message.state, state=message.state, idgtl_status=status, source=source,
-                detail=_("i-dgtl status: %(status)s") % {"status": status})
-            return True
-        if new_state in (MessageState.UNDELIVERED, MessageState.FAILED) and isinstance(error_code, int):
+            keeping[message.pk] = message
+            timeline.append(MessageStatusChange(
+                message=message, previous_state=message.state, state=message.state, idgtl_status=status,
+                source=source, detail=_("i-dgtl status: %(status)s") % {"status": status}))
+            continue
+        error_code = _error_code(error_code)
+        with_error = new_state in (MessageState.UNDELIVERED, MessageState.FAILED) and isinstance(error_code, int)
+        if with_error:
             message.error_code = error_code
             message.error_message = _("i-dgtl error %(code)s") % {"code": error_code}
-            fields += ["error_code", "error_message"]
-        messages_change_state(messages=[message], state=new_state, source=source,
-                              detail=_("i-dgtl status: %(status)s") % {"status": status}, update_fields=tuple(fields))
-    return True
+        moving[(new_state, status, with_error)].append(message)
+        moving_ids.add(message.pk)
+    write()
+    return applied
 
 
 # --- reconciler ---------------------------------------------------------------------------------------

@@ -21,14 +21,17 @@ already moved makes no call, and nothing is counted twice. Nothing here ever sca
 messages + excluded.messages, parts = parts + excluded.parts``: the database adds to the row under its
 row lock, so two workers finalising messages of the same portal and day both count (no read-modify-write
 in Python). One statement takes its rows in key order. A transaction that changes several groups of
-messages (the sent and the failed ones of one send answer) takes their rows group by group; should two
-such transactions ever wait for each other, PostgreSQL ends one of them (deadlock) and all it did rolls
-back, state changes and counts together, and the usual recovery redoes it (a send answer is looked up
-after its lease, a callback answered 500 is read by the reconciler). The same SQL runs on SQLite
-(UPSERT, 3.24+), where transactions are serialised anyway.
+messages (the sent and the failed ones of one send answer) takes their rows group by group, unless it
+wraps its calls in :func:`usage_deferred` (one statement, in key order, at the end of the block). Should
+two such transactions ever wait for each other, PostgreSQL ends one of them (deadlock) and all it did
+rolls back, state changes and counts together, and the usual recovery redoes it (a send answer is
+looked up after its lease, a callback answered 500 is read by the reconciler). The same SQL runs on
+SQLite (UPSERT, 3.24+), where transactions are serialised anyway.
 """
 import functools
+import threading
 from collections import defaultdict
+from contextlib import contextmanager
 from datetime import date
 from zoneinfo import ZoneInfo
 
@@ -86,9 +89,45 @@ def usage_record_state_change(*, messages: list[Message], state: str) -> None:
             delta = deltas[(*base, state)]
             delta[0] += 1
             delta[1] += message.parts
+    collecting = getattr(_deferred, "deltas", None)
+    if collecting is not None:
+        for key, (messages_delta, parts_delta) in deltas.items():
+            collecting[key][0] += messages_delta
+            collecting[key][1] += parts_delta
+        return
+    _write(deltas)
+
+
+def _write(deltas) -> None:
     rows = sorted((key, delta) for key, delta in deltas.items() if delta != [0, 0])
     for start in range(0, len(rows), _UPSERT_CHUNK):
         _upsert(rows[start:start + _UPSERT_CHUNK])
+
+
+_deferred = threading.local()
+
+
+@contextmanager
+def usage_deferred():
+    """Write the rollup changes of every ``messages_change_state`` call inside the block as one statement
+    at its end, in key order.
+
+    For a transaction that changes several groups of messages (the sent and the failed ones of one send
+    answer, the delivered and undelivered ones of one callback): its rollup rows are then all taken in
+    one statement, in the one order every transaction uses, so two of them can never wait for each
+    other. Use it inside the transaction (the write belongs to it); an exception discards what was
+    collected, as the transaction's rollback discards the state changes.
+    """
+    if getattr(_deferred, "deltas", None) is not None:  # nested: the outermost block writes
+        yield
+        return
+    _deferred.deltas = defaultdict(lambda: [0, 0])
+    try:
+        yield
+        deltas = _deferred.deltas
+    finally:
+        _deferred.deltas = None
+    _write(deltas)
 
 
 @functools.cache

@@ -89,9 +89,10 @@ def make_every_kind_of_object(admin_user) -> EveryKind:
     steps = [("", MessageState.RECEIVED, "", "handler"), (MessageState.RECEIVED, MessageState.SENDING, "", "send"),
              (MessageState.SENDING, MessageState.SENT, "sent", "send"),
              (MessageState.SENT, MessageState.DELIVERED, "delivered", "callback")]
-    for previous, state, idgtl_status, source in steps:
+    for previous, state, idgtl_status, source in steps:  # details as providers/services/delivery.py writes them
         MessageStatusChange.objects.create(message=message, previous_state=previous, state=state,
-                                           idgtl_status=idgtl_status, source=source)
+                                           idgtl_status=idgtl_status, source=source,
+                                           detail=f"статус i-dgtl: {idgtl_status}" if idgtl_status else "")
     StatusReport.objects.create(message=message, status="delivered", state=StatusReportState.ACCEPTED, attempts=1,
                                 reported_at=now)
     UnmatchedCallbackEvent.objects.create(installation=installation, message_uuid="6f1c2a34-0000-4000-8000-000000000002",

@@ -116,7 +116,6 @@ def test_every_list_fits_a_1280_pixel_screen(russian_page, admin_user):
             const box = document.querySelector('#changelist .results') || document.documentElement;
             return [box.scrollWidth, box.clientWidth, document.documentElement.scrollWidth];
         }""")
-        print(url, widths)
         if widths[0] > widths[1] or widths[2] > 1280:
             too_wide[url] = widths
     assert not too_wide

@@ -119,3 +119,41 @@ def test_usage_rows_by_day_and_month_leave_out_empty_rows(two, installation):
 def test_a_batch_costs_one_statement_per_call(two, django_assert_max_num_queries):
     with django_assert_max_num_queries(8):  # the upsert, the UPDATE, timeline and report inserts, savepoints
         move(two, MessageState.SENDING)
+
+
+def test_the_migration_fills_parts_and_rollups_of_messages_already_stored(installation, provider):
+    """0007_message_parts: parts for every stored message, then one GROUP BY into the rollups."""
+    import importlib
+    from types import SimpleNamespace
+
+    from django.apps import apps
+    from django.db import connection
+
+    from providers.models import Message
+
+    migration = importlib.import_module("providers.migrations.0007_message_parts")
+    states = [MessageState.RECEIVED, MessageState.SENT, MessageState.DELIVERED, MessageState.DELIVERED,
+              MessageState.FAILED]
+    for n, state in enumerate(states, start=1):
+        received_on(make_message(installation, provider, n, text="я" * (70 * n), state=state), at(2026, 9, 30, 22))
+    Message.objects.update(parts=0, encoding="")  # as stored before the migration
+    UsageDay.objects.all().delete()
+    editor = SimpleNamespace(connection=connection)
+    migration.backfill_parts(apps, editor)
+    migration.backfill_usage(apps, editor)
+    assert sorted(Message.objects.values_list("parts", flat=True)) == [1, 3, 4, 5, 6]
+    assert nonzero(usage()) == {("2026-10-01", "sent"): (1, 3), ("2026-10-01", "delivered"): (2, 9),
+                                ("2026-10-01", "failed"): (1, 6)}
+
+
+def test_deferred_changes_are_written_once_at_the_end(two):
+    from providers.services.usage import usage_deferred
+
+    move(two, MessageState.SENDING)
+    move(two, MessageState.SENT)
+    with transaction.atomic():
+        with usage_deferred():
+            move([two[0]], MessageState.DELIVERED)
+            move([two[1]], MessageState.UNDELIVERED)
+            assert nonzero(usage()) == {("2026-11-05", "sent"): (2, 3)}  # nothing written yet
+    assert nonzero(usage()) == {("2026-11-05", "delivered"): (1, 2), ("2026-11-05", "undelivered"): (1, 1)}

@@ -92,7 +92,7 @@ def test_change_page_shows_documents_history_and_no_key(admin_client, make_appli
     application.history.create(previous_status="", status="PRE_REVIEW", cause="submission")
     page = admin_client.get(reverse("admin:sendernames_sendernameapplication_change", args=[application.pk])).content.decode()
     download = reverse("admin:sendernames_document_download", args=[application.pk, application.documents.get().pk])
-    assert download in page and "charter.pdf" in page and "PRE_REVIEW" in page
+    assert download in page and "charter.pdf" in page and "Pre-review" in page  # the status's label
     assert account.sender_names_key not in page
     response = admin_client.get(download)
     assert response.status_code == 200 and b"".join(response.streaming_content) == PDF_BYTES
