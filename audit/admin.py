@@ -142,8 +142,8 @@ class AuditLogEntryAdmin(admin.ModelAdmin):
             return shown
         trail = reverse("admin:audit_auditlogentry_changelist") + \
             f"?object_type={entry.content_type_id}&object_id={entry.object_id}"
-        return format_html('{} <a href="{}" class="b24-audit-object-trail" title="{}">⧉</a>', shown, trail,
-                           gettext("Every entry of this object"))
+        return format_html('{} <a href="{}" class="b24-audit-object-trail" title="{}">({})</a>', shown, trail,
+                           gettext("Every entry of this object"), gettext("all entries"))
 
     @admin.display(description=_("what"))
     def summary(self, entry):

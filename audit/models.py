@@ -25,6 +25,7 @@ class AuditLogEntry(AbstractLogEntry):
         CHECK = 23
         TEST_SMS = 24
         CHECK_KEYS = 30
+        READ_BALANCE = 31
 
         choices = (
             (AbstractLogEntry.Action.CREATE, _("created")),
@@ -42,6 +43,7 @@ class AuditLogEntry(AbstractLogEntry):
             (CHECK, _("checked against the portals")),
             (TEST_SMS, _("sent a test SMS")),
             (CHECK_KEYS, _("checked the keys with i-dgtl")),
+            (READ_BALANCE, _("read the balance from i-dgtl")),
         )
 
     action = models.PositiveSmallIntegerField(_("action"), choices=Action.choices, db_index=True)

@@ -36,6 +36,9 @@ TRACKED = {
         "include_fields": ["account", "channel_type", "common_type", "date_from", "sender_name", "counteragent_name",
                            "counteragent_inn"],
     },
+    "providers.Tariff": {  # prices: what a portal is billed
+        "include_fields": ["installation", "price_per_part", "billable_states", "valid_from", "valid_until", "comment"],
+    },
     # Who may do what: users (never the password hash, nor last_login written at every login) and groups.
     "auth.User": {
         "include_fields": ["username", "first_name", "last_name", "email", "is_active", "is_staff", "is_superuser"],

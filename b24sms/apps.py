@@ -1,3 +1,4 @@
+from axes import apps as axes_apps
 from django.apps import AppConfig, apps
 from django.contrib.admin import apps as admin_apps
 from django.db.models.signals import post_migrate
@@ -22,3 +23,9 @@ class AdminConfig(admin_apps.AdminConfig):
     each sentence needs). Named in INSTALLED_APPS; not this module's default (B24smsConfig is)."""
     default = False
     default_site = "b24sms.admin_site.AdminSite"
+
+
+class AxesConfig(axes_apps.AppConfig):
+    """django-axes (failed admin logins) under a name in the reader's language; its own has none ("Axes")."""
+    default = False
+    verbose_name = _("Admin logins")

@@ -9,7 +9,8 @@
   status by hand when i-dgtl cannot be read. Not: i-dgtl accounts and their keys (nor checking them),
   Bitrix24 applications, portal sending settings (installations), deleting anything.
 - Everything else (managing accounts, keys, applications; deleting) is for superusers or for
-  permissions an administrator grants one by one.
+  permissions an administrator grants one by one. So is the audit trail (audit/): it names every
+  operator, their addresses and every change of access rights (``audit.view_auditlogentry``).
 
 The names are stable English names (stored data, looked up by name), not translated. A group is
 created with its permissions only when it does not exist: an administrator's later edits are kept.

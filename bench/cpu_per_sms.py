@@ -73,12 +73,17 @@ class CpuSampler(threading.Thread):
     the CPU seconds by kind between two snapshots (processes born or ended in between included, up
     to their last sample)."""
 
-    def __init__(self, groups: dict[int, str], database: str, interval: float = 0.2):
+    def __init__(self, groups: dict[int, str], database: str, interval: float = 0.02):
         super().__init__(daemon=True, name="cpu-sampler")
         self.groups, self.database, self.interval = groups, database, interval
-        self._ticks: dict[tuple[int, int], int] = {}  # (pid, start time) -> utime + stime
-        self._kind: dict[tuple[int, int], str | None] = {}
+        self._ticks: dict[tuple[int, int], int] = {}  # (pid, start time) -> utime + stime, last seen
+        self._kind: dict[tuple[int, int], str] = {}
+        self._watched: dict[int, tuple[int, int]] = {}  # live pids of interest -> key
+        self._listed: set[int] = set()  # every pid of the last scan (only new ones are looked at)
+        self._unsure: set[int] = set()  # postgres processes whose command line is not set yet
+        self._unnamed: dict[int, int] = {}  # backends of the bench database without a name yet -> tries
         self._lock = threading.Lock()
+        self._scanning = threading.Lock()
         self._halt = threading.Event()
         self._pg = None
 
@@ -95,49 +100,76 @@ class CpuSampler(threading.Thread):
         except Exception:  # noqa: BLE001 - a missed name only makes the backend "pg other"
             return {}
 
+    @staticmethod
+    def _stat(pid: int) -> tuple[str, list[str]] | None:
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                raw = stat.read()
+        except OSError:
+            return None
+        return raw[raw.index("(") + 1:raw.rindex(")")], raw.rsplit(")", 1)[1].split()
+
+    def _watch(self, pid: int, fields: list[str], kind: str, readings: dict) -> None:
+        key = (pid, int(fields[19]))
+        self._kind[key], self._watched[pid] = kind, key
+        readings[key] = int(fields[11]) + int(fields[12])
+
     def scan(self) -> None:
-        seen, pending = {}, []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
+        """New processes are classified once; then only those of interest are read again (a scan
+        every 20 ms sees a backend that lives for one task)."""
+        with self._scanning:
+            self._scan()
+
+    def _scan(self) -> None:
+        listed = {int(entry) for entry in os.listdir("/proc") if entry.isdigit()}
+        readings = {}
+        for pid in (listed - self._listed) | self._unsure | set(self._unnamed) | set(self._watched):
+            stat = self._stat(pid) if pid in listed else None
+            if stat is None:
                 continue
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    raw = stat.read()
-            except OSError:
+            comm, fields = stat
+            if pid in self._watched:
+                if self._watched[pid] == (pid, int(fields[19])):
+                    readings[self._watched[pid]] = int(fields[11]) + int(fields[12])
+                    continue
+                del self._watched[pid]  # the pid was reused
+            if pid in self._unnamed:
                 continue
-            comm = raw[raw.index("(") + 1:raw.rindex(")")]
-            fields = raw.rsplit(")", 1)[1].split()
-            key = (int(entry), int(fields[19]))
-            seen[key] = int(fields[11]) + int(fields[12])
-            if key in self._kind:
-                continue
-            pgid = int(fields[2])
-            if pgid in self.groups:
-                self._kind[key] = self.groups[pgid]
+            self._unsure.discard(pid)
+            if int(fields[2]) in self.groups:
+                self._watch(pid, fields, self.groups[int(fields[2])], readings)
+            elif comm.startswith("redis-server"):
+                self._watch(pid, fields, "redis~", readings)
             elif comm == "postgres":
                 try:
-                    with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                    with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
                         args = cmdline.read().replace(b"\0", b" ").decode(errors="replace")
                 except OSError:
-                    args = ""
-                if f" {self.database} " in args:
-                    pending.append(key)
-                else:
-                    self._kind[key] = None
-            elif comm.startswith("redis-server"):
-                self._kind[key] = "redis~"
-            else:
-                self._kind[key] = None
-        if pending:
-            names = self._pg_names([pid for pid, _start in pending])
-            for key in pending:
-                name = names.get(key[0], "")
-                self._kind[key] = {"b24sms-web": "pg web", "b24sms-worker": "pg worker", "b24sms-beat": "pg beat",
-                                   "b24sms-bench": "pg bench"}.get(name, "pg other")
+                    continue
+                if not args.startswith("postgres: "):
+                    self._unsure.add(pid)  # just forked: it still shows the postmaster's command line
+                elif f" {self.database} " in args:
+                    self._unnamed[pid] = 0
+        if self._unnamed:
+            names = self._pg_names(list(self._unnamed))
+            for pid in list(self._unnamed):
+                stat = self._stat(pid)
+                if stat is None:
+                    del self._unnamed[pid]
+                    continue
+                self._unnamed[pid] += 1
+                if pid not in names and self._unnamed[pid] < 25:
+                    continue  # not in pg_stat_activity yet
+                del self._unnamed[pid]
+                self._watch(pid, stat[1], {"b24sms-web": "pg web", "b24sms-worker": "pg worker",
+                                           "b24sms-beat": "pg beat", "b24sms-bench": "pg bench",
+                                           }.get(names.get(pid, ""), "pg other"), readings)
+        for pid in [pid for pid in self._watched if pid not in listed]:
+            del self._watched[pid]  # ended: its last reading stays
+        self._unsure &= listed
+        self._listed = listed
         with self._lock:
-            for key, ticks in seen.items():
-                if self._kind.get(key) is not None:
-                    self._ticks[key] = ticks
+            self._ticks.update(readings)
 
     def run(self):
         while not self._halt.wait(self.interval):
@@ -152,6 +184,10 @@ class CpuSampler(threading.Thread):
         with self._lock:
             ticks = dict(self._ticks)
         return {"ticks": ticks, "wall": time.monotonic(), "os": os.times()}
+
+    def backends(self) -> dict:
+        """How many PostgreSQL backends of each kind were seen."""
+        return dict(Counter(kind for kind in self._kind.values() if kind.startswith("pg ")))
 
     def used(self, a: dict, b: dict) -> dict:
         cpu = defaultdict(float)
@@ -218,8 +254,15 @@ def _group(frame: str) -> str:
     return "other (stdlib, ...)"
 
 
+# Leaves where a thread waits (py-spy, pausing the process, still catches some of them).
+_WAITING = ("Connection.wait (psycopg", "EpollSelector.select", "Arbiter.wait_for_signals", "SyncWorker.wait ",
+            "_epoll.poll", "Connection._recv (billiard", "Connection._poll (billiard", "select (selectors",
+            "SocketIO.readinto", "socket.accept", "sleep (")
+
+
 def profile_summary(path: Path, top: int = 18) -> str:
-    """Self time by library and the top functions (inclusive) of a py-spy raw profile."""
+    """Self time by library and the top functions (inclusive) of a py-spy raw profile, leaving out the
+    samples taken while the process waited (for PostgreSQL, a socket, its next task)."""
     if not path.exists() or not path.stat().st_size:
         return f"  (no samples in {path.name})"
     total, by_group, inclusive, self_time = 0, Counter(), Counter(), Counter()
@@ -229,7 +272,7 @@ def profile_summary(path: Path, top: int = 18) -> str:
             continue
         n = int(count)
         frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
-        if not frames:
+        if not frames or frames[-1].startswith(_WAITING):
             continue
         total += n
         by_group[_group(frames[-1])] += n
@@ -262,6 +305,18 @@ def post_forms(fake_b24, portal, count: int, threads: int, first: int, handler_u
     return [m for m, s in outcomes if m and s == 200], time.monotonic() - started, sum(1 for _m, s in outcomes if s != 200)
 
 
+def vacuum() -> None:
+    """VACUUM ANALYZE the tables a message's life writes: each run deletes the last one's rows, and a
+    server without autovacuum (a development one) would otherwise make every run dearer than the last."""
+    from django.db import connection
+
+    from providers.models import Message, MessageStatusChange, StatusReport, UnmatchedCallbackEvent, UsageDay
+
+    with connection.cursor() as cursor:
+        for model in (Message, MessageStatusChange, StatusReport, UnmatchedCallbackEvent, UsageDay):
+            cursor.execute(f"VACUUM ANALYZE {connection.ops.quote_name(model._meta.db_table)}")
+
+
 def queue_empty(broker_url: str) -> bool:
     import redis
 
@@ -281,6 +336,9 @@ def main():
     parser.add_argument("--portal-limit", action="store_true",
                         help="enforce the fake portal's leaky bucket (burst 50, 2/s): reports then take 30 s per 3,000")
     parser.add_argument("--beat", action="store_true", help="run celery beat too (its CPU is counted)")
+    parser.add_argument("--worker-db-reuse", type=int, default=0, metavar="N",
+                        help="Celery pool processes keep their database connection for N tasks (CELERY_DB_REUSE_MAX; "
+                             "default 0: Celery closes it before and after every task)")
     parser.add_argument("--profile", type=Path, help="directory for py-spy profiles of each stage")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
@@ -299,6 +357,8 @@ def main():
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": SETTINGS, "PUBLIC_BASE_URL": base_url,
            "B24_OAUTH_URL": fake_b24.oauth_url, "IDGTL_API_URL": fake_idgtl.url,
            "IDGTL_MESSAGES_TOKEN": fake_idgtl.messages_key, "LOG_FORMAT": "text"}
+    if args.worker_db_reuse:
+        env["BENCH_CELERY_DB_REUSE_MAX"] = str(args.worker_db_reuse)
     processes = Processes(Path(tempfile.mkdtemp(prefix="bench-cpu-")), env)
     sampler = None
     figures, counts = {}, {}
@@ -308,6 +368,7 @@ def main():
         settings.B24_OAUTH_URL = fake_b24.oauth_url
         forget_scheduling_keys(broker_url)
         retire_old_rows()
+        vacuum()
         point_default_account_at(fake_idgtl)
         processes.env["PGAPPNAME"] = "b24sms-web"
         web = processes.gunicorn(port, args.gunicorn_workers)
@@ -330,6 +391,7 @@ def main():
             MessageState.RECEIVED, MessageState.SENDING)).exists(), 60, 0.2, "the warm-up to be sent")
         wait_for(lambda: queue_empty(broker_url), 60, 0.2, "the queue to empty")
         Message.objects.filter(installation=installation).delete()
+        vacuum()
         time.sleep(1.0)
 
         def stage(name, run):
@@ -360,6 +422,7 @@ def main():
         posts = [r for r in list(fake_idgtl.requests) if r.method == "POST" and r.path.endswith("/message")]
         counts["send"] = {"posts": len(posts), "sizes": sorted(len(r.json) for r in posts if isinstance(r.json, list))}
 
+        vacuum()  # as autovacuum would by now (3,000 rows in, each updated twice); not in a measured stage
         uuids = list(Message.objects.filter(installation=installation, state=MessageState.SENT)
                      .order_by("id").values_list("idgtl_message_uuid", flat=True))
         wanted = set(burst["ids"])
@@ -396,6 +459,7 @@ def main():
         callbacks = [c for c in list(fake_idgtl.callbacks)]
         batch_calls = sum(1 for r in list(fake_b24.requests) if r.method == "batch" and r.portal == portal.domain)
         states = Counter(Message.objects.filter(installation=installation).values_list("state", flat=True))
+        backends = sampler.backends()
     finally:
         if sampler:
             sampler.stop()
@@ -427,7 +491,8 @@ def main():
           f"threads ({n / burst['seconds']:.0f}/s); gunicorn {args.gunicorn_workers} sync workers, Celery worker "
           f"concurrency {args.concurrency}{', beat' if args.beat else ''}; i-dgtl callbacks: "
           f"{args.callback_batch} event(s) per POST from {args.callback_threads} thread(s); portal bucket "
-          f"{'on' if args.portal_limit else 'off'}")
+          f"{'on' if args.portal_limit else 'off'}; worker DB connection "
+          f"{f'kept for {args.worker_db_reuse} tasks' if args.worker_db_reuse else 'closed around each task'}")
     sizes = counts["send"]["sizes"]
     if sizes:
         print(f"send: {counts['send']['posts']} POST /message, {min(sizes)}-{max(sizes)} messages each "
@@ -452,6 +517,7 @@ def main():
     send = per(figures["intake + send"], ("worker",), n)
     callback = per(figures["callbacks + reports"], ("web", "pg web"), n)
     report = per(figures["callbacks + reports"], ("worker", "pg worker"), n)
+    print(f"PostgreSQL backends seen: {backends}")
     print(f"trivial view: {trivial_ms:.2f} ms per request (web + its PostgreSQL + Redis; rounds "
           f"{per(figures['trivial 1'], ('web',), counts['trivial 1']['requests']):.2f} and "
           f"{per(figures['trivial 2'], ('web',), counts['trivial 2']['requests']):.2f} ms web)")

@@ -146,12 +146,14 @@ class IdgtlAccountAdmin(SecretMaskingAdmin):
             outcome = account_balance_poll(account=account)
             account.refresh_from_db()
             if outcome == Outcome.ERROR:
-                self.message_user(request, gettext("%(account)s: the balance could not be read: %(error)s") % {
-                    "account": account, "error": account.balance_error}, messages.ERROR)
+                text, level = gettext("%(account)s: the balance could not be read: %(error)s") % {
+                    "account": account, "error": account.balance_error}, messages.ERROR
             else:
-                self.message_user(request, gettext("%(account)s: balance %(balance)s %(currency)s.") % {
-                    "account": account, "balance": account.balance, "currency": account.balance_currency},
+                text, level = gettext("%(account)s: balance %(balance)s %(currency)s.") % {
+                    "account": account, "balance": account.balance, "currency": account.balance_currency}, (
                     messages.WARNING if account.is_balance_low else messages.SUCCESS)
+            action_record(instance=account, action=Action.READ_BALANCE, result=text)
+            self.message_user(request, text, level)
 
     @admin.action(description=_("Check the keys with i-dgtl"), permissions=["check_keys"])
     def check_keys(self, request, queryset):

@@ -36,7 +36,7 @@ INSTALLED_APPS = [
     "providers",
     "auditlog",
     "audit",  # after auditlog: its admin replaces auditlog's
-    "axes",
+    "b24sms.apps.AxesConfig",  # django-axes, named in the reader's language
 ]
 
 MIDDLEWARE = [
@@ -252,6 +252,7 @@ MESSAGES_RECONCILE_INTERVAL = env.int("MESSAGES_RECONCILE_INTERVAL", default=360
 MESSAGES_LIFETIME_HOURS = env.int("MESSAGES_LIFETIME_HOURS", default=25)  # i-dgtl's default lifetime
 MESSAGES_LIFETIME_MARGIN = env.int("MESSAGES_LIFETIME_MARGIN", default=3600)  # s after it: FAILED
 MESSAGES_REPORT_DEBOUNCE = env.float("MESSAGES_REPORT_DEBOUNCE", default=0.5)  # s: statuses become batches
+MESSAGES_REPORT_LOCK_LEASE = env.int("MESSAGES_REPORT_LOCK_LEASE", default=60)  # s: a portal's report runner, per batch
 MESSAGES_REPORT_SCHEDULE_WINDOW = env.int("MESSAGES_REPORT_SCHEDULE_WINDOW", default=5)  # s
 # A registration still pending (or being removed) after this long had its task lost or never queued:
 # the beat job asks again. Longer than a registration task's own retries (about 11 minutes).
@@ -295,7 +296,6 @@ RATELIMIT_IP_META_KEY = "b24sms.netaddr.ratelimit_ip"
 # --- Audit trail and admin logins ------------------------------------------------------------------
 # The audit trail (audit/): django-auditlog's entries, with the operator actions added, in one table.
 AUDITLOG_LOGENTRY_MODEL = "audit.AuditLogEntry"
-AUDITLOG_DISABLE_REMOTE_ADDR = False  # the address is b24sms.netaddr's (audit/middleware.py)
 # Failed admin logins (django-axes): after AXES_FAILURE_LIMIT failures with one username from one client
 # address, that username is refused from that address for AXES_COOLOFF_MINUTES (b24sms/lockout.py says so).
 # The address is b24sms.netaddr's, so behind TRUSTED_PROXIES it is the forwarded one. API tokens never log in.

@@ -184,9 +184,8 @@ class StatusReportInline(ReadOnlyInline):
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    # The number as entered is on the message's page (and found by the search): the list fits a 1280-px screen.
-    list_display = ("created_at", "state", "installation", "provider", destination_display, idgtl_status_label, "parts",
-                    "message_id")
+    list_display = ("created_at", "state", "installation", "provider", destination_display, message_to_display,
+                    idgtl_status_label, "parts", "message_id")
     list_filter = ("state", IdgtlStatusFilter, "installation", "provider", OriginFilter, "created_at")
     search_fields = ("destination", "message_to", "message_id", "idgtl_message_uuid")
     date_hierarchy = "created_at"

@@ -118,23 +118,35 @@ def callback_events_apply(*, installation: Installation, events: list[CallbackEv
     Everything here is one durable transaction: when this returns, every event is applied or stored,
     and only then may the view answer 2xx.
 
-    Set-based: the messages are looked up and locked with one query each, and all the events of the
-    call are written with a few bulk statements (:func:`_messages_apply_statuses`), however many it
-    carries.
+    Set-based: the messages are locked with one query and all the events of the call are written
+    with a few bulk statements (:func:`_messages_apply_statuses`), however many it carries.
     """
     if not events:
         return CallbackOutcome(0, 0)
     uuids = {e.message_uuid for e in events}
+    try:
+        with transaction.atomic(durable=True):
+            # The usual call: every uuid is recorded. Its messages are locked at once, no inbox lock.
+            messages = {m.idgtl_message_uuid: m for m in _lock_messages(
+                Message.objects.filter(installation_id=installation.pk, idgtl_message_uuid__in=uuids))}
+            if len(messages) < len(uuids):
+                raise _UuidsNotRecorded  # rolled back: no row stays locked while the inbox lock is awaited
+            applied = _messages_apply_statuses(
+                [(messages[e.message_uuid], e.status, e.status_time, e.error_code) for e in events],
+                source=ChangeSource.CALLBACK)
+        return CallbackOutcome(applied, 0)
+    except _UuidsNotRecorded:
+        pass
     with transaction.atomic(durable=True):
+        # Unknown uuids: take the inbox lock, then look again. A send that recorded them meanwhile
+        # has committed by now (it holds the lock until then); one that records them later finds
+        # what is stored here (it waits for the lock, i.e. for this commit). The lookups take no row
+        # lock before the inbox lock: that send holds its messages' rows while it waits for it.
         known = _message_ids_by_uuid(installation.pk, uuids)
         if len(known) < len(uuids):
-            # Unknown uuids: take the inbox lock, then look again. A send that recorded them meanwhile
-            # has committed by now (it holds the lock until then); one that records them later finds
-            # what is stored here (it waits for the lock, i.e. for this commit). The lookups take no
-            # row lock: that send holds its messages' rows while it waits for the inbox lock.
             _inbox_lock([installation.pk])
             known.update(_message_ids_by_uuid(installation.pk, uuids - known.keys()))
-        messages = {m.pk: m for m in _lock_messages(known.values())}  # row locks after the inbox lock, always
+        messages = {m.pk: m for m in _lock_messages(Message.objects.filter(pk__in=known.values()))}
         statuses, unknown = [], []
         for event in events:
             message = messages.get(known.get(event.message_uuid))
@@ -150,18 +162,19 @@ def callback_events_apply(*, installation: Installation, events: list[CallbackEv
     return CallbackOutcome(applied, kept)
 
 
+class _UuidsNotRecorded(Exception):
+    pass
+
+
 def _message_ids_by_uuid(installation_id: int, uuids) -> dict[str, int]:
     return dict(Message.objects.filter(installation_id=installation_id, idgtl_message_uuid__in=uuids)
                 .values_list("idgtl_message_uuid", "pk"))
 
 
-def _lock_messages(ids) -> list[Message]:
-    """The messages, read and locked for this transaction in id order (two callbacks that share
-    messages then wait for each other instead of deadlocking)."""
-    ids = sorted(set(ids))
-    if not ids:
-        return []
-    return list(Message.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+def _lock_messages(queryset) -> list[Message]:
+    """The messages of ``queryset``, read and locked for this transaction in id order (two callbacks
+    that share messages then wait for each other instead of deadlocking)."""
+    return list(queryset.select_for_update().order_by("pk"))
 
 
 # --- callback inbox ----------------------------------------------------------------------------------
@@ -241,7 +254,7 @@ def callback_events_apply_pending(*, messages: list[Message]) -> int:
         return 0
     pending.sort(key=lambda e: (e.status_time or e.received_at, e.received_at, e.pk))
     message_ids = [by_key[(e.installation_id, e.message_uuid)].pk for e in pending]
-    locked = {m.pk: m for m in _lock_messages(message_ids)}
+    locked = {m.pk: m for m in _lock_messages(Message.objects.filter(pk__in=message_ids))}
     applied = _messages_apply_statuses(
         [(locked[pk], e.status, e.status_time, e.error_code) for pk, e in zip(message_ids, pending)],
         source=ChangeSource.CALLBACK)

@@ -174,11 +174,14 @@ def reports_send_pending(*, installation_id: int, time_budget: float | None = No
     # to the lock holder, whose follow-up (after releasing the lock) must be able to schedule.
     cache.delete(SCHEDULED_KEY.format(installation_id))
     lock_key, token = LOCK_KEY.format(installation_id), uuid.uuid4().hex
-    if not cache.add(lock_key, token, timeout=settings.CELERY_TASK_TIME_LIMIT):
+    # The lock is a lease renewed before every batch: a worker killed while reporting blocks its portal
+    # for one lease, not for a task's whole time limit. Should a slow batch outlive it, a second runner
+    # may send the same reports again, which changes nothing (one final status per message).
+    if not cache.add(lock_key, token, timeout=settings.MESSAGES_REPORT_LOCK_LEASE):
         return 0  # another worker is reporting to this portal; its follow-up picks these up
     accepted = 0
     try:
-        accepted = _send_pending_locked(installation_id, time_budget)
+        accepted = _send_pending_locked(installation_id, time_budget, renew=lambda: _lease_renew(lock_key, token))
     finally:
         if cache.get(lock_key) == token:
             cache.delete(lock_key)
@@ -201,7 +204,12 @@ def _schedule_follow_up(installation_id: int) -> None:
                       countdown=max(0.0, (earliest - now).total_seconds()) + 0.1)
 
 
-def _send_pending_locked(installation_id: int, time_budget: float | None) -> int:
+def _lease_renew(lock_key: str, token: str) -> None:
+    if cache.get(lock_key) == token:
+        cache.touch(lock_key, timeout=settings.MESSAGES_REPORT_LOCK_LEASE)
+
+
+def _send_pending_locked(installation_id: int, time_budget: float | None, renew=lambda: None) -> int:
     installation = Installation.objects.filter(pk=installation_id).first()
     if installation is None:
         return 0
@@ -210,12 +218,13 @@ def _send_pending_locked(installation_id: int, time_budget: float | None) -> int
         return 0
     deadline = time.monotonic() + (time_budget if time_budget is not None else settings.MESSAGES_REPORT_TIME_BUDGET)
     with Bitrix24Client(installation) as client:
-        return _send_batches(installation, client, deadline)
+        return _send_batches(installation, client, deadline, renew)
 
 
-def _send_batches(installation: Installation, client: Bitrix24Client, deadline: float) -> int:
+def _send_batches(installation: Installation, client: Bitrix24Client, deadline: float, renew=lambda: None) -> int:
     accepted = 0
     while time.monotonic() < deadline:
+        renew()
         reports = _next_batch(installation, timezone.now())  # one runner per portal: the lock
         if not reports:
             break

@@ -35,7 +35,7 @@ from idgtl.client import (
 from idgtl.contract import CALLBACK_EVENTS, GET_MESSAGES_MAX_WINDOW, MESSAGE_CREATED_ITEM_CODE, SEND_BATCH_MAX
 from idgtl.services import account_get_default
 
-from ..models import Message, MessageState
+from ..models import Installation, Message, MessageState
 from .delivery import callback_events_apply_pending
 from .timeline import ChangeSource, messages_change_state
 
@@ -224,10 +224,17 @@ def _waiting_queryset(now):
     queryset = (Message.objects.filter(state=MessageState.RECEIVED)
                 .filter(Q(next_check_at__isnull=True) | Q(next_check_at__lte=now)).order_by("id"))
     if connection.vendor == "postgresql":
-        queryset = queryset.select_for_update(skip_locked=True, of=("self",))
-    else:
-        queryset = queryset.select_for_update()
-    return queryset.select_related("installation__account", "provider")
+        return queryset.select_for_update(skip_locked=True, of=("self",))
+    return queryset.select_for_update()
+
+
+def _with_installations(messages: list[Message]) -> list[Message]:
+    """Each message given its installation (and that one's i-dgtl account), read once per claim: a
+    batch is mostly a few portals, and a join would build the same objects again for every row."""
+    installations = Installation.objects.select_related("account").in_bulk({m.installation_id for m in messages})
+    for message in messages:
+        message.installation = installations[message.installation_id]
+    return messages
 
 
 # --- sending -----------------------------------------------------------------------------------------
@@ -237,9 +244,14 @@ def messages_claim(*, limit: int) -> list[Message]:
     The number as Bitrix24 gave it becomes i-dgtl's destination here, in the portal's phone region
     (not in the HANDLER, which only stores); a number that is not valid fails without calling i-dgtl.
     """
+    return _claim(limit=limit)[0]
+
+
+def _claim(*, limit: int) -> tuple[list[Message], int]:
+    """(the messages claimed, how many waiting messages were taken: claimed or failed as invalid)."""
     now = timezone.now()
     with transaction.atomic():
-        waiting = list(_waiting_queryset(now)[:limit])
+        waiting = _with_installations(list(_waiting_queryset(now)[:limit]))
         normalised = [m for m in waiting if not m.destination]
         for message in normalised:
             message.destination = destination_normalise(message_to=message.message_to,
@@ -255,18 +267,21 @@ def messages_claim(*, limit: int) -> list[Message]:
         messages_change_state(messages=claimed, state=MessageState.SENDING, source=ChangeSource.SEND, detail="", same={
             "sending_started_at": now, "send_attempts": F("send_attempts") + 1, "next_check_at": _lease_end(now),
             "error_message": ""}, update_fields=("destination",) if normalised else ())
-    return claimed
+    return claimed, len(waiting)
 
 
 def messages_send_waiting(*, batch_size: int | None = None, time_budget: float | None = None) -> int:
-    """Send everything waiting, one call per (account, sender name) and batch. Returns how many were sent."""
+    """Send everything waiting, one call per (account, sender name) and batch. Returns how many were sent.
+
+    Claims again only after a full batch: what arrives while a batch is being sent has asked for a
+    run of its own (sending_schedule, debounced), so a steady stream of HANDLER calls becomes one
+    batch per MESSAGES_SEND_DEBOUNCE rather than a run that chases it with batches of a few messages.
+    """
     batch_size = min(batch_size or settings.MESSAGES_SEND_BATCH_SIZE, SEND_BATCH_MAX)
     deadline = time.monotonic() + (time_budget if time_budget is not None else settings.MESSAGES_SEND_TIME_BUDGET)
     sent = 0
     while time.monotonic() < deadline:
-        claimed = messages_claim(limit=batch_size)
-        if not claimed:
-            break
+        claimed, taken = _claim(limit=batch_size)
         default_cache: dict = {}
         groups = defaultdict(list)
         for message in claimed:
@@ -274,6 +289,8 @@ def messages_send_waiting(*, batch_size: int | None = None, time_budget: float |
             groups[(account.pk if account else None, message.sender_name)].append((account, message))
         for (_account_id, sender_name), pairs in groups.items():
             sent += messages_send_batch(account=pairs[0][0], sender_name=sender_name, messages=[m for _a, m in pairs])
+        if taken < batch_size:
+            break  # nothing more was waiting
     else:
         sending_schedule_later(0)  # out of time with work left: continue in a fresh task
     return sent

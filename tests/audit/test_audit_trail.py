@@ -254,3 +254,15 @@ def test_bookkeeping_of_b24sms_does_not_flood_the_trail(make_installation):
     installation.mark_needs_reinstall("invalid_grant")
     assert AuditLogEntry.objects.count() == before  # tokens and states are not operator settings
     assert "new-access-token-value" not in "".join(stored(entry) for entry in AuditLogEntry.objects.all())
+
+
+def test_checking_keys_and_reading_the_balance_are_recorded(admin_client, staff_user):
+    from idgtl.balance import Outcome
+
+    account = IdgtlAccount.objects.create(name="Client A")  # no keys: the check says so without calling i-dgtl
+    admin_client.post("/admin/idgtl/idgtlaccount/", {"action": "check_keys", "_selected_action": [account.pk]})
+    with mock.patch("idgtl.admin.account_balance_poll", return_value=Outcome.ERROR):
+        admin_client.post("/admin/idgtl/idgtlaccount/", {"action": "read_balance", "_selected_action": [account.pk]})
+    check, balance = entries(account, Action.CHECK_KEYS).get(), entries(account, Action.READ_BALANCE).get()
+    assert check.actor == staff_user and "is not set" in check.changes_text
+    assert balance.actor == staff_user and "Client A" in balance.changes_text

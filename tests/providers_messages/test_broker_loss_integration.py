@@ -160,9 +160,12 @@ def test_redis_restarted_empty_mid_burst_every_sms_final_none_sent_twice(
         return message_id
 
     def lose_redis():
+        from django.db import connection
+
         wait_until(lambda: len(answered) >= KILL_AFTER, timeout=60, interval=0.01, message="half the burst")
         # A registration asked for just before: its task was queued in the Redis about to be lost.
         ProviderRegistration.objects.create(provider=second, installation=installation, state=RegistrationState.PENDING)
+        connection.close()  # this thread's own
         private_redis.kill()
         # The burst goes on: the HANDLER stores each SMS and answers 200; its send run cannot be queued.
         wait_until(lambda: len(answered) >= BURST, timeout=120, interval=0.05, message="the whole burst")

@@ -227,3 +227,37 @@ def test_reports_are_retried_for_longer_than_a_message_lives(settings):
     settings.MESSAGES_REPORT_MAX_ATTEMPTS = base.MESSAGES_REPORT_MAX_ATTEMPTS
     tried_for = sum(_backoff(attempt) for attempt in range(1, settings.MESSAGES_REPORT_MAX_ATTEMPTS))
     assert tried_for >= settings.MESSAGES_LIFETIME_HOURS * 3600 + settings.MESSAGES_LIFETIME_MARGIN
+
+
+def test_a_worker_killed_while_reporting_blocks_its_portal_for_one_lease_only(settings, installation, provider,
+                                                                               bitrix24_api):
+    """The lock is a lease renewed per batch, not held for a task's whole time limit."""
+    import time
+
+    from django.core.cache import cache
+
+    from providers.services.reporting import LOCK_KEY
+
+    settings.MESSAGES_REPORT_LOCK_LEASE = 1
+    item = report(make_message(installation, provider, 1), "delivered")
+    # What a worker killed mid-report leaves behind: its lock, taken for one lease.
+    assert cache.add(LOCK_KEY.format(installation.pk), "dead-worker", timeout=settings.MESSAGES_REPORT_LOCK_LEASE)
+    assert reports_send_pending(installation_id=installation.pk) == 0
+
+    time.sleep(2.1)  # the database cache keeps whole seconds
+    assert reports_send_pending(installation_id=installation.pk) == 1
+    item.refresh_from_db()
+    assert item.state == StatusReportState.ACCEPTED
+
+
+def test_a_long_run_renews_its_lease_before_every_batch(settings, installation, provider, bitrix24_api, monkeypatch):
+    from providers.services import reporting
+
+    renewals = []
+    monkeypatch.setattr(reporting, "_lease_renew", lambda key, token: renewals.append(key))
+    for n in range(1, 121):
+        report(make_message(installation, provider, n), "delivered")
+
+    assert reports_send_pending(installation_id=installation.pk) == 120
+
+    assert len(bitrix24_api.batches) == 3 and len(renewals) >= 3
