@@ -296,6 +296,9 @@ RATELIMIT_IP_META_KEY = "b24sms.netaddr.ratelimit_ip"
 # --- Audit trail and admin logins ------------------------------------------------------------------
 # The audit trail (audit/): django-auditlog's entries, with the operator actions added, in one table.
 AUDITLOG_LOGENTRY_MODEL = "audit.AuditLogEntry"
+# auditlog's own LogEntry is swapped out, so its migrations (which would create an unused table whose
+# foreign keys block `flush` on PostgreSQL) are not run; nothing of ours depends on them.
+MIGRATION_MODULES = {"auditlog": None}
 # Failed admin logins (django-axes): after AXES_FAILURE_LIMIT failures with one username from one client
 # address, that username is refused from that address for AXES_COOLOFF_MINUTES (b24sms/lockout.py says so).
 # The address is b24sms.netaddr's, so behind TRUSTED_PROXIES it is the forwarded one. API tokens never log in.
