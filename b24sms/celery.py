@@ -51,7 +51,7 @@ BEAT_SCHEDULE = {
     "sender-names-sync-statuses": {"task": "sendernames.tasks.sync_open_applications", "schedule": schedule(60.0)},
     # Also takes over sends whose lease lapsed (a worker gone mid-send): recovery waits one interval at most.
     "messages-send-waiting": {"task": "providers.tasks.send_waiting_messages", "schedule": schedule(15.0)},
-    "messages-reconcile-statuses": {"task": "providers.tasks.reconcile_message_statuses", "schedule": schedule(300.0)},
+    "messages-reconcile-statuses": {"task": "providers.tasks.reconcile_message_statuses", "schedule": schedule(60.0)},
     "messages-callback-inbox-sweep": {"task": "providers.tasks.sweep_callback_inbox", "schedule": schedule(60.0)},
     "messages-report-statuses": {"task": "providers.tasks.report_pending_statuses", "schedule": schedule(30.0)},
     # Cheap when nothing is stuck; after the broker lost its messages it asks again at once (see the task).
