@@ -141,6 +141,7 @@ def installations_needing_attention(installations=True, registrations=True):
     (each part only when asked for: the user may view it)."""
     from providers.models import Installation, InstallationState, ProviderRegistration, RegistrationState
 
+    installations_allowed = installations
     installations = list(
         Installation.objects.filter(Q(state=InstallationState.NEEDS_REINSTALL) | (Q(state=InstallationState.ACTIVE) & ~Q(last_error="")))
         .select_related("application").order_by("-updated_at")[:ATTENTION_LIMIT]) if installations else []
@@ -152,11 +153,37 @@ def installations_needing_attention(installations=True, registrations=True):
             {"domain": i.domain, "state": i.get_state_display(), "error": i.last_error,
              "url": change_url("providers_installation_change", i.pk)}
             for i in installations],
+        "quotas": quotas_needing_attention() if installations_allowed else [],
         "registrations": [
             {"provider": r.provider.code, "domain": r.installation.domain, "error": r.last_error,
              "url": change_url("providers_provider_change", r.provider_id)}
             for r in registrations],
     }
+
+
+def quotas_needing_attention():
+    """Active portals with a quota whose month's parts reached the warning threshold (from the rollups, one
+    aggregate query), or that had a message refused by a quota within the last day."""
+    from providers.models import Installation, InstallationState
+    from providers.services.quotas import months_parts_used, quota_refusals_recent
+
+    portals = list(Installation.objects.filter(state=InstallationState.ACTIVE).filter(
+        Q(quota_monthly_parts__isnull=False) | Q(quota_recipient_per_hour__isnull=False)).order_by("domain", "id"))
+    if not portals:
+        return []
+    used = months_parts_used([p.pk for p in portals if p.quota_monthly_parts is not None])
+    refused = quota_refusals_recent([p.pk for p in portals])
+    rows = []
+    for portal in portals:
+        limit, parts = portal.quota_monthly_parts, used.get(portal.pk, 0)
+        percent = (100 if parts else 0) if limit == 0 else (parts * 100 // limit if limit else None)
+        warning = percent is not None and percent >= portal.quota_warning_percent
+        refusal = refused.get(portal.pk)
+        if warning or refusal:
+            rows.append({"domain": portal.domain, "parts": parts, "limit": limit, "percent": percent,
+                         "warning": warning, "refused": (refusal or {}).get("error", ""),
+                         "url": change_url("providers_installation_change", portal.pk)})
+    return rows[:ATTENTION_LIMIT]
 
 
 def idgtl_balances(now):

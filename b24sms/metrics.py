@@ -53,6 +53,8 @@ COUNTERS = {
     "callback_events_dropped": ("b24sms_callback_inbox_dropped_events",
                                 "i-dgtl callback events dropped from the inbox: their message uuid was never recorded "
                                 "within the message lifetime.", []),
+    "quota_refusals": ("b24sms_quota_refusals", "Messages not sent because their portal's quota was reached, by reason "
+                       "(monthly_parts, recipient_per_hour).", ["reason"]),
     "messages_anonymised": ("b24sms_messages_anonymised", "Final messages whose text and phone numbers retention "
                             "removed (MESSAGES_RETENTION_DAYS).", []),
 }
@@ -130,6 +132,10 @@ def _count(counter: str, *labels, amount: float = 1.0):
 # --- Recording (called by clients and services) --------------------------------------------------
 def record_idgtl_error(code, *, http_status=None):
     _count("idgtl_errors", code if code is not None else (http_status if http_status is not None else "none"))
+
+
+def record_quota_refusal(reason, count=1):
+    _count("quota_refusals", reason, amount=count)
 
 
 def record_idgtl_retry(reason):

@@ -86,6 +86,16 @@ class Installation(models.Model):
         help_text=_("ISO country code used for numbers written without a country code."))
     rate_limit_burst = models.PositiveIntegerField(_("rate limit: burst"), default=50)
     rate_limit_drain_per_second = models.FloatField(_("rate limit: requests per second"), default=2.0)
+    # Quotas (providers/services/quotas.py), checked when a message is claimed for sending: empty = no limit.
+    quota_monthly_parts = models.PositiveIntegerField(
+        _("quota: SMS parts per month"), null=True, blank=True,
+        help_text=_("SMS parts this portal may send per calendar month (USAGE_TIME_ZONE). Empty means no limit."))
+    quota_recipient_per_hour = models.PositiveIntegerField(
+        _("quota: messages per number per hour"), null=True, blank=True,
+        help_text=_("Messages to one phone number within any 60 minutes. Empty means no limit."))
+    quota_warning_percent = models.PositiveSmallIntegerField(
+        _("quota: warning threshold, %"), default=80,
+        help_text=_("The portal is shown under \"Needs attention\" once this share of the monthly limit is used."))
     state = models.CharField(_("state"), max_length=16, choices=InstallationState.choices, default=InstallationState.ACTIVE, db_index=True)
     last_error = models.TextField(_("last error"), blank=True)
     # The portal answered messageservice.sender.update as an unknown method (portals before April 2026,
@@ -295,6 +305,10 @@ class Message(models.Model):
         indexes = [
             models.Index(fields=["state", "created_at"], name="providers_message_state_idx"),
             models.Index(fields=["idgtl_message_uuid"], name="providers_message_uuid_idx"),  # no LIKE twin
+            # The per-recipient quota: messages to one number of a portal claimed within the last hour.
+            # Partial: a message the HANDLER inserts (not claimed yet) is not in it.
+            models.Index(fields=["installation", "destination", "sending_started_at"], name="providers_msg_recipient_idx",
+                         condition=models.Q(sending_started_at__isnull=False)),
             # Retention's queue, oldest first. Partial: a message the HANDLER inserts (received) is not in it.
             models.Index(MESSAGE_RETAINED_SINCE, "id", condition=MESSAGE_RETENTION_PENDING,
                          name="providers_msg_retention_idx"),

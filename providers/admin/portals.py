@@ -81,7 +81,33 @@ class BitrixApplicationAdmin(SecretMaskingAdmin):
 class InstallationForm(forms.ModelForm):
     class Meta:
         model = Installation
-        fields = ["account", "default_region", "rate_limit_burst", "rate_limit_drain_per_second"]
+        fields = ["account", "default_region", "rate_limit_burst", "rate_limit_drain_per_second",
+                  "quota_monthly_parts", "quota_recipient_per_hour", "quota_warning_percent"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "quota_warning_percent" in self.fields:  # (not there for a user who may only view)
+            self.fields["quota_warning_percent"].required = False  # empty: the default (80 %)
+
+    def _not_negative(self, name):
+        value = self.cleaned_data.get(name)
+        if value is not None and value < 0:
+            raise ValidationError(_("Must not be negative."))
+        return value
+
+    def clean_quota_monthly_parts(self):
+        return self._not_negative("quota_monthly_parts")
+
+    def clean_quota_recipient_per_hour(self):
+        return self._not_negative("quota_recipient_per_hour")
+
+    def clean_quota_warning_percent(self):
+        percent = self._not_negative("quota_warning_percent")
+        if percent is None:
+            return Installation._meta.get_field("quota_warning_percent").default
+        if percent > 100:
+            raise ValidationError(_("From 0 to 100 %."))
+        return percent
 
     def clean_default_region(self):
         import phonenumbers
@@ -128,6 +154,9 @@ class InstallationAdmin(admin.ModelAdmin):
                                   "lacks_sender_update", "bound_events", "events_bind_attempted_at",
                                   "installed_at", "uninstalled_at"]}),
         (_("Sending"), {"fields": ["account", "default_region", "rate_limit_burst", "rate_limit_drain_per_second"]}),
+        (_("Quotas"), {"fields": ["quota_monthly_parts", "quota_recipient_per_hour", "quota_warning_percent"],
+                       "description": _("A message over a quota is not sent: it ends failed with the reason, and the "
+                                        "portal is shown under \"Needs attention\" on the start page.")}),
     ]
 
     def has_add_permission(self, request):

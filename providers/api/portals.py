@@ -28,6 +28,7 @@ class InstallationSerializer(serializers.ModelSerializer):
             "id", "application", "application_name", "member_id", "domain", "client_endpoint", "server_endpoint",
             "state", "needs_reinstall", "last_error", "access_token_expires_at", "scope", "portal_status",
             "installed_by_user_id", "account", "default_region", "rate_limit_burst", "rate_limit_drain_per_second",
+            "quota_monthly_parts", "quota_recipient_per_hour", "quota_warning_percent",
             "lacks_sender_update", "bound_events", "events_bind_attempted_at",
             "installed_at", "uninstalled_at", "created_at", "updated_at",
         ]
@@ -35,6 +36,23 @@ class InstallationSerializer(serializers.ModelSerializer):
 
     def get_needs_reinstall(self, obj) -> bool:
         return obj.state == InstallationState.NEEDS_REINSTALL
+
+
+class InstallationQuotasSerializer(serializers.ModelSerializer):
+    """The quotas of a portal, the only fields of an installation the API changes (PATCH)."""
+    quota_monthly_parts = serializers.IntegerField(
+        min_value=0, max_value=2**31 - 1, allow_null=True, required=False,
+        help_text=_("SMS parts per calendar month (USAGE_TIME_ZONE); null means no limit."))
+    quota_recipient_per_hour = serializers.IntegerField(
+        min_value=0, max_value=2**31 - 1, allow_null=True, required=False,
+        help_text=_("Messages to one phone number within any 60 minutes; null means no limit."))
+    quota_warning_percent = serializers.IntegerField(
+        min_value=0, max_value=100, required=False,
+        help_text=_("Share of the monthly limit at which the portal shows under \"Needs attention\"."))
+
+    class Meta:
+        model = Installation
+        fields = ["quota_monthly_parts", "quota_recipient_per_hour", "quota_warning_percent"]
 
 
 class RegistrationSerializer(serializers.ModelSerializer):
@@ -115,12 +133,25 @@ class PortalCheckSerializer(serializers.Serializer):
 @extend_schema_view(
     list=extend_schema(summary=_("List installations (portals)")),
     retrieve=extend_schema(summary=_("One installation")),
+    partial_update=extend_schema(summary=_("Change the quotas of an installation"),
+                                 responses=InstallationSerializer),
 )
-class PortalViewSet(viewsets.ReadOnlyModelViewSet):
-    """Portals b24sms is installed on. Tokens are never exposed."""
+class PortalViewSet(mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
+    """Portals b24sms is installed on. Tokens are never exposed. PATCH changes the quotas only."""
     queryset = Installation.objects.select_related("application").order_by("domain", "id")
     serializer_class = InstallationSerializer
     filterset_fields = ["state", "application"]
+    http_method_names = ["get", "patch", "head", "options"]
+
+    def get_serializer_class(self):
+        if self.action in ("update", "partial_update"):
+            return InstallationQuotasSerializer
+        return InstallationSerializer
+
+    def update(self, request, *args, **kwargs):
+        kwargs["partial"] = True
+        super().update(request, *args, **kwargs)
+        return Response(InstallationSerializer(self.get_object(), context=self.get_serializer_context()).data)
 
 
 @extend_schema_view(

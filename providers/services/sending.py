@@ -37,6 +37,7 @@ from idgtl.services import account_get_default
 
 from ..models import Installation, Message, MessageState
 from .delivery import callback_events_apply_pending
+from .quotas import quotas_apply
 from .timeline import ChangeSource, messages_change_state
 
 logger = logging.getLogger(__name__)
@@ -260,8 +261,13 @@ def _claim(*, limit: int) -> tuple[list[Message], int]:
         claimed = [m for m in waiting if m.destination]
         for message in invalid:
             message.error_message = _("Invalid phone number: %(number)s") % {"number": message.message_to}
-        messages_change_state(messages=invalid, state=MessageState.FAILED, source=ChangeSource.SEND,
-                              update_fields=("error_message",))
+        # Quotas, under a per-portal lock held until this transaction commits (services/quotas.py).
+        over_quota = quotas_apply(messages=claimed, now=now)
+        if over_quota:
+            refused_ids = {m.pk for m in over_quota}
+            claimed = [m for m in claimed if m.pk not in refused_ids]
+        messages_change_state(messages=invalid + over_quota, state=MessageState.FAILED, source=ChangeSource.SEND,
+                              update_fields=("error_message", "destination") if normalised else ("error_message",))
         for message in claimed:
             message.send_attempts += 1
         messages_change_state(messages=claimed, state=MessageState.SENDING, source=ChangeSource.SEND, detail="", same={
