@@ -61,6 +61,7 @@ from bench._pipeline import (  # noqa: E402
 )
 
 QUEUE = f"bench-cpu-{os.getpid()}"
+RUN_LOCK = 0x62323463  # advisory lock: one run per bench database at a time
 SETTINGS = "bench.cpu_settings"
 FINALS = {"delivered", "undelivered", "failed"}
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -302,7 +303,8 @@ def post_forms(fake_b24, portal, count: int, threads: int, first: int, handler_u
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=threads) as pool:
         outcomes = list(pool.map(one, range(first, first + count)))
-    return [m for m, s in outcomes if m and s == 200], time.monotonic() - started, sum(1 for _m, s in outcomes if s != 200)
+    refused = sum(1 for _m, status in outcomes if status != 200)
+    return [m for m, status in outcomes if m and status == 200], time.monotonic() - started, refused
 
 
 def vacuum() -> None:
@@ -346,6 +348,12 @@ def main():
     bench_environment(queue=QUEUE)
     _db, broker_url = setup_django(QUEUE)
     database = os.environ["DATABASE_URL"].rsplit("/", 1)[1]
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # held by this session until the script ends
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [RUN_LOCK])
+        if not cursor.fetchone()[0]:
+            sys.exit(f"another bench/cpu_per_sms.py is running on {database}: each run clears the database")
     TimedBitrix24, TimedIdgtl = timed_fakes()
     load_before = load_average()
     fake_b24 = TimedBitrix24(enforce_rate_limit=args.portal_limit).start()
@@ -386,7 +394,7 @@ def main():
 
         # warm-up: imports, connections, prepared statements (its messages are deleted)
         post_forms(fake_b24, portal, 200, args.threads, 9_000_000, trivial_url)
-        warm, _s, _r = post_forms(fake_b24, portal, 200, args.threads, 9_100_000)
+        post_forms(fake_b24, portal, 200, args.threads, 9_100_000)
         wait_for(lambda: not Message.objects.filter(installation=installation, state__in=(
             MessageState.RECEIVED, MessageState.SENDING)).exists(), 60, 0.2, "the warm-up to be sent")
         wait_for(lambda: queue_empty(broker_url), 60, 0.2, "the queue to empty")
