@@ -229,6 +229,15 @@ class DocumentSizeLimit(FileUploadHandler):
         return None  # the next handler stores the file
 
 
+class DocumentSizeLimitMixin:
+    """A viewset whose POSTs carry documents: each file part is cut off at the document size limit."""
+
+    def initialize_request(self, request, *args, **kwargs):
+        if request.method == "POST":  # before anything (the CSRF check of a session) reads the body
+            request.upload_handlers.insert(0, DocumentSizeLimit(request))
+        return super().initialize_request(request, *args, **kwargs)
+
+
 class ApplicationFilter(filters.FilterSet):
     status = filters.CharFilter(field_name="status")
     brand = filters.ChoiceFilter(choices=Brand.choices)
@@ -272,7 +281,8 @@ ActionResult = inline_serializer("SenderNameActionResult", fields={
     list=extend_schema(summary="List sender-name applications"),
     retrieve=extend_schema(summary="One application with its documents and status history"),
 )
-class SenderNameApplicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class SenderNameApplicationViewSet(DocumentSizeLimitMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                                   viewsets.GenericViewSet):
     serializer_class = ApplicationSerializer
     filterset_class = ApplicationFilter
     queryset = selectors.with_status_readability(SenderNameApplication.objects.prefetch_related(
@@ -284,11 +294,6 @@ class SenderNameApplicationViewSet(mixins.ListModelMixin, mixins.RetrieveModelMi
         "document": ["sendernames.view_sendernameapplication"],
         "choices": ["sendernames.view_sendernameapplication"],
     }
-
-    def initialize_request(self, request, *args, **kwargs):
-        if request.method == "POST":  # before anything (the CSRF check of a session) reads the body
-            request.upload_handlers.insert(0, DocumentSizeLimit(request))
-        return super().initialize_request(request, *args, **kwargs)
 
     @extend_schema(
         summary="File an application (multipart with file1..fileN, or JSON without files)",

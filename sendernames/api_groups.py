@@ -28,7 +28,7 @@ from idgtl.contract import Brand, ChannelType, CommonType
 from idgtl.models import IdgtlAccount
 
 from . import selectors
-from .api import VALIDATION_ERROR_SCHEMA, ApplicationSerializer, DocumentSizeLimit, uploaded_documents
+from .api import VALIDATION_ERROR_SCHEMA, ApplicationSerializer, DocumentSizeLimitMixin, uploaded_documents
 from .models import SenderNameGroup
 from .services import group_add_brand, group_create
 from .services.readability import unreadable_message
@@ -143,7 +143,8 @@ class GroupFilter(filters.FilterSet):
     list=extend_schema(summary="List names filed with several operators"),
     retrieve=extend_schema(summary="One name with several operators: the matrix and the applications"),
 )
-class SenderNameGroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+class SenderNameGroupViewSet(DocumentSizeLimitMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
+                             viewsets.GenericViewSet):
     serializer_class = GroupSerializer
     filterset_class = GroupFilter
     queryset = selectors.group_queryset().order_by("-created_at", "-pk")
@@ -151,11 +152,6 @@ class SenderNameGroupViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, v
         "create": ["sendernames.add_sendernamegroup", "sendernames.submit_application"],
         "add_brand": ["sendernames.change_sendernamegroup", "sendernames.submit_application"],
     }
-
-    def initialize_request(self, request, *args, **kwargs):
-        if request.method == "POST":  # before anything (the CSRF check of a session) reads the body
-            request.upload_handlers.insert(0, DocumentSizeLimit(request))
-        return super().initialize_request(request, *args, **kwargs)
 
     @extend_schema(
         summary="File one name with several operators (one application each, each submitted once)",
