@@ -76,7 +76,10 @@ def test_registrations_pending_when_redis_restarted_empty_are_asked_for_at_once(
     from providers.tasks.registration import resume_stuck_registrations
 
     provider = services.provider_create(code="acme.sms", name="Acme SMS", sender_name_application=approved_sender_name)
-    first_sweep = _pending(make_installation, provider, seconds_ago=5)  # long before REGISTRATION_RESUME_AFTER
+    # Pending since before this Redis started (however long the fixtures took), long before
+    # REGISTRATION_RESUME_AFTER: only the "Redis came back empty" rule can ask for it now.
+    first_sweep = _pending(make_installation, provider,
+                           seconds_ago=time.time() - broker_is_private_redis.started_at + 5)
     with django_capture_on_commit_callbacks(execute=True):
         resume_stuck_registrations()  # the first sweep on this Redis: pending since before it started
     assert asked == [first_sweep.pk]
