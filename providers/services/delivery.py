@@ -27,6 +27,7 @@ from idgtl.services import account_get_default
 from ..models import Installation, Message, MessageState, MessageStatusChange, UnmatchedCallbackEvent
 from ..status_mapping import STATE_RANK, idgtl_status_moves_forward, state_for_idgtl_status
 from .timeline import ChangeSource, messages_change_state
+from .usage import usage_deferred
 
 logger = logging.getLogger(__name__)
 
@@ -372,32 +373,33 @@ def _messages_apply_statuses(statuses: list[tuple], *, source: str) -> int:
         moving_ids.clear()
 
     applied = 0
-    for message, status, status_time, error_code in statuses:
-        new_state = state_for_idgtl_status(status)
-        if new_state is None:
-            logger.info("Unknown i-dgtl status %r for message %s ignored", status, message.pk)
-            continue
-        if message.pk in moving_ids:
-            write()  # its change of state first, then this status is judged against the new state
-        if not _status_is_news(message, status, new_state):
-            continue
-        applied += 1
-        message.idgtl_status = status
-        message.idgtl_status_at = _parse_time(status_time) or now
-        if new_state == message.state:  # e.g. i-dgtl sending -> sent: no new state, still on the timeline
-            keeping[message.pk] = message
-            timeline.append(MessageStatusChange(
-                message=message, previous_state=message.state, state=message.state, idgtl_status=status,
-                source=source, detail=_("i-dgtl status: %(status)s") % {"status": status}))
-            continue
-        error_code = _error_code(error_code)
-        with_error = new_state in (MessageState.UNDELIVERED, MessageState.FAILED) and isinstance(error_code, int)
-        if with_error:
-            message.error_code = error_code
-            message.error_message = _("i-dgtl error %(code)s") % {"code": error_code}
-        moving[(new_state, status, with_error)].append(message)
-        moving_ids.add(message.pk)
-    write()
+    with usage_deferred():  # one rollup statement for all the state changes, in key order (usage.py)
+        for message, status, status_time, error_code in statuses:
+            new_state = state_for_idgtl_status(status)
+            if new_state is None:
+                logger.info("Unknown i-dgtl status %r for message %s ignored", status, message.pk)
+                continue
+            if message.pk in moving_ids:
+                write()  # its change of state first, then this status is judged against the new state
+            if not _status_is_news(message, status, new_state):
+                continue
+            applied += 1
+            message.idgtl_status = status
+            message.idgtl_status_at = _parse_time(status_time) or now
+            if new_state == message.state:  # e.g. i-dgtl sending -> sent: no new state, still on the timeline
+                keeping[message.pk] = message
+                timeline.append(MessageStatusChange(
+                    message=message, previous_state=message.state, state=message.state, idgtl_status=status,
+                    source=source, detail=_("i-dgtl status: %(status)s") % {"status": status}))
+                continue
+            error_code = _error_code(error_code)
+            with_error = new_state in (MessageState.UNDELIVERED, MessageState.FAILED) and isinstance(error_code, int)
+            if with_error:
+                message.error_code = error_code
+                message.error_message = _("i-dgtl error %(code)s") % {"code": error_code}
+            moving[(new_state, status, with_error)].append(message)
+            moving_ids.add(message.pk)
+        write()
     return applied
 
 

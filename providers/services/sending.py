@@ -39,6 +39,7 @@ from ..models import Installation, Message, MessageState
 from .delivery import callback_events_apply_pending
 from .quotas import quotas_apply
 from .timeline import ChangeSource, messages_change_state
+from .usage import usage_deferred
 
 logger = logging.getLogger(__name__)
 
@@ -266,13 +267,14 @@ def _claim(*, limit: int) -> tuple[list[Message], int]:
         if over_quota:
             refused_ids = {m.pk for m in over_quota}
             claimed = [m for m in claimed if m.pk not in refused_ids]
-        messages_change_state(messages=invalid + over_quota, state=MessageState.FAILED, source=ChangeSource.SEND,
-                              update_fields=("error_message", "destination") if normalised else ("error_message",))
-        for message in claimed:
-            message.send_attempts += 1
-        messages_change_state(messages=claimed, state=MessageState.SENDING, source=ChangeSource.SEND, detail="", same={
-            "sending_started_at": now, "send_attempts": F("send_attempts") + 1, "next_check_at": _lease_end(now),
-            "error_message": ""}, update_fields=("destination",) if normalised else ())
+        with usage_deferred():  # one rollup statement, in key order (services/usage.py)
+            messages_change_state(messages=invalid + over_quota, state=MessageState.FAILED, source=ChangeSource.SEND,
+                                  update_fields=("error_message", "destination") if normalised else ("error_message",))
+            for message in claimed:
+                message.send_attempts += 1
+            messages_change_state(messages=claimed, state=MessageState.SENDING, source=ChangeSource.SEND, detail="", same={
+                "sending_started_at": now, "send_attempts": F("send_attempts") + 1, "next_check_at": _lease_end(now),
+                "error_message": ""}, update_fields=("destination",) if normalised else ())
     return claimed, len(waiting)
 
 
@@ -375,12 +377,13 @@ def _apply_send_result(messages: list[Message], response) -> int:
                 message.error_code = code if isinstance(code, int) else None
                 message.error_message = str(item.get("msg") or _("i-dgtl error %(code)s") % {"code": code})
                 failed.append(message)
-        messages_change_state(messages=sent, state=MessageState.SENT, source=ChangeSource.SEND, detail="", same={
-            "sent_at": now, "next_check_at": Message.reconcile_due_at(sent_at=now, now=now)},
-            update_fields=("idgtl_message_uuid",))
-        messages_change_state(messages=failed, state=MessageState.FAILED, source=ChangeSource.SEND,
-                              update_fields=("error_code", "error_message"))
-        callback_events_apply_pending(messages=sent)  # callbacks that came before this answer, in this commit
+        with usage_deferred():  # one rollup statement, in key order (services/usage.py)
+            messages_change_state(messages=sent, state=MessageState.SENT, source=ChangeSource.SEND, detail="", same={
+                "sent_at": now, "next_check_at": Message.reconcile_due_at(sent_at=now, now=now)},
+                update_fields=("idgtl_message_uuid",))
+            messages_change_state(messages=failed, state=MessageState.FAILED, source=ChangeSource.SEND,
+                                  update_fields=("error_code", "error_message"))
+            callback_events_apply_pending(messages=sent)  # callbacks that came before this answer, in this commit
     metrics.record_send_latency(*[(now - m.created_at).total_seconds() for m in sent])
     for message in failed:
         metrics.record_idgtl_error(message.error_code if message.error_code is not None else "item")
@@ -421,10 +424,11 @@ def _return_to_waiting(messages: list[Message], error: str, retry_after: float |
                 delay = max(_retry_delay(message.send_attempts), retry_after or 0)
                 message.next_check_at = now + timedelta(seconds=delay)
                 retry.append(message)
-        messages_change_state(messages=retry, state=MessageState.RECEIVED, source=ChangeSource.SEND,
-                              update_fields=("error_message", "next_check_at"))
-        messages_change_state(messages=give_up, state=MessageState.FAILED, source=ChangeSource.SEND,
-                              update_fields=("error_message",))
+        with usage_deferred():  # one rollup statement, in key order (services/usage.py)
+            messages_change_state(messages=retry, state=MessageState.RECEIVED, source=ChangeSource.SEND,
+                                  update_fields=("error_message", "next_check_at"))
+            messages_change_state(messages=give_up, state=MessageState.FAILED, source=ChangeSource.SEND,
+                                  update_fields=("error_message",))
     if retry:
         delay = min((m.next_check_at - now).total_seconds() for m in retry)
         transaction.on_commit(lambda: sending_schedule_later(delay + 0.1), robust=True)
@@ -520,7 +524,7 @@ def _resolve_for_account(account, messages: list[Message], now) -> int:
     from .delivery import message_apply_idgtl_status
 
     has_it, lacks_it, unproven = [], [], []
-    with transaction.atomic():
+    with transaction.atomic(), usage_deferred():  # one rollup statement, in key order (services/usage.py)
         for message in _lock_still(messages, MessageState.SENDING):
             item = found.get(str(message.pk))
             if item:

@@ -20,13 +20,13 @@ already moved makes no call, and nothing is counted twice. Nothing here ever sca
 **Concurrent workers.** Each change is one ``INSERT ... ON CONFLICT (key) DO UPDATE SET messages =
 messages + excluded.messages, parts = parts + excluded.parts``: the database adds to the row under its
 row lock, so two workers finalising messages of the same portal and day both count (no read-modify-write
-in Python). One statement takes its rows in key order. A transaction that changes several groups of
-messages (the sent and the failed ones of one send answer) takes their rows group by group, unless it
-wraps its calls in :func:`usage_deferred` (one statement, in key order, at the end of the block). Should
-two such transactions ever wait for each other, PostgreSQL ends one of them (deadlock) and all it did
-rolls back, state changes and counts together, and the usual recovery redoes it (a send answer is
-looked up after its lease, a callback answered 500 is read by the reconciler). The same SQL runs on
-SQLite (UPSERT, 3.24+), where transactions are serialised anyway.
+in Python). One statement takes its rows in key order. Every transaction that changes several groups
+of messages (the claim's failed and sending ones, a send answer's sent and failed ones, a callback's
+delivered and undelivered ones, a return to waiting, a lookup after an unknown outcome) wraps its calls
+in :func:`usage_deferred`: one statement, in key order, at the end of the block, so two transactions
+never take the same rollup rows in opposite orders (no deadlock). Were one ever to happen, PostgreSQL
+ends one side and all it did rolls back, state changes and counts together, and the usual recovery
+redoes it. The same SQL runs on SQLite (UPSERT, 3.24+), where transactions are serialised anyway.
 """
 import functools
 import threading

@@ -157,3 +157,31 @@ def test_deferred_changes_are_written_once_at_the_end(two):
             move([two[1]], MessageState.UNDELIVERED)
             assert nonzero(usage()) == {("2026-11-05", "sent"): (2, 3)}  # nothing written yet
     assert nonzero(usage()) == {("2026-11-05", "delivered"): (1, 2), ("2026-11-05", "undelivered"): (1, 1)}
+
+
+def _usage_upserts(queries) -> int:
+    table = UsageDay._meta.db_table
+    return sum(1 for q in queries if q["sql"].lstrip().upper().startswith("INSERT") and table in q["sql"])
+
+
+def test_a_callback_that_moves_messages_to_two_states_takes_its_rollup_rows_in_one_statement(two):
+    """Two such callbacks sharing a portal and day would otherwise take the delivered and undelivered
+    rows in opposite orders and could deadlock on PostgreSQL (services/usage.py)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from providers.services.delivery import CallbackEvent, callback_events_apply
+
+    first, second = two
+    move(two, MessageState.SENDING)
+    move(two, MessageState.SENT)
+    for n, message in enumerate(two):
+        message.idgtl_message_uuid = f"uuid-{n}"
+        message.save(update_fields=["idgtl_message_uuid"])
+    events = [CallbackEvent(message_uuid="uuid-1", status="undelivered", status_time=None, error_code=None, raw={}),
+              CallbackEvent(message_uuid="uuid-0", status="delivered", status_time=None, error_code=None, raw={})]
+    with CaptureQueriesContext(connection) as queries:
+        outcome = callback_events_apply(installation=first.installation, events=events)
+    assert outcome.applied == 2
+    assert _usage_upserts(queries.captured_queries) == 1
+    assert nonzero(usage()) == {("2026-11-05", "delivered"): (1, 2), ("2026-11-05", "undelivered"): (1, 1)}
