@@ -1,6 +1,8 @@
 """Celery tasks for sender-name applications: thin, take ids, idempotent (see services)."""
 from celery import shared_task
 
+from b24sms.broker import broker_messages_lost_at
+
 from .services import (
     SubmitOutcome,
     accounts_recheck_readability,
@@ -36,6 +38,6 @@ def sync_open_applications():
     non-final application of a readable account; restart stalled submissions."""
     rechecked = accounts_recheck_readability()
     report = applications_sync_open()
-    applications_resume_stalled()
+    applications_resume_stalled(broker_lost_at=broker_messages_lost_at("sender-names"))
     return {"checked": report.checked, "changed": report.changed, "errors": report.errors, "skipped": report.skipped,
             "accounts_readable_again": sum(rechecked.values())}

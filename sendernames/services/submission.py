@@ -13,6 +13,7 @@ import logging
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -197,15 +198,21 @@ def application_submit_perform(*, application_id: int, final_attempt: bool = Fal
         return SubmitResult(SubmitOutcome.FAILED if final_attempt else SubmitOutcome.RETRY, application)
 
 
-def applications_resume_stalled(*, now: dt.datetime | None = None) -> list[int]:
-    """Enqueue again submissions whose task was lost (queued, or claimed by a worker that died)."""
+def applications_resume_stalled(*, now: dt.datetime | None = None, broker_lost_at: dt.datetime | None = None) -> list[int]:
+    """Enqueue again submissions whose task was lost (queued, or claimed by a worker that died).
+
+    After the claim lease, as a task waiting for its retry is still queued in the broker. When the
+    broker lost its messages (``broker_lost_at``, b24sms/broker.py), the queued ones from before then
+    wait for nothing: they are enqueued at once. A claimed one keeps its lease (its worker may still be
+    calling i-dgtl; a second task would find it claimed and stop).
+    """
     from ..tasks import submit_application
 
     now = now or timezone.now()
-    stalled = list(SenderNameApplication.objects.filter(
-        submission_state__in=[SubmissionState.QUEUED, SubmissionState.SUBMITTING],
-        updated_at__lt=now - claim_lease(),
-    ).values_list("pk", flat=True)[:1000])
+    stale = Q(submission_state__in=[SubmissionState.QUEUED, SubmissionState.SUBMITTING], updated_at__lt=now - claim_lease())
+    if broker_lost_at is not None:
+        stale |= Q(submission_state=SubmissionState.QUEUED, updated_at__lt=broker_lost_at)
+    stalled = list(SenderNameApplication.objects.filter(stale).order_by("pk").values_list("pk", flat=True)[:1000])
     for application_id in stalled:
         logger.warning("Re-enqueuing a stalled submission", extra={"application_id": application_id})
         transaction.on_commit(lambda application_id=application_id: submit_application.delay(application_id), robust=True)

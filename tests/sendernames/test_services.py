@@ -524,3 +524,20 @@ def test_a_document_missing_from_storage_fails_visibly_and_sends_nothing(make_ap
     application.refresh_from_db()
     assert application.submission_state == SubmissionState.FAILED
     assert "“charter.pdf” cannot be read from storage" in application.last_error_message
+
+
+def test_after_the_broker_lost_its_messages_queued_submissions_are_enqueued_at_once(
+        make_application, django_capture_on_commit_callbacks):
+    """A Redis restarted empty dropped their tasks: they do not wait for the claim lease (minutes)."""
+    now = timezone.now()
+    before = queued(make_application(sender_name="Before"))
+    after = queued(make_application(sender_name="After"))
+    claimed = queued(make_application(sender_name="Claimed"))
+    SenderNameApplication.objects.filter(pk=before.pk).update(updated_at=now - dt.timedelta(seconds=20))
+    SenderNameApplication.objects.filter(pk=claimed.pk).update(
+        updated_at=now - dt.timedelta(seconds=20), submission_state=SubmissionState.SUBMITTING)
+    lost_at = now - dt.timedelta(seconds=10)  # the broker restarted 10 s ago; "after" was queued since
+    with mock.patch("sendernames.tasks.submit_application.delay") as delay, django_capture_on_commit_callbacks(execute=True):
+        assert applications_resume_stalled(now=now) == []  # without a loss: the lease is not over
+        assert applications_resume_stalled(now=now, broker_lost_at=lost_at) == [before.pk]
+    delay.assert_called_once_with(before.pk)
