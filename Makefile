@@ -12,6 +12,7 @@ MANAGE := DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-b24sms.settings.loca
 help:
 	@echo "make run   - set up and start web, worker and beat (and the sandbox fakes when no keys are set)"
 	@echo "make test  - set up and run the whole test suite"
+	@echo "make lint  - ruff lint and format check"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +33,10 @@ superuser: migrate
 
 run: superuser
 	DJANGO_DEBUG=$${DJANGO_DEBUG:-true} $(MANAGE) run_backoffice
+
+lint: setup  ## ruff: lint and format check (pyproject.toml); CI runs it before the tests
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -14,7 +14,7 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from b24sms.admin_display import datetime_to_second
+from common.admin_display import datetime_to_second
 
 from .models import AuditLogEntry
 

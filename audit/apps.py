@@ -9,6 +9,7 @@ class AuditConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        # Imported here, not at the top: they need the app registry (models), which is ready only now.
         from .middleware import entry_fill_request
         from .models import AuditLogEntry
         from .registry import register_tracked_models

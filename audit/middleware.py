@@ -4,11 +4,11 @@ auditlog's own middleware takes the user when the request arrives, before Django
 authenticated an API token (inside the view), and the first X-Forwarded-For entry, which any client
 can write. Here the request is kept for the time it is served and read when an entry is saved: the
 user by then authenticated by the session or by DRF (which sets it on the request), the address by
-``b24sms.netaddr.client_ip`` (X-Forwarded-For believed only from TRUSTED_PROXIES).
+``common.netaddr.client_ip`` (X-Forwarded-For believed only from TRUSTED_PROXIES).
 """
 from contextvars import ContextVar
 
-from b24sms.netaddr import client_ip
+from common.netaddr import client_ip
 
 _current_request = ContextVar("audit_current_request", default=None)
 

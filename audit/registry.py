@@ -20,9 +20,11 @@ TRACKED = {
         "include_fields": ["name", "client_id", "client_secret", "is_default"],
         "mask_fields": ["client_secret"],
     },
-    # Created by Bitrix24 installing the application (no actor); an operator sets only how it sends.
+    # Created by Bitrix24 installing the application (no actor); an operator sets only how it sends and its
+    # quotas (admin form and PATCH /api/portals/{id}/).
     "providers.Installation": {
-        "include_fields": ["domain", "account", "default_region", "rate_limit_burst", "rate_limit_drain_per_second"],
+        "include_fields": ["domain", "account", "default_region", "rate_limit_burst", "rate_limit_drain_per_second",
+                           "quota_monthly_parts", "quota_recipient_per_hour", "quota_warning_percent"],
     },
     "providers.Provider": {
         "include_fields": ["code", "name", "name_translations", "description", "description_translations",

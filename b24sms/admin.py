@@ -14,7 +14,7 @@ from django.utils.translation import gettext_lazy as _
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask, SolarSchedule
 
-from b24sms.admin_display import datetime_to_second
+from common.admin_display import datetime_to_second
 
 
 def crontab_description(schedule: CrontabSchedule | None) -> str:

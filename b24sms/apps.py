@@ -10,7 +10,9 @@ class B24smsConfig(AppConfig):
     verbose_name = _("b24sms")
 
     def ready(self):
+        # Imported here, not at the top: they need the app registry (models), which is ready only now.
         from . import checks  # noqa: F401  (registers the deployment checks)
+        from . import tasks  # noqa: F401  (registers beat's heartbeat task)
         from .roles import ROLE_APPS, ensure_default_groups
 
         # post_migrate is sent only for apps with models (not this one): hook the last app of the roles.

@@ -1,5 +1,5 @@
-"""The Celery broker: the embedded one (kombu's SQLAlchemy transport over SQLite, for `make run`), and
-what the sweeps need to know about a broker that lost its messages (Redis).
+"""The embedded Celery broker: kombu's SQLAlchemy transport over SQLite, for `make run`. (What the sweeps
+need to know about a broker that lost its messages is common/taskqueue.py's ``broker_messages_lost_at``.)
 
 kombu's SQLAlchemy transport passes every transport option straight to ``create_engine``, so the
 virtual transport's ``polling_interval`` cannot be set through ``broker_transport_options``. With
@@ -13,17 +13,9 @@ lock guards the threads of one process only, so two processes may both try to cr
 (``table ... already exists``) or the same queue (``UNIQUE constraint failed: kombu_queue.name``).
 Both are taken here as what they mean: another process created it first.
 """
-import logging
-from datetime import datetime, timedelta
-
-import redis
-from celery import current_app
-from django.utils import timezone
 from kombu import transport
 from kombu.transport import sqlalchemy
 from sqlalchemy.exc import IntegrityError, OperationalError
-
-logger = logging.getLogger(__name__)
 
 SCHEME = "b24sqla"
 POLLING_INTERVAL = 0.1  # seconds between polls of an empty queue
@@ -77,45 +69,3 @@ class Transport(sqlalchemy.Transport):
 
 def register():
     transport.TRANSPORT_ALIASES[SCHEME] = "b24sms.broker:Transport"
-
-
-# --- A broker that lost its messages ----------------------------------------------------------------
-LOSS_MARKER_KEY = "b24sms:broker-loss-marker:{}"
-REDIS_TIMEOUT = 5.0  # seconds
-
-
-def broker_messages_lost_at(sweep: str) -> datetime | None:
-    """When the broker last lost every message it held, if it did since ``sweep`` last asked; else None.
-
-    A Redis restarted without persistence (or flushed) comes back empty: queued tasks, retries held
-    for their countdown and unacknowledged deliveries are gone, and nothing brings them back. A sweep
-    that would otherwise wait long enough to be sure a task is lost (not merely waiting for its retry)
-    asks this: a time means everything that was waiting for a task before it is waiting for nothing.
-
-    Each sweep keeps a marker key in the broker's database; a missing marker means the broker lost
-    its contents since it was set. The time is when that Redis started (its uptime, to the second),
-    so work asked for after the restart, whose task is alive, is not asked for twice. The first call
-    ever (no marker yet) answers too. Other brokers (the embedded SQLite one) keep their messages, and
-    tasks run inline (unit tests) use none: None.
-    """
-    url = str(current_app.conf.broker_url or "")
-    if current_app.conf.task_always_eager or not url.startswith(("redis://", "rediss://", "unix://")):
-        return None
-    client = redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT, socket_connect_timeout=REDIS_TIMEOUT)
-    try:
-        now = timezone.now()
-        if not client.set(LOSS_MARKER_KEY.format(sweep), now.isoformat(), nx=True):
-            return None
-        try:
-            uptime = float(client.info("server")["uptime_in_seconds"])
-        except (redis.ResponseError, KeyError, ValueError):  # INFO not allowed: assume it just happened
-            uptime = 0.0
-    except redis.RedisError as exc:
-        logger.warning("broker unreachable: cannot tell whether it lost its messages", extra={"error": str(exc)})
-        return None
-    finally:
-        client.close()
-    lost_at = now - timedelta(seconds=uptime)
-    logger.warning("the broker lost its messages (restarted empty or flushed): asking again for work waiting "
-                   "since before then", extra={"sweep": sweep, "lost_at": lost_at.isoformat()})
-    return lost_at

@@ -14,6 +14,8 @@ import os
 from celery import Celery, signals
 from celery.schedules import schedule
 
+from common.logging import configure_logging
+
 from . import broker
 
 broker.register()  # the embedded (SQLite) broker's transport: see broker.py
@@ -78,8 +80,6 @@ app.autodiscover_tasks()
 @signals.setup_logging.connect
 def _log_like_django(**kwargs):
     """Workers and beat write the same JSON lines (with context, redacted) as the web process."""
-    from b24sms.logging import configure_logging
-
     configure_logging()
 
 

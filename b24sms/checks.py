@@ -12,6 +12,8 @@ from django.conf import settings
 from django.core.checks import Error, Tags, Warning, register
 from django.http.request import validate_host
 
+from common.encryption import index_key_problem, keys_problem
+
 # Keys that must never sign production sessions: base.py's development default and the Dockerfile's build key.
 KNOWN_INSECURE_SECRET_KEYS = {
     "insecure-local-development-key-change-me-0123456789abcdef",
@@ -31,6 +33,29 @@ def address_lists_check(app_configs, **kwargs):
                 problems.append(Error(
                     f"{name} holds {entry!r}, which is not an IP address or network: it would be ignored.",
                     hint="Use addresses or CIDR networks such as 10.0.0.5 or 172.16.0.0/12.", id="b24sms.E010"))
+    return problems
+
+
+@register(Tags.security)
+def secrets_at_rest_check(app_configs, **kwargs):
+    """Every run, not only --deploy: without its keys b24sms can neither store nor read a token or secret.
+    `make run` and the tests make their own keys; production must be given them."""
+    problems = []
+    problem = keys_problem()
+    if problem:
+        problems.append(Error(
+            f"{problem}: OAuth tokens, client secrets, i-dgtl keys and URL secrets are stored encrypted with it.",
+            hint="Set FIELD_ENCRYPTION_KEYS to a Fernet key: python -c \"from cryptography.fernet import Fernet; "
+                 "print(Fernet.generate_key().decode())\" (several, comma-separated, newest first, while rotating).",
+            id="b24sms.E005"))
+    problem = index_key_problem()
+    if problem:
+        problems.append(Error(
+            f"{problem}: the HANDLER and callback secrets are found, and application tokens checked, by their "
+            "HMAC with this key.",
+            hint="Set SECRET_INDEX_KEY to a long random string (python -c \"import secrets; "
+                 "print(secrets.token_urlsafe(48))\") and never change it: the stored hashes depend on it.",
+            id="b24sms.E006"))
     return problems
 
 

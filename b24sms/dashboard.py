@@ -4,14 +4,31 @@ Every figure is one aggregate query (no per-row queries); `dashboard_data()` is 
 `{% b24sms_dashboard %}` tag renders above the app list (templates/admin/index.html). A user sees
 only the figures of the models they may view (providers.view_message, view_installation, ...): a
 section they may not see is None and is neither computed nor shown.
-"""
-from datetime import timedelta
 
-from django.db.models import Count, Min, Q
-from django.db.models.functions import TruncDate
+The page costs the same with ten million messages as with none: messages are counted from the usage
+rollups (UsageDay, providers/services/usage.py: today by portal and state, the chart, the quotas), and
+the messages table is read only for the messages still waiting (received, sending), which the rollups
+leave out, through the ``(state, created_at)`` index: a range as long as the queue, never the table
+(bench/scale.py measures it; tests/ops/test_dashboard.py checks the queries).
+"""
+from datetime import datetime, time, timedelta
+
+from django.db.models import Count, Min, Q, Sum
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
+
+from b24sms.health import beat_heartbeat_age
+from idgtl.contract import SenderNameStatus
+from idgtl.models import IdgtlAccount
+from providers.models import (
+    Installation, InstallationState, Message, MessageState, ProviderRegistration, RegistrationState, StatusReport,
+    StatusReportState, UsageDay,
+)
+from providers.services.quotas import months_parts_used, quota_refusals_recent
+from providers.services.usage import usage_day_of, usage_zone
+from sendernames.models import SenderNameApplication, SubmissionState
+from sendernames.selectors import unreadable_accounts
 
 CHART_DAYS = 14
 ATTENTION_LIMIT = 20
@@ -33,16 +50,26 @@ def change_url(name: str, pk) -> str:
 
 
 def messages_today(now):
-    """Messages received today (local day) by portal and state: rows per portal, a total row."""
-    from providers.models import Message, MessageState
+    """Messages received today (a USAGE_TIME_ZONE day) by portal and state: rows per portal, a total row.
 
-    start = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
-    counts = (Message.objects.filter(created_at__gte=start).order_by()
-              .values_list("installation_id", "installation__domain", "state").annotate(n=Count("id")))
+    From the usage rollups (UsageDay: one aggregate over today's rows), never over the messages table, except
+    the messages still waiting (received), which the rollups leave out: those are read from the
+    ``(state, created_at)`` index, a range as long as the queue, not the table.
+    """
+    today = usage_day_of(now)
+    start = datetime.combine(today, time.min, tzinfo=usage_zone())
+    counted = (UsageDay.objects.filter(day=today).order_by()
+               .values_list("installation_id", "installation__domain", "state").annotate(n=Sum("messages")))
+    waiting = (Message.objects.filter(state=MessageState.RECEIVED, created_at__gte=start).order_by()
+               .values_list("installation_id", "installation__domain").annotate(n=Count("id")))
+    counts = [*counted, *((installation_id, domain, MessageState.RECEIVED, n)
+                          for installation_id, domain, n in waiting)]
     states = list(MessageState.choices)
     portals = {}
     totals = {value: 0 for value, _label in states}
     for installation_id, domain, state, n in counts:
+        if not n:
+            continue  # a rollup row whose messages all moved on
         row = portals.setdefault(installation_id, {"portal": domain, "counts": {value: 0 for value, _label in states}, "total": 0})
         row["counts"][state] = row["counts"].get(state, 0) + n
         row["total"] += n
@@ -50,7 +77,7 @@ def messages_today(now):
     rows = sorted(portals.values(), key=lambda r: (-r["total"], r["portal"]))
     for row in rows:
         row["cells"] = [row["counts"][value] for value, _label in states]
-    date_query = f"created_at__gte={start.date().isoformat()}"
+    date_query = f"created_at__gte={today.isoformat()}"
     return {
         "states": [{"value": v, "label": label, "url": admin_url("providers_message_changelist", f"state={v}&{date_query}")}
                    for v, label in states],
@@ -62,21 +89,20 @@ def messages_today(now):
 
 
 def daily_chart(now, days=CHART_DAYS):
-    """Per local day of receipt: how many were sent (accepted by i-dgtl), delivered, failed or undelivered.
+    """Per day of receipt (USAGE_TIME_ZONE): how many were sent (accepted by i-dgtl and not reported unsent:
+    now sent, delivered or undelivered), delivered, failed or undelivered. From the usage rollups (one aggregate
+    query over the days' rows), never over the messages table.
 
     Returned with the geometry of an inline SVG grouped bar chart (no JavaScript, no CDN).
     """
-    from providers.models import Message, MessageState
-
-    today = timezone.localdate(now)
+    today = usage_day_of(now)
     first = today - timedelta(days=days - 1)
-    start = timezone.make_aware(timezone.datetime.combine(first, timezone.datetime.min.time()))
-    rows = (Message.objects.filter(created_at__gte=start).order_by()
-            .annotate(day=TruncDate("created_at", tzinfo=timezone.get_current_timezone()))
-            .values("day")
-            .annotate(sent=Count("id", filter=Q(sent_at__isnull=False)),
-                      delivered=Count("id", filter=Q(state=MessageState.DELIVERED)),
-                      failed=Count("id", filter=Q(state__in=[MessageState.FAILED, MessageState.UNDELIVERED]))))
+    accepted = [MessageState.SENT, MessageState.DELIVERED, MessageState.UNDELIVERED]
+    rows = (UsageDay.objects.filter(day__gte=first, day__lte=today).order_by().values("day")
+            .annotate(sent=Sum("messages", filter=Q(state__in=accepted)),
+                      delivered=Sum("messages", filter=Q(state=MessageState.DELIVERED)),
+                      failed=Sum("messages", filter=Q(state__in=[MessageState.FAILED, MessageState.UNDELIVERED]))))
+    rows = [{key: (value or 0) if key != "day" else value for key, value in row.items()} for row in rows]
     by_day = {row["day"]: row for row in rows}
     series = [("sent", _("Sent"), "#417690"), ("delivered", _("Delivered"), "#3a9c4e"), ("failed", _("Failed or undelivered"), "#ba2121")]
     height, bar, gap, group_gap, top, left = 160, 9, 1, 10, 10, 34
@@ -105,9 +131,6 @@ def daily_chart(now, days=CHART_DAYS):
 
 def sender_names_by_status():
     """Applications by i-dgtl status; those not submitted yet by our submission state."""
-    from idgtl.contract import SenderNameStatus
-    from sendernames.models import SenderNameApplication, SubmissionState
-
     rows = (SenderNameApplication.objects.order_by().values_list("submission_state", "status").annotate(n=Count("id")))
     grouped = {}
     for submission_state, status, n in rows:
@@ -131,16 +154,12 @@ def sender_names_by_status():
 
 def sender_name_reads():
     """i-dgtl accounts whose sender-name statuses cannot be read (no read endpoint): not polled, set by hand."""
-    from sendernames.selectors import unreadable_accounts
-
     return unreadable_accounts()
 
 
 def installations_needing_attention(installations=True, registrations=True):
     """Portals that need reinstalling or report an error, and providers that failed to register
     (each part only when asked for: the user may view it)."""
-    from providers.models import Installation, InstallationState, ProviderRegistration, RegistrationState
-
     installations_allowed = installations
     installations = list(
         Installation.objects.filter(Q(state=InstallationState.NEEDS_REINSTALL) | (Q(state=InstallationState.ACTIVE) & ~Q(last_error="")))
@@ -164,9 +183,6 @@ def installations_needing_attention(installations=True, registrations=True):
 def quotas_needing_attention():
     """Active portals with a quota whose month's parts reached the warning threshold (from the rollups, one
     aggregate query), or that had a message refused by a quota within the last day."""
-    from providers.models import Installation, InstallationState
-    from providers.services.quotas import months_parts_used, quota_refusals_recent
-
     portals = list(Installation.objects.filter(state=InstallationState.ACTIVE).filter(
         Q(quota_monthly_parts__isnull=False) | Q(quota_recipient_per_hour__isnull=False)).order_by("domain", "id"))
     if not portals:
@@ -188,8 +204,6 @@ def quotas_needing_attention():
 
 def idgtl_balances(now):
     """Each i-dgtl account's last balance read, how old it is, whether it is below the threshold or failed to read."""
-    from idgtl.models import IdgtlAccount
-
     accounts = IdgtlAccount.objects.order_by("name").only(
         "name", "balance", "balance_currency", "balance_at", "low_balance_threshold", "balance_error")
     return [{"account": a.name, "balance": a.balance, "currency": a.balance_currency,
@@ -199,9 +213,8 @@ def idgtl_balances(now):
 
 
 def waiting(now):
-    """The oldest message not yet accepted by i-dgtl, and the oldest status update owed to Bitrix24."""
-    from providers.models import Message, MessageState, StatusReport, StatusReportState
-
+    """The oldest message not yet accepted by i-dgtl, and the oldest status update owed to Bitrix24 (the waiting
+    ones only: index ranges of the queues, not the tables)."""
     messages = (Message.objects.filter(state__in=[MessageState.RECEIVED, MessageState.SENDING]).order_by()
                 .aggregate(n=Count("id"), oldest=Min("created_at")))
     reports = (StatusReport.objects.filter(state=StatusReportState.PENDING).order_by()
@@ -217,8 +230,6 @@ def waiting(now):
 
 def dashboard_data(now=None, user=None) -> dict:
     """Every section; with a user, only those of the models the user may view (the others are None)."""
-    from b24sms.health import beat_heartbeat_age
-
     def may_view(*perms):
         return user is None or user.has_perms(perms)
 

@@ -21,8 +21,10 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from b24sms.logging import redact
+from b24sms.celery import app as celery_app
+from b24sms.ops_access import is_staff, metrics_token_presented
 from b24sms.tasks import BEAT_HEARTBEAT_KEY
+from common.logging import redact
 
 
 class CheckFailed(Exception):
@@ -37,10 +39,8 @@ def check_database() -> dict:
 
 
 def check_broker() -> dict:
-    from b24sms.celery import app
-
     timeout = settings.HEALTHZ_BROKER_TIMEOUT
-    conn = app.connection_for_write(
+    conn = celery_app.connection_for_write(
         connect_timeout=timeout,
         transport_options={"socket_connect_timeout": timeout, "socket_timeout": timeout, "max_retries": 0},
     )
@@ -83,8 +83,6 @@ def run_checks(names=None) -> dict:
 
 
 def details_allowed(request) -> bool:
-    from b24sms.metrics import is_staff, metrics_token_presented
-
     return is_staff(request) or metrics_token_presented(request)
 
 

@@ -1,6 +1,6 @@
 """The admin login page a locked-out user sees (django-axes' AXES_LOCKOUT_CALLABLE).
 
-After AXES_FAILURE_LIMIT failed logins with one username from one client address (b24sms.netaddr:
+After AXES_FAILURE_LIMIT failed logins with one username from one client address (common.netaddr:
 behind TRUSTED_PROXIES the forwarded address), logins with that username from that address are
 refused for AXES_COOLOFF_TIME, the right password included: the login page again, status 429, saying
 why and for how long. An administrator unlocks earlier by deleting the row in "Access attempts".

@@ -22,48 +22,29 @@ Timelines (seconds, from the environment):
 """
 import importlib.util
 import os
+import signal
+import threading
+import time
 
+import requests
 from django.conf import settings
+from django.db import close_old_connections, transaction
+from django.utils import timezone
 
-SANDBOX_CLIENT_ID = "local.b24sms.sandbox"
-SANDBOX_CLIENT_SECRET = "sandbox-client-secret-not-a-real-one"  # noqa: S105 (a fake's, public by design)
-SANDBOX_PORTAL_DOMAIN = "sandbox.bitrix24.test"
-SANDBOX_MEMBER_ID = "b24sms0sandbox0portal0member0id"
-# The fake i-dgtl's default keys (see fakes/idgtl.py): public, they only open the fake.
-SANDBOX_SENDER_NAMES_KEY = "c2VuZGVyOm5hbWVz"
-SANDBOX_MESSAGES_KEY = "bWVzc2FnZXM6a2V5"
-# Documented in the README: SMS to numbers ending in 0000 end "undelivered" in the sandbox (the fake's rule).
-UNDELIVERABLE_EXAMPLE = "+79990000000"
-
-DEFAULTS = {
-    "B24SMS_SANDBOX_IDGTL_PORT": "8101",
-    "B24SMS_SANDBOX_BITRIX24_PORT": "8102",
-    "B24SMS_SANDBOX_PORTAL_PORT": "8103",  # the fake portal's REST listener (its client_endpoint)
-    "B24SMS_SANDBOX_REVIEW_DELAY": "20",
-    "B24SMS_SANDBOX_REVIEW_STATUS": "APPROVED",
-    "B24SMS_SANDBOX_DELIVERY_DELAY": "3",
-}
-
-
-def option(name: str, environ=None) -> str:
-    environ = os.environ if environ is None else environ
-    return environ.get(name) or DEFAULTS[name]
-
-
-def idgtl_url(environ=None) -> str:
-    return f"http://127.0.0.1:{option('B24SMS_SANDBOX_IDGTL_PORT', environ)}/api/v1"
-
-
-def bitrix24_url(environ=None) -> str:
-    return f"http://127.0.0.1:{option('B24SMS_SANDBOX_BITRIX24_PORT', environ)}"
+from common.public_urls import public_url
+from common.sandbox import (  # noqa: F401  (the sandbox's facts, read here and by tests as sandbox.*)
+    DEFAULTS, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SANDBOX_MEMBER_ID, SANDBOX_MESSAGES_KEY, SANDBOX_PORTAL_DOMAIN,
+    SANDBOX_SENDER_NAMES_KEY, UNDELIVERABLE_EXAMPLE, bitrix24_url, idgtl_url, option,
+)
+from idgtl.models import IdgtlAccount
+from idgtl.services import account_sync_default
+from providers.models import BitrixApplication, Installation, InstallationState, Provider
+from sendernames.models import SenderNameApplication
 
 
 def _real_keys_saved() -> bool:
     """An operator saved i-dgtl keys on the default account (outside the sandbox), or added a real application."""
     try:
-        from idgtl.models import IdgtlAccount
-        from providers.models import BitrixApplication
-
         account = IdgtlAccount.objects.filter(is_default=True).first()
         if account and (account.sender_names_key or account.messages_key) and not account.api_url.startswith("http://127.0.0.1:"):
             return True
@@ -121,11 +102,6 @@ def sandbox_prepare():
 
     Runs in run_backoffice before the processes start, with the sandbox environment applied to settings.
     """
-    from django.db import transaction
-
-    from idgtl.services import account_sync_default
-    from providers.models import BitrixApplication
-
     with transaction.atomic():
         account_sync_default()  # settings.IDGTL_* are the fake's here
         BitrixApplication.objects.filter(is_default=True).exclude(client_id=SANDBOX_CLIENT_ID).update(is_default=False)
@@ -141,11 +117,6 @@ def sandbox_leave() -> int:
     The sandbox application stops being the default and its installations are marked removed
     (their history stays). Returns how many installations were retired.
     """
-    from django.db import transaction
-    from django.utils import timezone
-
-    from providers.models import BitrixApplication, Installation, InstallationState
-
     with transaction.atomic():
         BitrixApplication.objects.filter(client_id=SANDBOX_CLIENT_ID, is_default=True).update(is_default=False)
         installations = list(Installation.objects.select_for_update().filter(
@@ -159,11 +130,6 @@ def sandbox_leave() -> int:
 def allow_known_sender_names(fake):
     """The fake forgets everything when it restarts: names b24sms knows as approved (or typed in
     for a provider) stay usable for sending."""
-    from django.db import close_old_connections
-
-    from providers.models import Provider
-    from sendernames.models import SenderNameApplication
-
     close_old_connections()
     names = set(SenderNameApplication.objects.filter(status="APPROVED").values_list("sender_name", flat=True))
     names |= set(Provider.objects.values_list("sender_name", flat=True))
@@ -174,9 +140,6 @@ def allow_known_sender_names(fake):
 
 def _wait_forever(stop_callbacks, out, every: float = 1.0, tick=None):
     """Serve until SIGTERM/SIGINT (honcho sends SIGTERM to every process on Ctrl-C)."""
-    import signal
-    import threading
-
     stopped = threading.Event()
 
     def stop(signum, frame):
@@ -198,7 +161,7 @@ def _wait_forever(stop_callbacks, out, every: float = 1.0, tick=None):
 
 
 def serve_fake_idgtl(out=print):
-    from fakes.idgtl import FakeIdgtl
+    from fakes.idgtl import FakeIdgtl  # here: the production image leaves the fakes out (.dockerignore)
 
     fake = FakeIdgtl(
         host="127.0.0.1", port=int(option("B24SMS_SANDBOX_IDGTL_PORT")),
@@ -217,10 +180,6 @@ def serve_fake_idgtl(out=print):
 
 
 def wait_for_web(base_url: str, timeout: float = 180.0) -> bool:
-    import time
-
-    import requests
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -233,7 +192,7 @@ def wait_for_web(base_url: str, timeout: float = 180.0) -> bool:
 
 
 def serve_fake_bitrix24(out=print):
-    from fakes.bitrix24 import FakeBitrix24
+    from fakes.bitrix24 import FakeBitrix24  # here: the production image leaves the fakes out (.dockerignore)
 
     fake = FakeBitrix24(host="127.0.0.1", port=int(option("B24SMS_SANDBOX_BITRIX24_PORT"))).start()
     portal = fake.add_portal(domain=SANDBOX_PORTAL_DOMAIN, member_id=SANDBOX_MEMBER_ID, client_id=SANDBOX_CLIENT_ID,
@@ -242,19 +201,19 @@ def serve_fake_bitrix24(out=print):
         f"its state: {fake.url}/__fake__/portals/{portal.member_id}")
     base = settings.PUBLIC_BASE_URL.rstrip("/")
     if wait_for_web(base):
-        install_portal(fake, portal, base, out)
+        install_portal(fake, portal, out)
     else:
         out(f"b24sms did not answer at {base}: the sandbox portal is not installed")
     _wait_forever([fake.stop], out)
 
 
-def install_portal(fake, portal, base: str, out=print):
+def install_portal(fake, portal, out=print):
     """Install b24sms on the fake portal through our install endpoint, as a portal administrator would.
 
     The fake keeps its state in memory: after a restart the portal is new to it. Our install
     endpoint treats the same member_id as a reinstall and registers the providers again.
     """
-    response = fake.install(portal, base + "/b24/install/")
+    response = fake.install(portal, public_url("b24-install-default"))
     if response.status_code >= 400:
         out(f"installing on the sandbox portal failed: HTTP {response.status_code} {' '.join(response.text[:300].split())}")
         return False

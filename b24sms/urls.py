@@ -14,3 +14,5 @@ urlpatterns = [
     path("", include("b24sms.ops_urls")),
     path("", include("django_prometheus.urls")),
 ]
+
+handler404 = "b24sms.api.page_not_found"  # JSON under /api/

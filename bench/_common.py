@@ -7,6 +7,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS = "bench.intake_settings"
+# The installation's application token (b24sms stores only its keyed hash): what the bench's HANDLER calls carry.
+BENCH_APPLICATION_TOKEN = "bench-application-token"
 
 
 def ensure_database(url: str):
@@ -56,7 +58,7 @@ def bench_rows(member_id: str, *, client_endpoint: str = "https://bench.bitrix24
         client_id=installation_fields.pop("client_id", "local.bench.1"),
         defaults={"name": "bench", "client_secret": installation_fields.pop("client_secret", "bench")})
     defaults = {"domain": f"{member_id}.bitrix24.test", "client_endpoint": client_endpoint,
-                "application_token": "bench-application-token", "state": "active", **installation_fields}
+                "application_token": BENCH_APPLICATION_TOKEN, "state": "active", **installation_fields}
     installation, _ = Installation.objects.update_or_create(application=application, member_id=member_id,
                                                            defaults=defaults)
     provider, _ = Provider.objects.get_or_create(code="bench", defaults={"name": "bench", "sender_name": "Bench"})

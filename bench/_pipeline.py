@@ -152,9 +152,8 @@ def retire_old_rows() -> None:
 def portal_installation(fake_b24, base_url: str):
     """A new portal at the fake with an active installation of ours and provider 'bench' registered on
     both sides (its HANDLER the installation's URL at ``base_url``). Returns (portal, installation)."""
+    from django.urls import reverse
     from django.utils import timezone
-
-    from providers.services.registration import HANDLER_PATH
 
     portal = fake_b24.add_portal(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
     installation, _provider = bench_rows(
@@ -163,7 +162,7 @@ def portal_installation(fake_b24, base_url: str):
         refresh_token=portal.admin_refresh_token, access_token_expires_at=timezone.now() + timedelta(hours=1),
         application_token=portal.application_token, scope=portal.scope, rate_limit_burst=fake_b24.burst,
         rate_limit_drain_per_second=fake_b24.drain_per_second)
-    handler = base_url.rstrip("/") + HANDLER_PATH.format(secret=installation.handler_secret)
+    handler = base_url.rstrip("/") + reverse("b24-handler", kwargs={"secret": installation.handler_secret})
     with fake_b24.lock:
         portal.providers["bench"] = {"CODE": "bench", "TYPE": "SMS", "HANDLER": handler, "NAME": {"": "bench"},
                                      "DESCRIPTION": {}}
@@ -323,7 +322,7 @@ def forget_scheduling_keys(broker_url: str) -> None:
     broker-loss markers of beat's sweeps: without them the sweeps would take the broker for lost)."""
     import redis
 
-    from b24sms.broker import LOSS_MARKER_KEY
+    from common.taskqueue import LOSS_MARKER_KEY
 
     keep = LOSS_MARKER_KEY.split("{")[0].encode()
     client = redis.Redis.from_url(broker_url)

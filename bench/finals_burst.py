@@ -52,10 +52,10 @@ def spend_burst(installation) -> None:
     """49 app.info calls through the project's client: its shared limiter and the portal's bucket full."""
     from django.db import connection
 
-    from bitrix24.client import Bitrix24Client
+    from providers.services.portal_access import portal_client
 
     try:
-        with Bitrix24Client(installation) as client:
+        with portal_client(installation) as client:
             for _n in range(BURST - 1):
                 client.call("app.info")
     finally:
@@ -87,12 +87,12 @@ def baseline_ceiling(fake_b24, base_url: str, count: int) -> dict:
     """The project's client alone: batch calls of 50 status updates back to back, burst spent first."""
     from django.db import connection
 
-    from bitrix24.client import Bitrix24Client
+    from providers.services.portal_access import portal_client
 
     portal, installation = portal_installation(fake_b24, base_url)
     ids = [fake_b24.record_message(portal, "bench") for _n in range(count)]
     spend_burst(installation)
-    with Bitrix24Client(installation) as client:
+    with portal_client(installation) as client:
         for start in range(0, count, 50):
             commands = {f"c{n}": ("messageservice.message.status.update",
                                   {"CODE": "bench", "MESSAGE_ID": mid, "STATUS": "delivered"})

@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench._common import bench_rows, drop_queue, setup_django  # noqa: E402
+from bench._common import BENCH_APPLICATION_TOKEN, bench_rows, drop_queue, setup_django  # noqa: E402
 
 QUEUE = "bench-intake"
 
@@ -39,7 +39,7 @@ def free_port() -> int:
 def seed() -> tuple[str, str]:
     """An active installation with provider 'bench' registered; returns (handler path, application token)."""
     installation, _provider = bench_rows("bench-member", domain="bench.bitrix24.test")
-    return f"/b24/handler/{installation.handler_secret}/", installation.application_token
+    return f"/b24/handler/{installation.handler_secret}/", BENCH_APPLICATION_TOKEN
 
 
 def body_template(application_token: str) -> str:

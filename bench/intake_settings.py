@@ -7,3 +7,6 @@ ROOT_URLCONF = "bench.intake_urls"
 LOG_LEVEL = "WARNING"
 LOGGING["root"]["level"] = "WARNING"  # noqa: F405
 LOGGING["loggers"]["django"]["level"] = "WARNING"  # noqa: F405
+# Secrets at rest: the environment's keys, else fixed keys of the benches' own databases (used nowhere else).
+FIELD_ENCRYPTION_KEYS = FIELD_ENCRYPTION_KEYS or ["2pTEzI0YNLoCLO4lxD_q5-dsHzZT5_LwQxCzoWVt9s0="]  # noqa: F405
+SECRET_INDEX_KEY = SECRET_INDEX_KEY or "bench-secret-index-key-0123456789abcdefghijklmnop"  # noqa: F405

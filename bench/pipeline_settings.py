@@ -12,3 +12,6 @@ ALLOWED_HOSTS = ["*"]
 ROOT_URLCONF = "bench.intake_urls"
 LOGGING["root"]["level"] = LOG_LEVEL
 LOGGING["loggers"]["django"]["level"] = LOG_LEVEL
+# Secrets at rest: the environment's keys, else fixed keys of the benches' own databases (used nowhere else).
+FIELD_ENCRYPTION_KEYS = FIELD_ENCRYPTION_KEYS or ["2pTEzI0YNLoCLO4lxD_q5-dsHzZT5_LwQxCzoWVt9s0="]  # noqa: F405
+SECRET_INDEX_KEY = SECRET_INDEX_KEY or "bench-secret-index-key-0123456789abcdefghijklmnop"  # noqa: F405

@@ -1,17 +1,21 @@
 """The only module that speaks HTTP to Bitrix24 (contract: docs/contracts/bitrix24.md).
 
+The client knows HTTP and Bitrix24, nothing of our models: the portal's address and tokens come from a
+token store its owner passes in (bitrix24/tokens.py; providers implements it over an Installation), and
+the session, timeouts, retry loop and backoff are the shared HTTP base's (common/http.py).
+
 Every REST call is a JSON ``POST`` to ``client_endpoint + method`` with the access token in
-``auth``, after taking a slot from the portal's shared leaky bucket (bitrix24/ratelimit.py), always
+``auth``, after taking a slot from the portal's shared leaky bucket (common/ratelimit.py), always
 with a timeout. The §1.3 error envelope becomes a typed error, matched on the ``error`` code
 case-insensitively (bitrix24/contract.py says which code is which kind):
 
 * ``expired_token`` / ``invalid_token``: the tokens are refreshed once (one refresh per portal at a
-  time across all workers; a worker that finds them already rotated reuses them), then the call is
-  retried once.
-* ``invalid_grant`` on refresh, ``APPLICATION_NOT_FOUND``, ``PORTAL_DELETED``: the installation is
-  marked "needs reinstall" and :class:`Bitrix24NeedsReinstall` is raised.
+  time across all workers, which the store ensures; a worker that finds them already rotated reuses
+  them), then the call is retried once.
+* ``invalid_grant`` on refresh, ``APPLICATION_NOT_FOUND``, ``PORTAL_DELETED``: the store is told (it
+  marks the installation "needs reinstall") and :class:`Bitrix24NeedsReinstall` is raised.
 * ``302`` (portal renamed): re-POSTed to ``Location`` (never turned into a GET); the new domain
-  and client_endpoint are saved. The new address must pass the install endpoint's rules
+  and client_endpoint are handed to the store. The new address must pass the install endpoint's rules
   (bitrix24/urls.py: B24_ALLOWED_PORTAL_DOMAINS, https when B24_REQUIRE_HTTPS, no userinfo, nothing
   two URL parsers read differently), else :class:`Bitrix24RedirectRefused`: nothing is sent there
   nor saved. A client_endpoint in a refresh answer is taken under the same rules.
@@ -31,7 +35,6 @@ portal domain, HTTP status and duration.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from contextlib import contextmanager
@@ -43,17 +46,16 @@ from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
 import requests
 from django.conf import settings
-from requests_hardened.ip_filter import InvalidIPAddress
 from django.core.cache import cache
-from django.db import transaction
 from django.utils import timezone
-from django.utils.translation import gettext
+from requests_hardened.ip_filter import InvalidIPAddress
 
-from b24sms import metrics
-
-from . import contract, ratelimit
-from .contract import ErrorKind
-from .urls import portal_session, portal_url_refusal
+from bitrix24 import contract
+from bitrix24.contract import ErrorKind
+from bitrix24.tokens import PortalAccess, RefreshCredentials, TokenGrant, TokenStore
+from bitrix24.urls import portal_session, portal_url_refusal
+from common import metrics, ratelimit
+from common.http import HttpClient, backoff_delay
 
 logger = logging.getLogger(__name__)
 
@@ -217,10 +219,6 @@ def _timeouts(method: str = "") -> tuple[float, float]:
     return connect, read
 
 
-def _backoff(attempt: int) -> float:
-    return settings.B24_RETRY_BACKOFF * (2 ** attempt) * random.uniform(0.5, 1.5)
-
-
 def _parse_json(response: requests.Response):
     try:
         return response.json()
@@ -274,14 +272,13 @@ def _as_map(value) -> dict:
     return {}
 
 
-def _pause_key(installation_pk: int, method: str) -> str:
-    # The operating limit is per application and method (docs/contracts/bitrix24.md §1.4): an installation is one
-    # (application, portal) pair, so two applications on one portal do not pause each other.
-    return f"b24:optime:{installation_pk}:{method.lower()}"
+def _pause_key(portal_key: str, method: str) -> str:
+    # The operating limit is per application and method (docs/contracts/bitrix24.md §1.4): the store's key names
+    # one (application, portal) pair (an installation), so two applications on one portal do not pause each other.
+    return f"b24:optime:{portal_key}:{method.lower()}"
 
 
-def _log_call(method: str, domain: str, status, started: float, note: str = ""):
-    duration_ms = (time.monotonic() - started) * 1000
+def _log_call(method: str, domain: str, status, duration_ms: float, note: str = ""):
     level = logging.INFO if isinstance(status, int) and status < 400 else logging.WARNING
     logger.log(level, "bitrix24 %s @ %s -> %s%s in %.0f ms", method, domain, status, f" ({note})" if note else "",
                duration_ms, extra={"b24_method": method, "b24_domain": domain, "b24_status": status,
@@ -296,35 +293,58 @@ class _Answer:
     location: str | None = None
 
 
-def _send(session: requests.Session, http_method: str, url: str, *, method: str, domain: str,
-          **kwargs) -> requests.Response:
-    """One request with timeouts, no redirects followed, logged without secrets.
-
-    Network failures become Bitrix24TransientError; the requests exception is neither chained nor
-    shown, because its text holds the URL (the OAuth query has the client secret and refresh token).
-    """
-    timeouts = _timeouts(method)
-    started = time.monotonic()
-    try:
-        response = session.request(http_method, url, timeout=timeouts, allow_redirects=False,
-                                   headers={"Accept": "application/json"}, **kwargs)
-    except InvalidIPAddress:
-        _log_call(method, domain, "refused", started, "private or special address")
-        raise Bitrix24AddressRefused("ADDRESS_REFUSED", f"{domain} resolves to a private or special address",
-                                     method=method) from None
-    except requests.RequestException as exc:
-        kind = "timeout" if isinstance(exc, requests.Timeout) else "connection error"
-        _log_call(method, domain, kind, started, type(exc).__name__)
-        raise Bitrix24TransientError("NETWORK_ERROR", f"{kind} ({type(exc).__name__})", method=method) from None
-    _log_call(method, domain, response.status_code, started)
-    return response
+RATE_LIMIT_ERRORS = {contract.QUERY_LIMIT_EXCEEDED, contract.OPERATION_TIME_LIMIT, "OVERLOAD_LIMIT"}
 
 
-def _post(session: requests.Session, url: str, body: dict, *, method: str, domain: str) -> _Answer:
-    """One JSON POST, no redirects followed. Network failures become Bitrix24TransientError."""
-    response = _send(session, "POST", url, method=method, domain=domain, json=body)
-    location = response.headers.get("Location") if response.is_redirect else None
-    return _Answer(response.status_code, _parse_json(response), location)
+class _Bitrix24Http(HttpClient):
+    """Bitrix24's rules over the shared HTTP base: its errors, what is retried, the deadline, its log lines."""
+
+    def exchange(self, http_method: str, url: str, *, method: str, domain: str, **kwargs) -> requests.Response:
+        """One request with timeouts, no redirects followed, logged without secrets.
+
+        Network failures become Bitrix24TransientError; the requests exception is neither chained nor
+        shown, because its text holds the URL (the OAuth query has the client secret and refresh token).
+        """
+        try:
+            return self.send(http_method, url, timeout=_timeouts(method), what=(method, domain),
+                             headers={"Accept": "application/json"}, **kwargs)
+        except InvalidIPAddress:
+            raise Bitrix24AddressRefused("ADDRESS_REFUSED", f"{domain} resolves to a private or special address",
+                                         method=method) from None
+        except requests.RequestException as exc:
+            kind = "timeout" if isinstance(exc, requests.Timeout) else "connection error"
+            raise Bitrix24TransientError("NETWORK_ERROR", f"{kind} ({type(exc).__name__})", method=method) from None
+
+    def exchange_logged(self, what, response, error, duration_ms):
+        method, domain = what
+        if response is not None:
+            _log_call(method, domain, response.status_code, duration_ms)
+        elif isinstance(error, InvalidIPAddress):
+            _log_call(method, domain, "refused", duration_ms, "private or special address")
+        elif isinstance(error, requests.RequestException):
+            kind = "timeout" if isinstance(error, requests.Timeout) else "connection error"
+            _log_call(method, domain, kind, duration_ms, type(error).__name__)
+
+    def post(self, url: str, body: dict, *, method: str, domain: str) -> _Answer:
+        """One JSON POST, no redirects followed. Network failures become Bitrix24TransientError."""
+        response = self.exchange("POST", url, method=method, domain=domain, json=body)
+        location = response.headers.get("Location") if response.is_redirect else None
+        return _Answer(response.status_code, _parse_json(response), location)
+
+    def retry_delay(self, error, attempt):
+        """QUERY_LIMIT_EXCEEDED, 5xx, network errors: B24_MAX_RETRIES more tries with backoff, within the deadline."""
+        if not isinstance(error, Bitrix24TransientError):
+            return None
+        if error.error in RATE_LIMIT_ERRORS:
+            metrics.record_bitrix24_rate_limit_hit(error.error)
+        if not error.retryable or attempt >= settings.B24_MAX_RETRIES:
+            return None
+        pause = backoff_delay(settings.B24_RETRY_BACKOFF, attempt)
+        left = _remaining(error.method or "")
+        if left is not None and pause >= left:
+            return None
+        metrics.record_bitrix24_retry(error.error)
+        return pause
 
 
 def _result_or_error(answer: _Answer, method: str):
@@ -342,29 +362,6 @@ def _result_or_error(answer: _Answer, method: str):
                                      http_status=answer.status, method=method)
 
 
-RATE_LIMIT_ERRORS = {contract.QUERY_LIMIT_EXCEEDED, contract.OPERATION_TIME_LIMIT, "OVERLOAD_LIMIT"}
-
-
-def _with_retries(attempt_call):
-    """Run ``attempt_call`` retrying QUERY_LIMIT_EXCEEDED/5xx/network errors with backoff."""
-    attempt = 0
-    while True:
-        try:
-            return attempt_call()
-        except Bitrix24TransientError as exc:
-            if exc.error in RATE_LIMIT_ERRORS:
-                metrics.record_bitrix24_rate_limit_hit(exc.error)
-            if not exc.retryable or attempt >= settings.B24_MAX_RETRIES:
-                raise
-            pause = _backoff(attempt)
-            left = _remaining(exc.method or "")
-            if left is not None and pause >= left:
-                raise
-            metrics.record_bitrix24_retry(exc.error)
-            time.sleep(pause)
-            attempt += 1
-
-
 def ratelimit_acquire(key: str, burst: int, drain_per_second: float):
     left = _remaining()
     try:
@@ -379,24 +376,13 @@ def ratelimit_acquire(key: str, burst: int, drain_per_second: float):
 
 # --- Token refresh ----------------------------------------------------------------------------------
 _refresh_locks_guard = threading.Lock()
-_refresh_locks: dict[int, threading.Lock] = {}
+_refresh_locks: dict[str, threading.Lock] = {}
 
 
-def _refresh_lock(installation_pk: int) -> threading.Lock:
+def _refresh_lock(portal_key: str) -> threading.Lock:
+    """One refresh per portal at a time among the threads of a process (the store covers processes)."""
     with _refresh_locks_guard:
-        return _refresh_locks.setdefault(installation_pk, threading.Lock())
-
-
-def _copy_token_fields(source, target):
-    for name in ("access_token", "refresh_token", "access_token_expires_at", "client_endpoint", "domain",
-                 "server_endpoint", "scope", "state", "last_error", "updated_at"):
-        setattr(target, name, getattr(source, name))
-
-
-def _oauth_refresh(installation, session: requests.Session) -> dict:
-    app = installation.application
-    return oauth_token_refresh(client_id=app.client_id, client_secret=app.client_secret,
-                               refresh_token=installation.refresh_token, domain=installation.domain, session=session)
+        return _refresh_locks.setdefault(portal_key, threading.Lock())
 
 
 def oauth_token_refresh(*, client_id: str, client_secret: str, refresh_token: str, domain: str = "",
@@ -410,11 +396,11 @@ def oauth_token_refresh(*, client_id: str, client_secret: str, refresh_token: st
     params = {"grant_type": contract.GRANT_REFRESH_TOKEN, "client_id": client_id,
               "client_secret": client_secret, "refresh_token": refresh_token}
     oauth_url = settings.B24_OAUTH_URL or contract.DEFAULT_OAUTH_URL
-    session = session or requests.Session()  # the OAuth server is configured, not named by a portal
+    http = _Bitrix24Http(session or requests.Session())  # the OAuth server is configured, not named by a portal
     domain = domain or _netloc(oauth_url)
 
     def attempt():
-        response = _send(session, "GET", oauth_url, method="oauth.refresh", domain=domain, params=params)
+        response = http.exchange("GET", oauth_url, method="oauth.refresh", domain=domain, params=params)
         payload = _parse_json(response)
         if isinstance(payload, dict) and payload.get("error"):
             error = error_from_envelope(str(payload["error"]), str(payload.get("error_description") or ""),
@@ -429,55 +415,13 @@ def oauth_token_refresh(*, client_id: str, client_secret: str, refresh_token: st
         raise cls("UNEXPECTED_ANSWER", f"HTTP {response.status_code} without tokens",
                   http_status=response.status_code, method="oauth.refresh")
 
-    return _with_retries(attempt)
+    return http.with_retries(attempt)
 
 
-def refresh_installation_tokens(installation, *, failed_access_token: str | None = None,
-                                session: requests.Session | None = None):
-    """Refresh the installation's tokens: one refresh per portal at a time across all workers.
-
-    The Installation row is locked (select_for_update) for the whole refresh. If its access token
-    already differs from ``failed_access_token`` (default: the instance's current one), another
-    worker has rotated it: that pair is reused and no HTTP request is made. The rotated pair and its
-    expiry are stored in one UPDATE. ``invalid_grant`` marks the installation "needs reinstall" and
-    raises Bitrix24NeedsReinstall. Returns ``installation`` (updated in place).
-    """
-    from providers.models import Installation, InstallationState
-
-    failed = installation.access_token if failed_access_token is None else failed_access_token
-    session = session or portal_session()
-    outcome: Bitrix24Error | None = None
-    with _refresh_lock(installation.pk):  # threads of one process; the row lock covers processes
-        with transaction.atomic():
-            row = Installation.objects.select_for_update().select_related("application").get(pk=installation.pk)
-            if row.state != InstallationState.ACTIVE:
-                outcome = InstallationInactive("INSTALLATION_INACTIVE", row.get_state_display(),
-                                               method="oauth.refresh")
-            elif row.access_token and row.access_token != failed:
-                pass  # another worker refreshed already
-            elif not row.refresh_token:
-                outcome = Bitrix24AuthError("NO_REFRESH_TOKEN", "no refresh token stored", method="oauth.refresh")
-            else:
-                try:
-                    payload = _oauth_refresh(row, session)
-                except Bitrix24NeedsReinstall as exc:
-                    row.mark_needs_reinstall(gettext(
-                        "Bitrix24 refused the refresh token (%(error)s): reinstall the application on the portal."
-                    ) % {"error": exc.error})
-                    outcome = exc
-                else:
-                    _apply_token_payload(row, payload)
-            _copy_token_fields(row, installation)
-    if outcome is not None:
-        raise outcome
-    return installation
-
-
-def _apply_token_payload(row, payload: dict):
+def token_grant(payload: dict, credentials: RefreshCredentials) -> TokenGrant:
+    """What a refresh answer gives the store to save: the rotated tokens and their expiry, and the portal's
+    addresses and scope when the answer names them (a client_endpoint only under bitrix24/urls.py's rules)."""
     now = timezone.now()
-    row.access_token = str(payload["access_token"])
-    if payload.get("refresh_token"):
-        row.refresh_token = str(payload["refresh_token"])
     expires_at = None
     try:
         if payload.get("expires"):
@@ -486,25 +430,25 @@ def _apply_token_payload(row, payload: dict):
             expires_at = now + timedelta(seconds=float(payload["expires_in"]))
     except (TypeError, ValueError, OverflowError, OSError):
         expires_at = None
-    row.access_token_expires_at = expires_at or now + timedelta(seconds=contract.ACCESS_TOKEN_LIFETIME)
-    fields = ["access_token", "refresh_token", "access_token_expires_at", "updated_at"]
+    client_endpoint = domain = None
     endpoint = payload.get("client_endpoint")
-    if isinstance(endpoint, str) and endpoint and endpoint != row.client_endpoint:
+    if isinstance(endpoint, str) and endpoint and endpoint != credentials.client_endpoint:
         refusal = portal_url_refusal(endpoint)
         if refusal is None:
-            row.client_endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
-            row.domain = _netloc(endpoint)
-            fields += ["client_endpoint", "domain"]
+            client_endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
+            domain = _netloc(endpoint)
         else:  # the rotated tokens are still stored; the portal keeps its address
-            logger.warning("bitrix24 oauth.refresh @ %s: client_endpoint not taken: %s", row.domain, refusal,
-                           extra={"b24_method": "oauth.refresh", "b24_domain": row.domain})
-    if isinstance(payload.get("server_endpoint"), str) and payload["server_endpoint"]:
-        row.server_endpoint = payload["server_endpoint"]
-        fields.append("server_endpoint")
-    if isinstance(payload.get("scope"), str) and payload["scope"]:
-        row.scope = payload["scope"]
-        fields.append("scope")
-    row.save(update_fields=fields)
+            logger.warning("bitrix24 oauth.refresh @ %s: client_endpoint not taken: %s", credentials.domain, refusal,
+                           extra={"b24_method": "oauth.refresh", "b24_domain": credentials.domain})
+    server_endpoint, scope = payload.get("server_endpoint"), payload.get("scope")
+    return TokenGrant(
+        access_token=str(payload["access_token"]),
+        refresh_token=str(payload["refresh_token"]) if payload.get("refresh_token") else None,
+        expires_at=expires_at or now + timedelta(seconds=contract.ACCESS_TOKEN_LIFETIME),
+        client_endpoint=client_endpoint, domain=domain,
+        server_endpoint=server_endpoint if isinstance(server_endpoint, str) and server_endpoint else None,
+        scope=scope if isinstance(scope, str) and scope else None,
+    )
 
 
 # --- The client -------------------------------------------------------------------------------------
@@ -515,24 +459,15 @@ class BatchResult:
     errors: dict[str, Bitrix24Error] = field(default_factory=dict)
 
 
-class Bitrix24Client:
-    """REST calls to one installation (portal) with its OAuth tokens."""
+class Bitrix24Client(_Bitrix24Http):
+    """REST calls to one portal with its OAuth tokens, which ``store`` keeps (bitrix24/tokens.py)."""
 
-    def __init__(self, installation, *, session: requests.Session | None = None):
-        self.installation = installation
-        self.session = session or portal_session()
+    def __init__(self, store: TokenStore, *, session: requests.Session | None = None):
+        super().__init__(session or portal_session())
+        self.store = store
 
     def __repr__(self):
-        return f"Bitrix24Client(domain={self.installation.domain!r})"
-
-    def close(self):
-        self.session.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
+        return f"Bitrix24Client(domain={self.store.load().domain!r})"
 
     # --- calls -------------------------------------------------------------------------------------
     def call(self, method: str, params: dict | None = None) -> Any:
@@ -551,8 +486,11 @@ class Bitrix24Client:
         self._ensure_active(contract.METHOD_BATCH)
         outcome = BatchResult()
         cmd: dict[str, str] = {}
+        pauses: dict[str, Bitrix24OperationTimeLimit | None] = {}  # one look per method, not per command
         for key, (method, params) in commands.items():
-            paused = self._paused_error(method)
+            if method not in pauses:
+                pauses[method] = self._paused_error(method)
+            paused = pauses[method]
             if paused is not None:
                 outcome.errors[str(key)] = paused
                 continue
@@ -614,13 +552,12 @@ class Bitrix24Client:
 
     # --- internals ---------------------------------------------------------------------------------
     def _ensure_active(self, method: str):
-        inst = self.installation
-        if not inst.is_active:
-            raise InstallationInactive("INSTALLATION_INACTIVE",
-                                       f"{inst.domain} is {inst.get_state_display()}", method=method)
+        inactive = self.store.load().inactive
+        if inactive:
+            raise InstallationInactive("INSTALLATION_INACTIVE", inactive, method=method)
 
     def _paused_error(self, method: str) -> Bitrix24OperationTimeLimit | None:
-        until = cache.get(_pause_key(self.installation.pk, method))
+        until = cache.get(_pause_key(self.store.load().key, method))
         if until is None:
             return None
         reset_at = datetime.fromtimestamp(float(until), tz=dt_timezone.utc)
@@ -637,38 +574,52 @@ class Bitrix24Client:
     def _pause(self, method: str, reset_at: datetime):
         seconds = (reset_at - timezone.now()).total_seconds()
         if seconds > 0:
-            cache.set(_pause_key(self.installation.pk, method), reset_at.timestamp(), timeout=seconds + 1)
+            cache.set(_pause_key(self.store.load().key, method), reset_at.timestamp(), timeout=seconds + 1)
 
     def _call(self, method: str, params: dict) -> Any:
         refreshed = False
         while True:
             try:
-                return _with_retries(lambda: self._attempt(method, params))
+                return self.with_retries(lambda: self._attempt(method, params))
             except Bitrix24AuthError as exc:
                 if contract.error_kind(exc.error, exc.http_status) is not ErrorKind.REFRESH:
                     raise
                 if refreshed:
                     raise Bitrix24AuthError(exc.error, exc.description, http_status=exc.http_status,
                                             method=method) from None
-                refresh_installation_tokens(self.installation, failed_access_token=self._token_used,
-                                            session=self.session)
+                self.refresh_tokens(failed_access_token=self._token_used)
                 refreshed = True
 
+    def refresh_tokens(self, *, failed_access_token: str | None = None) -> None:
+        """Rotate the portal's tokens at the OAuth server through the store (one refresh per portal at a
+        time; a token already rotated by another worker is reused without a request).
+        ``failed_access_token``: the token that was refused (default: the store's current one)."""
+        access = self.store.load()
+        failed = access.access_token if failed_access_token is None else failed_access_token
+        with _refresh_lock(access.key):  # threads of one process; the store's lock covers processes
+            self.store.refresh(failed_access_token=failed, exchange=self._exchange_refresh_token)
+
+    def _exchange_refresh_token(self, credentials: RefreshCredentials) -> TokenGrant:
+        payload = oauth_token_refresh(client_id=credentials.client_id, client_secret=credentials.client_secret,
+                                      refresh_token=credentials.refresh_token, domain=credentials.domain,
+                                      session=self.session)
+        return token_grant(payload, credentials)
+
     def _attempt(self, method: str, params: dict) -> Any:
-        inst = self.installation
-        url = inst.client_endpoint.rstrip("/") + "/" + method
-        self._token_used = inst.access_token
-        body = {**params, contract.AUTH_PARAM: inst.access_token}
+        access = self.store.load()
+        url = access.client_endpoint.rstrip("/") + "/" + method
+        self._token_used = access.access_token
+        body = {**params, contract.AUTH_PARAM: access.access_token}
         for _hop in range(contract.MAX_REDIRECTS + 1):
-            ratelimit_acquire(f"portal:{inst.member_id}", inst.rate_limit_burst, inst.rate_limit_drain_per_second)
-            answer = _post(self.session, url, body, method=method, domain=inst.domain)
+            ratelimit_acquire(access.rate_limit_key, access.rate_limit_burst, access.rate_limit_drain_per_second)
+            answer = self.post(url, body, method=method, domain=access.domain)
             if answer.location:
                 try:
-                    url = _redirect_target(url, answer.location, method=method, domain=inst.domain)
+                    url = _redirect_target(url, answer.location, method=method, domain=access.domain)
                 except Bitrix24RedirectRefused as exc:
-                    self._record_error(str(exc))
+                    self.store.call_failed(exc)
                     raise
-                self._save_new_endpoint(url)
+                access = self._save_new_endpoint(url, access)
                 continue
             result, error = _result_or_error(answer, method)
             if error is None:
@@ -676,31 +627,17 @@ class Bitrix24Client:
             if isinstance(error, Bitrix24OperationTimeLimit):
                 self._pause(method, error.reset_at)
             elif isinstance(error, Bitrix24NeedsReinstall):
-                inst.mark_needs_reinstall(gettext("Bitrix24 answered %(error)s: reinstall the application on the portal.")
-                                          % {"error": error.error})
+                self.store.call_failed(error)
             raise error
         raise Bitrix24TransientError("TOO_MANY_REDIRECTS", "", method=method)
 
-    def _record_error(self, error: str):
-        """Show ``error`` as the installation's last error (admin), without changing its state."""
-        from providers.models import Installation
-
-        inst = self.installation
-        inst.last_error = error
-        Installation.objects.filter(pk=inst.pk).update(last_error=error, updated_at=timezone.now())
-
-    def _save_new_endpoint(self, new_url: str):
-        """The portal moved: keep the endpoint's path on the new scheme and host; save domain and endpoint."""
-        from providers.models import Installation
-
-        inst = self.installation
+    def _save_new_endpoint(self, new_url: str, access: PortalAccess) -> PortalAccess:
+        """The portal moved: the endpoint's path on the new scheme and host; the store saves domain and endpoint."""
         new = urlsplit(new_url)
-        old = urlsplit(inst.client_endpoint)
+        old = urlsplit(access.client_endpoint)
         endpoint = urlunsplit((new.scheme, new.netloc, old.path, "", ""))  # _redirect_target: absolute, no userinfo
-        if endpoint == inst.client_endpoint:
-            return
-        inst.client_endpoint = endpoint
-        inst.domain = new.netloc
-        Installation.objects.filter(pk=inst.pk).update(client_endpoint=inst.client_endpoint, domain=inst.domain,
-                                                       updated_at=timezone.now())
-        logger.info("bitrix24 portal moved to %s", inst.domain, extra={"b24_domain": inst.domain})
+        if endpoint == access.client_endpoint:
+            return access
+        self.store.endpoint_moved(client_endpoint=endpoint, domain=new.netloc)
+        logger.info("bitrix24 portal moved to %s", new.netloc, extra={"b24_domain": new.netloc})
+        return self.store.load()

@@ -12,11 +12,12 @@ jitter for transient failures only, honouring ``Retry-After``:
 
 Every attempt first takes room in the account's rate limit (docs/contracts/idgtl.md §4 [A]: a token bucket,
 ``settings.IDGTL_RATE_LIMIT_PER_SECOND`` requests per second, 10 by default), shared by all workers
-through ``bitrix24.ratelimit`` (Redis when configured, the Django cache otherwise). A limit that gives
+through ``common.ratelimit`` (Redis when configured, the Django cache otherwise). A limit that gives
 no room within the read timeout raises :class:`IdgtlTransientError` without sending anything.
 
 The key never appears in logs, exception messages or reprs. Each call is logged with method,
-path, status and duration only.
+path, status and duration only. The session, the retry loop and its backoff are the shared HTTP
+base's (common/http.py); this module says what is retried and translates i-dgtl's answers.
 """
 from __future__ import annotations
 
@@ -25,19 +26,17 @@ import hashlib
 import json
 import logging
 import math
-import random
-import time
 from datetime import datetime, timezone
 from typing import IO, Any, Callable, Iterable
 
 import requests
+from django.conf import settings
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 
-from b24sms import metrics
-
-from bitrix24 import ratelimit
-
-from . import contract
+from common import metrics, ratelimit
+from common.http import HttpClient, backoff_delay
+from common.logging import mask_secret
+from idgtl import contract
 
 logger = logging.getLogger(__name__)
 
@@ -82,12 +81,16 @@ class IdgtlTransientError(IdgtlError):
     """429, 5xx, timeouts, connection errors: raised after the bounded retries.
 
     ``retry_after`` is the delay in seconds the server asked for, when it asked (Retry-After).
+    ``retry_reason`` is set when the client may send the request again (the reason its retry is counted
+    under): a failure the client must not repeat (a POST that may have been processed, a rate limit
+    that gave no room, a 2xx it could not read) has none.
     """
 
     def __init__(self, message: str, *, http_status: int | None = None, code: int | None = None,
-                 retry_after: float | None = None):
+                 retry_after: float | None = None, retry_reason: str | None = None):
         super().__init__(message, http_status=http_status, code=code)
         self.retry_after = retry_after
+        self.retry_reason = retry_reason
 
 
 class IdgtlOutcomeUnknown(IdgtlTransientError):
@@ -163,13 +166,12 @@ def _account_rate_limit_key(account) -> str | None:
     return f"idgtl:account:{pk}" if pk is not None else None
 
 
-class IdgtlClient:
+class IdgtlClient(HttpClient):
     """One i-dgtl key at one API URL. Use :meth:`for_sender_names` / :meth:`for_messages`."""
 
     def __init__(self, api_url: str, key: str, *, timeout: float | None = None, max_retries: int | None = None,
                  session: requests.Session | None = None, rate_limit_key: str | None = None):
-        from django.conf import settings
-
+        super().__init__(session or requests.Session())
         self.api_url = (api_url or contract.DEFAULT_API_URL).rstrip("/")
         self._key = (key or "").strip()
         self.timeout = (settings.IDGTL_CONNECT_TIMEOUT, timeout if timeout is not None else settings.IDGTL_TIMEOUT)
@@ -179,8 +181,6 @@ class IdgtlClient:
         # The bucket's name: the account's (both of its keys share it), else a digest, never the key itself.
         self.rate_limit_key = rate_limit_key or "idgtl:" + hashlib.sha256(
             f"{self.api_url} {self._key}".encode()).hexdigest()[:24]
-        self.session = session or requests.Session()
-        self._sleep = time.sleep
 
     @classmethod
     def for_sender_names(cls, account, **kwargs) -> "IdgtlClient":
@@ -193,18 +193,7 @@ class IdgtlClient:
         return cls(account.api_url, account.messages_key, rate_limit_key=_account_rate_limit_key(account), **kwargs)
 
     def __repr__(self):
-        from .models import mask_secret
-
         return f"IdgtlClient(api_url={self.api_url!r}, key={mask_secret(self._key)!r})"
-
-    def close(self):
-        self.session.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
 
     # --- sender names (TOKEN_2) --------------------------------------------------------------------
     def create_sender_name(self, body: dict, files: Iterable[tuple[str, bytes | IO, str]] = ()) -> dict:
@@ -279,77 +268,78 @@ class IdgtlClient:
                 f"{method} {path}: the i-dgtl rate limit ({self.rate_per_second:g}/s) gave no room within "
                 f"{self.timeout[1]:g} s; nothing was sent.", code=contract.ErrorCode.TOO_MANY_REQUESTS) from None
 
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return retry_after
-        base = self.backoff * (2 ** attempt)
-        return base * random.uniform(0.5, 1.5)
-
     def _request(self, method: str, path: str, *, params=None, json=None, files=None,
                  before_attempt: Callable[[], None] | None = None) -> Any:
         headers = self._headers()
-        url = self.api_url + path
-        is_post = method != "GET"
-        attempt = 0
-        while True:
-            self._throttle(method, path)
-            if before_attempt is not None:
-                before_attempt()
-            started = time.monotonic()
-            try:
-                response = self.session.request(method, url, params=params, json=json, files=files,
-                                                headers=headers, timeout=self.timeout, allow_redirects=False)
-            except requests.RequestException as exc:
-                duration_ms = (time.monotonic() - started) * 1000
-                safe_to_retry = not is_post or _connection_surely_not_made(exc)
-                kind = "timeout" if isinstance(exc, requests.Timeout) else "connection error"
-                logger.warning("i-dgtl %s %s -> %s (%s) in %.0f ms", method, path, kind, type(exc).__name__,
+        return self.with_retries(lambda: self._attempt(method, path, headers=headers, params=params, json=json,
+                                                       files=files, before_attempt=before_attempt))
+
+    def retry_delay(self, error, attempt):
+        """Transient failures the request may be sent again after: up to ``max_retries`` more tries, after
+        the server's Retry-After (at most RETRY_AFTER_MAX_SECONDS) or the backoff."""
+        reason = getattr(error, "retry_reason", None)
+        if not isinstance(error, IdgtlTransientError) or reason is None or attempt >= self.max_retries:
+            return None
+        if error.retry_after is not None and error.retry_after > RETRY_AFTER_MAX_SECONDS:
+            return None
+        metrics.record_idgtl_retry(reason)
+        return error.retry_after if error.retry_after is not None else backoff_delay(self.backoff, attempt)
+
+    def exchange_logged(self, what, response, error, duration_ms):
+        method, path = what
+        if response is None:
+            if isinstance(error, requests.RequestException):
+                kind = "timeout" if isinstance(error, requests.Timeout) else "connection error"
+                logger.warning("i-dgtl %s %s -> %s (%s) in %.0f ms", method, path, kind, type(error).__name__,
                                duration_ms, extra={"idgtl_method": method, "idgtl_path": path, "idgtl_status": None,
                                                    "duration_ms": round(duration_ms)})
-                metrics.record_idgtl_error("timeout" if isinstance(exc, requests.Timeout) else "connection")
-                if not safe_to_retry:
-                    raise IdgtlOutcomeUnknown(
-                        f"{method} {path}: {kind} after the request was sent; it may have been processed.") from exc
-                if attempt < self.max_retries:
-                    metrics.record_idgtl_retry(kind)
-                    self._sleep(self._delay(attempt, None))
-                    attempt += 1
-                    continue
-                raise IdgtlTransientError(f"{method} {path}: {kind} ({type(exc).__name__}).") from exc
+            return
+        status = response.status_code
+        # Successful reads (status polling: thousands per cycle) are DEBUG; writes and errors are kept.
+        log = logger.warning if status >= 400 else logger.debug if method == "GET" else logger.info
+        log("i-dgtl %s %s -> %s in %.0f ms", method, path, status, duration_ms,
+            extra={"idgtl_method": method, "idgtl_path": path, "idgtl_status": status,
+                   "duration_ms": round(duration_ms)})
 
-            duration_ms = (time.monotonic() - started) * 1000
-            status = response.status_code
-            # Successful reads (status polling: thousands per cycle) are DEBUG; writes and errors are kept.
-            log = logger.warning if status >= 400 else logger.debug if method == "GET" else logger.info
-            log("i-dgtl %s %s -> %s in %.0f ms", method, path, status, duration_ms,
-                extra={"idgtl_method": method, "idgtl_path": path, "idgtl_status": status,
-                       "duration_ms": round(duration_ms)})
+    def _attempt(self, method: str, path: str, *, headers: dict, params, json, files,
+                 before_attempt: Callable[[], None] | None) -> Any:
+        """One try: room in the rate limit, ``before_attempt``, the exchange, its answer or typed error."""
+        is_post = method != "GET"
+        self._throttle(method, path)
+        if before_attempt is not None:
+            before_attempt()
+        try:
+            response = self.send(method, self.api_url + path, timeout=self.timeout, what=(method, path),
+                                 params=params, json=json, files=files, headers=headers)
+        except requests.RequestException as exc:
+            kind = "timeout" if isinstance(exc, requests.Timeout) else "connection error"
+            metrics.record_idgtl_error("timeout" if isinstance(exc, requests.Timeout) else "connection")
+            if is_post and not _connection_surely_not_made(exc):
+                raise IdgtlOutcomeUnknown(
+                    f"{method} {path}: {kind} after the request was sent; it may have been processed.") from exc
+            raise IdgtlTransientError(f"{method} {path}: {kind} ({type(exc).__name__}).", retry_reason=kind) from exc
 
-            if 200 <= status < 300:
-                try:
-                    return response.json()
-                except ValueError:
-                    error_cls = IdgtlOutcomeUnknown if is_post else IdgtlTransientError
-                    raise error_cls(f"{method} {path}: HTTP {status} with a body that is not JSON.",
-                                    http_status=status) from None
+        status = response.status_code
+        if 200 <= status < 300:
+            try:
+                return response.json()
+            except ValueError:
+                error_cls = IdgtlOutcomeUnknown if is_post else IdgtlTransientError
+                raise error_cls(f"{method} {path}: HTTP {status} with a body that is not JSON.",
+                                http_status=status) from None
 
-            code, msg = _error_from_body(response)
-            metrics.record_idgtl_error(code, http_status=status)
-            if status in (401, 403):
-                raise IdgtlConfigurationError(msg, http_status=status, code=code)
-            if status == 422:
-                raise IdgtlValidationError(msg, http_status=status, code=code)
-            if status == 404:
-                raise IdgtlNotFound(msg, http_status=status, code=code)
-            if status not in TRANSIENT_STATUSES and status < 500:
-                raise IdgtlError(msg, http_status=status, code=code)
+        code, msg = _error_from_body(response)
+        metrics.record_idgtl_error(code, http_status=status)
+        if status in (401, 403):
+            raise IdgtlConfigurationError(msg, http_status=status, code=code)
+        if status == 422:
+            raise IdgtlValidationError(msg, http_status=status, code=code)
+        if status == 404:
+            raise IdgtlNotFound(msg, http_status=status, code=code)
+        if status not in TRANSIENT_STATUSES and status < 500:
+            raise IdgtlError(msg, http_status=status, code=code)
 
-            retry_after = _parse_retry_after(response.headers.get("Retry-After"))
-            if is_post and status not in POST_SAFE_RETRY_STATUSES:
-                raise IdgtlOutcomeUnknown(msg, http_status=status, code=code, retry_after=retry_after)
-            if attempt < self.max_retries and (retry_after is None or retry_after <= RETRY_AFTER_MAX_SECONDS):
-                metrics.record_idgtl_retry(str(status))
-                self._sleep(self._delay(attempt, retry_after))
-                attempt += 1
-                continue
-            raise IdgtlTransientError(msg, http_status=status, code=code, retry_after=retry_after)
+        retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+        if is_post and status not in POST_SAFE_RETRY_STATUSES:
+            raise IdgtlOutcomeUnknown(msg, http_status=status, code=code, retry_after=retry_after)
+        raise IdgtlTransientError(msg, http_status=status, code=code, retry_after=retry_after, retry_reason=str(status))

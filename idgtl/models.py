@@ -4,24 +4,19 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-
-def mask_secret(value: str) -> str:
-    """What an operator may see of a key once it is saved: its last four characters."""
-    if not value:
-        return ""
-    if len(value) <= 8:
-        return "••••"
-    return "••••" + value[-4:]
+from common.encryption import EncryptedCharField
+from common.logging import mask_secret
 
 
 class IdgtlAccount(models.Model):
     name = models.CharField(_("name"), max_length=100, unique=True)
     api_url = models.URLField(_("API URL"), default="https://direct.i-dgtl.ru/api/v1")
-    sender_names_key = models.CharField(
+    # Both keys are stored encrypted (common/encryption.py).
+    sender_names_key = EncryptedCharField(
         _("sender-names key (TOKEN_2)"), max_length=512, blank=True,
         help_text=_("API key of type TOKEN_2, sent unchanged as 'Authorization: Basic KEY'."),
     )
-    messages_key = models.CharField(
+    messages_key = EncryptedCharField(
         _("messages key (TOKEN_1)"), max_length=512, blank=True,
         help_text=_("API key of type TOKEN_1, used to send SMS."),
     )

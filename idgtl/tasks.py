@@ -3,6 +3,8 @@ import logging
 
 from celery import shared_task
 
+from idgtl import balance
+
 logger = logging.getLogger(__name__)
 
 
@@ -13,10 +15,8 @@ def poll_balances():
     Each account's failure is recorded on it and logged by the service; even a database that is away
     is only logged here (the next run, a minute later, tries again): the task itself never fails.
     """
-    from .balance import balances_poll
-
     try:
-        return balances_poll()
+        return balance.balances_poll()
     except Exception:
         logger.exception("polling the i-dgtl balances failed")
         return {}

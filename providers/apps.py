@@ -8,7 +8,9 @@ class ProvidersConfig(AppConfig):
     verbose_name = _("Bitrix24 SMS providers")
 
     def ready(self):
+        # Imported here, not at the top: they need the app registry (models), which is ready only now.
         from . import checks  # noqa: F401  (registers system checks)
+        from . import tasks  # noqa: F401  (registers the Celery tasks: services enqueue them by name)
         from .services.installations import ensure_default_application_after_migrate
 
         post_migrate.connect(

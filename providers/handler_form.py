@@ -17,10 +17,29 @@ from django.utils.translation import gettext_lazy as _
 from .php_form import PhpFormError, php_form_decode
 from .sms_parts import GSM7, UCS2, sms_max_units, sms_parts
 
+# Every value stored on Message fits its column (tests/providers_messages/test_hostile_input.py checks these
+# against the model): PostgreSQL would refuse a longer one (or, in the HANDLER's one statement, cut it).
 MESSAGE_ID_MAX_LENGTH = 128  # [S] docs/contracts/bitrix24.md §2.5
 MESSAGE_TO_MAX_LENGTH = 64  # Message.message_to; Bitrix24 itself allows 50 (docs/contracts/bitrix24.md §2.6)
 CODE_MAX_LENGTH = 128
+TYPE_MAX_LENGTH = 30  # sender.add TYPE (docs/contracts/bitrix24.md §2.6)
+MODULE_ID_MAX_LENGTH = 32  # Message.module_id
+WORKFLOW_ID_MAX_LENGTH = 64  # Message.workflow_id
 AUTH_USER_ID_MAX_LENGTH = 32  # Message.author_user_id
+# module_id names the Bitrix24 module that sent the SMS: "crm", "bizproc" [D], a partner module "vendor.name".
+MODULE_ID_PATTERN = re.compile(rf"[a-z][a-z0-9_.]{{0,{MODULE_ID_MAX_LENGTH - 1}}}")
+TS_PATTERN = re.compile(r"[0-9]{1,12}")  # unix seconds
+# The JSON columns (bindings, document_id, document_type) have no width: these keep them small.
+BINDINGS_MAX = 50  # CRM links of one SMS: its card and the contacts or company of it
+BINDING_KEYS_MAX = 8  # OWNER_TYPE_ID, OWNER_ID
+DOCUMENT_ID_MAX_ITEMS = 3  # [module, document class, id], e.g. ["crm", "CCrmDocumentLead", "LEAD_98"]
+JSON_STRING_MAX_LENGTH = 128  # any key or value inside them
+FORM_FIELDS_MAX = 300  # about 30 in a call with auth; each binding adds two
+# The body is a form (PHP http_build_query), in UTF-8: the only content type Bitrix24 POSTs to a HANDLER.
+CONTENT_TYPES = frozenset({"application/x-www-form-urlencoded"})
+CHARSETS = frozenset({"utf-8", "utf8", "us-ascii"})
+# Beyond the text (sent twice: message_body and properties[message_text]) a call is under 4 KiB.
+BODY_ALLOWANCE_BYTES = 32 * 1024
 
 # No text field takes these (a NUL cannot even be stored in PostgreSQL text or jsonb); a message
 # body may still hold tabs and line breaks, an identifier no control character at all.
@@ -42,6 +61,40 @@ class HandlerFormError(ValueError):
 
 class HandlerTextTooLong(HandlerFormError):
     """message_body is more SMS parts than MESSAGES_MAX_PARTS."""
+
+
+class HandlerBodyTooLarge(HandlerFormError):
+    """The body is larger than :func:`handler_body_max_bytes` (413)."""
+
+
+class HandlerMediaTypeUnsupported(HandlerFormError):
+    """The body is not a form in UTF-8 (415)."""
+
+
+def handler_body_max_bytes() -> int:
+    """The largest HANDLER body taken: the longest text MESSAGES_MAX_PARTS allow, twice, percent-encoded at
+    its worst (6 bytes per GSM-7 character such as "é", 9 per UCS-2 unit such as "€"), and BODY_ALLOWANCE_BYTES
+    for the rest: 51,128 bytes with 10 parts."""
+    limit = settings.MESSAGES_MAX_PARTS
+    text = max(6 * sms_max_units(GSM7, limit), 9 * sms_max_units(UCS2, limit))
+    return 2 * text + BODY_ALLOWANCE_BYTES
+
+
+def handler_content_type_check(content_type: str, params: dict) -> None:
+    """HandlerMediaTypeUnsupported unless the (parsed, lower-cased) Content-Type is what Bitrix24 sends."""
+    if content_type not in CONTENT_TYPES:
+        raise HandlerMediaTypeUnsupported(_(
+            "The body must be application/x-www-form-urlencoded, as Bitrix24 sends it, not %(type)s.") % {
+                "type": content_type or _("a body without Content-Type")})
+    charset = params.get("charset")
+    if charset is not None and charset.lower() not in CHARSETS:
+        raise HandlerMediaTypeUnsupported(_("The body must be in UTF-8, not %(charset)s.") % {"charset": charset})
+
+
+def line_control_character(value: str) -> bool:
+    """Whether ``value`` holds a control character (a line break or tab too): refused in an identifier or
+    a phone number."""
+    return _CONTROL_IN_LINE.search(value) is not None
 
 
 @dataclass(frozen=True)
@@ -116,20 +169,54 @@ def _as_list(value, name: str) -> list:
     raise HandlerFormError(_("The field %(field)s must be a list.") % {"field": name}, name)
 
 
+def _too_many(name: str, limit: int) -> HandlerFormError:
+    return HandlerFormError(_("The field %(field)s has more than %(max)d items.") % {"field": name, "max": limit}, name)
+
+
+def _short(text: str, name: str) -> str:
+    if len(text) > JSON_STRING_MAX_LENGTH:
+        raise HandlerFormError(_("The field %(field)s holds a value longer than %(max)d characters.")
+                               % {"field": name, "max": JSON_STRING_MAX_LENGTH}, name)
+    return text
+
+
 def _string_list(value, name: str) -> list[str]:
     items = _as_list(value, name)
     if not all(isinstance(item, str) for item in items):
         raise HandlerFormError(_("The field %(field)s must be a list of strings.") % {"field": name}, name)
+    if len(items) > DOCUMENT_ID_MAX_ITEMS:
+        raise _too_many(name, DOCUMENT_ID_MAX_ITEMS)
+    for item in items:
+        if len(item) > JSON_STRING_MAX_LENGTH:
+            _short(item, name)
     return items
 
 
 def _bindings(value) -> list[dict]:
+    items = _as_list(value, "bindings")
+    if len(items) > BINDINGS_MAX:
+        raise _too_many("bindings", BINDINGS_MAX)
     bindings = []
-    for item in _as_list(value, "bindings"):
-        if not isinstance(item, dict) or not all(isinstance(v, str) for v in item.values()):
+    for item in items:
+        if (not isinstance(item, dict) or len(item) > BINDING_KEYS_MAX
+                or not all(isinstance(v, str) for v in item.values())):
             raise HandlerFormError(_("Each of bindings must be a set of OWNER_TYPE_ID and OWNER_ID."), "bindings")
+        for key, text in item.items():
+            if len(key) > JSON_STRING_MAX_LENGTH or len(text) > JSON_STRING_MAX_LENGTH:
+                _short(key, "bindings")
+                _short(text, "bindings")
         bindings.append(dict(item))
     return bindings
+
+
+def _module_id(data: dict, workflow_id: str) -> str:
+    module_id = _scalar(data, "module_id", max_length=MODULE_ID_MAX_LENGTH)
+    if not module_id:
+        return "bizproc" if workflow_id else "crm"
+    if not MODULE_ID_PATTERN.fullmatch(module_id):
+        raise HandlerFormError(_("The field module_id must be the name of a Bitrix24 module, such as crm or bizproc."),
+                               "module_id")
+    return module_id
 
 
 def _auth(value) -> HandlerAuth | None:
@@ -157,6 +244,8 @@ def _timestamp(value: str) -> datetime | None:
     if not value:
         return None
     try:
+        if not TS_PATTERN.fullmatch(value):
+            raise ValueError(value)
         return datetime.fromtimestamp(int(value), tz=timezone.utc)
     except (ValueError, OverflowError, OSError):
         raise HandlerFormError(_("The field ts must be a unix time."), "ts")
@@ -175,13 +264,15 @@ def handler_form_parse(body: bytes | str) -> HandlerForm:
     if not body.strip():
         raise HandlerFormError(_("The body is empty."))
     try:
-        data = php_form_decode(body, depth=3, max_fields=1000, max_list_index=200)
+        data = php_form_decode(body, depth=3, max_fields=FORM_FIELDS_MAX, max_list_index=200)
     except PhpFormError as exc:
         if exc.field:  # given both as a value and as a set of values
             raise HandlerFormError(
                 _("The field %(field)s must be a single value.") % {"field": exc.field}, exc.field)
         if exc.not_utf8:
             raise HandlerFormError(_("The body is not valid UTF-8."))
+        if exc.too_many:
+            raise HandlerFormError(_("The body has more than %(max)d fields.") % {"max": FORM_FIELDS_MAX})
         raise HandlerFormError(_("The body is not a form."))
     # A control character can only be in a key or value as itself or as its %XX escape (UTF-8 uses no
     # byte below 0x80 in a multi-byte character): one search of the raw body; only a body that has
@@ -206,15 +297,14 @@ def handler_form_parse(body: bytes | str) -> HandlerForm:
         raise HandlerFormError(_("The field %(field)s is missing.") % {"field": "message_body"}, "message_body")
 
     counted = _sms_parts_check(message_body)
-    module_id = _scalar(data, "module_id", max_length=32)
-    workflow_id = _scalar(data, "workflow_id", max_length=64)
+    workflow_id = _scalar(data, "workflow_id", max_length=WORKFLOW_ID_MAX_LENGTH)
     return HandlerForm(
-        module_id=module_id or ("bizproc" if workflow_id else "crm"),
+        module_id=_module_id(data, workflow_id),
         code=_scalar(data, "code", required=True, max_length=CODE_MAX_LENGTH),
         message_id=_scalar(data, "message_id", required=True, max_length=MESSAGE_ID_MAX_LENGTH),
         message_to=message_to,
         message_body=message_body,
-        type=_scalar(data, "type", max_length=30) or "SMS",
+        type=_scalar(data, "type", max_length=TYPE_MAX_LENGTH) or "SMS",
         ts=_timestamp(_scalar(data, "ts")),
         bindings=_bindings(data.get("bindings")),
         workflow_id=workflow_id,

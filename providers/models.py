@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from bitrix24.contract import MessageStatus as Bitrix24Status
+from common.encryption import EncryptedCharField, KeyedHashField, keyed_hash, keyed_hash_matches
 from idgtl.contract import MessageStatus as IdgtlMessageStatus
 from idgtl.models import mask_secret
 
@@ -28,11 +29,22 @@ def new_callback_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
+# Keyed-hash purposes (common/encryption.py). The HANDLER and callback secrets share one: a legacy callback
+# URL carries the HANDLER secret, and one hash then finds it in either column.
+URL_SECRET_PURPOSE = "url-secret"
+APPLICATION_TOKEN_PURPOSE = "application-token"
+
+
+def url_secret_index(secret: str) -> str:
+    """The blind index of a HANDLER or callback URL secret (handler_secret_index, callback_secret_index)."""
+    return keyed_hash(secret, purpose=URL_SECRET_PURPOSE)
+
+
 class BitrixApplication(models.Model):
     """A Bitrix24 application (local app per portal, or one market app for many portals)."""
     name = models.CharField(_("name"), max_length=100)
     client_id = models.CharField(_("client_id"), max_length=128, unique=True)
-    client_secret = models.CharField(_("client_secret"), max_length=256)
+    client_secret = EncryptedCharField(_("client_secret"), max_length=256)
     is_default = models.BooleanField(_("default application"), default=False)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
@@ -59,8 +71,24 @@ class InstallationState(models.TextChoices):
     REMOVED = "removed", _("Removed")
 
 
+class InstallationQuerySet(models.QuerySet):
+    """The URL secrets are stored encrypted: a secret is found by its keyed hash (one indexed equality)."""
+
+    def by_handler_secret(self, secret: str):
+        return self.filter(handler_secret_index=url_secret_index(secret))
+
+    def by_callback_secret(self, secret: str):
+        return self.filter(callback_secret_index=url_secret_index(secret))
+
+
 class Installation(models.Model):
-    """b24sms installed on one portal (one per application and member_id)."""
+    """b24sms installed on one portal (one per application and member_id).
+
+    Secrets at rest (common/encryption.py): the OAuth tokens and the URL secrets are encrypted; the URL
+    secrets are found through their keyed hashes (``*_index``, unique); the application token, which is
+    only ever compared, is kept as its keyed hash alone (set ``application_token``, ask
+    :meth:`application_token_matches`).
+    """
     application = models.ForeignKey(BitrixApplication, on_delete=models.PROTECT, related_name="installations", verbose_name=_("application"))
     account = models.ForeignKey(
         "idgtl.IdgtlAccount", on_delete=models.PROTECT, null=True, blank=True, related_name="installations",
@@ -69,18 +97,25 @@ class Installation(models.Model):
     domain = models.CharField(_("portal domain"), max_length=255)
     client_endpoint = models.URLField(_("client endpoint"), max_length=500)
     server_endpoint = models.URLField(_("server endpoint"), max_length=500, blank=True)
-    access_token = models.CharField(_("access token"), max_length=512, blank=True)
-    refresh_token = models.CharField(_("refresh token"), max_length=512, blank=True)
+    access_token = EncryptedCharField(_("access token"), max_length=512, blank=True)
+    refresh_token = EncryptedCharField(_("refresh token"), max_length=512, blank=True)
     access_token_expires_at = models.DateTimeField(_("access token expires"), null=True, blank=True)
-    application_token = models.CharField(_("application token"), max_length=128, blank=True)
+    # Bitrix24's application_token (at most 128 characters), which events and HANDLER calls carry: only compared.
+    application_token_hash = models.CharField(_("application token (keyed hash)"), max_length=64, blank=True,
+                                              editable=False)
     scope = models.CharField(_("scope"), max_length=500, blank=True)
     portal_status = models.CharField(_("portal licence status"), max_length=4, blank=True)
     installed_by_user_id = models.CharField(_("installing user"), max_length=32, blank=True)
     # The long random secret in this installation's HANDLER (and uninstall) URLs: only Bitrix24 stores it.
-    handler_secret = models.CharField(_("handler secret"), max_length=64, default=new_handler_secret, unique=True, editable=False)
+    handler_secret = EncryptedCharField(_("handler secret"), max_length=64, default=new_handler_secret, editable=False)
+    handler_secret_index = KeyedHashField(_("handler secret (keyed hash)"), source="handler_secret",
+                                          purpose=URL_SECRET_PURPOSE, unique=True)
     # Another secret for the i-dgtl callback URL, which passes through i-dgtl and proxy logs: it can
     # only update statuses of this installation's messages, never send an SMS (the HANDLER refuses it).
-    callback_secret = models.CharField(_("callback secret"), max_length=64, default=new_callback_secret, unique=True, editable=False)
+    callback_secret = EncryptedCharField(_("callback secret"), max_length=64, default=new_callback_secret,
+                                         editable=False)
+    callback_secret_index = KeyedHashField(_("callback secret (keyed hash)"), source="callback_secret",
+                                           purpose=URL_SECRET_PURPOSE, unique=True)
     default_region = models.CharField(
         _("default phone region"), max_length=2, default="RU",
         help_text=_("ISO country code used for numbers written without a country code."))
@@ -111,6 +146,10 @@ class Installation(models.Model):
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
+    objects = InstallationQuerySet.as_manager()
+
+    SECRET_INDEXES = {"handler_secret": "handler_secret_index", "callback_secret": "callback_secret_index"}
+
     class Meta:
         verbose_name = _("installation")
         verbose_name_plural = _("installations (portals)")
@@ -121,6 +160,32 @@ class Installation(models.Model):
 
     def __str__(self):
         return self.domain
+
+    def save(self, *args, **kwargs):
+        """A save that names a URL secret in ``update_fields`` writes its keyed hash too."""
+        update_fields = kwargs.get("update_fields")
+        if update_fields is not None:
+            indexes = {index for source, index in self.SECRET_INDEXES.items() if source in update_fields}
+            kwargs["update_fields"] = [*update_fields, *(indexes - set(update_fields))]
+        super().save(*args, **kwargs)
+
+    def _application_token_refused(self):
+        raise AttributeError("Installation.application_token is stored as a keyed hash only: "
+                             "compare with application_token_matches().")
+
+    def _application_token_set(self, token: str):
+        self.application_token_hash = keyed_hash(token or "", purpose=APPLICATION_TOKEN_PURPOSE)
+
+    # Write-only: Installation(application_token=...), installation.application_token = ... store the hash.
+    application_token = property(_application_token_refused, _application_token_set)
+
+    def application_token_matches(self, token: str) -> bool:
+        """Whether ``token`` is the application token stored at install (constant time); never for an empty one."""
+        return keyed_hash_matches(self.application_token_hash, token or "", purpose=APPLICATION_TOKEN_PURPOSE)
+
+    @property
+    def has_application_token(self) -> bool:
+        return bool(self.application_token_hash)
 
     @property
     def is_active(self) -> bool:
@@ -271,7 +336,7 @@ class Message(models.Model):
     document_type = models.JSONField(_("document type"), default=list, blank=True)
     author_user_id = models.CharField(_("author user id"), max_length=32, blank=True)
     message_to = models.CharField(_("recipient as entered"), max_length=64)
-    destination = models.CharField(_("destination"), max_length=20, blank=True)  # searched with "contains": no index helps
+    destination = models.CharField(_("destination"), max_length=20, blank=True)  # searched exactly: index in Meta
     text = models.TextField(_("text"))
     # What the text costs (providers/sms_parts.py): computed once, at intake, and kept (retention keeps them too).
     encoding = models.CharField(_("encoding"), max_length=8, choices=SmsEncoding.choices, blank=True)
@@ -309,6 +374,9 @@ class Message(models.Model):
             # Partial: a message the HANDLER inserts (not claimed yet) is not in it.
             models.Index(fields=["installation", "destination", "sending_started_at"], name="providers_msg_recipient_idx",
                          condition=models.Q(sending_started_at__isnull=False)),
+            # The admin's search by number (an exact match). Partial: the HANDLER inserts messages without a
+            # destination (the send step writes it), so its inserts do not write this index.
+            models.Index(fields=["destination"], name="providers_msg_destination_idx", condition=~models.Q(destination="")),
             # Retention's queue, oldest first. Partial: a message the HANDLER inserts (received) is not in it.
             models.Index(MESSAGE_RETAINED_SINCE, "id", condition=MESSAGE_RETENTION_PENDING,
                          name="providers_msg_retention_idx"),

@@ -25,10 +25,11 @@ import urllib.parse
 class PhpFormError(ValueError):
     """The body is not a form; ``field`` names the top-level field at fault, if one is."""
 
-    def __init__(self, message: str, field: str = "", *, not_utf8: bool = False):
+    def __init__(self, message: str, field: str = "", *, not_utf8: bool = False, too_many: bool = False):
         super().__init__(message)
         self.field = field
         self.not_utf8 = not_utf8
+        self.too_many = too_many  # more than max_fields fields
 
 
 def _decode(text: str) -> str:
@@ -121,7 +122,7 @@ def php_form_decode(body: str, *, depth: int = 5, max_fields: int = 1000, max_li
             continue
         count += 1
         if count > max_fields:
-            raise PhpFormError(f"more than {max_fields} fields")
+            raise PhpFormError(f"more than {max_fields} fields", too_many=True)
         key, _, value = part.partition("=")
         key, value = _decode(key), _decode(value)
         if not key:

@@ -15,7 +15,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from audit.services import Action, action_record
-from b24sms.admin_display import date_only, datetime_to_second
+from common.admin_display import date_only, datetime_to_second
 from idgtl.contract import SenderNameStatus
 
 from . import selectors
@@ -40,31 +40,10 @@ from .services import (
     group_create,
 )
 from .services.readability import unreadable_message
+from .status_badge import status_badge
 
-STATUS_COLOURS = {
-    SenderNameStatus.PRE_REVIEW: "#6c757d",
-    SenderNameStatus.REVIEW: "#0d6efd",
-    SenderNameStatus.APPROVED: "#198754",
-    SenderNameStatus.REJECTED: "#dc3545",
-    SenderNameStatus.CANCELED: "#6f42c1",
-}
-UNKNOWN_STATUS_COLOUR = "#fd7e14"
 APPLICATION_FIELDS = ["account", "channel_type", "common_type", "brand", "date_from", "sender_name",
                       "counteragent_name", "counteragent_inn"]
-
-
-def status_badge(application: SenderNameApplication):
-    if not application.status:
-        badge = format_html('<span style="color:#6c757d">{}</span>', application.get_submission_state_display())
-    else:
-        colour = STATUS_COLOURS.get(application.status, UNKNOWN_STATUS_COLOUR)
-        badge = format_html('<strong style="color:{}">{}</strong>', colour, application.status_label)
-    if application.status_manual:
-        badge = format_html('{} <small class="b24-manual" title="{}">({})</small>', badge,
-                            gettext("Set by hand from i-dgtl's cabinet"), gettext("set by hand"))
-    if application.status_not_readable:
-        badge = format_html('{}<div class="b24-unreadable" style="color:#ba2121">{}</div>', badge, unreadable_message())
-    return badge
 
 
 def readability_text(application: SenderNameApplication):

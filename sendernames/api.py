@@ -14,8 +14,10 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
+    OpenApiParameter,
     OpenApiResponse,
     extend_schema,
     extend_schema_field,
@@ -24,10 +26,12 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from audit.services import Action, action_record
-from idgtl.contract import Brand, ChannelType, CommonType
+from common.api import ERROR_REF, FilterSet, JsonAnswers, JsonTypesMixin
+from idgtl.contract import DOCUMENT_MIME_TYPES, Brand, ChannelType, CommonType
 from idgtl.models import IdgtlAccount
 
 from . import selectors, validation
@@ -53,8 +57,9 @@ class DocumentSerializer(serializers.ModelSerializer):
 
 class StatusChangeSerializer(serializers.ModelSerializer):
     manual = serializers.SerializerMethodField(help_text=gettext_lazy("Set by hand by an operator"))
-    changed_by = serializers.SlugRelatedField(slug_field="username", read_only=True, help_text=gettext_lazy(
-        "Who set it by hand (null for a status from i-dgtl)"))
+    changed_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True,
+        help_text=gettext_lazy("Who set it by hand (null for a status from i-dgtl)"))
 
     class Meta:
         model = SenderNameStatusChange
@@ -115,7 +120,7 @@ def _drf_error(exc: DjangoValidationError):
     return serializers.ValidationError([str(m) for m in exc.messages])
 
 
-class ApplicationCreateSerializer(serializers.Serializer):
+class ApplicationCreateSerializer(JsonTypesMixin, serializers.Serializer):
     account = serializers.PrimaryKeyRelatedField(
         queryset=IdgtlAccount.objects.all(), required=False, allow_null=True,
         help_text=gettext_lazy("i-dgtl account id; the default account when omitted"))
@@ -163,13 +168,15 @@ def _multipart_serializer():
 
 
 ApplicationMultipartSerializer = _multipart_serializer()
-VALIDATION_ERROR_SCHEMA = {
-    "type": "object",
+VALIDATION_ERROR_SCHEMA = {  # the API's one error body (common.api), with the keys a 400 here names
+    "allOf": [ERROR_REF],
     "description": "One key per bad field (channel_type, common_type, brand, date_from, sender_name, counteragent_name, "
                    "counteragent_inn, account, documents, file1..fileN; non_field_errors for a body that is not an "
                    "object), each with its messages.",
-    "additionalProperties": {"type": "array", "items": {"type": "string"}},
 }
+APPLICATION_EXAMPLE = OpenApiExample("Service name for MegaFon", request_only=True, value={
+    "common_type": "SERVICE", "brand": "MEGAFON", "date_from": "2030-01-31", "sender_name": "MYSHOP",
+    "counteragent_name": "ООО «Мой магазин»", "counteragent_inn": "7707083893"})
 ERROR_EXAMPLES = [
     OpenApiExample("Bad fields", status_codes=["400"], value={
         "sender_name": ["For MegaFon a sender name may contain only Latin letters, digits and . * ! -"],
@@ -238,7 +245,7 @@ class DocumentSizeLimitMixin:
         return super().initialize_request(request, *args, **kwargs)
 
 
-class ApplicationFilter(filters.FilterSet):
+class ApplicationFilter(FilterSet):
     status = filters.CharFilter(field_name="status")
     brand = filters.ChoiceFilter(choices=Brand.choices)
     common_type = filters.ChoiceFilter(choices=CommonType.choices)
@@ -249,7 +256,7 @@ class ApplicationFilter(filters.FilterSet):
         fields = ["status", "brand", "common_type", "submission_state"]
 
 
-class ManualStatusSerializer(serializers.Serializer):
+class ManualStatusSerializer(JsonTypesMixin, serializers.Serializer):
     status = serializers.CharField(help_text=gettext_lazy("One of PRE_REVIEW, REVIEW, APPROVED, REJECTED, CANCELED"))
     date = serializers.CharField(help_text=gettext_lazy(
         "The date i-dgtl's cabinet shows for the status (2030-01-31); not in the future (Moscow time), not before "
@@ -283,6 +290,8 @@ ActionResult = inline_serializer("SenderNameActionResult", fields={
 )
 class SenderNameApplicationViewSet(DocumentSizeLimitMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
                                    viewsets.GenericViewSet):
+    """Sender-name applications: file, submit to i-dgtl once, follow or set the status, download documents."""
+    parser_classes = [JSONParser, MultiPartParser]  # multipart for the documents of a new application
     serializer_class = ApplicationSerializer
     filterset_class = ApplicationFilter
     queryset = selectors.with_status_readability(SenderNameApplication.objects.prefetch_related(
@@ -307,8 +316,8 @@ class SenderNameApplicationViewSet(DocumentSizeLimitMixin, mixins.ListModelMixin
         responses={
             201: ApplicationSerializer,
             400: OpenApiResponse(VALIDATION_ERROR_SCHEMA, description="Bad input, by field", examples=ERROR_EXAMPLES),
-            413: OpenApiResponse(description="The request body is larger than the server accepts"),
         },
+        examples=[APPLICATION_EXAMPLE],
     )
     def create(self, request):
         serializer = ApplicationCreateSerializer(data=request.data)
@@ -359,7 +368,7 @@ class SenderNameApplicationViewSet(DocumentSizeLimitMixin, mixins.ListModelMixin
         responses={200: ActionResult, 400: OpenApiResponse(VALIDATION_ERROR_SCHEMA, description="Bad input, by field")},
         examples=[OpenApiExample("Approved in the cabinet", request_only=True, value={
             "status": "APPROVED", "date": "2030-01-31", "note": "seen in the i-dgtl cabinet"})])
-    @action(detail=True, methods=["post"], url_path="set-status")
+    @action(detail=True, methods=["post"], url_path="set-status", parser_classes=[JSONParser])
     def set_status(self, request, pk=None):
         application = self.get_object()
         serializer = ManualStatusSerializer(data=request.data)
@@ -379,8 +388,14 @@ class SenderNameApplicationViewSet(DocumentSizeLimitMixin, mixins.ListModelMixin
     def choices(self, request):
         return Response(SenderNameChoiceSerializer(selectors.sender_name_choices(), many=True).data)
 
-    @extend_schema(summary="Download a document", responses={(200, "application/octet-stream"): bytes})
-    @action(detail=True, methods=["get"], url_path=r"documents/(?P<document_id>\d+)")
+    @extend_schema(summary="Download a document", responses={
+        (200, content_type): OpenApiResponse(OpenApiTypes.BINARY, description=gettext_lazy(
+            "The file as an attachment, with the content type judged when it was uploaded"))
+        for content_type in DOCUMENT_MIME_TYPES},
+        parameters=[OpenApiParameter("document_id", int, OpenApiParameter.PATH, description=gettext_lazy(
+            "The document's id (documents[].id)"))])
+    @action(detail=True, methods=["get"], url_path=r"documents/(?P<document_id>\d+)",
+            content_negotiation_class=JsonAnswers)  # never a 406 for an Accept of the file's type
     def document(self, request, pk=None, document_id=None):
         application = self.get_object()
         document = get_object_or_404(SenderNameDocument, application=application, pk=document_id)

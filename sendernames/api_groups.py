@@ -21,9 +21,11 @@ from drf_spectacular.utils import (
 )
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from audit.services import Action, action_record
+from common.api import FilterSet, JsonTypesMixin
 from idgtl.contract import Brand, ChannelType, CommonType
 from idgtl.models import IdgtlAccount
 
@@ -91,7 +93,7 @@ class GroupSerializer(serializers.ModelSerializer):
         return ApplicationSerializer(self._applications(group), many=True, context=self.context).data
 
 
-class GroupCreateSerializer(serializers.Serializer):
+class GroupCreateSerializer(JsonTypesMixin, serializers.Serializer):
     account = serializers.PrimaryKeyRelatedField(
         queryset=IdgtlAccount.objects.all(), required=False, allow_null=True,
         help_text=gettext_lazy("i-dgtl account id; the default account when omitted"))
@@ -123,6 +125,9 @@ AddBrandSerializer = inline_serializer("SenderNameGroupAddBrand", fields={
     "brand": serializers.CharField(help_text=gettext_lazy("The operator to file the group's name with"))})
 AddBrandResult = inline_serializer("SenderNameGroupAddBrandResult", fields={
     "detail": serializers.CharField(), "group": GroupSerializer()})
+GROUP_EXAMPLE = OpenApiExample("Two operators", request_only=True, value={
+    "brands": ["MTS", "BEELINE"], "common_type": "SERVICE", "date_from": "2030-01-31", "sender_name": "MYSHOP",
+    "counteragent_name": "ООО «Мой магазин»", "counteragent_inn": "7707083893"})
 GROUP_ERROR_EXAMPLES = [
     OpenApiExample("An operator refuses", status_codes=["400"], value={"sender_name": [
         "“ACME SHOP” is refused by MegaFon, Yota: characters not allowed: space (allowed: Latin letters, digits "
@@ -131,7 +136,7 @@ GROUP_ERROR_EXAMPLES = [
 ]
 
 
-class GroupFilter(filters.FilterSet):
+class GroupFilter(FilterSet):
     sender_name = filters.CharFilter(field_name="sender_name", lookup_expr="iexact")
 
     class Meta:
@@ -145,6 +150,8 @@ class GroupFilter(filters.FilterSet):
 )
 class SenderNameGroupViewSet(DocumentSizeLimitMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
                              viewsets.GenericViewSet):
+    """One name filed with several operators: one application per operator, and the matrix of their statuses."""
+    parser_classes = [JSONParser, MultiPartParser]  # multipart for the documents of a new group
     serializer_class = GroupSerializer
     filterset_class = GroupFilter
     queryset = selectors.group_queryset().order_by("-created_at", "-pk")
@@ -165,6 +172,7 @@ class SenderNameGroupViewSet(DocumentSizeLimitMixin, mixins.ListModelMixin, mixi
         responses={201: GroupSerializer, 200: GroupSerializer,
                    400: OpenApiResponse(VALIDATION_ERROR_SCHEMA, description="Bad input, by field",
                                         examples=GROUP_ERROR_EXAMPLES)},
+        examples=[GROUP_EXAMPLE],
     )
     def create(self, request):
         serializer = GroupCreateSerializer(data=request.data)
@@ -191,7 +199,7 @@ class SenderNameGroupViewSet(DocumentSizeLimitMixin, mixins.ListModelMixin, mixi
                     "filed). 400 names the field: an unknown operator, one whose rules refuse the name, a duplicate.",
         responses={201: AddBrandResult, 200: AddBrandResult,
                    400: OpenApiResponse(VALIDATION_ERROR_SCHEMA, description="Bad input, by field")})
-    @action(detail=True, methods=["post"], url_path="add-brand")
+    @action(detail=True, methods=["post"], url_path="add-brand", parser_classes=[JSONParser])
     def add_brand(self, request, pk=None):
         group = self.get_object()
         body = request.data if isinstance(request.data, Mapping) else {}

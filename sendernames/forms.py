@@ -10,9 +10,11 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.csrf import csrf_exempt
 
 from idgtl.contract import Brand, SenderNameStatus
+from idgtl.services import account_get_default
 
 from . import validation
 from .models import SenderNameApplication, SenderNameGroup
+from .services.groups import group_find_repeat, request_fingerprint
 
 
 class DocumentSizeGuard(FileUploadHandler):
@@ -117,8 +119,6 @@ class SenderNameApplicationForm(forms.ModelForm):
         required = ["common_type", "brand", "date_from", "sender_name", "counteragent_name", "counteragent_inn"]
         if any(name in self.errors for name in required):
             return cleaned
-        from idgtl.services import account_get_default
-
         if self.instance.pk:
             account = self.instance.account  # fixed once filed
         else:
@@ -183,10 +183,6 @@ class SenderNameGroupForm(forms.ModelForm):
         return dt.datetime.combine(value, dt.time.min, tzinfo=validation.MOSCOW) if value else value
 
     def clean(self):
-        from idgtl.services import account_get_default
-
-        from .services.groups import group_find_repeat, request_fingerprint
-
         cleaned = super().clean()
         _oversized_errors(self, "new_documents")
         documents = cleaned.get("new_documents") or []

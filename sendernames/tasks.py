@@ -1,7 +1,7 @@
 """Celery tasks for sender-name applications: thin, take ids, idempotent (see services)."""
 from celery import shared_task
 
-from b24sms.broker import broker_messages_lost_at
+from common.taskqueue import broker_messages_lost_at
 
 from .services import (
     SubmitOutcome,

@@ -52,6 +52,8 @@ def test_production_settings_pass_check_deploy():
         "B24_CLIENT_SECRET": "secret",
         "PUBLIC_BASE_URL": "https://sms.example.com",
         "METRICS_TOKEN": "metrics-token-for-the-deploy-check-0123456789",
+        "FIELD_ENCRYPTION_KEYS": "Lw3kq2xAw0Tr8Q2b9bJxk4m6Zt6l8QnSx1yGm8m6v0Y=",
+        "SECRET_INDEX_KEY": "a-production-secret-index-key-0123456789abcdef",
     }
     for name in ("DJANGO_ALLOW_ASYNC_UNSAFE", "B24_ALLOWED_PORTAL_DOMAINS", "TRUSTED_PROXIES", "DJANGO_DEBUG"):
         env.pop(name, None)  # DJANGO_ALLOW_ASYNC_UNSAFE: set by the browser tests for their own process only  # set by the browser tests for their own process only

@@ -151,16 +151,17 @@ REST_FRAMEWORK = {
     ],
     # Staff and the model permission of what is done (view for reads, custom ones for actions).
     "DEFAULT_PERMISSION_CLASSES": ["b24sms.permissions.StaffModelPermissions"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "common.api.Pagination",  # ?page= checked: a 400 naming it, never a 500
     "PAGE_SIZE": 50,
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Filters by id and date-time bounded; an empty query value is the same as none (common/api.py).
+    "DEFAULT_FILTER_BACKENDS": ["common.api.FilterBackend"],
+    # Every operation documents every status code it can answer, with the one error body (b24sms/api_schema.py).
+    "DEFAULT_SCHEMA_CLASS": "b24sms.api_schema.AutoSchema",
     "EXCEPTION_HANDLER": "b24sms.api.exception_handler",
-    "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
-        "rest_framework.parsers.MultiPartParser",
-        "rest_framework.parsers.FormParser",
-    ],
+    # JSON bodies; multipart/form-data only where documents are uploaded (sendernames/api.py): an HTML form
+    # cannot say null, and its empty values mean "left out", which a JSON schema does not describe.
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "b24sms API",
@@ -169,6 +170,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAdminUser"],  # the schema holds no data: any staff user
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "b24sms.api_schema.postprocess"],
     # Several models have a field named "state" with different choices: name each enum explicitly.
     "ENUM_NAME_OVERRIDES": {
         "InstallationStateEnum": "providers.models.InstallationState",
@@ -274,6 +276,9 @@ MESSAGES_REPORT_RETRY_BACKOFF = env.float("MESSAGES_REPORT_RETRY_BACKOFF", defau
 MESSAGES_RETENTION_DAYS = env.int("MESSAGES_RETENTION_DAYS", default=180)
 MESSAGES_RETENTION_BATCH_SIZE = env.int("MESSAGES_RETENTION_BATCH_SIZE", default=1000)
 MESSAGES_RETENTION_TIME_BUDGET = env.float("MESSAGES_RETENTION_TIME_BUDGET", default=240.0)
+# After each batch, a pause this many times as long as the batch took (9: retention works at most a tenth of its
+# run), so the HANDLER keeps its throughput while a backlog is worked off (bench/scale.py); 0: no pause.
+MESSAGES_RETENTION_PAUSE_FACTOR = env.float("MESSAGES_RETENTION_PAUSE_FACTOR", default=9.0)
 
 # --- Sandbox ---------------------------------------------------------------------------------
 # Sandbox mode: the project's own fake i-dgtl and fake Bitrix24 stand in for the real services.
@@ -288,10 +293,20 @@ METRICS_TOKEN = env("METRICS_TOKEN", default="")
 METRICS_ALLOWED_NETWORKS = env.list(
     "METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])
 # Reverse proxies (addresses or networks) whose X-Forwarded-For is believed, right to left
-# (b24sms/netaddr.py). Empty: the client is REMOTE_ADDR and X-Forwarded-For is never read.
+# (common/netaddr.py). Empty: the client is REMOTE_ADDR and X-Forwarded-For is never read.
 # Every allowlist by address asks there: /metrics, IDGTL_CALLBACK_ALLOWED_IPS, the install rate limit.
 TRUSTED_PROXIES = env.list("TRUSTED_PROXIES", default=[])
-RATELIMIT_IP_META_KEY = "b24sms.netaddr.ratelimit_ip"
+RATELIMIT_IP_META_KEY = "common.netaddr.ratelimit_ip"
+
+# --- Secrets at rest (common/encryption.py) -------------------------------------------------------
+# OAuth tokens, client secrets, i-dgtl keys and the HANDLER/callback URL secrets are stored encrypted with
+# FIELD_ENCRYPTION_KEYS (Fernet keys, comma-separated, newest first: the first encrypts, any decrypts; rotate
+# with `manage.py reencrypt_secrets`). SECRET_INDEX_KEY (32+ characters) keys the HMAC-SHA256 hashes that
+# find a URL secret and check an application token; it is separate, so rotating the encryption keys changes
+# no hash. Production refuses to start without both (check b24sms.E005/E006); `make run` and the tests
+# make their own (settings/local.py, settings/test.py).
+FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
+SECRET_INDEX_KEY = env("SECRET_INDEX_KEY", default="")
 
 # --- Audit trail and admin logins ------------------------------------------------------------------
 # The audit trail (audit/): django-auditlog's entries, with the operator actions added, in one table.
@@ -301,12 +316,12 @@ AUDITLOG_LOGENTRY_MODEL = "audit.AuditLogEntry"
 MIGRATION_MODULES = {"auditlog": None}
 # Failed admin logins (django-axes): after AXES_FAILURE_LIMIT failures with one username from one client
 # address, that username is refused from that address for AXES_COOLOFF_MINUTES (b24sms/lockout.py says so).
-# The address is b24sms.netaddr's, so behind TRUSTED_PROXIES it is the forwarded one. API tokens never log in.
+# The address is common.netaddr's, so behind TRUSTED_PROXIES it is the forwarded one. API tokens never log in.
 AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-AXES_CLIENT_IP_CALLABLE = "b24sms.netaddr.ratelimit_ip"
+AXES_CLIENT_IP_CALLABLE = "common.netaddr.ratelimit_ip"
 AXES_LOCKOUT_CALLABLE = "b24sms.lockout.lockout_response"
 AXES_RESET_ON_SUCCESS = True  # a successful login forgets the earlier failures
 AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False  # the lockout ends when it said, tries or not
@@ -326,11 +341,11 @@ LOG_FORMAT = env("LOG_FORMAT", default="json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    # b24sms.logging: the bound context (message_id, installation, provider) on every line; secrets redacted.
-    "filters": {"context": {"()": "b24sms.logging.ContextFilter"}},
+    # common.logging: the bound context (message_id, installation, provider) on every line; secrets redacted.
+    "filters": {"context": {"()": "common.logging.ContextFilter"}},
     "formatters": {
-        "json": {"()": "b24sms.logging.JsonFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "text": {"()": "b24sms.logging.TextFormatter", "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "common.logging.JsonFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "text": {"()": "common.logging.TextFormatter", "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
     "handlers": {"console": {
         "class": "logging.StreamHandler", "filters": ["context"],

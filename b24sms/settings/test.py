@@ -37,3 +37,7 @@ B24_INSTALL_RATE = env("B24_INSTALL_RATE", default="100000/m")
 # Failed-login limiting is off: Django's test client logs in without a request, which django-axes refuses;
 # tests/ops/test_login_lockout.py turns it on for its own logins.
 AXES_ENABLED = env.bool("AXES_ENABLED", default=False)
+
+# Secrets at rest: fixed keys generated for the tests (never used anywhere else). Tests of rotation set their own.
+FIELD_ENCRYPTION_KEYS = ["6v4U3c0-3_mEg6sQm1Xv6nH1nSg3PZ9fG0n0w7Vb0eQ="]
+SECRET_INDEX_KEY = "test-secret-index-key-0123456789abcdefghijklmnop"

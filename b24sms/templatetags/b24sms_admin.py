@@ -1,5 +1,6 @@
 """Template tags of the admin start page."""
 from django import template
+from django.utils.translation import gettext as _
 
 from b24sms.dashboard import dashboard_data
 
@@ -21,8 +22,6 @@ def age(delta):
     if delta is None:
         return "—"
     seconds = int(delta.total_seconds())
-    from django.utils.translation import gettext as _
-
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
     minutes, secs = divmod(rest, 60)

@@ -4,6 +4,7 @@ Secrets are never shown in full: the client_secret field is write-only (blank ke
 one), tokens appear masked. Provider changes go through the registration services, so the
 admin enforces exactly the rules of the API and pushes edits to the portals.
 """
+import phonenumbers
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
@@ -110,8 +111,6 @@ class InstallationForm(forms.ModelForm):
         return percent
 
     def clean_default_region(self):
-        import phonenumbers
-
         region = (self.cleaned_data.get("default_region") or "").strip().upper()
         if region not in phonenumbers.SUPPORTED_REGIONS:
             raise ValidationError(_("Not a known two-letter country code (e.g. RU, KZ, BY)."))
@@ -192,7 +191,7 @@ class InstallationAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("application token"))
     def application_token_masked(self, obj):
-        return mask_secret(obj.application_token)
+        return "••••" if obj.has_application_token else ""  # only its keyed hash is stored
 
     @admin.display(description=_("handler secret"))
     def handler_secret_masked(self, obj):

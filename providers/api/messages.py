@@ -6,6 +6,8 @@ from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers, viewsets
 from rest_framework.routers import SimpleRouter
 
+from common.api import DateTimeFilter, FilterSet, IdFilter
+
 from ..models import Message, MessageState, MessageStatusChange, StatusReport
 
 
@@ -46,17 +48,19 @@ class MessageDetailSerializer(MessageSerializer):
         read_only_fields = fields
 
 
-class MessageFilter(django_filters.FilterSet):
+class MessageFilter(FilterSet):
     state = django_filters.MultipleChoiceFilter(choices=MessageState.choices, help_text=_("Our state (repeatable)."))
     status = django_filters.MultipleChoiceFilter(
         field_name="state", choices=MessageState.choices, help_text=_("Same as state."))
     idgtl_status = django_filters.CharFilter()
-    portal = django_filters.NumberFilter(field_name="installation_id", help_text=_("Installation (portal) id."))
+    portal = IdFilter(field_name="installation_id", help_text=_("Installation (portal) id."))
     portal_domain = django_filters.CharFilter(field_name="installation__domain", lookup_expr="iexact")
-    provider = django_filters.NumberFilter(field_name="provider_id")
+    provider = IdFilter(field_name="provider_id", help_text=_("Provider id."))
     provider_code = django_filters.CharFilter(field_name="provider__code")
-    created_from = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
-    created_to = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    created_from = DateTimeFilter(field_name="created_at", lookup_expr="gte", help_text=_(
+        "Received at or after this time (ISO 8601)."))
+    created_to = DateTimeFilter(field_name="created_at", lookup_expr="lt", help_text=_(
+        "Received before this time (ISO 8601)."))
     destination = django_filters.CharFilter(field_name="destination", lookup_expr="contains")
     message_id = django_filters.CharFilter()
 

@@ -5,7 +5,7 @@ ValidationError becomes a 400 naming the field, see b24sms/api.py).
 """
 from django.db import transaction
 from django.utils.translation import gettext_lazy as _
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
@@ -13,7 +13,15 @@ from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 
 from audit.services import Action, action_record
-from providers.models import Installation, InstallationState, Provider, ProviderRegistration, RegistrationState
+from common.api import ERROR_REF, JsonTypesMixin, RelatedIdsField
+from providers.models import (
+    Installation,
+    InstallationState,
+    Provider,
+    ProviderRegistration,
+    RegistrationState,
+    RepairReason,
+)
 from providers.services import registration as registration_services
 from sendernames.models import SenderNameApplication
 
@@ -38,7 +46,7 @@ class InstallationSerializer(serializers.ModelSerializer):
         return obj.state == InstallationState.NEEDS_REINSTALL
 
 
-class InstallationQuotasSerializer(serializers.ModelSerializer):
+class InstallationQuotasSerializer(JsonTypesMixin, serializers.ModelSerializer):
     """The quotas of a portal, the only fields of an installation the API changes (PATCH)."""
     quota_monthly_parts = serializers.IntegerField(
         min_value=0, max_value=2**31 - 1, allow_null=True, required=False,
@@ -57,6 +65,8 @@ class InstallationQuotasSerializer(serializers.ModelSerializer):
 
 class RegistrationSerializer(serializers.ModelSerializer):
     domain = serializers.CharField(source="installation.domain", read_only=True)
+    repair_reason = serializers.ChoiceField(choices=RepairReason.choices, allow_blank=True, read_only=True,
+                                            help_text=_("Why it was last added back; empty when it never was."))
 
     class Meta:
         model = ProviderRegistration
@@ -65,14 +75,14 @@ class RegistrationSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class RegisteredInstallationsField(serializers.ManyRelatedField):
+class RegisteredInstallationsField(RelatedIdsField):
     """Installation ids; read from the (prefetched) registrations that are not removed."""
 
     def get_attribute(self, instance):
         return [r.installation for r in instance.registrations.all() if r.state != RegistrationState.REMOVED]
 
 
-class ProviderSerializer(serializers.ModelSerializer):
+class ProviderSerializer(JsonTypesMixin, serializers.ModelSerializer):
     name_translations = serializers.JSONField(
         required=False, help_text=_('Name per language, e.g. {"ru": "…", "en": "…"}; sent to Bitrix24 as NAME object.'))
     description_translations = serializers.JSONField(
@@ -108,9 +118,9 @@ class ProviderSerializer(serializers.ModelSerializer):
         return registration_services.provider_update(provider=instance, **validated_data)
 
 
-class InstallationChoiceSerializer(serializers.Serializer):
-    installations = serializers.PrimaryKeyRelatedField(
-        many=True, queryset=Installation.objects.all(), required=False,
+class InstallationChoiceSerializer(JsonTypesMixin, serializers.Serializer):
+    installations = RelatedIdsField(
+        child_relation=serializers.PrimaryKeyRelatedField(queryset=Installation.objects.all()), required=False,
         help_text=_("Installation ids; omitted means every active portal (register) or every portal it is on "
                     "(check, remove)."))
 
@@ -157,10 +167,14 @@ class PortalViewSet(mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
 @extend_schema_view(
     list=extend_schema(summary=_("List providers")),
     retrieve=extend_schema(summary=_("One provider with its registrations")),
-    create=extend_schema(summary=_("Create a provider (and register it on the given installations)")),
+    create=extend_schema(summary=_("Create a provider (and register it on the given installations)"), examples=[
+        OpenApiExample("Own sender name", request_only=True, value={
+            "code": "myshop_sms", "name": "MyShop SMS", "sender_name": "MYSHOP"})]),
     update=extend_schema(summary=_("Change a provider; the change is pushed to its portals")),
     partial_update=extend_schema(summary=_("Change some fields of a provider; pushed to its portals")),
-    destroy=extend_schema(summary=_("Delete a provider and delete it from its portals")),
+    destroy=extend_schema(summary=_("Delete a provider and delete it from its portals"), responses={
+        204: None, 400: OpenApiResponse(ERROR_REF, description=_(
+            "The provider has messages (their history needs it): remove it from the portals instead."))}),
 )
 class ProviderViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
                       mixins.DestroyModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
@@ -207,7 +221,7 @@ class ProviderViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins
 
     @extend_schema(summary=_("Register the provider on portals (sender.add, in the background)"),
                    request=InstallationChoiceSerializer, responses={202: RegistrationSerializer(many=True)})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], pagination_class=None)
     def register(self, request, pk=None):
         provider = self.get_object()
         installations = self._installations(request)
@@ -218,7 +232,7 @@ class ProviderViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins
 
     @extend_schema(summary=_("Remove the provider from portals (sender.delete, in the background)"),
                    request=InstallationChoiceSerializer, responses={202: RegistrationSerializer(many=True)})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], pagination_class=None)
     def remove(self, request, pk=None):
         provider = self.get_object()
         installations = self._installations(request)
@@ -229,7 +243,7 @@ class ProviderViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins
 
     @extend_schema(summary=_("Compare sender.list on the portals with our records (drift)"),
                    request=InstallationChoiceSerializer, responses={200: PortalCheckSerializer(many=True)})
-    @action(detail=True, methods=["post"])
+    @action(detail=True, methods=["post"], pagination_class=None)
     def check(self, request, pk=None):
         provider = self.get_object()
         results = registration_services.provider_check(provider=provider, installations=self._installations(request))

@@ -3,21 +3,22 @@
 from django.shortcuts import get_object_or_404
 from django.urls import path
 from django.utils.translation import gettext_lazy as _
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from audit.services import Action, action_record
+from common.api import ERROR_REF, IdField, JsonTypesMixin
 
 from ..models import Provider
 from ..services.test_sms import SmsTestError, provider_send_test_sms
 
 
-class TestSmsRequestSerializer(serializers.Serializer):
+class TestSmsRequestSerializer(JsonTypesMixin, serializers.Serializer):
     phone = serializers.CharField(max_length=64, help_text=_("The number to send the test SMS to, e.g. +79001234567."))
     text = serializers.CharField(max_length=1000, help_text=_("The text of the test SMS."))
-    installation = serializers.IntegerField(
+    installation = IdField(
         required=False, allow_null=True,
         help_text=_("The installation (portal) id; needed only when the provider is registered on several portals."))
 
@@ -36,10 +37,11 @@ class ProviderTestSmsView(APIView):
     required_permissions = ["providers.send_test_sms"]  # no queryset: b24sms/permissions.py needs it stated
 
     @extend_schema(
-        request=TestSmsRequestSerializer, responses={201: TestSmsResponseSerializer},
+        request=TestSmsRequestSerializer, responses={201: TestSmsResponseSerializer, 502: OpenApiResponse(
+            ERROR_REF, description=_("The HANDLER could not be reached, or refused the SMS; nothing was sent."))},
         summary="Send a test SMS", tags=["providers"],
-        description=str(_("Posts an SMS to our own HANDLER exactly as Bitrix24 would (form body, the installation's "
-                          "handler URL and application_token), so it travels the whole pipeline — in production "
+        description=str(_("Posts an SMS to our own HANDLER as Bitrix24 would for a message without an author (form "
+                          "body to the installation's handler URL), so it travels the whole pipeline — in production "
                           "through the real i-dgtl gateway. 502 when the handler cannot be reached or refuses it.")))
     def post(self, request, pk: int):
         provider = get_object_or_404(Provider, pk=pk)

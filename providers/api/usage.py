@@ -12,17 +12,20 @@ compute. Here ``format`` names the statement's file type, not one of DRF's rende
 """
 from datetime import date
 
+from django.conf import settings
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path
 from django.utils.translation import gettext_lazy as _
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, viewsets
-from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.routers import SimpleRouter
 from rest_framework.views import APIView
+
+from common.api import IdField, JsonAnswers, JsonTypesMixin, without_empty_values
 
 from ..models import USAGE_STATES, Installation, Tariff
 from ..services import statements as statement_services
@@ -30,6 +33,7 @@ from ..services.tariffs import tariff_clean, tariff_save
 from ..services.usage import GROUP_BY_DAY, GROUP_BY_MONTH, usage_rows, usage_today
 
 USAGE_MAX_DAYS = 732  # two years of days in one answer (a year of months is 12 rows per key)
+MONTH_PATTERN = r"^(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(0[1-9]|1[0-2])$"  # YYYY-MM, year 1 to 9999
 FORMATS = ("json", "csv", "xlsx")
 
 
@@ -53,12 +57,13 @@ class UsageQuerySerializer(serializers.Serializer):
 
 
 class AllPortalsUsageQuerySerializer(UsageQuerySerializer):
-    portal = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False,
+    portal = serializers.ListField(child=IdField(), required=False,
                                    help_text=_("Portal (installation) ids; repeat the parameter for several. Default: all."))
 
 
 class StatementQuerySerializer(serializers.Serializer):
-    month = serializers.CharField(required=False, help_text=_("YYYY-MM. Default: the current month."))
+    month = serializers.RegexField(MONTH_PATTERN, required=False, help_text=_(
+        "YYYY-MM, a month that has begun. Default: the current month."))
     format = serializers.ChoiceField(choices=FORMATS, default="json", help_text=_("json, csv (UTF-8 with a BOM, "
                                                                                    "for Excel) or xlsx."))
 
@@ -126,21 +131,12 @@ class StatementSerializer(serializers.Serializer):
     amount = serializers.DecimalField(max_digits=16, decimal_places=2)
 
 
-class JsonAnswers(DefaultContentNegotiation):
-    """Answers here are JSON (files are plain HTTP responses): ``?format=`` is ours, not DRF's."""
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        return renderers[0], renderers[0].media_type
-
-
 class UsageApiView(APIView):
     renderer_classes = [JSONRenderer]
     content_negotiation_class = JsonAnswers
 
 
 def _usage_answer(query: dict, rows: list[dict]) -> dict:
-    from django.conf import settings
-
     return {"date_from": query["date_from"], "date_to": query["date_to"], "group_by": query["group_by"],
             "time_zone": settings.USAGE_TIME_ZONE, "rows": rows}
 
@@ -152,7 +148,7 @@ class PortalUsageView(UsageApiView):
                    responses={200: UsageSerializer})
     def get(self, request, pk: int):
         installation = get_object_or_404(Installation, pk=pk)
-        query = UsageQuerySerializer(data=request.query_params)
+        query = UsageQuerySerializer(data=without_empty_values(request.query_params))
         query.is_valid(raise_exception=True)
         data = query.validated_data
         rows = usage_rows(date_from=data["date_from"], date_to=data["date_to"], group_by=data["group_by"],
@@ -166,7 +162,7 @@ class UsageView(UsageApiView):
     @extend_schema(summary=_("Usage of every portal (or those given) per day or month"),
                    parameters=[AllPortalsUsageQuerySerializer], responses={200: UsageSerializer})
     def get(self, request):
-        query = AllPortalsUsageQuerySerializer(data=request.query_params)
+        query = AllPortalsUsageQuerySerializer(data=without_empty_values(request.query_params))
         query.is_valid(raise_exception=True)
         data = query.validated_data
         rows = usage_rows(date_from=data["date_from"], date_to=data["date_to"], group_by=data["group_by"],
@@ -183,19 +179,25 @@ def statement_file_response(statements, *, month: date, file_format: str, domain
     return response
 
 
-_FILE_RESPONSES = {
-    200: OpenApiResponse(StatementSerializer, description=_("JSON; with format=csv or xlsx, the file instead.")),
-}
+def _file_responses(json_answer, description):
+    """200 as JSON, or (format=csv or xlsx) the file: each with its own content type."""
+    return {
+        (200, "application/json"): OpenApiResponse(json_answer, description=description),
+        (200, "text/csv"): OpenApiResponse(OpenApiTypes.BINARY, description=description),
+        (200, statement_services.FILE_CONTENT_TYPES["xlsx"]): OpenApiResponse(OpenApiTypes.BINARY,
+                                                                              description=description),
+    }
 
 
 class PortalStatementView(UsageApiView):
     required_permissions = ["providers.view_installation", "providers.view_usageday", "providers.view_tariff"]
 
     @extend_schema(summary=_("Monthly statement of one portal (JSON, CSV or XLSX)"),
-                   parameters=[StatementQuerySerializer], responses=_FILE_RESPONSES)
+                   parameters=[StatementQuerySerializer], responses=_file_responses(
+                       StatementSerializer, _("JSON; with format=csv or xlsx, the file instead.")))
     def get(self, request, pk: int):
         installation = get_object_or_404(Installation, pk=pk)
-        query = StatementQuerySerializer(data=request.query_params)
+        query = StatementQuerySerializer(data=without_empty_values(request.query_params))
         query.is_valid(raise_exception=True)
         month, file_format = query.validated_data["month"], query.validated_data["format"]
         statement = statement_services.statement_build(installation=installation, month=month)
@@ -209,10 +211,10 @@ class StatementsView(UsageApiView):
 
     @extend_schema(summary=_("Monthly statements of every portal that sent SMS that month"),
                    parameters=[StatementQuerySerializer],
-                   responses={200: OpenApiResponse(StatementSerializer(many=True),
-                                                   description=_("JSON; with format=csv or xlsx, one file."))})
+                   responses=_file_responses(StatementSerializer(many=True),
+                                             _("JSON; with format=csv or xlsx, one file.")))
     def get(self, request):
-        query = StatementQuerySerializer(data=request.query_params)
+        query = StatementQuerySerializer(data=without_empty_values(request.query_params))
         query.is_valid(raise_exception=True)
         month, file_format = query.validated_data["month"], query.validated_data["format"]
         statements = statement_services.statements_build(month=month)
@@ -222,8 +224,9 @@ class StatementsView(UsageApiView):
 
 
 # --- tariffs ---------------------------------------------------------------------------------------------------
-class TariffSerializer(serializers.ModelSerializer):
-    portal_domain = serializers.CharField(source="installation.domain", read_only=True, default=None)
+class TariffSerializer(JsonTypesMixin, serializers.ModelSerializer):
+    portal_domain = serializers.CharField(source="installation.domain", read_only=True, allow_null=True,
+                                          help_text=_("Null for the default tariff."))
     billable_states = serializers.ListField(
         child=serializers.CharField(), required=False,
         help_text=_("States whose messages are billed, among sending, sent, delivered, undelivered, failed. Default: "

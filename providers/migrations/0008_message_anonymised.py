@@ -4,7 +4,7 @@
 import django.db.models.functions.comparison
 from django.db import migrations, models
 
-from b24sms.migration_operations import AddIndexConcurrentlyOnPostgreSQL
+from common.migration_operations import AddIndexConcurrentlyOnPostgreSQL
 
 
 class Migration(migrations.Migration):

@@ -19,8 +19,8 @@ from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from b24sms import metrics
-from b24sms.bulk import bulk_update_rows
+from common import metrics
+from common.bulk import bulk_update_rows
 from idgtl.client import IdgtlClient, IdgtlError
 from idgtl.services import account_get_default
 

@@ -33,7 +33,11 @@ from bitrix24.client import (
     Bitrix24AuthError, Bitrix24Client, Bitrix24Error, Bitrix24MethodError, Bitrix24TransientError, InstallationInactive,
     oauth_token_refresh)
 from bitrix24.urls import portal_address_refusal, portal_domain_allowed, portal_url_refusal
-from providers.models import BitrixApplication, Installation, InstallationState, RegistrationState
+from common.public_urls import public_url
+from common.taskqueue import enqueue_on_commit
+from providers.models import BitrixApplication, Installation, InstallationState, RegistrationState, RepairReason
+from providers.services.portal_access import portal_client
+from providers.services.registration import error_text, registrations_push_after_reinstall
 
 logger = logging.getLogger(__name__)
 
@@ -41,10 +45,9 @@ DEFAULT_APPLICATION_NAME = "default"
 EVENT_INSTALL = contract.EVENT_ONAPPINSTALL
 EVENT_UNINSTALL = contract.EVENT_ONAPPUNINSTALL
 EVENT_UPDATE = contract.EVENT_ONAPPUPDATE
-UNINSTALL_PATH = "/b24/uninstall/{secret}/"
-EVENT_PATH = "/b24/event/{secret}/"
 # The application events b24sms binds (event.bind) at install, in this order; see app_event_handlers.
 APP_EVENTS = (EVENT_UNINSTALL, EVENT_UPDATE)
+BIND_EVENTS_TASK = "providers.tasks.bind_event_handlers"
 DEFAULT_TOKEN_LIFETIME = contract.ACCESS_TOKEN_LIFETIME
 DOMAIN_PATTERN = re.compile(r"^[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~-]+)*/?$")  # host[:port][/path]
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
@@ -105,8 +108,9 @@ def ensure_default_application_after_migrate(**kwargs):
 
 def application_install_url(application: BitrixApplication) -> str:
     """The URL to paste into Bitrix24 as the application's install handler."""
-    base = settings.PUBLIC_BASE_URL.rstrip("/")
-    return f"{base}/b24/install/" if application.is_default else f"{base}/b24/install/{application.pk}/"
+    if application.is_default:
+        return public_url("b24-install-default")
+    return public_url("b24-install", application_id=application.pk)
 
 
 # --- Parsing what Bitrix24 posts ---------------------------------------------------------------
@@ -348,10 +352,8 @@ def _late_install_event(*, application: BitrixApplication, payload: InstallPaylo
     """
     installation = Installation.objects.filter(
         application=application, member_id=payload.member_id, state=InstallationState.ACTIVE).first()
-    if installation is None or not installation.application_token:
-        return None
-    if not hmac.compare_digest(installation.application_token.encode(), payload.application_token.encode()):
-        return None
+    if installation is None or not installation.application_token_matches(payload.application_token):
+        return None  # (a constant-time compare of keyed hashes; never for an installation without a token)
     return installation
 
 
@@ -419,7 +421,7 @@ def _installation_store(*, application: BitrixApplication, payload: InstallPaylo
     installation.refresh_token = verified.refresh_token
     installation.access_token_expires_at = verified.expires_at
     installation.server_endpoint = verified.server_endpoint or installation.server_endpoint
-    installation.application_token = payload.application_token
+    installation.application_token = payload.application_token  # stored as its keyed hash
     installation.scope = verified.scope
     installation.portal_status = verified.portal_status
     if payload.user_id:
@@ -432,19 +434,16 @@ def _installation_store(*, application: BitrixApplication, payload: InstallPaylo
     installation.lacks_sender_update = False  # the portal may have been upgraded since: learnt again
     installation.save()
     if not created:
-        from providers.models import RepairReason
-        from providers.services.registration import registrations_push_after_reinstall
-
         registrations_push_after_reinstall(installation=installation, repair_reason=RepairReason.REINSTALL)
     return installation, created
 
 
 def uninstall_handler_url(installation: Installation) -> str:
-    return settings.PUBLIC_BASE_URL.rstrip("/") + UNINSTALL_PATH.format(secret=installation.handler_secret)
+    return public_url("b24-uninstall", secret=installation.handler_secret)
 
 
 def event_handler_url(installation: Installation) -> str:
-    return settings.PUBLIC_BASE_URL.rstrip("/") + EVENT_PATH.format(secret=installation.handler_secret)
+    return public_url("b24-event", secret=installation.handler_secret)
 
 
 def app_event_handlers(installation: Installation) -> dict[str, str]:
@@ -479,7 +478,7 @@ def installation_bind_events(*, installation: Installation) -> dict[str, Bitrix2
     error or InstallationInactive is raised at once (what was confirmed until then is saved).
     """
     handlers = app_event_handlers(installation)
-    client = Bitrix24Client(installation)
+    client = portal_client(installation)
     confirmed, errors = [], {}
     try:
         for event, handler in handlers.items():
@@ -507,8 +506,6 @@ def installation_bind_events_recorded(*, installation: Installation, final_attem
 
     Returns "bound" (every event), "failed" (permanent) or "retry" (transient and not ``final_attempt``).
     """
-    from providers.services.registration import error_text
-
     try:
         errors = installation_bind_events(installation=installation)
     except Bitrix24TransientError as exc:
@@ -532,8 +529,6 @@ def installations_bind_missing_events(*, retry_after: timedelta, limit: int = 10
     """Beat: ask for the event bindings of active installations that lack some (installed before
     ONAPPUPDATE was bound, or a bind that failed), at most once per ``retry_after`` each.
     Returns the installation ids a bind task was queued for."""
-    from providers.tasks.registration import bind_event_handlers
-
     expected = ",".join(APP_EVENTS)
     now = timezone.now()
     with transaction.atomic():
@@ -543,7 +538,7 @@ def installations_bind_missing_events(*, retry_after: timedelta, limit: int = 10
             .order_by(F("events_bind_attempted_at").asc(nulls_first=True), "pk").values_list("pk", flat=True)[:limit])
         Installation.objects.filter(pk__in=due).update(events_bind_attempted_at=now)
         for installation_id in due:
-            transaction.on_commit(lambda i=installation_id: bind_event_handlers.delay(i), robust=True)
+            enqueue_on_commit(BIND_EVENTS_TASK, installation_id)
     if due:
         logger.info("binding missing application events", extra={"installations": len(due)})
     return due
@@ -575,9 +570,8 @@ def _event_installation(*, secret: str, token: str, member_id) -> Installation:
     """
     if not HANDLER_SECRET_PATTERN.fullmatch(secret):  # e.g. a NUL, which PostgreSQL refuses in a query
         raise Installation.DoesNotExist
-    installation = Installation.objects.select_for_update().get(handler_secret=secret)
-    if not installation.application_token or not hmac.compare_digest(
-            token.encode(), installation.application_token.encode()):
+    installation = Installation.objects.by_handler_secret(secret).select_for_update().get()
+    if not installation.application_token_matches(token):  # keyed hashes, constant time
         raise UninstallRefused()
     if isinstance(member_id, str) and member_id and member_id != installation.member_id:
         raise UninstallRefused()
@@ -618,10 +612,6 @@ def installation_app_update(*, secret: str, form: dict) -> tuple[Installation, s
     Raises as :func:`installation_uninstall`. A repeated event is harmless (sender.add then finds
     the provider and updates it).
     """
-    from providers.models import RepairReason
-    from providers.services.registration import registrations_push_after_reinstall
-    from providers.tasks.registration import bind_event_handlers
-
     _event_name(form, expected=(EVENT_UPDATE,), refusal=_("Expected the ONAPPUPDATE event."))
     token, member_id = _event_auth(form)
     with transaction.atomic():
@@ -631,7 +621,7 @@ def installation_app_update(*, secret: str, form: dict) -> tuple[Installation, s
             return installation, "ignored"
         registrations_push_after_reinstall(installation=installation, repair_reason=RepairReason.APP_UPDATE)
         Installation.objects.filter(pk=installation.pk).update(bound_events="", updated_at=timezone.now())
-        transaction.on_commit(lambda: bind_event_handlers.delay(installation.pk), robust=True)
+        enqueue_on_commit(BIND_EVENTS_TASK, installation.pk)
     logger.info("ONAPPUPDATE: providers are registered again", extra={"domain": installation.domain,
                                                                       "member_id": installation.member_id})
     return installation, "repairing"

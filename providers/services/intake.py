@@ -5,17 +5,19 @@ import weakref
 
 import psycopg
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from b24sms.logging import log_context
+from common.encryption import keyed_hash
+from common.logging import log_context
 
 from ..handler_form import HandlerForm
 from ..sms_parts import sms_parts
 from ..models import (
-    Installation, InstallationState, Message, MessageState, MessageStatusChange, Provider, ProviderRegistration, RegistrationState,
+    APPLICATION_TOKEN_PURPOSE, Installation, InstallationState, Message, MessageState, MessageStatusChange, Provider,
+    ProviderRegistration, RegistrationState, url_secret_index,
 )
+from . import sending
 from .installations import HANDLER_SECRET_PATTERN
 from .timeline import ChangeSource
 
@@ -39,9 +41,9 @@ def handler_secret_check(secret: str) -> None:
 def installation_by_handler_secret(*, secret: str) -> Installation:
     """The installation whose HANDLER URL carries ``secret``; HandlerForbidden otherwise."""
     handler_secret_check(secret)
-    installation = Installation.objects.filter(handler_secret=secret).first()
-    # The index lookup finds the row; the decision is a constant-time compare of the whole secret.
-    if installation is None or not hmac.compare_digest(installation.handler_secret.encode(), secret.encode()):
+    installation = Installation.objects.by_handler_secret(secret).first()
+    # The blind index finds the row; the decision is a constant-time compare of the whole keyed hash.
+    if installation is None or not hmac.compare_digest(installation.handler_secret_index, url_secret_index(secret)):
         raise HandlerForbidden(_("Unknown handler."))
     return installation
 
@@ -56,23 +58,25 @@ def installation_by_callback_secret(*, secret: str) -> Installation:
     installation's own messages.
     """
     handler_secret_check(secret)
-    candidates = list(Installation.objects.filter(Q(callback_secret=secret) | Q(handler_secret=secret))[:2])
-    # The index lookup finds the row; the decision is a constant-time compare of the whole secret,
+    found = Installation.objects.by_callback_secret(secret) | Installation.objects.by_handler_secret(secret)
+    candidates = list(found[:2])
+    index = url_secret_index(secret)  # both URL secrets are hashed for one purpose: one hash matches either
+    # The blind indexes find the row; the decision is a constant-time compare of the whole keyed hash,
     # the callback secret first (two rows only if one's callback secret were another's handler secret).
-    for field in ("callback_secret", "handler_secret"):
+    for field in ("callback_secret_index", "handler_secret_index"):
         for installation in candidates:
-            if hmac.compare_digest(getattr(installation, field).encode(), secret.encode()):
+            if hmac.compare_digest(getattr(installation, field), index):
                 return installation
     raise HandlerForbidden(_("Unknown handler."))
 
 
 def _check_call(installation: Installation, *, secret: str, form: HandlerForm) -> None:
-    """The whole secret (constant time), then the application token and portal when ``auth`` is present."""
-    if not hmac.compare_digest(installation.handler_secret.encode(), secret.encode()):
+    """The whole secret's keyed hash (constant time), then the application token (its keyed hash, constant
+    time) and portal when ``auth`` is present."""
+    if not hmac.compare_digest(installation.handler_secret_index, url_secret_index(secret)):
         raise HandlerForbidden(_("Unknown handler."))
     if form.auth is not None:
-        expected = installation.application_token.encode()
-        if not expected or not hmac.compare_digest(expected, form.auth.application_token.encode()):
+        if not installation.application_token_matches(form.auth.application_token):
             raise HandlerForbidden(_("Wrong application token."))
         if form.auth.member_id and form.auth.member_id != installation.member_id:
             raise HandlerForbidden(_("The call comes from another portal."))
@@ -90,7 +94,7 @@ def _in_model_order(model, names) -> tuple[str, ...]:
 LOOKUP_FIELDS = {
     ProviderRegistration: _in_model_order(ProviderRegistration, {"id", "state", "provider_id", "installation_id"}),
     Installation: _in_model_order(Installation, {
-        "id", "handler_secret", "application_token", "member_id", "state", "domain"}),
+        "id", "handler_secret_index", "application_token_hash", "member_id", "state", "domain"}),
     Provider: _in_model_order(Provider, {"id", "code", "sender_name"}),
 }
 
@@ -105,7 +109,7 @@ def _lookup_sql() -> str:
     return (f"SELECT {columns} FROM {registration} "
             f"JOIN {installation} ON {installation}.{quote('id')} = {registration}.{quote('installation_id')} "
             f"JOIN {provider} ON {provider}.{quote('id')} = {registration}.{quote('provider_id')} "
-            f"WHERE {installation}.{quote('handler_secret')} = %s AND {provider}.{quote('code')} = %s "
+            f"WHERE {installation}.{quote('handler_secret_index')} = %s AND {provider}.{quote('code')} = %s "
             f"AND {registration}.{quote('state')} <> %s")
 
 
@@ -113,7 +117,7 @@ def _registration_lookup(*, secret: str, code: str) -> ProviderRegistration | No
     """The registration of ``code`` on the installation with ``secret`` (at most one row: unique
     secret, unique code, one registration per provider and installation), or None."""
     with connection.cursor() as cursor:
-        cursor.execute(_lookup_sql(), [secret, code, RegistrationState.REMOVED])
+        cursor.execute(_lookup_sql(), [url_secret_index(secret), code, RegistrationState.REMOVED])
         row = cursor.fetchone()
     if row is None:
         return None
@@ -266,8 +270,11 @@ def _accept_in_one_statement(*, secret: str, form: HandlerForm) -> bool:
     auth = form.auth
     sql, json_fields = _one_statement_sql()
     params = {
-        "secret": secret, "code": form.code, "no_auth": auth is None,
-        "application_token": auth.application_token if auth else "", "member_id": auth.member_id if auth else "",
+        # The secrets are matched by their keyed hashes (HMAC-SHA256, a few µs each), never decrypted here.
+        "secret_index": url_secret_index(secret), "code": form.code, "no_auth": auth is None,
+        "application_token_hash": (keyed_hash(auth.application_token, purpose=APPLICATION_TOKEN_PURPOSE)
+                                   if auth else ""),
+        "member_id": auth.member_id if auth else "",
         "message_id": form.message_id, "module_id": form.module_id, "workflow_id": form.workflow_id,
         "author_user_id": auth.user_id if auth else "", "message_to": form.message_to,
         "text": form.message_body, "bitrix_sent_at": form.ts, "now": timezone.now(),
@@ -346,11 +353,11 @@ def _one_statement_sql() -> tuple[str, dict]:
         f"SELECT i.{quote('id')} AS installation_id, p.{quote('id')} AS provider_id, p.{quote('sender_name')} AS sender_name "
         f"FROM {registration} r JOIN {installation} i ON i.{quote('id')} = r.{quote('installation_id')} "
         f"JOIN {provider} p ON p.{quote('id')} = r.{quote('provider_id')} "
-        f"WHERE i.{quote('handler_secret')} = %(secret)s::text AND p.{quote('code')} = %(code)s::text "
+        f"WHERE i.{quote('handler_secret_index')} = %(secret_index)s::text AND p.{quote('code')} = %(code)s::text "
         f"AND r.{quote('state')} <> {_literal(RegistrationState.REMOVED.value)} "
         f"AND i.{quote('state')} = {_literal(InstallationState.ACTIVE.value)} "
-        f"AND (%(no_auth)s::boolean OR (i.{quote('application_token')} <> '' "
-        f"AND i.{quote('application_token')} = %(application_token)s::text)) "
+        f"AND (%(no_auth)s::boolean OR (i.{quote('application_token_hash')} <> '' "
+        f"AND i.{quote('application_token_hash')} = %(application_token_hash)s::text)) "
         f"AND (%(member_id)s::text = '' OR i.{quote('member_id')} = %(member_id)s::text)"
         f"), new_message AS ("
         f"INSERT INTO {quote(Message._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
@@ -365,6 +372,4 @@ def _one_statement_sql() -> tuple[str, dict]:
 
 
 def _schedule_send():
-    from .sending import sending_schedule
-
-    sending_schedule()
+    sending.sending_schedule()  # looked up at call time: tests replace it

@@ -25,7 +25,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Sum
 from django.utils.translation import gettext as _
 
-from b24sms import metrics
+from common import metrics
 
 from ..models import Message, MessageState, UsageDay
 from .usage import usage_day_of, usage_today

@@ -22,7 +22,6 @@ import re
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Count, F, Min, ProtectedError, Q
@@ -32,15 +31,18 @@ from django.utils.translation import gettext_lazy as _
 
 from bitrix24 import contract
 from bitrix24.client import Bitrix24Client, Bitrix24Error, Bitrix24TransientError, InstallationInactive
+from common import metrics
+from common.public_urls import public_url
+from common.taskqueue import enqueue_on_commit
 from idgtl.contract import SENDER_NAME_MAX_LENGTH, SENDER_NAME_MIN_LENGTH, SENDER_NAME_PATTERN_OTHERS, SenderNameStatus
-from b24sms import metrics
 from providers.models import (
     Installation, InstallationState, Provider, ProviderRegistration, RegistrationState, RepairReason)
+from providers.services.portal_access import portal_client
 from sendernames.models import SenderNameApplication
+from sendernames.selectors import application_unusable_reason
 
 logger = logging.getLogger(__name__)
 
-HANDLER_PATH = "/b24/handler/{secret}/"
 LANGUAGE_PATTERN = re.compile(r"^[a-z]{2}$")  # docs/contracts/bitrix24.md §2.6: 2-letter language ids
 
 LIVE_STATES = (RegistrationState.PENDING, RegistrationState.REGISTERED, RegistrationState.FAILED)
@@ -48,7 +50,7 @@ LIVE_STATES = (RegistrationState.PENDING, RegistrationState.REGISTERED, Registra
 
 def registration_handler_url(installation: Installation) -> str:
     """The HANDLER Bitrix24 posts SMS to: PUBLIC_BASE_URL + handler path with the installation's secret."""
-    return settings.PUBLIC_BASE_URL.rstrip("/") + HANDLER_PATH.format(secret=installation.handler_secret)
+    return public_url("b24-handler", secret=installation.handler_secret)
 
 
 def approved_sender_name_applications():
@@ -107,8 +109,6 @@ def provider_clean(*, code: str, name: str, name_translations=None, description:
     sender_name = (sender_name or "").strip()
     if sender_name_application is not None:
         if not approved_sender_name_applications().filter(pk=sender_name_application.pk).exists():
-            from sendernames.selectors import application_unusable_reason  # says when an approved one starts
-
             raise ValidationError({"sender_name_application": application_unusable_reason(sender_name_application) or _(
                 "This sender-name application is not approved, or its start date has not come yet.")})
         if sender_name and sender_name != sender_name_application.sender_name:
@@ -224,8 +224,6 @@ def provider_delete(*, provider: Provider) -> list[tuple[int, str]]:
     A provider that already carried messages cannot be deleted (their history needs it): remove
     it from the portals instead. Returns the (installation id, code) pairs being deleted remotely.
     """
-    from providers.tasks.registration import delete_sender
-
     remote = [(r.installation_id, provider.code) for r in provider.registrations.select_related("installation")
               .exclude(state=RegistrationState.REMOVED) if r.installation.is_active]
     try:
@@ -234,23 +232,22 @@ def provider_delete(*, provider: Provider) -> list[tuple[int, str]]:
         raise ValidationError({"non_field_errors": _(
             "This provider has messages and cannot be deleted; remove it from the portals instead.")}) from None
     for installation_id, code in remote:
-        transaction.on_commit(lambda i=installation_id, c=code: delete_sender.delay(i, c), robust=True)
+        enqueue_on_commit("providers.tasks.delete_sender", installation_id, code)
     return remote
 
 
 # --- Registration requests (enqueue) -------------------------------------------------------------
 
-def _enqueue(task, registration_id: int, **kwargs):
-    # robust: a broker outage is logged and leaves the registration pending (visible, can be asked again);
-    # the request that asked for it does not fail after its change was committed.
-    transaction.on_commit(lambda: task.delay(registration_id, **kwargs), robust=True)
+# Enqueued on commit and robust (common/taskqueue.py): a broker outage is logged and leaves the registration
+# pending (visible, can be asked again); the request that asked for it does not fail after its change was committed.
+REGISTER_TASK = "providers.tasks.register_provider"
+UPDATE_TASK = "providers.tasks.update_provider_registration"
+REMOVE_TASK = "providers.tasks.remove_provider_registration"
 
 
 @transaction.atomic
 def provider_register(*, provider: Provider, installations=None) -> list[ProviderRegistration]:
     """Register (or re-register) the provider on the given installations; all active ones if None."""
-    from providers.tasks.registration import register_provider
-
     if installations is None:
         installations = Installation.objects.filter(state=InstallationState.ACTIVE)
     registrations = []
@@ -260,7 +257,7 @@ def provider_register(*, provider: Provider, installations=None) -> list[Provide
         registration.state = RegistrationState.PENDING
         registration.last_error = ""
         registration.save(update_fields=["state", "last_error", "updated_at"])
-        _enqueue(register_provider, registration.pk)
+        enqueue_on_commit(REGISTER_TASK, registration.pk)
         registrations.append(registration)
     return registrations
 
@@ -268,22 +265,18 @@ def provider_register(*, provider: Provider, installations=None) -> list[Provide
 @transaction.atomic
 def provider_push_update(*, provider: Provider) -> list[ProviderRegistration]:
     """Push the provider's current NAME/DESCRIPTION/HANDLER to every portal it is registered on."""
-    from providers.tasks.registration import update_provider_registration
-
     registrations = list(provider.registrations.select_for_update().filter(
         state__in=(RegistrationState.REGISTERED, RegistrationState.FAILED), installation__state=InstallationState.ACTIVE))
     for registration in registrations:
         registration.state = RegistrationState.PENDING
         registration.save(update_fields=["state", "updated_at"])
-        _enqueue(update_provider_registration, registration.pk)
+        enqueue_on_commit(UPDATE_TASK, registration.pk)
     return registrations
 
 
 @transaction.atomic
 def provider_unregister(*, provider: Provider, installations=None) -> list[ProviderRegistration]:
     """Remove the provider from the given portals (all it is on if None): sender.delete in a task."""
-    from providers.tasks.registration import remove_provider_registration
-
     registrations = provider.registrations.select_for_update().exclude(state=RegistrationState.REMOVED)
     if installations is not None:
         registrations = registrations.filter(installation__in=list(installations))
@@ -295,7 +288,7 @@ def provider_unregister(*, provider: Provider, installations=None) -> list[Provi
             continue
         registration.state = RegistrationState.REMOVING
         registration.save(update_fields=["state", "updated_at"])
-        _enqueue(remove_provider_registration, registration.pk)
+        enqueue_on_commit(REMOVE_TASK, registration.pk)
     return registrations
 
 
@@ -305,15 +298,13 @@ def registrations_push_after_reinstall(*, installation: Installation, repair_rea
     Each ``sender.add`` that re-creates a provider is recorded as a repair with ``repair_reason``.
     Call inside a transaction.
     """
-    from providers.tasks.registration import register_provider
-
     for registration in installation.registrations.select_for_update().filter(state__in=LIVE_STATES):
         registration.state = RegistrationState.PENDING
         registration.save(update_fields=["state", "updated_at"])
         if repair_reason:
-            _enqueue(register_provider, registration.pk, repair_reason=repair_reason)
+            enqueue_on_commit(REGISTER_TASK, registration.pk, repair_reason=repair_reason)
         else:  # the task's message as before the argument existed (a worker not yet upgraded takes it)
-            _enqueue(register_provider, registration.pk)
+            enqueue_on_commit(REGISTER_TASK, registration.pk)
 
 
 def registrations_resume_stuck(*, older_than: timedelta) -> dict:
@@ -321,8 +312,6 @@ def registrations_resume_stuck(*, older_than: timedelta) -> dict:
     their task could not be queued (broker down), or the queue lost it (a Redis restart without
     persistence). Both remote steps are idempotent, so asking twice is harmless; ``older_than``
     should outlast a task's own retries. Returns how many of each were asked for."""
-    from providers.tasks.registration import register_provider, remove_provider_registration
-
     now = timezone.now()
     resumed = {"register": 0, "remove": 0}
     with transaction.atomic():
@@ -331,10 +320,10 @@ def registrations_resume_stuck(*, older_than: timedelta) -> dict:
         for registration in stuck:
             # sender.add falls back to sender.update and back: "add" brings any pending request about
             if registration.state == RegistrationState.PENDING:
-                _enqueue(register_provider, registration.pk)
+                enqueue_on_commit(REGISTER_TASK, registration.pk)
                 resumed["register"] += 1
             else:
-                _enqueue(remove_provider_registration, registration.pk)
+                enqueue_on_commit(REMOVE_TASK, registration.pk)
                 resumed["remove"] += 1
         ProviderRegistration.objects.filter(pk__in=[r.pk for r in stuck]).update(updated_at=now)
     if stuck:
@@ -435,7 +424,7 @@ def registration_sync(*, registration_id: int, first: str = "add", final_attempt
         return registration.state if registration else RegistrationState.REMOVED
     provider, installation = registration.provider, registration.installation
     fields = sender_fields(provider, installation)
-    client = Bitrix24Client(installation)
+    client = portal_client(installation)
     re_created = False
     try:
         if first == "update":
@@ -484,7 +473,7 @@ def registration_remove(*, registration_id: int, final_attempt: bool = True) -> 
 
 def _sender_delete(installation: Installation, code: str) -> None:
     try:
-        Bitrix24Client(installation).call(contract.METHOD_SENDER_DELETE, {"CODE": code})
+        portal_client(installation).call(contract.METHOD_SENDER_DELETE, {"CODE": code})
     except InstallationInactive:
         return  # an uninstalled application's providers are gone already
     except Bitrix24Error as exc:
@@ -517,7 +506,7 @@ class PortalCheck:
 def _sender_list(installation: Installation) -> tuple[list[str] | None, str]:
     """(the codes sender.list shows on the portal, sorted, ""), or (None, why they could not be read)."""
     try:
-        codes = Bitrix24Client(installation).call(contract.METHOD_SENDER_LIST) or []
+        codes = portal_client(installation).call(contract.METHOD_SENDER_LIST) or []
         if isinstance(codes, dict):  # PHP serialises some lists as maps
             codes = list(codes.values())
     except (Bitrix24Error, InstallationInactive) as exc:
@@ -593,8 +582,6 @@ def installation_repair_drift(*, installation: Installation) -> PortalCheck:
     codes on the portal we do not know. When something was missing the application events are bound
     again as well: an application update we did not hear of removes them too. One sender.list call.
     """
-    from providers.tasks.registration import bind_event_handlers, register_provider
-
     result = PortalCheck(installation_id=installation.pk, domain=installation.domain)
     codes, result.error = _sender_list(installation)
     if codes is None:
@@ -610,12 +597,12 @@ def installation_repair_drift(*, installation: Installation) -> PortalCheck:
                 result.missing_on_portal.append(registration.provider.code)
                 registration.state = RegistrationState.PENDING
                 registration.save(update_fields=["state", "updated_at"])
-                _enqueue(register_provider, registration.pk, repair_reason=RepairReason.DRIFT)
+                enqueue_on_commit(REGISTER_TASK, registration.pk, repair_reason=RepairReason.DRIFT)
         result.unknown_on_portal = sorted(on_portal - {r.provider.code for r in registrations})
         installation.registrations.filter(state__in=LIVE_STATES).update(checked_at=timezone.now())
         if result.missing_on_portal:
             Installation.objects.filter(pk=installation.pk).update(bound_events="", updated_at=timezone.now())
-            transaction.on_commit(lambda: bind_event_handlers.delay(installation.pk), robust=True)
+            enqueue_on_commit("providers.tasks.bind_event_handlers", installation.pk)
     if result.missing_on_portal:
         logger.warning("providers missing on the portal are registered again",
                        extra={"domain": installation.domain, "codes": result.missing_on_portal})
@@ -630,8 +617,6 @@ def installations_drift_due(*, interval: timedelta, period: timedelta) -> list[i
     the sender.list calls are spread over the interval instead of hitting every portal at once.
     Returns the installation ids queued.
     """
-    from providers.tasks.registration import repair_installation_drift
-
     now = timezone.now()
     live = Q(registrations__state__in=LIVE_STATES)
     candidates = Installation.objects.filter(state=InstallationState.ACTIVE).annotate(
@@ -647,5 +632,5 @@ def installations_drift_due(*, interval: timedelta, period: timedelta) -> list[i
         # Claimed: the next run does not queue them again while their task waits.
         ProviderRegistration.objects.filter(installation_id__in=due, state__in=LIVE_STATES).update(checked_at=now)
         for installation_id in due:
-            transaction.on_commit(lambda i=installation_id: repair_installation_drift.delay(i), robust=True)
+            enqueue_on_commit("providers.tasks.repair_installation_drift", installation_id)
     return due

@@ -22,6 +22,8 @@ from bitrix24.client import (
     Bitrix24AccessDenied, Bitrix24Client, Bitrix24Error, Bitrix24MethodError, Bitrix24OperationTimeLimit,
     InstallationInactive,
 )
+from common.taskqueue import enqueue, enqueue_later
+from providers.services.portal_access import portal_client
 
 from ..models import Installation, InstallationState, StatusReport, StatusReportState
 from ..status_mapping import BITRIX24_RANK
@@ -30,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 STATUS_UPDATE_METHOD = "messageservice.message.status.update"
 BATCH_MAX_COMMANDS = 50  # docs/contracts/bitrix24.md §5
+REPORT_TASK = "providers.tasks.report_installation_statuses"
 SCHEDULED_KEY = "providers:report-scheduled:{}"
 LOCK_KEY = "providers:report-lock:{}"
 PERMANENT_ERRORS = (Bitrix24MethodError, Bitrix24AccessDenied)
@@ -37,11 +40,9 @@ PERMANENT_ERRORS = (Bitrix24MethodError, Bitrix24AccessDenied)
 
 def reports_schedule(*, installation_ids) -> None:
     """Ask for a report run for these installations soon (many asks within a moment cost one task)."""
-    from ..tasks.messages import report_installation_statuses
-
     for installation_id in installation_ids:
         if cache.add(SCHEDULED_KEY.format(installation_id), 1, timeout=settings.MESSAGES_REPORT_SCHEDULE_WINDOW):
-            report_installation_statuses.apply_async(args=[installation_id], countdown=settings.MESSAGES_REPORT_DEBOUNCE)
+            enqueue(REPORT_TASK, installation_id, countdown=settings.MESSAGES_REPORT_DEBOUNCE)
 
 
 def _ready(now):
@@ -191,8 +192,6 @@ def reports_send_pending(*, installation_id: int, time_budget: float | None = No
 
 def _schedule_follow_up(installation_id: int) -> None:
     """Reports that arrived while the lock was held run now; postponed ones when they are due."""
-    from ..tasks.messages import enqueue_later, report_installation_statuses
-
     now = timezone.now()
     pending = StatusReport.objects.filter(message__installation_id=installation_id, state=StatusReportState.PENDING)
     if pending.filter(_ready(now)).exists():
@@ -200,8 +199,7 @@ def _schedule_follow_up(installation_id: int) -> None:
         return
     earliest = pending.order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first()
     if earliest is not None:
-        enqueue_later(report_installation_statuses, args=[installation_id],
-                      countdown=max(0.0, (earliest - now).total_seconds()) + 0.1)
+        enqueue_later(REPORT_TASK, installation_id, countdown=max(0.0, (earliest - now).total_seconds()) + 0.1)
 
 
 def _lease_renew(lock_key: str, token: str) -> None:
@@ -217,7 +215,7 @@ def _send_pending_locked(installation_id: int, time_budget: float | None, renew=
         reports_close_for_removed(installation=installation)
         return 0
     deadline = time.monotonic() + (time_budget if time_budget is not None else settings.MESSAGES_REPORT_TIME_BUDGET)
-    with Bitrix24Client(installation) as client:
+    with portal_client(installation) as client:
         return _send_batches(installation, client, deadline, renew)
 
 

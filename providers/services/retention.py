@@ -12,10 +12,11 @@ How: beat runs :func:`messages_anonymise_old` every 5 minutes. Each batch takes 
 partial index ``providers_msg_retention_idx`` (final, not anonymised yet, by final status time, or receipt
 time for a row without one) in its own short transaction: ``SELECT … FOR UPDATE SKIP LOCKED`` on PostgreSQL
 (a second run at the same time takes the next rows, never waits for these), a few UPDATEs, commit. Runs go
-on until nothing is due or ``MESSAGES_RETENTION_TIME_BUDGET`` is spent. A run that stops anywhere (worker
-killed, time limit, database restart) loses at most the batch it was in: the marker is ``anonymised_at``
-itself, so the next run starts where this one stopped. Only row locks, on rows nothing else writes any
-more: the HANDLER's inserts (new rows, outside the partial index) and the pipeline never wait for it.
+on until nothing is due or ``MESSAGES_RETENTION_TIME_BUDGET`` is spent, pausing between batches
+(``MESSAGES_RETENTION_PAUSE_FACTOR``) so that the HANDLER keeps its throughput meanwhile. A run that stops
+anywhere (worker killed, time limit, database restart) loses at most the batch it was in: the marker is
+``anonymised_at`` itself, so the next run starts where this one stopped. Only row locks, on rows nothing else
+writes any more: the HANDLER's inserts (new rows, outside the partial index) and the pipeline never wait for it.
 """
 import logging
 import re
@@ -26,8 +27,8 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from b24sms import metrics
-from b24sms.bulk import bulk_update_rows
+from common import metrics
+from common.bulk import bulk_update_rows
 
 from ..models import MESSAGE_RETAINED_SINCE, MESSAGE_RETENTION_PENDING, Message, MessageStatusChange, StatusReport
 
@@ -111,25 +112,35 @@ def messages_anonymise_batch(*, cutoff, batch_size: int) -> int:
 
 
 def messages_anonymise_old(*, now=None, days: int | None = None, batch_size: int | None = None,
-                           time_budget: float | None = None) -> int:
+                           time_budget: float | None = None, pause_factor: float | None = None) -> int:
     """Beat: anonymise every due message, batch after batch, within the time budget; how many were.
 
-    ``MESSAGES_RETENTION_DAYS`` = 0 (or less) keeps everything: nothing is read or written.
+    ``MESSAGES_RETENTION_DAYS`` = 0 (or less) keeps everything: nothing is read or written. Between two
+    batches the run pauses ``MESSAGES_RETENTION_PAUSE_FACTOR`` times as long as the last batch took: a
+    backlog (retention turned on over months of messages) is worked off beside the HANDLER's load, not
+    in its way, and the pause grows by itself when the database is busy and batches take longer.
     """
     days = settings.MESSAGES_RETENTION_DAYS if days is None else days
     if days <= 0:
         return 0
     batch_size = max(1, settings.MESSAGES_RETENTION_BATCH_SIZE if batch_size is None else batch_size)
     budget = settings.MESSAGES_RETENTION_TIME_BUDGET if time_budget is None else time_budget
+    pause_factor = max(0.0, settings.MESSAGES_RETENTION_PAUSE_FACTOR if pause_factor is None else pause_factor)
     cutoff = retention_cutoff(now=now or timezone.now(), days=days)
     deadline = time.monotonic() + budget
     total = 0
     while True:
+        started = time.monotonic()
         n = messages_anonymise_batch(cutoff=cutoff, batch_size=batch_size)
         total += n
         # A short batch: nothing more is due (or a concurrent run holds the rest).
         if n < batch_size or time.monotonic() >= deadline:
             break
+        pause = (time.monotonic() - started) * pause_factor
+        if time.monotonic() + pause >= deadline:
+            break
+        if pause:
+            time.sleep(pause)
     if total:
         logger.info("retention: %d messages anonymised (final before %s)", total, cutoff.isoformat(),
                     extra={"anonymised": total})

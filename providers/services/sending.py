@@ -20,7 +20,7 @@ from collections import defaultdict
 from datetime import timedelta
 
 import phonenumbers
-
+import redis
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection, transaction
@@ -28,7 +28,9 @@ from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from b24sms import metrics
+from common import metrics
+from common.public_urls import public_url
+from common.taskqueue import enqueue, enqueue_later
 from idgtl.client import (
     IdgtlClient, IdgtlConfigurationError, IdgtlError, IdgtlOutcomeUnknown, IdgtlTransientError, IdgtlValidationError,
 )
@@ -36,13 +38,14 @@ from idgtl.contract import CALLBACK_EVENTS, GET_MESSAGES_MAX_WINDOW, MESSAGE_CRE
 from idgtl.services import account_get_default
 
 from ..models import Installation, Message, MessageState
-from .delivery import callback_events_apply_pending
+from .delivery import callback_events_apply_pending, message_apply_idgtl_status
 from .quotas import quotas_apply
 from .timeline import ChangeSource, messages_change_state
 from .usage import usage_deferred
 
 logger = logging.getLogger(__name__)
 
+SEND_TASK = "providers.tasks.send_waiting_messages"
 SEND_SCHEDULED_KEY = "providers:send-scheduled"
 LOOKUP_PAGE_SIZE = 100
 LOOKUP_MARGIN = timedelta(minutes=5)  # clock skew and the time a send call may take, around the claim time
@@ -57,8 +60,6 @@ def _redis_client():
     operation, which costs more CPU than the HANDLER's own work."""
     client = getattr(_redis, "client", None)
     if client is None:
-        import redis
-
         client = _redis.client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
     return client
 
@@ -123,8 +124,6 @@ _known_run_at = 0.0
 def sending_schedule() -> None:
     """Ask for a send run soon; many calls within a moment cost one task (a burst becomes batches)."""
     global _known_run_at
-    from ..tasks.messages import send_waiting_messages
-
     now = time.time()
     if now < _known_run_at - KNOWN_RUN_MARGIN:
         return
@@ -134,7 +133,7 @@ def sending_schedule() -> None:
         _known_run_at = scheduled  # by another process
         return
     try:
-        send_waiting_messages.apply_async(countdown=settings.MESSAGES_SEND_DEBOUNCE)
+        enqueue(SEND_TASK, countdown=settings.MESSAGES_SEND_DEBOUNCE)
     except Exception:
         _schedule_flag_clear()  # no run is coming: let the next message (or the beat sweep) try again
         raise
@@ -142,9 +141,7 @@ def sending_schedule() -> None:
 
 
 def sending_schedule_later(delay: float) -> None:
-    from ..tasks.messages import enqueue_later, send_waiting_messages
-
-    enqueue_later(send_waiting_messages, countdown=max(0.0, delay))
+    enqueue_later(SEND_TASK, countdown=max(0.0, delay))
 
 
 def sending_run() -> dict:
@@ -158,7 +155,7 @@ def sending_run() -> dict:
 # --- helpers -----------------------------------------------------------------------------------------
 def callback_url(installation) -> str:
     """The callbackUrl given to i-dgtl: its own secret, never the HANDLER's (which can send SMS)."""
-    return f"{settings.PUBLIC_BASE_URL.rstrip('/')}/idgtl/callback/{installation.callback_secret}/"
+    return public_url("idgtl-callback", secret=installation.callback_secret)
 
 
 def _account_for(installation, default_cache: dict):
@@ -304,14 +301,17 @@ def messages_send_waiting(*, batch_size: int | None = None, time_budget: float |
     return sent
 
 
-def _payload(message: Message, sender_name: str) -> dict:
+def _payload(message: Message, sender_name: str, callback_urls: dict) -> dict:
+    callback = callback_urls.get(message.installation_id)
+    if callback is None:  # once per portal and batch (a reverse() costs tens of microseconds)
+        callback = callback_urls[message.installation_id] = callback_url(message.installation)
     return {
         "channelType": "SMS",
         "senderName": sender_name,
         "destination": message.destination,
         "content": message.text,
         "externalMessageId": str(message.pk),
-        "callbackUrl": callback_url(message.installation),
+        "callbackUrl": callback,
         "callbackEvents": list(CALLBACK_EVENTS),
     }
 
@@ -322,8 +322,9 @@ def messages_send_batch(*, account, sender_name: str, messages: list[Message]) -
         _fail(messages, _("No i-dgtl messages key (TOKEN_1) is configured for this portal's account."))
         return 0
     client = IdgtlClient.for_messages(account)
+    callback_urls: dict = {}
     try:
-        response = client.send_messages([_payload(m, sender_name) for m in messages],
+        response = client.send_messages([_payload(m, sender_name, callback_urls) for m in messages],
                                         before_attempt=lambda: messages_lease_renew(messages=messages))
     except SendLeaseLost as exc:  # nothing sent by this worker; the sweep's lookup decides
         logger.warning("send of %d messages abandoned: %s", len(messages), exc)
@@ -520,8 +521,6 @@ def _resolve_for_account(account, messages: list[Message], now) -> int:
         return 0
     finally:
         client.close()
-
-    from .delivery import message_apply_idgtl_status
 
     has_it, lacks_it, unproven = [], [], []
     with transaction.atomic(), usage_deferred():  # one rollup statement, in key order (services/usage.py)

@@ -255,6 +255,7 @@ def _sheet_title(name: str, taken: set) -> str:
 
 def statements_xlsx(statements: list[Statement], *, month: date) -> bytes:
     """One sheet with every line (and a total per portal); with several portals, also a summary sheet first."""
+    # Here, not at the top: openpyxl takes 0.1 s to import and only an XLSX download needs it.
     from openpyxl import Workbook
     from openpyxl.styles import Font
     from openpyxl.utils import get_column_letter

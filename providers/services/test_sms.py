@@ -1,7 +1,8 @@
 """Send a test SMS: post a message to our own HANDLER exactly as Bitrix24 would.
 
-The form is the one Bitrix24 POSTs (PHP-style keys, ``auth[...]`` with the installation's
-application_token), sent over HTTP to the installation's HANDLER URL (PUBLIC_BASE_URL + the
+The form is the one Bitrix24 POSTs for a message without an author (PHP-style keys, no ``auth[...]``:
+b24sms keeps only a keyed hash of the installation's application_token, so it cannot sign as the portal;
+the HANDLER URL's secret authenticates the call), sent over HTTP to the installation's HANDLER URL (PUBLIC_BASE_URL + the
 handler path), so the message travels the whole pipeline: handler, intake, sending through the
 installation's i-dgtl account, delivery, and the status reports to Bitrix24. In production that is
 the real gateway: a real SMS is sent. Bitrix24 does not know the message id of a test SMS, so it
@@ -18,13 +19,16 @@ from urllib.parse import urlencode
 
 import requests
 from django.conf import settings
-from django.core.exceptions import ValidationError
-from django.urls import reverse
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.utils.translation import gettext as _
 
-from b24sms.logging import log_context
+from common import sandbox
+from common.logging import log_context
+from common.public_urls import public_url
 
+from ..handler_form import HandlerFormError, handler_form_parse, line_control_character
 from ..models import Installation, Message, Provider, ProviderRegistration, RegistrationState
+from .sending import destination_normalise
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +57,12 @@ class SmsTestError(Exception):
 
 def handler_url(installation: Installation) -> str:
     """The HANDLER URL registered on Bitrix24 for this installation."""
-    return settings.PUBLIC_BASE_URL.rstrip("/") + reverse("b24-handler", kwargs={"secret": installation.handler_secret})
+    return public_url("b24-handler", secret=installation.handler_secret)
 
 
 def bitrix24_form(*, installation: Installation, provider: Provider, message_id: str, phone: str, text: str) -> list[tuple[str, str]]:
-    """The form body Bitrix24 POSTs to a HANDLER for an SMS sent from a CRM card (docs/contracts/bitrix24.md §3)."""
+    """The form body Bitrix24 POSTs to a HANDLER for an SMS sent from a CRM card (docs/contracts/bitrix24.md §3),
+    without ``auth[...]`` (as for a message without an author): the application_token is not kept in clear."""
     return [
         ("module_id", "crm"),
         ("properties[phone_number]", phone),
@@ -68,12 +73,6 @@ def bitrix24_form(*, installation: Installation, provider: Provider, message_id:
         ("message_to", phone),
         ("message_body", text),
         ("ts", str(int(time.time()))),
-        ("auth[domain]", installation.domain),
-        ("auth[client_endpoint]", installation.client_endpoint),
-        ("auth[server_endpoint]", installation.server_endpoint),
-        ("auth[member_id]", installation.member_id),
-        ("auth[user_id]", installation.installed_by_user_id or "1"),
-        ("auth[application_token]", installation.application_token),
     ]
 
 
@@ -108,15 +107,34 @@ def _validate(phone: str, text: str) -> tuple[str, str]:
     return phone, text
 
 
-def _is_sandbox_portal(installation: Installation) -> bool:
-    from b24sms import sandbox
+# Which field of the test SMS a HANDLER field comes from.
+_FORM_TO_INPUT = {"message_to": "phone", "message_body": "text", "properties": "text"}
 
+
+def _handler_check(*, installation: Installation, provider: Provider, message_id: str, phone: str, text: str) -> str:
+    """The form the HANDLER will get, checked as the HANDLER checks it (handler_form_parse: a control
+    character, too long, too many SMS parts), and the number as the sender will read it (phonenumbers, in the
+    portal's default region): ValidationError naming ``phone`` or ``text`` rather than a refusal by the HANDLER
+    (a 502) or a message that fails later. The form-encoded body to post."""
+    if line_control_character(phone):  # (the form has it twice: message_to and properties[phone_number])
+        raise ValidationError({"phone": _("The phone number contains a control character.")})
+    body = urlencode(bitrix24_form(installation=installation, provider=provider, message_id=message_id,
+                                   phone=phone, text=text))
+    try:
+        handler_form_parse(body)
+    except HandlerFormError as exc:
+        raise ValidationError({_FORM_TO_INPUT.get(exc.field, NON_FIELD_ERRORS): str(exc.message)}) from None
+    if not destination_normalise(message_to=phone, region=installation.default_region):
+        raise ValidationError({"phone": _("%(phone)s is not a valid phone number (region %(region)s).") % {
+            "phone": phone, "region": installation.default_region or "RU"}})
+    return body
+
+
+def _is_sandbox_portal(installation: Installation) -> bool:
     return bool(settings.SANDBOX) and installation.member_id == sandbox.SANDBOX_MEMBER_ID
 
 
 def _via_fake_bitrix24(installation, provider, phone, text):
-    from b24sms import sandbox
-
     url = f"{sandbox.bitrix24_url()}/__fake__/portals/{installation.member_id}/send_sms"
     response = requests.post(url, json={"code": provider.code, "message_to": phone, "text": text}, timeout=HANDLER_TIMEOUT)
     response.raise_for_status()
@@ -135,6 +153,7 @@ def provider_send_test_sms(*, provider: Provider, phone: str, text: str, install
     if not installation.is_active:
         raise ValidationError({"installation": _("The application is not installed on this portal.")})
     message_id = TEST_MESSAGE_PREFIX + uuid.uuid4().hex
+    body = _handler_check(installation=installation, provider=provider, message_id=message_id, phone=phone, text=text)
     via, answer = "handler", {}
     with log_context(installation=installation.domain, provider=provider.code):
         try:
@@ -145,8 +164,6 @@ def provider_send_test_sms(*, provider: Provider, phone: str, text: str, install
                 except (requests.RequestException, KeyError, ValueError) as exc:
                     logger.warning("the sandbox portal could not send the test SMS (%s); posting to the handler", exc)
             if via == "handler":
-                body = urlencode(bitrix24_form(installation=installation, provider=provider, message_id=message_id,
-                                               phone=phone, text=text))
                 response = requests.post(handler_url(installation), data=body.encode(), timeout=HANDLER_TIMEOUT,
                                          headers={"Content-Type": "application/x-www-form-urlencoded"}, allow_redirects=False)
                 status = response.status_code

@@ -10,7 +10,7 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from b24sms.broker import broker_messages_lost_at
+from common.taskqueue import broker_messages_lost_at
 from bitrix24.client import Bitrix24TransientError
 from providers.models import Installation
 from providers.services import installations as installation_services

@@ -15,9 +15,12 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from b24sms.netaddr import client_ip
+from common.netaddr import client_ip
 
-from ..handler_form import HandlerFormError, HandlerTextTooLong, handler_form_parse
+from ..handler_form import (
+    HandlerBodyTooLarge, HandlerFormError, HandlerMediaTypeUnsupported, HandlerTextTooLong, handler_body_max_bytes,
+    handler_content_type_check, handler_form_parse,
+)
 from ..services.delivery import CallbackError, callback_events_apply, callback_events_parse
 from ..services.intake import (
     HandlerForbidden, ProviderNotRegistered, handler_call_accept, handler_secret_check, installation_by_callback_secret,
@@ -33,11 +36,20 @@ def _error(status: int, message, field: str = "") -> JsonResponse:
     return JsonResponse(body, status=status)
 
 
-def _body(request) -> bytes:
+def _body(request, max_bytes: int | None = None) -> bytes:
+    """The body; HandlerBodyTooLarge, before reading it, when its Content-Length is over ``max_bytes`` (or
+    over DATA_UPLOAD_MAX_MEMORY_SIZE). Without a Content-Length, Django reads no body at all."""
+    if max_bytes is not None:
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:  # not a number: Django reads no body either
+            length = 0
+        if length > max_bytes:
+            raise HandlerBodyTooLarge(_("The body is larger than %(max)d bytes.") % {"max": max_bytes})
     try:
         return request.body
     except RequestDataTooBig:
-        raise HandlerFormError(_("The body is too large."))
+        raise HandlerBodyTooLarge(_("The body is too large."))
 
 
 @csrf_exempt
@@ -49,7 +61,14 @@ def bitrix24_handler(request, secret: str):
     except HandlerForbidden as exc:
         return _error(403, exc)
     try:
-        form = handler_form_parse(_body(request))
+        body = _body(request, handler_body_max_bytes())
+        if body:  # (an empty body is a 400, whatever its type)
+            handler_content_type_check(request.content_type, request.content_params)
+        form = handler_form_parse(body)
+    except HandlerMediaTypeUnsupported as exc:
+        return _error(415, exc.message)
+    except HandlerBodyTooLarge as exc:
+        return _error(413, exc.message)
     except HandlerTextTooLong as exc:
         # Bitrix24 ignores the answer (the author sees "sent"): the log is where an operator finds it.
         logger.warning("Bitrix24 handler call refused, text too long: %s", exc)

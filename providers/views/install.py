@@ -18,6 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import is_ratelimited
 
 from bitrix24.client import call_deadline
+from common.taskqueue import enqueue
 from providers.models import BitrixApplication, Installation
 from providers.php_form import php_form_decode
 from providers.services import installations as services
@@ -105,10 +106,8 @@ def install(request, application_id: int | None = None):
         return _error(503, _("b24sms cannot confirm installs yet: %(reason)s") % {"reason": exc})
 
     if bound == "retry":
-        from providers.tasks.registration import bind_event_handlers
-
         try:
-            bind_event_handlers.apply_async((installation.pk,), countdown=10)
+            enqueue(services.BIND_EVENTS_TASK, installation.pk, countdown=10)
         except Exception:  # the installation is stored: a broker outage must not turn it into a 500
             # (beat binds the events it lacks later: B24_EVENTS_BIND_RETRY_AFTER)
             logger.exception("could not queue the event re-bind", extra={"domain": installation.domain})

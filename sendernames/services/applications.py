@@ -8,6 +8,7 @@ from django.core.files import File
 from django.db import transaction
 from django.utils.translation import gettext as _
 
+from common.taskqueue import enqueue_on_commit
 from idgtl.models import IdgtlAccount
 from idgtl.services import account_get_default
 
@@ -20,6 +21,7 @@ from ..validation import (
     validate_documents_required,
     validate_not_duplicate,
 )
+from .submission import SUBMIT_TASK
 
 logger = logging.getLogger(__name__)
 
@@ -173,12 +175,10 @@ def application_submit(*, application_id: int) -> SubmitRequest:
 
 def queue_submission(application: SenderNameApplication) -> None:
     """QUEUED, and the submit task enqueued once the caller's transaction commits (call it inside one)."""
-    from ..tasks import submit_application
-
     application.submission_state = SubmissionState.QUEUED
     application.save(update_fields=["submission_state", "date_from", "updated_at"])
     # robust: if the broker is down the request still succeeds; the stalled-submission sweep enqueues it later
-    transaction.on_commit(lambda: submit_application.delay(application.pk), robust=True)
+    enqueue_on_commit(SUBMIT_TASK, application.pk)
 
 
 def account_key_error(account: IdgtlAccount) -> ValidationError | None:

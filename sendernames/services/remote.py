@@ -8,8 +8,9 @@ import re
 from decimal import Decimal, InvalidOperation
 
 from django.utils.dateparse import parse_datetime
+from django.utils.translation import gettext as _
 
-from idgtl.client import IdgtlError, IdgtlNotFound, IdgtlTransientError
+from idgtl.client import IdgtlClient, IdgtlError, IdgtlNotFound, IdgtlTransientError
 from idgtl.contract import READ_ROUTE_ABSENT_HTTP_STATUSES
 
 from ..models import SenderNameApplication
@@ -24,9 +25,14 @@ STATUS_MAX_LENGTH = SenderNameApplication._meta.get_field("status").max_length
 
 def client_for(account):
     """The i-dgtl client for an account's sender-names key (TOKEN_2)."""
-    from idgtl.client import IdgtlClient
-
     return IdgtlClient.for_sender_names(account)
+
+
+def configuration_message(error: IdgtlError) -> str:
+    """What an operator reads when i-dgtl refuses the sender-names key (401/403)."""
+    return _("i-dgtl refused the account's sender-names key (%(code)s %(msg)s): this is a configuration problem, "
+             "not a mistake in the application. Check the TOKEN_2 key of the i-dgtl account.") % {
+        "code": error.code or error.http_status or "", "msg": error.message}
 
 
 def application_remote_body(application: SenderNameApplication) -> dict:

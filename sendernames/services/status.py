@@ -31,6 +31,7 @@ from ..models import (
     SubmissionState,
     status_label,
 )
+from ..validation import MOSCOW
 from . import readability, remote
 from .remote import ReadRouteAbsent
 
@@ -60,8 +61,6 @@ def next_check_at(application: SenderNameApplication, now: dt.datetime) -> dt.da
 
 
 def moscow_date(moment: dt.datetime) -> dt.date:
-    from ..validation import MOSCOW
-
     return timezone.localtime(moment, MOSCOW).date()
 
 
@@ -108,9 +107,7 @@ def _apply_record(application: SenderNameApplication, record: dict, *, cause: st
 
 def _apply_error(application: SenderNameApplication, error: IdgtlError, *, now: dt.datetime) -> str:
     if isinstance(error, IdgtlConfigurationError):
-        from .submission import configuration_message
-
-        kind, message = ErrorKind.CONFIGURATION, configuration_message(error)
+        kind, message = ErrorKind.CONFIGURATION, remote.configuration_message(error)
     elif isinstance(error, IdgtlNotFound):
         kind, message = ErrorKind.NOT_FOUND, _("i-dgtl does not know id %(id)s.") % {"id": application.remote_id}
     else:

@@ -26,12 +26,15 @@ from idgtl.client import (
     IdgtlValidationError,
 )
 
+from common.taskqueue import enqueue_on_commit
+
 from ..models import ErrorKind, SenderNameApplication, SenderNameStatusChange, StatusChangeCause, SubmissionState
 from . import remote
 from .status import moscow_date, next_check_at
 
 logger = logging.getLogger(__name__)
 
+SUBMIT_TASK = "sendernames.tasks.submit_application"
 # Sends of the same application within one attempt: the second only after a lookup found nothing.
 MAX_SENDS_PER_ATTEMPT = 2
 
@@ -118,12 +121,6 @@ def _record_error(application_id: int, *, kind: str, error: IdgtlError | None, m
     return application
 
 
-def configuration_message(error: IdgtlError) -> str:
-    return _("i-dgtl refused the account's sender-names key (%(code)s %(msg)s): this is a configuration problem, "
-             "not a mistake in the application. Check the TOKEN_2 key of the i-dgtl account.") % {
-        "code": error.code or error.http_status or "", "msg": error.message}
-
-
 def _adopt_duplicate(client, application, error: IdgtlValidationError) -> dict | None:
     """After an unanswered send, i-dgtl's 'Duplicates with existing name (id = N)' may be our own record."""
     remote_id = remote.duplicate_remote_id(error.message)
@@ -179,7 +176,7 @@ def application_submit_perform(*, application_id: int, final_attempt: bool = Fal
             application_id, kind=ErrorKind.CONFIGURATION, error=None, message=message, state=SubmissionState.FAILED))
     except IdgtlConfigurationError as exc:
         return SubmitResult(SubmitOutcome.FAILED, _record_error(
-            application_id, kind=ErrorKind.CONFIGURATION, error=exc, message=configuration_message(exc),
+            application_id, kind=ErrorKind.CONFIGURATION, error=exc, message=remote.configuration_message(exc),
             state=SubmissionState.FAILED))
     except IdgtlValidationError as exc:
         return SubmitResult(SubmitOutcome.FAILED, _record_error(
@@ -202,12 +199,10 @@ def applications_resume_stalled(*, now: dt.datetime | None = None, broker_lost_a
     """Enqueue again submissions whose task was lost (queued, or claimed by a worker that died).
 
     After the claim lease, as a task waiting for its retry is still queued in the broker. When the
-    broker lost its messages (``broker_lost_at``, b24sms/broker.py), the queued ones from before then
+    broker lost its messages (``broker_lost_at``, common/taskqueue.py), the queued ones from before then
     wait for nothing: they are enqueued at once. A claimed one keeps its lease (its worker may still be
     calling i-dgtl; a second task would find it claimed and stop).
     """
-    from ..tasks import submit_application
-
     now = now or timezone.now()
     stale = Q(submission_state__in=[SubmissionState.QUEUED, SubmissionState.SUBMITTING], updated_at__lt=now - claim_lease())
     if broker_lost_at is not None:
@@ -215,5 +210,5 @@ def applications_resume_stalled(*, now: dt.datetime | None = None, broker_lost_a
     stalled = list(SenderNameApplication.objects.filter(stale).order_by("pk").values_list("pk", flat=True)[:1000])
     for application_id in stalled:
         logger.warning("Re-enqueuing a stalled submission", extra={"application_id": application_id})
-        transaction.on_commit(lambda application_id=application_id: submit_application.delay(application_id), robust=True)
+        enqueue_on_commit(SUBMIT_TASK, application_id)
     return stalled

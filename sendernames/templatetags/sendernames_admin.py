@@ -2,14 +2,13 @@
 from django import template
 
 from .. import selectors
+from ..status_badge import status_badge
 
 register = template.Library()
 
 
 @register.simple_tag
 def application_status_badge(application):
-    from ..admin import status_badge
-
     return status_badge(application)
 
 

@@ -266,3 +266,20 @@ def test_checking_keys_and_reading_the_balance_are_recorded(admin_client, staff_
     check, balance = entries(account, Action.CHECK_KEYS).get(), entries(account, Action.READ_BALANCE).get()
     assert check.actor == staff_user and "is not set" in check.changes_text
     assert balance.actor == staff_user and "Client A" in balance.changes_text
+
+
+def test_a_quota_change_through_the_api_is_recorded(api_client, staff_user, make_installation):
+    installation = make_installation()
+    response = api_client.patch(f"/api/portals/{installation.pk}/", {"quota_monthly_parts": 5000,
+                                                                     "quota_warning_percent": 90}, format="json")
+    assert response.status_code == 200, response.content
+    entry = entries(installation, Action.UPDATE).get()
+    assert entry.actor == staff_user
+    assert entry.changes == {"quota_monthly_parts": ["None", "5000"], "quota_warning_percent": ["80", "90"]}
+
+    refused = api_client.patch(f"/api/portals/{installation.pk}/", {"quota_recipient_per_hour": -1}, format="json")
+    assert refused.status_code == 400 and entries(installation, Action.UPDATE).count() == 1  # nothing changed
+
+    api_client.patch(f"/api/portals/{installation.pk}/", {"quota_monthly_parts": None}, format="json")
+    assert entries(installation, Action.UPDATE).order_by("pk").last().changes == {
+        "quota_monthly_parts": ["5000", "None"]}

@@ -1,15 +1,17 @@
-"""Bitrix24Client against the fake portal over real HTTP: tokens, renames, limits, batch."""
+"""Bitrix24Client (with an Installation's token store) against the fake portal over real HTTP: tokens, renames,
+limits, batch."""
 import logging
 import time
 
 import pytest
 
 from bitrix24.client import (
-    Bitrix24AccessDenied, Bitrix24AuthError, Bitrix24Client, Bitrix24MethodError, Bitrix24NeedsReinstall,
+    Bitrix24AccessDenied, Bitrix24AuthError, Bitrix24MethodError, Bitrix24NeedsReinstall,
     Bitrix24OperationTimeLimit, Bitrix24RedirectRefused, Bitrix24TransientError, InstallationInactive,
-    oauth_token_refresh, refresh_installation_tokens,
+    oauth_token_refresh,
 )
 from providers.models import Installation, InstallationState
+from providers.services.portal_access import installation_tokens_refresh, portal_client
 from tests.concurrency import run_together
 
 
@@ -26,7 +28,7 @@ def portal(bitrix24):
 
 @pytest.mark.django_db
 def test_register_a_provider_and_report_statuses(bitrix24, portal, installation_factory):
-    client = Bitrix24Client(installation_factory(portal))
+    client = portal_client(installation_factory(portal))
     handler = "https://sms.example.com/b24/handler/s3cret/"
     assert client.sender_add("acme", handler, {"en": "Acme SMS", "ru": "Акме"}, "Gateway") is True
     with pytest.raises(Bitrix24MethodError) as info:
@@ -47,7 +49,7 @@ def test_expired_token_is_refreshed_once_then_the_call_retried(bitrix24, portal,
     inst = installation_factory(portal)
     old_refresh = inst.refresh_token
     bitrix24.expire_access_tokens(portal)
-    assert Bitrix24Client(inst).sender_list() == []
+    assert portal_client(inst).sender_list() == []
     assert bitrix24.refresh_count == 1
     stored = Installation.objects.get(pk=inst.pk)
     assert stored.access_token == portal.admin_access_token and stored.refresh_token == portal.admin_refresh_token
@@ -61,7 +63,7 @@ def test_two_threads_with_an_expired_token_refresh_only_once(bitrix24, portal, i
     inst = installation_factory(portal)
     bitrix24.expire_access_tokens(portal)
     bitrix24.oauth_delay = 0.3
-    clients = [Bitrix24Client(Installation.objects.get(pk=inst.pk)) for _ in range(2)]  # both hold the expired token
+    clients = [portal_client(Installation.objects.get(pk=inst.pk)) for _ in range(2)]  # both hold the expired token
     results = run_together(lambda: clients.pop().app_info()["CODE"])
     assert results == ["local.abc123.456"] * 2
     assert bitrix24.refresh_count == 1
@@ -74,26 +76,26 @@ def test_reused_refresh_token_means_reinstall(bitrix24, portal, installation_fac
     bitrix24.revoke_refresh_tokens(portal)
     bitrix24.expire_access_tokens(portal)
     with pytest.raises(Bitrix24NeedsReinstall) as info:
-        Bitrix24Client(inst).app_info()
+        portal_client(inst).app_info()
     assert info.value.error == "invalid_grant"
     stored = Installation.objects.get(pk=inst.pk)
     assert stored.state == InstallationState.NEEDS_REINSTALL and stored.last_error
     calls = len(portal.calls)
     with pytest.raises(InstallationInactive):
-        Bitrix24Client(stored).app_info()
+        portal_client(stored).app_info()
     assert len(portal.calls) == calls
 
 
 @pytest.mark.django_db
 def test_unknown_token_refreshes_and_a_wrong_secret_is_an_auth_error(bitrix24, portal, installation_factory):
     inst = installation_factory(portal, access_token="not-a-token")
-    assert Bitrix24Client(inst).app_info()["INSTALLED"] is True  # invalid_token -> refresh -> retry
+    assert portal_client(inst).app_info()["INSTALLED"] is True  # invalid_token -> refresh -> retry
     inst.application.client_secret = "wrong"
     inst.application.save()
     inst = Installation.objects.select_related("application").get(pk=inst.pk)
     bitrix24.expire_access_tokens(portal)
     with pytest.raises(Bitrix24AuthError) as info:
-        Bitrix24Client(inst).app_info()
+        portal_client(inst).app_info()
     assert info.value.error == "invalid_client"
     assert Installation.objects.get(pk=inst.pk).state == InstallationState.ACTIVE
 
@@ -102,9 +104,9 @@ def test_unknown_token_refreshes_and_a_wrong_secret_is_an_auth_error(bitrix24, p
 def test_refresh_is_skipped_when_another_worker_rotated_the_tokens(bitrix24, portal, installation_factory):
     inst = installation_factory(portal)
     first = Installation.objects.get(pk=inst.pk)
-    refresh_installation_tokens(first)
+    installation_tokens_refresh(first)
     assert bitrix24.refresh_count == 1
-    refresh_installation_tokens(inst)  # inst still holds the old access token: the stored pair is reused
+    installation_tokens_refresh(inst)  # inst still holds the old access token: the stored pair is reused
     assert bitrix24.refresh_count == 1 and inst.access_token == first.access_token
 
 
@@ -113,14 +115,14 @@ def test_renamed_portal_is_followed_with_post_and_saved(bitrix24, portal, instal
     inst = installation_factory(portal)
     old_endpoint = inst.client_endpoint
     bitrix24.rename_portal(portal)
-    assert Bitrix24Client(inst).sender_add("p1", "https://h.example.com/x", "P1") is True
+    assert portal_client(inst).sender_add("p1", "https://h.example.com/x", "P1") is True
     assert "p1" in portal.providers  # the POST body arrived at the new address
     redirected = [r for r in bitrix24.requests if r.status == 302]
     assert len(redirected) == 1 and redirected[0].http_method == "POST"
     stored = Installation.objects.get(pk=inst.pk)
     assert stored.client_endpoint == portal.client_endpoint != old_endpoint
     assert stored.domain == portal.domain
-    Bitrix24Client(stored).sender_list()
+    portal_client(stored).sender_list()
     assert len([r for r in bitrix24.requests if r.status == 302]) == 1  # the new address is used directly
 
 
@@ -131,7 +133,7 @@ def test_renamed_portal_to_a_refused_address_is_not_followed(bitrix24, portal, i
     bitrix24.rename_portal(portal)
     settings.B24_REQUIRE_HTTPS = True  # the fake's new address is http
     with pytest.raises(Bitrix24RedirectRefused) as info:
-        Bitrix24Client(inst).sender_add("p1", "https://h.example.com/x", "P1")
+        portal_client(inst).sender_add("p1", "https://h.example.com/x", "P1")
     assert "https" in str(info.value)
     assert [r.status for r in bitrix24.requests] == [302] and portal.providers == {}  # nothing reached the new host
     stored = Installation.objects.get(pk=inst.pk)
@@ -146,7 +148,7 @@ def test_tokens_and_secret_stay_out_of_logs_errors_and_reprs(bitrix24, portal, i
     secrets = {portal.admin_access_token, portal.admin_refresh_token, portal.client_secret}
     texts = []
     bitrix24.expire_access_tokens(portal)
-    client = Bitrix24Client(inst)
+    client = portal_client(inst)
     client.app_info()  # refreshed and retried
     secrets |= {inst.access_token, inst.refresh_token}
     texts += [repr(client), repr(inst), str(inst)]
@@ -158,7 +160,7 @@ def test_tokens_and_secret_stay_out_of_logs_errors_and_reprs(bitrix24, portal, i
                                    access_token="SECRET-A", refresh_token="SECRET-R")
     secrets |= {"SECRET-A", "SECRET-R"}
     with pytest.raises(Bitrix24TransientError) as network:
-        Bitrix24Client(stopped).app_info()
+        portal_client(stopped).app_info()
     for exc in (reinstall.value, network.value):
         texts += [str(exc), repr(exc), str(exc.__cause__ or ""), str(exc.__context__ or "")]
     texts += [caplog.text, Installation.objects.get(pk=inst.pk).last_error]
@@ -172,11 +174,11 @@ def test_tokens_and_secret_stay_out_of_logs_errors_and_reprs(bitrix24, portal, i
 def test_query_limit_exceeded_is_retried(bitrix24, portal, installation_factory):
     inst = installation_factory(portal)
     bitrix24.fail_next(2)
-    assert Bitrix24Client(inst).sender_list() == []
+    assert portal_client(inst).sender_list() == []
     assert [r.status for r in bitrix24.requests] == [503, 503, 200]
     bitrix24.fail_next(10, error="INTERNAL_SERVER_ERROR", status=500)
     with pytest.raises(Bitrix24TransientError):
-        Bitrix24Client(inst).sender_list()
+        portal_client(inst).sender_list()
 
 
 @pytest.mark.django_db
@@ -186,7 +188,7 @@ def test_client_limiter_keeps_under_the_portal_bucket(bitrix24, portal, installa
     # limiter the fifteen calls would be refused from the seventh on.
     bitrix24.set_rate_limit(burst=6, drain_per_second=10.0)
     inst = installation_factory(portal, rate_limit_burst=5, rate_limit_drain_per_second=10.0)
-    client = Bitrix24Client(inst)
+    client = portal_client(inst)
     started = time.monotonic()
     for _ in range(15):
         client.app_info()
@@ -198,20 +200,20 @@ def test_client_limiter_keeps_under_the_portal_bucket(bitrix24, portal, installa
 def test_operation_time_limit_pauses_the_method(bitrix24, portal, installation_factory):
     inst = installation_factory(portal)
     bitrix24.set_operation_time_limit("messageservice.sender.list", reset_in=30)
-    client = Bitrix24Client(inst)
+    client = portal_client(inst)
     with pytest.raises(Bitrix24OperationTimeLimit) as info:
         client.sender_list()
     assert info.value.reset_at.timestamp() > time.time() + 25
     sent = len(portal.calls)
     with pytest.raises(Bitrix24OperationTimeLimit):
-        Bitrix24Client(Installation.objects.get(pk=inst.pk)).sender_list()
+        portal_client(Installation.objects.get(pk=inst.pk)).sender_list()
     assert len(portal.calls) == sent  # paused: no HTTP call
     assert client.app_info()["INSTALLED"] is True  # other methods are not paused
 
 
 @pytest.mark.django_db
 def test_batch_of_status_updates(bitrix24, portal, installation_factory):
-    client = Bitrix24Client(installation_factory(portal))
+    client = portal_client(installation_factory(portal))
     client.sender_add("acme", "https://h.example.com/x", "Acme")
     ids = [bitrix24.record_message(portal, "acme") for _ in range(2)]
     out = client.batch({
@@ -230,12 +232,12 @@ def test_batch_of_status_updates(bitrix24, portal, installation_factory):
 def test_access_errors_from_the_portal(bitrix24, portal, installation_factory):
     inst = installation_factory(portal, access_token=bitrix24.user_token(portal, 7))
     with pytest.raises(Bitrix24AccessDenied) as info:
-        Bitrix24Client(inst).sender_list()
+        portal_client(inst).sender_list()
     assert info.value.error == "ACCESS_DENIED" and info.value.http_status == 403
     inst.access_token = portal.admin_access_token
     bitrix24.set_scope(portal, "crm")
     with pytest.raises(Bitrix24AccessDenied) as info:
-        Bitrix24Client(inst).sender_list()
+        portal_client(inst).sender_list()
     assert info.value.error == "insufficient_scope"
 
 
@@ -256,9 +258,9 @@ WORKER_SCRIPT = """
 import json, sys
 import django
 django.setup()
-from bitrix24.client import Bitrix24Client
 from providers.models import Installation
-client = Bitrix24Client(Installation.objects.select_related("application").get(pk=int(sys.argv[1])))
+from providers.services.portal_access import portal_client
+client = portal_client(Installation.objects.select_related("application").get(pk=int(sys.argv[1])))
 print("ready", flush=True)
 sys.stdin.readline()  # both processes hold the expired token before either calls
 print(json.dumps(client.app_info()), flush=True)

@@ -1,4 +1,7 @@
-"""Bitrix24Client against scripted answers: error mapping, retries, refresh, redirects, batch parsing."""
+"""Bitrix24Client against scripted answers: error mapping, retries, refresh, redirects, batch parsing.
+
+The client is built as providers builds it (an Installation's token store, providers/services/portal_access.py),
+so what a refresh, a rename or a reinstall leaves in the row is checked too."""
 import logging
 import time
 
@@ -7,10 +10,11 @@ import requests
 
 from bitrix24 import client as b24
 from bitrix24.client import (
-    Bitrix24AccessDenied, Bitrix24AuthError, Bitrix24Client, Bitrix24MethodError, Bitrix24NeedsReinstall,
+    Bitrix24AccessDenied, Bitrix24AuthError, Bitrix24MethodError, Bitrix24NeedsReinstall,
     Bitrix24OperationTimeLimit, Bitrix24RedirectRefused, Bitrix24TransientError, InstallationInactive, php_query,
 )
 from providers.models import Installation, InstallationState
+from providers.services.portal_access import portal_client
 from tests.bitrix24.stub import err, ok, stub_session
 
 pytestmark = pytest.mark.django_db
@@ -51,7 +55,7 @@ def test_error_envelope_maps_to_typed_error(installation_factory, status, code, 
     inst = installation_factory()
     session, stub = stub_session(lambda seen: err(status, code, "described"))
     with pytest.raises(cls) as info:
-        Bitrix24Client(inst, session=session).call("messageservice.sender.list")
+        portal_client(inst, session=session).call("messageservice.sender.list")
     assert type(info.value) is cls
     assert info.value.error == code and info.value.description == "described" and info.value.http_status == status
 
@@ -59,7 +63,7 @@ def test_error_envelope_maps_to_typed_error(installation_factory, status, code, 
 def test_call_posts_json_with_auth_to_the_endpoint(installation_factory):
     inst = installation_factory(client_endpoint="https://acme.bitrix24.test/rest/", access_token="tok-1")
     session, stub = stub_session(lambda seen: ok(["p1", "p2"]))
-    assert Bitrix24Client(inst, session=session).sender_list() == ["p1", "p2"]
+    assert portal_client(inst, session=session).sender_list() == ["p1", "p2"]
     (seen,) = stub.seen
     assert seen.method == "POST" and seen.url == "https://acme.bitrix24.test/rest/messageservice.sender.list"
     assert seen.json == {"auth": "tok-1"}
@@ -70,10 +74,10 @@ def test_transient_errors_are_retried_with_backoff_then_raised(installation_fact
     session, stub = stub_session(lambda seen: err(503, "QUERY_LIMIT_EXCEEDED", "Too many requests"))
     stub.answer(*err(503, "QUERY_LIMIT_EXCEEDED")).answer(requests.ConnectionError("boom"))
     stub.answer(*ok(True))
-    assert Bitrix24Client(inst, session=session).sender_delete("p1") is True
+    assert portal_client(inst, session=session).sender_delete("p1") is True
     assert len(stub.seen) == 3
     with pytest.raises(Bitrix24TransientError):
-        Bitrix24Client(inst, session=session).sender_delete("p1")
+        portal_client(inst, session=session).sender_delete("p1")
     assert len(stub.seen) == 3 + 3  # 1 + B24_MAX_RETRIES
 
 
@@ -81,7 +85,7 @@ def test_overload_limit_is_not_hammered(installation_factory):
     inst = installation_factory()
     session, stub = stub_session(lambda seen: err(503, "OVERLOAD_LIMIT"))
     with pytest.raises(Bitrix24TransientError) as info:
-        Bitrix24Client(inst, session=session).app_info()
+        portal_client(inst, session=session).app_info()
     assert not info.value.retryable and len(stub.seen) == 1
 
 
@@ -103,7 +107,7 @@ def test_expired_token_refreshes_once_and_retries(installation_factory):
     session, stub = stub_session(_oauth_or(rest, [(200, {
         "access_token": "new-access", "refresh_token": "new-refresh", "expires": int(time.time()) + 3600,
         "expires_in": 3600, "client_endpoint": inst.client_endpoint, "scope": "crm,messageservice"}, {})]))
-    assert Bitrix24Client(inst, session=session).message_status_update("p1", "m" * 32, "delivered") is True
+    assert portal_client(inst, session=session).message_status_update("p1", "m" * 32, "delivered") is True
     assert [s.path.rsplit("/", 1)[-1] or s.path for s in stub.seen] == [
         "messageservice.message.status.update", "/oauth/token/", "messageservice.message.status.update"]
     refresh = stub.seen[1]
@@ -120,7 +124,7 @@ def test_expired_again_after_refresh_is_an_auth_error(installation_factory):
     session, stub = stub_session(_oauth_or(lambda s: err(401, "expired_token"), [
         (200, {"access_token": "a2", "refresh_token": "r2", "expires_in": 3600}, {})]))
     with pytest.raises(Bitrix24AuthError) as info:
-        Bitrix24Client(inst, session=session).app_info()
+        portal_client(inst, session=session).app_info()
     assert info.value.error == "expired_token" and len(stub.seen) == 3
 
 
@@ -129,11 +133,11 @@ def test_invalid_grant_marks_needs_reinstall(installation_factory):
     session, stub = stub_session(_oauth_or(lambda s: err(401, "invalid_token"), [
         (400, {"error": "invalid_grant", "error_description": "Invalid grant"}, {})]))
     with pytest.raises(Bitrix24NeedsReinstall):
-        Bitrix24Client(inst, session=session).app_info()
+        portal_client(inst, session=session).app_info()
     stored = Installation.objects.get(pk=inst.pk)
     assert stored.state == InstallationState.NEEDS_REINSTALL and "invalid_grant" in stored.last_error
     with pytest.raises(InstallationInactive):
-        Bitrix24Client(stored, session=session).app_info()
+        portal_client(stored, session=session).app_info()
     assert len(stub.seen) == 2  # nothing sent for an inactive installation
 
 
@@ -146,7 +150,7 @@ def test_refresh_reuses_tokens_another_worker_rotated(installation_factory):
         return ok({"CODE": "x"}) if seen.json["auth"] == "rotated" else err(401, "expired_token")
 
     session, stub = stub_session(rest)
-    assert Bitrix24Client(stale, session=session).app_info() == {"CODE": "x"}
+    assert portal_client(stale, session=session).app_info() == {"CODE": "x"}
     assert [s.path for s in stub.seen if "oauth" in s.path] == []
     assert stale.access_token == "rotated"
 
@@ -158,7 +162,7 @@ def test_secrets_never_logged_even_when_the_oauth_server_is_down(installation_fa
     ] * 3))
     caplog.set_level(logging.DEBUG)
     with pytest.raises(Bitrix24TransientError) as info:
-        Bitrix24Client(inst, session=session).app_info()
+        portal_client(inst, session=session).app_info()
     text = caplog.text + str(info.value) + repr(info.value) + str(info.value.__cause__ or "")
     for secret in ("SECRET-ACCESS", "SECRET-REFRESH", inst.application.client_secret):
         assert secret not in text
@@ -174,7 +178,7 @@ def test_redirect_is_reposted_and_new_domain_saved(installation_factory):
         return ok({"CODE": "x"})
 
     session, stub = stub_session(rest)
-    Bitrix24Client(inst, session=session).app_info()
+    portal_client(inst, session=session).app_info()
     assert [(s.method, s.url, s.json) for s in stub.seen] == [
         ("POST", "https://old.bitrix24.test/rest/app.info", {"auth": inst.access_token}),
         ("POST", "https://new.bitrix24.test/rest/app.info", {"auth": inst.access_token})]
@@ -189,7 +193,7 @@ def test_redirect_within_the_allowed_domains_is_followed(installation_factory, s
     session, stub = stub_session(lambda seen: (302, None, {"Location": "/rest/app.info"}) if len(stub.seen) == 1
                                  else (302, None, {"Location": "https://new.bitrix24.test/rest/app.info"})
                                  if seen.url.startswith("https://old.") else ok({"CODE": "x"}))
-    assert Bitrix24Client(inst, session=session).app_info() == {"CODE": "x"}
+    assert portal_client(inst, session=session).app_info() == {"CODE": "x"}
     assert [s.url for s in stub.seen] == ["https://old.bitrix24.test/rest/app.info"] * 2 + [
         "https://new.bitrix24.test/rest/app.info"]
     assert Installation.objects.get(pk=inst.pk).domain == "new.bitrix24.test"
@@ -211,7 +215,7 @@ def test_redirect_to_a_disallowed_address_is_refused_and_nothing_saved(installat
                                 access_token="SECRET-ACCESS")
     session, stub = stub_session(lambda seen: (302, None, {"Location": location}))
     with pytest.raises(Bitrix24RedirectRefused) as info:
-        Bitrix24Client(inst, session=session).app_info()
+        portal_client(inst, session=session).app_info()
     assert [s.url for s in stub.seen] == ["https://old.bitrix24.test/rest/app.info"]  # nothing sent there
     assert info.value.error == "REDIRECT_REFUSED" and not isinstance(info.value, Bitrix24TransientError)
     assert "SECRET-ACCESS" not in str(info.value) + repr(info.value)
@@ -232,7 +236,7 @@ def test_refresh_keeps_the_tokens_but_not_a_disallowed_client_endpoint(installat
     session, stub = stub_session(_oauth_or(rest, [(200, {
         "access_token": "new-access", "refresh_token": "new-refresh", "expires_in": 3600,
         "client_endpoint": "https://evil.example/rest/"}, {})]))
-    assert Bitrix24Client(inst, session=session).app_info() is True
+    assert portal_client(inst, session=session).app_info() is True
     assert stub.seen[-1].url == "https://a.bitrix24.test/rest/app.info"
     stored = Installation.objects.get(pk=inst.pk)
     assert (stored.access_token, stored.refresh_token) == ("new-access", "new-refresh")
@@ -246,9 +250,9 @@ def test_operation_time_limit_pauses_the_method_for_all_clients(installation_fac
         (429, {"error": "OPERATION_TIME_LIMIT", "error_description": "blocked", "time": {"operating_reset_at": reset_at}}, {})
         if seen.path.endswith("status.update") else ok(True)))
     with pytest.raises(Bitrix24OperationTimeLimit) as info:
-        Bitrix24Client(inst, session=session).message_status_update("p", "m1", "sent")
+        portal_client(inst, session=session).message_status_update("p", "m1", "sent")
     assert int(info.value.reset_at.timestamp()) == reset_at
-    other = Bitrix24Client(Installation.objects.get(pk=inst.pk), session=session)
+    other = portal_client(Installation.objects.get(pk=inst.pk), session=session)
     with pytest.raises(Bitrix24OperationTimeLimit):
         other.message_status_update("p", "m2", "sent")
     assert len(stub.seen) == 1  # the paused method makes no HTTP call
@@ -257,7 +261,7 @@ def test_operation_time_limit_pauses_the_method_for_all_clients(installation_fac
     # the limit is per application: another application installed on the same portal is not paused
     second_app = installation_factory(member_id=inst.member_id, domain=inst.domain, client_endpoint=inst.client_endpoint)
     with pytest.raises(Bitrix24OperationTimeLimit):
-        Bitrix24Client(second_app, session=session).message_status_update("p", "m3", "sent")
+        portal_client(second_app, session=session).message_status_update("p", "m3", "sent")
     assert len(stub.seen) == 3  # it made its call (and met the limit itself)
 
 
@@ -269,7 +273,7 @@ def test_batch_builds_url_encoded_commands_and_parses_both_map_shapes(installati
         "result_total": [], "result_next": [], "result_time": {}}))
     stub.answer(*ok({"result": [], "result_error": [], "result_total": [], "result_next": [], "result_time": []}))
     stub.answer(*ok({"result": [True, True], "result_error": []}))
-    client = Bitrix24Client(inst, session=session)
+    client = portal_client(inst, session=session)
     out = client.batch({
         "s1": ("messageservice.message.status.update", {"CODE": "p 1", "MESSAGE_ID": "a&b", "STATUS": "delivered"}),
         "s2": ("messageservice.sender.add", {"NAME": {"en": "A+B"}}),
@@ -308,9 +312,28 @@ def test_a_full_local_bucket_gives_up_after_the_timeout_without_calling(installa
     settings.B24_TIMEOUT = 0.2
     inst = installation_factory(rate_limit_burst=3, rate_limit_drain_per_second=0.01)
     session, stub = stub_session(lambda seen: ok(True))
-    client = Bitrix24Client(inst, session=session)
+    client = portal_client(inst, session=session)
     with pytest.raises(Bitrix24TransientError) as info:
         for _ in range(5):
             client.app_info()
     assert info.value.error == "QUERY_LIMIT_EXCEEDED" and not info.value.retryable
     assert 1 <= len(stub.seen) <= 2  # burst 3 minus headroom and slot margin; never more than the bucket holds
+
+
+def test_a_batch_of_a_paused_method_is_not_sent_and_reads_the_pause_once(installation_factory, monkeypatch):
+    inst = installation_factory()
+    reset_at = int(time.time()) + 120
+    limit = {"error": "OPERATION_TIME_LIMIT", "error_description": "blocked", "time": {"operating_reset_at": reset_at}}
+    session, stub = stub_session(lambda seen: (429, limit, {}) if seen.path.endswith("status.update") else ok(True))
+    client = portal_client(inst, session=session)
+    with pytest.raises(Bitrix24OperationTimeLimit):
+        client.message_status_update("p", "m1", "sent")
+    reads = []
+    real_get = b24.cache.get
+    monkeypatch.setattr(b24.cache, "get", lambda key, *a, **kw: reads.append(key) or real_get(key, *a, **kw))
+    out = client.batch({f"r{n}": ("messageservice.message.status.update", {"CODE": "p", "MESSAGE_ID": f"m{n}",
+                                                                           "STATUS": "delivered"}) for n in range(50)})
+    assert sorted(out.errors) == sorted(f"r{n}" for n in range(50))
+    assert all(isinstance(error, Bitrix24OperationTimeLimit) for error in out.errors.values())
+    assert len(stub.seen) == 1  # the batch made no HTTP call
+    assert len(reads) == 1  # one look at the pause for fifty commands of one method

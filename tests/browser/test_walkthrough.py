@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from b24sms import sandbox
+from common import sandbox
 from providers.models import Message, MessageState, ProviderRegistration, RegistrationState
 from sendernames.models import SenderNameApplication
 from tests.fixtures.documents import PDF_BYTES

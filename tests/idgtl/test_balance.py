@@ -9,7 +9,7 @@ from django.core import mail
 from django.urls import reverse
 from django.utils import timezone
 
-from b24sms import metrics
+from common import metrics
 from idgtl import balance
 from idgtl.balance import Outcome, account_balance_poll, account_balance_record, accounts_due, balances_poll
 from idgtl.client import IdgtlClient

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from bitrix24 import ratelimit
+from common import ratelimit
 from idgtl.client import IdgtlClient, IdgtlTransientError
 from idgtl.models import IdgtlAccount
 

@@ -18,7 +18,8 @@ def make_provider(code=None, **fields):
     return Provider.objects.create(code=code or f"prov{next(_seq)}", name="Provider", sender_name="ACME", **fields)
 
 
-def make_message(*, state="received", installation=None, provider=None, created_at=None, **fields):
+def make_message(*, state="received", installation=None, provider=None, created_at=None, counted=False, **fields):
+    """A message in ``state``; ``counted``: in the usage rollups too, as the pipeline's state changes leave it."""
     installation = installation or Installation.objects.first() or make_installation()
     provider = provider or Provider.objects.first() or make_provider()
     message = Message.objects.create(
@@ -27,4 +28,10 @@ def make_message(*, state="received", installation=None, provider=None, created_
     if created_at is not None:
         Message.objects.filter(pk=message.pk).update(created_at=created_at)
         message.created_at = created_at
+    if counted:
+        from providers.services.usage import usage_record_state_change
+
+        waiting = Message(installation=installation, provider=provider, created_at=message.created_at,
+                          sender_name=message.sender_name, parts=message.parts, state="received")
+        usage_record_state_change(messages=[waiting], state=state)
     return message

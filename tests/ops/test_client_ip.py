@@ -6,7 +6,7 @@ proxy (which appends the real peer on the right). Either way the allowlist sees 
 import pytest
 from django.test import RequestFactory
 
-from b24sms.netaddr import address_in, client_ip, parse_address, ratelimit_ip
+from common.netaddr import address_in, client_ip, parse_address, ratelimit_ip
 
 IDGTL = "185.203.96.7"  # an address IDGTL_CALLBACK_ALLOWED_IPS lets in
 ATTACKER = "203.0.113.50"
@@ -73,7 +73,7 @@ def test_invalid_entries_are_ignored_not_fatal():
 
 def test_the_install_rate_limit_keys_on_the_same_address(settings):
     settings.TRUSTED_PROXIES = [PROXY]
-    assert settings.RATELIMIT_IP_META_KEY == "b24sms.netaddr.ratelimit_ip"
+    assert settings.RATELIMIT_IP_META_KEY == "common.netaddr.ratelimit_ip"
     assert ratelimit_ip(request(PROXY, ATTACKER)) == ATTACKER
     assert ratelimit_ip(request(ATTACKER, "198.51.100.1")) == ATTACKER
 

@@ -21,12 +21,12 @@ def _populate():
     acme = make_installation("acme.bitrix24.ru")
     beta = make_installation("beta.bitrix24.ru")
     provider = make_provider("acme_sms")
-    make_message(installation=acme, provider=provider, state="delivered", sent_at=now)
-    make_message(installation=acme, provider=provider, state="delivered", sent_at=now)
-    make_message(installation=acme, provider=provider, state="failed")
+    make_message(installation=acme, provider=provider, state="delivered", sent_at=now, counted=True)
+    make_message(installation=acme, provider=provider, state="delivered", sent_at=now, counted=True)
+    make_message(installation=acme, provider=provider, state="failed", counted=True)
     make_message(installation=beta, provider=provider, state="received", created_at=now - timedelta(minutes=7))
     make_message(installation=beta, provider=provider, state="undelivered", sent_at=now - timedelta(days=3),
-                 created_at=now - timedelta(days=3))
+                 created_at=now - timedelta(days=3), counted=True)
     make_installation("broken.bitrix24.ru", state=InstallationState.NEEDS_REINSTALL, last_error="invalid_grant: refresh token expired")
     ProviderRegistration.objects.create(provider=provider, installation=beta, state=RegistrationState.FAILED,
                                         last_error="ERROR_HANDLER_URL: handler is not reachable")
@@ -69,7 +69,7 @@ def test_admin_start_page_shows_the_dashboard(admin_client_en, django_assert_max
 def test_query_count_does_not_grow_with_rows(admin_client_en, django_assert_max_num_queries):
     _populate()
     for _ in range(30):
-        make_message(state="delivered")
+        make_message(state="delivered", counted=True)
     with django_assert_max_num_queries(20):
         assert admin_client_en.get("/admin/").status_code == 200
 
@@ -110,3 +110,51 @@ def test_russian_by_default_english_by_browser_choice(client, staff_user, settin
     assert '<html lang="ru"' in html and "Сообщения сегодня" in html and "ПЕСОЧНИЦА" not in html
     html = client.get("/admin/", HTTP_ACCEPT_LANGUAGE="en-US,en;q=0.9").content.decode()
     assert '<html lang="en"' in html and "Messages today" in html
+
+
+def _message_queries(captured) -> list[str]:
+    return [q["sql"] for q in captured if '"providers_message"' in q["sql"]]
+
+
+@pytest.mark.django_db
+def test_start_page_counts_messages_from_the_rollups(admin_client_en):
+    """Today's figures and the chart are the rollups' (a message the rollups do not count is not shown); the
+    messages table is read only for the waiting messages, restricted by state (the (state, created_at) index)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    now = _populate()
+    make_message(state="delivered")  # in the table, not in the rollups: the start page does not count it
+    with CaptureQueriesContext(connection) as captured:
+        data = dashboard_data(now)
+    assert data["today"]["total"] == 4
+    totals = dict(zip([s["value"] for s in data["today"]["states"]], data["today"]["totals"], strict=True))
+    assert totals["delivered"] == 2 and totals["received"] == 1
+    assert data["chart"]["days"][-1]["values"] == [2, 2, 1]
+    queries = _message_queries(captured)
+    assert len(queries) == 2  # today's waiting messages by portal; the queue's size and oldest
+    for sql in queries:
+        assert ('"providers_message"."state" = \'received\'' in sql
+                or '"providers_message"."state" IN (\'received\', \'sending\')' in sql), sql
+
+
+@pytest.mark.integration
+@pytest.mark.django_db
+def test_start_page_never_scans_the_messages_table_on_postgresql(admin_client_en):
+    """Every query of the start page that reads messages has an index to use (with sequential scans priced out,
+    PostgreSQL still chooses one only when no index applies)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    _populate()
+    with CaptureQueriesContext(connection) as captured:
+        assert admin_client_en.get("/admin/").status_code == 200
+    queries = _message_queries(captured)
+    assert queries
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        for sql in queries:
+            cursor.execute("EXPLAIN " + sql)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "Seq Scan on providers_message " not in plan, plan
+            assert "providers_message_state_idx" in plan, plan

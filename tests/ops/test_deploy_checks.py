@@ -2,7 +2,7 @@
 import pytest
 from django.core import checks
 
-from b24sms.checks import address_lists_check, deployment_check
+from b24sms.checks import address_lists_check, deployment_check, secrets_at_rest_check
 
 SAFE = {
     "DEBUG": False,
@@ -28,7 +28,7 @@ def ids(problems):
 
 
 def test_a_sane_production_configuration_passes(production):
-    assert deployment_check(None) == [] and address_lists_check(None) == []
+    assert deployment_check(None) == [] and address_lists_check(None) == [] and secrets_at_rest_check(None) == []
 
 
 def test_the_checks_are_registered_for_deploy_only():
@@ -36,6 +36,7 @@ def test_the_checks_are_registered_for_deploy_only():
     everyday = {check.__name__ for check in checks.registry.registry.get_checks(include_deployment_checks=False)}
     assert "deployment_check" in deploy and "deployment_check" not in everyday
     assert "address_lists_check" in everyday
+    assert "secrets_at_rest_check" in everyday  # not only --deploy: migrate, runserver... refuse to run without keys
 
 
 @pytest.mark.parametrize("change, expected, level", [
@@ -75,3 +76,30 @@ def test_an_address_list_entry_that_is_no_address_is_an_error(production, name):
     setattr(production, name, ["10.0.0.0/8", "proxy.internal"])
     problems = address_lists_check(None)
     assert ids(problems) == ["b24sms.E010"] and name in problems[0].msg and "proxy.internal" in problems[0].msg
+
+
+FERNET_KEY = "Lw3kq2xAw0Tr8Q2b9bJxk4m6Zt6l8QnSx1yGm8m6v0Y="
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"FIELD_ENCRYPTION_KEYS": []}, ["b24sms.E005"]),
+    ({"FIELD_ENCRYPTION_KEYS": ["not-a-fernet-key"]}, ["b24sms.E005"]),
+    ({"FIELD_ENCRYPTION_KEYS": [FERNET_KEY, "x" * 44]}, ["b24sms.E005"]),  # an old key mistyped counts too
+    ({"SECRET_INDEX_KEY": ""}, ["b24sms.E006"]),
+    ({"SECRET_INDEX_KEY": "too-short"}, ["b24sms.E006"]),
+    ({"FIELD_ENCRYPTION_KEYS": [], "SECRET_INDEX_KEY": ""}, ["b24sms.E005", "b24sms.E006"]),
+])
+def test_production_needs_the_secret_keys(production, change, expected):
+    production.FIELD_ENCRYPTION_KEYS = [FERNET_KEY]
+    production.SECRET_INDEX_KEY = "an-index-key-of-this-deployment-0123456789"
+    assert secrets_at_rest_check(None) == []
+    for name, value in change.items():
+        setattr(production, name, value)
+    problems = secrets_at_rest_check(None)
+    assert ids(problems) == expected, problems
+    assert all(problem.level == checks.ERROR and problem.hint for problem in problems)
+
+
+def test_several_encryption_keys_are_accepted_as_a_list_or_comma_separated(production):
+    production.FIELD_ENCRYPTION_KEYS = f"{FERNET_KEY},{FERNET_KEY}"
+    assert secrets_at_rest_check(None) == []

@@ -21,13 +21,15 @@ PRODUCTION_ENV = {
     "IDGTL_MESSAGES_TOKEN": "a2V5OjE=",
     "B24_CLIENT_ID": "local.test.1",
     "B24_CLIENT_SECRET": "secret",
+    "FIELD_ENCRYPTION_KEYS": "Lw3kq2xAw0Tr8Q2b9bJxk4m6Zt6l8QnSx1yGm8m6v0Y=",
+    "SECRET_INDEX_KEY": "a-production-secret-index-key-0123456789abcdef",
 }
 
 
 def clean_env(tmp_path, **extra) -> dict:
     """This process's environment without any Django/b24sms setting (pytest's settings module included)."""
     prefixes = ("DJANGO_", "B24_", "B24SMS_", "IDGTL_", "METRICS_", "TRUSTED_PROXIES", "PUBLIC_BASE_URL",
-                "DATABASE_", "CELERY_", "REDIS_URL")
+                "DATABASE_", "CELERY_", "REDIS_URL", "FIELD_ENCRYPTION_KEYS", "SECRET_INDEX_KEY")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update({"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "LOG_LEVEL": "WARNING"}, **extra)
     return env
@@ -201,6 +203,23 @@ def test_the_development_settings_turn_debug_on_only_when_asked(tmp_path, debug,
     assert result.stdout.strip() == expected
 
 
+def test_the_development_settings_make_secret_keys_once_and_keep_them(tmp_path):
+    """`make run` without keys: made on the first start, in a file only its owner reads, the same after a restart."""
+    keys_file = tmp_path / "var" / "local-secret-keys.env"
+    show = [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; "
+                                  "print(settings.FIELD_ENCRYPTION_KEYS, settings.SECRET_INDEX_KEY)"]
+    env = clean_env(tmp_path, DJANGO_SETTINGS_MODULE="b24sms.settings.local",
+                    B24SMS_LOCAL_SECRET_KEYS_FILE=str(keys_file))
+    first, again = run(show, env), run(show, env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == again.stdout and first.stdout.strip()
+    assert keys_file.stat().st_mode & 0o777 == 0o600
+    check = run([sys.executable, "manage.py", "check"], env)
+    assert check.returncode == 0 and "E005" not in check.stdout + check.stderr, check.stderr
+    given = run(show, {**env, "FIELD_ENCRYPTION_KEYS": PRODUCTION_ENV["FIELD_ENCRYPTION_KEYS"]})
+    assert given.stdout.startswith(f"['{PRODUCTION_ENV['FIELD_ENCRYPTION_KEYS']}']")  # the environment's keys win
+
+
 def test_check_deploy_names_every_unsafe_production_setting(tmp_path):
     unsafe = {**PRODUCTION_ENV, "DJANGO_SECRET_KEY": "insecure-local-development-key-change-me-0123456789abcdef",
               "DJANGO_ALLOWED_HOSTS": "*", "PUBLIC_BASE_URL": "http://sms.example.com", "METRICS_TOKEN": "",
@@ -213,6 +232,16 @@ def test_check_deploy_names_every_unsafe_production_setting(tmp_path):
     safe = run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
                clean_env(tmp_path, **PRODUCTION_ENV))
     assert safe.returncode == 0 and "no issues" in safe.stdout, safe.stdout + safe.stderr
+
+
+def test_production_refuses_to_start_without_the_secret_keys(tmp_path):
+    """Not only `check --deploy`: every management command (migrate first) stops without the keys."""
+    keyless = {name: value for name, value in PRODUCTION_ENV.items()
+               if name not in ("FIELD_ENCRYPTION_KEYS", "SECRET_INDEX_KEY")}
+    result = run([sys.executable, "manage.py", "migrate", "--noinput"], clean_env(tmp_path, **keyless))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "(b24sms.E005)" in output and "(b24sms.E006)" in output, output
+    assert not (tmp_path / "db.sqlite3").exists() or "Applying" not in output  # nothing was migrated
 
 
 # --- Dependency audit (.ci/audit_dependencies.py) --------------------------------------------------

@@ -6,7 +6,7 @@ import logging.config
 
 import pytest
 
-from b24sms.logging import REDACTED, current_log_context, log_context, redact
+from common.logging import REDACTED, current_log_context, log_context, redact
 
 
 @pytest.fixture
@@ -14,7 +14,7 @@ def json_log(settings):
     """The project's LOGGING config (JSON) writing into a buffer; returns a reader of parsed lines."""
     stream = io.StringIO()
     config = json.loads(json.dumps(settings.LOGGING, default=str))
-    config["formatters"]["json"]["()"] = "b24sms.logging.JsonFormatter"
+    config["formatters"]["json"]["()"] = "common.logging.JsonFormatter"
     config["handlers"]["console"] = {"class": "logging.StreamHandler", "filters": ["context"], "formatter": "json", "stream": stream}
     config["handlers"]["console"]["stream"] = stream
     logging.config.dictConfig(config)
@@ -86,7 +86,7 @@ def test_redaction_keeps_ordinary_text():
 
 
 def test_text_format_shows_context(settings):
-    from b24sms.logging import ContextFilter, TextFormatter
+    from common.logging import ContextFilter, TextFormatter
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -106,7 +106,7 @@ def test_text_format_shows_context(settings):
 def test_celery_tasks_bind_what_they_work_on(json_log):
     from celery import shared_task
 
-    from b24sms.logging import bind_task_context, unbind_task_context
+    from common.logging import bind_task_context, unbind_task_context
 
     @shared_task(name="tests.ops.report_statuses")
     def report_statuses(installation_id, time_budget=None):
@@ -124,7 +124,7 @@ def test_celery_tasks_bind_what_they_work_on(json_log):
 @pytest.mark.django_db(transaction=True)
 def test_a_whole_message_flow_logs_no_secret(json_log, live_server, settings, idgtl, bitrix24, installation_factory):
     """Handler → i-dgtl → delivery callback → status report, everything logged at DEBUG: no secret in any line."""
-    from bitrix24.client import Bitrix24Client
+    from providers.services.portal_access import portal_client
     from providers.models import Message, Provider, ProviderRegistration, RegistrationState
     from providers.services.test_sms import handler_url, provider_send_test_sms
     from tests.waiting import wait_until
@@ -134,7 +134,7 @@ def test_a_whole_message_flow_logs_no_secret(json_log, live_server, settings, id
     portal = bitrix24.add_portal(client_id="local.logs.1", client_secret="client-secret-for-logs-1")
     installation = installation_factory(portal)
     provider = Provider.objects.create(code="logs_sms", name="Logs", sender_name="ACME")
-    Bitrix24Client(installation).sender_add("logs_sms", handler_url(installation), "Logs", "")
+    portal_client(installation).sender_add("logs_sms", handler_url(installation), "Logs", "")
     ProviderRegistration.objects.create(provider=provider, installation=installation, state=RegistrationState.REGISTERED)
     idgtl.allowed_sender_names.add("ACME")
     bitrix24.expire_access_tokens(portal)  # the report will refresh the token: the OAuth call is logged too
@@ -150,7 +150,7 @@ def test_a_whole_message_flow_logs_no_secret(json_log, live_server, settings, id
         "i-dgtl messages key": idgtl.messages_key, "i-dgtl sender-names key": idgtl.sender_names_key,
         "client secret": "client-secret-for-logs-1", "handler secret": installation.handler_secret,
         "callback secret": installation.callback_secret,
-        "application token": installation.application_token, "access token": installation.access_token,
+        "application token": portal.application_token, "access token": installation.access_token,
         "refresh token": installation.refresh_token, "first access token": portal.admin_access_token,
     }
     for name, value in secrets.items():

@@ -1,6 +1,6 @@
 """Failed admin logins are limited (django-axes): after AXES_FAILURE_LIMIT failures with one username from
 one client address, that username is refused from that address for AXES_COOLOFF_TIME, with a clear
-message in the reader's language. The address is b24sms.netaddr's: X-Forwarded-For counts only behind
+message in the reader's language. The address is common.netaddr's: X-Forwarded-For counts only behind
 TRUSTED_PROXIES. API tokens never log in and are not affected."""
 import pytest
 from axes.models import AccessAttempt

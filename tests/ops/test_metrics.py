@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
-from b24sms import metrics
+from common import metrics
 
 
 # Redis is tested when the integration stack is configured (CI); the Django cache always.
@@ -114,13 +114,13 @@ def test_idgtl_client_records_errors_and_retries(metric_store, idgtl, client):
 
 @pytest.mark.django_db
 def test_bitrix24_client_records_rate_limit_hits_and_retries(metric_store, bitrix24, installation_factory, client, settings):
-    from bitrix24.client import Bitrix24Client
+    from providers.services.portal_access import portal_client
 
     settings.B24_RETRY_BACKOFF = 0.01
     portal = bitrix24.add_portal(client_id="local.metrics.1", client_secret="metrics-secret")
     installation = installation_factory(portal)
     bitrix24.fail_next(2, error="QUERY_LIMIT_EXCEEDED", status=503)
-    Bitrix24Client(installation).call("app.info")
+    portal_client(installation).call("app.info")
     samples = scrape(client, REMOTE_ADDR="127.0.0.1")
     assert value(samples, "b24sms_bitrix24_rate_limit_hits_total", error="QUERY_LIMIT_EXCEEDED") == 2
     assert value(samples, "b24sms_bitrix24_retries_total", reason="QUERY_LIMIT_EXCEEDED") == 2

@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-from b24sms import metrics
+from common import metrics
 from b24sms.roles import OPERATOR, VIEWER
 from providers.models import Installation, Message, MessageState, UnmatchedCallbackEvent
 from providers.services.delivery import callback_events_apply_pending, callback_inbox_sweep

@@ -117,21 +117,208 @@ def test_non_utf8_is_400(client, installation, provider, body):
     ("application/json", json.dumps(crm_fields())),
     ("application/json", b"[1, 2]"),
     ("text/plain", b"\x00\x00\x00"),
+    ("text/plain", encode(crm_fields())),  # a valid form under another type
     ("multipart/form-data; boundary=xyz", b"--xyz\r\nContent-Disposition: form-data; name=\"code\"\r\n\r\np\r\n--xyz--"),
+    ("", encode(crm_fields())),  # no Content-Type at all
+    ("application/x-www-form-urlencoded; charset=windows-1251", encode(crm_fields())),
 ])
-def test_wrong_content_types_are_400(client, installation, provider, content_type, body):
+def test_a_body_of_another_content_type_is_415(client, installation, provider, content_type, body):
     response = client.post(f"/b24/handler/{installation.handler_secret}/", data=body, content_type=content_type)
-    assert_refused(response, 400)
+    assert_refused(response, 415)
+    assert "application/x-www-form-urlencoded" in response.json()["error"] or "UTF-8" in response.json()["error"]
 
 
-def test_a_body_over_the_upload_limit_is_400(client, settings, installation, provider):
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded; charset=UTF-8",
+                                          "Application/X-WWW-Form-Urlencoded", "application/x-www-form-urlencoded;charset=utf-8"])
+def test_the_form_content_type_with_or_without_a_charset_is_accepted(client, installation, provider, content_type):
+    response = client.post(f"/b24/handler/{installation.handler_secret}/", data=encode(crm_fields()),
+                           content_type=content_type)
+    assert response.status_code == 200, response.content
+    assert Message.objects.count() == 1
+
+
+def test_a_body_over_the_upload_limit_is_413(client, settings, installation, provider):
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
-    assert_refused(post(client, installation, encode(crm_fields(message_body="x" * 2000))), 400)
+    assert_refused(post(client, installation, encode(crm_fields(message_body="x" * 2000))), 413)
 
 
 def test_a_field_given_twice_is_400(client, installation, provider):
     body = encode(crm_fields()) + b"&message_id=other"
     assert_refused(post(client, installation, body), 400, "message_id")
+
+
+# --- bounds: what Bitrix24 sends is accepted, anything beyond is a 4xx naming the field -----------------
+def test_a_body_over_the_handler_limit_is_413_before_it_is_read(client, installation, provider):
+    from providers.handler_form import handler_body_max_bytes
+
+    limit = handler_body_max_bytes()
+    assert limit == 51128  # the default MESSAGES_MAX_PARTS = 10: 2 × 1530 × 6 bytes + 32 KiB (README)
+    body = encode(crm_fields(extra_header="x" * limit))
+    response = post(client, installation, body)
+    assert_refused(response, 413)
+    assert str(limit) in response.json()["error"]
+
+
+@pytest.mark.parametrize("text", ["é" * 1530, "中" * 670, "€" * 760, "😀" * 330])
+def test_the_longest_text_at_its_worst_encoding_fits_the_body_limit(client, installation, provider, text):
+    """10 parts of the characters that take the most bytes percent-encoded, in message_body and again in
+    properties[message_text], as Bitrix24 sends them."""
+    body = encode(crm_fields(message_body=text, **{"properties[message_text]": text}))
+    response = post(client, installation, body)
+    assert response.status_code == 200, response.content
+    assert Message.objects.get().parts == 10
+
+
+@pytest.mark.parametrize("module_id", ["NaN", "{}", "CRM", "crm module", "1crm", "crm;drop", "-", "crm\u00e9"])
+def test_a_module_id_that_is_not_a_module_name_is_400(client, installation, provider, module_id):
+    response = post(client, installation, encode(crm_fields(module_id=module_id)))
+    assert_refused(response, 400, "module_id")
+
+
+@pytest.mark.parametrize("module_id", ["crm", "bizproc", "vendor.sms_module", "m" * 32])
+def test_module_names_are_accepted(client, installation, provider, module_id):
+    response = post(client, installation, encode(crm_fields(module_id=module_id)))
+    assert response.status_code == 200, response.content
+    assert Message.objects.get().module_id == module_id
+
+
+@pytest.mark.parametrize("ts", ["1e9", " 1742895600", "+1742895600", "1_742_895_600", "\u0661\u0662\u0663", "1" * 13])
+def test_a_ts_that_is_not_unix_seconds_is_400(client, installation, provider, ts):
+    assert_refused(post(client, installation, encode(crm_fields(ts=ts))), 400, "ts")
+
+
+def test_a_type_longer_than_bitrix24_allows_is_400(client, installation, provider):
+    assert_refused(post(client, installation, encode(crm_fields(type="S" * 31))), 400, "type")
+
+
+def _bindings(count, **extra):
+    fields = {}
+    for i in range(count):
+        fields[f"bindings[{i}][OWNER_TYPE_ID]"] = "3"
+        fields[f"bindings[{i}][OWNER_ID]"] = str(100 + i)
+    return {**fields, **extra}
+
+
+def test_fifty_bindings_are_accepted_and_more_are_400(client, installation, provider):
+    response = post(client, installation, encode(crm_fields(**_bindings(50))))
+    assert response.status_code == 200, response.content
+    assert len(Message.objects.get().bindings) == 50
+    Message.objects.all().delete()
+    MessageStatusChange.objects.all().delete()
+    response = post(client, installation, encode(crm_fields(message_id="2", **_bindings(51))))
+    assert_refused(response, 400, "bindings")
+
+
+@pytest.mark.parametrize("extra", [
+    {"bindings[0][OWNER_ID]": "1" * 129},  # a value beyond JSON_STRING_MAX_LENGTH
+    {"bindings[0][" + "K" * 129 + "]": "1"},  # a key beyond it
+    {f"bindings[0][K{i}]": "1" for i in range(8)},  # more than BINDING_KEYS_MAX keys (with the two given)
+    {"bindings[0][OWNER_ID][x]": "1"},  # nested deeper than a binding
+])
+def test_oversized_bindings_are_400(client, installation, provider, extra):
+    response = post(client, installation, encode(crm_fields(**extra)))
+    assert response.status_code == 400, response.content
+    assert response.json()["field"] == "bindings"
+    assert not Message.objects.exists()
+
+
+@pytest.mark.parametrize("name,extra", [
+    ("document_id", {"document_id[3]": "x"}),
+    ("document_id", {"document_id[2]": "L" * 129}),
+    ("document_type", {"document_type[3]": "x"}),
+    ("document_type", {"document_type[1]": "C" * 129}),
+])
+def test_oversized_document_ids_are_400(client, installation, provider, name, extra):
+    assert_refused(post(client, installation, encode(bizproc_fields(**extra))), 400, name)
+
+
+def test_a_body_of_more_than_300_fields_is_400(client, installation, provider):
+    fields = crm_fields(**{f"x{i}": "1" for i in range(300)})
+    response = post(client, installation, encode(fields))
+    assert_refused(response, 400)
+    assert "300" in response.json()["error"]
+
+
+def test_the_parser_limits_are_the_columns_widths():
+    """A value the parser lets through fits its column on PostgreSQL (where a longer one is an error, or is
+    cut by the HANDLER's one statement)."""
+    from providers import handler_form
+
+    width = {f.name: f.max_length for f in Message._meta.concrete_fields if getattr(f, "max_length", None)}
+    assert handler_form.MESSAGE_ID_MAX_LENGTH == width["message_id"]
+    assert handler_form.MESSAGE_TO_MAX_LENGTH == width["message_to"]
+    assert handler_form.MODULE_ID_MAX_LENGTH == width["module_id"]
+    assert handler_form.WORKFLOW_ID_MAX_LENGTH == width["workflow_id"]
+    assert handler_form.AUTH_USER_ID_MAX_LENGTH == width["author_user_id"]
+
+
+EXACT_LIMITS = {"message_id": "i" * 128, "message_to": "7" * 64, "module_id": "m" * 32, "auth[user_id]": "9" * 32}
+OVER_LIMITS = [("message_id", "i" * 129), ("message_to", "7" * 65), ("module_id", "m" * 33), ("auth[user_id]", "9" * 33),
+               ("code", "c" * 129), ("type", "S" * 31)]
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("name,value", OVER_LIMITS)
+def test_on_postgresql_a_value_over_its_column_is_400_not_a_500(installation, provider, name, value):
+    """On PostgreSQL through the HANDLER's one statement (which would cut a longer value to its column)."""
+    from django.db import connection
+    from django.test import Client
+
+    assert connection.vendor == "postgresql"
+    assert_refused(post(Client(), installation, encode(crm_fields(**{name: value}))), 400, name)
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_on_postgresql_values_at_their_column_width_are_stored_whole(installation, provider):
+    from django.db import connection
+    from django.test import Client
+
+    assert connection.vendor == "postgresql"
+    response = post(Client(), installation, encode(bizproc_fields(workflow_id="w" * 64, **EXACT_LIMITS)))
+    assert response.status_code == 200, response.content
+    message = Message.objects.get()
+    assert (message.message_id, message.message_to, message.module_id, message.author_user_id, message.workflow_id) == (
+        "i" * 128, "7" * 64, "m" * 32, "9" * 32, "w" * 64)
+
+
+# --- a test SMS is checked as the HANDLER checks it, before anything is posted -------------------------
+@pytest.fixture
+def nothing_posted(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the test SMS was posted although its input is invalid")
+
+    monkeypatch.setattr("providers.services.test_sms.requests.post", refuse)
+
+
+@pytest.mark.parametrize("phone,text,field", [
+    ("+7900\u000c1234567", "Hi", "phone"),  # issue 10: was a 502 "the handler answered HTTP 400"
+    ("+7900\x001234567", "Hi", "phone"),
+    ("+7900\n1234567", "Hi", "phone"),
+    ("+7 900", "Hi", "phone"),  # not a phone number: the send would fail
+    ("hello", "Hi", "phone"),
+    ("+79001234567", "Hi\x00there", "text"),
+    ("+79001234567", "Hi\x1bthere", "text"),
+    ("+79001234567", "Ж" * 671, "text"),  # 11 SMS parts: the HANDLER refuses it
+])
+def test_a_test_sms_the_handler_would_refuse_is_400_from_the_api(api_client, installation, provider, nothing_posted,
+                                                                  phone, text, field):
+    response = api_client.post(f"/api/providers/{provider.pk}/test-sms/", {"phone": phone, "text": text}, format="json")
+    assert response.status_code == 400, response.content
+    assert list(response.json()) == [field] and response.json()[field][0]
+    assert not Message.objects.exists() and not MessageStatusChange.objects.exists()
+
+
+def test_a_test_sms_with_a_control_character_is_a_form_error_in_the_admin(client, staff_user, installation, provider,
+                                                                          nothing_posted):
+    client.force_login(staff_user)
+    page = client.post("/admin/providers/provider/", {
+        "action": "send_test_sms", "_selected_action": [provider.pk], "send": "1", "phone": "+7900\u000c1234567",
+        "text": "Hi", "installation": installation.pk})
+    assert page.status_code == 200
+    assert "The phone number contains a control character." in page.content.decode()
+    assert not Message.objects.exists()
 
 
 # --- i-dgtl callback ---------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ A message over a quota is not sent to i-dgtl: it ends failed with the reason, Bi
 import pytest
 from django.utils import timezone
 
-from b24sms import metrics
+from common import metrics
 from providers.models import Message, MessageState, StatusReport
 from providers.services.sending import messages_send_waiting
 

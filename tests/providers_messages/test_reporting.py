@@ -50,7 +50,7 @@ class RecordingBitrix24:
 @pytest.fixture
 def bitrix24_api(monkeypatch):
     fake = RecordingBitrix24()
-    monkeypatch.setattr("providers.services.reporting.Bitrix24Client", fake)
+    monkeypatch.setattr("providers.services.reporting.portal_client", fake)
     return fake
 
 

@@ -9,7 +9,7 @@ from django.forms.models import model_to_dict
 from django.urls import reverse
 from django.utils import timezone
 
-from b24sms import metrics
+from common import metrics
 from providers.models import Message, MessageStatusChange, StatusReport
 from providers.services import retention
 from providers.services.retention import NumberScrubber, messages_anonymise_old, messages_due
@@ -158,6 +158,40 @@ def test_a_run_ends_at_its_time_budget_and_the_next_goes_on_oldest_first():
     assert messages_anonymise_old(batch_size=2, time_budget=0) == 2
     assert messages_anonymise_old(batch_size=2, time_budget=0) == 1
     assert messages_anonymise_old(batch_size=2, time_budget=0) == 0
+
+
+@pytest.mark.django_db
+def test_a_run_pauses_between_batches_in_proportion_to_them(settings, monkeypatch):
+    """MESSAGES_RETENTION_PAUSE_FACTOR: the HANDLER keeps the database while a backlog is worked off."""
+    for i in range(5):
+        final_message(days_ago=200 + i)
+    clock = {"now": 1000.0}
+    pauses = []
+
+    def batch(**kwargs):  # each batch takes 0.5 s of the clock
+        clock["now"] += 0.5
+        return real_batch(**kwargs)
+
+    def sleep(seconds):
+        pauses.append(seconds)
+        clock["now"] += seconds
+
+    from providers.services import retention
+
+    real_batch = retention.messages_anonymise_batch
+    monkeypatch.setattr(retention, "messages_anonymise_batch", batch)
+    monkeypatch.setattr(retention.time, "monotonic", lambda: clock["now"])
+    monkeypatch.setattr(retention.time, "sleep", sleep)
+    settings.MESSAGES_RETENTION_PAUSE_FACTOR = 4
+    assert messages_anonymise_old(batch_size=2) == 5
+    assert pauses == [2.0, 2.0]  # after each full batch; the short last one ends the run
+
+    for i in range(5):
+        final_message(days_ago=200 + i)
+    pauses.clear()
+    assert messages_anonymise_old(batch_size=2, time_budget=2) == 2  # the pause would pass the budget: it stops
+    assert pauses == []
+    assert messages_anonymise_old(batch_size=2, pause_factor=0) == 3 and pauses == []  # back to back
 
 
 @pytest.mark.django_db

@@ -342,7 +342,7 @@ def test_every_message_of_a_steady_stream_has_a_run_due_after_it(schedule):
 
 
 def test_bulk_update_rows_writes_each_rows_own_values(installation, provider):
-    from b24sms.bulk import bulk_update_rows
+    from common.bulk import bulk_update_rows
 
     messages = [make_message(installation, provider, n) for n in range(1, 4)]
     values = ["it's 1", "", None]

@@ -1,6 +1,6 @@
 """Unit-test fixtures: the Bitrix24 client replaced at its boundary by a scripted portal.
 
-``portal`` stands in for ``bitrix24.client`` (``Bitrix24Client(installation).call`` and the OAuth
+``portal`` stands in for ``bitrix24.client`` (``portal_client(installation).call`` and the OAuth
 server's ``oauth_token_refresh``): it keeps providers per installation like Bitrix24 does, answers
 with the contract's error codes, refuses every call to an inactive installation
 (InstallationInactive), and lets a test script failures with ``portal.fail(method, exc)``
@@ -115,8 +115,8 @@ class _Client:
 def portal(monkeypatch):
     scripted = ScriptedPortal()
     monkeypatch.setattr("providers.services.installations.oauth_token_refresh", scripted.oauth_token_refresh)
-    monkeypatch.setattr("providers.services.installations.Bitrix24Client", scripted.client)
-    monkeypatch.setattr("providers.services.registration.Bitrix24Client", scripted.client)
+    monkeypatch.setattr("providers.services.installations.portal_client", scripted.client)
+    monkeypatch.setattr("providers.services.registration.portal_client", scripted.client)
     return scripted
 
 

@@ -42,7 +42,8 @@ def test_new_application_needs_a_secret(admin_client, db):
 
 
 def test_installation_pages_show_state_and_masked_tokens(admin_client, make_installation):
-    installation = make_installation(state=InstallationState.NEEDS_REINSTALL, last_error="invalid_grant: token revoked")
+    installation = make_installation(state=InstallationState.NEEDS_REINSTALL, last_error="invalid_grant: token revoked",
+                                     application_token="app-token-shown-nowhere")
 
     listing = admin_client.get("/admin/providers/installation/").content.decode()
     page = admin_client.get(f"/admin/providers/installation/{installation.pk}/change/").content.decode()
@@ -50,8 +51,9 @@ def test_installation_pages_show_state_and_masked_tokens(admin_client, make_inst
     assert "Needs reinstall: reinstall the application on the portal" in listing
     assert "invalid_grant" in listing
     assert f"Needs reinstall (no call reaches it until the application is reinstalled there): {installation.domain}" in listing
-    for secret in (installation.access_token, installation.refresh_token, installation.application_token,
-                   installation.handler_secret, installation.callback_secret):
+    for secret in (installation.access_token, installation.refresh_token, "app-token-shown-nowhere",
+                   installation.application_token_hash, installation.handler_secret, installation.callback_secret,
+                   installation.handler_secret_index, installation.callback_secret_index):
         assert secret not in page and secret not in listing
     assert "••••" in page
 

@@ -12,7 +12,8 @@ def on_commit(django_capture_on_commit_callbacks):
 
 
 def test_portals_list_and_retrieve_never_expose_tokens(api_client, make_installation):
-    installation = make_installation(state=InstallationState.NEEDS_REINSTALL, last_error="invalid_grant")
+    installation = make_installation(state=InstallationState.NEEDS_REINSTALL, last_error="invalid_grant",
+                                     application_token="app-token-shown-nowhere")
 
     listed = api_client.get("/api/portals/").json()["results"]
     one = api_client.get(f"/api/portals/{installation.pk}/").json()
@@ -20,8 +21,9 @@ def test_portals_list_and_retrieve_never_expose_tokens(api_client, make_installa
     assert listed[0]["domain"] == installation.domain
     assert one["needs_reinstall"] is True and one["last_error"] == "invalid_grant"
     text = str(listed) + str(one)
-    for secret in (installation.access_token, installation.refresh_token, installation.application_token,
-                   installation.handler_secret, installation.callback_secret):
+    for secret in (installation.access_token, installation.refresh_token, "app-token-shown-nowhere",
+                   installation.application_token_hash, installation.handler_secret, installation.callback_secret,
+                   installation.handler_secret_index, installation.callback_secret_index):
         assert secret not in text
 
 

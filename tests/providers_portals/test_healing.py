@@ -7,7 +7,7 @@ from urllib.parse import urlencode
 import pytest
 from django.utils import timezone
 
-from b24sms import metrics
+from common import metrics
 from bitrix24.client import Bitrix24MethodError, Bitrix24TransientError
 from providers.models import Installation, InstallationState, ProviderRegistration, RegistrationState
 from providers.services import installations as installation_services

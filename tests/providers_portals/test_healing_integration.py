@@ -9,7 +9,7 @@ import json
 import pytest
 import requests
 
-from b24sms import metrics
+from common import metrics
 from providers.models import Installation, Message, MessageState, ProviderRegistration, RegistrationState
 from tests.waiting import wait_until
 

@@ -55,7 +55,7 @@ def test_onappinstall_event_confirms_tokens_stores_installation_and_binds_app_ev
     assert installation.server_endpoint == "https://oauth.bitrix.info/rest/"
     assert installation.access_token == "admin-access-token"
     assert installation.refresh_token == "rotated-refresh-token-1"  # the OAuth server's answer, not the request's
-    assert installation.application_token == "app-token-1"
+    assert installation.application_token_matches("app-token-1")
     assert installation.access_token_expires_at.timestamp() == 1900000000
     assert installation.scope == "crm,messageservice"
     assert installation.portal_status == "L"
@@ -82,7 +82,7 @@ def test_install_page_post_from_browser_gets_install_finish_page(client, applica
     assert installation.domain == "acme.bitrix24.ru"
     assert installation.client_endpoint == "https://acme.bitrix24.ru/rest/"
     assert installation.refresh_token == "rotated-refresh-page-1"
-    assert installation.application_token == "app-token-page"
+    assert installation.application_token_matches("app-token-page")
     assert installation.member_id == MEMBER_ID
 
 
@@ -285,7 +285,7 @@ def test_reinstall_updates_the_same_installation_and_pushes_providers_again(
     assert installation.state == InstallationState.ACTIVE
     assert installation.uninstalled_at is None
     assert installation.refresh_token == "rotated-refresh-token-2"
-    assert installation.application_token == "app-token-2"
+    assert installation.application_token_matches("app-token-2") and not installation.application_token_matches("app-token-1")
     assert installation.domain == "acme-renamed.bitrix24.ru"
     assert installation.handler_secret == secret  # HANDLER URLs stay valid
     # the registration was live, so the provider was added again

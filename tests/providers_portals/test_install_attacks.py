@@ -14,9 +14,10 @@ from urllib.parse import urlencode
 
 import pytest
 
-from bitrix24.client import Bitrix24AddressRefused, Bitrix24Client, Bitrix24RedirectRefused
+from bitrix24.client import Bitrix24AddressRefused, Bitrix24RedirectRefused
 from bitrix24.urls import portal_url_refusal
 from providers.models import BitrixApplication, Installation, InstallationState
+from providers.services.portal_access import portal_client
 
 pytestmark = pytest.mark.django_db
 
@@ -126,7 +127,7 @@ def test_an_impostor_answering_app_info_cannot_take_over_a_portal(client, bitrix
     assert impostor.requests == []  # never called: not app.info, not event.bind
     assert Installation.objects.values().get() == before
     # the real portal keeps working with what was stored
-    with Bitrix24Client(Installation.objects.get()) as b24:
+    with portal_client(Installation.objects.get()) as b24:
         assert b24.call("event.get")
     assert all(b["handler"].startswith("https://sms.example.com/") for b in victim.event_bindings)
 
@@ -211,7 +212,7 @@ def test_calls_to_a_stored_portal_that_now_resolves_privately_are_refused_at_con
     settings.B24_PORTAL_ALLOW_LOOPBACK = False
 
     with pytest.raises(Bitrix24AddressRefused):
-        Bitrix24Client(installation).call("event.get")
+        portal_client(installation).call("event.get")
     assert len(victim.calls) == calls_before  # no request reached the address
 
 
@@ -223,7 +224,7 @@ def test_private_and_metadata_addresses_are_refused(settings, installation_facto
 
     started = time.monotonic()
     with pytest.raises((Bitrix24AddressRefused, Bitrix24RedirectRefused)):
-        Bitrix24Client(installation).call("event.get")
+        portal_client(installation).call("event.get")
     assert time.monotonic() - started < 1  # refused, not timed out
 
 

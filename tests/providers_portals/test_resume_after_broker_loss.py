@@ -46,7 +46,7 @@ def _pending(make_installation, provider, seconds_ago: float) -> ProviderRegistr
 
 
 def test_the_broker_reports_a_loss_once_per_sweep(broker_is_private_redis):
-    from b24sms.broker import broker_messages_lost_at
+    from common.taskqueue import broker_messages_lost_at
 
     first = broker_messages_lost_at("registrations")  # no marker yet: everything before this Redis started
     assert first is not None and timezone.now() - first < timedelta(seconds=30)
@@ -60,7 +60,7 @@ def test_the_broker_reports_a_loss_once_per_sweep(broker_is_private_redis):
 
 
 def test_the_embedded_broker_and_inline_tasks_lose_nothing(settings, monkeypatch):
-    from b24sms.broker import broker_messages_lost_at
+    from common.taskqueue import broker_messages_lost_at
     from b24sms.celery import app
 
     monkeypatch.setenv("CELERY_BROKER_URL", "b24sqla+sqlite:///unused.sqlite3")

@@ -208,7 +208,9 @@ def test_schema_documents_the_endpoints(api):
     assert [name for name in multipart if name.startswith("file")] == [f"file{n}" for n in range(1, 11)]
     assert multipart["file1"]["format"] == "binary" and "PDF, PNG or JPEG" in multipart["file1"]["description"]
     errors = create["responses"]["400"]["content"]["application/json"]
-    assert errors["schema"]["additionalProperties"] == {"type": "array", "items": {"type": "string"}}
+    assert errors["schema"]["allOf"] == [{"$ref": "#/components/schemas/Error"}]  # the API's one error body
+    assert schema["components"]["schemas"]["Error"]["additionalProperties"] == {
+        "$ref": "#/components/schemas/ErrorMessages"}
     assert "sender_name" in str(errors["examples"])
 
 

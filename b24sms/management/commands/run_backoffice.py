@@ -14,6 +14,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.core.management import BaseCommand, CommandError, call_command
+from honcho.manager import Manager
 
 from b24sms import sandbox
 
@@ -23,8 +24,8 @@ SUPERVISOR = Path(__file__).resolve().parents[2] / "supervise.py"
 def supervised(name: str, command: str) -> str:
     """``command`` under the supervisor, which starts it again whenever it exits.
 
-    Run by its path with -I: b24sms/ is not put on sys.path (b24sms/logging.py would hide the standard
-    library's) and nothing loads Django there, so a bad setting shows in the supervised process only.
+    Run by its path with -I: b24sms/ is not put on sys.path (b24sms/celery.py would hide the Celery
+    library) and nothing loads Django there, so a bad setting shows in the supervised process only.
     """
     return f"{sys.executable} -I {shlex.quote(str(SUPERVISOR))} --name {name} -- {command}"
 
@@ -40,8 +41,6 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Print the processes and their sandbox environment; start nothing.")
 
     def handle(self, *args, **options):
-        from honcho.manager import Manager
-
         module = os.environ.get("DJANGO_SETTINGS_MODULE", "") or getattr(settings, "SETTINGS_MODULE", "")
         if module.endswith("production"):
             raise CommandError("run_backoffice starts Django's development server: not with production settings. "

@@ -1,8 +1,10 @@
-"""Leaky-bucket rate limiter per Bitrix24 portal, shared by every worker process (docs/contracts/bitrix24.md §1.4).
+"""Leaky-bucket rate limiter per key, shared by every worker process.
 
-Each request adds 1 to the portal's bucket, which drains ``drain_per_second``; a request that would
-lift it above ``burst`` waits. Bitrix24 itself answers ``503 QUERY_LIMIT_EXCEEDED`` past that point
-(standard plans: burst 50, 2/s; Enterprise: 250, 5/s), so waiting here keeps us under it.
+Each request adds 1 to the bucket of its key, which drains ``drain_per_second``; a request that
+would lift it above ``burst`` waits. The callers name their own buckets: the Bitrix24 client one per
+portal (Bitrix24 itself answers ``503 QUERY_LIMIT_EXCEEDED`` past its own bucket, docs/contracts/bitrix24.md
+§1.4), the i-dgtl client one per account (docs/contracts/idgtl.md §4), so waiting here keeps us under
+the remote limit.
 
 Backends:
 * Redis (``settings.REDIS_URL`` set): one atomic Lua script per attempt, using Redis's clock so
@@ -23,11 +25,16 @@ import math
 import threading
 import time
 
+import redis
 from django.conf import settings
+from django.core.cache import cache as default_cache
+from django.db import DatabaseError
 
+# The prefix of every bucket's keys. It says "b24rate" because the limiter was the Bitrix24 client's
+# first; it is kept so that workers of two releases running side by side during a deploy share buckets.
 KEY_PREFIX = "b24sms:b24rate:"
-# Requests kept free below ``burst``: our clock and Bitrix24's see a request at slightly different
-# moments (network jitter), so filling the bucket to the brim would now and then overflow Bitrix24's.
+# Requests kept free below ``burst``: our clock and the remote side's see a request at slightly different
+# moments (network jitter), so filling the bucket to the brim would now and then overflow the remote one.
 HEADROOM = 1
 LOCKED_RETRY_SECONDS = 0.01
 
@@ -69,8 +76,6 @@ return tostring((level + 1 - burst) / drain)
 
 class RedisLeakyBucket:
     def __init__(self, url: str):
-        import redis
-
         self.client = redis.Redis.from_url(url)
         self.script = self.client.register_script(_LUA_LEAKY_BUCKET)
 
@@ -86,15 +91,9 @@ class CacheLeakyBucket:
     """The leaky bucket over a Django cache: one ``cache.add`` per claimed time slot."""
 
     def __init__(self, cache=None):
-        if cache is None:
-            from django.core.cache import cache as default_cache
-
-            cache = default_cache
-        self.cache = cache
+        self.cache = default_cache if cache is None else cache
 
     def try_acquire(self, key: str, burst: int, drain_per_second: float) -> float:
-        from django.db import DatabaseError
-
         try:
             return self._try_acquire(key, burst, drain_per_second)
         except DatabaseError:  # a locked SQLite table (database cache): busy, try again shortly
@@ -144,13 +143,15 @@ def get_backend():
     return backend
 
 
-def acquire(key: str, burst: int, drain_per_second: float, timeout: float | None = None, *, backend=None,
+def acquire(key: str, burst: int, drain_per_second: float, timeout: float, *, backend=None,
             sleep=time.sleep) -> float:
-    """Wait for room in the bucket ``key``; return the seconds waited. Raises RateLimitTimeout."""
+    """Wait up to ``timeout`` seconds for room in the bucket ``key``; return the seconds waited.
+
+    Raises RateLimitTimeout (nothing taken) when the wait would be longer.
+    """
     if drain_per_second <= 0 or burst <= 0:
         raise ValueError("burst and drain_per_second must be positive")
     backend = backend or get_backend()
-    timeout = settings.B24_TIMEOUT if timeout is None else timeout
     started = time.monotonic()
     while True:
         wait = backend.try_acquire(key, burst, drain_per_second)

@@ -1,4 +1,4 @@
-"""The per-portal leaky bucket: Redis (Lua) and the Django-cache fallback, shared by threads."""
+"""The leaky bucket per key (common/ratelimit.py): Redis (Lua) and the Django-cache fallback, shared by threads."""
 import math
 import time
 import types
@@ -7,7 +7,7 @@ import uuid
 import pytest
 from django.core.cache.backends.db import DatabaseCache
 
-from bitrix24 import ratelimit
+from common import ratelimit
 from tests.concurrency import run_together
 
 

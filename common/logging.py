@@ -18,10 +18,22 @@ import inspect
 import logging
 import re
 from datetime import datetime, timezone
+from logging.config import dictConfig
 
+from celery.signals import task_postrun, task_prerun
+from django.conf import settings
 from pythonjsonlogger.json import JsonFormatter as _JsonFormatter
 
 REDACTED = "[REDACTED]"
+
+
+def mask_secret(value: str) -> str:
+    """What an operator may see of a key or token once it is saved: its last four characters."""
+    if not value:
+        return ""
+    if len(value) <= 8:
+        return "••••"
+    return "••••" + value[-4:]
 
 _context: contextvars.ContextVar[dict] = contextvars.ContextVar("b24sms_log_context", default={})
 
@@ -76,8 +88,6 @@ _PATTERNS = [
 
 def _configured_secrets() -> list[str]:
     try:
-        from django.conf import settings
-
         values = [
             getattr(settings, name, "") for name in
             ("SECRET_KEY", "IDGTL_SENDER_NAMES_TOKEN", "IDGTL_MESSAGES_TOKEN", "B24_CLIENT_SECRET", "METRICS_TOKEN")
@@ -155,12 +165,6 @@ def unbind_task_context(sender=None, task_id=None, **_ignored):
 
 def configure_logging(**kwargs):
     """Celery's setup_logging signal: workers and beat log exactly like Django (settings.LOGGING)."""
-    from logging.config import dictConfig
-
-    from django.conf import settings
-
     dictConfig(settings.LOGGING)
-    from celery.signals import task_postrun, task_prerun
-
     task_prerun.connect(bind_task_context, weak=False, dispatch_uid="b24sms-log-context-prerun")
     task_postrun.connect(unbind_task_context, weak=False, dispatch_uid="b24sms-log-context-postrun")
