@@ -2,6 +2,8 @@
 import functools
 import hmac
 import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import psycopg
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
@@ -70,18 +72,64 @@ def installation_by_callback_secret(*, secret: str) -> Installation:
     raise HandlerForbidden(_("Unknown handler."))
 
 
+# --- who may post to the HANDLER: one rule, read by the one-statement SQL and by Python --------------
+@dataclass(frozen=True)
+class AccessCondition:
+    """One condition of the HANDLER's access rule, stated once for both paths: ``sql`` over the
+    installation ``i`` and the call's named parameters (:func:`_access_params`) for the one statement,
+    ``holds`` over the Installation and the same parameters for the general path, and the refusal."""
+
+    sql: str
+    holds: Callable[[Installation, dict], bool]
+    refusal: str
+
+
+def _compare(stored: str, given: str) -> bool:
+    return hmac.compare_digest(stored.encode(), given.encode())
+
+
+# docs/contracts/bitrix24.md §3 "Authenticity": the HANDLER URL's secret, then, when the call carries
+# ``auth``, its application token and portal; and the application must be installed.
+HANDLER_ACCESS_RULE = (
+    AccessCondition(
+        sql="i.handler_secret_index = %(secret_index)s::text",
+        holds=lambda i, p: _compare(i.handler_secret_index, p["secret_index"]),
+        refusal=_("Unknown handler.")),
+    AccessCondition(
+        sql="(%(no_auth)s::boolean OR (i.application_token_hash <> '' "
+            "AND i.application_token_hash = %(application_token_hash)s::text))",
+        holds=lambda i, p: p["no_auth"] or (i.application_token_hash != ""
+                                            and _compare(i.application_token_hash, p["application_token_hash"])),
+        refusal=_("Wrong application token.")),
+    AccessCondition(
+        sql="(%(member_id)s::text = '' OR i.member_id = %(member_id)s::text)",
+        holds=lambda i, p: p["member_id"] == "" or i.member_id == p["member_id"],
+        refusal=_("The call comes from another portal.")),
+    AccessCondition(
+        sql=f"i.state = '{InstallationState.ACTIVE.value}'",
+        holds=lambda i, p: i.state == InstallationState.ACTIVE,
+        refusal=_("The application is not installed on this portal.")),
+)
+
+
+def _access_params(*, secret: str, form: HandlerForm) -> dict:
+    """The call's side of the rule: the secret and application token as their keyed hashes (HMAC-SHA256,
+    a few µs each; nothing is decrypted on the HANDLER's path) and the portal of ``auth``."""
+    auth = form.auth
+    return {
+        "secret_index": url_secret_index(secret), "no_auth": auth is None,
+        "application_token_hash": (keyed_hash(auth.application_token, purpose=APPLICATION_TOKEN_PURPOSE)
+                                   if auth else ""),
+        "member_id": auth.member_id if auth else "",
+    }
+
+
 def _check_call(installation: Installation, *, secret: str, form: HandlerForm) -> None:
-    """The whole secret's keyed hash (constant time), then the application token (its keyed hash, constant
-    time) and portal when ``auth`` is present."""
-    if not hmac.compare_digest(installation.handler_secret_index, url_secret_index(secret)):
-        raise HandlerForbidden(_("Unknown handler."))
-    if form.auth is not None:
-        if not installation.application_token_matches(form.auth.application_token):
-            raise HandlerForbidden(_("Wrong application token."))
-        if form.auth.member_id and form.auth.member_id != installation.member_id:
-            raise HandlerForbidden(_("The call comes from another portal."))
-    if not installation.is_active:
-        raise HandlerForbidden(_("The application is not installed on this portal."))
+    """HandlerForbidden with the first condition of HANDLER_ACCESS_RULE that ``installation`` fails."""
+    params = _access_params(secret=secret, form=form)
+    for condition in HANDLER_ACCESS_RULE:
+        if not condition.holds(installation, params):
+            raise HandlerForbidden(condition.refusal)
 
 
 # What the HANDLER needs of the registration, its installation and provider (one query, no ORM
@@ -270,11 +318,7 @@ def _accept_in_one_statement(*, secret: str, form: HandlerForm) -> bool:
     auth = form.auth
     sql, json_fields = _one_statement_sql()
     params = {
-        # The secrets are matched by their keyed hashes (HMAC-SHA256, a few µs each), never decrypted here.
-        "secret_index": url_secret_index(secret), "code": form.code, "no_auth": auth is None,
-        "application_token_hash": (keyed_hash(auth.application_token, purpose=APPLICATION_TOKEN_PURPOSE)
-                                   if auth else ""),
-        "member_id": auth.member_id if auth else "",
+        **_access_params(secret=secret, form=form), "code": form.code,
         "message_id": form.message_id, "module_id": form.module_id, "workflow_id": form.workflow_id,
         "author_user_id": auth.user_id if auth else "", "message_to": form.message_to,
         "text": form.message_body, "bitrix_sent_at": form.ts, "now": timezone.now(),
@@ -353,12 +397,8 @@ def _one_statement_sql() -> tuple[str, dict]:
         f"SELECT i.{quote('id')} AS installation_id, p.{quote('id')} AS provider_id, p.{quote('sender_name')} AS sender_name "
         f"FROM {registration} r JOIN {installation} i ON i.{quote('id')} = r.{quote('installation_id')} "
         f"JOIN {provider} p ON p.{quote('id')} = r.{quote('provider_id')} "
-        f"WHERE i.{quote('handler_secret_index')} = %(secret_index)s::text AND p.{quote('code')} = %(code)s::text "
-        f"AND r.{quote('state')} <> {_literal(RegistrationState.REMOVED.value)} "
-        f"AND i.{quote('state')} = {_literal(InstallationState.ACTIVE.value)} "
-        f"AND (%(no_auth)s::boolean OR (i.{quote('application_token_hash')} <> '' "
-        f"AND i.{quote('application_token_hash')} = %(application_token_hash)s::text)) "
-        f"AND (%(member_id)s::text = '' OR i.{quote('member_id')} = %(member_id)s::text)"
+        f"WHERE p.{quote('code')} = %(code)s::text AND r.{quote('state')} <> {_literal(RegistrationState.REMOVED.value)} "
+        f"AND {' AND '.join(condition.sql for condition in HANDLER_ACCESS_RULE)}"
         f"), new_message AS ("
         f"INSERT INTO {quote(Message._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
         f"SELECT {', '.join(value(f) for f in fields)} FROM target "

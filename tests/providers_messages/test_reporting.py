@@ -121,7 +121,9 @@ def test_permanent_error_is_recorded_as_rejected_and_the_rest_accepted(installat
     assert len(bitrix24_api.batches) == 1  # a rejected report is not retried
 
 
-def test_transient_failure_is_retried_with_backoff_until_accepted(installation, provider, bitrix24_api):
+def test_transient_failure_is_retried_with_backoff_until_accepted(settings, installation, provider, bitrix24_api):
+    # A backoff far longer than the test: the test settings' 0.2 s ran out between two calls on a loaded machine.
+    settings.MESSAGES_REPORT_RETRY_BACKOFF = 60
     item = report(make_message(installation, provider, 1), "delivered")
     bitrix24_api.answers.append(Bitrix24TransientError("QUERY_LIMIT_EXCEEDED", "Too many requests", http_status=503))
     reports_send_pending(installation_id=installation.pk)
