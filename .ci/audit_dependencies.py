@@ -10,6 +10,7 @@ otherwise never land anything.
 
 Run: `.venv/bin/python .ci/audit_dependencies.py` (after `make setup`).
 """
+
 import json
 import subprocess
 import sys
@@ -30,12 +31,16 @@ def verdict(report: dict) -> tuple[int, list[str]]:
         for vuln in dependency["vulns"]:
             fixed = ", ".join(vuln.get("fix_versions") or []) or "no fixed version yet"
             aliases = ", ".join(vuln.get("aliases") or [])
-            lines.append(f"VULNERABLE {dependency['name']}=={dependency.get('version', '?')}: {vuln.get('id')}"
-                         f"{f' ({aliases})' if aliases else ''}; fixed in {fixed}")
+            lines.append(
+                f"VULNERABLE {dependency['name']}=={dependency.get('version', '?')}: {vuln.get('id')}"
+                f"{f' ({aliases})' if aliases else ''}; fixed in {fixed}"
+            )
     if skipped:
         names = ", ".join(d["name"] for d in skipped)
-        lines.append(f"WARNING: {len(skipped)} of {len(dependencies)} packages could not be audited "
-                     f"(the vulnerability data is unreachable from here?): {names}")
+        lines.append(
+            f"WARNING: {len(skipped)} of {len(dependencies)} packages could not be audited "
+            f"(the vulnerability data is unreachable from here?): {names}"
+        )
     audited = len(dependencies) - len(skipped)
     if vulnerable:
         lines.append(f"pip-audit: {len(vulnerable)} vulnerable package(s): upgrade the pins in requirements.txt.")
@@ -47,13 +52,26 @@ def verdict(report: dict) -> tuple[int, list[str]]:
 def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         output = Path(scratch) / "audit.json"
-        command = [sys.executable, "-m", "pip_audit", "-r", str(ROOT / "requirements.txt"),
-                   "--progress-spinner", "off", "--format", "json", "--output", str(output)]
+        command = [
+            sys.executable,
+            "-m",
+            "pip_audit",
+            "-r",
+            str(ROOT / "requirements.txt"),
+            "--progress-spinner",
+            "off",
+            "--format",
+            "json",
+            "--output",
+            str(output),
+        ]
         try:
             run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT)
         except subprocess.TimeoutExpired:
-            print(f"WARNING: pip-audit did not finish in {TIMEOUT} s (vulnerability service unreachable?); "
-                  "dependencies NOT audited.")
+            print(
+                f"WARNING: pip-audit did not finish in {TIMEOUT} s (vulnerability service unreachable?); "
+                "dependencies NOT audited."
+            )
             return 0
         try:
             report = json.loads(output.read_text())

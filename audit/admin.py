@@ -3,6 +3,7 @@
 Superusers see it, and whom an administrator grants ``audit.view_auditlogentry``: the default roles
 (Viewer, Operator) do not, as the trail names every operator, address and change of access rights.
 """
+
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
@@ -14,9 +15,8 @@ from django.utils.text import capfirst
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from audit.models import AuditLogEntry
 from common.admin_display import datetime_to_second
-
-from .models import AuditLogEntry
 
 EMPTY = "—"
 YES_NO = {"True": _("yes"), "False": _("no")}
@@ -24,6 +24,7 @@ YES_NO = {"True": _("yes"), "False": _("no")}
 
 class ActorFilter(admin.SimpleListFilter):
     """The users that appear in the trail, and b24sms itself (entries without an operator)."""
+
     title = _("user")
     parameter_name = "actor"
     SYSTEM = "none"
@@ -43,13 +44,16 @@ class ActorFilter(admin.SimpleListFilter):
 
 class ObjectTypeFilter(admin.SimpleListFilter):
     """The kinds of object that appear in the trail, by their names."""
+
     title = _("object type")
     parameter_name = "object_type"
 
     def lookups(self, request, model_admin):
         ids = AuditLogEntry.objects.values_list("content_type_id", flat=True).distinct()
-        types = [(str(ct.pk), capfirst(ct.model_class()._meta.verbose_name) if ct.model_class() else ct.model)
-                 for ct in ContentType.objects.filter(pk__in=ids)]
+        types = [
+            (str(ct.pk), capfirst(ct.model_class()._meta.verbose_name) if ct.model_class() else ct.model)
+            for ct in ContentType.objects.filter(pk__in=ids)
+        ]
         return sorted(types, key=lambda item: str(item[1]))
 
     def queryset(self, request, queryset):
@@ -62,7 +66,9 @@ def object_admin_url(entry) -> str | None:
     if entry.object_id is None:
         return None
     try:
-        return reverse(f"admin:{entry.content_type.app_label}_{entry.content_type.model}_change", args=[entry.object_id])
+        return reverse(
+            f"admin:{entry.content_type.app_label}_{entry.content_type.model}_change", args=[entry.object_id]
+        )
     except NoReverseMatch:
         return None
 
@@ -90,7 +96,9 @@ def change_values(entry) -> list[tuple[str, str, str]]:
         before, after = display.get(str(getattr(field, "verbose_name", name)), change)[:2]
         if isinstance(field, BooleanField):
             before, after = (YES_NO.get(value, value) for value in (before, after))
-        rows.append((label, before if before not in ("None", "") else EMPTY, after if after not in ("None", "") else EMPTY))
+        rows.append(
+            (label, before if before not in ("None", "") else EMPTY, after if after not in ("None", "") else EMPTY)
+        )
     return rows
 
 
@@ -106,7 +114,17 @@ class AuditLogEntryAdmin(admin.ModelAdmin):
     search_fields = ["object_repr", "changes_text", "actor__username"]
     date_hierarchy = "timestamp"
     show_full_result_count = False
-    fields = ["when", "who", "remote_addr", "action", "object_type", "object_link", "changes_table", "result", "details"]
+    fields = [
+        "when",
+        "who",
+        "remote_addr",
+        "action",
+        "object_type",
+        "object_link",
+        "changes_table",
+        "result",
+        "details",
+    ]
     readonly_fields = fields
 
     def has_add_permission(self, request):
@@ -140,10 +158,17 @@ class AuditLogEntryAdmin(admin.ModelAdmin):
         shown = format_html('<a href="{}">{}</a>', url, entry.object_repr) if url else entry.object_repr
         if entry.object_id is None:
             return shown
-        trail = reverse("admin:audit_auditlogentry_changelist") + \
-            f"?object_type={entry.content_type_id}&object_id={entry.object_id}"
-        return format_html('{} <a href="{}" class="b24-audit-object-trail" title="{}">({})</a>', shown, trail,
-                           gettext("Every entry of this object"), gettext("all entries"))
+        trail = (
+            reverse("admin:audit_auditlogentry_changelist")
+            + f"?object_type={entry.content_type_id}&object_id={entry.object_id}"
+        )
+        return format_html(
+            '{} <a href="{}" class="b24-audit-object-trail" title="{}">({})</a>',
+            shown,
+            trail,
+            gettext("Every entry of this object"),
+            gettext("all entries"),
+        )
 
     @admin.display(description=_("what"))
     def summary(self, entry):
@@ -159,9 +184,13 @@ class AuditLogEntryAdmin(admin.ModelAdmin):
         if not rows:
             return EMPTY
         return format_html(
-            '<table class="b24-audit-changes"><thead><tr><th>{}</th><th>{}</th><th>{}</th></tr></thead><tbody>{}</tbody>'
-            '</table>', gettext("field"), gettext("before"), gettext("after"),
-            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows))
+            '<table class="b24-audit-changes"><thead><tr><th>{}</th><th>{}</th><th>{}</th></tr></thead>'
+            "<tbody>{}</tbody></table>",
+            gettext("field"),
+            gettext("before"),
+            gettext("after"),
+            format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td></tr>", rows),
+        )
 
     @admin.display(description=_("result"))
     def result(self, entry):
@@ -172,5 +201,8 @@ class AuditLogEntryAdmin(admin.ModelAdmin):
         data = entry.additional_data or {}
         if not data:
             return EMPTY
-        return format_html_join("", "<div><strong>{}</strong>: {}</div>", (
-            (key, ", ".join(map(str, value)) if isinstance(value, list) else value) for key, value in data.items()))
+        return format_html_join(
+            "",
+            "<div><strong>{}</strong>: {}</div>",
+            ((key, ", ".join(map(str, value)) if isinstance(value, list) else value) for key, value in data.items()),
+        )

@@ -10,9 +10,9 @@ class AuditConfig(AppConfig):
 
     def ready(self):
         # Imported here, not at the top: they need the app registry (models), which is ready only now.
-        from .middleware import entry_fill_request
-        from .models import AuditLogEntry
-        from .registry import register_tracked_models
+        from audit.middleware import entry_fill_request
+        from audit.models import AuditLogEntry
+        from audit.registry import register_tracked_models
 
         register_tracked_models()
         pre_save.connect(entry_fill_request, sender=AuditLogEntry, dispatch_uid="audit.entry_fill_request")

@@ -6,6 +6,7 @@ can write. Here the request is kept for the time it is served and read when an e
 user by then authenticated by the session or by DRF (which sets it on the request), the address by
 ``common.netaddr.client_ip`` (X-Forwarded-For believed only from TRUSTED_PROXIES).
 """
+
 from contextvars import ContextVar
 
 from common.netaddr import client_ip

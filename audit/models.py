@@ -1,4 +1,5 @@
 """One audit table: auditlog's log entry (created, changed, deleted) with the operator actions added."""
+
 from auditlog.models import AbstractLogEntry
 from django.db import models
 from django.utils.translation import gettext_lazy as _

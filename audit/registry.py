@@ -6,6 +6,7 @@ statuses polled, timestamps) neither floods the trail nor puts a token in it. A 
 later is not followed until it is listed here. Secrets are followed as "changed" only: their values
 show as ``••••`` (set) or empty (not set), never as they are.
 """
+
 from auditlog.registry import auditlog
 from django.apps import apps
 
@@ -13,7 +14,14 @@ SECRET_MASK = "audit.registry.secret_mask"
 
 TRACKED = {
     "idgtl.IdgtlAccount": {
-        "include_fields": ["name", "api_url", "sender_names_key", "messages_key", "is_default", "low_balance_threshold"],
+        "include_fields": [
+            "name",
+            "api_url",
+            "sender_names_key",
+            "messages_key",
+            "is_default",
+            "low_balance_threshold",
+        ],
         "mask_fields": ["sender_names_key", "messages_key"],
     },
     "providers.BitrixApplication": {
@@ -23,20 +31,50 @@ TRACKED = {
     # Created by Bitrix24 installing the application (no actor); an operator sets only how it sends and its
     # quotas (admin form and PATCH /api/portals/{id}/).
     "providers.Installation": {
-        "include_fields": ["domain", "account", "default_region", "rate_limit_burst", "rate_limit_drain_per_second",
-                           "quota_monthly_parts", "quota_recipient_per_hour", "quota_warning_percent"],
+        "include_fields": [
+            "domain",
+            "account",
+            "default_region",
+            "rate_limit_burst",
+            "rate_limit_drain_per_second",
+            "quota_monthly_parts",
+            "quota_recipient_per_hour",
+            "quota_warning_percent",
+        ],
     },
     "providers.Provider": {
-        "include_fields": ["code", "name", "name_translations", "description", "description_translations",
-                           "sender_name", "sender_name_application"],
+        "include_fields": [
+            "code",
+            "name",
+            "name_translations",
+            "description",
+            "description_translations",
+            "sender_name",
+            "sender_name_application",
+        ],
     },
     "sendernames.SenderNameApplication": {
-        "include_fields": ["account", "channel_type", "common_type", "brand", "date_from", "sender_name",
-                           "counteragent_name", "counteragent_inn"],
+        "include_fields": [
+            "account",
+            "channel_type",
+            "common_type",
+            "brand",
+            "date_from",
+            "sender_name",
+            "counteragent_name",
+            "counteragent_inn",
+        ],
     },
     "sendernames.SenderNameGroup": {
-        "include_fields": ["account", "channel_type", "common_type", "date_from", "sender_name", "counteragent_name",
-                           "counteragent_inn"],
+        "include_fields": [
+            "account",
+            "channel_type",
+            "common_type",
+            "date_from",
+            "sender_name",
+            "counteragent_name",
+            "counteragent_inn",
+        ],
     },
     "providers.Tariff": {  # prices: what a portal is billed
         "include_fields": ["installation", "price_per_part", "billable_states", "valid_from", "valid_until", "comment"],

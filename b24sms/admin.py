@@ -5,6 +5,7 @@
 - django-axes names its rows in English with raw UTC times ("Attempted Access: 2026-…+00:00"); their names
   here are translated, with local times (the models' ``__str__`` is set here: axes offers no other hook).
 """
+
 from axes.admin import AccessAttemptAdmin as AxesAccessAttemptAdmin
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from cron_descriptor import FormatException, MissingFieldException, Options, WrongArgumentException, get_description
@@ -24,8 +25,9 @@ def crontab_description(schedule: CrontabSchedule | None) -> str:
     options = Options()
     options.locale_code = "ru_RU" if (get_language() or "").startswith("ru") else "en_US"
     options.use_24hour_time_format = True
-    expression = " ".join([schedule.minute, schedule.hour, schedule.day_of_month, schedule.month_of_year,
-                           schedule.day_of_week])
+    expression = " ".join(
+        [schedule.minute, schedule.hour, schedule.day_of_month, schedule.month_of_year, schedule.day_of_week]
+    )
     try:
         return f"{get_description(expression, options)} {schedule.timezone}"
     except (FormatException, MissingFieldException, WrongArgumentException):
@@ -102,7 +104,8 @@ class PeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
         response = super().changeform_view(request, object_id, form_url, extra_context)
         if hasattr(response, "context_data"):  # the crontabs the form's script describes, in the reader's language
             response.context_data["readable_crontabs"] = {
-                schedule.pk: crontab_description(schedule) for schedule in CrontabSchedule.objects.all()}
+                schedule.pk: crontab_description(schedule) for schedule in CrontabSchedule.objects.all()
+            }
         return response
 
 
@@ -115,17 +118,24 @@ class AccessAttemptAdmin(AxesAccessAttemptAdmin):
 
 def _attempt_name(attempt) -> str:
     return gettext("Failed logins as “%(username)s” from %(address)s") % {
-        "username": attempt.username, "address": attempt.ip_address}
+        "username": attempt.username,
+        "address": attempt.ip_address,
+    }
 
 
 def _access_name(access) -> str:
     return gettext("Login of “%(username)s” at %(time)s") % {
-        "username": access.username, "time": datetime_to_second(access.attempt_time)}
+        "username": access.username,
+        "time": datetime_to_second(access.attempt_time),
+    }
 
 
 def _failure_name(failure) -> str:
     return gettext("Failed login as “%(username)s” at %(time)s from %(address)s") % {
-        "username": failure.username, "time": datetime_to_second(failure.attempt_time), "address": failure.ip_address}
+        "username": failure.username,
+        "time": datetime_to_second(failure.attempt_time),
+        "address": failure.ip_address,
+    }
 
 
 AccessAttempt.__str__ = _attempt_name

@@ -13,6 +13,7 @@ behaviour; tests/ops/test_admin_russian.py checks that every registered model ha
 Permissions are shown by name in the user and group forms: Django's are rows with English names, so they
 are shown as "application | model | action" with the action translated (``permission_label``).
 """
+
 import dataclasses
 import re
 
@@ -49,8 +50,9 @@ NOUNS = {
     "sendernames.statusreadability": Noun(pgettext_lazy("accusative", "status reading from i-dgtl"), NEUTER),
     "providers.bitrixapplication": Noun(pgettext_lazy("accusative", "Bitrix24 application"), NEUTER),
     "providers.installation": Noun(pgettext_lazy("accusative", "installation"), FEMININE),
-    "providers.provider": Noun(pgettext_lazy("accusative", "provider"), MASCULINE,
-                               pgettext_lazy("accusative", "providers")),
+    "providers.provider": Noun(
+        pgettext_lazy("accusative", "provider"), MASCULINE, pgettext_lazy("accusative", "providers")
+    ),
     "providers.providerregistration": Noun(pgettext_lazy("accusative", "registration"), FEMININE),
     "providers.message": Noun(pgettext_lazy("accusative", "message"), NEUTER),
     "providers.unmatchedcallbackevent": Noun(pgettext_lazy("accusative", "unmatched callback event"), NEUTER),
@@ -102,7 +104,9 @@ _EXTRACTED = [  # the same, as makemessages sees them (it reads literals only)
 ]
 
 DEFAULT_PERMISSION_ACTIONS = {
-    "add": gettext_lazy("adding"), "change": gettext_lazy("changing"), "delete": gettext_lazy("deleting"),
+    "add": gettext_lazy("adding"),
+    "change": gettext_lazy("changing"),
+    "delete": gettext_lazy("deleting"),
     "view": gettext_lazy("viewing"),
 }
 
@@ -141,8 +145,11 @@ def gendered_message(message, opts):
         ours = " ".join(pgettext(noun.gender, msgid) for msgid in sentence)
         if "%(obj)s" in ours:  # the delete message: plain text, escaped where it is shown
             return capfirst(ours % {"name": opts.verbose_name, "obj": match.group("obj")})
-        html = ours.format(name=conditional_escape(opts.verbose_name), accusative=conditional_escape(noun.accusative),
-                           obj=match.group("obj"))  # the object's part is Django's, already escaped
+        html = ours.format(
+            name=conditional_escape(opts.verbose_name),
+            accusative=conditional_escape(noun.accusative),
+            obj=match.group("obj"),
+        )  # the object's part is Django's, already escaped
         return mark_safe(capfirst(html)) if isinstance(message, SafeString) else capfirst(html)
     return message
 
@@ -200,8 +207,12 @@ class NamedModelAdmin(admin.ModelAdmin):
         noun = noun_for(self.opts)
         if "delete_selected" in actions and noun is not None and noun.accusative_plural:
             function, name, _description = actions["delete_selected"]
-            actions["delete_selected"] = (function, name, pgettext("animate", "Delete selected %(verbose_name_plural)s") % {
-                "verbose_name_plural": noun.accusative_plural})
+            actions["delete_selected"] = (
+                function,
+                name,
+                pgettext("animate", "Delete selected %(verbose_name_plural)s")
+                % {"verbose_name_plural": noun.accusative_plural},
+            )
         return actions
 
     def message_user(self, request, message, level=20, extra_tags="", fail_silently=False):
@@ -224,6 +235,9 @@ class AdminSite(admin.AdminSite):
     def register(self, model_or_iterable, admin_class=None, **options):
         admin_class = admin_class or admin.ModelAdmin
         if not issubclass(admin_class, NamedModelAdmin):
-            admin_class = type(admin_class.__name__, (NamedModelAdmin, admin_class),
-                               {"__module__": admin_class.__module__, "__qualname__": admin_class.__qualname__})
+            admin_class = type(
+                admin_class.__name__,
+                (NamedModelAdmin, admin_class),
+                {"__module__": admin_class.__module__, "__qualname__": admin_class.__qualname__},
+            )
         return super().register(model_or_iterable, admin_class, **options)

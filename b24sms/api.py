@@ -1,4 +1,5 @@
 """Shared REST API pieces: the JSON error shape for every error, including unexpected ones."""
+
 import logging
 
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
@@ -40,7 +41,7 @@ def exception_handler(exc, context):
         if isinstance(response.data, list):  # ValidationError("…") raised by a view: the same shape as any other
             response.data = {"non_field_errors": response.data}
         return response
-    logger.exception("Unhandled API error", extra={"view": context.get("view").__class__.__name__})
+    logger.error("Unhandled API error", extra={"view": context.get("view").__class__.__name__})
     return Response({"detail": _("Internal error. It has been logged.")}, status=status.HTTP_500_INTERNAL_SERVER_ERROR)
 
 

@@ -14,6 +14,7 @@ beside what its view declares, all with the API's one error body (``Error``, see
 parameter ``allowEmptyValue``: an empty value is the same as leaving the parameter out (``common.api``);
 an optional field of a multipart form likewise; a text query parameter holds no NUL (b24sms.middleware).
 """
+
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular import openapi
 from drf_spectacular.contrib.django_filters import DjangoFilterExtension
@@ -31,7 +32,8 @@ ERROR_COMPONENTS = {
             '{"sender_name": ["…"], "file2": ["…"]}; "non_field_errors" holds what concerns the request as a '
             "whole; the errors of one item of a list are an object keyed by its position "
             '({"brands": {"1": ["…"]}}). Every other error, and a body that cannot be parsed, is '
-            '{"detail": "…"}.'),
+            '{"detail": "…"}.'
+        ),
         "properties": {"detail": {"type": "string", "description": "What went wrong, for a person to read."}},
         "additionalProperties": {"$ref": "#/components/schemas/ErrorMessages"},
     },
@@ -62,13 +64,17 @@ class AutoSchema(openapi.AutoSchema):
         for code in self._error_codes():
             if code not in responses:
                 responses[code] = self._get_response_for_code(
-                    OpenApiResponse(dict(ERROR_REF), description=str(ERRORS[code])), code, direction=direction)
+                    OpenApiResponse(dict(ERROR_REF), description=str(ERRORS[code])), code, direction=direction
+                )
         return dict(sorted(responses.items()))
 
     def _map_serializer_field(self, field, direction, bypass_extensions=False):
         schema = super()._map_serializer_field(field, direction, bypass_extensions)
-        if (direction == "request" and isinstance(field, serializers.PrimaryKeyRelatedField)
-                and schema.get("type") == "integer"):  # an id given in a body: bounded like every id (common.api)
+        if (
+            direction == "request"
+            and isinstance(field, serializers.PrimaryKeyRelatedField)
+            and schema.get("type") == "integer"
+        ):  # an id given in a body: bounded like every id (common.api)
             schema.setdefault("minimum", 1)
             schema.setdefault("maximum", ID_MAX)
         return schema
@@ -91,6 +97,7 @@ class AutoSchema(openapi.AutoSchema):
 
 class FilterExtension(DjangoFilterExtension):
     """django-filter's parameters as drf-spectacular reads them, with an id filter's bounds."""
+
     target_class = "common.api.FilterBackend"
     priority = 1
 
@@ -113,8 +120,11 @@ def postprocess(result, generator, request, public):
                 if parameter.get("in") == "query" and not parameter.get("required"):
                     parameter["allowEmptyValue"] = True
                 schema = parameter.get("schema", {})
-                if parameter.get("in") == "query" and schema.get("type") == "string" and not (
-                        {"enum", "format", "pattern"} & set(schema)):
+                if (
+                    parameter.get("in") == "query"
+                    and schema.get("type") == "string"
+                    and not ({"enum", "format", "pattern"} & set(schema))
+                ):
                     schema["pattern"] = NO_NUL  # b24sms.middleware refuses a NUL in a query string
             form = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data", {}).get("schema", {})
             if "$ref" in form:
@@ -134,5 +144,7 @@ def _form_fields_may_be_empty(component):
             continue
         field.pop("nullable", None)
         description = field.pop("description", None)
-        component["properties"][name] = {"anyOf": [field, {"type": "string", "maxLength": 0}],
-                                         **({"description": description} if description else {})}
+        component["properties"][name] = {
+            "anyOf": [field, {"type": "string", "maxLength": 0}],
+            **({"description": description} if description else {}),
+        }

@@ -13,6 +13,7 @@ lock guards the threads of one process only, so two processes may both try to cr
 (``table ... already exists``) or the same queue (``UNIQUE constraint failed: kombu_queue.name``).
 Both are taken here as what they mean: another process created it first.
 """
+
 from kombu import transport
 from kombu.transport import sqlalchemy
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -27,7 +28,8 @@ class Channel(sqlalchemy.Channel):
     def _engine_from_config(self):
         conninfo = self.connection.client
         options = {
-            key: value for key, value in conninfo.transport_options.items()
+            key: value
+            for key, value in conninfo.transport_options.items()
             if key in ("pool_size", "max_overflow", "pool_recycle", "pool_timeout", "echo", "connect_args")
         }
         if conninfo.hostname.startswith("sqlite"):

@@ -9,14 +9,14 @@ work in the database instead (messages to send, status reports due, registration
 within a minute of the broker being back; workers run under something that restarts them (the
 supervisor of `make run`, ``restart: unless-stopped`` in docker-compose.yml).
 """
+
 import os
 
 from celery import Celery, signals
 from celery.schedules import schedule
 
+from b24sms import broker
 from common.logging import configure_logging
-
-from . import broker
 
 broker.register()  # the embedded (SQLite) broker's transport: see broker.py
 
@@ -57,13 +57,18 @@ BEAT_SCHEDULE = {
     "messages-callback-inbox-sweep": {"task": "providers.tasks.sweep_callback_inbox", "schedule": schedule(60.0)},
     "messages-report-statuses": {"task": "providers.tasks.report_pending_statuses", "schedule": schedule(30.0)},
     # Cheap when nothing is stuck; after the broker lost its messages it asks again at once (see the task).
-    "providers-resume-stuck-registrations": {"task": "providers.tasks.resume_stuck_registrations",
-                                             "schedule": schedule(30.0)},
+    "providers-resume-stuck-registrations": {
+        "task": "providers.tasks.resume_stuck_registrations",
+        "schedule": schedule(30.0),
+    },
     # ONAPPUNINSTALL and ONAPPUPDATE bound on installations that lack them (e.g. installed before).
     "providers-bind-missing-events": {"task": "providers.tasks.bind_missing_events", "schedule": schedule(60.0)},
     # sender.list against our registrations, a share of the portals per run (REGISTRATION_DRIFT_REPAIR_INTERVAL).
-    "providers-repair-drift": {"task": "providers.tasks.repair_provider_drift", "schedule": schedule(DRIFT_REPAIR_PERIOD),
-                               "kwargs": {"period": DRIFT_REPAIR_PERIOD}},
+    "providers-repair-drift": {
+        "task": "providers.tasks.repair_provider_drift",
+        "schedule": schedule(DRIFT_REPAIR_PERIOD),
+        "kwargs": {"period": DRIFT_REPAIR_PERIOD},
+    },
     # GET /balance of the accounts last read IDGTL_BALANCE_POLL_INTERVAL ago (so that setting is the period).
     "idgtl-poll-balances": {"task": "idgtl.tasks.poll_balances", "schedule": schedule(60.0)},
     # Retention: anonymises old final messages in short batches, for MESSAGES_RETENTION_TIME_BUDGET at most.

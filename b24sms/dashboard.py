@@ -11,6 +11,7 @@ the messages table is read only for the messages still waiting (received, sendin
 leave out, through the ``(state, created_at)`` index: a range as long as the queue, never the table
 (bench/scale.py measures it; tests/ops/test_dashboard.py checks the queries).
 """
+
 from datetime import datetime, time, timedelta
 
 from django.db.models import Count, Min, Q, Sum
@@ -22,8 +23,15 @@ from b24sms.health import beat_heartbeat_age
 from idgtl.contract import SenderNameStatus
 from idgtl.models import IdgtlAccount
 from providers.models import (
-    Installation, InstallationState, Message, MessageState, ProviderRegistration, RegistrationState, StatusReport,
-    StatusReportState, UsageDay,
+    Installation,
+    InstallationState,
+    Message,
+    MessageState,
+    ProviderRegistration,
+    RegistrationState,
+    StatusReport,
+    StatusReportState,
+    UsageDay,
 )
 from providers.services.quotas import months_parts_used, quota_refusals_recent
 from providers.services.usage import usage_day_of, usage_zone
@@ -58,19 +66,31 @@ def messages_today(now):
     """
     today = usage_day_of(now)
     start = datetime.combine(today, time.min, tzinfo=usage_zone())
-    counted = (UsageDay.objects.filter(day=today).order_by()
-               .values_list("installation_id", "installation__domain", "state").annotate(n=Sum("messages")))
-    waiting = (Message.objects.filter(state=MessageState.RECEIVED, created_at__gte=start).order_by()
-               .values_list("installation_id", "installation__domain").annotate(n=Count("id")))
-    counts = [*counted, *((installation_id, domain, MessageState.RECEIVED, n)
-                          for installation_id, domain, n in waiting)]
+    counted = (
+        UsageDay.objects.filter(day=today)
+        .order_by()
+        .values_list("installation_id", "installation__domain", "state")
+        .annotate(n=Sum("messages"))
+    )
+    waiting = (
+        Message.objects.filter(state=MessageState.RECEIVED, created_at__gte=start)
+        .order_by()
+        .values_list("installation_id", "installation__domain")
+        .annotate(n=Count("id"))
+    )
+    counts = [
+        *counted,
+        *((installation_id, domain, MessageState.RECEIVED, n) for installation_id, domain, n in waiting),
+    ]
     states = list(MessageState.choices)
     portals = {}
     totals = {value: 0 for value, _label in states}
     for installation_id, domain, state, n in counts:
         if not n:
             continue  # a rollup row whose messages all moved on
-        row = portals.setdefault(installation_id, {"portal": domain, "counts": {value: 0 for value, _label in states}, "total": 0})
+        row = portals.setdefault(
+            installation_id, {"portal": domain, "counts": {value: 0 for value, _label in states}, "total": 0}
+        )
         row["counts"][state] = row["counts"].get(state, 0) + n
         row["total"] += n
         totals[state] = totals.get(state, 0) + n
@@ -79,8 +99,10 @@ def messages_today(now):
         row["cells"] = [row["counts"][value] for value, _label in states]
     date_query = f"created_at__gte={today.isoformat()}"
     return {
-        "states": [{"value": v, "label": label, "url": admin_url("providers_message_changelist", f"state={v}&{date_query}")}
-                   for v, label in states],
+        "states": [
+            {"value": v, "label": label, "url": admin_url("providers_message_changelist", f"state={v}&{date_query}")}
+            for v, label in states
+        ],
         "rows": rows,
         "totals": [totals[v] for v, _label in states],
         "total": sum(totals.values()),
@@ -98,13 +120,23 @@ def daily_chart(now, days=CHART_DAYS):
     today = usage_day_of(now)
     first = today - timedelta(days=days - 1)
     accepted = [MessageState.SENT, MessageState.DELIVERED, MessageState.UNDELIVERED]
-    rows = (UsageDay.objects.filter(day__gte=first, day__lte=today).order_by().values("day")
-            .annotate(sent=Sum("messages", filter=Q(state__in=accepted)),
-                      delivered=Sum("messages", filter=Q(state=MessageState.DELIVERED)),
-                      failed=Sum("messages", filter=Q(state__in=[MessageState.FAILED, MessageState.UNDELIVERED]))))
+    rows = (
+        UsageDay.objects.filter(day__gte=first, day__lte=today)
+        .order_by()
+        .values("day")
+        .annotate(
+            sent=Sum("messages", filter=Q(state__in=accepted)),
+            delivered=Sum("messages", filter=Q(state=MessageState.DELIVERED)),
+            failed=Sum("messages", filter=Q(state__in=[MessageState.FAILED, MessageState.UNDELIVERED])),
+        )
+    )
     rows = [{key: (value or 0) if key != "day" else value for key, value in row.items()} for row in rows]
     by_day = {row["day"]: row for row in rows}
-    series = [("sent", _("Sent"), "#417690"), ("delivered", _("Delivered"), "#3a9c4e"), ("failed", _("Failed or undelivered"), "#ba2121")]
+    series = [
+        ("sent", _("Sent"), "#417690"),
+        ("delivered", _("Delivered"), "#3a9c4e"),
+        ("failed", _("Failed or undelivered"), "#ba2121"),
+    ]
     height, bar, gap, group_gap, top, left = 160, 9, 1, 10, 10, 34
     data = []
     for i in range(days):
@@ -117,21 +149,36 @@ def daily_chart(now, days=CHART_DAYS):
         x0 = left + i * group_width
         d["x_label"] = x0 + (len(series) * (bar + gap)) / 2
         d["bars"] = []
-        for j, (key, label, colour) in enumerate(series):
+        for j, (_key, label, colour) in enumerate(series):
             value = d["values"][j]
             h = round(height * value / peak, 1)
-            d["bars"].append({"x": x0 + j * (bar + gap), "y": round(top + height - h, 1), "h": h, "w": bar,
-                              "colour": colour, "label": label, "value": value})
+            d["bars"].append(
+                {
+                    "x": x0 + j * (bar + gap),
+                    "y": round(top + height - h, 1),
+                    "h": h,
+                    "w": bar,
+                    "colour": colour,
+                    "label": label,
+                    "value": value,
+                }
+            )
     return {
-        "days": data, "series": [{"label": label, "colour": colour} for _key, label, colour in series],
-        "peak": peak, "width": left + days * group_width, "height": top + height + 34, "plot_bottom": top + height,
-        "plot_top": top, "left": left, "label_y": top + height + 14,
+        "days": data,
+        "series": [{"label": label, "colour": colour} for _key, label, colour in series],
+        "peak": peak,
+        "width": left + days * group_width,
+        "height": top + height + 34,
+        "plot_bottom": top + height,
+        "plot_top": top,
+        "left": left,
+        "label_y": top + height + 14,
     }
 
 
 def sender_names_by_status():
     """Applications by i-dgtl status; those not submitted yet by our submission state."""
-    rows = (SenderNameApplication.objects.order_by().values_list("submission_state", "status").annotate(n=Count("id")))
+    rows = SenderNameApplication.objects.order_by().values_list("submission_state", "status").annotate(n=Count("id"))
     grouped = {}
     for submission_state, status, n in rows:
         if status:
@@ -146,8 +193,15 @@ def sender_names_by_status():
                 label = SubmissionState(submission_state).label
             except ValueError:
                 label = submission_state
-        entry = grouped.setdefault(key, {"label": label, "code": key[1], "n": 0,
-                                         "url": admin_url("sendernames_sendernameapplication_changelist", query)})
+        entry = grouped.setdefault(
+            key,
+            {
+                "label": label,
+                "code": key[1],
+                "n": 0,
+                "url": admin_url("sendernames_sendernameapplication_changelist", query),
+            },
+        )
         entry["n"] += n
     return sorted(grouped.values(), key=lambda e: -e["n"])
 
@@ -161,30 +215,57 @@ def installations_needing_attention(installations=True, registrations=True):
     """Portals that need reinstalling or report an error, and providers that failed to register
     (each part only when asked for: the user may view it)."""
     installations_allowed = installations
-    installations = list(
-        Installation.objects.filter(Q(state=InstallationState.NEEDS_REINSTALL) | (Q(state=InstallationState.ACTIVE) & ~Q(last_error="")))
-        .select_related("application").order_by("-updated_at")[:ATTENTION_LIMIT]) if installations else []
-    registrations = list(
-        ProviderRegistration.objects.filter(state=RegistrationState.FAILED)
-        .select_related("provider", "installation").order_by("-updated_at")[:ATTENTION_LIMIT]) if registrations else []
+    installations = (
+        list(
+            Installation.objects.filter(
+                Q(state=InstallationState.NEEDS_REINSTALL) | (Q(state=InstallationState.ACTIVE) & ~Q(last_error=""))
+            )
+            .select_related("application")
+            .order_by("-updated_at")[:ATTENTION_LIMIT]
+        )
+        if installations
+        else []
+    )
+    registrations = (
+        list(
+            ProviderRegistration.objects.filter(state=RegistrationState.FAILED)
+            .select_related("provider", "installation")
+            .order_by("-updated_at")[:ATTENTION_LIMIT]
+        )
+        if registrations
+        else []
+    )
     return {
         "installations": [
-            {"domain": i.domain, "state": i.get_state_display(), "error": i.last_error,
-             "url": change_url("providers_installation_change", i.pk)}
-            for i in installations],
+            {
+                "domain": i.domain,
+                "state": i.get_state_display(),
+                "error": i.last_error,
+                "url": change_url("providers_installation_change", i.pk),
+            }
+            for i in installations
+        ],
         "quotas": quotas_needing_attention() if installations_allowed else [],
         "registrations": [
-            {"provider": r.provider.code, "domain": r.installation.domain, "error": r.last_error,
-             "url": change_url("providers_provider_change", r.provider_id)}
-            for r in registrations],
+            {
+                "provider": r.provider.code,
+                "domain": r.installation.domain,
+                "error": r.last_error,
+                "url": change_url("providers_provider_change", r.provider_id),
+            }
+            for r in registrations
+        ],
     }
 
 
 def quotas_needing_attention():
     """Active portals with a quota whose month's parts reached the warning threshold (from the rollups, one
     aggregate query), or that had a message refused by a quota within the last day."""
-    portals = list(Installation.objects.filter(state=InstallationState.ACTIVE).filter(
-        Q(quota_monthly_parts__isnull=False) | Q(quota_recipient_per_hour__isnull=False)).order_by("domain", "id"))
+    portals = list(
+        Installation.objects.filter(state=InstallationState.ACTIVE)
+        .filter(Q(quota_monthly_parts__isnull=False) | Q(quota_recipient_per_hour__isnull=False))
+        .order_by("domain", "id")
+    )
     if not portals:
         return []
     used = months_parts_used([p.pk for p in portals if p.quota_monthly_parts is not None])
@@ -196,29 +277,53 @@ def quotas_needing_attention():
         warning = percent is not None and percent >= portal.quota_warning_percent
         refusal = refused.get(portal.pk)
         if warning or refusal:
-            rows.append({"domain": portal.domain, "parts": parts, "limit": limit, "percent": percent,
-                         "warning": warning, "refused": (refusal or {}).get("error", ""),
-                         "url": change_url("providers_installation_change", portal.pk)})
+            rows.append(
+                {
+                    "domain": portal.domain,
+                    "parts": parts,
+                    "limit": limit,
+                    "percent": percent,
+                    "warning": warning,
+                    "refused": (refusal or {}).get("error", ""),
+                    "url": change_url("providers_installation_change", portal.pk),
+                }
+            )
     return rows[:ATTENTION_LIMIT]
 
 
 def idgtl_balances(now):
     """Each i-dgtl account's last balance read, how old it is, whether it is below the threshold or failed to read."""
     accounts = IdgtlAccount.objects.order_by("name").only(
-        "name", "balance", "balance_currency", "balance_at", "low_balance_threshold", "balance_error")
-    return [{"account": a.name, "balance": a.balance, "currency": a.balance_currency,
-             "age": (now - a.balance_at) if a.balance_at else None, "threshold": a.low_balance_threshold,
-             "low": a.is_balance_low, "error": a.balance_error, "url": change_url("idgtl_idgtlaccount_change", a.pk)}
-            for a in accounts]
+        "name", "balance", "balance_currency", "balance_at", "low_balance_threshold", "balance_error"
+    )
+    return [
+        {
+            "account": a.name,
+            "balance": a.balance,
+            "currency": a.balance_currency,
+            "age": (now - a.balance_at) if a.balance_at else None,
+            "threshold": a.low_balance_threshold,
+            "low": a.is_balance_low,
+            "error": a.balance_error,
+            "url": change_url("idgtl_idgtlaccount_change", a.pk),
+        }
+        for a in accounts
+    ]
 
 
 def waiting(now):
     """The oldest message not yet accepted by i-dgtl, and the oldest status update owed to Bitrix24 (the waiting
     ones only: index ranges of the queues, not the tables)."""
-    messages = (Message.objects.filter(state__in=[MessageState.RECEIVED, MessageState.SENDING]).order_by()
-                .aggregate(n=Count("id"), oldest=Min("created_at")))
-    reports = (StatusReport.objects.filter(state=StatusReportState.PENDING).order_by()
-               .aggregate(n=Count("id"), oldest=Min("created_at")))
+    messages = (
+        Message.objects.filter(state__in=[MessageState.RECEIVED, MessageState.SENDING])
+        .order_by()
+        .aggregate(n=Count("id"), oldest=Min("created_at"))
+    )
+    reports = (
+        StatusReport.objects.filter(state=StatusReportState.PENDING)
+        .order_by()
+        .aggregate(n=Count("id"), oldest=Min("created_at"))
+    )
     return {
         "messages": messages["n"],
         "oldest_message_age": (now - messages["oldest"]) if messages["oldest"] else None,
@@ -230,6 +335,7 @@ def waiting(now):
 
 def dashboard_data(now=None, user=None) -> dict:
     """Every section; with a user, only those of the models the user may view (the others are None)."""
+
     def may_view(*perms):
         return user is None or user.has_perms(perms)
 
@@ -248,7 +354,8 @@ def dashboard_data(now=None, user=None) -> dict:
         "sender_names": sender_names_by_status() if may_view("sendernames.view_sendernameapplication") else None,
         "sender_name_reads": sender_name_reads() if may_view("sendernames.view_sendernameapplication") else None,
         "attention": installations_needing_attention(installations, registrations)
-        if installations or registrations else None,
+        if installations or registrations
+        else None,
         "waiting": waiting(now) if messages else None,
         "balances": idgtl_balances(now) if may_view("idgtl.view_idgtlaccount") else None,
         "beat_age": heartbeat,

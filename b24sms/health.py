@@ -10,6 +10,7 @@ No authentication: load balancers call it, and anyone gets the status, the faili
 check's ok and time. The details (error texts, the heartbeat's time, the transport) are for a staff
 session or ``Authorization: Bearer $METRICS_TOKEN`` only; they are short and redacted.
 """
+
 import time
 from datetime import datetime, timedelta
 
@@ -94,8 +95,12 @@ def healthz(request):
     if not details_allowed(request):
         results = {name: {"ok": r["ok"], "ms": r["ms"]} for name, r in results.items()}
     failing = [name for name, r in results.items() if not r["ok"]]
-    body = {"status": "fail" if failing else "ok", "failing": failing, "checks": results,
-            "time": timezone.now().isoformat(timespec="seconds")}
+    body = {
+        "status": "fail" if failing else "ok",
+        "failing": failing,
+        "checks": results,
+        "time": timezone.now().isoformat(timespec="seconds"),
+    }
     return JsonResponse(body, status=503 if failing else 200)
 
 

@@ -4,6 +4,7 @@ Production settings reject a Host outside DJANGO_ALLOWED_HOSTS and redirect plai
 so the probe sends the first allowed host as Host and `X-Forwarded-Proto: https` (the header
 SECURE_PROXY_SSL_HEADER trusts), exactly like the reverse proxy in front of gunicorn would.
 """
+
 import os
 import sys
 import urllib.error

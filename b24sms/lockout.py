@@ -5,6 +5,7 @@ behind TRUSTED_PROXIES the forwarded address), logins with that username from th
 refused for AXES_COOLOFF_TIME, the right password included: the login page again, status 429, saying
 why and for how long. An administrator unlocks earlier by deleting the row in "Access attempts".
 """
+
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.forms import AdminAuthenticationForm
@@ -18,7 +19,9 @@ def lockout_message(username: str) -> str:
         "Too many failed logins as “%(username)s” from your address: logging in is blocked for %(minutes)d "
         "minute. Try again later, or ask an administrator to unlock it.",
         "Too many failed logins as “%(username)s” from your address: logging in is blocked for %(minutes)d "
-        "minutes. Try again later, or ask an administrator to unlock it.", minutes)
+        "minutes. Try again later, or ask an administrator to unlock it.",
+        minutes,
+    )
     return text % {"username": username, "minutes": minutes}
 
 
@@ -32,4 +35,6 @@ def lockout_response(request, original_response=None, credentials=None):
         "next": request.POST.get("next") or request.GET.get("next", ""),
         "lockout_message": lockout_message(username),
     }
-    return TemplateResponse(request, "admin/login_locked.html", context, status=settings.AXES_HTTP_RESPONSE_CODE).render()
+    return TemplateResponse(
+        request, "admin/login_locked.html", context, status=settings.AXES_HTTP_RESPONSE_CODE
+    ).render()

@@ -9,6 +9,7 @@ client address in METRICS_ALLOWED_NETWORKS (default: loopback and private networ
 set, the address being the one TRUSTED_PROXIES forwarded (common/netaddr.py). Behind a proxy every
 client looks private: `manage.py check --deploy` requires METRICS_TOKEN (b24sms.E001).
 """
+
 import logging
 import threading
 
@@ -25,7 +26,13 @@ from b24sms.ops_access import is_staff, metrics_token_presented
 from common import metrics, netaddr
 from idgtl.models import IdgtlAccount
 from providers.models import (
-    Installation, Message, MessageState, ProviderRegistration, StatusReport, StatusReportState, UnmatchedCallbackEvent,
+    Installation,
+    Message,
+    MessageState,
+    ProviderRegistration,
+    StatusReport,
+    StatusReportState,
+    UnmatchedCallbackEvent,
 )
 from sendernames.models import SenderNameApplication
 
@@ -43,31 +50,49 @@ def _database_gauges():
 
     waiting = Message.objects.filter(state__in=[MessageState.RECEIVED, MessageState.SENDING]).order_by()
     agg = waiting.aggregate(n=Count("id"), oldest=Min("created_at"))
-    yield GaugeMetricFamily("b24sms_queue_waiting_messages", "Messages received and not yet accepted by i-dgtl.", value=agg["n"])
     yield GaugeMetricFamily(
-        "b24sms_queue_oldest_waiting_seconds", "Age of the oldest message not yet accepted by i-dgtl (0 when none).",
-        value=(now - agg["oldest"]).total_seconds() if agg["oldest"] else 0)
+        "b24sms_queue_waiting_messages", "Messages received and not yet accepted by i-dgtl.", value=agg["n"]
+    )
+    yield GaugeMetricFamily(
+        "b24sms_queue_oldest_waiting_seconds",
+        "Age of the oldest message not yet accepted by i-dgtl (0 when none).",
+        value=(now - agg["oldest"]).total_seconds() if agg["oldest"] else 0,
+    )
 
-    reports = StatusReport.objects.filter(state=StatusReportState.PENDING).order_by().aggregate(n=Count("id"), oldest=Min("created_at"))
+    reports = (
+        StatusReport.objects.filter(state=StatusReportState.PENDING)
+        .order_by()
+        .aggregate(n=Count("id"), oldest=Min("created_at"))
+    )
     yield GaugeMetricFamily("b24sms_status_reports_pending", "Status updates owed to Bitrix24.", value=reports["n"])
     yield GaugeMetricFamily(
-        "b24sms_status_reports_oldest_pending_seconds", "Age of the oldest status update owed to Bitrix24 (0 when none).",
-        value=(now - reports["oldest"]).total_seconds() if reports["oldest"] else 0)
+        "b24sms_status_reports_oldest_pending_seconds",
+        "Age of the oldest status update owed to Bitrix24 (0 when none).",
+        value=(now - reports["oldest"]).total_seconds() if reports["oldest"] else 0,
+    )
 
     inbox = UnmatchedCallbackEvent.objects.order_by().aggregate(n=Count("id"), oldest=Min("received_at"))
     yield GaugeMetricFamily(
         "b24sms_callback_inbox_waiting_events",
         "i-dgtl callback events kept until the uuid of their message is recorded (the callback came before the "
-        "send's answer).", value=inbox["n"])
+        "send's answer).",
+        value=inbox["n"],
+    )
     yield GaugeMetricFamily(
         "b24sms_callback_inbox_oldest_waiting_seconds",
         "Age of the oldest kept callback event (0 when none); dropped past the message lifetime.",
-        value=(now - inbox["oldest"]).total_seconds() if inbox["oldest"] else 0)
+        value=(now - inbox["oldest"]).total_seconds() if inbox["oldest"] else 0,
+    )
 
     for name, doc, model, field in (
         ("b24sms_installations", "Installations (portals) by state.", Installation, "state"),
         ("b24sms_provider_registrations", "Provider registrations by state.", ProviderRegistration, "state"),
-        ("b24sms_sender_name_applications", "Sender-name applications by i-dgtl status ('' before submission).", SenderNameApplication, "status"),
+        (
+            "b24sms_sender_name_applications",
+            "Sender-name applications by i-dgtl status ('' before submission).",
+            SenderNameApplication,
+            "status",
+        ),
     ):
         family = GaugeMetricFamily(name, doc, labels=[field])
         for value, n in model.objects.order_by().values_list(field).annotate(n=Count("id")):
@@ -79,16 +104,29 @@ def _database_gauges():
 
 def _idgtl_balance_gauges(now):
     """Per i-dgtl account (one small query): the last balance read, its age, the threshold, a failed last read."""
-    balance = GaugeMetricFamily("b24sms_idgtl_balance", "i-dgtl balance of each account, as last read (GET /balance).",
-                                labels=["account", "currency"])
-    age = GaugeMetricFamily("b24sms_idgtl_balance_age_seconds",
-                            "Seconds since the i-dgtl balance of each account was last read (-1: never).", labels=["account"])
-    threshold = GaugeMetricFamily("b24sms_idgtl_balance_low_threshold",
-                                  "Low-balance threshold of each i-dgtl account that has one.", labels=["account"])
-    failing = GaugeMetricFamily("b24sms_idgtl_balance_read_error",
-                                "1 when the last read of the account's i-dgtl balance failed.", labels=["account"])
+    balance = GaugeMetricFamily(
+        "b24sms_idgtl_balance",
+        "i-dgtl balance of each account, as last read (GET /balance).",
+        labels=["account", "currency"],
+    )
+    age = GaugeMetricFamily(
+        "b24sms_idgtl_balance_age_seconds",
+        "Seconds since the i-dgtl balance of each account was last read (-1: never).",
+        labels=["account"],
+    )
+    threshold = GaugeMetricFamily(
+        "b24sms_idgtl_balance_low_threshold",
+        "Low-balance threshold of each i-dgtl account that has one.",
+        labels=["account"],
+    )
+    failing = GaugeMetricFamily(
+        "b24sms_idgtl_balance_read_error",
+        "1 when the last read of the account's i-dgtl balance failed.",
+        labels=["account"],
+    )
     rows = IdgtlAccount.objects.order_by("name").values_list(
-        "name", "balance", "balance_currency", "balance_at", "low_balance_threshold", "balance_error")
+        "name", "balance", "balance_currency", "balance_at", "low_balance_threshold", "balance_error"
+    )
     for name, amount, currency, read_at, low, error in rows:
         if amount is not None:
             balance.add_metric([name, currency], float(amount))
@@ -103,7 +141,9 @@ class B24smsCollector:
     """Read at every scrape; each part reports b24sms_scrape_ok so a broken part is visible."""
 
     def collect(self):
-        ok = GaugeMetricFamily("b24sms_scrape_ok", "1 when this part of the b24sms metrics could be read.", labels=["part"])
+        ok = GaugeMetricFamily(
+            "b24sms_scrape_ok", "1 when this part of the b24sms metrics could be read.", labels=["part"]
+        )
         for part, produce in (("database", _database_gauges), ("counters", metrics.stored_counter_families)):
             try:
                 families = list(produce())
@@ -115,8 +155,11 @@ class B24smsCollector:
             yield from families
         try:
             age = beat_heartbeat_age()
-            yield GaugeMetricFamily("b24sms_beat_heartbeat_age_seconds", "Seconds since beat's last heartbeat (-1: never).",
-                                    value=age.total_seconds() if age is not None else -1)
+            yield GaugeMetricFamily(
+                "b24sms_beat_heartbeat_age_seconds",
+                "Seconds since beat's last heartbeat (-1: never).",
+                value=age.total_seconds() if age is not None else -1,
+            )
         except Exception:
             logger.debug("heartbeat age unavailable", exc_info=True)
         yield ok

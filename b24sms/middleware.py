@@ -1,4 +1,5 @@
 """Request guards shared by every view."""
+
 import json
 
 from django.http import HttpResponse

@@ -1,4 +1,5 @@
 """Who may read the operator endpoints' details (/metrics, /healthz): a staff session or the metrics token."""
+
 import secrets
 
 from django.conf import settings

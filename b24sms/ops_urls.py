@@ -1,7 +1,8 @@
 """Operational endpoints: /healthz, /metrics (django-prometheus's plus b24sms's own), /i18n/setlang/."""
+
 from django.urls import include, path
 
-from . import health, metrics
+from b24sms import health, metrics
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),

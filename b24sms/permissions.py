@@ -10,6 +10,7 @@ A view states what its non-CRUD actions need with ``action_permissions`` (viewse
 permission names); a view without a queryset states ``required_permissions``. Anything not stated
 is refused: a new action without declared permissions is a 403, never open to all staff.
 """
+
 from rest_framework.permissions import DjangoModelPermissions
 
 VIEW = "%(app_label)s.view_%(model_name)s"

@@ -16,6 +16,7 @@ The names are stable English names (stored data, looked up by name), not transla
 created with its permissions only when it does not exist: an administrator's later edits are kept.
 To bring a group back to these defaults, delete it and run ``manage.py migrate``.
 """
+
 from django.apps import apps as global_apps
 from django.contrib.auth.management import create_permissions
 from django.db import DEFAULT_DB_ALIAS
@@ -44,8 +45,9 @@ def role_permissions(Permission, using=DEFAULT_DB_ALIAS) -> dict:
     permissions = Permission.objects.using(using).filter(content_type__app_label__in=ROLE_APPS)
     viewer = list(permissions.filter(codename__startswith="view_"))
     wanted = {tuple(name.split(".", 1)) for name in OPERATOR_PERMISSIONS}
-    operator = viewer + [p for p in permissions.select_related("content_type")
-                         if (p.content_type.app_label, p.codename) in wanted]
+    operator = viewer + [
+        p for p in permissions.select_related("content_type") if (p.content_type.app_label, p.codename) in wanted
+    ]
     return {VIEWER: viewer, OPERATOR: operator}
 
 

@@ -20,6 +20,7 @@ Timelines (seconds, from the environment):
 - SMS to a number ending in 0000 (e.g. +7 999 000-00-00) end "undelivered"; a number that is not a
   phone number fails without reaching i-dgtl.
 """
+
 import importlib.util
 import os
 import signal
@@ -33,8 +34,17 @@ from django.utils import timezone
 
 from common.public_urls import public_url
 from common.sandbox import (  # noqa: F401  (the sandbox's facts, read here and by tests as sandbox.*)
-    DEFAULTS, SANDBOX_CLIENT_ID, SANDBOX_CLIENT_SECRET, SANDBOX_MEMBER_ID, SANDBOX_MESSAGES_KEY, SANDBOX_PORTAL_DOMAIN,
-    SANDBOX_SENDER_NAMES_KEY, UNDELIVERABLE_EXAMPLE, bitrix24_url, idgtl_url, option,
+    DEFAULTS,
+    SANDBOX_CLIENT_ID,
+    SANDBOX_CLIENT_SECRET,
+    SANDBOX_MEMBER_ID,
+    SANDBOX_MESSAGES_KEY,
+    SANDBOX_PORTAL_DOMAIN,
+    SANDBOX_SENDER_NAMES_KEY,
+    UNDELIVERABLE_EXAMPLE,
+    bitrix24_url,
+    idgtl_url,
+    option,
 )
 from idgtl.models import IdgtlAccount
 from idgtl.services import account_sync_default
@@ -46,7 +56,11 @@ def _real_keys_saved() -> bool:
     """An operator saved i-dgtl keys on the default account (outside the sandbox), or added a real application."""
     try:
         account = IdgtlAccount.objects.filter(is_default=True).first()
-        if account and (account.sender_names_key or account.messages_key) and not account.api_url.startswith("http://127.0.0.1:"):
+        if (
+            account
+            and (account.sender_names_key or account.messages_key)
+            and not account.api_url.startswith("http://127.0.0.1:")
+        ):
             return True
         return BitrixApplication.objects.exclude(client_id=SANDBOX_CLIENT_ID).exists()
     except Exception:  # no tables yet: nothing is configured
@@ -64,7 +78,11 @@ def sandbox_decision(environ=None) -> tuple[bool, str]:
         return False, "B24SMS_SANDBOX=0"
     if forced in ("1", "true", "yes", "on"):
         return True, "B24SMS_SANDBOX=1"
-    configured = [name for name in ("IDGTL_SENDER_NAMES_TOKEN", "IDGTL_MESSAGES_TOKEN", "B24_CLIENT_ID") if getattr(settings, name, "")]
+    configured = [
+        name
+        for name in ("IDGTL_SENDER_NAMES_TOKEN", "IDGTL_MESSAGES_TOKEN", "B24_CLIENT_ID")
+        if getattr(settings, name, "")
+    ]
     if configured:
         return False, f"{', '.join(configured)} set"
     if _real_keys_saved():
@@ -107,7 +125,8 @@ def sandbox_prepare():
         BitrixApplication.objects.filter(is_default=True).exclude(client_id=SANDBOX_CLIENT_ID).update(is_default=False)
         application, _ = BitrixApplication.objects.update_or_create(
             client_id=SANDBOX_CLIENT_ID,
-            defaults={"name": "Sandbox", "client_secret": SANDBOX_CLIENT_SECRET, "is_default": True})
+            defaults={"name": "Sandbox", "client_secret": SANDBOX_CLIENT_SECRET, "is_default": True},
+        )
     return application
 
 
@@ -119,8 +138,11 @@ def sandbox_leave() -> int:
     """
     with transaction.atomic():
         BitrixApplication.objects.filter(client_id=SANDBOX_CLIENT_ID, is_default=True).update(is_default=False)
-        installations = list(Installation.objects.select_for_update().filter(
-            application__client_id=SANDBOX_CLIENT_ID).exclude(state=InstallationState.REMOVED))
+        installations = list(
+            Installation.objects.select_for_update()
+            .filter(application__client_id=SANDBOX_CLIENT_ID)
+            .exclude(state=InstallationState.REMOVED)
+        )
         for installation in installations:
             installation.mark_removed(timezone.now())
     return len(installations)
@@ -164,8 +186,10 @@ def serve_fake_idgtl(out=print):
     from fakes.idgtl import FakeIdgtl  # here: the production image leaves the fakes out (.dockerignore)
 
     fake = FakeIdgtl(
-        host="127.0.0.1", port=int(option("B24SMS_SANDBOX_IDGTL_PORT")),
-        sender_names_key=SANDBOX_SENDER_NAMES_KEY, messages_key=SANDBOX_MESSAGES_KEY,
+        host="127.0.0.1",
+        port=int(option("B24SMS_SANDBOX_IDGTL_PORT")),
+        sender_names_key=SANDBOX_SENDER_NAMES_KEY,
+        messages_key=SANDBOX_MESSAGES_KEY,
         auto_review_after=float(option("B24SMS_SANDBOX_REVIEW_DELAY")),
         auto_review_status=option("B24SMS_SANDBOX_REVIEW_STATUS"),
         auto_deliver_after=float(option("B24SMS_SANDBOX_DELIVERY_DELAY")),
@@ -173,9 +197,11 @@ def serve_fake_idgtl(out=print):
     fake.max_recorded_requests = 1000  # a long-running sandbox keeps only the latest requests
     fake.start()
     review = float(option("B24SMS_SANDBOX_REVIEW_DELAY"))
-    out(f"fake i-dgtl at {fake.url}: sender names go PRE_REVIEW -> REVIEW -> {option('B24SMS_SANDBOX_REVIEW_STATUS')} "
+    out(
+        f"fake i-dgtl at {fake.url}: sender names go PRE_REVIEW -> REVIEW -> {option('B24SMS_SANDBOX_REVIEW_STATUS')} "
         f"{review:g} s apart; SMS go sending -> sent -> delivered {option('B24SMS_SANDBOX_DELIVERY_DELAY')} s apart, "
-        f"except to numbers ending in 0000 such as {UNDELIVERABLE_EXAMPLE} (undelivered)")
+        f"except to numbers ending in 0000 such as {UNDELIVERABLE_EXAMPLE} (undelivered)"
+    )
     _wait_forever([fake.stop], out, every=5.0, tick=lambda: allow_known_sender_names(fake))
 
 
@@ -195,10 +221,17 @@ def serve_fake_bitrix24(out=print):
     from fakes.bitrix24 import FakeBitrix24  # here: the production image leaves the fakes out (.dockerignore)
 
     fake = FakeBitrix24(host="127.0.0.1", port=int(option("B24SMS_SANDBOX_BITRIX24_PORT"))).start()
-    portal = fake.add_portal(domain=SANDBOX_PORTAL_DOMAIN, member_id=SANDBOX_MEMBER_ID, client_id=SANDBOX_CLIENT_ID,
-                             client_secret=SANDBOX_CLIENT_SECRET, port=int(option("B24SMS_SANDBOX_PORTAL_PORT")))
-    out(f"fake Bitrix24 at {fake.url} (OAuth {fake.oauth_url}); portal {portal.domain} at {portal.client_endpoint}; "
-        f"its state: {fake.url}/__fake__/portals/{portal.member_id}")
+    portal = fake.add_portal(
+        domain=SANDBOX_PORTAL_DOMAIN,
+        member_id=SANDBOX_MEMBER_ID,
+        client_id=SANDBOX_CLIENT_ID,
+        client_secret=SANDBOX_CLIENT_SECRET,
+        port=int(option("B24SMS_SANDBOX_PORTAL_PORT")),
+    )
+    out(
+        f"fake Bitrix24 at {fake.url} (OAuth {fake.oauth_url}); portal {portal.domain} at {portal.client_endpoint}; "
+        f"its state: {fake.url}/__fake__/portals/{portal.member_id}"
+    )
     base = settings.PUBLIC_BASE_URL.rstrip("/")
     if wait_for_web(base):
         install_portal(fake, portal, out)
@@ -215,8 +248,10 @@ def install_portal(fake, portal, out=print):
     """
     response = fake.install(portal, public_url("b24-install-default"))
     if response.status_code >= 400:
-        out(f"installing on the sandbox portal failed: HTTP {response.status_code} {' '.join(response.text[:300].split())}")
+        out(
+            f"installing on the sandbox portal failed: HTTP {response.status_code} "
+            f"{' '.join(response.text[:300].split())}"
+        )
         return False
     out(f"b24sms installed on the sandbox portal {portal.domain} (its providers are registered again by the reinstall)")
     return True
-

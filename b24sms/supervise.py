@@ -18,6 +18,7 @@ production the container's ``restart: unless-stopped`` does this job (docker-com
 It uses the standard library only and is run by its path (``-I`` keeps b24sms/ off sys.path): it
 loads neither Django nor the project, so a bad setting fails the supervised process, not this one.
 """
+
 import argparse
 import signal
 import subprocess
@@ -33,8 +34,15 @@ def _exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode  # killed by signal N: 128 + N, as a shell says
 
 
-def supervise(command: list[str], *, name: str, restart_delay: float = 1.0, max_delay: float = 30.0,
-              early_exit: float = 10.0, give_up_after: int = 5) -> int:
+def supervise(
+    command: list[str],
+    *,
+    name: str,
+    restart_delay: float = 1.0,
+    max_delay: float = 30.0,
+    early_exit: float = 10.0,
+    give_up_after: int = 5,
+) -> int:
     """Run ``command`` until a stop signal, starting it again each time it exits; return the exit code."""
     stopping = False
     child: subprocess.Popen | None = None
@@ -64,8 +72,11 @@ def supervise(command: list[str], *, name: str, restart_delay: float = 1.0, max_
         else:
             early_exits += 1
             if early_exits >= give_up_after:
-                _say(name, f"exited {early_exits} times within {early_exit:g}s of starting (last exit code "
-                           f"{code}): not starting it again")
+                _say(
+                    name,
+                    f"exited {early_exits} times within {early_exit:g}s of starting (last exit code "
+                    f"{code}): not starting it again",
+                )
                 return code or 1
         _say(name, f"exited (exit code {code}) after {ran:.1f}s; starting it again in {delay:g}s")
         deadline = time.monotonic() + delay
@@ -81,16 +92,26 @@ def main(argv=None) -> int:
     parser.add_argument("--name", required=True, help="What to call the process in messages (e.g. worker).")
     parser.add_argument("--restart-delay", type=float, default=1.0, help="Seconds before the first restart.")
     parser.add_argument("--max-delay", type=float, default=30.0, help="Longest pause between restarts (s).")
-    parser.add_argument("--early-exit", type=float, default=10.0,
-                        help="An exit this many seconds or less after starting counts as early.")
+    parser.add_argument(
+        "--early-exit",
+        type=float,
+        default=10.0,
+        help="An exit this many seconds or less after starting counts as early.",
+    )
     parser.add_argument("--give-up-after", type=int, default=5, help="Early exits in a row before giving up.")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and its arguments.")
     args = parser.parse_args(argv)
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if not command:
         parser.error("no command given (put it after --)")
-    return supervise(command, name=args.name, restart_delay=args.restart_delay, max_delay=args.max_delay,
-                     early_exit=args.early_exit, give_up_after=args.give_up_after)
+    return supervise(
+        command,
+        name=args.name,
+        restart_delay=args.restart_delay,
+        max_delay=args.max_delay,
+        early_exit=args.early_exit,
+        give_up_after=args.give_up_after,
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Project-level periodic jobs."""
+
 from celery import shared_task
 from django.core.cache import cache
 from django.utils import timezone

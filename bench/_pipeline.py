@@ -11,6 +11,7 @@ bench process, with timing added to what they record:
 
 The fake Bitrix24 posts the burst to the HANDLER over HTTP as Bitrix24 does (``send_sms``).
 """
+
 import os
 import re
 import signal
@@ -69,8 +70,9 @@ def timed_fakes():
 
         def _m_messageservice_message_status_update(self, portal, token, params):
             result = super()._m_messageservice_message_status_update(portal, token, params)
-            self.status_log.append((time.time(), portal.member_id, str(_ci_get(params, "MESSAGE_ID")),
-                                    _ci_get(params, "STATUS")))
+            self.status_log.append(
+                (time.time(), portal.member_id, str(_ci_get(params, "MESSAGE_ID")), _ci_get(params, "STATUS"))
+            )
             return result
 
     class TimedIdgtl(FakeIdgtl):
@@ -157,21 +159,38 @@ def portal_installation(fake_b24, base_url: str):
 
     portal = fake_b24.add_portal(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
     installation, _provider = bench_rows(
-        portal.member_id, client_endpoint=portal.client_endpoint, client_id=CLIENT_ID, client_secret=CLIENT_SECRET,
-        domain=portal.domain, server_endpoint=fake_b24.server_endpoint, access_token=portal.admin_access_token,
-        refresh_token=portal.admin_refresh_token, access_token_expires_at=timezone.now() + timedelta(hours=1),
-        application_token=portal.application_token, scope=portal.scope, rate_limit_burst=fake_b24.burst,
-        rate_limit_drain_per_second=fake_b24.drain_per_second)
+        portal.member_id,
+        client_endpoint=portal.client_endpoint,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        domain=portal.domain,
+        server_endpoint=fake_b24.server_endpoint,
+        access_token=portal.admin_access_token,
+        refresh_token=portal.admin_refresh_token,
+        access_token_expires_at=timezone.now() + timedelta(hours=1),
+        application_token=portal.application_token,
+        scope=portal.scope,
+        rate_limit_burst=fake_b24.burst,
+        rate_limit_drain_per_second=fake_b24.drain_per_second,
+    )
     handler = base_url.rstrip("/") + reverse("b24-handler", kwargs={"secret": installation.handler_secret})
     with fake_b24.lock:
-        portal.providers["bench"] = {"CODE": "bench", "TYPE": "SMS", "HANDLER": handler, "NAME": {"": "bench"},
-                                     "DESCRIPTION": {}}
+        portal.providers["bench"] = {
+            "CODE": "bench",
+            "TYPE": "SMS",
+            "HANDLER": handler,
+            "NAME": {"": "bench"},
+            "DESCRIPTION": {},
+        }
     return portal, installation
 
 
-def send_burst(fake_b24, portal, count: int, *, threads: int = 8, first_number: int = 1) -> tuple[list[str], float, int]:
+def send_burst(
+    fake_b24, portal, count: int, *, threads: int = 8, first_number: int = 1
+) -> tuple[list[str], float, int]:
     """``count`` SMS posted by the fake portal to provider 'bench''s HANDLER, from ``threads`` threads.
     Returns (message_ids, seconds, answers other than 200)."""
+
     def one(n):
         try:
             message_id, response = fake_b24.send_sms(portal, "bench", f"+7999{n:07d}", f"Code {n}")
@@ -213,17 +232,41 @@ class Processes:
     def start(self, name: str, args: list[str], env: dict | None = None) -> Process:
         log_path = self.log_dir / f"{name}.log"
         with open(log_path, "w") as log:
-            popen = subprocess.Popen(args, cwd=ROOT, env={**self.env, **(env or {})}, stdout=log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+            popen = subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env={**self.env, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         process = Process(name, popen, log_path)
         self.started.append(process)
         return process
 
     def gunicorn(self, port: int, workers: int) -> Process:
-        process = self.start("gunicorn", [
-            sys.executable, "-m", "gunicorn", "b24sms.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
-            "--worker-class", "sync", "--log-level", "warning", "--backlog", "2048", "--timeout", "60"],
-            env={"LOG_LEVEL": "WARNING"})
+        process = self.start(
+            "gunicorn",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "b24sms.wsgi",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--workers",
+                str(workers),
+                "--worker-class",
+                "sync",
+                "--log-level",
+                "warning",
+                "--backlog",
+                "2048",
+                "--timeout",
+                "60",
+            ],
+            env={"LOG_LEVEL": "WARNING"},
+        )
 
         def listening():
             try:
@@ -238,20 +281,49 @@ class Processes:
         return process
 
     def worker(self, queue: str, concurrency: int, name: str, env: dict | None = None) -> Process:
-        process = self.start(name, [
-            sys.executable, "-m", "celery", "-A", "b24sms", "worker", "--loglevel=INFO", f"--concurrency={concurrency}",
-            "--pool=prefork", "-Q", queue, "--without-gossip", "--without-mingle", "-n", f"{name}@%h"],
-            env={"LOG_LEVEL": "INFO", **(env or {})})
+        process = self.start(
+            name,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "b24sms",
+                "worker",
+                "--loglevel=INFO",
+                f"--concurrency={concurrency}",
+                "--pool=prefork",
+                "-Q",
+                queue,
+                "--without-gossip",
+                "--without-mingle",
+                "-n",
+                f"{name}@%h",
+            ],
+            env={"LOG_LEVEL": "INFO", **(env or {})},
+        )
         wait_for(lambda: " ready." in process.log() or not process.alive(), 90, 0.1, f"{name} to be ready")
         if not process.alive():
             raise RuntimeError(f"{name} exited:\n{process.log()[-3000:]}")
         return process
 
     def beat(self, env: dict | None = None) -> Process:
-        process = self.start("beat", [
-            sys.executable, "-m", "celery", "-A", "b24sms", "beat", "--loglevel=INFO",
-            "-S", "django_celery_beat.schedulers:DatabaseScheduler", "--pidfile="],
-            env={"LOG_LEVEL": "INFO", **(env or {})})
+        process = self.start(
+            "beat",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "b24sms",
+                "beat",
+                "--loglevel=INFO",
+                "-S",
+                "django_celery_beat.schedulers:DatabaseScheduler",
+                "--pidfile=",
+            ],
+            env={"LOG_LEVEL": "INFO", **(env or {})},
+        )
         wait_for(lambda: "beat: Starting" in process.log() or not process.alive(), 60, 0.2, "beat to start")
         if not process.alive():
             raise RuntimeError(f"beat exited:\n{process.log()[-3000:]}")
@@ -346,7 +418,7 @@ def cpu_snapshot(processes: "Processes", database: str) -> dict:
     of ``database``, by this process (the fakes and the burst's client threads), and the machine's busy
     and total time: the difference shows what other work on the machine took."""
     groups = {p.pid: p.name.split("-")[0] for p in processes.started}
-    snapshot = {name: 0.0 for name in groups.values()}
+    snapshot = dict.fromkeys(groups.values(), 0.0)
     snapshot.update({"postgres (bench db, live backends)": 0.0})
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -378,6 +450,8 @@ def cpu_report(before: dict, after: dict) -> str:
     ours = sum(v for name, v in used.items() if not name.startswith("machine"))
     wall = used["machine total"] / (os.cpu_count() or 1)
     parts = ", ".join(f"{name} {v:.1f}" for name, v in used.items() if not name.startswith("machine"))
-    return (f"CPU s over {wall:.0f} s x {os.cpu_count()} CPUs: {parts}; machine busy {used['machine busy']:.1f} "
-            f"({100 * used['machine busy'] / (used['machine total'] or 1):.0f} %), of which other work on the machine "
-            f"{max(0.0, used['machine busy'] - ours):.1f}")
+    return (
+        f"CPU s over {wall:.0f} s x {os.cpu_count()} CPUs: {parts}; machine busy {used['machine busy']:.1f} "
+        f"({100 * used['machine busy'] / (used['machine total'] or 1):.0f} %), of which other work on the machine "
+        f"{max(0.0, used['machine busy'] - ours):.1f}"
+    )

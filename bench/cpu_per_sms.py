@@ -37,6 +37,7 @@ processes some CPU, so the figures of a profiled run are not comparable with an 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/b24sms_bench13 CELERY_BROKER_URL=redis://127.0.0.1:6379/2 \\
         .venv/bin/python bench/cpu_per_sms.py [--messages 3000] [--callback-batch 10] [--profile /tmp/prof]
 """
+
 import argparse
 import json
 import os
@@ -56,8 +57,17 @@ os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/2")
 os.environ["PGAPPNAME"] = "b24sms-bench"  # this script's own connections (not the host's cost)
 from bench._common import setup_django  # noqa: E402
 from bench._pipeline import (  # noqa: E402
-    Processes, bench_environment, forget_queue, forget_scheduling_keys, free_port, load_average,
-    point_default_account_at, portal_installation, retire_old_rows, timed_fakes, wait_for,
+    Processes,
+    bench_environment,
+    forget_queue,
+    forget_scheduling_keys,
+    free_port,
+    load_average,
+    point_default_account_at,
+    portal_installation,
+    retire_old_rows,
+    timed_fakes,
+    wait_for,
 )
 
 QUEUE = f"bench-cpu-{os.getpid()}"
@@ -93,10 +103,14 @@ class CpuSampler(threading.Thread):
 
         try:
             if self._pg is None or self._pg.closed:
-                self._pg = psycopg.connect(os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1),
-                                           autocommit=True, application_name="b24sms-bench")
-            rows = self._pg.execute("SELECT pid, application_name FROM pg_stat_activity WHERE pid = ANY(%s)",
-                                    [pids]).fetchall()
+                self._pg = psycopg.connect(
+                    os.environ["DATABASE_URL"].replace("postgres://", "postgresql://", 1),
+                    autocommit=True,
+                    application_name="b24sms-bench",
+                )
+            rows = self._pg.execute(
+                "SELECT pid, application_name FROM pg_stat_activity WHERE pid = ANY(%s)", [pids]
+            ).fetchall()
             return dict(rows)
         except Exception:  # noqa: BLE001 - a missed name only makes the backend "pg other"
             return {}
@@ -108,7 +122,7 @@ class CpuSampler(threading.Thread):
                 raw = stat.read()
         except OSError:
             return None
-        return raw[raw.index("(") + 1:raw.rindex(")")], raw.rsplit(")", 1)[1].split()
+        return raw[raw.index("(") + 1 : raw.rindex(")")], raw.rsplit(")", 1)[1].split()
 
     def _watch(self, pid: int, fields: list[str], kind: str, readings: dict) -> None:
         key = (pid, int(fields[19]))
@@ -162,9 +176,17 @@ class CpuSampler(threading.Thread):
                 if pid not in names and self._unnamed[pid] < 25:
                     continue  # not in pg_stat_activity yet
                 del self._unnamed[pid]
-                self._watch(pid, stat[1], {"b24sms-web": "pg web", "b24sms-worker": "pg worker",
-                                           "b24sms-beat": "pg beat", "b24sms-bench": "pg bench",
-                                           }.get(names.get(pid, ""), "pg other"), readings)
+                self._watch(
+                    pid,
+                    stat[1],
+                    {
+                        "b24sms-web": "pg web",
+                        "b24sms-worker": "pg worker",
+                        "b24sms-beat": "pg beat",
+                        "b24sms-bench": "pg bench",
+                    }.get(names.get(pid, ""), "pg other"),
+                    readings,
+                )
         for pid in [pid for pid in self._watched if pid not in listed]:
             del self._watched[pid]  # ended: its last reading stays
         self._unsure &= listed
@@ -212,16 +234,31 @@ class Profiles:
         py_spy = Path(sys.executable).with_name("py-spy")
         for kind, pid in self.targets.items():
             out = profile_path(self.directory, stage, kind)
-            popen = subprocess.Popen([str(py_spy), "record", "--pid", str(pid), "--subprocesses", "--format", "raw",
-                                      "--output", str(out), "--rate", "200", "--nolineno"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            popen = subprocess.Popen(
+                [
+                    str(py_spy),
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--subprocesses",
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(out),
+                    "--rate",
+                    "200",
+                    "--nolineno",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             self.running.append((popen, out, stage, kind))
         time.sleep(1.0)  # py-spy attaches
 
     def stop(self):
         for popen, _out, _stage, _kind in self.running:
             popen.send_signal(signal.SIGINT)
-        for popen, out, stage, kind in self.running:
+        for popen, _out, _stage, _kind in self.running:
             try:
                 popen.wait(timeout=60)
             except subprocess.TimeoutExpired:
@@ -234,17 +271,36 @@ def profile_path(directory: Path, stage: str, kind: str) -> Path:
 
 
 _GROUPS = (  # innermost frame's file -> what it is (first match)
-    ("psycopg", "PostgreSQL client (psycopg)"), ("django/db/models/sql", "ORM: SQL compilation"),
-    ("django/db/models", "ORM: models, querysets"), ("django/db/backends", "Django DB backend"),
-    ("django/db/transaction", "Django DB backend"), ("django/core/handlers", "Django request handling"),
-    ("django/middleware", "Django middleware"), ("django/contrib", "Django contrib middleware"),
-    ("django_prometheus", "django-prometheus"), ("django/", "Django (other)"), ("gunicorn", "gunicorn"),
-    ("redis/", "Redis client"), ("kombu", "Celery/kombu"), ("celery", "Celery/kombu"), ("billiard", "Celery/kombu"),
-    ("requests/", "HTTP client (requests, urllib3)"), ("urllib3", "HTTP client (requests, urllib3)"),
-    ("http/client", "HTTP client (requests, urllib3)"), ("json/", "json"), ("logging/", "logging"),
-    ("axes/", "django-axes"), ("audit/", "audit"), ("providers/", "b24sms code"), ("b24sms/", "b24sms code"),
-    ("idgtl/", "b24sms code"), ("bitrix24/", "b24sms code"), ("phonenumbers", "phonenumbers"),
-    ("socket", "sockets (stdlib)"), ("ssl", "sockets (stdlib)"), ("selectors", "sockets (stdlib)"),
+    ("psycopg", "PostgreSQL client (psycopg)"),
+    ("django/db/models/sql", "ORM: SQL compilation"),
+    ("django/db/models", "ORM: models, querysets"),
+    ("django/db/backends", "Django DB backend"),
+    ("django/db/transaction", "Django DB backend"),
+    ("django/core/handlers", "Django request handling"),
+    ("django/middleware", "Django middleware"),
+    ("django/contrib", "Django contrib middleware"),
+    ("django_prometheus", "django-prometheus"),
+    ("django/", "Django (other)"),
+    ("gunicorn", "gunicorn"),
+    ("redis/", "Redis client"),
+    ("kombu", "Celery/kombu"),
+    ("celery", "Celery/kombu"),
+    ("billiard", "Celery/kombu"),
+    ("requests/", "HTTP client (requests, urllib3)"),
+    ("urllib3", "HTTP client (requests, urllib3)"),
+    ("http/client", "HTTP client (requests, urllib3)"),
+    ("json/", "json"),
+    ("logging/", "logging"),
+    ("axes/", "django-axes"),
+    ("audit/", "audit"),
+    ("providers/", "b24sms code"),
+    ("b24sms/", "b24sms code"),
+    ("idgtl/", "b24sms code"),
+    ("bitrix24/", "b24sms code"),
+    ("phonenumbers", "phonenumbers"),
+    ("socket", "sockets (stdlib)"),
+    ("ssl", "sockets (stdlib)"),
+    ("selectors", "sockets (stdlib)"),
 )
 
 
@@ -256,9 +312,19 @@ def _group(frame: str) -> str:
 
 
 # Leaves where a thread waits (py-spy, pausing the process, still catches some of them).
-_WAITING = ("Connection.wait (psycopg", "EpollSelector.select", "Arbiter.wait_for_signals", "SyncWorker.wait ",
-            "_epoll.poll", "Connection._recv (billiard", "Connection._poll (billiard", "select (selectors",
-            "SocketIO.readinto", "socket.accept", "sleep (")
+_WAITING = (
+    "Connection.wait (psycopg",
+    "EpollSelector.select",
+    "Arbiter.wait_for_signals",
+    "SyncWorker.wait ",
+    "_epoll.poll",
+    "Connection._recv (billiard",
+    "Connection._poll (billiard",
+    "select (selectors",
+    "SocketIO.readinto",
+    "socket.accept",
+    "sleep (",
+)
 
 
 def profile_summary(path: Path, top: int = 18) -> str:
@@ -280,10 +346,15 @@ def profile_summary(path: Path, top: int = 18) -> str:
         self_time[frames[-1]] += n
         for frame in set(frames):
             inclusive[frame] += n
-    lines = [f"  {total} samples; self time by library: " + ", ".join(
-        f"{name} {100 * n / total:.0f} %" for name, n in by_group.most_common(10))]
-    ours = [(f, n) for f, n in inclusive.most_common() if any(
-        p in f for p in ("providers/", "b24sms/", "idgtl/", "bitrix24/", "audit/"))]
+    lines = [
+        f"  {total} samples; self time by library: "
+        + ", ".join(f"{name} {100 * n / total:.0f} %" for name, n in by_group.most_common(10))
+    ]
+    ours = [
+        (f, n)
+        for f, n in inclusive.most_common()
+        if any(p in f for p in ("providers/", "b24sms/", "idgtl/", "bitrix24/", "audit/"))
+    ]
     lines.append("  b24sms functions, inclusive: " + "; ".join(f"{f} {100 * n / total:.0f} %" for f, n in ours[:top]))
     lines.append("  top self: " + "; ".join(f"{f} {100 * n / total:.1f} %" for f, n in self_time.most_common(top)))
     return "\n".join(lines)
@@ -292,10 +363,12 @@ def profile_summary(path: Path, top: int = 18) -> str:
 # --- the burst ---------------------------------------------------------------------------------------------
 def post_forms(fake_b24, portal, count: int, threads: int, first: int, handler_url: str | None = None):
     """``count`` HANDLER form bodies POSTed by the fake portal (to ``handler_url`` if given)."""
+
     def one(n):
         try:
-            message_id, response = fake_b24.send_sms(portal, "bench", f"+7999{n:07d}", f"Code {n}",
-                                                     handler_url=handler_url)
+            message_id, response = fake_b24.send_sms(
+                portal, "bench", f"+7999{n:07d}", f"Code {n}", handler_url=handler_url
+            )
             return message_id, response.status_code
         except Exception as exc:  # noqa: BLE001 - counted, not fatal
             return None, type(exc).__name__
@@ -324,7 +397,8 @@ def queue_empty(broker_url: str) -> bool:
 
     client = redis.Redis.from_url(broker_url)
     return client.llen(QUEUE) == 0 and not any(
-        json.loads(raw)[2] == QUEUE for _tag, raw in client.hscan_iter("unacked"))
+        json.loads(raw)[2] == QUEUE for _tag, raw in client.hscan_iter("unacked")
+    )
 
 
 def main():
@@ -335,12 +409,20 @@ def main():
     parser.add_argument("--threads", type=int, default=8, help="threads of the fake portal posting the burst")
     parser.add_argument("--callback-batch", type=int, default=10, help="events per callback POST from the fake i-dgtl")
     parser.add_argument("--callback-threads", type=int, default=4, help="threads of the fake i-dgtl posting callbacks")
-    parser.add_argument("--portal-limit", action="store_true",
-                        help="enforce the fake portal's leaky bucket (burst 50, 2/s): reports then take 30 s per 3,000")
+    parser.add_argument(
+        "--portal-limit",
+        action="store_true",
+        help="enforce the fake portal's leaky bucket (burst 50, 2/s): reports then take 30 s per 3,000",
+    )
     parser.add_argument("--beat", action="store_true", help="run celery beat too (its CPU is counted)")
-    parser.add_argument("--worker-db-reuse", type=int, default=0, metavar="N",
-                        help="Celery pool processes keep their database connection for N tasks (CELERY_DB_REUSE_MAX; "
-                             "default 0: Celery closes it before and after every task)")
+    parser.add_argument(
+        "--worker-db-reuse",
+        type=int,
+        default=0,
+        metavar="N",
+        help="Celery pool processes keep their database connection for N tasks (CELERY_DB_REUSE_MAX; "
+        "default 0: Celery closes it before and after every task)",
+    )
     parser.add_argument("--profile", type=Path, help="directory for py-spy profiles of each stage")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
@@ -357,14 +439,21 @@ def main():
     TimedBitrix24, TimedIdgtl = timed_fakes()
     load_before = load_average()
     fake_b24 = TimedBitrix24(enforce_rate_limit=args.portal_limit).start()
-    fake_idgtl = TimedIdgtl(auto_deliver_after=None, callback_batch_max=args.callback_batch,
-                            callback_threads=args.callback_threads).start()
+    fake_idgtl = TimedIdgtl(
+        auto_deliver_after=None, callback_batch_max=args.callback_batch, callback_threads=args.callback_threads
+    ).start()
     fake_idgtl.allowed_sender_names.add("Bench")
     port = free_port()
     base_url = f"http://localhost:{port}"
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": SETTINGS, "PUBLIC_BASE_URL": base_url,
-           "B24_OAUTH_URL": fake_b24.oauth_url, "IDGTL_API_URL": fake_idgtl.url,
-           "IDGTL_MESSAGES_TOKEN": fake_idgtl.messages_key, "LOG_FORMAT": "text"}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": SETTINGS,
+        "PUBLIC_BASE_URL": base_url,
+        "B24_OAUTH_URL": fake_b24.oauth_url,
+        "IDGTL_API_URL": fake_idgtl.url,
+        "IDGTL_MESSAGES_TOKEN": fake_idgtl.messages_key,
+        "LOG_FORMAT": "text",
+    }
     if args.worker_db_reuse:
         env["BENCH_CELERY_DB_REUSE_MAX"] = str(args.worker_db_reuse)
     processes = Processes(Path(tempfile.mkdtemp(prefix="bench-cpu-")), env)
@@ -395,8 +484,16 @@ def main():
         # warm-up: imports, connections, prepared statements (its messages are deleted)
         post_forms(fake_b24, portal, 200, args.threads, 9_000_000, trivial_url)
         post_forms(fake_b24, portal, 200, args.threads, 9_100_000)
-        wait_for(lambda: not Message.objects.filter(installation=installation, state__in=(
-            MessageState.RECEIVED, MessageState.SENDING)).exists(), 60, 0.2, "the warm-up to be sent")
+        wait_for(
+            lambda: (
+                not Message.objects.filter(
+                    installation=installation, state__in=(MessageState.RECEIVED, MessageState.SENDING)
+                ).exists()
+            ),
+            60,
+            0.2,
+            "the warm-up to be sent",
+        )
         wait_for(lambda: queue_empty(broker_url), 60, 0.2, "the queue to empty")
         Message.objects.filter(installation=installation).delete()
         vacuum()
@@ -419,8 +516,16 @@ def main():
 
         def intake_and_send():
             ids, seconds, refused = post_forms(fake_b24, portal, args.messages, args.threads, 1)
-            wait_for(lambda: not Message.objects.filter(installation=installation, state__in=(
-                MessageState.RECEIVED, MessageState.SENDING)).exists(), args.timeout, 0.1, "the burst to be sent")
+            wait_for(
+                lambda: (
+                    not Message.objects.filter(
+                        installation=installation, state__in=(MessageState.RECEIVED, MessageState.SENDING)
+                    ).exists()
+                ),
+                args.timeout,
+                0.1,
+                "the burst to be sent",
+            )
             wait_for(lambda: queue_empty(broker_url), 60, 0.1, "the queue to empty")
             return {"ids": ids, "seconds": seconds, "refused": refused}
 
@@ -431,13 +536,21 @@ def main():
         counts["send"] = {"posts": len(posts), "sizes": sorted(len(r.json) for r in posts if isinstance(r.json, list))}
 
         vacuum()  # as autovacuum would by now (3,000 rows in, each updated twice); not in a measured stage
-        uuids = list(Message.objects.filter(installation=installation, state=MessageState.SENT)
-                     .order_by("id").values_list("idgtl_message_uuid", flat=True))
+        uuids = list(
+            Message.objects.filter(installation=installation, state=MessageState.SENT)
+            .order_by("id")
+            .values_list("idgtl_message_uuid", flat=True)
+        )
         wanted = set(burst["ids"])
 
         def finals_at_portal() -> int:
-            return len({mid for _t, member, mid, status in list(fake_b24.status_log)
-                        if member == portal.member_id and status in FINALS and mid in wanted})
+            return len(
+                {
+                    mid
+                    for _t, member, mid, status in list(fake_b24.status_log)
+                    if member == portal.member_id and status in FINALS and mid in wanted
+                }
+            )
 
         def callbacks_and_reports():
             started = time.monotonic()
@@ -458,13 +571,18 @@ def main():
         load_after = load_average()
 
         time.sleep(1.0)  # anything reported twice would arrive now
-        updates = Counter(mid for _t, member, mid, status in list(fake_b24.status_log)
-                          if member == portal.member_id and mid in wanted)
+        updates = Counter(
+            mid for _t, member, mid, status in list(fake_b24.status_log) if member == portal.member_id and mid in wanted
+        )
         pks = {str(pk) for pk in Message.objects.filter(installation=installation).values_list("pk", flat=True)}
-        sent = Counter(item.get("externalMessageId") for r in list(fake_idgtl.requests)
-                       if r.method == "POST" and r.path.endswith("/message") and isinstance(r.json, list)
-                       for item in r.json if item.get("externalMessageId") in pks)
-        callbacks = [c for c in list(fake_idgtl.callbacks)]
+        sent = Counter(
+            item.get("externalMessageId")
+            for r in list(fake_idgtl.requests)
+            if r.method == "POST" and r.path.endswith("/message") and isinstance(r.json, list)
+            for item in r.json
+            if item.get("externalMessageId") in pks
+        )
+        callbacks = list(fake_idgtl.callbacks)
         batch_calls = sum(1 for r in list(fake_b24.requests) if r.method == "batch" and r.portal == portal.domain)
         states = Counter(Message.objects.filter(installation=installation).values_list("state", flat=True))
         backends = sampler.backends()
@@ -479,7 +597,8 @@ def main():
 
     # --- the figures ---------------------------------------------------------------------------------
     redis_rate = sum(figures[t].get("redis~", 0.0) for t in ("trivial 1", "trivial 2")) / sum(
-        figures[t]["wall"] for t in ("trivial 1", "trivial 2"))
+        figures[t]["wall"] for t in ("trivial 1", "trivial 2")
+    )
     for cpu in figures.values():
         cpu["redis raw"] = cpu.get("redis~", 0.0)
         cpu["redis~"] = max(0.0, cpu["redis raw"] - redis_rate * cpu["wall"])
@@ -490,57 +609,83 @@ def main():
 
     trivial_cpu = {k: figures["trivial 1"].get(k, 0.0) + figures["trivial 2"].get(k, 0.0) for k in HOST_KINDS}
     trivial_ms = per(trivial_cpu, ("web", "pg web", "redis~"), trivial_requests)
-    life = {k: figures["intake + send"].get(k, 0.0) + figures["callbacks + reports"].get(k, 0.0)
-            for k in (*HOST_KINDS, "bench process", "pg bench", "wall", "redis raw")}
+    life = {
+        k: figures["intake + send"].get(k, 0.0) + figures["callbacks + reports"].get(k, 0.0)
+        for k in (*HOST_KINDS, "bench process", "pg bench", "wall", "redis raw")
+    }
     cols = [k for k in HOST_KINDS if any(f.get(k) for f in figures.values()) or k in ("web", "worker")]
 
     print(f"load average (1, 5, 15 min): before {load_before}; after {load_after} ({os.cpu_count()} CPUs)")
-    print(f"burst: {n} SMS ({burst['refused']} refused) posted in {burst['seconds']:.1f} s from {args.threads} "
-          f"threads ({n / burst['seconds']:.0f}/s); gunicorn {args.gunicorn_workers} sync workers, Celery worker "
-          f"concurrency {args.concurrency}{', beat' if args.beat else ''}; i-dgtl callbacks: "
-          f"{args.callback_batch} event(s) per POST from {args.callback_threads} thread(s); portal bucket "
-          f"{'on' if args.portal_limit else 'off'}; worker DB connection "
-          f"{f'kept for {args.worker_db_reuse} tasks' if args.worker_db_reuse else 'closed around each task'}")
+    print(
+        f"burst: {n} SMS ({burst['refused']} refused) posted in {burst['seconds']:.1f} s from {args.threads} "
+        f"threads ({n / burst['seconds']:.0f}/s); gunicorn {args.gunicorn_workers} sync workers, Celery worker "
+        f"concurrency {args.concurrency}{', beat' if args.beat else ''}; i-dgtl callbacks: "
+        f"{args.callback_batch} event(s) per POST from {args.callback_threads} thread(s); portal bucket "
+        f"{'on' if args.portal_limit else 'off'}; worker DB connection "
+        f"{f'kept for {args.worker_db_reuse} tasks' if args.worker_db_reuse else 'closed around each task'}"
+    )
     sizes = counts["send"]["sizes"]
     if sizes:
-        print(f"send: {counts['send']['posts']} POST /message, {min(sizes)}-{max(sizes)} messages each "
-              f"(median {sizes[len(sizes) // 2]})")
+        print(
+            f"send: {counts['send']['posts']} POST /message, {min(sizes)}-{max(sizes)} messages each "
+            f"(median {sizes[len(sizes) // 2]})"
+        )
     events = sum(len(c["payload"]) for c in callbacks)
-    print(f"callbacks: {len(callbacks)} POSTs carrying {events} events in {counts['callbacks']['seconds']:.1f} s; "
-          f"report batch calls: {batch_calls}")
+    print(
+        f"callbacks: {len(callbacks)} POSTs carrying {events} events in {counts['callbacks']['seconds']:.1f} s; "
+        f"report batch calls: {batch_calls}"
+    )
     header = f"{'CPU ms per SMS (per request)':34}" + "".join(f"{k:>10}" for k in cols) + f"{'total':>10}{'wall s':>8}"
     print(header)
     for name, cpu in figures.items():
         count = counts[name]["requests"] if name.startswith("trivial") else n
-        print(f"{name:34}" + "".join(f"{per(cpu, (k,), count):10.2f}" for k in cols)
-              + f"{per(cpu, cols, count):10.2f}{cpu['wall']:8.1f}")
-    print(f"{'whole life':34}" + "".join(f"{per(life, (k,), n):10.2f}" for k in cols)
-          + f"{per(life, cols, n):10.2f}{life['wall']:8.1f}")
-    print(f"(redis~: the shared server's CPU minus its rate in the trivial rounds, {1000 * redis_rate:.1f} ms/s; "
-          f"raw whole-life {per(life, ('redis raw',), n):.2f} ms/SMS. Not the host's: this script "
-          f"{per(life, ('bench process',), n):.2f} ms/SMS (fakes, load generator), its PostgreSQL backends "
-          f"{per(life, ('pg bench',), n):.2f})")
+        print(
+            f"{name:34}"
+            + "".join(f"{per(cpu, (k,), count):10.2f}" for k in cols)
+            + f"{per(cpu, cols, count):10.2f}{cpu['wall']:8.1f}"
+        )
+    print(
+        f"{'whole life':34}"
+        + "".join(f"{per(life, (k,), n):10.2f}" for k in cols)
+        + f"{per(life, cols, n):10.2f}{life['wall']:8.1f}"
+    )
+    print(
+        f"(redis~: the shared server's CPU minus its rate in the trivial rounds, {1000 * redis_rate:.1f} ms/s; "
+        f"raw whole-life {per(life, ('redis raw',), n):.2f} ms/SMS. Not the host's: this script "
+        f"{per(life, ('bench process',), n):.2f} ms/SMS (fakes, load generator), its PostgreSQL backends "
+        f"{per(life, ('pg bench',), n):.2f})"
+    )
     whole = per(life, cols, n)
     intake = per(figures["intake + send"], ("web", "pg web", "redis~"), n)
     send = per(figures["intake + send"], ("worker",), n)
     callback = per(figures["callbacks + reports"], ("web", "pg web"), n)
     report = per(figures["callbacks + reports"], ("worker", "pg worker"), n)
     print(f"PostgreSQL backends seen: {backends}")
-    print(f"trivial view: {trivial_ms:.2f} ms per request (web + its PostgreSQL + Redis; rounds "
-          f"{per(figures['trivial 1'], ('web',), counts['trivial 1']['requests']):.2f} and "
-          f"{per(figures['trivial 2'], ('web',), counts['trivial 2']['requests']):.2f} ms web)")
-    print(f"by stage, ms per SMS: intake (web + PG + Redis) {intake:.2f}; send (worker + PG) "
-          f"{send + per(figures['intake + send'], ('pg worker',), n):.2f}; callbacks, 2 events (web + PG) "
-          f"{callback:.2f}; reports (worker + PG) {report:.2f}")
-    print(f"RATIOS: whole life / trivial = {whole / trivial_ms:.2f} (goal <= 3.5); intake / trivial = "
-          f"{intake / trivial_ms:.2f} (goal <= 2); worker send = {send:.2f} ms per SMS (goal <= 0.5)")
-    print(f"ceiling from CPU: {os.cpu_count()} CPUs / {whole:.2f} ms = {os.cpu_count() * 1000 / whole:.0f} SMS/s "
-          f"end to end (all CPUs busy with this work only)")
+    print(
+        f"trivial view: {trivial_ms:.2f} ms per request (web + its PostgreSQL + Redis; rounds "
+        f"{per(figures['trivial 1'], ('web',), counts['trivial 1']['requests']):.2f} and "
+        f"{per(figures['trivial 2'], ('web',), counts['trivial 2']['requests']):.2f} ms web)"
+    )
+    print(
+        f"by stage, ms per SMS: intake (web + PG + Redis) {intake:.2f}; send (worker + PG) "
+        f"{send + per(figures['intake + send'], ('pg worker',), n):.2f}; callbacks, 2 events (web + PG) "
+        f"{callback:.2f}; reports (worker + PG) {report:.2f}"
+    )
+    print(
+        f"RATIOS: whole life / trivial = {whole / trivial_ms:.2f} (goal <= 3.5); intake / trivial = "
+        f"{intake / trivial_ms:.2f} (goal <= 2); worker send = {send:.2f} ms per SMS (goal <= 0.5)"
+    )
+    print(
+        f"ceiling from CPU: {os.cpu_count()} CPUs / {whole:.2f} ms = {os.cpu_count() * 1000 / whole:.0f} SMS/s "
+        f"end to end (all CPUs busy with this work only)"
+    )
     twice_portal = sum(1 for v in updates.values() if v > 1)
     twice_idgtl = sum(1 for v in sent.values() if v > 1)
     finals = len(updates)
-    print(f"checks: {finals} of {n} with a status at the portal, {twice_portal} reported more than "
-          f"once, {twice_idgtl} sent to i-dgtl more than once; states {dict(states)}; logs in {processes.log_dir}")
+    print(
+        f"checks: {finals} of {n} with a status at the portal, {twice_portal} reported more than "
+        f"once, {twice_idgtl} sent to i-dgtl more than once; states {dict(states)}; logs in {processes.log_dir}"
+    )
     if args.profile:
         for name in figures:
             for kind in ("web", "worker"):

@@ -5,6 +5,7 @@ BENCH_CELERY_DB_REUSE_MAX=N (bench/cpu_per_sms.py --worker-db-reuse N) lets each
 keep its database connection for N tasks instead of Celery's default of closing it around every task
 (what that costs is part of the figures; see docs/performance.md).
 """
+
 import os
 
 from bench.pipeline_settings import *  # noqa: F401,F403

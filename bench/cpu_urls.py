@@ -4,6 +4,7 @@ The view reads and parses the same Bitrix24 form body the HANDLER parses (the pr
 answers a small JSON, through the same gunicorn, Django and middleware; it touches neither the
 database nor Redis.
 """
+
 from django.http import JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt

@@ -26,6 +26,7 @@ nominal 100/s (2 calls/s x 50 commands); the ratio against the measured ceiling 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/b24sms_bench9 CELERY_BROKER_URL=redis://127.0.0.1:6379/8 \
         .venv/bin/python bench/finals_burst.py [--messages 3000] [--baseline-messages 1000]
 """
+
 import argparse
 import os
 import sys
@@ -38,8 +39,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._common import setup_django  # noqa: E402
 from bench._pipeline import (  # noqa: E402
-    PROCESS_SETTINGS, Processes, bench_environment, cpu_report, cpu_snapshot, forget_queue, forget_scheduling_keys,
-    free_port, load_average, point_default_account_at, portal_installation, retire_old_rows, send_burst, timed_fakes, wait_for,
+    PROCESS_SETTINGS,
+    Processes,
+    bench_environment,
+    cpu_report,
+    cpu_snapshot,
+    forget_queue,
+    forget_scheduling_keys,
+    free_port,
+    load_average,
+    point_default_account_at,
+    portal_installation,
+    retire_old_rows,
+    send_burst,
+    timed_fakes,
+    wait_for,
 )
 
 QUEUE = f"bench-finals-{os.getpid()}"
@@ -78,9 +92,17 @@ def rates(log: list[tuple[float, str, str, str]], member_id: str) -> dict:
     lo, hi = int(0.1 * len(times)), int(0.9 * len(times)) - 1
     window = (hi - lo) / (times[hi] - times[lo]) if times[hi] > times[lo] else float("nan")
     per_message = Counter(mid for _t, mid, _s in updates)
-    return {"updates": updates, "finalised": len(times), "times": times, "t_first": t_first, "t_last": t_last,
-            "first_call": first_call, "sustained": sustained, "window": window,
-            "twice": sum(1 for n in per_message.values() if n > 1)}
+    return {
+        "updates": updates,
+        "finalised": len(times),
+        "times": times,
+        "t_first": t_first,
+        "t_last": t_last,
+        "first_call": first_call,
+        "sustained": sustained,
+        "window": window,
+        "twice": sum(1 for n in per_message.values() if n > 1),
+    }
 
 
 def baseline_ceiling(fake_b24, base_url: str, count: int) -> dict:
@@ -94,9 +116,13 @@ def baseline_ceiling(fake_b24, base_url: str, count: int) -> dict:
     spend_burst(installation)
     with portal_client(installation) as client:
         for start in range(0, count, 50):
-            commands = {f"c{n}": ("messageservice.message.status.update",
-                                  {"CODE": "bench", "MESSAGE_ID": mid, "STATUS": "delivered"})
-                        for n, mid in enumerate(ids[start:start + 50])}
+            commands = {
+                f"c{n}": (
+                    "messageservice.message.status.update",
+                    {"CODE": "bench", "MESSAGE_ID": mid, "STATUS": "delivered"},
+                )
+                for n, mid in enumerate(ids[start : start + 50])
+            }
             client.batch(commands)
     connection.close()
     return rates(fake_b24.status_log, portal.member_id)
@@ -106,17 +132,32 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=3000)
     parser.add_argument("--baseline-messages", type=int, default=1000)
-    parser.add_argument("--deliver-after", type=float, default=15.0,
-                        help="seconds the fake i-dgtl takes for each step: sending -> sent -> delivered")
+    parser.add_argument(
+        "--deliver-after",
+        type=float,
+        default=15.0,
+        help="seconds the fake i-dgtl takes for each step: sending -> sent -> delivered",
+    )
     parser.add_argument("--concurrency", type=int, default=2, help="Celery worker processes (Procfile: 2)")
     parser.add_argument("--gunicorn-workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=8, help="threads of the fake portal posting the burst")
-    parser.add_argument("--callback-batch", type=int, default=1,
-                        help="events per callback POST from the fake i-dgtl (default 1: one event a POST)")
-    parser.add_argument("--callback-threads", type=int, default=4,
-                        help="threads of the fake i-dgtl posting callbacks (the fake alone has 1)")
-    parser.add_argument("--keep-burst", action="store_true",
-                        help="do not spend the portal's burst first (the first 50 calls then go at once)")
+    parser.add_argument(
+        "--callback-batch",
+        type=int,
+        default=1,
+        help="events per callback POST from the fake i-dgtl (default 1: one event a POST)",
+    )
+    parser.add_argument(
+        "--callback-threads",
+        type=int,
+        default=4,
+        help="threads of the fake i-dgtl posting callbacks (the fake alone has 1)",
+    )
+    parser.add_argument(
+        "--keep-burst",
+        action="store_true",
+        help="do not spend the portal's burst first (the first 50 calls then go at once)",
+    )
     parser.add_argument("--timeout", type=float, default=300.0)
     args = parser.parse_args()
 
@@ -125,14 +166,23 @@ def main():
     TimedBitrix24, TimedIdgtl = timed_fakes()
     load_before = load_average()
     fake_b24 = TimedBitrix24(enforce_rate_limit=True, burst=BURST, drain_per_second=DRAIN).start()
-    fake_idgtl = TimedIdgtl(auto_deliver_after=args.deliver_after, callback_batch_max=args.callback_batch,
-                            callback_threads=args.callback_threads).start()
+    fake_idgtl = TimedIdgtl(
+        auto_deliver_after=args.deliver_after,
+        callback_batch_max=args.callback_batch,
+        callback_threads=args.callback_threads,
+    ).start()
     fake_idgtl.allowed_sender_names.add("Bench")
     port = free_port()
     base_url = f"http://localhost:{port}"
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": PROCESS_SETTINGS, "PUBLIC_BASE_URL": base_url,
-           "B24_OAUTH_URL": fake_b24.oauth_url, "IDGTL_API_URL": fake_idgtl.url,
-           "IDGTL_MESSAGES_TOKEN": fake_idgtl.messages_key, "LOG_FORMAT": "text"}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": PROCESS_SETTINGS,
+        "PUBLIC_BASE_URL": base_url,
+        "B24_OAUTH_URL": fake_b24.oauth_url,
+        "IDGTL_API_URL": fake_idgtl.url,
+        "IDGTL_MESSAGES_TOKEN": fake_idgtl.messages_key,
+        "LOG_FORMAT": "text",
+    }
     processes = Processes(Path(tempfile.mkdtemp(prefix="bench-finals-")), env)
     try:
         from django.conf import settings
@@ -147,10 +197,12 @@ def main():
 
         spent_at = []
         if not args.keep_burst:
+
             def spend_when_first_final():
                 if fake_idgtl.first_final_callback.wait(timeout=args.timeout):
                     spend_burst(installation)
                     spent_at.append(time.time())
+
             spender = threading.Thread(target=spend_when_first_final, daemon=True)
             spender.start()
 
@@ -161,8 +213,11 @@ def main():
         wanted = set(ids)
 
         def all_final():
-            return sum(1 for _t, member, mid, status in list(fake_b24.status_log)
-                       if member == portal.member_id and status in FINALS and mid in wanted) >= len(wanted)
+            return sum(
+                1
+                for _t, member, mid, status in list(fake_b24.status_log)
+                if member == portal.member_id and status in FINALS and mid in wanted
+            ) >= len(wanted)
 
         wait_for(all_final, args.timeout, 0.2)
         ended = time.time()
@@ -173,11 +228,20 @@ def main():
         from providers.models import Message
 
         pks = {str(pk) for pk in Message.objects.filter(installation=installation).values_list("pk", flat=True)}
-        sent = Counter(item.get("externalMessageId") for r in list(fake_idgtl.requests)
-                       if r.method == "POST" and r.path.endswith("/message") and isinstance(r.json, list)
-                       for item in r.json if item.get("externalMessageId") in pks)
-        final_callbacks = sorted(t for t, events, delivered in fake_idgtl.callback_log if delivered
-                                 for _uuid, status in events if status in FINALS)
+        sent = Counter(
+            item.get("externalMessageId")
+            for r in list(fake_idgtl.requests)
+            if r.method == "POST" and r.path.endswith("/message") and isinstance(r.json, list)
+            for item in r.json
+            if item.get("externalMessageId") in pks
+        )
+        final_callbacks = sorted(
+            t
+            for t, events, delivered in fake_idgtl.callback_log
+            if delivered
+            for _uuid, status in events
+            if status in FINALS
+        )
         batch_calls = sum(1 for r in list(fake_b24.requests) if r.method == "batch" and r.portal == portal.domain)
         limited = sum(1 for r in list(fake_b24.requests) if r.portal == portal.domain and r.status == 503)
         states = Counter(Message.objects.filter(installation=installation).values_list("state", flat=True))
@@ -196,46 +260,70 @@ def main():
     lost = n - finalised
     duplicates_portal = main_run.get("twice", 0)
     duplicates_idgtl = sum(1 for count in sent.values() if count > 1)
-    print(f"load average (1, 5, 15 min): before {load_before}; after the burst {load_after}; "
-          f"after the baseline {load_end} ({os.cpu_count()} CPUs)")
-    print(f"burst: {n} SMS posted to the HANDLER in {intake_seconds:.1f} s ({n / intake_seconds:.0f}/s, "
-          f"{args.threads} threads; {refused} refused); gunicorn {args.gunicorn_workers} workers, "
-          f"Celery worker concurrency {args.concurrency}; i-dgtl steps {args.deliver_after:g} s, "
-          f"{args.callback_batch} event(s) per callback POST from {args.callback_threads} thread(s)")
+    print(
+        f"load average (1, 5, 15 min): before {load_before}; after the burst {load_after}; "
+        f"after the baseline {load_end} ({os.cpu_count()} CPUs)"
+    )
+    print(
+        f"burst: {n} SMS posted to the HANDLER in {intake_seconds:.1f} s ({n / intake_seconds:.0f}/s, "
+        f"{args.threads} threads; {refused} refused); gunicorn {args.gunicorn_workers} workers, "
+        f"Celery worker concurrency {args.concurrency}; i-dgtl steps {args.deliver_after:g} s, "
+        f"{args.callback_batch} event(s) per callback POST from {args.callback_threads} thread(s)"
+    )
     if final_callbacks:
         span = final_callbacks[-1] - final_callbacks[0]
-        print(f"final callbacks answered by b24sms: {len(final_callbacks)} in {span:.1f} s "
-              f"({len(final_callbacks) / span if span else float('nan'):.0f}/s: what the write-back is offered)")
+        print(
+            f"final callbacks answered by b24sms: {len(final_callbacks)} in {span:.1f} s "
+            f"({len(final_callbacks) / span if span else float('nan'):.0f}/s: what the write-back is offered)"
+        )
     if spent_at and "t_first" in main_run:
-        print(f"portal burst spent {spent_at[0] - started:.1f} s after the first HANDLER call "
-              f"(first final callback answered); first final report at the portal "
-              f"{main_run['t_first'] - started:.1f} s, last {main_run['t_last'] - started:.1f} s")
+        print(
+            f"portal burst spent {spent_at[0] - started:.1f} s after the first HANDLER call "
+            f"(first final callback answered); first final report at the portal "
+            f"{main_run['t_first'] - started:.1f} s, last {main_run['t_last'] - started:.1f} s"
+        )
     elif "t_first" in main_run:
-        print(f"portal burst {'NOT spent (--keep-burst)' if args.keep_burst else 'not spent in time'}; "
-              f"first final report {main_run['t_first'] - started:.1f} s, "
-              f"last {main_run['t_last'] - started:.1f} s after the first HANDLER call")
+        print(
+            f"portal burst {'NOT spent (--keep-burst)' if args.keep_burst else 'not spent in time'}; "
+            f"first final report {main_run['t_first'] - started:.1f} s, "
+            f"last {main_run['t_last'] - started:.1f} s after the first HANDLER call"
+        )
     if "sustained" in main_run:
-        print(f"sustained (first to last final report, {finalised - main_run['first_call']} messages after the first "
-              f"call in {main_run['t_last'] - main_run['t_first']:.1f} s): {main_run['sustained']:.1f} messages "
-              f"finalised/s; steady window 10-90 %: {main_run['window']:.1f}/s")
-    print(f"batch calls to the portal: {batch_calls}; QUERY_LIMIT_EXCEEDED answers: {limited}; "
-          f"status updates at the portal: {len(main_run['updates'])} for {n} messages = "
-          f"{len(main_run['updates']) / n if n else 0:.3f} per message")
+        print(
+            f"sustained (first to last final report, {finalised - main_run['first_call']} messages after the first "
+            f"call in {main_run['t_last'] - main_run['t_first']:.1f} s): {main_run['sustained']:.1f} messages "
+            f"finalised/s; steady window 10-90 %: {main_run['window']:.1f}/s"
+        )
+    print(
+        f"batch calls to the portal: {batch_calls}; QUERY_LIMIT_EXCEEDED answers: {limited}; "
+        f"status updates at the portal: {len(main_run['updates'])} for {n} messages = "
+        f"{len(main_run['updates']) / n if n else 0:.3f} per message"
+    )
     if "sustained" in baseline:
-        print(f"baseline (same run, second portal: the client alone, {args.baseline_messages} updates in batch "
-              f"calls of 50 back to back): {baseline['sustained']:.1f}/s; nominal ceiling {NOMINAL:.0f}/s")
+        print(
+            f"baseline (same run, second portal: the client alone, {args.baseline_messages} updates in batch "
+            f"calls of 50 back to back): {baseline['sustained']:.1f}/s; nominal ceiling {NOMINAL:.0f}/s"
+        )
     if "sustained" in main_run:
-        print(f"ratio: {main_run['sustained'] / NOMINAL:.2f} against {NOMINAL:.0f}/s (goal >= 0.9); "
-              f"{main_run['sustained'] / baseline['sustained']:.2f} against the measured baseline")
-    print(f"lost (no final status at the portal): {lost}; duplicates: {duplicates_portal} messages with more than "
-          f"one status update at the portal, {duplicates_idgtl} sent to i-dgtl more than once "
-          f"({sum(sent.values())} sent for {n}); b24sms states: {dict(states)}")
+        print(
+            f"ratio: {main_run['sustained'] / NOMINAL:.2f} against {NOMINAL:.0f}/s (goal >= 0.9); "
+            f"{main_run['sustained'] / baseline['sustained']:.2f} against the measured baseline"
+        )
+    print(
+        f"lost (no final status at the portal): {lost}; duplicates: {duplicates_portal} messages with more than "
+        f"one status update at the portal, {duplicates_idgtl} sent to i-dgtl more than once "
+        f"({sum(sent.values())} sent for {n}); b24sms states: {dict(states)}"
+    )
     print(f"burst to last final report, {cpu_used}")
     if final_callbacks and span and len(final_callbacks) / span < NOMINAL:
-        print(f"NOTE: final statuses reached b24sms at {len(final_callbacks) / span:.0f}/s, below the portal's "
-              f"{NOMINAL:.0f}/s: the figure above is limited by the callback path on this machine, not by the write-back")
-    print(f"whole run: {ended - started:.1f} s from the first HANDLER call to the last final report; "
-          f"process logs in {processes.log_dir}")
+        print(
+            f"NOTE: final statuses reached b24sms at {len(final_callbacks) / span:.0f}/s, below the portal's "
+            f"{NOMINAL:.0f}/s: the figure above is limited by the callback path on this machine, not by the write-back"
+        )
+    print(
+        f"whole run: {ended - started:.1f} s from the first HANDLER call to the last final report; "
+        f"process logs in {processes.log_dir}"
+    )
     if lost or duplicates_portal or duplicates_idgtl or refused:
         sys.exit(1)
 

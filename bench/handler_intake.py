@@ -10,6 +10,7 @@ request stored exactly one message.
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/b24sms_bench CELERY_BROKER_URL=redis://127.0.0.1:6379/6 \
         python bench/handler_intake.py [--seconds 10] [--rounds 3] [--workers 2xCPUs+1] [--clients 16]
 """
+
 import argparse
 import http.client
 import multiprocessing
@@ -44,11 +45,22 @@ def seed() -> tuple[str, str]:
 
 def body_template(application_token: str) -> str:
     fields = {
-        "module_id": "crm", "bindings[0][OWNER_TYPE_ID]": "3", "bindings[0][OWNER_ID]": "123",
-        "properties[phone_number]": "+79990001234", "properties[message_text]": "Your code: 1234", "type": "SMS",
-        "code": "bench", "message_id": "MESSAGEID", "message_to": "+79990001234", "message_body": "Your code: 1234",
-        "ts": str(int(time.time())), "auth[access_token]": "x" * 40, "auth[expires_in]": "3600",
-        "auth[domain]": "bench.bitrix24.test", "auth[member_id]": "bench-member", "auth[user_id]": "1",
+        "module_id": "crm",
+        "bindings[0][OWNER_TYPE_ID]": "3",
+        "bindings[0][OWNER_ID]": "123",
+        "properties[phone_number]": "+79990001234",
+        "properties[message_text]": "Your code: 1234",
+        "type": "SMS",
+        "code": "bench",
+        "message_id": "MESSAGEID",
+        "message_to": "+79990001234",
+        "message_body": "Your code: 1234",
+        "ts": str(int(time.time())),
+        "auth[access_token]": "x" * 40,
+        "auth[expires_in]": "3600",
+        "auth[domain]": "bench.bitrix24.test",
+        "auth[member_id]": "bench-member",
+        "auth[user_id]": "1",
         "auth[application_token]": application_token,
     }
     return urllib.parse.urlencode(fields)
@@ -150,9 +162,12 @@ def load(port, path, template, seconds, clients, unique=True, server_pid: int | 
     before = cpu_snapshot(server_pid) if server_pid else None
     processes = 2
     out = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=_load_process,
-                                     args=(port, path, template, seconds, max(1, clients // processes), unique, out))
-             for _ in range(processes)]
+    procs = [
+        multiprocessing.Process(
+            target=_load_process, args=(port, path, template, seconds, max(1, clients // processes), unique, out)
+        )
+        for _ in range(processes)
+    ]
     started = time.monotonic()
     for proc in procs:
         proc.start()
@@ -172,7 +187,9 @@ def cpu_report(label: str, runs: list[dict]) -> str:
     """CPU milliseconds per request answered, by process, over ``runs``."""
     answered = sum(r["ok"] + r["other"] for r in runs) or 1
     cpu = {name: sum(r["cpu"][name] for r in runs) for name in runs[0]["cpu"]}
-    parts = [f"{name} {1000 * cpu[name] / answered:.2f}" for name in ("gunicorn", "postgres", "redis", "load generator")]
+    parts = [
+        f"{name} {1000 * cpu[name] / answered:.2f}" for name in ("gunicorn", "postgres", "redis", "load generator")
+    ]
     busy = cpu["machine busy"] / (cpu["machine total"] or 1)
     return f"{label} CPU ms per request: {', '.join(parts)}; machine busy {100 * busy:.0f} %"
 
@@ -180,12 +197,19 @@ def cpu_report(label: str, runs: list[dict]) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1) + 1,
-                        help="gunicorn sync workers (default: 2 x CPUs + 1, gunicorn's recommendation)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2 * (os.cpu_count() or 1) + 1,
+        help="gunicorn sync workers (default: 2 x CPUs + 1, gunicorn's recommendation)",
+    )
     parser.add_argument("--clients", type=int, default=16, help="concurrent client connections")
     parser.add_argument("--rounds", type=int, default=3, help="alternating baseline/handler rounds")
-    parser.add_argument("--server-side-binding", action="store_true",
-                        help="DATABASE_SERVER_SIDE_BINDING=1 (psycopg prepares repeated statements)")
+    parser.add_argument(
+        "--server-side-binding",
+        action="store_true",
+        help="DATABASE_SERVER_SIDE_BINDING=1 (psycopg prepares repeated statements)",
+    )
     args = parser.parse_args()
     if args.server_side_binding:
         os.environ["DATABASE_SERVER_SIDE_BINDING"] = "1"
@@ -196,8 +220,24 @@ def main():
 
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "b24sms.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers),
-         "--worker-class", "sync", "--log-level", "warning", "--backlog", "2048"], cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "b24sms.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(args.workers),
+            "--worker-class",
+            "sync",
+            "--log-level",
+            "warning",
+            "--backlog",
+            "2048",
+        ],
+        cwd=ROOT,
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -226,8 +266,10 @@ def main():
     handler_rps = sum(r["rps"] for r in handler) / len(handler)
     accepted = sum(r["ok"] for r in handler)
     errors = sum(r["other"] for r in baseline + handler)
-    print(f"gunicorn sync workers: {args.workers}, clients: {args.clients}, {args.rounds} x {args.seconds:.0f} s each, "
-          f"server-side binding: {'on' if args.server_side_binding else 'off'}")
+    print(
+        f"gunicorn sync workers: {args.workers}, clients: {args.clients}, {args.rounds} x {args.seconds:.0f} s each, "
+        f"server-side binding: {'on' if args.server_side_binding else 'off'}"
+    )
     print(f"baseline (trivial Django view): {base_rps:8.1f} req/s")
     print(f"handler intake (PG + Redis):    {handler_rps:8.1f} req/s")
     print(f"ratio: {handler_rps / base_rps:.2f} (goal >= 0.5)")

@@ -1,4 +1,5 @@
 """Settings for bench/handler_intake.py: the project's settings, quiet logs, plus a trivial baseline view."""
+
 from b24sms.settings.base import *  # noqa: F401,F403
 
 DEBUG = False

@@ -1,4 +1,5 @@
 """The project's URLs plus /bench/trivial/: the baseline a HANDLER call is compared with."""
+
 from django.http import JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
@@ -8,7 +9,7 @@ from b24sms.urls import urlpatterns as project_urlpatterns
 
 @csrf_exempt
 def trivial(request):
-    request.body  # read the same form body the handler reads
+    _ = request.body  # read the same form body the handler reads
     return JsonResponse({"result": "ok"})
 
 

@@ -4,6 +4,7 @@ The project's settings with the bench's URLs; unlike bench.intake_settings the l
 LOG_LEVEL, so a worker can log at INFO (its " ready." line, beat's "Sending due task" lines) while
 gunicorn stays at WARNING.
 """
+
 from b24sms.settings.base import *  # noqa: F401,F403
 from b24sms.settings.base import LOG_LEVEL, LOGGING
 

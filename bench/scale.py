@@ -37,6 +37,7 @@ have none (a timeline is per-message and read only on a message's page). UsageDa
 from the messages with one ``INSERT … SELECT … GROUP BY``. Then VACUUM ANALYZE. With ``--days 180`` and
 ``--retention-days 170`` the oldest ~10 days of final messages are due for retention.
 """
+
 import argparse
 import json
 import os
@@ -63,11 +64,17 @@ ADMIN = "scale-admin"
 TEXTS = (
     (0.50, "Ваш код подтверждения: {code}"),
     (0.75, "Your code: {code}. Do not share it."),
-    (0.90, "Здравствуйте! Ваш заказ №{code} собран и передан в службу доставки. Курьер позвонит за час до "
-           "приезда. Отследить заказ можно в личном кабинете магазина."),
-    (1.00, "Hello! Your order {code} has been packed and handed over to the courier service. The courier will call "
-           "you an hour before arrival. You can track the order in your account at our shop; reply STOP to opt out "
-           "of these messages. Thank you!"),
+    (
+        0.90,
+        "Здравствуйте! Ваш заказ №{code} собран и передан в службу доставки. Курьер позвонит за час до "
+        "приезда. Отследить заказ можно в личном кабинете магазина.",
+    ),
+    (
+        1.00,
+        "Hello! Your order {code} has been packed and handed over to the courier service. The courier will call "
+        "you an hour before arrival. You can track the order in your account at our shop; reply STOP to opt out "
+        "of these messages. Thank you!",
+    ),
 )
 CHUNK = 1_000_000
 TIMELINE_EVERY = 10
@@ -97,9 +104,17 @@ def recreate_database(url: str) -> None:
 # --- children: one process per database and task --------------------------------------------------------------
 def child_env(database_url: str, redis_url: str) -> dict:
     env = dict(os.environ)
-    env.update({"DATABASE_URL": database_url, "CELERY_BROKER_URL": redis_url, "DJANGO_SETTINGS_MODULE": SETTINGS,
-                "CELERY_TASK_DEFAULT_QUEUE": QUEUE, "LOG_LEVEL": "WARNING", "LOG_FORMAT": "text",
-                "IDGTL_RATE_LIMIT_PER_SECOND": "0"})
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "CELERY_BROKER_URL": redis_url,
+            "DJANGO_SETTINGS_MODULE": SETTINGS,
+            "CELERY_TASK_DEFAULT_QUEUE": QUEUE,
+            "LOG_LEVEL": "WARNING",
+            "LOG_FORMAT": "text",
+            "IDGTL_RATE_LIMIT_PER_SECOND": "0",
+        }
+    )
     return env
 
 
@@ -114,8 +129,12 @@ def run_child(role: str, database_url: str, redis_url: str, **options) -> dict:
 
 def django_setup(*, migrate: bool) -> None:
     if migrate:
-        done = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT,
-                              stderr=subprocess.PIPE, text=True)
+        done = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+            cwd=ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         if done.returncode:
             sys.exit(done.stderr)
     import django
@@ -134,35 +153,48 @@ def seed_rows(portals: int) -> dict:
 
     from bench._common import BENCH_APPLICATION_TOKEN, bench_rows
     from providers.models import (
-        BitrixApplication, Installation, Provider, ProviderRegistration, RegistrationState, Tariff,
+        BitrixApplication,
+        Installation,
+        Provider,
+        ProviderRegistration,
+        RegistrationState,
+        Tariff,
     )
 
-    application, _ = BitrixApplication.objects.get_or_create(client_id="local.scale.1",
-                                                              defaults={"name": "scale", "client_secret": "scale"})
+    application, _ = BitrixApplication.objects.get_or_create(
+        client_id="local.scale.1", defaults={"name": "scale", "client_secret": "scale"}
+    )
     installations = []
     for n in range(portals):
         domain = PORTAL_DOMAIN.format(n)
         installation, _ = Installation.objects.get_or_create(
-            application=application, member_id=f"scale-member-{n:03d}",
-            defaults={"domain": domain, "client_endpoint": f"https://{domain}/rest/", "application_token": f"t{n}"})
+            application=application,
+            member_id=f"scale-member-{n:03d}",
+            defaults={"domain": domain, "client_endpoint": f"https://{domain}/rest/", "application_token": f"t{n}"},
+        )
         installations.append(installation)
     providers = []
     for code, sender_name in PROVIDERS:
         provider, _ = Provider.objects.get_or_create(code=code, defaults={"name": code, "sender_name": sender_name})
         providers.append(provider)
         for installation in installations:
-            ProviderRegistration.objects.get_or_create(provider=provider, installation=installation,
-                                                       defaults={"state": RegistrationState.REGISTERED})
+            ProviderRegistration.objects.get_or_create(
+                provider=provider, installation=installation, defaults={"state": RegistrationState.REGISTERED}
+            )
     if not Tariff.objects.filter(installation=None).exists():
         Tariff.objects.create(price_per_part=Decimal("2.5000"), valid_from=date(2020, 1, 1), comment="scale bench")
     user_model = get_user_model()
     if not user_model.objects.filter(username=ADMIN).exists():
         user_model.objects.create_superuser(ADMIN, "scale@example.test", "scale-bench-password")
     bench_installation, _provider = bench_rows("bench-member", domain="bench.bitrix24.test")
-    return {"portals": [i.pk for i in installations], "providers": [p.pk for p in providers],
-            "sender_names": [p.sender_name for p in providers], "bench_installation": bench_installation.pk,
-            "handler_path": f"/b24/handler/{bench_installation.handler_secret}/",
-            "application_token": BENCH_APPLICATION_TOKEN}  # b24sms keeps only its keyed hash
+    return {
+        "portals": [i.pk for i in installations],
+        "providers": [p.pk for p in providers],
+        "sender_names": [p.sender_name for p in providers],
+        "bench_installation": bench_installation.pk,
+        "handler_path": f"/b24/handler/{bench_installation.handler_secret}/",
+        "application_token": BENCH_APPLICATION_TOKEN,
+    }  # b24sms keeps only its keyed hash
 
 
 def clear_bench_messages(installation_id: int) -> None:
@@ -171,8 +203,11 @@ def clear_bench_messages(installation_id: int) -> None:
 
     with connection.cursor() as cursor:
         for table in ("providers_messagestatuschange", "providers_statusreport"):
-            cursor.execute(f"DELETE FROM {table} WHERE message_id IN "
-                           "(SELECT id FROM providers_message WHERE installation_id = %s)", [installation_id])
+            cursor.execute(
+                f"DELETE FROM {table} WHERE message_id IN "
+                "(SELECT id FROM providers_message WHERE installation_id = %s)",
+                [installation_id],
+            )
         cursor.execute("DELETE FROM providers_usageday WHERE installation_id = %s", [installation_id])
         cursor.execute("DELETE FROM providers_message WHERE installation_id = %s", [installation_id])
 
@@ -212,21 +247,32 @@ def fill_messages(*, database_url: str, ids: dict, messages: int, days: int) -> 
         saved = []
         for table in tables:
             for name, definition in conn.execute(
-                    "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-                    "WHERE conrelid = %s::regclass AND contype = 'u'", (table,)).fetchall():
+                "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conrelid = %s::regclass AND contype = 'u'",
+                (table,),
+            ).fetchall():
                 saved.append(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
                 conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
             for name, definition in conn.execute(
-                    "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s AND indexname NOT IN "
-                    "(SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p')",
-                    (table, table)).fetchall():
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = %s AND indexname NOT IN "
+                "(SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p')",
+                (table, table),
+            ).fetchall():
                 saved.append(definition)
                 conn.execute(f'DROP INDEX "{name}"')
         now = conn.execute("SELECT now()").fetchone()[0]
         start = now - timedelta(days=days)
         span = days * 86400.0
-        params = {"portals": ids["portals"], "providers": ids["providers"], "sender_names": ids["sender_names"],
-                  "n_portals": len(ids["portals"]), "total": messages, "start": start, "span": span, "now": now}
+        params = {
+            "portals": ids["portals"],
+            "providers": ids["providers"],
+            "sender_names": ids["sender_names"],
+            "n_portals": len(ids["portals"]),
+            "total": messages,
+            "start": start,
+            "span": span,
+            "now": now,
+        }
         insert = f"""
             INSERT INTO providers_message (message_id, module_id, bindings, workflow_id, document_id, document_type,
                 author_user_id, message_to, destination, text, sender_name, bitrix_sent_at, state, idgtl_message_uuid,
@@ -293,7 +339,8 @@ def fill_messages(*, database_url: str, ids: dict, messages: int, days: int) -> 
             last = min(messages, first + CHUNK - 1)
             low = conn.execute("SELECT coalesce(max(id), 0) FROM providers_message").fetchone()[0]
             conn.execute(insert, {**params, "first": first, "last": last})
-            conn.execute(f"""
+            conn.execute(
+                f"""
                 INSERT INTO providers_messagestatuschange (message_id, previous_state, state, idgtl_status, source,
                     detail, created_at)
                 SELECT m.id, s.previous, CASE WHEN s.step = 4 THEN m.state ELSE s.state END,
@@ -308,21 +355,29 @@ def fill_messages(*, database_url: str, ids: dict, messages: int, days: int) -> 
                 WHERE m.id > %(low)s AND m.id %% {TIMELINE_EVERY} = 0
                   AND (s.step = 1 OR (s.step IN (2, 3) AND m.state <> 'received')
                        OR (s.step = 4 AND m.state IN ('delivered', 'undelivered', 'failed')))
-            """, {"low": low})
-            conn.execute(f"""
+            """,
+                {"low": low},
+            )
+            conn.execute(
+                f"""
                 INSERT INTO providers_statusreport (message_id, status, state, attempts, last_error, next_attempt_at,
                     created_at, reported_at)
                 SELECT id, state, 'accepted', 1, '', NULL, final_at, final_at + interval '1 s' FROM providers_message
                 WHERE id > %(low)s AND id %% {TIMELINE_EVERY} = 0 AND state IN ('delivered', 'undelivered', 'failed')
-            """, {"low": low})
+            """,
+                {"low": low},
+            )
             print(f"  {last:,} messages ({time.monotonic() - began:.0f} s)", flush=True)
-        conn.execute("""
+        conn.execute(
+            """
             INSERT INTO providers_usageday (installation_id, day, provider_id, sender_name, state, messages, parts)
             SELECT installation_id, (created_at AT TIME ZONE %(zone)s)::date, provider_id, sender_name, state,
                 count(*), sum(parts)
             FROM providers_message WHERE state <> 'received'
             GROUP BY 1, 2, 3, 4, 5
-        """, {"zone": settings.USAGE_TIME_ZONE})
+        """,
+            {"zone": settings.USAGE_TIME_ZONE},
+        )
         print(f"  rollups ({time.monotonic() - began:.0f} s)", flush=True)
         for statement in saved:
             conn.execute(statement)
@@ -331,10 +386,14 @@ def fill_messages(*, database_url: str, ids: dict, messages: int, days: int) -> 
         for table in (*tables, "providers_usageday"):
             conn.execute(f"VACUUM (ANALYZE) {table}")
         print(f"  vacuum analyze ({time.monotonic() - began:.0f} s)", flush=True)
-        conn.execute("CREATE TABLE IF NOT EXISTS bench_scale_fill (messages bigint, portals int, days int, "
-                     "filled_at timestamptz, seconds float)")
-        conn.execute("INSERT INTO bench_scale_fill VALUES (%s, %s, %s, now(), %s)",
-                     (messages, len(ids["portals"]), days, time.monotonic() - began))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_scale_fill (messages bigint, portals int, days int, "
+            "filled_at timestamptz, seconds float)"
+        )
+        conn.execute(
+            "INSERT INTO bench_scale_fill VALUES (%s, %s, %s, now(), %s)",
+            (messages, len(ids["portals"]), days, time.monotonic() - began),
+        )
 
 
 def filled(database_url: str) -> tuple | None:
@@ -343,8 +402,9 @@ def filled(database_url: str) -> tuple | None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         if conn.execute("SELECT to_regclass('bench_scale_fill')").fetchone()[0] is None:
             return None
-        return conn.execute("SELECT messages, portals, days, filled_at, seconds FROM bench_scale_fill "
-                            "ORDER BY filled_at DESC LIMIT 1").fetchone()
+        return conn.execute(
+            "SELECT messages, portals, days, filled_at, seconds FROM bench_scale_fill ORDER BY filled_at DESC LIMIT 1"
+        ).fetchone()
 
 
 def child_prepare(options: dict) -> dict:
@@ -358,8 +418,11 @@ def child_prepare(options: dict) -> dict:
 
         if Message.objects.exists():
             sys.exit(f"{database_name(database_url)} holds messages but no fill of this bench: drop it first")
-        print(f"filling {database_name(database_url)}: {options['messages']:,} messages, {options['portals']} portals, "
-              f"{options['days']} days", flush=True)
+        print(
+            f"filling {database_name(database_url)}: {options['messages']:,} messages, {options['portals']} portals, "
+            f"{options['days']} days",
+            flush=True,
+        )
         fill_messages(database_url=database_url, ids=ids, messages=options["messages"], days=options["days"])
         fill = filled(database_url)
     from django.db import connection
@@ -367,19 +430,33 @@ def child_prepare(options: dict) -> dict:
 
     from providers.models import UsageDay
 
-    busiest = (UsageDay.objects.order_by().values("installation_id").annotate(n=Sum("messages"))
-               .order_by("-n").values_list("installation_id", flat=True).first())
+    busiest = (
+        UsageDay.objects.order_by()
+        .values("installation_id")
+        .annotate(n=Sum("messages"))
+        .order_by("-n")
+        .values_list("installation_id", flat=True)
+        .first()
+    )
     with connection.cursor() as cursor:
         cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE relname = 'providers_message'")
         estimate = cursor.fetchone()[0]
         cursor.execute("SELECT pg_size_pretty(pg_database_size(current_database()))")
         size = cursor.fetchone()[0]
         # A number with messages: the destination of a message in the middle of the table (by id).
-        cursor.execute("SELECT destination FROM providers_message WHERE id >= (SELECT max(id) / 2 FROM "
-                       "providers_message) AND destination <> '' ORDER BY id LIMIT 1")
+        cursor.execute(
+            "SELECT destination FROM providers_message WHERE id >= (SELECT max(id) / 2 FROM "
+            "providers_message) AND destination <> '' ORDER BY id LIMIT 1"
+        )
         row = cursor.fetchone()
-    return {**ids, "busiest": busiest, "number": row[0] if row else None, "estimated_messages": max(estimate, 0),
-            "size": size, "fill": [str(v) for v in fill] if fill else None}
+    return {
+        **ids,
+        "busiest": busiest,
+        "number": row[0] if row else None,
+        "estimated_messages": max(estimate, 0),
+        "size": size,
+        "fill": [str(v) for v in fill] if fill else None,
+    }
 
 
 # --- pages ----------------------------------------------------------------------------------------------------------
@@ -399,19 +476,38 @@ def child_pages(options: dict) -> dict:
     client.force_login(get_user_model().objects.get(username=ADMIN))
     pages = [
         ("messages: first page", "/admin/providers/message/", None),
-        ("messages: portal + failed",
-         f"/admin/providers/message/?installation__id__exact={busiest}&state__exact=failed", None),
-        ("messages: portal + delivered",
-         f"/admin/providers/message/?installation__id__exact={busiest}&state__exact=delivered", None),
-        ("messages: search by number", "/admin/providers/message/?" + urllib.parse.urlencode(
-            {"q": f"+{number[0]} {number[1:4]} {number[4:7]}-{number[7:9]}-{number[9:]}"}), number),
+        (
+            "messages: portal + failed",
+            f"/admin/providers/message/?installation__id__exact={busiest}&state__exact=failed",
+            None,
+        ),
+        (
+            "messages: portal + delivered",
+            f"/admin/providers/message/?installation__id__exact={busiest}&state__exact=delivered",
+            None,
+        ),
+        (
+            "messages: search by number",
+            "/admin/providers/message/?"
+            + urllib.parse.urlencode({"q": f"+{number[0]} {number[1:4]} {number[4:7]}-{number[7:9]}-{number[9:]}"}),
+            number,
+        ),
         ("start page", "/admin/", None),
-        ("usage API, one portal, a month",
-         f"/api/portals/{busiest}/usage/?date_from={month_first}&date_to={month_last}&group_by=day", None),
-        ("usage API, all portals, a month",
-         f"/api/usage/?date_from={month_first}&date_to={month_last}&group_by=month", None),
-        ("statement XLSX, busiest portal", f"/api/portals/{busiest}/statement/?month={month_first[:7]}&format=xlsx",
-         None),
+        (
+            "usage API, one portal, a month",
+            f"/api/portals/{busiest}/usage/?date_from={month_first}&date_to={month_last}&group_by=day",
+            None,
+        ),
+        (
+            "usage API, all portals, a month",
+            f"/api/usage/?date_from={month_first}&date_to={month_last}&group_by=month",
+            None,
+        ),
+        (
+            "statement XLSX, busiest portal",
+            f"/api/portals/{busiest}/statement/?month={month_first[:7]}&format=xlsx",
+            None,
+        ),
     ]
     results = {}
     for label, url, must_show in pages:
@@ -431,9 +527,15 @@ def child_pages(options: dict) -> dict:
         if must_show is not None:
             hits = body.decode().count(f">{must_show}<")
         slowest = max(captured.captured_queries, key=lambda q: float(q["time"]))
-        results[label] = {"ms": statistics.median(timings), "min_ms": min(timings), "queries": sorted(queries),
-                          "bytes": len(body), "hits": hits, "url": url,
-                          "slowest_query": {"ms": float(slowest["time"]) * 1000, "sql": slowest["sql"][:300]}}
+        results[label] = {
+            "ms": statistics.median(timings),
+            "min_ms": min(timings),
+            "queries": sorted(queries),
+            "bytes": len(body),
+            "hits": hits,
+            "url": url,
+            "slowest_query": {"ms": float(slowest["time"]) * 1000, "sql": slowest["sql"][:300]},
+        }
     return results
 
 
@@ -447,8 +549,9 @@ def child_retention(options: dict) -> dict:
     print("ready", flush=True)
     sys.stdin.readline()
     began = time.monotonic()
-    rows = messages_anonymise_old(days=options["days"], time_budget=options["seconds"],
-                                  pause_factor=options.get("pause_factor"))
+    rows = messages_anonymise_old(
+        days=options["days"], time_budget=options["seconds"], pause_factor=options.get("pause_factor")
+    )
     # Over the whole window: a paced run ends before it when the next pause would pass its budget.
     elapsed = max(time.monotonic() - began, options["seconds"])
     return {"rows": rows, "seconds": elapsed}
@@ -459,8 +562,14 @@ class Retention:
 
     def __init__(self, database_url: str, redis_url: str, **options):
         command = [sys.executable, str(Path(__file__)), "--child", "retention", "--child-options", json.dumps(options)]
-        self.process = subprocess.Popen(command, cwd=ROOT, env=child_env(database_url, redis_url),
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=child_env(database_url, redis_url),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert self.process.stdout.readline().strip() == "ready"
 
     def go(self):
@@ -483,12 +592,31 @@ class Gunicorn:
         self.port = free_port()
         self.application_name = f"b24sms-scale-{name}"
         self.admin_url = admin_url(database_url)
-        env = {**child_env(database_url, redis_url), "PGAPPNAME": self.application_name,
-               "DATABASE_CONN_MAX_AGE": "3600"}
+        env = {
+            **child_env(database_url, redis_url),
+            "PGAPPNAME": self.application_name,
+            "DATABASE_CONN_MAX_AGE": "3600",
+        }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "b24sms.wsgi", "--bind", f"127.0.0.1:{self.port}", "--workers",
-             str(workers), "--worker-class", "sync", "--log-level", "warning", "--backlog", "2048"],
-            cwd=ROOT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "b24sms.wsgi",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(workers),
+                "--worker-class",
+                "sync",
+                "--log-level",
+                "warning",
+                "--backlog",
+                "2048",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
 
     def cpu(self) -> float:
         """CPU seconds used so far by gunicorn (master, workers) and the PostgreSQL backends serving it."""
@@ -505,8 +633,12 @@ class Gunicorn:
             except OSError:
                 continue
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
-            pids += [row[0] for row in conn.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s",
-                                                    (self.application_name,))]
+            pids += [
+                row[0]
+                for row in conn.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (self.application_name,)
+                )
+            ]
         return sum(_process_cpu(pid) for pid in pids)
 
     def wait(self):
@@ -531,10 +663,15 @@ def measure_intake(args, info: dict) -> dict:
     and with retention running."""
     from bench.handler_intake import body_template, load
 
-    servers = {name: Gunicorn(name, url, args.redis, args.workers) for name, url in
-               (("empty", args.empty_database), ("full", args.database))}
-    outcome = {"empty": {"trivial": [], "handler": []}, "full": {"trivial": [], "handler": []},
-               "retention": {"alone": [], "with": [], "rows_per_s": []}}
+    servers = {
+        name: Gunicorn(name, url, args.redis, args.workers)
+        for name, url in (("empty", args.empty_database), ("full", args.database))
+    }
+    outcome = {
+        "empty": {"trivial": [], "handler": []},
+        "full": {"trivial": [], "handler": []},
+        "retention": {"alone": [], "with": [], "rows_per_s": []},
+    }
     try:
         for server in servers.values():
             server.wait()
@@ -553,7 +690,7 @@ def measure_intake(args, info: dict) -> dict:
                 outcome[name]["handler"].append(result)
         full = servers["full"]
         for round_no in range(args.rounds):
-            for with_retention in ((False, True) if round_no % 2 == 0 else (True, False)):
+            for with_retention in (False, True) if round_no % 2 == 0 else (True, False):
                 retention = None
                 if with_retention:
                     retention = Retention(args.database, args.redis, days=args.retention_days, seconds=args.seconds)
@@ -598,8 +735,12 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1) + 1)
-    parser.add_argument("--retention-days", type=int, default=170,
-                        help="MESSAGES_RETENTION_DAYS for the retention measurement (the fill spans --days)")
+    parser.add_argument(
+        "--retention-days",
+        type=int,
+        default=170,
+        help="MESSAGES_RETENTION_DAYS for the retention measurement (the fill spans --days)",
+    )
     parser.add_argument("--skip-intake", action="store_true", help="pages only")
     args = parser.parse_args()
 
@@ -624,14 +765,19 @@ def main():
     print(f"prepared {database_name(args.database)} in {time.monotonic() - began:.0f} s: fill {info['full']['fill']}")
     info["empty"] = run_child("prepare", args.empty_database, args.redis, fill=False, **fill_options)
     if info["full"]["fill"] and int(info["full"]["fill"][0]) != args.messages:
-        sys.exit(f"{database_name(args.database)} holds a fill of {info['full']['fill'][0]} messages: "
-                 "run without --reuse")
+        sys.exit(
+            f"{database_name(args.database)} holds a fill of {info['full']['fill'][0]} messages: run without --reuse"
+        )
 
     from datetime import date
 
     busiest_domain = PORTAL_DOMAIN.format(info["full"]["portals"].index(info["full"]["busiest"]))
-    page_options = {"busiest_domain": busiest_domain, "number": info["full"]["number"],
-                    "month": previous_month(date.today()), "repeats": args.repeats}
+    page_options = {
+        "busiest_domain": busiest_domain,
+        "number": info["full"]["number"],
+        "month": previous_month(date.today()),
+        "repeats": args.repeats,
+    }
     pages = {}
     for name, url in (("empty", args.empty_database), ("full", args.database)):
         pages[name] = run_child("pages", url, args.redis, **page_options)
@@ -644,58 +790,78 @@ def main():
         print(f"intake measured: {uptime()}")
         retention_alone = {}
         for label, factor in (("back to back", 0), ("paced (MESSAGES_RETENTION_PAUSE_FACTOR)", None)):
-            retention = Retention(args.database, args.redis, days=args.retention_days, seconds=args.seconds,
-                                  pause_factor=factor)
+            retention = Retention(
+                args.database, args.redis, days=args.retention_days, seconds=args.seconds, pause_factor=factor
+            )
             retention.go()
             retention_alone[label] = retention.result()
 
     print()
-    print(f"{args.messages:,} messages, {args.portals} portals, {args.days} days "
-          f"({info['full']['size']} database; estimated rows {info['full']['estimated_messages']:,}) "
-          f"vs an empty database ({info['empty']['size']}); busiest portal {busiest_domain}; "
-          f"number searched {page_options['number']}; month {page_options['month'][0][:7]}")
+    print(
+        f"{args.messages:,} messages, {args.portals} portals, {args.days} days "
+        f"({info['full']['size']} database; estimated rows {info['full']['estimated_messages']:,}) "
+        f"vs an empty database ({info['empty']['size']}); busiest portal {busiest_domain}; "
+        f"number searched {page_options['number']}; month {page_options['month'][0][:7]}"
+    )
     print(f"{'measurement':34} | {'empty: ms':>9} | {'queries':>7} | {'10M: ms':>9} | {'queries':>7} | notes")
     for label, empty in pages["empty"].items():
         full = pages["full"][label]
         notes = f"hits {full['hits']}" if full["hits"] is not None else ""
         if full["ms"] > 300 or full["queries"] != empty["queries"]:
             notes += f" CHECK: slowest query {full['slowest_query']['ms']:.0f} ms: {full['slowest_query']['sql'][:160]}"
-        print(f"{label:34} | {empty['ms']:9.1f} | {','.join(map(str, empty['queries'])):>7} | {full['ms']:9.1f} | "
-              f"{','.join(map(str, full['queries'])):>7} | {notes}")
+        print(
+            f"{label:34} | {empty['ms']:9.1f} | {','.join(map(str, empty['queries'])):>7} | {full['ms']:9.1f} | "
+            f"{','.join(map(str, full['queries'])):>7} | {notes}"
+        )
     if intake:
         # Per round: each database's HANDLER/trivial ratio, and 10M over empty, measured minutes apart at most;
         # the medians over rounds stand against the machine's load, which other work moves from minute to minute.
-        per_round = {name: [h["rps"] / t["rps"]
-                            for h, t in zip(intake[name]["handler"], intake[name]["trivial"], strict=True)]
-                     for name in ("empty", "full")}
+        per_round = {
+            name: [h["rps"] / t["rps"] for h, t in zip(intake[name]["handler"], intake[name]["trivial"], strict=True)]
+            for name in ("empty", "full")
+        }
         for name in ("empty", "full"):
-            print(f"HANDLER intake, {name:5}: trivial {mean_rps(intake[name]['trivial']):7.1f} req/s, HANDLER "
-                  f"{mean_rps(intake[name]['handler']):7.1f} req/s; ratio per round "
-                  + ", ".join(f"{r:.3f}" for r in per_round[name])
-                  + f"; median {statistics.median(per_round[name]):.3f}")
+            print(
+                f"HANDLER intake, {name:5}: trivial {mean_rps(intake[name]['trivial']):7.1f} req/s, HANDLER "
+                f"{mean_rps(intake[name]['handler']):7.1f} req/s; ratio per round "
+                + ", ".join(f"{r:.3f}" for r in per_round[name])
+                + f"; median {statistics.median(per_round[name]):.3f}"
+            )
         cpu = {name: [r["cpu_ms"] for r in intake[name]["handler"]] for name in ("empty", "full")}
         for name in ("empty", "full"):
-            print(f"HANDLER CPU per call, {name:5} (gunicorn + its PostgreSQL backends), ms: "
-                  + ", ".join(f"{c:.2f}" for c in cpu[name]) + f"; median {statistics.median(cpu[name]):.2f}")
+            print(
+                f"HANDLER CPU per call, {name:5} (gunicorn + its PostgreSQL backends), ms: "
+                + ", ".join(f"{c:.2f}" for c in cpu[name])
+                + f"; median {statistics.median(cpu[name]):.2f}"
+            )
         cpu_ratio = statistics.median(cpu["full"]) / statistics.median(cpu["empty"])
         print(f"HANDLER CPU per call, 10M / empty: {cpu_ratio:.3f} (medians; goal <= 1.05)")
         relative = [f / e for f, e in zip(per_round["full"], per_round["empty"], strict=True)]
-        print("HANDLER intake ratio, 10M / empty, per round: " + ", ".join(f"{r:.3f}" for r in relative)
-              + f"; median {statistics.median(relative):.3f}; of the means "
-              f"{statistics.mean(per_round['full']) / statistics.mean(per_round['empty']):.3f} (goal >= 0.95)")
+        print(
+            "HANDLER intake ratio, 10M / empty, per round: "
+            + ", ".join(f"{r:.3f}" for r in relative)
+            + f"; median {statistics.median(relative):.3f}; of the means "
+            f"{statistics.mean(per_round['full']) / statistics.mean(per_round['empty']):.3f} (goal >= 0.95)"
+        )
         for label, done in retention_alone.items():
-            print(f"retention alone, {label}: {done['rows'] / done['seconds']:.0f} rows/s "
-                  f"({done['rows']:,} rows in {done['seconds']:.1f} s)")
+            print(
+                f"retention alone, {label}: {done['rows'] / done['seconds']:.0f} rows/s "
+                f"({done['rows']:,} rows in {done['seconds']:.1f} s)"
+            )
         alone, with_retention = mean_rps(intake["retention"]["alone"]), mean_rps(intake["retention"]["with"])
-        with_over_alone = [w["rps"] / a["rps"] for w, a in zip(intake["retention"]["with"],
-                                                               intake["retention"]["alone"], strict=True)]
-        print(f"HANDLER on 10M: {alone:.1f} req/s alone, {with_retention:.1f} req/s while paced retention runs "
-              f"({statistics.mean(intake['retention']['rows_per_s']):.0f} rows/s meanwhile); with / without per round "
-              + ", ".join(f"{r:.3f}" for r in with_over_alone) + f"; median {statistics.median(with_over_alone):.3f}; "
-              f"of the means {with_retention / alone:.3f} (goal >= 0.9)")
-        errors = sum(r["other"] for part in ("empty", "full") for kind in ("trivial", "handler")
-                     for r in intake[part][kind]) + sum(r["other"] for r in intake["retention"]["alone"]
-                                                        + intake["retention"]["with"])
+        with_over_alone = [
+            w["rps"] / a["rps"] for w, a in zip(intake["retention"]["with"], intake["retention"]["alone"], strict=True)
+        ]
+        print(
+            f"HANDLER on 10M: {alone:.1f} req/s alone, {with_retention:.1f} req/s while paced retention runs "
+            f"({statistics.mean(intake['retention']['rows_per_s']):.0f} rows/s meanwhile); with / without per round "
+            + ", ".join(f"{r:.3f}" for r in with_over_alone)
+            + f"; median {statistics.median(with_over_alone):.3f}; "
+            f"of the means {with_retention / alone:.3f} (goal >= 0.9)"
+        )
+        errors = sum(
+            r["other"] for part in ("empty", "full") for kind in ("trivial", "handler") for r in intake[part][kind]
+        ) + sum(r["other"] for r in intake["retention"]["alone"] + intake["retention"]["with"])
         print(f"non-200 answers: {errors}")
     print(f"end: {uptime()}")
 

@@ -17,6 +17,7 @@ It prints requests made, database queries, seconds and the ratio sync/plain (goa
 The rounds alternate plain and sync; the ratio uses the fastest of each. Everything the bench
 created is deleted at the end.
 """
+
 import argparse
 import datetime as dt
 import logging
@@ -59,22 +60,45 @@ def seed(fake: FakeIdgtl, count: int) -> IdgtlAccount:
     rows = []
     for n in range(1, count + 1):
         name = f"Bench{n}"[:11]
-        rows.append(SenderNameApplication(
-            account=account, common_type="SERVICE", brand="MTS", date_from=date_from, sender_name=name,
-            counteragent_name="Bench, LLC", counteragent_inn="7707083893", submission_state=SubmissionState.SUBMITTED,
-            remote_id=n, status="PRE_REVIEW", submitted_at=now, next_status_check_at=now - dt.timedelta(seconds=1)))
+        rows.append(
+            SenderNameApplication(
+                account=account,
+                common_type="SERVICE",
+                brand="MTS",
+                date_from=date_from,
+                sender_name=name,
+                counteragent_name="Bench, LLC",
+                counteragent_inn="7707083893",
+                submission_state=SubmissionState.SUBMITTED,
+                remote_id=n,
+                status="PRE_REVIEW",
+                submitted_at=now,
+                next_status_check_at=now - dt.timedelta(seconds=1),
+            )
+        )
         fake.sender_names[n] = {
-            "id": n, "channelType": "SMS", "commonType": "SERVICE", "brand": "MTS", "senderName": name,
-            "dateFrom": date_from.strftime("%Y-%m-%dT%H:%M:%SZ"), "counteragentName": "Bench, LLC",
-            "counteragentInn": "7707083893", "status": "REVIEW" if n % CHANGED_EVERY == 0 else "PRE_REVIEW",
-            "fee": 2000, "comment": None, "files": [], "createdAt": now.isoformat()}
+            "id": n,
+            "channelType": "SMS",
+            "commonType": "SERVICE",
+            "brand": "MTS",
+            "senderName": name,
+            "dateFrom": date_from.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "counteragentName": "Bench, LLC",
+            "counteragentInn": "7707083893",
+            "status": "REVIEW" if n % CHANGED_EVERY == 0 else "PRE_REVIEW",
+            "fee": 2000,
+            "comment": None,
+            "files": [],
+            "createdAt": now.isoformat(),
+        }
     SenderNameApplication.objects.bulk_create(rows, batch_size=1000)
     return account
 
 
 def make_due(account):
     SenderNameApplication.objects.filter(account=account).update(
-        next_status_check_at=timezone.now() - dt.timedelta(seconds=1), status="PRE_REVIEW")
+        next_status_check_at=timezone.now() - dt.timedelta(seconds=1), status="PRE_REVIEW"
+    )
     SenderNameStatusChange.objects.filter(application__account=account).delete()
 
 
@@ -105,8 +129,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--applications", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--quiet-logs", action="store_true",
-                        help="send the per-call INFO logs nowhere (they go to stderr by default, as in production)")
+    parser.add_argument(
+        "--quiet-logs",
+        action="store_true",
+        help="send the per-call INFO logs nowhere (they go to stderr by default, as in production)",
+    )
     args = parser.parse_args(argv)
     if args.quiet_logs:
         logging.getLogger().handlers[:] = [logging.NullHandler()]
@@ -130,11 +157,18 @@ def main(argv=None):
                 fake.requests.clear()
             plains.append(plain)
             syncs.append(seconds)
-            print(f"round {round_no}: applications={args.applications} requests={requests_made} "
-                  f"db_queries={query_count[0]} (+{query_count[1]} BEGIN/COMMIT) checked={report.checked} changed={report.changed} errors={report.errors} "
-                  f"sync_seconds={seconds:.2f} plain_seconds={plain:.2f} ratio={seconds / plain:.2f}", flush=True)
-        print(f"best: sync_seconds={min(syncs):.2f} plain_seconds={min(plains):.2f} "
-              f"ratio={min(syncs) / min(plains):.2f} (goal <= 1.5)", flush=True)
+            print(
+                f"round {round_no}: applications={args.applications} requests={requests_made} "
+                f"db_queries={query_count[0]} (+{query_count[1]} BEGIN/COMMIT) checked={report.checked} "
+                f"changed={report.changed} errors={report.errors} "
+                f"sync_seconds={seconds:.2f} plain_seconds={plain:.2f} ratio={seconds / plain:.2f}",
+                flush=True,
+            )
+        print(
+            f"best: sync_seconds={min(syncs):.2f} plain_seconds={min(plains):.2f} "
+            f"ratio={min(syncs) / min(plains):.2f} (goal <= 1.5)",
+            flush=True,
+        )
         print(f"database: {connection.vendor}; python {sys.version.split()[0]}; cpus {os.cpu_count()}", flush=True)
     finally:
         if account is not None:

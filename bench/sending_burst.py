@@ -10,6 +10,7 @@ Prints messages/s of both and the ratio (goal >= 10), and checks each message re
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/b24sms_bench CELERY_BROKER_URL=redis://127.0.0.1:6379/6 \
         python bench/sending_burst.py [--messages 10000] [--baseline-messages 2000]
 """
+
 import argparse
 import os
 import sys
@@ -30,8 +31,10 @@ def store_burst(installation, prefix: str, count: int, threads: int = 4) -> floa
     from providers.handler_form import handler_form_parse
     from providers.services.intake import message_receive
 
-    body = ("module_id=crm&bindings%5B0%5D%5BOWNER_TYPE_ID%5D=3&bindings%5B0%5D%5BOWNER_ID%5D=1&type=SMS&code=bench"
-            "&message_to=%2B7999{n:07d}&message_body=Code+{n}&message_id=" + prefix + "{n:08d}")
+    body = (
+        "module_id=crm&bindings%5B0%5D%5BOWNER_TYPE_ID%5D=3&bindings%5B0%5D%5BOWNER_ID%5D=1&type=SMS&code=bench"
+        "&message_to=%2B7999{n:07d}&message_body=Code+{n}&message_id=" + prefix + "{n:08d}"
+    )
 
     def store(chunk):
         try:
@@ -61,9 +64,13 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
     parser.add_argument("--baseline-messages", type=int, default=2000)
-    parser.add_argument("--idgtl-rate-limit", type=float, default=0.0,
-                        help="IDGTL_RATE_LIMIT_PER_SECOND for both runs (default 0: off, to compare the pipelines "
-                             "themselves; the production default of 10 calls/s would cap the baseline at 10 msgs/s)")
+    parser.add_argument(
+        "--idgtl-rate-limit",
+        type=float,
+        default=0.0,
+        help="IDGTL_RATE_LIMIT_PER_SECOND for both runs (default 0: off, to compare the pipelines "
+        "themselves; the production default of 10 calls/s would cap the baseline at 10 msgs/s)",
+    )
     args = parser.parse_args()
     os.environ["IDGTL_RATE_LIMIT_PER_SECOND"] = str(args.idgtl_rate_limit)
     _db, broker_url = setup_django(QUEUE)
@@ -102,14 +109,22 @@ def main():
 
     batched_rate = batched_sent / batched_seconds
     single_rate = single_sent / single_seconds
-    print(f"burst: {args.messages} messages stored through the handler service in {intake_seconds:.1f} s "
-          f"({args.messages / intake_seconds:.0f}/s, 4 threads; not part of the ratio)")
-    print(f"batched (1000 per POST /message): {batched_sent} sent in {batched_seconds:.2f} s with {batched_posts} "
-          f"calls = {batched_rate:.0f} msgs/s")
-    print(f"baseline (one call per message):  {single_sent} sent in {single_seconds:.2f} s with {single_posts} "
-          f"calls = {single_rate:.0f} msgs/s")
-    print(f"ratio: {batched_rate / single_rate:.1f} (goal >= 10); i-dgtl client rate limit: "
-          f"{args.idgtl_rate_limit:g} calls/s (0 = off)")
+    print(
+        f"burst: {args.messages} messages stored through the handler service in {intake_seconds:.1f} s "
+        f"({args.messages / intake_seconds:.0f}/s, 4 threads; not part of the ratio)"
+    )
+    print(
+        f"batched (1000 per POST /message): {batched_sent} sent in {batched_seconds:.2f} s with {batched_posts} "
+        f"calls = {batched_rate:.0f} msgs/s"
+    )
+    print(
+        f"baseline (one call per message):  {single_sent} sent in {single_seconds:.2f} s with {single_posts} "
+        f"calls = {single_rate:.0f} msgs/s"
+    )
+    print(
+        f"ratio: {batched_rate / single_rate:.1f} (goal >= 10); i-dgtl client rate limit: "
+        f"{args.idgtl_rate_limit:g} calls/s (0 = off)"
+    )
     duplicates = len(external_ids) - len(set(external_ids))
     print(f"accepted by i-dgtl: {len(external_ids)} (batched run {accepted}); sent twice: {duplicates}")
     Message.objects.filter(installation=installation).delete()

@@ -9,6 +9,7 @@ every update reached the portal (none lost) and counts QUERY_LIMIT_EXCEEDED answ
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/b24sms_bench CELERY_BROKER_URL=redis://127.0.0.1:6379/6 \
         python bench/status_writeback.py [--reports 5000]
 """
+
 import argparse
 import os
 import sys
@@ -43,9 +44,16 @@ def main():
         settings.B24_OAUTH_URL = fake.oauth_url
         portal = fake.add_portal(client_id="local.bench.wb", client_secret="bench-wb")
         installation, provider = bench_rows(
-            "bench-writeback", client_endpoint=portal.client_endpoint, client_id="local.bench.wb",
-            client_secret="bench-wb", domain=portal.domain, access_token=portal.admin_access_token,
-            refresh_token=portal.admin_refresh_token, rate_limit_burst=BURST, rate_limit_drain_per_second=DRAIN)
+            "bench-writeback",
+            client_endpoint=portal.client_endpoint,
+            client_id="local.bench.wb",
+            client_secret="bench-wb",
+            domain=portal.domain,
+            access_token=portal.admin_access_token,
+            refresh_token=portal.admin_refresh_token,
+            rate_limit_burst=BURST,
+            rate_limit_drain_per_second=DRAIN,
+        )
         with portal.server_lock if hasattr(portal, "server_lock") else fake.lock:
             portal.providers["bench"] = {"CODE": "bench", "TYPE": "SMS", "HANDLER": "https://x.test/", "NAME": "bench"}
         message_ids = [f"wb{n:030d}" for n in range(args.reports)]
@@ -53,12 +61,27 @@ def main():
             for mid in message_ids:
                 portal.messages[mid] = {"code": "bench", "author_user_id": portal.admin_user_id, "status": "sent"}
                 portal.message_statuses[mid] = []
-        messages = Message.objects.bulk_create([
-            Message(installation=installation, provider=provider, message_id=mid, module_id="crm", message_to="+79990001234",
-                    destination="79990001234", text="t", sender_name="Bench", state=MessageState.DELIVERED,
-                    final_at=timezone.now())
-            for mid in message_ids], batch_size=1000)
-        StatusReport.objects.bulk_create([StatusReport(message=m, status="delivered") for m in messages], batch_size=1000)
+        messages = Message.objects.bulk_create(
+            [
+                Message(
+                    installation=installation,
+                    provider=provider,
+                    message_id=mid,
+                    module_id="crm",
+                    message_to="+79990001234",
+                    destination="79990001234",
+                    text="t",
+                    sender_name="Bench",
+                    state=MessageState.DELIVERED,
+                    final_at=timezone.now(),
+                )
+                for mid in message_ids
+            ],
+            batch_size=1000,
+        )
+        StatusReport.objects.bulk_create(
+            [StatusReport(message=m, status="delivered") for m in messages], batch_size=1000
+        )
         from django.db import connection
 
         with connection.cursor() as cursor:  # fresh statistics, as autovacuum keeps them in production
@@ -85,6 +108,7 @@ def main():
         started = time.monotonic()
         if os.environ.get("BENCH_PROFILE"):
             import cProfile
+
             profile = cProfile.Profile()
             profile.enable()
         while StatusReport.objects.filter(message__installation=installation, state=StatusReportState.PENDING).exists():
@@ -94,6 +118,7 @@ def main():
         elapsed = time.monotonic() - started
         if os.environ.get("BENCH_PROFILE"):
             import pstats
+
             profile.disable()
             pstats.Stats(profile).sort_stats("cumulative").print_stats(40)
         b24client.Bitrix24Client.batch = real_batch
@@ -106,12 +131,16 @@ def main():
     limited = sum(1 for r in fake.requests if r.method == "batch" and r.status == 503)
     calls = len(accepted_at)
     rate = accepted / elapsed
-    print(f"reports: {args.reports}, batch calls: {calls}, time: {elapsed:.1f} s (bucket full from the start), "
-          f"of which waiting in batch calls (limiter + HTTP + fake): {in_batch[0]:.1f} s")
+    print(
+        f"reports: {args.reports}, batch calls: {calls}, time: {elapsed:.1f} s (bucket full from the start), "
+        f"of which waiting in batch calls (limiter + HTTP + fake): {in_batch[0]:.1f} s"
+    )
     print(f"sustained: {rate:.1f} updates/s accepted; baseline 100/s (50 commands x {DRAIN:g} calls/s)")
     print(f"ratio: {rate / 100:.2f} (goal >= 0.9)")
-    print(f"accepted by Bitrix24: {accepted}/{args.reports}; on the portal: {on_portal}; "
-          f"QUERY_LIMIT_EXCEEDED answers: {limited}")
+    print(
+        f"accepted by Bitrix24: {accepted}/{args.reports}; on the portal: {on_portal}; "
+        f"QUERY_LIMIT_EXCEEDED answers: {limited}"
+    )
     Message.objects.filter(installation=installation).delete()
     if accepted != args.reports or on_portal != args.reports:
         print("LOST UPDATES")

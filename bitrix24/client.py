@@ -32,6 +32,7 @@ case-insensitively (bitrix24/contract.py says which code is which kind):
 Tokens and the client secret are never logged nor put in exception texts: a call logs its method,
 portal domain, HTTP status and duration.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,7 +41,7 @@ import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit, urlunsplit
 
@@ -66,8 +67,7 @@ CONNECT_TIMEOUT_MAX = 5.0  # seconds; the read timeout is settings.B24_TIMEOUT
 class Bitrix24Error(Exception):
     """A Bitrix24 call failed. ``error`` is Bitrix24's code verbatim (e.g. ERROR_SENDER_NOT_FOUND)."""
 
-    def __init__(self, error: str, description: str = "", *, http_status: int | None = None,
-                 method: str | None = None):
+    def __init__(self, error: str, description: str = "", *, http_status: int | None = None, method: str | None = None):
         super().__init__(error, description)
         self.error = error or ""
         self.description = description or ""
@@ -81,8 +81,10 @@ class Bitrix24Error(Exception):
         return f"{where}{self.error}{status}{desc}"
 
     def __repr__(self):
-        return (f"{type(self).__name__}(error={self.error!r}, description={self.description!r}, "
-                f"http_status={self.http_status!r}, method={self.method!r})")
+        return (
+            f"{type(self).__name__}(error={self.error!r}, description={self.description!r}, "
+            f"http_status={self.http_status!r}, method={self.method!r})"
+        )
 
     def __reduce__(self):  # pickles (Celery, multiprocessing) with every attribute, whatever the subclass
         return _rebuild_error, (type(self), self.args, self.__dict__.copy())
@@ -158,13 +160,20 @@ _KIND_CLASSES = {
 }
 
 
-def error_from_envelope(error: str, description: str = "", *, http_status: int | None = None,
-                        method: str | None = None, payload: dict | None = None) -> Bitrix24Error:
+def error_from_envelope(
+    error: str,
+    description: str = "",
+    *,
+    http_status: int | None = None,
+    method: str | None = None,
+    payload: dict | None = None,
+) -> Bitrix24Error:
     """The typed error for one §1.3 envelope (also used for batch ``result_error`` entries)."""
     kind = contract.error_kind(error, http_status)
     if kind is ErrorKind.OPERATION_TIME_LIMIT:
-        return Bitrix24OperationTimeLimit(error, description, reset_at=_operating_reset_at(payload),
-                                          http_status=http_status, method=method)
+        return Bitrix24OperationTimeLimit(
+            error, description, reset_at=_operating_reset_at(payload), http_status=http_status, method=method
+        )
     if kind is ErrorKind.NO_RETRY_TRANSIENT:
         return Bitrix24TransientError(error, description, retryable=False, http_status=http_status, method=method)
     return _KIND_CLASSES[kind](error, description, http_status=http_status, method=method)
@@ -179,7 +188,7 @@ def _operating_reset_at(payload: dict | None) -> datetime:
             value = payload["time"].get("operating_reset_at")
     now = timezone.now()
     try:
-        reset_at = datetime.fromtimestamp(float(value), tz=dt_timezone.utc)
+        reset_at = datetime.fromtimestamp(float(value), tz=UTC)
     except (TypeError, ValueError, OverflowError, OSError):
         return now + timedelta(seconds=contract.OPERATION_TIME_LIMIT_DEFAULT_PAUSE)
     return reset_at if reset_at > now else now + timedelta(seconds=1)
@@ -206,8 +215,9 @@ def _remaining(method: str = "") -> float | None:
         return None
     left = deadline - time.monotonic()
     if left <= 0.05:
-        raise Bitrix24TransientError("DEADLINE_EXCEEDED", "out of time for this request", retryable=False,
-                                     method=method or None)
+        raise Bitrix24TransientError(
+            "DEADLINE_EXCEEDED", "out of time for this request", retryable=False, method=method or None
+        )
     return left
 
 
@@ -235,10 +245,16 @@ def _redirect_target(url: str, location: str, *, method: str, domain: str) -> st
     target = urljoin(url, location)
     refusal = portal_url_refusal(target)
     if refusal is not None:
-        logger.warning("bitrix24 %s @ %s: redirect refused: %s", method, domain, refusal,
-                       extra={"b24_method": method, "b24_domain": domain})
-        raise Bitrix24RedirectRefused("REDIRECT_REFUSED", f"redirect refused: {refusal}", http_status=302,
-                                      method=method)
+        logger.warning(
+            "bitrix24 %s @ %s: redirect refused: %s",
+            method,
+            domain,
+            refusal,
+            extra={"b24_method": method, "b24_domain": domain},
+        )
+        raise Bitrix24RedirectRefused(
+            "REDIRECT_REFUSED", f"redirect refused: {refusal}", http_status=302, method=method
+        )
     return target
 
 
@@ -280,9 +296,16 @@ def _pause_key(portal_key: str, method: str) -> str:
 
 def _log_call(method: str, domain: str, status, duration_ms: float, note: str = ""):
     level = logging.INFO if isinstance(status, int) and status < 400 else logging.WARNING
-    logger.log(level, "bitrix24 %s @ %s -> %s%s in %.0f ms", method, domain, status, f" ({note})" if note else "",
-               duration_ms, extra={"b24_method": method, "b24_domain": domain, "b24_status": status,
-                                   "duration_ms": round(duration_ms)})
+    logger.log(
+        level,
+        "bitrix24 %s @ %s -> %s%s in %.0f ms",
+        method,
+        domain,
+        status,
+        f" ({note})" if note else "",
+        duration_ms,
+        extra={"b24_method": method, "b24_domain": domain, "b24_status": status, "duration_ms": round(duration_ms)},
+    )
 
 
 # --- One HTTP exchange ------------------------------------------------------------------------------
@@ -306,11 +329,18 @@ class _Bitrix24Http(HttpClient):
         shown, because its text holds the URL (the OAuth query has the client secret and refresh token).
         """
         try:
-            return self.send(http_method, url, timeout=_timeouts(method), what=(method, domain),
-                             headers={"Accept": "application/json"}, **kwargs)
+            return self.send(
+                http_method,
+                url,
+                timeout=_timeouts(method),
+                what=(method, domain),
+                headers={"Accept": "application/json"},
+                **kwargs,
+            )
         except InvalidIPAddress:
-            raise Bitrix24AddressRefused("ADDRESS_REFUSED", f"{domain} resolves to a private or special address",
-                                         method=method) from None
+            raise Bitrix24AddressRefused(
+                "ADDRESS_REFUSED", f"{domain} resolves to a private or special address", method=method
+            ) from None
         except requests.RequestException as exc:
             kind = "timeout" if isinstance(exc, requests.Timeout) else "connection error"
             raise Bitrix24TransientError("NETWORK_ERROR", f"{kind} ({type(exc).__name__})", method=method) from None
@@ -351,27 +381,43 @@ def _result_or_error(answer: _Answer, method: str):
     """The ``result`` of a success envelope, or the typed error (not raised) of any other answer."""
     payload = answer.payload
     if isinstance(payload, dict) and payload.get("error"):
-        return None, error_from_envelope(str(payload["error"]), str(payload.get("error_description") or ""),
-                                         http_status=answer.status, method=method, payload=payload)
+        return None, error_from_envelope(
+            str(payload["error"]),
+            str(payload.get("error_description") or ""),
+            http_status=answer.status,
+            method=method,
+            payload=payload,
+        )
     if 200 <= answer.status < 300 and isinstance(payload, dict) and "result" in payload:
         return payload["result"], None
     if answer.status >= 500 or answer.status == 429 or 200 <= answer.status < 300:
-        return None, Bitrix24TransientError("UNEXPECTED_ANSWER", f"HTTP {answer.status} without a JSON envelope",
-                                            http_status=answer.status, method=method)
-    return None, Bitrix24MethodError("UNEXPECTED_ANSWER", f"HTTP {answer.status} without a JSON envelope",
-                                     http_status=answer.status, method=method)
+        return None, Bitrix24TransientError(
+            "UNEXPECTED_ANSWER",
+            f"HTTP {answer.status} without a JSON envelope",
+            http_status=answer.status,
+            method=method,
+        )
+    return None, Bitrix24MethodError(
+        "UNEXPECTED_ANSWER", f"HTTP {answer.status} without a JSON envelope", http_status=answer.status, method=method
+    )
 
 
 def ratelimit_acquire(key: str, burst: int, drain_per_second: float):
     left = _remaining()
     try:
-        ratelimit.acquire(key, burst, drain_per_second,
-                          timeout=settings.B24_TIMEOUT if left is None else min(left, settings.B24_TIMEOUT))
+        ratelimit.acquire(
+            key,
+            burst,
+            drain_per_second,
+            timeout=settings.B24_TIMEOUT if left is None else min(left, settings.B24_TIMEOUT),
+        )
     except ratelimit.RateLimitTimeout as exc:
         # Not retried here: the wait was already as long as a call may take; the caller reschedules.
-        raise Bitrix24TransientError(contract.QUERY_LIMIT_EXCEEDED,
-                                     f"local rate limit: no room within {settings.B24_TIMEOUT:.0f}s",
-                                     retryable=False) from exc
+        raise Bitrix24TransientError(
+            contract.QUERY_LIMIT_EXCEEDED,
+            f"local rate limit: no room within {settings.B24_TIMEOUT:.0f}s",
+            retryable=False,
+        ) from exc
 
 
 # --- Token refresh ----------------------------------------------------------------------------------
@@ -385,16 +431,21 @@ def _refresh_lock(portal_key: str) -> threading.Lock:
         return _refresh_locks.setdefault(portal_key, threading.Lock())
 
 
-def oauth_token_refresh(*, client_id: str, client_secret: str, refresh_token: str, domain: str = "",
-                        session: requests.Session | None = None) -> dict:
+def oauth_token_refresh(
+    *, client_id: str, client_secret: str, refresh_token: str, domain: str = "", session: requests.Session | None = None
+) -> dict:
     """GET B24_OAUTH_URL?grant_type=refresh_token... -> the token payload. Typed errors; secrets never shown.
 
     The OAuth server is the one party that can say which portal (``member_id``, ``client_endpoint``)
     a refresh token belongs to, and that it was issued to our application (docs/contracts/bitrix24.md §4.3). Each
     success rotates the refresh token: the one sent is dead afterwards.
     """
-    params = {"grant_type": contract.GRANT_REFRESH_TOKEN, "client_id": client_id,
-              "client_secret": client_secret, "refresh_token": refresh_token}
+    params = {
+        "grant_type": contract.GRANT_REFRESH_TOKEN,
+        "client_id": client_id,
+        "client_secret": client_secret,
+        "refresh_token": refresh_token,
+    }
     oauth_url = settings.B24_OAUTH_URL or contract.DEFAULT_OAUTH_URL
     http = _Bitrix24Http(session or requests.Session())  # the OAuth server is configured, not named by a portal
     domain = domain or _netloc(oauth_url)
@@ -403,17 +454,28 @@ def oauth_token_refresh(*, client_id: str, client_secret: str, refresh_token: st
         response = http.exchange("GET", oauth_url, method="oauth.refresh", domain=domain, params=params)
         payload = _parse_json(response)
         if isinstance(payload, dict) and payload.get("error"):
-            error = error_from_envelope(str(payload["error"]), str(payload.get("error_description") or ""),
-                                        http_status=response.status_code, method="oauth.refresh")
+            error = error_from_envelope(
+                str(payload["error"]),
+                str(payload.get("error_description") or ""),
+                http_status=response.status_code,
+                method="oauth.refresh",
+            )
             if isinstance(error, Bitrix24MethodError):  # invalid_request and unknown OAuth codes
-                error = Bitrix24AuthError(error.error, error.description, http_status=error.http_status,
-                                          method="oauth.refresh")
+                error = Bitrix24AuthError(
+                    error.error, error.description, http_status=error.http_status, method="oauth.refresh"
+                )
             raise error
         if response.status_code == 200 and isinstance(payload, dict) and payload.get("access_token"):
             return payload
-        cls = Bitrix24TransientError if response.status_code >= 500 or response.status_code == 200 else Bitrix24AuthError
-        raise cls("UNEXPECTED_ANSWER", f"HTTP {response.status_code} without tokens",
-                  http_status=response.status_code, method="oauth.refresh")
+        cls = (
+            Bitrix24TransientError if response.status_code >= 500 or response.status_code == 200 else Bitrix24AuthError
+        )
+        raise cls(
+            "UNEXPECTED_ANSWER",
+            f"HTTP {response.status_code} without tokens",
+            http_status=response.status_code,
+            method="oauth.refresh",
+        )
 
     return http.with_retries(attempt)
 
@@ -425,7 +487,7 @@ def token_grant(payload: dict, credentials: RefreshCredentials) -> TokenGrant:
     expires_at = None
     try:
         if payload.get("expires"):
-            expires_at = datetime.fromtimestamp(float(payload["expires"]), tz=dt_timezone.utc)
+            expires_at = datetime.fromtimestamp(float(payload["expires"]), tz=UTC)
         elif payload.get("expires_in"):
             expires_at = now + timedelta(seconds=float(payload["expires_in"]))
     except (TypeError, ValueError, OverflowError, OSError):
@@ -438,14 +500,19 @@ def token_grant(payload: dict, credentials: RefreshCredentials) -> TokenGrant:
             client_endpoint = endpoint if endpoint.endswith("/") else endpoint + "/"
             domain = _netloc(endpoint)
         else:  # the rotated tokens are still stored; the portal keeps its address
-            logger.warning("bitrix24 oauth.refresh @ %s: client_endpoint not taken: %s", credentials.domain, refusal,
-                           extra={"b24_method": "oauth.refresh", "b24_domain": credentials.domain})
+            logger.warning(
+                "bitrix24 oauth.refresh @ %s: client_endpoint not taken: %s",
+                credentials.domain,
+                refusal,
+                extra={"b24_method": "oauth.refresh", "b24_domain": credentials.domain},
+            )
     server_endpoint, scope = payload.get("server_endpoint"), payload.get("scope")
     return TokenGrant(
         access_token=str(payload["access_token"]),
         refresh_token=str(payload["refresh_token"]) if payload.get("refresh_token") else None,
         expires_at=expires_at or now + timedelta(seconds=contract.ACCESS_TOKEN_LIFETIME),
-        client_endpoint=client_endpoint, domain=domain,
+        client_endpoint=client_endpoint,
+        domain=domain,
         server_endpoint=server_endpoint if isinstance(server_endpoint, str) and server_endpoint else None,
         scope=scope if isinstance(scope, str) and scope else None,
     )
@@ -455,6 +522,7 @@ def token_grant(payload: dict, credentials: RefreshCredentials) -> TokenGrant:
 @dataclass
 class BatchResult:
     """``results[key]`` for commands that succeeded, ``errors[key]`` (typed) for those that failed."""
+
     results: dict[str, Any] = field(default_factory=dict)
     errors: dict[str, Bitrix24Error] = field(default_factory=dict)
 
@@ -505,9 +573,12 @@ class Bitrix24Client(_Bitrix24Http):
             outcome.results[str(key)] = value
         for key, value in _as_map(result.get("result_error")).items():
             value = value if isinstance(value, dict) else {"error": str(value)}
-            error = error_from_envelope(str(value.get("error") or "UNKNOWN_ERROR"),
-                                        str(value.get("error_description") or ""), method=methods.get(str(key)),
-                                        payload=value)
+            error = error_from_envelope(
+                str(value.get("error") or "UNKNOWN_ERROR"),
+                str(value.get("error_description") or ""),
+                method=methods.get(str(key)),
+                payload=value,
+            )
             if isinstance(error, Bitrix24OperationTimeLimit) and error.method:
                 self._pause(error.method, error.reset_at)
             outcome.errors[str(key)] = error
@@ -538,7 +609,9 @@ class Bitrix24Client(_Bitrix24Http):
     def message_status_update(self, code: str, message_id: str, status: str):
         if status not in contract.MESSAGE_STATUSES:
             raise ValueError(f"unknown Bitrix24 message status {status!r}")
-        return self.call(contract.METHOD_MESSAGE_STATUS_UPDATE, {"CODE": code, "MESSAGE_ID": message_id, "STATUS": status})
+        return self.call(
+            contract.METHOD_MESSAGE_STATUS_UPDATE, {"CODE": code, "MESSAGE_ID": message_id, "STATUS": status}
+        )
 
     def app_info(self) -> dict:
         return self.call(contract.METHOD_APP_INFO)
@@ -560,11 +633,12 @@ class Bitrix24Client(_Bitrix24Http):
         until = cache.get(_pause_key(self.store.load().key, method))
         if until is None:
             return None
-        reset_at = datetime.fromtimestamp(float(until), tz=dt_timezone.utc)
+        reset_at = datetime.fromtimestamp(float(until), tz=UTC)
         if reset_at <= timezone.now():
             return None
-        return Bitrix24OperationTimeLimit(contract.OPERATION_TIME_LIMIT, "paused until operating_reset_at",
-                                          reset_at=reset_at, method=method)
+        return Bitrix24OperationTimeLimit(
+            contract.OPERATION_TIME_LIMIT, "paused until operating_reset_at", reset_at=reset_at, method=method
+        )
 
     def _check_paused(self, method: str):
         error = self._paused_error(method)
@@ -585,8 +659,9 @@ class Bitrix24Client(_Bitrix24Http):
                 if contract.error_kind(exc.error, exc.http_status) is not ErrorKind.REFRESH:
                     raise
                 if refreshed:
-                    raise Bitrix24AuthError(exc.error, exc.description, http_status=exc.http_status,
-                                            method=method) from None
+                    raise Bitrix24AuthError(
+                        exc.error, exc.description, http_status=exc.http_status, method=method
+                    ) from None
                 self.refresh_tokens(failed_access_token=self._token_used)
                 refreshed = True
 
@@ -600,9 +675,13 @@ class Bitrix24Client(_Bitrix24Http):
             self.store.refresh(failed_access_token=failed, exchange=self._exchange_refresh_token)
 
     def _exchange_refresh_token(self, credentials: RefreshCredentials) -> TokenGrant:
-        payload = oauth_token_refresh(client_id=credentials.client_id, client_secret=credentials.client_secret,
-                                      refresh_token=credentials.refresh_token, domain=credentials.domain,
-                                      session=self.session)
+        payload = oauth_token_refresh(
+            client_id=credentials.client_id,
+            client_secret=credentials.client_secret,
+            refresh_token=credentials.refresh_token,
+            domain=credentials.domain,
+            session=self.session,
+        )
         return token_grant(payload, credentials)
 
     def _attempt(self, method: str, params: dict) -> Any:

@@ -5,6 +5,7 @@ Source: docs/contracts/bitrix24.md (section numbers below). Tags as in the contr
 behave otherwise, change it here and nowhere else. The client (bitrix24/client.py) and the fake
 (fakes/bitrix24.py) both read these values.
 """
+
 import enum
 import re
 
@@ -29,8 +30,13 @@ METHOD_APP_INFO = "app.info"
 METHOD_EVENT_BIND = "event.bind"
 METHOD_EVENT_GET = "event.get"
 METHOD_BATCH = "batch"
-MESSAGESERVICE_METHODS = {METHOD_SENDER_ADD, METHOD_SENDER_UPDATE, METHOD_SENDER_LIST, METHOD_SENDER_DELETE,
-                          METHOD_MESSAGE_STATUS_UPDATE}  # [D] app context only (never webhooks)
+MESSAGESERVICE_METHODS = {
+    METHOD_SENDER_ADD,
+    METHOD_SENDER_UPDATE,
+    METHOD_SENDER_LIST,
+    METHOD_SENDER_DELETE,
+    METHOD_MESSAGE_STATUS_UPDATE,
+}  # [D] app context only (never webhooks)
 SCOPE_MESSAGESERVICE = "messageservice"
 EVENT_ONAPPINSTALL = "ONAPPINSTALL"
 EVENT_ONAPPUNINSTALL = "ONAPPUNINSTALL"
@@ -90,6 +96,7 @@ REFRESH_TOKEN_LIFETIME_DAYS = 180  # [D] (older docs: 28); invalid_grant can com
 # --- Error codes (§1.3, §2, §4.3) ---------------------------------------------------------------
 class ErrorKind(enum.Enum):
     """What an error code means for the caller; the client maps each kind to an exception class."""
+
     REFRESH = "refresh"  # refresh the access token once, then retry the call
     AUTH = "auth"  # authentication failed (permanent for this token)
     NEEDS_REINSTALL = "needs_reinstall"  # the app is gone from the portal / refresh token dead

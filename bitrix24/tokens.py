@@ -8,6 +8,7 @@ obtained), tells it when the portal moved (a ``302`` to an allowed address), and
 errors its owner must see (the application must be reinstalled, a redirect was refused). The errors
 themselves are raised to the caller as typed errors (bitrix24/client.py).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from typing import Protocol
 @dataclass(frozen=True)
 class PortalAccess:
     """One portal as the store holds it now: what a call needs."""
+
     key: str  # stable name of this portal's shared state (method pauses, the refresh lock)
     domain: str  # for logs and errors
     client_endpoint: str  # https://portal/rest/
@@ -32,6 +34,7 @@ class PortalAccess:
 @dataclass(frozen=True)
 class RefreshCredentials:
     """What the OAuth server needs to rotate a portal's tokens."""
+
     client_id: str
     client_secret: str
     refresh_token: str
@@ -42,6 +45,7 @@ class RefreshCredentials:
 @dataclass(frozen=True)
 class TokenGrant:
     """The OAuth server's answer to a refresh, checked: what the store saves. None means "keep"."""
+
     access_token: str
     expires_at: datetime
     refresh_token: str | None = None

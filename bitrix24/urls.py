@@ -19,6 +19,7 @@ switches the filter off (an on-premise portal inside the integrator's own networ
 
 This module knows HTTP and settings, nothing of our models.
 """
+
 from __future__ import annotations
 
 import re
@@ -81,8 +82,14 @@ def portal_session() -> requests.Session:
     """A session for calls to portals: private and special addresses refused at connect time."""
     if not settings.B24_PORTAL_IP_FILTER:
         return requests.Session()
-    return HTTPSession(Config(ip_filter_enable=True, ip_filter_allow_loopback_ips=settings.B24_PORTAL_ALLOW_LOOPBACK,
-                              never_redirect=True, default_timeout=None))
+    return HTTPSession(
+        Config(
+            ip_filter_enable=True,
+            ip_filter_allow_loopback_ips=settings.B24_PORTAL_ALLOW_LOOPBACK,
+            never_redirect=True,
+            default_timeout=None,
+        )
+    )
 
 
 def portal_address_refusal(url: str) -> str | None:
@@ -96,8 +103,11 @@ def portal_address_refusal(url: str) -> str | None:
         return None
     parts = urlsplit(url)
     try:
-        get_ip_address(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80),
-                       allow_loopback=settings.B24_PORTAL_ALLOW_LOOPBACK)
+        get_ip_address(
+            parts.hostname,
+            parts.port or (443 if parts.scheme == "https" else 80),
+            allow_loopback=settings.B24_PORTAL_ALLOW_LOOPBACK,
+        )
     except InvalidIPAddress as exc:
         return f"{parts.hostname} resolves to a private or special address ({exc})"
     except (OSError, UnicodeError, ValueError):

@@ -1,4 +1,5 @@
 """How the admin shows times and dates: what a reader compares (timeline steps, audit entries) to the second."""
+
 from django.utils import timezone
 from django.utils.formats import date_format, time_format
 

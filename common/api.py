@@ -9,6 +9,7 @@
   HTML form sends it; the schema says so (``allowEmptyValue``).
 - ``?page=`` is a whole number from 1; a page past the last is a 404.
 """
+
 import datetime as dt
 from collections.abc import Mapping
 
@@ -124,6 +125,7 @@ class JsonTypesMixin:
 
 class IdFilter(django_filters.NumberFilter):
     """A filter by id (``?portal=3``): 1 to ``ID_MAX``; an id that exists nowhere filters everything out."""
+
     field_class = forms.IntegerField
 
     def __init__(self, *args, **kwargs):
@@ -145,12 +147,14 @@ class UtcDateTimeField(IsoDateTimeField):
 
 class DateTimeFilter(django_filters.IsoDateTimeFilter):
     """An ISO 8601 date-time filter whose value is storable in UTC."""
+
     field_class = UtcDateTimeField
 
 
 class FilterSet(DrfFilterSet):
     """Every API filterset: foreign keys and ids filter by a bounded id (not a 400 for an id that does not
     exist, as Django's model choice filter answers), date-times as ``DateTimeFilter``."""
+
     FILTER_DEFAULTS = {
         **DrfFilterSet.FILTER_DEFAULTS,
         models.ForeignKey: {"filter_class": IdFilter},
@@ -163,6 +167,7 @@ class FilterSet(DrfFilterSet):
 
 class FilterBackend(DjangoFilterBackend):
     """django-filter with the API's filterset base, and empty query values left out."""
+
     filterset_base = FilterSet
 
     def get_filterset_kwargs(self, request, queryset, view):

@@ -4,6 +4,7 @@ Django's ``bulk_update`` writes ``CASE WHEN id = 1 THEN ... WHEN id = 2 THEN ...
 on PostgreSQL a batch of 1,000 messages costs about half a second that way. ``UPDATE ... FROM
 (VALUES ...)`` does the same work as a join, in a few milliseconds (bench/sending_burst.py).
 """
+
 from django.db import connection
 
 
@@ -25,7 +26,7 @@ def bulk_update_rows(model, objs, fields, *, batch_size: int = 1000) -> None:
     names = ", ".join(quote(c) for c in [pk.column] + [f.column for f in columns])
     with connection.cursor() as cursor:
         for start in range(0, len(objs), batch_size):
-            batch = objs[start:start + batch_size]
+            batch = objs[start : start + batch_size]
             params = []
             for obj in batch:
                 params.append(obj.pk)

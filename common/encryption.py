@@ -14,6 +14,7 @@ An empty value stays empty (not encrypted, hash ""): "no key saved" stays visibl
 An encrypted column can only be compared with "" (and NULL): equality with a value would never match
 (each encryption is different), so such a lookup is a FieldError rather than an empty answer.
 """
+
 import functools
 import hashlib
 import hmac
@@ -50,8 +51,10 @@ def keys_problem(keys=None) -> str:
         try:
             Fernet(key)
         except (ValueError, TypeError):
-            return (f"{KEYS_SETTING} key number {position} is not a Fernet key "
-                    "(32 bytes, URL-safe base64: 44 characters ending in '=')")
+            return (
+                f"{KEYS_SETTING} key number {position} is not a Fernet key "
+                "(32 bytes, URL-safe base64: 44 characters ending in '=')"
+            )
     return ""
 
 
@@ -69,7 +72,7 @@ def index_key_problem(key=None) -> str:
 def _fernet(keys: tuple[str, ...]) -> MultiFernet:
     problem = keys_problem(keys)
     if problem:
-        raise ImproperlyConfigured(f"{problem}: secrets cannot be encrypted or read (README \"Secrets at rest\").")
+        raise ImproperlyConfigured(f'{problem}: secrets cannot be encrypted or read (README "Secrets at rest").')
     return MultiFernet([Fernet(key) for key in keys])
 
 
@@ -95,7 +98,8 @@ def _decrypt(keys: tuple[str, ...], token: str) -> str:
     except InvalidToken:
         raise SecretUndecryptable(
             f"A stored secret does not decrypt with any of {KEYS_SETTING}: the key it was encrypted with was "
-            "removed (run `manage.py reencrypt_secrets` before removing a key), or the value was altered.") from None
+            "removed (run `manage.py reencrypt_secrets` before removing a key), or the value was altered."
+        ) from None
 
 
 def decrypts(token: str) -> bool:
@@ -111,7 +115,7 @@ def decrypts(token: str) -> bool:
 def _index_key(key: str) -> bytes:
     problem = index_key_problem(key)
     if problem:
-        raise ImproperlyConfigured(f"{problem}: secrets cannot be looked up or compared (README \"Secrets at rest\").")
+        raise ImproperlyConfigured(f'{problem}: secrets cannot be looked up or compared (README "Secrets at rest").')
     return key.encode()
 
 
@@ -132,8 +136,10 @@ def keyed_hash_matches(stored: str, value: str, *, purpose: str) -> bool:
 class _EmptyOnlyExact(Exact):
     def get_prep_lookup(self):
         if self.rhs not in ("", None):
-            raise FieldError("An encrypted field can only be compared with '' (each encryption differs): "
-                             "look a secret up by its keyed hash instead.")
+            raise FieldError(
+                "An encrypted field can only be compared with '' (each encryption differs): "
+                "look a secret up by its keyed hash instead."
+            )
         return super().get_prep_lookup()
 
 
@@ -142,6 +148,7 @@ class EncryptedCharField(models.CharField):
 
     ``max_length`` bounds the text as entered (forms, full_clean), not the column.
     """
+
     description = "Text stored encrypted (Fernet)"
 
     def get_internal_type(self):
@@ -172,6 +179,7 @@ class KeyedHashField(models.CharField):
     Saved with ``update_fields``, it is only recomputed when named there (models that change a source
     later add it: see providers.models.Installation.save).
     """
+
     description = "Keyed hash (HMAC-SHA256) of another field"
 
     def __init__(self, *args, source: str, purpose: str, **kwargs):
@@ -211,8 +219,11 @@ def reencrypt_column(connection, *, table: str, column: str, pk: str = "id", bat
     while True:
         with connection.cursor() as cursor:
             where = f"{column_sql} <> ''" + (f" AND {pk_sql} > %s" if last is not None else "")
-            cursor.execute(f"SELECT {pk_sql}, {column_sql} FROM {table_sql} WHERE {where} ORDER BY {pk_sql} "
-                           f"LIMIT {int(batch_size)}", [last] if last is not None else [])
+            cursor.execute(
+                f"SELECT {pk_sql}, {column_sql} FROM {table_sql} WHERE {where} ORDER BY {pk_sql} "
+                f"LIMIT {int(batch_size)}",
+                [last] if last is not None else [],
+            )
             rows = cursor.fetchall()
             for row_pk, token in rows:
                 try:
@@ -220,8 +231,10 @@ def reencrypt_column(connection, *, table: str, column: str, pk: str = "id", bat
                 except InvalidToken:
                     counts["undecryptable"] += 1
                     continue
-                cursor.execute(f"UPDATE {table_sql} SET {column_sql} = %s WHERE {pk_sql} = %s AND {column_sql} = %s",
-                               [rotated, row_pk, token])
+                cursor.execute(
+                    f"UPDATE {table_sql} SET {column_sql} = %s WHERE {pk_sql} = %s AND {column_sql} = %s",
+                    [rotated, row_pk, token],
+                )
                 counts["rotated" if cursor.rowcount == 1 else "skipped"] += 1
         if len(rows) < batch_size:
             return counts
@@ -232,27 +245,35 @@ def encrypted_columns() -> list[tuple[type[models.Model], models.Field]]:
     """(model, field) of every EncryptedCharField of the installed models."""
     from django.apps import apps
 
-    return [(model, field) for model in apps.get_models() for field in model._meta.concrete_fields
-            if isinstance(field, EncryptedCharField)]
+    return [
+        (model, field)
+        for model in apps.get_models()
+        for field in model._meta.concrete_fields
+        if isinstance(field, EncryptedCharField)
+    ]
 
 
 # --- Data migrations (plaintext columns <-> encrypted ones) -----------------------------------------------
 
+
 def encrypt_plaintext_column(connection, *, table: str, column: str, pk: str = "id") -> int:
     """Encrypt the plaintext values of one column in place (values that already decrypt are left). Returns
     the number encrypted. For migrations: raw SQL, independent of the model's state."""
-    return _convert_column(connection, table=table, column=column, pk=pk, convert=lambda value: (
-        None if decrypts(value) else encrypt(value)))
+    return _convert_column(
+        connection, table=table, column=column, pk=pk, convert=lambda value: None if decrypts(value) else encrypt(value)
+    )
 
 
 def decrypt_column(connection, *, table: str, column: str, pk: str = "id") -> int:
     """The reverse: decrypt the values of one column in place (plaintext ones are left)."""
-    return _convert_column(connection, table=table, column=column, pk=pk, convert=lambda value: (
-        decrypt(value) if decrypts(value) else None))
+    return _convert_column(
+        connection, table=table, column=column, pk=pk, convert=lambda value: decrypt(value) if decrypts(value) else None
+    )
 
 
-def hash_column(connection, *, table: str, source: str, target: str, purpose: str, pk: str = "id",
-                encrypted: bool = False) -> int:
+def hash_column(
+    connection, *, table: str, source: str, target: str, purpose: str, pk: str = "id", encrypted: bool = False
+) -> int:
     """Write the keyed hash of ``source`` (decrypted first when ``encrypted``) into ``target``, for every row."""
     quote = connection.ops.quote_name
     with connection.cursor() as cursor:
@@ -262,8 +283,10 @@ def hash_column(connection, *, table: str, source: str, target: str, purpose: st
             value = value or ""
             if encrypted and value:
                 value = decrypt(value)
-            cursor.execute(f"UPDATE {quote(table)} SET {quote(target)} = %s WHERE {quote(pk)} = %s",
-                           [keyed_hash(value, purpose=purpose), row_pk])
+            cursor.execute(
+                f"UPDATE {quote(table)} SET {quote(target)} = %s WHERE {quote(pk)} = %s",
+                [keyed_hash(value, purpose=purpose), row_pk],
+            )
     return len(rows)
 
 

@@ -10,6 +10,7 @@ Nothing here logs a URL, a header or a body: the clients' log lines name the rem
 the status and the duration only, so no secret (tokens in a query, an ``Authorization`` header)
 reaches a log.
 """
+
 from __future__ import annotations
 
 import random
@@ -24,7 +25,7 @@ T = TypeVar("T")
 
 def backoff_delay(base: float, attempt: int) -> float:
     """``base`` × 2^attempt, with ±50 % jitter (so workers retrying together spread out)."""
-    return base * (2 ** attempt) * random.uniform(0.5, 1.5)
+    return base * (2**attempt) * random.uniform(0.5, 1.5)
 
 
 class HttpClient:
@@ -44,8 +45,9 @@ class HttpClient:
         self.close()
 
     # --- one exchange ------------------------------------------------------------------------------
-    def send(self, http_method: str, url: str, *, timeout: tuple[float, float], what: tuple,
-             **kwargs) -> requests.Response:
+    def send(
+        self, http_method: str, url: str, *, timeout: tuple[float, float], what: tuple, **kwargs
+    ) -> requests.Response:
         """One request, no redirect followed. ``what`` names it in the log (never the URL).
 
         The exchange is logged through :meth:`exchange_logged` with the response, or with the
@@ -60,8 +62,9 @@ class HttpClient:
         self.exchange_logged(what, response, None, (time.monotonic() - started) * 1000)
         return response
 
-    def exchange_logged(self, what: tuple, response: requests.Response | None, error: Exception | None,
-                        duration_ms: float) -> None:
+    def exchange_logged(
+        self, what: tuple, response: requests.Response | None, error: Exception | None, duration_ms: float
+    ) -> None:
         """Log one exchange (the client's format). ``error`` is set when no response came."""
 
     # --- retries -----------------------------------------------------------------------------------

@@ -12,12 +12,13 @@ secret or password (Bitrix24's AUTH_ID / REFRESH_ID too), the password in a URL
 (``postgres://user:[REDACTED]@host``), the secrets in our HANDLER/callback URLs, and the configured
 keys themselves.
 """
+
 import contextlib
 import contextvars
 import inspect
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from logging.config import dictConfig
 
 from celery.signals import task_postrun, task_prerun
@@ -35,7 +36,8 @@ def mask_secret(value: str) -> str:
         return "••••"
     return "••••" + value[-4:]
 
-_context: contextvars.ContextVar[dict] = contextvars.ContextVar("b24sms_log_context", default={})
+
+_context: contextvars.ContextVar[dict] = contextvars.ContextVar("b24sms_log_context", default={})  # noqa: B039 (never mutated: log_context sets a new dict)
 
 
 @contextlib.contextmanager
@@ -64,33 +66,60 @@ class ContextFilter(logging.Filter):
 
 
 # --- Redaction ----------------------------------------------------------------------------------
-_SECRET_NAME = (r"(?:[A-Za-z0-9_\-\[\]\.]*(?:token|secret|passw(?:or)?d|api[_-]?key|_key|apikey|authorization|sessionid"
-                r"|csrftoken|auth_id|refresh_id)[A-Za-z0-9_\-\]]*|auth|key)")
+_SECRET_NAME = (
+    r"(?:[A-Za-z0-9_\-\[\]\.]*(?:token|secret|passw(?:or)?d|api[_-]?key|_key|apikey|authorization|sessionid"
+    r"|csrftoken|auth_id|refresh_id)[A-Za-z0-9_\-\]]*|auth|key)"
+)
 _Q = r"(?:\\*[\"'])?"  # an optional quote, possibly backslash-escaped (JSON inside JSON)
 _VALUE = r"[^\s\"',;&}\)\\]+"
 _PATTERNS = [
     # The password in a URL's userinfo: postgres://user:pw@host, redis://:pw@host, amqp://u:pw@host//
-    (re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://[^\s/@:\"']*:)(?!\[REDACTED\]@)[^\s/\"']+@"),  # up to the last @
-     lambda m: f"{m.group(1)}{REDACTED}@"),
+    (
+        re.compile(r"(?i)(\b[a-z][a-z0-9+.\-]*://[^\s/@:\"']*:)(?!\[REDACTED\]@)[^\s/\"']+@"),  # up to the last @
+        lambda m: f"{m.group(1)}{REDACTED}@",
+    ),
     # Authorization: Basic xxx / Bearer xxx / Token xxx (header lines, dict reprs, JSON)
-    (re.compile(r"(?i)(authorization" + _Q + r"\s*[:=]\s*" + _Q + r")(?:(basic|bearer|token)\s+)?" + _VALUE),
-     lambda m: f"{m.group(1)}{(m.group(2) + ' ') if m.group(2) else ''}{REDACTED}"),
+    (
+        re.compile(r"(?i)(authorization" + _Q + r"\s*[:=]\s*" + _Q + r")(?:(basic|bearer|token)\s+)?" + _VALUE),
+        lambda m: f"{m.group(1)}{(m.group(2) + ' ') if m.group(2) else ''}{REDACTED}",
+    ),
     (re.compile(r"(?i)\b(basic|bearer)\s+[A-Za-z0-9+/=_\-\.]{8,}"), lambda m: f"{m.group(1)} {REDACTED}"),
     # name=value, name: value, "name": "value", 'name': 'value'  (JSON, dict reprs, query strings, forms)
-    (re.compile(r"(?i)(" + _Q + r"\b" + _SECRET_NAME + _Q + r"\s*[:=]\s*" + _Q + r")(?!\[REDACTED\])(?!(?:basic|bearer|token) \[REDACTED\])" + _VALUE),
-     lambda m: f"{m.group(1)}{REDACTED}"),
+    (
+        re.compile(
+            r"(?i)("
+            + _Q
+            + r"\b"
+            + _SECRET_NAME
+            + _Q
+            + r"\s*[:=]\s*"
+            + _Q
+            + r")(?!\[REDACTED\])(?!(?:basic|bearer|token) \[REDACTED\])"
+            + _VALUE
+        ),
+        lambda m: f"{m.group(1)}{REDACTED}",
+    ),
     # URL-encoded auth[...] form keys: auth%5Baccess_token%5D=...
     (re.compile(r"(?i)(auth%5B[a-z_]+%5D=)[^&\s\"']+"), lambda m: f"{m.group(1)}{REDACTED}"),
     # The per-installation secrets in our public URLs.
-    (re.compile(r"(/(?:b24/handler|b24/uninstall|b24/event|idgtl/callback)/)[^/\s\"'?]+"), lambda m: f"{m.group(1)}{REDACTED}"),
+    (
+        re.compile(r"(/(?:b24/handler|b24/uninstall|b24/event|idgtl/callback)/)[^/\s\"'?]+"),
+        lambda m: f"{m.group(1)}{REDACTED}",
+    ),
 ]
 
 
 def _configured_secrets() -> list[str]:
     try:
         values = [
-            getattr(settings, name, "") for name in
-            ("SECRET_KEY", "IDGTL_SENDER_NAMES_TOKEN", "IDGTL_MESSAGES_TOKEN", "B24_CLIENT_SECRET", "METRICS_TOKEN")
+            getattr(settings, name, "")
+            for name in (
+                "SECRET_KEY",
+                "IDGTL_SENDER_NAMES_TOKEN",
+                "IDGTL_MESSAGES_TOKEN",
+                "B24_CLIENT_SECRET",
+                "METRICS_TOKEN",
+            )
         ]
     except Exception:  # settings not configured (a bare script)
         return []
@@ -113,7 +142,7 @@ class JsonFormatter(_JsonFormatter):
     """python-json-logger's JSON lines (time in UTC, ISO 8601), redacted."""
 
     def formatTime(self, record, datefmt=None):
-        return datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds")
+        return datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds")
 
     def format(self, record):
         return redact(super().format(record))
@@ -126,7 +155,9 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record):
         line = super().format(record)
-        context = " ".join(f"{k}={getattr(record, k)}" for k in self.CONTEXT_FIELDS if getattr(record, k, None) is not None)
+        context = " ".join(
+            f"{k}={getattr(record, k)}" for k in self.CONTEXT_FIELDS if getattr(record, k, None) is not None
+        )
         if context:
             first, sep, rest = line.partition("\n")
             line = f"{first} [{context}]{sep}{rest}"
@@ -135,8 +166,12 @@ class TextFormatter(logging.Formatter):
 
 # --- Celery tasks: what a task works on is bound from its arguments ------------------------------
 TASK_ARGUMENT_FIELDS = {
-    "message_id": "message", "message_ids": "messages", "installation_id": "installation",
-    "registration_id": "registration", "provider_id": "provider", "application_id": "application",
+    "message_id": "message",
+    "message_ids": "messages",
+    "installation_id": "installation",
+    "registration_id": "registration",
+    "provider_id": "provider",
+    "application_id": "application",
 }
 _task_tokens: dict = {}
 

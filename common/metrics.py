@@ -17,6 +17,7 @@ Call from services and clients::
     metrics.record_callback_events_dropped(n)             # kept callback events dropped unmatched
     metrics.record_messages_anonymised(n)                 # old final messages anonymised by retention
 """
+
 import json
 import logging
 import threading
@@ -33,19 +34,43 @@ SEND_LATENCY_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.
 _STORE_PREFIX = "b24sms:metrics:"
 
 COUNTERS = {
-    "idgtl_errors": ("b24sms_idgtl_errors", "i-dgtl error answers by error code (or HTTP status when there is no code).", ["code"]),
+    "idgtl_errors": (
+        "b24sms_idgtl_errors",
+        "i-dgtl error answers by error code (or HTTP status when there is no code).",
+        ["code"],
+    ),
     "idgtl_retries": ("b24sms_idgtl_retries", "i-dgtl calls retried after a transient failure, by reason.", ["reason"]),
-    "bitrix24_retries": ("b24sms_bitrix24_retries", "Bitrix24 calls retried, by reason (error code, http_5xx, timeout...).", ["reason"]),
-    "bitrix24_rate_limit_hits": ("b24sms_bitrix24_rate_limit_hits", "Bitrix24 answers that asked us to slow down.", ["error"]),
-    "provider_repairs": ("b24sms_provider_repairs", "Providers added back on a portal that had lost them, by reason "
-                         "(app_update, reinstall, drift).", ["reason"]),
-    "callback_events_dropped": ("b24sms_callback_inbox_dropped_events",
-                                "i-dgtl callback events dropped from the inbox: their message uuid was never recorded "
-                                "within the message lifetime.", []),
-    "quota_refusals": ("b24sms_quota_refusals", "Messages not sent because their portal's quota was reached, by reason "
-                       "(monthly_parts, recipient_per_hour).", ["reason"]),
-    "messages_anonymised": ("b24sms_messages_anonymised", "Final messages whose text and phone numbers retention "
-                            "removed (MESSAGES_RETENTION_DAYS).", []),
+    "bitrix24_retries": (
+        "b24sms_bitrix24_retries",
+        "Bitrix24 calls retried, by reason (error code, http_5xx, timeout...).",
+        ["reason"],
+    ),
+    "bitrix24_rate_limit_hits": (
+        "b24sms_bitrix24_rate_limit_hits",
+        "Bitrix24 answers that asked us to slow down.",
+        ["error"],
+    ),
+    "provider_repairs": (
+        "b24sms_provider_repairs",
+        "Providers added back on a portal that had lost them, by reason (app_update, reinstall, drift).",
+        ["reason"],
+    ),
+    "callback_events_dropped": (
+        "b24sms_callback_inbox_dropped_events",
+        "i-dgtl callback events dropped from the inbox: their message uuid was never recorded "
+        "within the message lifetime.",
+        [],
+    ),
+    "quota_refusals": (
+        "b24sms_quota_refusals",
+        "Messages not sent because their portal's quota was reached, by reason (monthly_parts, recipient_per_hour).",
+        ["reason"],
+    ),
+    "messages_anonymised": (
+        "b24sms_messages_anonymised",
+        "Final messages whose text and phone numbers retention removed (MESSAGES_RETENTION_DAYS).",
+        [],
+    ),
 }
 
 
@@ -74,6 +99,7 @@ class _RedisStore:
 
 class _CacheStore:
     """One cache entry per metric holding {field: value}; read-modify-write under a process lock."""
+
     _lock = threading.Lock()
 
     def incr(self, metric, field, amount):
@@ -175,7 +201,12 @@ def stored_counter_families():
             family.add_metric(json.loads(field), value)
         yield family
     raw = s.read("send_latency")
-    buckets = [(floatToGoString(b), raw.get(floatToGoString(b), 0.0)) for b in SEND_LATENCY_BUCKETS] + [("+Inf", raw.get("count", 0.0))]
+    buckets = [(floatToGoString(b), raw.get(floatToGoString(b), 0.0)) for b in SEND_LATENCY_BUCKETS] + [
+        ("+Inf", raw.get("count", 0.0))
+    ]
     yield HistogramMetricFamily(
-        "b24sms_send_latency_seconds", "From receipt by the handler to acceptance by i-dgtl.",
-        buckets=buckets, sum_value=raw.get("sum", 0.0))
+        "b24sms_send_latency_seconds",
+        "From receipt by the handler to acceptance by i-dgtl.",
+        buckets=buckets,
+        sum_value=raw.get("sum", 0.0),
+    )

@@ -1,4 +1,5 @@
 """Migration operations the apps share (migrations import them; they import no app)."""
+
 from django.db import migrations
 
 

@@ -11,6 +11,7 @@ Every allowlist by address (``/metrics`` networks, ``IDGTL_CALLBACK_ALLOWED_IPS`
 django-ipware was considered: it reads some 30 headers in an order of its own and matches proxies
 by address prefix; an allowlist wants this one strict rule instead.
 """
+
 import ipaddress
 from functools import lru_cache
 

@@ -5,6 +5,7 @@ Every public URL is built here, by the route's name (``b24-handler``, ``idgtl-ca
 handed out with it, and a route renamed without its callers fails with NoReverseMatch at once instead
 of registering a HANDLER that answers 404 (tests/providers_portals/test_public_urls.py).
 """
+
 from django.conf import settings
 from django.urls import reverse
 

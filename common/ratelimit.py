@@ -19,6 +19,7 @@ Both keep ``HEADROOM`` request(s) free below ``burst`` for network jitter.
 ``acquire(key, burst, drain_per_second, timeout)`` sleeps the computed time and raises
 :class:`RateLimitTimeout` when the wait would exceed ``timeout``.
 """
+
 from __future__ import annotations
 
 import math
@@ -143,8 +144,7 @@ def get_backend():
     return backend
 
 
-def acquire(key: str, burst: int, drain_per_second: float, timeout: float, *, backend=None,
-            sleep=time.sleep) -> float:
+def acquire(key: str, burst: int, drain_per_second: float, timeout: float, *, backend=None, sleep=time.sleep) -> float:
     """Wait up to ``timeout`` seconds for room in the bucket ``key``; return the seconds waited.
 
     Raises RateLimitTimeout (nothing taken) when the wait would be longer.

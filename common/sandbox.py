@@ -3,6 +3,7 @@
 Here, on the ground floor, because an app also needs them: sending a test SMS on the sandbox portal
 asks the fake Bitrix24 to post it (providers/services/test_sms.py).
 """
+
 import os
 
 SANDBOX_CLIENT_ID = "local.b24sms.sandbox"

@@ -18,6 +18,7 @@ Every task is looked up in the Celery app's registry; each app's ``AppConfig.rea
 module, so the registry is complete in every process (tests/test_architecture.py checks that every name
 enqueued anywhere is a registered task).
 """
+
 import logging
 from datetime import datetime, timedelta
 
@@ -34,8 +35,9 @@ def registered_task(name: str):
     try:
         return current_app.tasks[name]
     except KeyError:
-        raise KeyError(f"no Celery task is registered as {name!r}: is its app's tasks module imported "
-                       f"by its AppConfig.ready()?") from None
+        raise KeyError(
+            f"no Celery task is registered as {name!r}: is its app's tasks module imported by its AppConfig.ready()?"
+        ) from None
 
 
 def _send(task, args: tuple, kwargs: dict, countdown: float | None) -> None:
@@ -104,6 +106,8 @@ def broker_messages_lost_at(sweep: str) -> datetime | None:
     finally:
         client.close()
     lost_at = now - timedelta(seconds=uptime)
-    logger.warning("the broker lost its messages (restarted empty or flushed): asking again for work waiting "
-                   "since before then", extra={"sweep": sweep, "lost_at": lost_at.isoformat()})
+    logger.warning(
+        "the broker lost its messages (restarted empty or flushed): asking again for work waiting since before then",
+        extra={"sweep": sweep, "lost_at": lost_at.isoformat()},
+    )
     return lost_at

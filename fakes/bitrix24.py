@@ -29,6 +29,7 @@ on a re-bind as success after event.get); HANDLER hosts named ``localhost`` are 
 token stays valid until it expires after a refresh; ``sender.update`` validates after finding the
 sender. Multipart bodies: text fields only (files are read as text).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,9 +70,15 @@ _ids = itertools.count(1)
 
 KNOWN_EVENTS = {"ONAPPINSTALL", "ONAPPUNINSTALL", "ONAPPUPDATE", "ONAPPPAYMENT", "ONCRMLEADADD", "ONCRMDEALADD"}
 METHOD_SCOPES = {
-    "app.info": None, "event.bind": None, "event.get": None, "event.unbind": None, "batch": None,
-    "messageservice.sender.add": "messageservice", "messageservice.sender.update": "messageservice",
-    "messageservice.sender.list": "messageservice", "messageservice.sender.delete": "messageservice",
+    "app.info": None,
+    "event.bind": None,
+    "event.get": None,
+    "event.unbind": None,
+    "batch": None,
+    "messageservice.sender.add": "messageservice",
+    "messageservice.sender.update": "messageservice",
+    "messageservice.sender.list": "messageservice",
+    "messageservice.sender.delete": "messageservice",
     "messageservice.message.status.update": "messageservice",
 }
 
@@ -88,7 +95,7 @@ class RestError(Exception):
 @dataclass
 class Token:
     value: str
-    portal: "FakePortal"
+    portal: FakePortal
     user_id: int
     is_admin: bool
     expires_at: float
@@ -173,10 +180,16 @@ def _is_dotted_or_local(host: str | None, strict: bool) -> bool:
 
 
 def _time_block(now: float, extra: dict | None = None) -> dict:
-    block = {"start": now, "finish": time.time(), "duration": time.time() - now, "processing": 0,
-             "date_start": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now)),
-             "date_finish": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
-             "operating_reset_at": int(now) + 600, "operating": 0}
+    block = {
+        "start": now,
+        "finish": time.time(),
+        "duration": time.time() - now,
+        "processing": 0,
+        "date_start": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(now)),
+        "date_finish": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+        "operating_reset_at": int(now) + 600,
+        "operating": 0,
+    }
     block.update(extra or {})
     return block
 
@@ -185,7 +198,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address, fake: "FakeBitrix24", portal: FakePortal | None):
+    def __init__(self, address, fake: FakeBitrix24, portal: FakePortal | None):
         self.fake = fake
         self.portal = portal
         self.moved_to: FakePortal | None = None  # set when this listener belongs to a former domain
@@ -271,9 +284,18 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class FakeBitrix24:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, enforce_rate_limit: bool = True, burst: int = 50,
-                 drain_per_second: float = 2.0, strict_handler_host: bool = False, outbound_timeout: float = 15.0,
-                 record_limit: int | None = None):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        enforce_rate_limit: bool = True,
+        burst: int = 50,
+        drain_per_second: float = 2.0,
+        strict_handler_host: bool = False,
+        outbound_timeout: float = 15.0,
+        record_limit: int | None = None,
+    ):
         self.host = host
         self.port = port
         self._initial_rate_limit = (enforce_rate_limit, burst, drain_per_second)
@@ -301,11 +323,12 @@ class FakeBitrix24:
         self.oauth_delay = 0.0  # seconds the OAuth server takes to answer
         self.operation_time_limited: dict[str, float] = {}  # method -> reset_at, for every portal
 
-    def start(self) -> "FakeBitrix24":
+    def start(self) -> FakeBitrix24:
         self._server = _Server((self.host, self.port), self, None)
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-bitrix24", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-bitrix24", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -349,23 +372,44 @@ class FakeBitrix24:
 
     def _listen(self, portal: FakePortal, port: int = 0) -> _Server:
         server = _Server((self.host, port), self, portal)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         name=f"fake-bitrix24-{portal.member_id}", daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"fake-bitrix24-{portal.member_id}",
+            daemon=True,
+        ).start()
         return server
 
     # --- portals and tokens ------------------------------------------------------------------------
-    def add_portal(self, *, domain: str | None = None, member_id: str | None = None, client_id: str,
-                   client_secret: str, app_code: str | None = None, scope: str = "crm,messageservice",
-                   port: int = 0, legacy: bool = False) -> FakePortal:
+    def add_portal(
+        self,
+        *,
+        domain: str | None = None,
+        member_id: str | None = None,
+        client_id: str,
+        client_secret: str,
+        app_code: str | None = None,
+        scope: str = "crm,messageservice",
+        port: int = 0,
+        legacy: bool = False,
+    ) -> FakePortal:
         """A portal with our app installed: admin (user 1) tokens, application_token, an empty provider list.
 
         ``legacy``: the portal predates messageservice.sender.update (answered as an unknown method).
         """
         with self.lock:
-            portal = FakePortal(domain=domain or "", member_id=member_id or _hex(16), client_id=client_id,
-                                client_secret=client_secret, app_code=app_code or client_id, scope=scope,
-                                domain_is_label=bool(domain), application_token=_hex(16),
-                                has_sender_update=not legacy, calls=deque(maxlen=self.record_limit))
+            portal = FakePortal(
+                domain=domain or "",
+                member_id=member_id or _hex(16),
+                client_id=client_id,
+                client_secret=client_secret,
+                app_code=app_code or client_id,
+                scope=scope,
+                domain_is_label=bool(domain),
+                application_token=_hex(16),
+                has_sender_update=not legacy,
+                calls=deque(maxlen=self.record_limit),
+            )
             portal.server = self._listen(portal, port)
             self._set_endpoint(portal, portal.server)
             portal.admin_access_token, portal.admin_refresh_token = self._issue_pair(portal, portal.admin_user_id)
@@ -386,15 +430,23 @@ class FakeBitrix24:
 
     def _issue_pair(self, portal: FakePortal, user_id: int, *, with_refresh: bool = True) -> tuple[str, str]:
         access = _hex(24)
-        self.tokens[access] = Token(access, portal, user_id, user_id == portal.admin_user_id,
-                                    time.time() + c.ACCESS_TOKEN_LIFETIME, set(portal.scope.split(",")))
+        self.tokens[access] = Token(
+            access,
+            portal,
+            user_id,
+            user_id == portal.admin_user_id,
+            time.time() + c.ACCESS_TOKEN_LIFETIME,
+            set(portal.scope.split(",")),
+        )
         refresh = ""
         if with_refresh:
             refresh = _hex(24)
             self.refresh_tokens[refresh] = {"portal": portal, "user_id": user_id, "used": False}
         return access, refresh
 
-    def user_token(self, portal: FakePortal, user_id: int, *, admin: bool | None = None, scope: str | None = None) -> str:
+    def user_token(
+        self, portal: FakePortal, user_id: int, *, admin: bool | None = None, scope: str | None = None
+    ) -> str:
         """An access token of another user (non-admin unless told), e.g. to test ACCESS_DENIED."""
         with self.lock:
             access, _ = self._issue_pair(portal, user_id, with_refresh=False)
@@ -438,14 +490,27 @@ class FakeBitrix24:
             self._set_endpoint(portal, portal.server)
             return portal
 
-    def fail_next(self, n: int, error: str = c.QUERY_LIMIT_EXCEEDED, status: int = 503, method: str | None = None,
-                  description: str | None = None):
+    def fail_next(
+        self,
+        n: int,
+        error: str = c.QUERY_LIMIT_EXCEEDED,
+        status: int = 503,
+        method: str | None = None,
+        description: str | None = None,
+    ):
         """The next ``n`` REST calls (of ``method``, if given) answer this error envelope."""
         with self.lock:
-            self._failures.append({"n": n, "error": error, "status": status,
-                                   "method": method.lower() if method else None,
-                                   "description": description if description is not None else
-                                   (D.QUERY_LIMIT if error == c.QUERY_LIMIT_EXCEEDED else error)})
+            self._failures.append(
+                {
+                    "n": n,
+                    "error": error,
+                    "status": status,
+                    "method": method.lower() if method else None,
+                    "description": description
+                    if description is not None
+                    else (D.QUERY_LIMIT if error == c.QUERY_LIMIT_EXCEEDED else error),
+                }
+            )
 
     def set_delay(self, method: str, seconds: float):
         """REST calls of ``method`` take ``seconds`` before they are answered (0 clears): a slow portal."""
@@ -464,8 +529,9 @@ class FakeBitrix24:
             else:
                 target[method.lower()] = time.time() + reset_in
 
-    def set_rate_limit(self, burst: int | None = None, drain_per_second: float | None = None,
-                       enforce: bool | None = None):
+    def set_rate_limit(
+        self, burst: int | None = None, drain_per_second: float | None = None, enforce: bool | None = None
+    ):
         with self.lock:
             self.burst = self.burst if burst is None else burst
             self.drain_per_second = self.drain_per_second if drain_per_second is None else drain_per_second
@@ -477,22 +543,42 @@ class FakeBitrix24:
 
     # --- outbound: what Bitrix24 POSTs to the app --------------------------------------------------
     def _post_form(self, url: str, pairs: list[tuple[str, str]], kind: str) -> requests.Response:
-        response = requests.post(url, data=urlencode(pairs).encode(), timeout=self.outbound_timeout,
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"}, allow_redirects=False)
+        response = requests.post(
+            url,
+            data=urlencode(pairs).encode(),
+            timeout=self.outbound_timeout,
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            allow_redirects=False,
+        )
         with self.lock:
             self.outbound.append({"kind": kind, "url": url, "form": dict(pairs), "status": response.status_code})
         return response
 
-    def _auth_pairs(self, portal: FakePortal, access: str | None, user_id: int | None, *, refresh: str | None = None,
-                    application_token: str | None = None) -> list[tuple[str, str]]:
+    def _auth_pairs(
+        self,
+        portal: FakePortal,
+        access: str | None,
+        user_id: int | None,
+        *,
+        refresh: str | None = None,
+        application_token: str | None = None,
+    ) -> list[tuple[str, str]]:
         pairs = []
         if access:
             token = self.tokens[access]
-            pairs += [("auth[access_token]", access), ("auth[expires]", str(int(token.expires_at))),
-                      ("auth[expires_in]", str(c.ACCESS_TOKEN_LIFETIME)), ("auth[scope]", portal.scope)]
-        pairs += [("auth[domain]", portal.domain), ("auth[server_endpoint]", self.server_endpoint),
-                  ("auth[status]", portal.status), ("auth[client_endpoint]", portal.client_endpoint),
-                  ("auth[member_id]", portal.member_id)]
+            pairs += [
+                ("auth[access_token]", access),
+                ("auth[expires]", str(int(token.expires_at))),
+                ("auth[expires_in]", str(c.ACCESS_TOKEN_LIFETIME)),
+                ("auth[scope]", portal.scope),
+            ]
+        pairs += [
+            ("auth[domain]", portal.domain),
+            ("auth[server_endpoint]", self.server_endpoint),
+            ("auth[status]", portal.status),
+            ("auth[client_endpoint]", portal.client_endpoint),
+            ("auth[member_id]", portal.member_id),
+        ]
         if user_id is not None:
             pairs.append(("auth[user_id]", str(user_id)))
         if refresh:
@@ -500,8 +586,9 @@ class FakeBitrix24:
         pairs.append(("auth[application_token]", application_token or portal.application_token))
         return pairs
 
-    def install(self, portal: FakePortal, install_url: str, *, mode: str = "event",
-                application_token: str | None = None) -> requests.Response:
+    def install(
+        self, portal: FakePortal, install_url: str, *, mode: str = "event", application_token: str | None = None
+    ) -> requests.Response:
         """POST the install callback: ``event`` = ONAPPINSTALL form (§4.2), ``page`` = install-page POST (§4.1).
 
         Fresh admin tokens are issued (portal.admin_access_token / admin_refresh_token).
@@ -510,37 +597,57 @@ class FakeBitrix24:
         sep = "&" if "?" in install_url else "?"
         return self._post_form(install_url + (sep + query if query else ""), pairs, "install")
 
-    def install_form(self, portal: FakePortal, *, mode: str = "event",
-                     application_token: str | None = None) -> tuple[str, list[tuple[str, str]]]:
+    def install_form(
+        self, portal: FakePortal, *, mode: str = "event", application_token: str | None = None
+    ) -> tuple[str, list[tuple[str, str]]]:
         """The query string and form pairs of an install callback, with fresh admin tokens issued."""
         with self.lock:
             portal.installed = True
             portal.admin_access_token, portal.admin_refresh_token = self._issue_pair(portal, portal.admin_user_id)
             access, refresh = portal.admin_access_token, portal.admin_refresh_token
         if mode == "event":
-            pairs = [("event", c.EVENT_ONAPPINSTALL), ("data[VERSION]", "1"), ("data[ACTIVE]", "Y"),
-                     ("data[INSTALLED]", "Y"), ("data[LANGUAGE_ID]", "en"), ("ts", str(int(time.time())))]
-            pairs += self._auth_pairs(portal, access, portal.admin_user_id, refresh=refresh,
-                                      application_token=application_token)
+            pairs = [
+                ("event", c.EVENT_ONAPPINSTALL),
+                ("data[VERSION]", "1"),
+                ("data[ACTIVE]", "Y"),
+                ("data[INSTALLED]", "Y"),
+                ("data[LANGUAGE_ID]", "en"),
+                ("ts", str(int(time.time()))),
+            ]
+            pairs += self._auth_pairs(
+                portal, access, portal.admin_user_id, refresh=refresh, application_token=application_token
+            )
             return "", pairs
         if mode != "page":
             raise ValueError("mode is 'event' or 'page'")
         query = urlencode({"DOMAIN": portal.domain, "PROTOCOL": "0", "LANG": "en", "APP_SID": _hex(16)})
-        pairs = [("AUTH_ID", access), ("AUTH_EXPIRES", str(c.ACCESS_TOKEN_LIFETIME)), ("REFRESH_ID", refresh),
-                 ("SERVER_ENDPOINT", self.server_endpoint),
-                 ("APPLICATION_TOKEN", application_token or portal.application_token),
-                 ("APPLICATION_SCOPE", portal.scope), ("member_id", portal.member_id), ("status", portal.status),
-                 ("PLACEMENT", "DEFAULT")]
+        pairs = [
+            ("AUTH_ID", access),
+            ("AUTH_EXPIRES", str(c.ACCESS_TOKEN_LIFETIME)),
+            ("REFRESH_ID", refresh),
+            ("SERVER_ENDPOINT", self.server_endpoint),
+            ("APPLICATION_TOKEN", application_token or portal.application_token),
+            ("APPLICATION_SCOPE", portal.scope),
+            ("member_id", portal.member_id),
+            ("status", portal.status),
+            ("PLACEMENT", "DEFAULT"),
+        ]
         return query, pairs
 
-    def uninstall(self, portal: FakePortal, *, clean: bool = True, application_token: str | None = None) -> requests.Response:
+    def uninstall(
+        self, portal: FakePortal, *, clean: bool = True, application_token: str | None = None
+    ) -> requests.Response:
         """POST ONAPPUNINSTALL (§4.5) to the handler bound with event.bind, then forget providers and tokens."""
         with self.lock:
             bound = [b for b in portal.event_bindings if b["event"] == c.EVENT_ONAPPUNINSTALL]
             if not bound:
                 raise AssertionError(f"ONAPPUNINSTALL is not bound on {portal.domain}: the app never called event.bind")
-        pairs = [("event", c.EVENT_ONAPPUNINSTALL), ("data[LANGUAGE_ID]", "en"), ("data[CLEAN]", "1" if clean else "0"),
-                 ("ts", str(int(time.time())))]
+        pairs = [
+            ("event", c.EVENT_ONAPPUNINSTALL),
+            ("data[LANGUAGE_ID]", "en"),
+            ("data[CLEAN]", "1" if clean else "0"),
+            ("ts", str(int(time.time()))),
+        ]
         pairs += self._auth_pairs(portal, None, None, application_token=application_token)
         response = None
         for binding in bound:
@@ -556,8 +663,9 @@ class FakeBitrix24:
                 self.revoke_refresh_tokens(portal)
         return response
 
-    def update_application(self, portal: FakePortal, *, application_token: str | None = None,
-                           unbind_events: bool = False) -> requests.Response | None:
+    def update_application(
+        self, portal: FakePortal, *, application_token: str | None = None, unbind_events: bool = False
+    ) -> requests.Response | None:
         """The application is updated on the portal (§4.6), as Bitrix24's messageservice module does it:
         every provider of the application is deleted, then ONAPPUPDATE (``data[VERSION]`` the new
         version, ``auth`` with the application_token, admin tokens) is POSTed to every handler bound
@@ -574,18 +682,34 @@ class FakeBitrix24:
             if unbind_events:
                 portal.event_bindings.clear()
             access = self._issue_pair(portal, portal.admin_user_id, with_refresh=False)[0]
-        pairs = [("event", c.EVENT_ONAPPUPDATE), ("data[VERSION]", str(portal.app_version)),
-                 ("data[LANGUAGE_ID]", "en"), ("ts", str(int(time.time())))]
+        pairs = [
+            ("event", c.EVENT_ONAPPUPDATE),
+            ("data[VERSION]", str(portal.app_version)),
+            ("data[LANGUAGE_ID]", "en"),
+            ("ts", str(int(time.time()))),
+        ]
         pairs += self._auth_pairs(portal, access, portal.admin_user_id, application_token=application_token)
         response = None
         for binding in bound:
             response = self._post_form(binding["handler"], pairs, "update")
         return response
 
-    def send_sms(self, portal: FakePortal, code: str, message_to: str, text: str, *, module_id: str = "crm",
-                 with_auth: bool = True, application_token: str | None = None, message_id: str | None = None,
-                 handler_url: str | None = None, author_user_id: int | None = None, bindings=None,
-                 extra: dict | None = None) -> tuple[str, requests.Response]:
+    def send_sms(
+        self,
+        portal: FakePortal,
+        code: str,
+        message_to: str,
+        text: str,
+        *,
+        module_id: str = "crm",
+        with_auth: bool = True,
+        application_token: str | None = None,
+        message_id: str | None = None,
+        handler_url: str | None = None,
+        author_user_id: int | None = None,
+        bindings=None,
+        extra: dict | None = None,
+    ) -> tuple[str, requests.Response]:
         """POST the §3 form body to the provider's HANDLER (or ``handler_url``) as Bitrix24 does.
 
         The message is recorded (status ``sent``, author = ``author_user_id`` or the admin), so
@@ -605,19 +729,33 @@ class FakeBitrix24:
             for i, (type_id, owner_id) in enumerate(bindings if bindings is not None else [(3, 123)]):
                 pairs += [(f"bindings[{i}][OWNER_TYPE_ID]", str(type_id)), (f"bindings[{i}][OWNER_ID]", str(owner_id))]
         else:
-            pairs += [("workflow_id", f"{_hex(6)}.{next(_ids):08d}"),
-                      ("document_id[0]", "crm"), ("document_id[1]", "CCrmDocumentLead"), ("document_id[2]", "LEAD_98"),
-                      ("document_type[0]", "crm"), ("document_type[1]", "CCrmDocumentLead"), ("document_type[2]", "LEAD")]
-        pairs += [("properties[phone_number]", message_to), ("properties[message_text]", text), ("type", "SMS"),
-                  ("code", code), ("message_id", message_id), ("message_to", message_to), ("message_body", text),
-                  ("ts", str(int(time.time())))]
+            pairs += [
+                ("workflow_id", f"{_hex(6)}.{next(_ids):08d}"),
+                ("document_id[0]", "crm"),
+                ("document_id[1]", "CCrmDocumentLead"),
+                ("document_id[2]", "LEAD_98"),
+                ("document_type[0]", "crm"),
+                ("document_type[1]", "CCrmDocumentLead"),
+                ("document_type[2]", "LEAD"),
+            ]
+        pairs += [
+            ("properties[phone_number]", message_to),
+            ("properties[message_text]", text),
+            ("type", "SMS"),
+            ("code", code),
+            ("message_id", message_id),
+            ("message_to", message_to),
+            ("message_body", text),
+            ("ts", str(int(time.time()))),
+        ]
         pairs += [(k, str(v)) for k, v in (extra or {}).items()]
         if with_auth:
             pairs += self._auth_pairs(portal, access, author, application_token=application_token)
         return message_id, self._post_form(handler_url, pairs, "send_sms")
 
-    def record_message(self, portal: FakePortal, code: str, *, message_id: str | None = None,
-                       author_user_id: int | None = None) -> str:
+    def record_message(
+        self, portal: FakePortal, code: str, *, message_id: str | None = None, author_user_id: int | None = None
+    ) -> str:
         """A message "sent through" provider ``code`` without POSTing it anywhere (status.update accepts it)."""
         with self.lock:
             message_id = message_id or _hex(16)
@@ -637,12 +775,18 @@ class FakeBitrix24:
                 return 404, {"error": "not_found"}
             if match.group(2) == "/update_application" and http_method == "POST":
                 response = self.update_application(portal)
-                return 200, {"version": portal.app_version,
-                             "handler_status": response.status_code if response is not None else None}
+                return 200, {
+                    "version": portal.app_version,
+                    "handler_status": response.status_code if response is not None else None,
+                }
             if match.group(2) and http_method == "POST":
                 message_id, response = self.send_sms(
-                    portal, str(params.get("code")), str(params.get("message_to")), str(params.get("text", "")),
-                    module_id=str(params.get("module_id") or "crm"))
+                    portal,
+                    str(params.get("code")),
+                    str(params.get("message_to")),
+                    str(params.get("text", "")),
+                    module_id=str(params.get("module_id") or "crm"),
+                )
                 return 200, {"message_id": message_id, "handler_status": response.status_code}
             return 200, self.portal_state(portal)
         if path.rstrip("/") == "/__fake__/portals":
@@ -651,16 +795,27 @@ class FakeBitrix24:
 
     def portal_state(self, portal: FakePortal) -> dict:
         with self.lock:
-            return {"domain": portal.domain, "member_id": portal.member_id, "client_endpoint": portal.client_endpoint,
-                    "client_id": portal.client_id, "installed": portal.installed,
-                    "has_sender_update": portal.has_sender_update, "app_version": portal.app_version,
-                    "providers": dict(portal.providers), "message_statuses": dict(portal.message_statuses),
-                    "event_bindings": list(portal.event_bindings)}
+            return {
+                "domain": portal.domain,
+                "member_id": portal.member_id,
+                "client_endpoint": portal.client_endpoint,
+                "client_id": portal.client_id,
+                "installed": portal.installed,
+                "has_sender_update": portal.has_sender_update,
+                "app_version": portal.app_version,
+                "providers": dict(portal.providers),
+                "message_statuses": dict(portal.message_statuses),
+                "event_bindings": list(portal.event_bindings),
+            }
 
     def _oauth(self, params: dict):
         grant = str(params.get("grant_type") or "")
-        record = {"grant_type": grant, "client_id": params.get("client_id"),
-                  "refresh_token": params.get("refresh_token"), "time": time.time()}
+        record = {
+            "grant_type": grant,
+            "client_id": params.get("client_id"),
+            "refresh_token": params.get("refresh_token"),
+            "time": time.time(),
+        }
         if self.oauth_delay:
             time.sleep(self.oauth_delay)  # a slow OAuth server widens race windows in tests
         with self.lock:
@@ -684,11 +839,19 @@ class FakeBitrix24:
         access, refresh = self._issue_pair(portal, entry["user_id"])
         if entry["user_id"] == portal.admin_user_id:
             portal.admin_access_token, portal.admin_refresh_token = access, refresh
-        return 200, {"access_token": access, "client_endpoint": portal.client_endpoint,
-                     "domain": urlsplit(self.url).netloc, "expires": int(self.tokens[access].expires_at),
-                     "expires_in": c.ACCESS_TOKEN_LIFETIME, "member_id": portal.member_id, "refresh_token": refresh,
-                     "scope": portal.scope, "server_endpoint": self.server_endpoint, "status": portal.status,
-                     "user_id": entry["user_id"]}
+        return 200, {
+            "access_token": access,
+            "client_endpoint": portal.client_endpoint,
+            "domain": urlsplit(self.url).netloc,
+            "expires": int(self.tokens[access].expires_at),
+            "expires_in": c.ACCESS_TOKEN_LIFETIME,
+            "member_id": portal.member_id,
+            "refresh_token": refresh,
+            "scope": portal.scope,
+            "server_endpoint": self.server_endpoint,
+            "status": portal.status,
+            "user_id": entry["user_id"],
+        }
 
     # --- portal REST ---------------------------------------------------------------------------------
     def _portal_route(self, portal: FakePortal, http_method: str, path: str, params: dict, headers):
@@ -773,8 +936,12 @@ class FakeBitrix24:
         with self.lock:
             reset_at = portal.blocked_methods.get(method) or self.operation_time_limited.get(method)
         if reset_at and reset_at > time.time() and method != "batch":
-            raise RestError(429, c.OPERATION_TIME_LIMIT, D.OPERATION_TIME_LIMIT,
-                            {"time": {"operating_reset_at": int(reset_at) + 1, "operating": c.OPERATING_LIMIT_SECONDS}})
+            raise RestError(
+                429,
+                c.OPERATION_TIME_LIMIT,
+                D.OPERATION_TIME_LIMIT,
+                {"time": {"operating_reset_at": int(reset_at) + 1, "operating": c.OPERATING_LIMIT_SECONDS}},
+            )
         if method == "batch":
             if nested:
                 raise RestError(405, c.ERROR_BATCH_METHOD_NOT_ALLOWED, D.BATCH_METHOD_NOT_ALLOWED)
@@ -785,8 +952,16 @@ class FakeBitrix24:
 
     # --- methods ---------------------------------------------------------------------------------------
     def _m_app_info(self, portal, token, params):
-        return {"ID": "1", "CODE": portal.app_code, "VERSION": 1, "STATUS": portal.status, "INSTALLED": portal.installed,
-                "PAYMENT_EXPIRED": "N", "DAYS": None, "LICENSE": "com_project"}
+        return {
+            "ID": "1",
+            "CODE": portal.app_code,
+            "VERSION": 1,
+            "STATUS": portal.status,
+            "INSTALLED": portal.installed,
+            "PAYMENT_EXPIRED": "N",
+            "DAYS": None,
+            "LICENSE": "com_project",
+        }
 
     def _require_admin(self, token: Token):
         if not token.is_admin:
@@ -803,9 +978,14 @@ class FakeBitrix24:
             raise RestError(400, "ERROR_HANDLER_URL", "Wrong handler URL")
         if any(b["event"] == event and b["handler"] == handler for b in portal.event_bindings):
             raise RestError(400, "ERROR_EVENT_ALREADY_BOUND", "Handler already binded")
-        portal.event_bindings.append({"event": event, "handler": handler,
-                                      "auth_type": str(_ci_get(params, "auth_type") or "0"),
-                                      "event_type": str(_ci_get(params, "event_type") or "online")})
+        portal.event_bindings.append(
+            {
+                "event": event,
+                "handler": handler,
+                "auth_type": str(_ci_get(params, "auth_type") or "0"),
+                "event_type": str(_ci_get(params, "event_type") or "online"),
+            }
+        )
         return True
 
     def _m_event_unbind(self, portal, token, params):
@@ -813,14 +993,22 @@ class FakeBitrix24:
         event = str(_ci_get(params, "event") or "").upper()
         handler = str(_ci_get(params, "handler") or "")
         before = len(portal.event_bindings)
-        portal.event_bindings[:] = [b for b in portal.event_bindings
-                                    if not (b["event"] == event and (not handler or b["handler"] == handler))]
+        portal.event_bindings[:] = [
+            b for b in portal.event_bindings if not (b["event"] == event and (not handler or b["handler"] == handler))
+        ]
         return {"count": before - len(portal.event_bindings)}
 
     def _m_event_get(self, portal, token, params):
         self._require_admin(token)
-        return [{"event": b["event"], "handler": b["handler"], "auth_type": b["auth_type"],
-                 "offline": 1 if b["event_type"] == "offline" else 0} for b in portal.event_bindings]
+        return [
+            {
+                "event": b["event"],
+                "handler": b["handler"],
+                "auth_type": b["auth_type"],
+                "offline": 1 if b["event_type"] == "offline" else 0,
+            }
+            for b in portal.event_bindings
+        ]
 
     @staticmethod
     def _lang_map(value) -> dict | None:
@@ -870,11 +1058,20 @@ class FakeBitrix24:
         if code in portal.providers:
             raise RestError(400, E.SENDER_ALREADY_INSTALLED, D.ALREADY_INSTALLED)
         description = self._lang_map(_ci_get(params, "DESCRIPTION"))
-        if (len(code) > c.CODE_MAX_LENGTH or len(handler) > c.HANDLER_MAX_LENGTH
-                or self._too_long(name, c.NAME_MAX_LENGTH) or self._too_long(description, c.DESCRIPTION_MAX_LENGTH)):
+        if (
+            len(code) > c.CODE_MAX_LENGTH
+            or len(handler) > c.HANDLER_MAX_LENGTH
+            or self._too_long(name, c.NAME_MAX_LENGTH)
+            or self._too_long(description, c.DESCRIPTION_MAX_LENGTH)
+        ):
             raise RestError(400, E.SENDER_ADD_FAILURE, D.ADD_FAILURE)
-        portal.providers[code] = {"CODE": code, "TYPE": type_, "HANDLER": handler, "NAME": name,
-                                  "DESCRIPTION": description or {}}
+        portal.providers[code] = {
+            "CODE": code,
+            "TYPE": type_,
+            "HANDLER": handler,
+            "NAME": name,
+            "DESCRIPTION": description or {},
+        }
         return True
 
     def _m_messageservice_sender_update(self, portal, token, params):
@@ -882,7 +1079,9 @@ class FakeBitrix24:
         code = str(_ci_get(params, "CODE") or "")
         if not code:
             raise RestError(400, E.SENDER_CODE_REQUIRED, D.CODE_REQUIRED)
-        fields = {k: _ci_get(params, k) for k in ("HANDLER", "NAME", "DESCRIPTION") if _ci_get(params, k) not in (None, "")}
+        fields = {
+            k: _ci_get(params, k) for k in ("HANDLER", "NAME", "DESCRIPTION") if _ci_get(params, k) not in (None, "")
+        }
         if not fields:
             raise RestError(400, E.SENDER_OTHER_PARAMS_REQUIRED, D.OTHER_PARAMS_REQUIRED)
         provider = portal.providers.get(code)
@@ -894,9 +1093,11 @@ class FakeBitrix24:
         for key in ("NAME", "DESCRIPTION"):
             if key in fields:
                 changes[key] = self._lang_map(fields[key]) or {}
-        if (len(changes.get("HANDLER", "")) > c.HANDLER_MAX_LENGTH
-                or self._too_long(changes.get("NAME"), c.NAME_MAX_LENGTH)
-                or self._too_long(changes.get("DESCRIPTION"), c.DESCRIPTION_MAX_LENGTH)):
+        if (
+            len(changes.get("HANDLER", "")) > c.HANDLER_MAX_LENGTH
+            or self._too_long(changes.get("NAME"), c.NAME_MAX_LENGTH)
+            or self._too_long(changes.get("DESCRIPTION"), c.DESCRIPTION_MAX_LENGTH)
+        ):
             raise RestError(400, E.SENDER_UPDATE_FAILURE, D.UPDATE_FAILURE)
         provider.update(changes)
         return True
@@ -955,8 +1156,13 @@ class FakeBitrix24:
             finally:
                 with self.lock:
                     portal.calls.append((method.strip().lower(), sub_params))
-        return {"result": _php_map(results), "result_error": _php_map(errors), "result_total": [],
-                "result_next": [], "result_time": _php_map(times)}
+        return {
+            "result": _php_map(results),
+            "result_error": _php_map(errors),
+            "result_total": [],
+            "result_next": [],
+            "result_time": _php_map(times),
+        }
 
 
 def main(argv=None):  # pragma: no cover - sandbox tool
@@ -972,19 +1178,31 @@ def main(argv=None):  # pragma: no cover - sandbox tool
     parser.add_argument("--no-rate-limit", action="store_true")
     parser.add_argument("--legacy", action="store_true", help="a portal without messageservice.sender.update")
     args = parser.parse_args(argv)
-    fake = FakeBitrix24(args.host, args.port, burst=args.burst, drain_per_second=args.drain,
-                        enforce_rate_limit=not args.no_rate_limit, record_limit=2000).start()
-    portal = fake.add_portal(client_id=args.client_id, client_secret=args.client_secret, port=args.portal_port,
-                             legacy=args.legacy)
+    fake = FakeBitrix24(
+        args.host,
+        args.port,
+        burst=args.burst,
+        drain_per_second=args.drain,
+        enforce_rate_limit=not args.no_rate_limit,
+        record_limit=2000,
+    ).start()
+    portal = fake.add_portal(
+        client_id=args.client_id, client_secret=args.client_secret, port=args.portal_port, legacy=args.legacy
+    )
     print(f"fake Bitrix24: {fake.url}  (B24_OAUTH_URL={fake.oauth_url})", flush=True)
     print(f"portal {portal.domain}: client_endpoint={portal.client_endpoint} member_id={portal.member_id}", flush=True)
     print(f"  app: B24_CLIENT_ID={args.client_id} B24_CLIENT_SECRET={args.client_secret}", flush=True)
-    print(f"  send an SMS: curl -X POST {fake.url}/__fake__/portals/{portal.member_id}/send_sms "
-          "-H 'Content-Type: application/json' -d '{\"code\": \"CODE\", \"message_to\": \"+79990000000\", \"text\": \"hi\"}'",
-          flush=True)
+    print(
+        f"  send an SMS: curl -X POST {fake.url}/__fake__/portals/{portal.member_id}/send_sms "
+        '-H \'Content-Type: application/json\' -d \'{"code": "CODE", "message_to": "+79990000000", "text": "hi"}\'',
+        flush=True,
+    )
     print(f"  state: {fake.url}/__fake__/portals/{portal.member_id}", flush=True)
-    print(f"  update the application (providers deleted, ONAPPUPDATE posted): curl -X POST "
-          f"{fake.url}/__fake__/portals/{portal.member_id}/update_application", flush=True)
+    print(
+        f"  update the application (providers deleted, ONAPPUPDATE posted): curl -X POST "
+        f"{fake.url}/__fake__/portals/{portal.member_id}/update_application",
+        flush=True,
+    )
     if args.install_url:
         response = fake.install(portal, args.install_url)
         print(f"  ONAPPINSTALL -> {args.install_url}: HTTP {response.status_code}", flush=True)

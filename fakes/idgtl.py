@@ -53,14 +53,15 @@ Sandbox options:
 State is guarded by one lock; the server is a stdlib ThreadingHTTPServer; delayed steps (auto
 review, auto delivery, stop) run on one scheduler thread, so a burst costs no thread per message.
 """
+
 from __future__ import annotations
 
 import argparse
 import copy
 import email.parser
-import heapq
 import email.policy
 import hashlib
+import heapq
 import itertools
 import json
 import logging
@@ -70,7 +71,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -83,8 +84,12 @@ API_PREFIX = "/api/v1"
 TOKEN_1, TOKEN_2 = "TOKEN_1", "TOKEN_2"
 CALLBACK_TIMEOUT = 5.0  # [A] docs/contracts/idgtl.md §3.4
 CALLBACK_EVENT_FOR_STATUS = {
-    "sent": "sent", "delivered": "delivered", "undelivered": "delivered", "unsent": "delivered",
-    "read": "read", "unread": "read",
+    "sent": "sent",
+    "delivered": "delivered",
+    "undelivered": "delivered",
+    "unsent": "delivered",
+    "read": "read",
+    "unread": "read",
 }
 FILE_MAGIC = {b"%PDF": "application/pdf", b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg"}
 _SENDER_NAME_INTERNAL = {"files", "createdAt"}
@@ -92,18 +97,18 @@ _MESSAGE_INTERNAL = {"callbackUrl", "callbackEvents", "content", "createdAt", "h
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime(contract.TIMESTAMP_FORMAT)
+    return moment.astimezone(UTC).strftime(contract.TIMESTAMP_FORMAT)
 
 
 def parse_iso(value) -> datetime | None:
     if not isinstance(value, str):
         return None
     try:
-        return datetime.strptime(value, contract.TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+        return datetime.strptime(value, contract.TIMESTAMP_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         return None
 
@@ -137,22 +142,46 @@ def _not_found() -> FakeError:
 
 
 class FakeIdgtl:
-    def __init__(self, host="127.0.0.1", port=0, *, sender_names_key="c2VuZGVyOm5hbWVz",
-                 messages_key="bWVzc2FnZXM6a2V5", callback_retries=3, auto_review_after: float | None = None,
-                 auto_review_status="APPROVED", auto_deliver_after: float | None = None,
-                 accept_bearer=True, callback_backoff=0.2, fee_table: dict | None = None,
-                 undeliverable_suffixes=("0000",), balance=10000.0, callback_batch_max=1,
-                 max_recorded_requests: int | None = None, callbacks_before_answer=False, sender_name_reads=True):
+    def __init__(
+        self,
+        host="127.0.0.1",
+        port=0,
+        *,
+        sender_names_key="c2VuZGVyOm5hbWVz",
+        messages_key="bWVzc2FnZXM6a2V5",
+        callback_retries=3,
+        auto_review_after: float | None = None,
+        auto_review_status="APPROVED",
+        auto_deliver_after: float | None = None,
+        accept_bearer=True,
+        callback_backoff=0.2,
+        fee_table: dict | None = None,
+        undeliverable_suffixes=("0000",),
+        balance=10000.0,
+        callback_batch_max=1,
+        max_recorded_requests: int | None = None,
+        callbacks_before_answer=False,
+        sender_name_reads=True,
+    ):
         self.host, self.port = host, port
         self.sender_names_key, self.messages_key = sender_names_key, messages_key
         self.accept_bearer = accept_bearer
         self.max_recorded_requests = max_recorded_requests  # a long-running sandbox keeps only the latest
-        self._config = dict(callback_retries=callback_retries, auto_review_after=auto_review_after,
-                            auto_review_status=auto_review_status, auto_deliver_after=auto_deliver_after,
-                            callback_backoff=callback_backoff, callback_batch_max=callback_batch_max, fee_table=dict(fee_table or contract.FAKE_FEE_TABLE),
-                            undeliverable_suffixes=tuple(undeliverable_suffixes), balance=balance,
-                            allowed_sender_names=set(), undeliverable_destinations=set(),
-                            callbacks_before_answer=callbacks_before_answer, sender_name_reads=sender_name_reads)
+        self._config = {
+            "callback_retries": callback_retries,
+            "auto_review_after": auto_review_after,
+            "auto_review_status": auto_review_status,
+            "auto_deliver_after": auto_deliver_after,
+            "callback_backoff": callback_backoff,
+            "callback_batch_max": callback_batch_max,
+            "fee_table": dict(fee_table or contract.FAKE_FEE_TABLE),
+            "undeliverable_suffixes": tuple(undeliverable_suffixes),
+            "balance": balance,
+            "allowed_sender_names": set(),
+            "undeliverable_destinations": set(),
+            "callbacks_before_answer": callbacks_before_answer,
+            "sender_name_reads": sender_name_reads,
+        }
         self.lock = threading.RLock()
         self._httpd: ThreadingHTTPServer | None = None
         self._callback_queue: queue.Queue = queue.Queue()
@@ -168,7 +197,7 @@ class FakeIdgtl:
         self.reset()
 
     # --- lifecycle -----------------------------------------------------------------------------------
-    def start(self) -> "FakeIdgtl":
+    def start(self) -> FakeIdgtl:
         fake = self
 
         class Handler(_Handler):
@@ -180,8 +209,9 @@ class FakeIdgtl:
         self.port = self._httpd.server_address[1]
         self.url = f"http://{self.host}:{self.port}{API_PREFIX}"
         self._threads = [
-            threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
-                             name="fake-idgtl-http"),
+            threading.Thread(
+                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="fake-idgtl-http"
+            ),
             threading.Thread(target=self._deliver_callbacks, daemon=True, name="fake-idgtl-callbacks"),
             threading.Thread(target=self._run_schedule, daemon=True, name="fake-idgtl-schedule"),
         ]
@@ -224,8 +254,9 @@ class FakeIdgtl:
     def _later(self, delay: float, func, *args):
         """Run func(*args) after delay seconds on the scheduler thread, unless reset() comes first."""
         with self._schedule_cv:
-            heapq.heappush(self._schedule, (time.monotonic() + delay, next(self._schedule_seq), self._generation,
-                                            func, args))
+            heapq.heappush(
+                self._schedule, (time.monotonic() + delay, next(self._schedule_seq), self._generation, func, args)
+            )
             self._schedule_cv.notify()
 
     def _run_schedule(self):
@@ -247,8 +278,9 @@ class FakeIdgtl:
     def fail_next(self, n: int, status: int = 503, path_prefix: str | None = None, retry_after: float | None = None):
         """The next n API calls (whose path starts with path_prefix, with or without /api/v1) fail."""
         with self.lock:
-            self._failures.append({"remaining": n, "status": status, "path_prefix": path_prefix,
-                                   "retry_after": retry_after})
+            self._failures.append(
+                {"remaining": n, "status": status, "path_prefix": path_prefix, "retry_after": retry_after}
+            )
 
     def set_sender_name_status(self, remote_id, status, comment=None) -> dict:
         with self.lock:
@@ -271,8 +303,13 @@ class FakeIdgtl:
             event = CALLBACK_EVENT_FOR_STATUS.get(status)
             url = message.get("callbackUrl")
             if url and event and event in message["callbackEvents"]:
-                payload = {"message_uuid": uuid_, "channel_type": message["channelType"], "callback_event": event,
-                           "status": status, "status_time": message["statusTime"]}
+                payload = {
+                    "message_uuid": uuid_,
+                    "channel_type": message["channelType"],
+                    "callback_event": event,
+                    "status": status,
+                    "status_time": message["statusTime"],
+                }
                 if error_code is not None:
                     payload["error_code"] = int(error_code)
                 self._callback_queue.put((url, [payload], self._generation))
@@ -294,8 +331,11 @@ class FakeIdgtl:
     def sendable_sender_names(self) -> set[str]:
         now = utcnow()
         with self.lock:
-            approved = {r["senderName"] for r in self.sender_names.values()
-                        if r["status"] == contract.SenderNameStatus.APPROVED and parse_iso(r["dateFrom"]) <= now}
+            approved = {
+                r["senderName"]
+                for r in self.sender_names.values()
+                if r["status"] == contract.SenderNameStatus.APPROVED and parse_iso(r["dateFrom"]) <= now
+            }
             return approved | set(self.allowed_sender_names)
 
     # --- callbacks -------------------------------------------------------------------------------------------
@@ -378,7 +418,7 @@ class FakeIdgtl:
             return self._handle_hook(request)
         if not path.startswith(API_PREFIX + "/") and path != API_PREFIX:
             raise _not_found()
-        route = path[len(API_PREFIX):].rstrip("/") or "/"
+        route = path[len(API_PREFIX) :].rstrip("/") or "/"
         self._maybe_fail(route)
         method = request.method
         if route == contract.BALANCE_PATH:
@@ -450,7 +490,7 @@ class FakeIdgtl:
     def _page(self, request: RecordedRequest, items: list) -> tuple[int, dict]:
         page, per_page = self._paging(request)
         start = (page - 1) * per_page
-        return 200, {"total": len(items), "items": items[start:start + per_page]}
+        return 200, {"total": len(items), "items": items[start : start + per_page]}
 
     # --- sender names ------------------------------------------------------------------------------------------
     def _create_sender_name(self, request: RecordedRequest):
@@ -499,14 +539,23 @@ class FakeIdgtl:
                 raise _validation(Text.FILE_TYPE.format(name=info["filename"]))
         with self.lock:
             for existing in self.sender_names.values():
-                if (existing["senderName"].casefold() == name.casefold() and existing["brand"] == brand
-                        and existing["channelType"] == channel
-                        and existing["status"] not in contract.SENDER_NAME_DEAD_STATUSES):
+                if (
+                    existing["senderName"].casefold() == name.casefold()
+                    and existing["brand"] == brand
+                    and existing["channelType"] == channel
+                    and existing["status"] not in contract.SENDER_NAME_DEAD_STATUSES
+                ):
                     raise _validation(Text.DUPLICATE.format(id=existing["id"]))
             remote_id = next(self._ids)
-            record = {**body, "id": remote_id, "status": contract.SenderNameStatus.PRE_REVIEW.value,
-                      "fee": self.fee_table.get(brand, 2000), "comment": None,
-                      "files": [dict(f) for f in files], "createdAt": iso(utcnow())}
+            record = {
+                **body,
+                "id": remote_id,
+                "status": contract.SenderNameStatus.PRE_REVIEW.value,
+                "fee": self.fee_table.get(brand, 2000),
+                "comment": None,
+                "files": [dict(f) for f in files],
+                "createdAt": iso(utcnow()),
+            }
             self.sender_names[remote_id] = record
             answer = {k: v for k, v in record.items() if k not in _SENDER_NAME_INTERNAL and k != "comment"}
         if self.auto_review_after is not None:
@@ -560,13 +609,21 @@ class FakeIdgtl:
                 now = utcnow()
                 events = message.get("callbackEvents") or ["delivered"]
                 self.messages[message_uuid] = {
-                    "messageUuid": message_uuid, "channelType": message["channelType"],
-                    "senderName": message["senderName"], "destination": message["destination"],
-                    "status": contract.MessageStatus.SENDING.value, "statusTime": iso(now), "errorCode": None,
-                    "externalMessageId": message.get("externalMessageId"), "tags": list(message.get("tags") or []),
-                    "content": message["content"], "ttl": message.get("ttl"),
-                    "callbackUrl": message.get("callbackUrl"), "callbackEvents": list(events),
-                    "createdAt": now, "history": [(contract.MessageStatus.SENDING.value, iso(now))],
+                    "messageUuid": message_uuid,
+                    "channelType": message["channelType"],
+                    "senderName": message["senderName"],
+                    "destination": message["destination"],
+                    "status": contract.MessageStatus.SENDING.value,
+                    "statusTime": iso(now),
+                    "errorCode": None,
+                    "externalMessageId": message.get("externalMessageId"),
+                    "tags": list(message.get("tags") or []),
+                    "content": message["content"],
+                    "ttl": message.get("ttl"),
+                    "callbackUrl": message.get("callbackUrl"),
+                    "callbackEvents": list(events),
+                    "createdAt": now,
+                    "history": [(contract.MessageStatus.SENDING.value, iso(now))],
                 }
                 items.append({"messageUuid": message_uuid, "code": contract.MESSAGE_CREATED_ITEM_CODE})
                 accepted.append(message_uuid)
@@ -620,8 +677,14 @@ class FakeIdgtl:
         self._paging(request)
         with self.lock:
             records = sorted(self.messages.values(), key=lambda m: m["createdAt"])
-        filters = {"message_uuid": "messageUuid", "status": "status", "external_message_id": "externalMessageId",
-                   "destination": "destination", "sender_name": "senderName", "channel_type": "channelType"}
+        filters = {
+            "message_uuid": "messageUuid",
+            "status": "status",
+            "external_message_id": "externalMessageId",
+            "destination": "destination",
+            "sender_name": "senderName",
+            "channel_type": "channelType",
+        }
         for param, key in filters.items():
             if param in q:
                 records = [m for m in records if str(m[key]) in q[param]]
@@ -683,7 +746,8 @@ class FakeIdgtl:
 def _parse_multipart(content_type: str, raw: bytes) -> tuple[object, list[dict]]:
     """(body part, files) of a multipart/form-data request. The body part may be JSON or a form field."""
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode("latin-1") + raw)
+        f"Content-Type: {content_type}\r\n\r\n".encode("latin-1") + raw
+    )
     body, files = None, []
     if not message.is_multipart():
         return body, files
@@ -698,9 +762,16 @@ def _parse_multipart(content_type: str, raw: bytes) -> tuple[object, list[dict]]
                 body = text
         elif name and re.fullmatch(r"file\d+", name):
             detected = next((t for magic, t in FILE_MAGIC.items() if payload.startswith(magic)), None)
-            files.append({"name": name, "filename": part.get_filename(), "size": len(payload),
-                          "content_type": part.get_content_type() if part.get("Content-Type") else None,
-                          "sha256": hashlib.sha256(payload).hexdigest(), "detected_type": detected})
+            files.append(
+                {
+                    "name": name,
+                    "filename": part.get_filename(),
+                    "size": len(payload),
+                    "content_type": part.get_content_type() if part.get("Content-Type") else None,
+                    "sha256": hashlib.sha256(payload).hexdigest(),
+                    "detected_type": detected,
+                }
+            )
     return body, files
 
 
@@ -711,14 +782,15 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go in separate writes: avoid the 40 ms delayed-ACK stall
 
     def log_message(self, fmt, *args):
-        logger.debug("fake i-dgtl: " + fmt, *args)
+        logger.debug("fake i-dgtl: " + fmt, *args)  # noqa: G003 (http.server hands over a %-format and its args)
 
     def _handle(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         split = urlsplit(self.path)
-        request = RecordedRequest(method=self.command, path=split.path, query=parse_qs(split.query),
-                                  headers=dict(self.headers), raw_body=raw)
+        request = RecordedRequest(
+            method=self.command, path=split.path, query=parse_qs(split.query), headers=dict(self.headers), raw_body=raw
+        )
         content_type = self.headers.get("Content-Type", "")
         if content_type.startswith("multipart/form-data"):
             request.body_part, request.files = _parse_multipart(content_type, raw)
@@ -731,7 +803,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.fake.requests.append(request)
             limit = self.fake.max_recorded_requests
             if limit is not None and len(self.fake.requests) > limit:
-                del self.fake.requests[:len(self.fake.requests) - limit]
+                del self.fake.requests[: len(self.fake.requests) - limit]
         headers = {}
         try:
             status, payload = self.fake.handle(request)
@@ -758,24 +830,49 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fakes.idgtl", description="Fake i-dgtl Direct API (sandbox).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8101)
-    parser.add_argument("--auto-review-after", type=float, default=None, metavar="SECONDS",
-                        help="move new sender names PRE_REVIEW -> REVIEW -> APPROVED after this delay each")
+    parser.add_argument(
+        "--auto-review-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="move new sender names PRE_REVIEW -> REVIEW -> APPROVED after this delay each",
+    )
     parser.add_argument("--auto-review-status", default="APPROVED")
-    parser.add_argument("--auto-deliver-after", type=float, default=None, metavar="SECONDS",
-                        help="move accepted messages sending -> sent -> delivered (undelivered for numbers "
-                             "ending in 0000) after this delay each")
+    parser.add_argument(
+        "--auto-deliver-after",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="move accepted messages sending -> sent -> delivered (undelivered for numbers "
+        "ending in 0000) after this delay each",
+    )
     parser.add_argument("--sender-names-key", default="c2VuZGVyOm5hbWVz")
     parser.add_argument("--messages-key", default="bWVzc2FnZXM6a2V5")
-    parser.add_argument("--no-sender-name-reads", action="store_true",
-                        help="play an i-dgtl without GET /sender-names/{id} and GET /sender-names (404/405)")
-    parser.add_argument("--allow-sender-name", action="append", default=[], metavar="NAME",
-                        help="a sender name usable for sending without an approved application (repeatable)")
+    parser.add_argument(
+        "--no-sender-name-reads",
+        action="store_true",
+        help="play an i-dgtl without GET /sender-names/{id} and GET /sender-names (404/405)",
+    )
+    parser.add_argument(
+        "--allow-sender-name",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a sender name usable for sending without an approved application (repeatable)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    fake = FakeIdgtl(args.host, args.port, sender_names_key=args.sender_names_key, messages_key=args.messages_key,
-                     auto_review_after=args.auto_review_after, auto_review_status=args.auto_review_status,
-                     auto_deliver_after=args.auto_deliver_after, max_recorded_requests=1000,
-                     sender_name_reads=not args.no_sender_name_reads)
+    fake = FakeIdgtl(
+        args.host,
+        args.port,
+        sender_names_key=args.sender_names_key,
+        messages_key=args.messages_key,
+        auto_review_after=args.auto_review_after,
+        auto_review_status=args.auto_review_status,
+        auto_deliver_after=args.auto_deliver_after,
+        max_recorded_requests=1000,
+        sender_name_reads=not args.no_sender_name_reads,
+    )
     fake._config["allowed_sender_names"] = set(args.allow_sender_name)
     fake.reset()
     fake.start()

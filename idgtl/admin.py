@@ -1,18 +1,19 @@
 """Admin for i-dgtl accounts. Keys are write-only: after saving, only ``••••1234`` is ever shown."""
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import formats
 from django.utils.html import format_html
-from django.utils.translation import gettext, gettext_lazy as _
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from audit.services import Action, action_record
-
-from .balance import Outcome, account_balance_poll
-from .client import IdgtlClient, IdgtlError
-from .models import IdgtlAccount, mask_secret
-from .services import account_url_change_check
+from idgtl.balance import Outcome, account_balance_poll
+from idgtl.client import IdgtlClient, IdgtlError
+from idgtl.models import IdgtlAccount, mask_secret
+from idgtl.services import account_url_change_check
 
 SECRET_FIELDS = ("sender_names_key", "messages_key")
 
@@ -44,8 +45,9 @@ class SecretKeepingForm(forms.ModelForm):
             field.required = not saved and not self._meta.model._meta.get_field(name).blank
             if saved:
                 field.widget.attrs["placeholder"] = mask_secret(saved)
-                field.help_text = _("Saved: %(masked)s. Leave blank to keep it; type a new value to "
-                                    "replace it.") % {"masked": mask_secret(saved)}
+                field.help_text = _("Saved: %(masked)s. Leave blank to keep it; type a new value to replace it.") % {
+                    "masked": mask_secret(saved)
+                }
             self.initial.pop(name, None)
 
     def clean(self):
@@ -72,11 +74,19 @@ class SecretMaskingAdmin(admin.ModelAdmin):
 
 class IdgtlAccountForm(SecretKeepingForm):
     secret_fields = SECRET_FIELDS
-    api_url = forms.URLField(label=_("API URL"), max_length=200, assume_scheme="https", help_text=_(
-        "Changing it asks for the saved keys again: a saved key is only sent to the address it was saved with."))
+    api_url = forms.URLField(
+        label=_("API URL"),
+        max_length=200,
+        assume_scheme="https",
+        help_text=_(
+            "Changing it asks for the saved keys again: a saved key is only sent to the address it was saved with."
+        ),
+    )
 
     def clean(self):
-        entered = {name: self.cleaned_data.get(name) or "" for name in self.secret_fields}  # before blanks keep the saved keys
+        entered = {
+            name: self.cleaned_data.get(name) or "" for name in self.secret_fields
+        }  # before blanks keep the saved keys
         cleaned_data = super().clean()
         if cleaned_data.get("api_url"):
             try:
@@ -98,12 +108,28 @@ class IdgtlAccountForm(SecretKeepingForm):
 class IdgtlAccountAdmin(SecretMaskingAdmin):
     form = IdgtlAccountForm
     masked_secrets = {"sender_names_key": "sender_names_key_display", "messages_key": "messages_key_display"}
-    list_display = ["name", "api_url", "is_default", "sender_names_key_display", "messages_key_display", "balance_display",
-                    "balance_at", "low_balance_threshold", "updated_at"]
+    list_display = [
+        "name",
+        "api_url",
+        "is_default",
+        "sender_names_key_display",
+        "messages_key_display",
+        "balance_display",
+        "balance_at",
+        "low_balance_threshold",
+        "updated_at",
+    ]
     list_filter = ["is_default"]
     search_fields = ["name", "api_url"]
-    readonly_fields = ["balance_display", "balance_at", "balance_checked_at", "balance_error", "low_balance_alert_sent_at",
-                       "created_at", "updated_at"]
+    readonly_fields = [
+        "balance_display",
+        "balance_at",
+        "balance_checked_at",
+        "balance_error",
+        "low_balance_alert_sent_at",
+        "created_at",
+        "updated_at",
+    ]
     actions = ["check_keys", "read_balance"]
 
     @admin.display(description=_("balance"), ordering="balance")
@@ -112,14 +138,25 @@ class IdgtlAccountAdmin(SecretMaskingAdmin):
         if obj.balance is None:
             shown = format_html("{}", "—")
         else:
-            amount = f"{formats.number_format(obj.balance, 2, use_l10n=True, force_grouping=True)} {obj.balance_currency}"
-            shown = (format_html('<strong class="b24-balance-low" style="color: var(--error-fg, #ba2121)">{}</strong> {}',
-                                 amount, gettext("(below the threshold)"))
-                     if obj.is_balance_low else format_html("{}", amount))
+            amount = (
+                f"{formats.number_format(obj.balance, 2, use_l10n=True, force_grouping=True)} {obj.balance_currency}"
+            )
+            shown = (
+                format_html(
+                    '<strong class="b24-balance-low" style="color: var(--error-fg, #ba2121)">{}</strong> {}',
+                    amount,
+                    gettext("(below the threshold)"),
+                )
+                if obj.is_balance_low
+                else format_html("{}", amount)
+            )
         if obj.balance_error:
-            return format_html('{}<div class="b24-balance-error" style="color: var(--error-fg, #ba2121)" title="{}">{}</div>',
-                               shown, obj.balance_error, gettext("Last read failed: %(error)s") % {
-                                   "error": obj.balance_error[:120]})
+            return format_html(
+                '{}<div class="b24-balance-error" style="color: var(--error-fg, #ba2121)" title="{}">{}</div>',
+                shown,
+                obj.balance_error,
+                gettext("Last read failed: %(error)s") % {"error": obj.balance_error[:120]},
+            )
         return shown
 
     @admin.display(description=_("sender-names key (TOKEN_2)"))
@@ -146,12 +183,17 @@ class IdgtlAccountAdmin(SecretMaskingAdmin):
             outcome = account_balance_poll(account=account)
             account.refresh_from_db()
             if outcome == Outcome.ERROR:
-                text, level = gettext("%(account)s: the balance could not be read: %(error)s") % {
-                    "account": account, "error": account.balance_error}, messages.ERROR
+                text, level = (
+                    gettext("%(account)s: the balance could not be read: %(error)s")
+                    % {"account": account, "error": account.balance_error},
+                    messages.ERROR,
+                )
             else:
-                text, level = gettext("%(account)s: balance %(balance)s %(currency)s.") % {
-                    "account": account, "balance": account.balance, "currency": account.balance_currency}, (
-                    messages.WARNING if account.is_balance_low else messages.SUCCESS)
+                text, level = (
+                    gettext("%(account)s: balance %(balance)s %(currency)s.")
+                    % {"account": account, "balance": account.balance, "currency": account.balance_currency},
+                    (messages.WARNING if account.is_balance_low else messages.SUCCESS),
+                )
             action_record(instance=account, action=Action.READ_BALANCE, result=text)
             self.message_user(request, text, level)
 
@@ -159,14 +201,24 @@ class IdgtlAccountAdmin(SecretMaskingAdmin):
     def check_keys(self, request, queryset):
         """One read per key with the endpoint of its type, so a key of the wrong type shows as such (4030)."""
         for account in queryset:
-            checks = ((gettext("sender-names key"), account.sender_names_key, IdgtlClient.for_sender_names,
-                       lambda client: client.list_sender_names(per_page=1)),
-                      (gettext("messages key"), account.messages_key, IdgtlClient.for_messages,
-                       lambda client: client.get_messages(per_page=1)))
+            checks = (
+                (
+                    gettext("sender-names key"),
+                    account.sender_names_key,
+                    IdgtlClient.for_sender_names,
+                    lambda client: client.list_sender_names(per_page=1),
+                ),
+                (
+                    gettext("messages key"),
+                    account.messages_key,
+                    IdgtlClient.for_messages,
+                    lambda client: client.get_messages(per_page=1),
+                ),
+            )
             outcomes = []
 
             def say(text, level):
-                outcomes.append(text)
+                outcomes.append(text)  # noqa: B023 (called within this iteration only)
                 self.message_user(request, text, level)
 
             for label, key, make_client, read in checks:
@@ -178,7 +230,10 @@ class IdgtlAccountAdmin(SecretMaskingAdmin):
                     try:
                         read(client)
                     except IdgtlError as exc:
-                        say(gettext("%(account)s: %(key)s failed: %(error)s") % {**context, "error": exc}, messages.ERROR)
+                        say(
+                            gettext("%(account)s: %(key)s failed: %(error)s") % {**context, "error": exc},
+                            messages.ERROR,
+                        )
                         continue
                 say(gettext("%(account)s: %(key)s works.") % context, messages.SUCCESS)
             action_record(instance=account, action=Action.CHECK_KEYS, result=" ".join(outcomes))

@@ -9,8 +9,10 @@ class IdgtlConfig(AppConfig):
 
     def ready(self):
         # Imported here, not at the top: they need the app registry (models), which is ready only now.
-        from . import checks  # noqa: F401  (registers system checks)
-        from . import tasks  # noqa: F401  (registers the Celery tasks: services enqueue them by name)
-        from .services import ensure_default_account_after_migrate
+        from idgtl import (
+            checks,  # noqa: F401  (registers system checks)
+            tasks,  # noqa: F401  (registers the Celery tasks: services enqueue them by name)
+        )
+        from idgtl.services import ensure_default_account_after_migrate
 
         post_migrate.connect(ensure_default_account_after_migrate, sender=self)

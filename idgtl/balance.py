@@ -12,6 +12,7 @@ alert is re-armed). A mail that cannot be sent clears it again, so the next poll
 A read that fails is recorded on the account (``balance_error``, shown in the admin and on the start page)
 and logged; it never raises into the beat task.
 """
+
 import logging
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
@@ -22,8 +23,8 @@ from django.db.models import Q
 from django.utils import timezone, translation
 from django.utils.translation import gettext
 
-from .client import IdgtlClient, IdgtlError
-from .models import IdgtlAccount
+from idgtl.client import IdgtlClient, IdgtlError
+from idgtl.models import IdgtlAccount
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,9 @@ def balance_from_answer(payload) -> tuple[Decimal, str]:
     elif len(payload) == 1:
         currency = next(iter(payload))
     else:
-        raise ValueError(f"i-dgtl answered several currencies and no {PREFERRED_CURRENCY}: {', '.join(map(str, payload))[:100]}")
+        raise ValueError(
+            f"i-dgtl answered several currencies and no {PREFERRED_CURRENCY}: {', '.join(map(str, payload))[:100]}"
+        )
     value = payload[currency]
     try:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
@@ -75,8 +78,11 @@ def accounts_due(now):
     if interval <= 0:
         return IdgtlAccount.objects.none()
     due_before = now - timedelta(seconds=max(interval - DUE_SLACK_SECONDS, 1))
-    return (IdgtlAccount.objects.exclude(messages_key="", sender_names_key="")
-            .filter(Q(balance_checked_at__isnull=True) | Q(balance_checked_at__lte=due_before)).order_by("pk"))
+    return (
+        IdgtlAccount.objects.exclude(messages_key="", sender_names_key="")
+        .filter(Q(balance_checked_at__isnull=True) | Q(balance_checked_at__lte=due_before))
+        .order_by("pk")
+    )
 
 
 def balances_poll(*, now=None) -> dict[str, str]:
@@ -87,7 +93,9 @@ def balances_poll(*, now=None) -> dict[str, str]:
         try:
             outcomes[account.name] = account_balance_poll(account=account)
         except Exception:
-            logger.exception("reading the i-dgtl balance of account %s failed", account, extra={"account": account.name})
+            logger.exception(
+                "reading the i-dgtl balance of account %s failed", account, extra={"account": account.name}
+            )
             outcomes[account.name] = Outcome.ERROR
     return outcomes
 
@@ -127,37 +135,66 @@ def account_balance_record(*, account: IdgtlAccount, amount: Decimal, currency: 
     """
     rows = IdgtlAccount.objects.filter(pk=account.pk)
     stored = rows.filter(Q(balance_at__isnull=True) | Q(balance_at__lte=read_at)).update(
-        balance=amount, balance_currency=currency, balance_at=read_at, balance_checked_at=read_at, balance_error="")
+        balance=amount, balance_currency=currency, balance_at=read_at, balance_checked_at=read_at, balance_error=""
+    )
     if not stored:
         return Outcome.STALE
     current = rows.filter(balance_at=read_at)
     if current.filter(low_balance_alert_sent_at__isnull=True, low_balance_threshold__gt=amount).update(
-            low_balance_alert_sent_at=read_at):
+        low_balance_alert_sent_at=read_at
+    ):
         return _alert(account=account, amount=amount, currency=currency, read_at=read_at)
-    if current.filter(low_balance_alert_sent_at__isnull=False).exclude(low_balance_threshold__gt=amount).update(
-            low_balance_alert_sent_at=None):
-        logger.info("i-dgtl balance of account %s is %s %s again: the low-balance alert is re-armed", account, amount,
-                    currency, extra={"account": account.name})
+    if (
+        current.filter(low_balance_alert_sent_at__isnull=False)
+        .exclude(low_balance_threshold__gt=amount)
+        .update(low_balance_alert_sent_at=None)
+    ):
+        logger.info(
+            "i-dgtl balance of account %s is %s %s again: the low-balance alert is re-armed",
+            account,
+            amount,
+            currency,
+            extra={"account": account.name},
+        )
         return Outcome.REARMED
     return Outcome.READ
 
 
 def _alert(*, account: IdgtlAccount, amount: Decimal, currency: str, read_at) -> str:
     threshold = IdgtlAccount.objects.filter(pk=account.pk).values_list("low_balance_threshold", flat=True).first()
-    logger.error("i-dgtl balance of account %s is %s %s, below its threshold of %s", account, amount, currency, threshold,
-                 extra={"account": account.name, "balance": str(amount), "threshold": str(threshold)})
-    context = {"account": account.name, "balance": amount, "currency": currency, "threshold": threshold,
-               "time": timezone.localtime(read_at).strftime("%Y-%m-%d %H:%M %Z")}
+    logger.error(
+        "i-dgtl balance of account %s is %s %s, below its threshold of %s",
+        account,
+        amount,
+        currency,
+        threshold,
+        extra={"account": account.name, "balance": str(amount), "threshold": str(threshold)},
+    )
+    context = {
+        "account": account.name,
+        "balance": amount,
+        "currency": currency,
+        "threshold": threshold,
+        "time": timezone.localtime(read_at).strftime("%Y-%m-%d %H:%M %Z"),
+    }
     try:
         with translation.override(settings.LANGUAGE_CODE):
             subject = gettext("Low i-dgtl balance: %(account)s has %(balance)s %(currency)s") % context
-            body = gettext(
-                "The balance of the i-dgtl account “%(account)s” is %(balance)s %(currency)s (read at %(time)s), "
-                "below its threshold of %(threshold)s %(currency)s.\n\nTop it up in the i-dgtl cabinet. This is "
-                "the only e-mail until the balance has been at or above the threshold again.") % context
+            body = (
+                gettext(
+                    "The balance of the i-dgtl account “%(account)s” is %(balance)s %(currency)s (read at %(time)s), "
+                    "below its threshold of %(threshold)s %(currency)s.\n\nTop it up in the i-dgtl cabinet. This is "
+                    "the only e-mail until the balance has been at or above the threshold again."
+                )
+                % context
+            )
         mail_admins(subject, body)
     except Exception as exc:  # not sent: this crossing's alert is armed again, the next poll tries again
-        IdgtlAccount.objects.filter(pk=account.pk, low_balance_alert_sent_at=read_at).update(low_balance_alert_sent_at=None)
-        logger.error("low-balance e-mail for i-dgtl account %s not sent: %s", account, exc, extra={"account": account.name})
+        IdgtlAccount.objects.filter(pk=account.pk, low_balance_alert_sent_at=read_at).update(
+            low_balance_alert_sent_at=None
+        )
+        logger.error(
+            "low-balance e-mail for i-dgtl account %s not sent: %s", account, exc, extra={"account": account.name}
+        )
         return Outcome.ALERT_NOT_SENT
     return Outcome.ALERTED

@@ -19,6 +19,7 @@ The key never appears in logs, exception messages or reprs. Each call is logged 
 path, status and duration only. The session, the retry loop and its backoff are the shared HTTP
 base's (common/http.py); this module says what is retried and translates i-dgtl's answers.
 """
+
 from __future__ import annotations
 
 import email.utils
@@ -26,8 +27,9 @@ import hashlib
 import json
 import logging
 import math
-from datetime import datetime, timezone
-from typing import IO, Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import IO, Any
 
 import requests
 from django.conf import settings
@@ -86,8 +88,15 @@ class IdgtlTransientError(IdgtlError):
     that gave no room, a 2xx it could not read) has none.
     """
 
-    def __init__(self, message: str, *, http_status: int | None = None, code: int | None = None,
-                 retry_after: float | None = None, retry_reason: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        code: int | None = None,
+        retry_after: float | None = None,
+        retry_reason: str | None = None,
+    ):
         super().__init__(message, http_status=http_status, code=code)
         self.retry_after = retry_after
         self.retry_reason = retry_reason
@@ -101,7 +110,7 @@ def _format_time(value: datetime | str | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
     return value.strftime(contract.TIMESTAMP_FORMAT)
 
 
@@ -121,8 +130,8 @@ def _parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _error_from_body(response: requests.Response) -> tuple[int | None, str]:
@@ -169,8 +178,16 @@ def _account_rate_limit_key(account) -> str | None:
 class IdgtlClient(HttpClient):
     """One i-dgtl key at one API URL. Use :meth:`for_sender_names` / :meth:`for_messages`."""
 
-    def __init__(self, api_url: str, key: str, *, timeout: float | None = None, max_retries: int | None = None,
-                 session: requests.Session | None = None, rate_limit_key: str | None = None):
+    def __init__(
+        self,
+        api_url: str,
+        key: str,
+        *,
+        timeout: float | None = None,
+        max_retries: int | None = None,
+        session: requests.Session | None = None,
+        rate_limit_key: str | None = None,
+    ):
         super().__init__(session or requests.Session())
         self.api_url = (api_url or contract.DEFAULT_API_URL).rstrip("/")
         self._key = (key or "").strip()
@@ -179,16 +196,17 @@ class IdgtlClient(HttpClient):
         self.backoff = settings.IDGTL_RETRY_BACKOFF
         self.rate_per_second = settings.IDGTL_RATE_LIMIT_PER_SECOND
         # The bucket's name: the account's (both of its keys share it), else a digest, never the key itself.
-        self.rate_limit_key = rate_limit_key or "idgtl:" + hashlib.sha256(
-            f"{self.api_url} {self._key}".encode()).hexdigest()[:24]
+        self.rate_limit_key = (
+            rate_limit_key or "idgtl:" + hashlib.sha256(f"{self.api_url} {self._key}".encode()).hexdigest()[:24]
+        )
 
     @classmethod
-    def for_sender_names(cls, account, **kwargs) -> "IdgtlClient":
+    def for_sender_names(cls, account, **kwargs) -> IdgtlClient:
         """The client for sender names: the account's TOKEN_2."""
         return cls(account.api_url, account.sender_names_key, rate_limit_key=_account_rate_limit_key(account), **kwargs)
 
     @classmethod
-    def for_messages(cls, account, **kwargs) -> "IdgtlClient":
+    def for_messages(cls, account, **kwargs) -> IdgtlClient:
         """The client for messages: the account's TOKEN_1."""
         return cls(account.api_url, account.messages_key, rate_limit_key=_account_rate_limit_key(account), **kwargs)
 
@@ -198,10 +216,12 @@ class IdgtlClient(HttpClient):
     # --- sender names (TOKEN_2) --------------------------------------------------------------------
     def create_sender_name(self, body: dict, files: Iterable[tuple[str, bytes | IO, str]] = ()) -> dict:
         """POST /sender-names as multipart: part ``body`` (application/json) and ``file1..fileN``."""
-        parts: list[tuple[str, tuple]] = [(
-            contract.BODY_PART_NAME,
-            (None, json.dumps(body, ensure_ascii=False).encode("utf-8"), "application/json"),
-        )]
+        parts: list[tuple[str, tuple]] = [
+            (
+                contract.BODY_PART_NAME,
+                (None, json.dumps(body, ensure_ascii=False).encode("utf-8"), "application/json"),
+            )
+        ]
         for n, (filename, content, content_type) in enumerate(files, start=1):
             parts.append((contract.FILE_PART_NAME.format(n=n), (filename, _file_content(content), content_type)))
         return self._request("POST", contract.SENDER_NAMES_PATH, files=parts)
@@ -212,9 +232,16 @@ class IdgtlClient(HttpClient):
 
     def list_sender_names(self, *, sender_name=None, status=None, brand=None, page=1, per_page=100) -> dict:
         """[A] GET /sender-names (§2.4) -> {"total", "items"}."""
-        params = {contract.PAGE_PARAM: page, contract.PER_PAGE_PARAM: per_page, "sender_name": sender_name,
-                  "status": status, "brand": brand}
-        return self._request("GET", contract.SENDER_NAMES_PATH, params={k: v for k, v in params.items() if v is not None})
+        params = {
+            contract.PAGE_PARAM: page,
+            contract.PER_PAGE_PARAM: per_page,
+            "sender_name": sender_name,
+            "status": status,
+            "brand": brand,
+        }
+        return self._request(
+            "GET", contract.SENDER_NAMES_PATH, params={k: v for k, v in params.items() if v is not None}
+        )
 
     # --- messages (TOKEN_1) ------------------------------------------------------------------------
     def send_messages(self, messages: list[dict], *, before_attempt: Callable[[], None] | None = None) -> dict:
@@ -227,8 +254,17 @@ class IdgtlClient(HttpClient):
             raise ValueError(f"send_messages takes 1..{contract.SEND_BATCH_MAX} messages, got {len(messages)}")
         return self._request("POST", contract.MESSAGES_PATH, json=list(messages), before_attempt=before_attempt)
 
-    def get_messages(self, *, message_uuids=None, external_message_ids=None, statuses=None, time_from=None,
-                     time_to=None, page=1, per_page=100) -> dict:
+    def get_messages(
+        self,
+        *,
+        message_uuids=None,
+        external_message_ids=None,
+        statuses=None,
+        time_from=None,
+        time_to=None,
+        page=1,
+        per_page=100,
+    ) -> dict:
         """GET /message (§3.3); multi-value filters repeat the key. ``external_message_id`` is [A]."""
         params: list[tuple[str, Any]] = [(contract.PAGE_PARAM, page), (contract.PER_PAGE_PARAM, per_page)]
         params += [("message_uuid", v) for v in message_uuids or ()]
@@ -261,18 +297,35 @@ class IdgtlClient(HttpClient):
         if self.rate_per_second <= 0:
             return
         try:
-            ratelimit.acquire(self.rate_limit_key, burst=max(1, math.ceil(self.rate_per_second)),
-                              drain_per_second=self.rate_per_second, timeout=self.timeout[1])
+            ratelimit.acquire(
+                self.rate_limit_key,
+                burst=max(1, math.ceil(self.rate_per_second)),
+                drain_per_second=self.rate_per_second,
+                timeout=self.timeout[1],
+            )
         except ratelimit.RateLimitTimeout:
             raise IdgtlTransientError(
                 f"{method} {path}: the i-dgtl rate limit ({self.rate_per_second:g}/s) gave no room within "
-                f"{self.timeout[1]:g} s; nothing was sent.", code=contract.ErrorCode.TOO_MANY_REQUESTS) from None
+                f"{self.timeout[1]:g} s; nothing was sent.",
+                code=contract.ErrorCode.TOO_MANY_REQUESTS,
+            ) from None
 
-    def _request(self, method: str, path: str, *, params=None, json=None, files=None,
-                 before_attempt: Callable[[], None] | None = None) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params=None,
+        json=None,
+        files=None,
+        before_attempt: Callable[[], None] | None = None,
+    ) -> Any:
         headers = self._headers()
-        return self.with_retries(lambda: self._attempt(method, path, headers=headers, params=params, json=json,
-                                                       files=files, before_attempt=before_attempt))
+        return self.with_retries(
+            lambda: self._attempt(
+                method, path, headers=headers, params=params, json=json, files=files, before_attempt=before_attempt
+            )
+        )
 
     def retry_delay(self, error, attempt):
         """Transient failures the request may be sent again after: up to ``max_retries`` more tries, after
@@ -290,33 +343,64 @@ class IdgtlClient(HttpClient):
         if response is None:
             if isinstance(error, requests.RequestException):
                 kind = "timeout" if isinstance(error, requests.Timeout) else "connection error"
-                logger.warning("i-dgtl %s %s -> %s (%s) in %.0f ms", method, path, kind, type(error).__name__,
-                               duration_ms, extra={"idgtl_method": method, "idgtl_path": path, "idgtl_status": None,
-                                                   "duration_ms": round(duration_ms)})
+                logger.warning(
+                    "i-dgtl %s %s -> %s (%s) in %.0f ms",
+                    method,
+                    path,
+                    kind,
+                    type(error).__name__,
+                    duration_ms,
+                    extra={
+                        "idgtl_method": method,
+                        "idgtl_path": path,
+                        "idgtl_status": None,
+                        "duration_ms": round(duration_ms),
+                    },
+                )
             return
         status = response.status_code
         # Successful reads (status polling: thousands per cycle) are DEBUG; writes and errors are kept.
         log = logger.warning if status >= 400 else logger.debug if method == "GET" else logger.info
-        log("i-dgtl %s %s -> %s in %.0f ms", method, path, status, duration_ms,
-            extra={"idgtl_method": method, "idgtl_path": path, "idgtl_status": status,
-                   "duration_ms": round(duration_ms)})
+        log(
+            "i-dgtl %s %s -> %s in %.0f ms",
+            method,
+            path,
+            status,
+            duration_ms,
+            extra={
+                "idgtl_method": method,
+                "idgtl_path": path,
+                "idgtl_status": status,
+                "duration_ms": round(duration_ms),
+            },
+        )
 
-    def _attempt(self, method: str, path: str, *, headers: dict, params, json, files,
-                 before_attempt: Callable[[], None] | None) -> Any:
+    def _attempt(
+        self, method: str, path: str, *, headers: dict, params, json, files, before_attempt: Callable[[], None] | None
+    ) -> Any:
         """One try: room in the rate limit, ``before_attempt``, the exchange, its answer or typed error."""
         is_post = method != "GET"
         self._throttle(method, path)
         if before_attempt is not None:
             before_attempt()
         try:
-            response = self.send(method, self.api_url + path, timeout=self.timeout, what=(method, path),
-                                 params=params, json=json, files=files, headers=headers)
+            response = self.send(
+                method,
+                self.api_url + path,
+                timeout=self.timeout,
+                what=(method, path),
+                params=params,
+                json=json,
+                files=files,
+                headers=headers,
+            )
         except requests.RequestException as exc:
             kind = "timeout" if isinstance(exc, requests.Timeout) else "connection error"
             metrics.record_idgtl_error("timeout" if isinstance(exc, requests.Timeout) else "connection")
             if is_post and not _connection_surely_not_made(exc):
                 raise IdgtlOutcomeUnknown(
-                    f"{method} {path}: {kind} after the request was sent; it may have been processed.") from exc
+                    f"{method} {path}: {kind} after the request was sent; it may have been processed."
+                ) from exc
             raise IdgtlTransientError(f"{method} {path}: {kind} ({type(exc).__name__}).", retry_reason=kind) from exc
 
         status = response.status_code
@@ -325,8 +409,9 @@ class IdgtlClient(HttpClient):
                 return response.json()
             except ValueError:
                 error_cls = IdgtlOutcomeUnknown if is_post else IdgtlTransientError
-                raise error_cls(f"{method} {path}: HTTP {status} with a body that is not JSON.",
-                                http_status=status) from None
+                raise error_cls(
+                    f"{method} {path}: HTTP {status} with a body that is not JSON.", http_status=status
+                ) from None
 
         code, msg = _error_from_body(response)
         metrics.record_idgtl_error(code, http_status=status)

@@ -3,6 +3,7 @@
 Source: docs/contracts/idgtl.md. Each value says whether it is confirmed ([C]), inferred ([I])
 or our assumption ([A]). When i-dgtl says otherwise, change it here and nowhere else.
 """
+
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
@@ -83,8 +84,13 @@ SENDER_NAME_DEAD_STATUSES = {SenderNameStatus.REJECTED, SenderNameStatus.CANCELE
 # [A] How far along its review a status is. i-dgtl's record carries no status time, so a status read
 # from i-dgtl replaces one an operator set by hand only when it is further along; an unknown string
 # (no stage) never replaces it.
-SENDER_NAME_STATUS_STAGE = {SenderNameStatus.PRE_REVIEW: 0, SenderNameStatus.REVIEW: 1, SenderNameStatus.APPROVED: 2,
-                            SenderNameStatus.REJECTED: 2, SenderNameStatus.CANCELED: 3}
+SENDER_NAME_STATUS_STAGE = {
+    SenderNameStatus.PRE_REVIEW: 0,
+    SenderNameStatus.REVIEW: 1,
+    SenderNameStatus.APPROVED: 2,
+    SenderNameStatus.REJECTED: 2,
+    SenderNameStatus.CANCELED: 3,
+}
 # [A] §2.4 is an assumption: a read answered 405 (the route takes no GET), or 404 when the list route
 # answers 404/405 too, means i-dgtl has no read endpoint for this account, not that one id is unknown.
 READ_ROUTE_ABSENT_HTTP_STATUSES = (404, 405)
@@ -126,8 +132,17 @@ CALLBACK_SOURCE_IPS = ("185.203.96.7",)  # [C] S3; the allowlist itself is a set
 # external_message_id is our assumption (not in the contract), repeated keys for several values.
 LIST_ENVELOPE_KEYS = ("total", "items")  # [A] copies GET /dispatch (S6)
 PAGE_PARAM, PER_PAGE_PARAM = "page", "per_page"  # [C] S10
-MESSAGE_READ_FIELDS = ("messageUuid", "channelType", "senderName", "destination", "status", "statusTime",
-                       "errorCode", "externalMessageId", "tags")  # [A] fields of a GET /message item
+MESSAGE_READ_FIELDS = (
+    "messageUuid",
+    "channelType",
+    "senderName",
+    "destination",
+    "status",
+    "statusTime",
+    "errorCode",
+    "externalMessageId",
+    "tags",
+)  # [A] fields of a GET /message item
 FAKE_SENDER_NAME_STATUS_HOOK = "/__fake__/sender-names/{id}/status"  # [A] fake-server test hook
 FAKE_MESSAGE_STATUS_HOOK = "/__fake__/messages/{uuid}/status"  # [A] fake-server sandbox hook
 
@@ -183,8 +198,22 @@ class Text:
 DOCUMENT_MAX_COUNT = 10  # [A] files per sender name
 DOCUMENT_MAX_BYTES = 10 * 1024 * 1024  # [A] per file
 INN_PATTERN = r"^([0-9]{10}|[0-9]{12})$"  # [A] no documented check: 10 or 12 digits
-SENDER_NAME_REQUIRED_FIELDS = ("channelType", "commonType", "brand", "dateFrom", "senderName",
-                               "counteragentName", "counteragentInn")  # [C]
+SENDER_NAME_REQUIRED_FIELDS = (
+    "channelType",
+    "commonType",
+    "brand",
+    "dateFrom",
+    "senderName",
+    "counteragentName",
+    "counteragentInn",
+)  # [C]
 # [A] fee (RUB) the fake answers per brand (§2.6); the contract's example is 2000 for MTS.
-FAKE_FEE_TABLE = {"MTS": 2000, "MEGAFON": 2500, "BEELINE": 2200, "TELE2": 1800, "MOTIV": 1000, "YOTA": 1000,
-                  "OTHER": 1500}
+FAKE_FEE_TABLE = {
+    "MTS": 2000,
+    "MEGAFON": 2500,
+    "BEELINE": 2200,
+    "TELE2": 1800,
+    "MOTIV": 1000,
+    "YOTA": 1000,
+    "OTHER": 1500,
+}

@@ -1,10 +1,11 @@
 """Services for i-dgtl accounts."""
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 
-from .models import IdgtlAccount
+from idgtl.models import IdgtlAccount
 
 DEFAULT_ACCOUNT_NAME = "default"
 KEY_FIELDS = ("sender_names_key", "messages_key")
@@ -43,8 +44,11 @@ def account_url_change_check(*, account: IdgtlAccount, api_url: str, entered_key
     saved = IdgtlAccount.objects.filter(pk=account.pk).values(*KEY_FIELDS, "api_url").first()
     if saved is None or (api_url or "").rstrip("/") == (saved["api_url"] or "").rstrip("/"):
         return
-    missing = {name: _("The API URL changed: enter this key again (a saved key is never sent to another address).")
-               for name in KEY_FIELDS if saved[name] and not (entered_keys.get(name) or "").strip()}
+    missing = {
+        name: _("The API URL changed: enter this key again (a saved key is never sent to another address).")
+        for name in KEY_FIELDS
+        if saved[name] and not (entered_keys.get(name) or "").strip()
+    }
     if missing:
         raise ValidationError(missing)
 

@@ -1,4 +1,5 @@
 """Celery tasks of i-dgtl accounts (thin: each calls one service)."""
+
 import logging
 
 from celery import shared_task

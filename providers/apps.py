@@ -9,10 +9,12 @@ class ProvidersConfig(AppConfig):
 
     def ready(self):
         # Imported here, not at the top: they need the app registry (models), which is ready only now.
-        from . import checks  # noqa: F401  (registers system checks)
-        from . import tasks  # noqa: F401  (registers the Celery tasks: services enqueue them by name)
-        from .services.installations import ensure_default_application_after_migrate
+        from providers import (
+            checks,  # noqa: F401  (registers system checks)
+            tasks,  # noqa: F401  (registers the Celery tasks: services enqueue them by name)
+        )
+        from providers.services.installations import ensure_default_application_after_migrate
 
         post_migrate.connect(
-            ensure_default_application_after_migrate, sender=self,
-            dispatch_uid="providers.ensure_default_application")
+            ensure_default_application_after_migrate, sender=self, dispatch_uid="providers.ensure_default_application"
+        )

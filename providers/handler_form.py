@@ -5,17 +5,18 @@ The body is ``application/x-www-form-urlencoded`` with PHP-style nested keys
 ``%5B``/``%5D``). :mod:`providers.php_form` turns it into nested data; this module checks it and
 returns a :class:`HandlerForm`. Anything wrong raises :class:`HandlerFormError` naming the field.
 """
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.utils.translation import gettext_lazy as _
 
-from .php_form import PhpFormError, php_form_decode
-from .sms_parts import GSM7, UCS2, sms_max_units, sms_parts
+from providers.php_form import PhpFormError, php_form_decode
+from providers.sms_parts import GSM7, UCS2, sms_max_units, sms_parts
 
 # Every value stored on Message fits its column (tests/providers_messages/test_hostile_input.py checks these
 # against the model): PostgreSQL would refuse a longer one (or, in the HANDLER's one statement, cut it).
@@ -83,9 +84,10 @@ def handler_body_max_bytes() -> int:
 def handler_content_type_check(content_type: str, params: dict) -> None:
     """HandlerMediaTypeUnsupported unless the (parsed, lower-cased) Content-Type is what Bitrix24 sends."""
     if content_type not in CONTENT_TYPES:
-        raise HandlerMediaTypeUnsupported(_(
-            "The body must be application/x-www-form-urlencoded, as Bitrix24 sends it, not %(type)s.") % {
-                "type": content_type or _("a body without Content-Type")})
+        raise HandlerMediaTypeUnsupported(
+            _("The body must be application/x-www-form-urlencoded, as Bitrix24 sends it, not %(type)s.")
+            % {"type": content_type or _("a body without Content-Type")}
+        )
     charset = params.get("charset")
     if charset is not None and charset.lower() not in CHARSETS:
         raise HandlerMediaTypeUnsupported(_("The body must be in UTF-8, not %(charset)s.") % {"charset": charset})
@@ -100,6 +102,7 @@ def line_control_character(value: str) -> bool:
 @dataclass(frozen=True)
 class HandlerAuth:
     """``auth[...]``: tokens of the message author (absent for messages without an author)."""
+
     application_token: str = ""
     member_id: str = ""
     domain: str = ""
@@ -130,8 +133,7 @@ def _control_check(value, name: str) -> None:
     """HandlerFormError naming ``name`` if a key or string anywhere in ``value`` holds a control character."""
     if isinstance(value, str):
         if _CONTROL_IN_TEXT.search(value):
-            raise HandlerFormError(
-                _("The field %(field)s contains a control character.") % {"field": name}, name)
+            raise HandlerFormError(_("The field %(field)s contains a control character.") % {"field": name}, name)
     elif isinstance(value, dict):
         for key, item in value.items():
             _control_check(str(key), name)
@@ -151,7 +153,8 @@ def _scalar(data: dict, name: str, *, required: bool = False, max_length: int | 
         raise HandlerFormError(_("The field %(field)s must be a single value.") % {"field": name}, name)
     if max_length is not None and len(value) > max_length:
         raise HandlerFormError(
-            _("The field %(field)s is longer than %(max)d characters.") % {"field": name, "max": max_length}, name)
+            _("The field %(field)s is longer than %(max)d characters.") % {"field": name, "max": max_length}, name
+        )
     return value
 
 
@@ -175,8 +178,11 @@ def _too_many(name: str, limit: int) -> HandlerFormError:
 
 def _short(text: str, name: str) -> str:
     if len(text) > JSON_STRING_MAX_LENGTH:
-        raise HandlerFormError(_("The field %(field)s holds a value longer than %(max)d characters.")
-                               % {"field": name, "max": JSON_STRING_MAX_LENGTH}, name)
+        raise HandlerFormError(
+            _("The field %(field)s holds a value longer than %(max)d characters.")
+            % {"field": name, "max": JSON_STRING_MAX_LENGTH},
+            name,
+        )
     return text
 
 
@@ -198,8 +204,11 @@ def _bindings(value) -> list[dict]:
         raise _too_many("bindings", BINDINGS_MAX)
     bindings = []
     for item in items:
-        if (not isinstance(item, dict) or len(item) > BINDING_KEYS_MAX
-                or not all(isinstance(v, str) for v in item.values())):
+        if (
+            not isinstance(item, dict)
+            or len(item) > BINDING_KEYS_MAX
+            or not all(isinstance(v, str) for v in item.values())
+        ):
             raise HandlerFormError(_("Each of bindings must be a set of OWNER_TYPE_ID and OWNER_ID."), "bindings")
         for key, text in item.items():
             if len(key) > JSON_STRING_MAX_LENGTH or len(text) > JSON_STRING_MAX_LENGTH:
@@ -214,8 +223,9 @@ def _module_id(data: dict, workflow_id: str) -> str:
     if not module_id:
         return "bizproc" if workflow_id else "crm"
     if not MODULE_ID_PATTERN.fullmatch(module_id):
-        raise HandlerFormError(_("The field module_id must be the name of a Bitrix24 module, such as crm or bizproc."),
-                               "module_id")
+        raise HandlerFormError(
+            _("The field module_id must be the name of a Bitrix24 module, such as crm or bizproc."), "module_id"
+        )
     return module_id
 
 
@@ -228,16 +238,26 @@ def _auth(value) -> HandlerAuth | None:
     def text(key):
         item = value.get(key, "")
         if not isinstance(item, str):
-            raise HandlerFormError(_("The field %(field)s must be a single value.") % {"field": f"auth[{key}]"}, f"auth[{key}]")
+            raise HandlerFormError(
+                _("The field %(field)s must be a single value.") % {"field": f"auth[{key}]"}, f"auth[{key}]"
+            )
         return item
 
     user_id = text("user_id")
     if len(user_id) > AUTH_USER_ID_MAX_LENGTH:
-        raise HandlerFormError(_("The field %(field)s is longer than %(max)d characters.")
-                               % {"field": "auth[user_id]", "max": AUTH_USER_ID_MAX_LENGTH}, "auth[user_id]")
+        raise HandlerFormError(
+            _("The field %(field)s is longer than %(max)d characters.")
+            % {"field": "auth[user_id]", "max": AUTH_USER_ID_MAX_LENGTH},
+            "auth[user_id]",
+        )
     return HandlerAuth(
-        application_token=text("application_token"), member_id=text("member_id"), domain=text("domain"),
-        user_id=user_id, client_endpoint=text("client_endpoint"), access_token=text("access_token"))
+        application_token=text("application_token"),
+        member_id=text("member_id"),
+        domain=text("domain"),
+        user_id=user_id,
+        client_endpoint=text("client_endpoint"),
+        access_token=text("access_token"),
+    )
 
 
 def _timestamp(value: str) -> datetime | None:
@@ -246,9 +266,9 @@ def _timestamp(value: str) -> datetime | None:
     try:
         if not TS_PATTERN.fullmatch(value):
             raise ValueError(value)
-        return datetime.fromtimestamp(int(value), tz=timezone.utc)
+        return datetime.fromtimestamp(int(value), tz=UTC)
     except (ValueError, OverflowError, OSError):
-        raise HandlerFormError(_("The field ts must be a unix time."), "ts")
+        raise HandlerFormError(_("The field ts must be a unix time."), "ts") from None
 
 
 def handler_form_parse(body: bytes | str) -> HandlerForm:
@@ -260,7 +280,7 @@ def handler_form_parse(body: bytes | str) -> HandlerForm:
             try:
                 body = body.decode("utf-8")
             except UnicodeDecodeError:
-                raise HandlerFormError(_("The body is not valid UTF-8."))
+                raise HandlerFormError(_("The body is not valid UTF-8.")) from None
     if not body.strip():
         raise HandlerFormError(_("The body is empty."))
     try:
@@ -268,12 +288,13 @@ def handler_form_parse(body: bytes | str) -> HandlerForm:
     except PhpFormError as exc:
         if exc.field:  # given both as a value and as a set of values
             raise HandlerFormError(
-                _("The field %(field)s must be a single value.") % {"field": exc.field}, exc.field)
+                _("The field %(field)s must be a single value.") % {"field": exc.field}, exc.field
+            ) from exc
         if exc.not_utf8:
-            raise HandlerFormError(_("The body is not valid UTF-8."))
+            raise HandlerFormError(_("The body is not valid UTF-8.")) from exc
         if exc.too_many:
-            raise HandlerFormError(_("The body has more than %(max)d fields.") % {"max": FORM_FIELDS_MAX})
-        raise HandlerFormError(_("The body is not a form."))
+            raise HandlerFormError(_("The body has more than %(max)d fields.") % {"max": FORM_FIELDS_MAX}) from exc
+        raise HandlerFormError(_("The body is not a form.")) from exc
     # A control character can only be in a key or value as itself or as its %XX escape (UTF-8 uses no
     # byte below 0x80 in a multi-byte character): one search of the raw body; only a body that has
     # some is searched field by field, to name the field.
@@ -289,7 +310,8 @@ def handler_form_parse(body: bytes | str) -> HandlerForm:
 
     properties = data.get("properties") if isinstance(data.get("properties"), dict) else {}
     message_to = _scalar(data, "message_to", max_length=MESSAGE_TO_MAX_LENGTH) or _scalar(
-        properties, "phone_number", max_length=MESSAGE_TO_MAX_LENGTH)
+        properties, "phone_number", max_length=MESSAGE_TO_MAX_LENGTH
+    )
     message_body = _scalar(data, "message_body") or _scalar(properties, "message_text")
     if not message_to:
         raise HandlerFormError(_("The field %(field)s is missing.") % {"field": "message_to"}, "message_to")
@@ -322,10 +344,20 @@ def _sms_parts_check(text: str):
     counted = sms_parts(text)
     limit = settings.MESSAGES_MAX_PARTS
     if counted.parts > limit:
-        raise HandlerTextTooLong(_(
-            "The text is too long: %(parts)d SMS parts (%(units)d characters in %(encoding)s). At most %(max)d parts "
-            "are sent: %(gsm)d characters of the GSM alphabet (Latin letters, digits, common signs), or %(ucs)d when "
-            "the text has Cyrillic, emoji or other characters outside it.") % {
-                "parts": counted.parts, "units": counted.units, "encoding": counted.encoding_label, "max": limit,
-                "gsm": sms_max_units(GSM7, limit), "ucs": sms_max_units(UCS2, limit)}, "message_body")
+        raise HandlerTextTooLong(
+            _(
+                "The text is too long: %(parts)d SMS parts (%(units)d characters in %(encoding)s). "
+                "At most %(max)d parts are sent: %(gsm)d characters of the GSM alphabet (Latin letters, "
+                "digits, common signs), or %(ucs)d when the text has Cyrillic, emoji or other characters outside it."
+            )
+            % {
+                "parts": counted.parts,
+                "units": counted.units,
+                "encoding": counted.encoding_label,
+                "max": limit,
+                "gsm": sms_max_units(GSM7, limit),
+                "ucs": sms_max_units(UCS2, limit),
+            },
+            "message_body",
+        )
     return counted

@@ -2,6 +2,7 @@
 
 Models hold state and state transitions; business rules live in providers/services/.
 """
+
 import json
 import secrets
 from datetime import timedelta
@@ -17,8 +18,7 @@ from bitrix24.contract import MessageStatus as Bitrix24Status
 from common.encryption import EncryptedCharField, KeyedHashField, keyed_hash, keyed_hash_matches
 from idgtl.contract import MessageStatus as IdgtlMessageStatus
 from idgtl.models import mask_secret
-
-from . import sms_parts
+from providers import sms_parts
 
 
 def new_handler_secret() -> str:
@@ -42,6 +42,7 @@ def url_secret_index(secret: str) -> str:
 
 class BitrixApplication(models.Model):
     """A Bitrix24 application (local app per portal, or one market app for many portals)."""
+
     name = models.CharField(_("name"), max_length=100)
     client_id = models.CharField(_("client_id"), max_length=128, unique=True)
     client_secret = EncryptedCharField(_("client_secret"), max_length=256)
@@ -54,7 +55,9 @@ class BitrixApplication(models.Model):
         verbose_name_plural = _("Bitrix24 applications")
         ordering = ["name"]
         constraints = [
-            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="providers_one_default_application"),
+            models.UniqueConstraint(
+                fields=["is_default"], condition=Q(is_default=True), name="providers_one_default_application"
+            ),
         ]
 
     def __str__(self):
@@ -89,10 +92,19 @@ class Installation(models.Model):
     only ever compared, is kept as its keyed hash alone (set ``application_token``, ask
     :meth:`application_token_matches`).
     """
-    application = models.ForeignKey(BitrixApplication, on_delete=models.PROTECT, related_name="installations", verbose_name=_("application"))
+
+    application = models.ForeignKey(
+        BitrixApplication, on_delete=models.PROTECT, related_name="installations", verbose_name=_("application")
+    )
     account = models.ForeignKey(
-        "idgtl.IdgtlAccount", on_delete=models.PROTECT, null=True, blank=True, related_name="installations",
-        verbose_name=_("i-dgtl account"), help_text=_("Empty means the default account."))
+        "idgtl.IdgtlAccount",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="installations",
+        verbose_name=_("i-dgtl account"),
+        help_text=_("Empty means the default account."),
+    )
     member_id = models.CharField(_("member_id"), max_length=64)
     domain = models.CharField(_("portal domain"), max_length=255)
     client_endpoint = models.URLField(_("client endpoint"), max_length=500)
@@ -101,43 +113,62 @@ class Installation(models.Model):
     refresh_token = EncryptedCharField(_("refresh token"), max_length=512, blank=True)
     access_token_expires_at = models.DateTimeField(_("access token expires"), null=True, blank=True)
     # Bitrix24's application_token (at most 128 characters), which events and HANDLER calls carry: only compared.
-    application_token_hash = models.CharField(_("application token (keyed hash)"), max_length=64, blank=True,
-                                              editable=False)
+    application_token_hash = models.CharField(
+        _("application token (keyed hash)"), max_length=64, blank=True, editable=False
+    )
     scope = models.CharField(_("scope"), max_length=500, blank=True)
     portal_status = models.CharField(_("portal licence status"), max_length=4, blank=True)
     installed_by_user_id = models.CharField(_("installing user"), max_length=32, blank=True)
     # The long random secret in this installation's HANDLER (and uninstall) URLs: only Bitrix24 stores it.
     handler_secret = EncryptedCharField(_("handler secret"), max_length=64, default=new_handler_secret, editable=False)
-    handler_secret_index = KeyedHashField(_("handler secret (keyed hash)"), source="handler_secret",
-                                          purpose=URL_SECRET_PURPOSE, unique=True)
+    handler_secret_index = KeyedHashField(
+        _("handler secret (keyed hash)"), source="handler_secret", purpose=URL_SECRET_PURPOSE, unique=True
+    )
     # Another secret for the i-dgtl callback URL, which passes through i-dgtl and proxy logs: it can
     # only update statuses of this installation's messages, never send an SMS (the HANDLER refuses it).
-    callback_secret = EncryptedCharField(_("callback secret"), max_length=64, default=new_callback_secret,
-                                         editable=False)
-    callback_secret_index = KeyedHashField(_("callback secret (keyed hash)"), source="callback_secret",
-                                           purpose=URL_SECRET_PURPOSE, unique=True)
+    callback_secret = EncryptedCharField(
+        _("callback secret"), max_length=64, default=new_callback_secret, editable=False
+    )
+    callback_secret_index = KeyedHashField(
+        _("callback secret (keyed hash)"), source="callback_secret", purpose=URL_SECRET_PURPOSE, unique=True
+    )
     default_region = models.CharField(
-        _("default phone region"), max_length=2, default="RU",
-        help_text=_("ISO country code used for numbers written without a country code."))
+        _("default phone region"),
+        max_length=2,
+        default="RU",
+        help_text=_("ISO country code used for numbers written without a country code."),
+    )
     rate_limit_burst = models.PositiveIntegerField(_("rate limit: burst"), default=50)
     rate_limit_drain_per_second = models.FloatField(_("rate limit: requests per second"), default=2.0)
     # Quotas (providers/services/quotas.py), checked when a message is claimed for sending: empty = no limit.
     quota_monthly_parts = models.PositiveIntegerField(
-        _("quota: SMS parts per month"), null=True, blank=True,
-        help_text=_("SMS parts this portal may send per calendar month (USAGE_TIME_ZONE). Empty means no limit."))
+        _("quota: SMS parts per month"),
+        null=True,
+        blank=True,
+        help_text=_("SMS parts this portal may send per calendar month (USAGE_TIME_ZONE). Empty means no limit."),
+    )
     quota_recipient_per_hour = models.PositiveIntegerField(
-        _("quota: messages per number per hour"), null=True, blank=True,
-        help_text=_("Messages to one phone number within any 60 minutes. Empty means no limit."))
+        _("quota: messages per number per hour"),
+        null=True,
+        blank=True,
+        help_text=_("Messages to one phone number within any 60 minutes. Empty means no limit."),
+    )
     quota_warning_percent = models.PositiveSmallIntegerField(
-        _("quota: warning threshold, %"), default=80,
-        help_text=_("The portal is shown under \"Needs attention\" once this share of the monthly limit is used."))
-    state = models.CharField(_("state"), max_length=16, choices=InstallationState.choices, default=InstallationState.ACTIVE, db_index=True)
+        _("quota: warning threshold, %"),
+        default=80,
+        help_text=_('The portal is shown under "Needs attention" once this share of the monthly limit is used.'),
+    )
+    state = models.CharField(
+        _("state"), max_length=16, choices=InstallationState.choices, default=InstallationState.ACTIVE, db_index=True
+    )
     last_error = models.TextField(_("last error"), blank=True)
     # The portal answered messageservice.sender.update as an unknown method (portals before April 2026,
     # on-premise): provider changes go as sender.delete + sender.add. Learnt again at a reinstall.
     lacks_sender_update = models.BooleanField(
-        _("lacks sender.update"), default=False,
-        help_text=_("The portal does not know messageservice.sender.update: changes are pushed as delete + add."))
+        _("lacks sender.update"),
+        default=False,
+        help_text=_("The portal does not know messageservice.sender.update: changes are pushed as delete + add."),
+    )
     # Application events confirmed bound with event.bind (comma-separated); beat binds what is missing.
     bound_events = models.CharField(_("bound events"), max_length=200, blank=True)
     events_bind_attempted_at = models.DateTimeField(_("events last bound"), null=True, blank=True)
@@ -170,8 +201,9 @@ class Installation(models.Model):
         super().save(*args, **kwargs)
 
     def _application_token_refused(self):
-        raise AttributeError("Installation.application_token is stored as a keyed hash only: "
-                             "compare with application_token_matches().")
+        raise AttributeError(
+            "Installation.application_token is stored as a keyed hash only: compare with application_token_matches()."
+        )
 
     def _application_token_set(self, token: str):
         self.application_token_hash = keyed_hash(token or "", purpose=APPLICATION_TOKEN_PURPOSE)
@@ -210,20 +242,33 @@ class Installation(models.Model):
 
 class Provider(models.Model):
     """An SMS provider as Bitrix24 sees it (messageservice.sender.add), sending with one i-dgtl sender name."""
+
     code = models.CharField(
-        _("code"), max_length=128, unique=True,
-        help_text=_("Letters a-z, A-Z, digits, dot, hyphen and underscore (Bitrix24 CODE)."))
+        _("code"),
+        max_length=128,
+        unique=True,
+        help_text=_("Letters a-z, A-Z, digits, dot, hyphen and underscore (Bitrix24 CODE)."),
+    )
     type = models.CharField(_("type"), max_length=16, default="SMS", editable=False)
     name = models.CharField(_("name"), max_length=500)
     name_translations = models.JSONField(
-        _("name per language"), default=dict, blank=True, help_text=_('Optional, e.g. {"ru": "…", "en": "…"}.'))
+        _("name per language"), default=dict, blank=True, help_text=_('Optional, e.g. {"ru": "…", "en": "…"}.')
+    )
     description = models.CharField(_("description"), max_length=1000, blank=True)
     description_translations = models.JSONField(_("description per language"), default=dict, blank=True)
     sender_name = models.CharField(_("i-dgtl sender name"), max_length=11)
     sender_name_application = models.ForeignKey(
-        "sendernames.SenderNameApplication", on_delete=models.SET_NULL, null=True, blank=True, related_name="providers",
-        verbose_name=_("sender-name application"), help_text=_("Empty for a name registered outside b24sms."))
-    installations = models.ManyToManyField(Installation, through="ProviderRegistration", related_name="providers", blank=True)
+        "sendernames.SenderNameApplication",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="providers",
+        verbose_name=_("sender-name application"),
+        help_text=_("Empty for a name registered outside b24sms."),
+    )
+    installations = models.ManyToManyField(
+        Installation, through="ProviderRegistration", related_name="providers", blank=True
+    )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -252,6 +297,7 @@ class RegistrationState(models.TextChoices):
 
 class RepairReason(models.TextChoices):
     """Why b24sms re-added a provider that Bitrix24 had lost on a portal."""
+
     APP_UPDATE = "app_update", _("Application updated (ONAPPUPDATE)")
     REINSTALL = "reinstall", _("Application reinstalled")
     DRIFT = "drift", _("Missing on the portal (drift repair)")
@@ -259,9 +305,16 @@ class RepairReason(models.TextChoices):
 
 class ProviderRegistration(models.Model):
     """A provider registered on one installation (portal)."""
-    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="registrations", verbose_name=_("provider"))
-    installation = models.ForeignKey(Installation, on_delete=models.CASCADE, related_name="registrations", verbose_name=_("installation"))
-    state = models.CharField(_("state"), max_length=16, choices=RegistrationState.choices, default=RegistrationState.PENDING, db_index=True)
+
+    provider = models.ForeignKey(
+        Provider, on_delete=models.CASCADE, related_name="registrations", verbose_name=_("provider")
+    )
+    installation = models.ForeignKey(
+        Installation, on_delete=models.CASCADE, related_name="registrations", verbose_name=_("installation")
+    )
+    state = models.CharField(
+        _("state"), max_length=16, choices=RegistrationState.choices, default=RegistrationState.PENDING, db_index=True
+    )
     last_error = models.TextField(_("last error"), blank=True)
     registered_at = models.DateTimeField(_("registered"), null=True, blank=True)
     checked_at = models.DateTimeField(_("checked"), null=True, blank=True)
@@ -285,6 +338,7 @@ class ProviderRegistration(models.Model):
 
 class MessageState(models.TextChoices):
     """Our pipeline state of an SMS. Final: delivered, undelivered, failed."""
+
     RECEIVED = "received", _("Received")  # stored from the handler, waiting to be sent
     SENDING = "sending", _("Sending")  # handed to i-dgtl; if the answer was lost the outcome is unknown
     SENT = "sent", _("Sent")  # i-dgtl accepted it (has a message UUID)
@@ -309,6 +363,8 @@ def idgtl_status_label(value: str) -> str:
 def bitrix24_status_label(value: str) -> str:
     """The label of a status as Bitrix24 is told it (queued, sent, delivered, ...); an unknown one as it is."""
     return str(Bitrix24Status(value).label) if value in Bitrix24Status.values else value
+
+
 # Retention's queue (providers/services/retention.py): final messages whose text and numbers are still there.
 # The same Q is the partial index's condition and the job's filter, so PostgreSQL sees that the index applies.
 MESSAGE_RETENTION_PENDING = Q(anonymised_at__isnull=True, state__in=sorted(MESSAGE_FINAL_STATES))
@@ -323,13 +379,19 @@ class SmsEncoding(models.TextChoices):
 
 class Message(models.Model):
     """One SMS Bitrix24 posted to our HANDLER. Stored exactly once per (installation, message_id)."""
+
     # No index of its own: the unique (installation, message_id) constraint serves installation lookups. Every
     # index here is written by each HANDLER call, whose throughput is measured (bench/handler_intake.py).
-    installation = models.ForeignKey(Installation, on_delete=models.PROTECT, related_name="messages", verbose_name=_("portal"),
-                                     db_index=False)
-    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="messages", verbose_name=_("provider"))
+    installation = models.ForeignKey(
+        Installation, on_delete=models.PROTECT, related_name="messages", verbose_name=_("portal"), db_index=False
+    )
+    provider = models.ForeignKey(
+        Provider, on_delete=models.PROTECT, related_name="messages", verbose_name=_("provider")
+    )
     message_id = models.CharField(_("Bitrix24 message_id"), max_length=128)
-    module_id = models.CharField(_("origin"), max_length=32, help_text=_("crm (CRM card) or bizproc (workflow or robot)."))
+    module_id = models.CharField(
+        _("origin"), max_length=32, help_text=_("crm (CRM card) or bizproc (workflow or robot).")
+    )
     bindings = models.JSONField(_("CRM bindings"), default=list, blank=True)
     workflow_id = models.CharField(_("workflow id"), max_length=64, blank=True)
     document_id = models.JSONField(_("document id"), default=list, blank=True)
@@ -344,7 +406,9 @@ class Message(models.Model):
     sender_name = models.CharField(_("sender name"), max_length=11)
     bitrix_sent_at = models.DateTimeField(_("sent by Bitrix24 at"), null=True, blank=True)
 
-    state = models.CharField(_("state"), max_length=16, choices=MessageState.choices, default=MessageState.RECEIVED)  # (state, created_at) index
+    state = models.CharField(
+        _("state"), max_length=16, choices=MessageState.choices, default=MessageState.RECEIVED
+    )  # (state, created_at) index
     idgtl_message_uuid = models.CharField(_("i-dgtl message UUID"), max_length=64, blank=True)  # index in Meta
     idgtl_status = models.CharField(_("i-dgtl status"), max_length=32, blank=True)
     idgtl_status_at = models.DateTimeField(_("i-dgtl status time"), null=True, blank=True)
@@ -372,18 +436,29 @@ class Message(models.Model):
             models.Index(fields=["idgtl_message_uuid"], name="providers_message_uuid_idx"),  # no LIKE twin
             # The per-recipient quota: messages to one number of a portal claimed within the last hour.
             # Partial: a message the HANDLER inserts (not claimed yet) is not in it.
-            models.Index(fields=["installation", "destination", "sending_started_at"], name="providers_msg_recipient_idx",
-                         condition=models.Q(sending_started_at__isnull=False)),
+            models.Index(
+                fields=["installation", "destination", "sending_started_at"],
+                name="providers_msg_recipient_idx",
+                condition=models.Q(sending_started_at__isnull=False),
+            ),
             # The admin's search by number (an exact match). Partial: the HANDLER inserts messages without a
             # destination (the send step writes it), so its inserts do not write this index.
-            models.Index(fields=["destination"], name="providers_msg_destination_idx", condition=~models.Q(destination="")),
+            models.Index(
+                fields=["destination"], name="providers_msg_destination_idx", condition=~models.Q(destination="")
+            ),
             # Retention's queue, oldest first. Partial: a message the HANDLER inserts (received) is not in it.
-            models.Index(MESSAGE_RETAINED_SINCE, "id", condition=MESSAGE_RETENTION_PENDING,
-                         name="providers_msg_retention_idx"),
+            models.Index(
+                MESSAGE_RETAINED_SINCE, "id", condition=MESSAGE_RETENTION_PENDING, name="providers_msg_retention_idx"
+            ),
         ]
 
     def __str__(self):
         return self.message_id
+
+    def save(self, *args, **kwargs):
+        if not self.parts:  # the HANDLER sets them; a message stored any other way gets them here
+            self.sms_parts_set()
+        super().save(*args, **kwargs)
 
     @property
     def is_final(self) -> bool:
@@ -392,11 +467,6 @@ class Message(models.Model):
     @property
     def is_anonymised(self) -> bool:
         return self.anonymised_at is not None
-
-    def save(self, *args, **kwargs):
-        if not self.parts:  # the HANDLER sets them; a message stored any other way gets them here
-            self.sms_parts_set()
-        super().save(*args, **kwargs)
 
     def sms_parts_set(self) -> None:
         counted = sms_parts.sms_parts(self.text)
@@ -419,7 +489,10 @@ class Message(models.Model):
 
 class MessageStatusChange(models.Model):
     """Timeline: every change of a message's state, and what caused it."""
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="status_changes", verbose_name=_("message"))
+
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="status_changes", verbose_name=_("message")
+    )
     previous_state = models.CharField(_("previous state"), max_length=16, blank=True)
     state = models.CharField(_("state"), max_length=16, choices=MessageState.choices)
     idgtl_status = models.CharField(_("i-dgtl status"), max_length=32, blank=True)
@@ -445,9 +518,14 @@ class StatusReportState(models.TextChoices):
 
 class StatusReport(models.Model):
     """One messageservice.message.status.update owed to Bitrix24, reported in order per message."""
-    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="status_reports", verbose_name=_("message"))
+
+    message = models.ForeignKey(
+        Message, on_delete=models.CASCADE, related_name="status_reports", verbose_name=_("message")
+    )
     status = models.CharField(_("Bitrix24 status"), max_length=16)  # queued, sent, delivered, undelivered, failed
-    state = models.CharField(_("state"), max_length=16, choices=StatusReportState.choices, default=StatusReportState.PENDING, db_index=True)
+    state = models.CharField(
+        _("state"), max_length=16, choices=StatusReportState.choices, default=StatusReportState.PENDING, db_index=True
+    )
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
     last_error = models.TextField(_("last error"), blank=True)
     next_attempt_at = models.DateTimeField(_("next attempt"), null=True, blank=True)
@@ -479,17 +557,20 @@ class UnmatchedCallbackEvent(models.Model):
     it and deletes it (services/delivery.py), or until it is older than a message lives; beat's sweep
     then drops it, counting it in /metrics. One row per (portal, uuid, status, status time).
     """
+
     RAW_EVENT_MAX_CHARS = 2000
 
-    installation = models.ForeignKey(Installation, on_delete=models.CASCADE, related_name="unmatched_callback_events",
-                                     verbose_name=_("portal"))
+    installation = models.ForeignKey(
+        Installation, on_delete=models.CASCADE, related_name="unmatched_callback_events", verbose_name=_("portal")
+    )
     # Looked up by (installation, message_uuid): the unique constraint's index serves it.
     message_uuid = models.CharField(_("i-dgtl message UUID"), max_length=64)
     status = models.CharField(_("i-dgtl status"), max_length=32)
     status_time = models.DateTimeField(_("i-dgtl status time"), null=True, blank=True)
     error_code = models.IntegerField(_("error code"), null=True, blank=True)
-    raw_event = models.TextField(_("event as received"), blank=True,
-                                 help_text=_("The event's JSON, cut at 2000 characters."))
+    raw_event = models.TextField(
+        _("event as received"), blank=True, help_text=_("The event's JSON, cut at 2000 characters.")
+    )
     received_at = models.DateTimeField(_("received"), default=timezone.now, db_index=True)
 
     objects = UnmatchedCallbackEventQuerySet.as_manager()
@@ -499,8 +580,9 @@ class UnmatchedCallbackEvent(models.Model):
         verbose_name_plural = _("unmatched callback events")
         ordering = ["received_at", "id"]
         constraints = [
-            models.UniqueConstraint(fields=["installation", "message_uuid", "status", "status_time"],
-                                    name="providers_unmatched_event_once"),
+            models.UniqueConstraint(
+                fields=["installation", "message_uuid", "status", "status_time"], name="providers_unmatched_event_once"
+            ),
         ]
 
     def __str__(self):
@@ -529,12 +611,17 @@ class UnmatchedCallbackEvent(models.Model):
             text = json.dumps(item, ensure_ascii=True, sort_keys=True, default=str)
         except (TypeError, ValueError, RecursionError):
             return ""
-        return text if len(text) <= cls.RAW_EVENT_MAX_CHARS else text[:cls.RAW_EVENT_MAX_CHARS - 1] + "\u2026"
+        return text if len(text) <= cls.RAW_EVENT_MAX_CHARS else text[: cls.RAW_EVENT_MAX_CHARS - 1] + "\u2026"
 
 
 # --- Usage and billing (issue 9: usage per portal, tariffs, monthly statements) ---------------------
-USAGE_STATES = (MessageState.SENDING, MessageState.SENT, MessageState.DELIVERED, MessageState.UNDELIVERED,
-                MessageState.FAILED)  # every state but received (waiting): see UsageDay
+USAGE_STATES = (
+    MessageState.SENDING,
+    MessageState.SENT,
+    MessageState.DELIVERED,
+    MessageState.UNDELIVERED,
+    MessageState.FAILED,
+)  # every state but received (waiting): see UsageDay
 
 
 class UsageDay(models.Model):
@@ -547,10 +634,14 @@ class UsageDay(models.Model):
     that day that have left ``received``. Messages still waiting (received) are not counted here: the
     HANDLER's one statement stays free of a counter row every call of a portal would queue on.
     """
-    installation = models.ForeignKey(Installation, on_delete=models.PROTECT, related_name="usage_days",
-                                     verbose_name=_("portal"), db_index=False)  # the unique constraint's index leads with it
+
+    installation = models.ForeignKey(
+        Installation, on_delete=models.PROTECT, related_name="usage_days", verbose_name=_("portal"), db_index=False
+    )  # the unique constraint's index leads with it
     day = models.DateField(_("day"))
-    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="usage_days", verbose_name=_("provider"))
+    provider = models.ForeignKey(
+        Provider, on_delete=models.PROTECT, related_name="usage_days", verbose_name=_("provider")
+    )
     sender_name = models.CharField(_("sender name"), max_length=11)
     state = models.CharField(_("state"), max_length=16, choices=MessageState.choices)
     messages = models.BigIntegerField(_("messages"), default=0)
@@ -561,8 +652,9 @@ class UsageDay(models.Model):
         verbose_name_plural = _("usage")
         ordering = ["-day", "installation", "provider", "sender_name", "state"]
         constraints = [
-            models.UniqueConstraint(fields=["installation", "day", "provider", "sender_name", "state"],
-                                    name="providers_usage_once_per_key"),
+            models.UniqueConstraint(
+                fields=["installation", "day", "provider", "sender_name", "state"], name="providers_usage_once_per_key"
+            ),
         ]
         indexes = [models.Index(fields=["day"], name="providers_usage_day_idx")]  # every portal's usage by dates
 
@@ -581,17 +673,32 @@ class Tariff(models.Model):
     For each day, a portal's own tariff in force that day wins over the default one. Tariffs of the same
     portal (or default ones) never overlap (``providers.services.tariffs.tariff_clean``).
     """
+
     installation = models.ForeignKey(
-        Installation, on_delete=models.PROTECT, null=True, blank=True, related_name="tariffs", verbose_name=_("portal"),
-        help_text=_("Empty: the default tariff, for every portal without a tariff of its own on that day."))
+        Installation,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="tariffs",
+        verbose_name=_("portal"),
+        help_text=_("Empty: the default tariff, for every portal without a tariff of its own on that day."),
+    )
     price_per_part = models.DecimalField(_("price per SMS part, RUB"), max_digits=12, decimal_places=4)
     billable_states = models.JSONField(
-        _("billable states"), default=default_billable_states,
-        help_text=_("Messages in these states are billed. Default: every message i-dgtl accepted (sent, delivered, "
-                    "undelivered)."))
+        _("billable states"),
+        default=default_billable_states,
+        help_text=_(
+            "Messages in these states are billed. Default: every message i-dgtl accepted (sent, delivered, "
+            "undelivered)."
+        ),
+    )
     valid_from = models.DateField(_("valid from"))
-    valid_until = models.DateField(_("valid until"), null=True, blank=True,
-                                   help_text=_("The last day it applies (included). Empty: until further notice."))
+    valid_until = models.DateField(
+        _("valid until"),
+        null=True,
+        blank=True,
+        help_text=_("The last day it applies (included). Empty: until further notice."),
+    )
     comment = models.CharField(_("comment"), max_length=200, blank=True)
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
@@ -602,9 +709,13 @@ class Tariff(models.Model):
         ordering = ["installation_id", "-valid_from"]
         constraints = [
             models.CheckConstraint(condition=Q(price_per_part__gte=0), name="providers_tariff_price_not_negative"),
-            models.CheckConstraint(condition=Q(valid_until__isnull=True) | Q(valid_until__gte=models.F("valid_from")),
-                                   name="providers_tariff_period_ordered"),
-            models.UniqueConstraint(fields=["installation", "valid_from"], name="providers_tariff_one_start_per_portal"),
+            models.CheckConstraint(
+                condition=Q(valid_until__isnull=True) | Q(valid_until__gte=models.F("valid_from")),
+                name="providers_tariff_period_ordered",
+            ),
+            models.UniqueConstraint(
+                fields=["installation", "valid_from"], name="providers_tariff_one_start_per_portal"
+            ),
         ]
 
     def __str__(self):

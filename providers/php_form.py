@@ -17,6 +17,7 @@ value can say it was given twice. Keys nested deeper than ``depth`` keep the res
 one literal key (``a[b][c][d][e][f]`` with depth 3: ``a → b → c → d → "[e][f]"``), as ``qs`` does; a key
 whose brackets do not close is taken literally.
 """
+
 from __future__ import annotations
 
 import urllib.parse
@@ -49,7 +50,7 @@ def _path(key: str, depth: int) -> tuple[str, list[str]]:
     opening = key.find("[")
     if opening <= 0 or key[-1] != "]":
         return key, []
-    segments = key[opening + 1:-1].split("][")
+    segments = key[opening + 1 : -1].split("][")
     for segment in segments:
         if "[" in segment or "]" in segment:
             return key, []  # unbalanced or text between brackets: a literal name
@@ -109,7 +110,7 @@ def _as_lists(value, max_list_index: int):
         indexes.append(index)
     if not indexes:
         return items
-    return [item for _, item in sorted(zip(indexes, items.values()), key=lambda pair: pair[0])]
+    return [item for _, item in sorted(zip(indexes, items.values(), strict=False), key=lambda pair: pair[0])]
 
 
 def php_form_decode(body: str, *, depth: int = 5, max_fields: int = 1000, max_list_index: int = 200) -> dict:

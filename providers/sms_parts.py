@@ -13,6 +13,7 @@ The alphabet comes from the maintained ``gsm0338`` codec (read through its publi
 import), not from a table of our own. ``sms_parts`` is called once per message, at intake (the
 HANDLER refuses a text over ``MESSAGES_MAX_PARTS``); the result is stored on the message.
 """
+
 import codecs
 import re
 from array import array
@@ -45,8 +46,7 @@ def _gsm_alphabet() -> tuple[str, str]:
 GSM_BASIC, GSM_EXTENSION = _gsm_alphabet()
 _NOT_GSM = re.compile("[^" + re.escape(GSM_BASIC + GSM_EXTENSION) + "]")
 # A GSM text as its septets: one "s" per default-alphabet character, ESC + "s" per extension character.
-_SEPTETS = str.maketrans({**{character: "s" for character in GSM_BASIC},
-                          **{character: "\x1bs" for character in GSM_EXTENSION}})
+_SEPTETS = str.maketrans({**dict.fromkeys(GSM_BASIC, "s"), **dict.fromkeys(GSM_EXTENSION, "\x1bs")})
 _ESC = "\x1b"
 
 

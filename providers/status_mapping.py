@@ -11,9 +11,9 @@ Decisions (see docs/contracts/idgtl.md §3.2 and docs/contracts/bitrix24.md §2.
   Bitrix24 has as a status of its own; ``unsent`` (not sent, or stopped) -> FAILED -> ``failed``.
 - Bitrix24 statuses are ranked so a lower one is never reported after a higher one.
 """
-from idgtl.contract import MessageStatus as IdgtlStatus
 
-from .models import MessageState
+from idgtl.contract import MessageStatus as IdgtlStatus
+from providers.models import MessageState
 
 
 class Bitrix24Status:

@@ -1,5 +1,6 @@
 """Public endpoints called by Bitrix24 (mounted at the site root). The HANDLER and the i-dgtl
 callbacks (``views.inbound``) are mounted first of all in ``b24sms/urls.py``."""
-from .views import install
+
+from providers.views import install
 
 urlpatterns = install.urlpatterns

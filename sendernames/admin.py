@@ -1,4 +1,5 @@
 """Admin for sender-name applications: file, submit, follow. Thin: every change goes through services."""
+
 from django.contrib import admin, messages
 from django.contrib.admin.actions import delete_selected
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
@@ -17,10 +18,15 @@ from django.utils.translation import gettext_lazy as _
 from audit.services import Action, action_record
 from common.admin_display import date_only, datetime_to_second
 from idgtl.contract import SenderNameStatus
-
-from . import selectors
-from .forms import AddBrandForm, ManualStatusForm, SenderNameApplicationForm, SenderNameGroupForm, upload_guarded
-from .models import (
+from sendernames import selectors
+from sendernames.forms import (
+    AddBrandForm,
+    ManualStatusForm,
+    SenderNameApplicationForm,
+    SenderNameGroupForm,
+    upload_guarded,
+)
+from sendernames.models import (
     ErrorKind,
     SenderNameApplication,
     SenderNameDocument,
@@ -29,7 +35,7 @@ from .models import (
     StatusReadability,
     status_label,
 )
-from .services import (
+from sendernames.services import (
     accounts_recheck_readability,
     application_create,
     application_refresh_status,
@@ -39,11 +45,19 @@ from .services import (
     group_add_brand,
     group_create,
 )
-from .services.readability import unreadable_message
-from .status_badge import status_badge
+from sendernames.services.readability import unreadable_message
+from sendernames.status_badge import status_badge
 
-APPLICATION_FIELDS = ["account", "channel_type", "common_type", "brand", "date_from", "sender_name",
-                      "counteragent_name", "counteragent_inn"]
+APPLICATION_FIELDS = [
+    "account",
+    "channel_type",
+    "common_type",
+    "brand",
+    "date_from",
+    "sender_name",
+    "counteragent_name",
+    "counteragent_inn",
+]
 
 
 def readability_text(application: SenderNameApplication):
@@ -53,16 +67,22 @@ def readability_text(application: SenderNameApplication):
     state = StatusReadability.objects.filter(account_id=application.account_id).first()
     detail = ""
     if state is not None and state.next_check_at:
-        detail = gettext("i-dgtl answered HTTP %(code)s for its read endpoint since %(since)s; asked again once a "
-                         "day (next: %(next)s).") % {
+        detail = gettext(
+            "i-dgtl answered HTTP %(code)s for its read endpoint since %(since)s; asked again once a "
+            "day (next: %(next)s)."
+        ) % {
             "code": state.http_status or "—",
-            "since": date_format(timezone.localtime(state.unreadable_since), "DATETIME_FORMAT") if state.unreadable_since else "—",
-            "next": date_format(timezone.localtime(state.next_check_at), "DATETIME_FORMAT")}
+            "since": date_format(timezone.localtime(state.unreadable_since), "DATETIME_FORMAT")
+            if state.unreadable_since
+            else "—",
+            "next": date_format(timezone.localtime(state.next_check_at), "DATETIME_FORMAT"),
+        }
     return format_html('<strong style="color:#ba2121">{}</strong> <span>{}</span>', unreadable_message(), detail)
 
 
 class StatusFilter(admin.SimpleListFilter):
     """i-dgtl status: the known ones, plus any unknown string some application actually has."""
+
     title = _("status")
     parameter_name = "status"
 
@@ -78,6 +98,7 @@ class StatusFilter(admin.SimpleListFilter):
 
 class ReadOnlyInline(admin.TabularInline):
     """Rows written by the services only: shown, never added, changed or deleted here."""
+
     extra = 0
     can_delete = False
 
@@ -131,10 +152,15 @@ def delete_drafts(modeladmin, request, queryset):
     """Django's bulk delete, refused when the selection holds an application already sent to i-dgtl."""
     locked = [application for application in queryset.order_by("pk") if not application.is_editable]
     if locked:
-        modeladmin.message_user(request, gettext(
-            "Nothing was deleted: %(names)s cannot be deleted because it was submitted to i-dgtl (or is being "
-            "submitted). Only drafts and failed applications can be deleted.") % {
-            "names": ", ".join(str(application) for application in locked)}, messages.ERROR)
+        modeladmin.message_user(
+            request,
+            gettext(
+                "Nothing was deleted: %(names)s cannot be deleted because it was submitted to i-dgtl (or is being "
+                "submitted). Only drafts and failed applications can be deleted."
+            )
+            % {"names": ", ".join(str(application) for application in locked)},
+            messages.ERROR,
+        )
         return None
     return delete_selected(modeladmin, request, queryset)
 
@@ -144,17 +170,40 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
     form = SenderNameApplicationForm
     # The status column shows the submission's state until i-dgtl gives a status; i-dgtl's id is on the
     # application's page: the list fits a 1280-px screen.
-    list_display = ["sender_name", "brand", "common_type", "coloured_status", "fee", start_date, "counteragent_name",
-                    "created_at"]
+    list_display = [
+        "sender_name",
+        "brand",
+        "common_type",
+        "coloured_status",
+        "fee",
+        start_date,
+        "counteragent_name",
+        "created_at",
+    ]
     list_filter = [StatusFilter, "brand", "common_type", "submission_state"]
     search_fields = ["sender_name", "counteragent_inn", "counteragent_name"]
     list_select_related = ["account"]
     date_hierarchy = "created_at"
     actions = ["submit_to_idgtl", "refresh_status", "set_status_by_hand"]
     inlines = [DocumentInline, HistoryInline]
-    remote_fields = ["submission_state", "remote_id", "coloured_status", "status_source", "status_readability",
-                     "status_comment", "fee", "usable_from", "last_error", "group_link", "submitted_at",
-                     "status_checked_at", "next_status_check_at", "created_by", "created_at", "updated_at"]
+    remote_fields = [
+        "submission_state",
+        "remote_id",
+        "coloured_status",
+        "status_source",
+        "status_readability",
+        "status_comment",
+        "fee",
+        "usable_from",
+        "last_error",
+        "group_link",
+        "submitted_at",
+        "status_checked_at",
+        "next_status_check_at",
+        "created_by",
+        "created_at",
+        "updated_at",
+    ]
 
     def get_queryset(self, request):
         return selectors.with_status_readability(super().get_queryset(request))
@@ -163,7 +212,10 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
         if obj is None:
             return [(None, {"fields": APPLICATION_FIELDS + ["new_documents"]})]
         if not self.has_change_permission(request, obj):  # submitted, or a reader who may not change it
-            return [(None, {"fields": read_only_fields(APPLICATION_FIELDS)}), (_("i-dgtl"), {"fields": self.remote_fields})]
+            return [
+                (None, {"fields": read_only_fields(APPLICATION_FIELDS)}),
+                (_("i-dgtl"), {"fields": self.remote_fields}),
+            ]
         application_fields = APPLICATION_FIELDS + (["new_documents"] if obj.is_editable else [])
         return [(None, {"fields": application_fields}), (_("i-dgtl"), {"fields": self.remote_fields})]
 
@@ -195,7 +247,7 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
         when = date_format(application.status_date, "DATE_FORMAT") if application.status_date else "—"
         if application.status_manual:
             change = application.history.filter(cause="manual").select_related("changed_by").last()
-            who = (change.changed_by.get_username() if change and change.changed_by else "—")
+            who = change.changed_by.get_username() if change and change.changed_by else "—"
             text = gettext("by hand by %(user)s, dated %(date)s") % {"user": who, "date": when}
         else:
             text = gettext("from i-dgtl, %(date)s") % {"date": when}
@@ -213,8 +265,11 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
     def group_link(self, application):
         if not application.group_id:
             return "—"
-        return format_html('<a href="{}">{}</a>', reverse("admin:sendernames_sendernamegroup_change",
-                                                          args=[application.group_id]), application.group)
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:sendernames_sendernamegroup_change", args=[application.group_id]),
+            application.group,
+        )
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
         """The page's tools offer setting the status by hand to who may (object-tools of the change form)."""
@@ -227,15 +282,23 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
             return "—"
         code = f" {application.last_error_code}" if application.last_error_code else ""
         colour = "#fd7e14" if application.last_error_kind == ErrorKind.CONFIGURATION else "#dc3545"
-        return format_html('<span style="color:{}">{}{}:</span> {}', colour, application.get_last_error_kind_display(),
-                           code, application.last_error_message)
+        return format_html(
+            '<span style="color:{}">{}{}:</span> {}',
+            colour,
+            application.get_last_error_kind_display(),
+            code,
+            application.last_error_message,
+        )
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         try:
             return super().changeform_view(request, object_id, form_url, extra_context)
-        except ValidationError as exc:  # a rule broken between the form's check and the save (a duplicate filed meanwhile)
-            self.message_user(request, gettext("Nothing was saved: %(errors)s") % {"errors": " ".join(exc.messages)},
-                              messages.ERROR)
+        except (
+            ValidationError
+        ) as exc:  # a rule broken between the form's check and the save (a duplicate filed meanwhile)
+            self.message_user(
+                request, gettext("Nothing was saved: %(errors)s") % {"errors": " ".join(exc.messages)}, messages.ERROR
+            )
             return HttpResponseRedirect(request.get_full_path())
 
     def save_model(self, request, obj, form, change):
@@ -282,7 +345,9 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
             try:
                 result = application_submit(application_id=application.pk)
             except ValidationError as exc:
-                raise ValidationError(gettext("not submitted: %(errors)s") % {"errors": " ".join(exc.messages)})
+                raise ValidationError(
+                    gettext("not submitted: %(errors)s") % {"errors": " ".join(exc.messages)}
+                ) from exc
             action_record(instance=application, action=Action.SUBMIT, result=result.message, queued=result.queued)
             return (messages.SUCCESS if result.queued else messages.INFO), result.message
 
@@ -292,8 +357,12 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
     def refresh_status(self, request, queryset):
         def run(application):
             result = application_refresh_status(application_id=application.pk)
-            action_record(instance=application, action=Action.REFRESH_STATUS, result=result.summary,
-                          status=result.application.status)
+            action_record(
+                instance=application,
+                action=Action.REFRESH_STATUS,
+                result=result.summary,
+                status=result.application.status,
+            )
             level = messages.ERROR if result.error_kind else messages.SUCCESS if result.changed else messages.INFO
             return level, result.summary
 
@@ -312,24 +381,45 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
                 data = form.cleaned_data
 
                 def run(application):
-                    result = application_set_status(application_id=application.pk, status=data["status"],
-                                                    status_date=data["date"], note=data["note"], user=request.user)
-                    action_record(instance=application, action=Action.SET_STATUS, result=result.summary,
-                                  status=data["status"], date=str(data["date"]), note=data["note"])
+                    result = application_set_status(
+                        application_id=application.pk,
+                        status=data["status"],
+                        status_date=data["date"],
+                        note=data["note"],
+                        user=request.user,
+                    )
+                    action_record(
+                        instance=application,
+                        action=Action.SET_STATUS,
+                        result=result.summary,
+                        status=data["status"],
+                        date=str(data["date"]),
+                        note=data["note"],
+                    )
                     return (messages.SUCCESS if result.changed else messages.INFO), result.summary
 
                 self._report_each(request, queryset, run, messages.ERROR)
                 if action is None:
-                    return HttpResponseRedirect(reverse("admin:sendernames_sendernameapplication_change",
-                                                        args=[applications[0].pk]))
+                    return HttpResponseRedirect(
+                        reverse("admin:sendernames_sendernameapplication_change", args=[applications[0].pk])
+                    )
                 return None
         else:
             form = ManualStatusForm(initial={"date": timezone.localdate(), "status": SenderNameStatus.APPROVED})
-        return TemplateResponse(request, "sendernames/admin/set_status.html", {
-            **self.admin_site.each_context(request), "title": gettext("Set the status by hand"), "form": form,
-            "applications": applications, "action": action, "opts": self.model._meta,
-            "action_checkbox_name": ACTION_CHECKBOX_NAME, "unreadable_message": unreadable_message(),
-        })
+        return TemplateResponse(
+            request,
+            "sendernames/admin/set_status.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": gettext("Set the status by hand"),
+                "form": form,
+                "applications": applications,
+                "action": action,
+                "opts": self.model._meta,
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
+                "unreadable_message": unreadable_message(),
+            },
+        )
 
     def set_status_view(self, request, object_id):
         if not (self.has_view_permission(request) and self.has_set_status_permission(request)):
@@ -341,14 +431,23 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
         return [
-            path("<int:object_id>/set-status/", self.admin_site.admin_view(self.set_status_view),
-                 name="sendernames_set_status"),
-            path("<int:application_id>/documents/<int:document_id>/download/",
-                 self.admin_site.admin_view(self.document_download), name="sendernames_document_download"),
+            path(
+                "<int:object_id>/set-status/",
+                self.admin_site.admin_view(self.set_status_view),
+                name="sendernames_set_status",
+            ),
+            path(
+                "<int:application_id>/documents/<int:document_id>/download/",
+                self.admin_site.admin_view(self.document_download),
+                name="sendernames_document_download",
+            ),
             # add and change take documents: an oversized one is dropped while it arrives (forms.DocumentSizeGuard)
-            path("add/", upload_guarded(self.admin_site.admin_view(self.add_view)), name="%s_%s_add" % info),
-            path("<path:object_id>/change/", upload_guarded(self.admin_site.admin_view(self.change_view)),
-                 name="%s_%s_change" % info),
+            path("add/", upload_guarded(self.admin_site.admin_view(self.add_view)), name="{}_{}_add".format(*info)),
+            path(
+                "<path:object_id>/change/",
+                upload_guarded(self.admin_site.admin_view(self.change_view)),
+                name="{}_{}_change".format(*info),
+            ),
         ] + super().get_urls()
 
     def get_form(self, request, obj=None, change=False, **kwargs):
@@ -362,16 +461,23 @@ class SenderNameApplicationAdmin(admin.ModelAdmin):
         return document.download_response()
 
 
-
 # --- One name for several operators ----------------------------------------------------------------
-GROUP_FIELDS = ["account", "channel_type", "common_type", "date_from", "sender_name", "counteragent_name",
-                "counteragent_inn"]
+GROUP_FIELDS = [
+    "account",
+    "channel_type",
+    "common_type",
+    "date_from",
+    "sender_name",
+    "counteragent_name",
+    "counteragent_inn",
+]
 
 
 @admin.register(SenderNameGroup)
 class SenderNameGroupAdmin(admin.ModelAdmin):
     """File one name with several operators; its page is the matrix operator × status. Read-only once filed:
     an operator is added with "Add an operator" (files just that one)."""
+
     form = SenderNameGroupForm
     list_display = ["sender_name", "operators", "common_type", start_date, "counteragent_name", "created_at"]
     search_fields = ["sender_name", "counteragent_inn", "counteragent_name"]
@@ -400,8 +506,9 @@ class SenderNameGroupAdmin(admin.ModelAdmin):
         return False  # its applications were sent to i-dgtl
 
     def has_add_brand_permission(self, request):
-        return (request.user.has_perm("sendernames.change_sendernamegroup")
-                and request.user.has_perm("sendernames.submit_application"))
+        return request.user.has_perm("sendernames.change_sendernamegroup") and request.user.has_perm(
+            "sendernames.submit_application"
+        )
 
     @admin.display(description=_("operators"))
     def operators(self, group):
@@ -414,8 +521,12 @@ class SenderNameGroupAdmin(admin.ModelAdmin):
 
     def save_model(self, request, obj, form, change):
         data = {name: form.cleaned_data.get(name) for name in GROUP_FIELDS}
-        filing = group_create(brands=form.cleaned_data.get("brands"), documents=form.cleaned_data.get("new_documents") or [],
-                              created_by=request.user, **data)
+        filing = group_create(
+            brands=form.cleaned_data.get("brands"),
+            documents=form.cleaned_data.get("new_documents") or [],
+            created_by=request.user,
+            **data,
+        )
         request._sendernames_filing = filing  # response_add says what happened
         if filing.created:  # each of its applications is queued for submission to i-dgtl
             for application in filing.group.applications.all():
@@ -439,8 +550,9 @@ class SenderNameGroupAdmin(admin.ModelAdmin):
         try:
             return super().add_view(request, form_url, extra_context)
         except ValidationError as exc:  # a rule broken between the form's check and the save (filed meanwhile)
-            self.message_user(request, gettext("Nothing was filed: %(errors)s") % {"errors": " ".join(exc.messages)},
-                              messages.ERROR)
+            self.message_user(
+                request, gettext("Nothing was filed: %(errors)s") % {"errors": " ".join(exc.messages)}, messages.ERROR
+            )
             return HttpResponseRedirect(request.get_full_path())
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
@@ -463,9 +575,12 @@ class SenderNameGroupAdmin(admin.ModelAdmin):
     def get_urls(self):
         info = self.opts.app_label, self.opts.model_name
         return [
-            path("<int:object_id>/add-brand/", self.admin_site.admin_view(self.add_brand_view),
-                 name="sendernames_group_add_brand"),
-            path("add/", upload_guarded(self.admin_site.admin_view(self.add_view)), name="%s_%s_add" % info),
+            path(
+                "<int:object_id>/add-brand/",
+                self.admin_site.admin_view(self.add_brand_view),
+                name="sendernames_group_add_brand",
+            ),
+            path("add/", upload_guarded(self.admin_site.admin_view(self.add_view)), name="{}_{}_add".format(*info)),
         ] + super().get_urls()
 
     def add_brand_view(self, request, object_id):
@@ -481,21 +596,44 @@ class SenderNameGroupAdmin(admin.ModelAdmin):
                 for field, errors in exc.message_dict.items():
                     form.add_error("brand" if field not in form.fields else field, errors)
             else:
-                action_record(instance=group, action=Action.ADD_OPERATOR, result=filing.message,
-                              brand=form.cleaned_data["brand"], filed=filing.filed, application=filing.application.pk)
+                action_record(
+                    instance=group,
+                    action=Action.ADD_OPERATOR,
+                    result=filing.message,
+                    brand=form.cleaned_data["brand"],
+                    filed=filing.filed,
+                    application=filing.application.pk,
+                )
                 self.message_user(request, filing.message, messages.SUCCESS if filing.filed else messages.INFO)
                 return HttpResponseRedirect(reverse("admin:sendernames_sendernamegroup_change", args=[group.pk]))
-        return TemplateResponse(request, "sendernames/admin/add_brand.html", {
-            **self.admin_site.each_context(request), "title": gettext("Add an operator to %(name)s") % {"name": group},
-            "form": form, "group": group, "brands_missing": missing, "opts": self.model._meta,
-        })
+        return TemplateResponse(
+            request,
+            "sendernames/admin/add_brand.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": gettext("Add an operator to %(name)s") % {"name": group},
+                "form": form,
+                "group": group,
+                "brands_missing": missing,
+                "opts": self.model._meta,
+            },
+        )
 
 
 @admin.register(StatusReadability)
 class StatusReadabilityAdmin(admin.ModelAdmin):
     """Accounts whose statuses cannot be read from i-dgtl (and those that can again). Written by the sync."""
+
     list_display = ["account", "readable", "unreadable_since", "http_status", "checked_at", "next_check_at"]
-    readonly_fields = ["account", "readable", "unreadable_since", "http_status", "detail", "checked_at", "next_check_at"]
+    readonly_fields = [
+        "account",
+        "readable",
+        "unreadable_since",
+        "http_status",
+        "detail",
+        "checked_at",
+        "next_check_at",
+    ]
     actions = ["check_again_now"]
 
     def has_add_permission(self, request):
@@ -519,10 +657,14 @@ class StatusReadabilityAdmin(admin.ModelAdmin):
             if state.account_id not in results:
                 continue
             if results[state.account_id]:
-                text, level = gettext("%(account)s: i-dgtl answers again; polling resumes.") % {
-                    "account": state.account}, messages.SUCCESS
+                text, level = (
+                    gettext("%(account)s: i-dgtl answers again; polling resumes.") % {"account": state.account},
+                    messages.SUCCESS,
+                )
             else:
-                text, level = gettext("%(account)s: still not readable; asked again once a day.") % {
-                    "account": state.account}, messages.WARNING
+                text, level = (
+                    gettext("%(account)s: still not readable; asked again once a day.") % {"account": state.account},
+                    messages.WARNING,
+                )
             action_record(instance=state, action=Action.RECHECK_READABILITY, result=text)
             self.message_user(request, text, level)

@@ -5,6 +5,7 @@ field, and its messages name the operator that refuses), files one application p
 queues each for submission once. The group's matrix (operator × status) and its applications are
 nested in every answer.
 """
+
 from collections.abc import Mapping
 
 from django.conf import settings
@@ -28,20 +29,22 @@ from audit.services import Action, action_record
 from common.api import FilterSet, JsonTypesMixin
 from idgtl.contract import Brand, ChannelType, CommonType
 from idgtl.models import IdgtlAccount
-
-from . import selectors
-from .api import VALIDATION_ERROR_SCHEMA, ApplicationSerializer, DocumentSizeLimitMixin, uploaded_documents
-from .models import SenderNameGroup
-from .services import group_add_brand, group_create
-from .services.readability import unreadable_message
+from sendernames import selectors
+from sendernames.api import VALIDATION_ERROR_SCHEMA, ApplicationSerializer, DocumentSizeLimitMixin, uploaded_documents
+from sendernames.models import SenderNameGroup
+from sendernames.services import group_add_brand, group_create
+from sendernames.services.readability import unreadable_message
 
 
 class MatrixRowSerializer(serializers.Serializer):
     """One operator of the group: its latest application (earlier ones are in ``applications``)."""
+
     brand = serializers.CharField()
     brand_label = serializers.CharField()
     application = serializers.IntegerField(source="application.pk")
-    status = serializers.CharField(source="application.status", help_text=gettext_lazy("i-dgtl's status string; '' before submission"))
+    status = serializers.CharField(
+        source="application.status", help_text=gettext_lazy("i-dgtl's status string; '' before submission")
+    )
     status_label = serializers.CharField(source="application.status_label")
     status_manual = serializers.BooleanField(source="application.status_manual")
     status_readable = serializers.SerializerMethodField()
@@ -71,14 +74,31 @@ class GroupSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = SenderNameGroup
-        fields = ["id", "account", "channel_type", "common_type", "sender_name", "counteragent_name", "counteragent_inn",
-                  "date_from", "brands", "matrix", "applications", "created_by", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "account",
+            "channel_type",
+            "common_type",
+            "sender_name",
+            "counteragent_name",
+            "counteragent_inn",
+            "date_from",
+            "brands",
+            "matrix",
+            "applications",
+            "created_by",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = fields
 
     def _applications(self, group):
         if not hasattr(group, "_applications_cache"):
-            group._applications_cache = list(selectors.with_status_readability(group.applications.all())
-                                             .prefetch_related("documents", "history__changed_by").order_by("pk"))
+            group._applications_cache = list(
+                selectors.with_status_readability(group.applications.all())
+                .prefetch_related("documents", "history__changed_by")
+                .order_by("pk")
+            )
         return group._applications_cache
 
     def get_brands(self, group) -> list[str]:
@@ -95,20 +115,36 @@ class GroupSerializer(serializers.ModelSerializer):
 
 class GroupCreateSerializer(JsonTypesMixin, serializers.Serializer):
     account = serializers.PrimaryKeyRelatedField(
-        queryset=IdgtlAccount.objects.all(), required=False, allow_null=True,
-        help_text=gettext_lazy("i-dgtl account id; the default account when omitted"))
-    brands = serializers.ListField(child=serializers.CharField(), required=False, help_text=gettext_lazy(
-        "Operators to file with (MTS, MEGAFON, BEELINE, TELE2, MOTIV, YOTA, OTHER); in a multipart form repeat the "
-        "part or separate them with commas. At least one, unless all_brands"))
-    all_brands = serializers.BooleanField(required=False, default=False, help_text=gettext_lazy(
-        "File with every operator the contract knows"))
+        queryset=IdgtlAccount.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text=gettext_lazy("i-dgtl account id; the default account when omitted"),
+    )
+    brands = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text=gettext_lazy(
+            "Operators to file with (MTS, MEGAFON, BEELINE, TELE2, MOTIV, YOTA, OTHER); in a multipart form repeat the "
+            "part or separate them with commas. At least one, unless all_brands"
+        ),
+    )
+    all_brands = serializers.BooleanField(
+        required=False, default=False, help_text=gettext_lazy("File with every operator the contract knows")
+    )
     channel_type = serializers.ChoiceField(choices=ChannelType.choices, default=ChannelType.SMS)
     common_type = serializers.ChoiceField(choices=CommonType.choices)
-    date_from = serializers.CharField(help_text=gettext_lazy(
-        "A date (2030-01-31) or an ISO time; stored as the start of that Moscow day, no earlier than tomorrow"))
-    sender_name = serializers.CharField(max_length=64, help_text=gettext_lazy(
-        "3 to 11 characters, checked against every chosen operator's alphabet (MEGAFON and YOTA allow only Latin "
-        "letters, digits and . * ! -)"))
+    date_from = serializers.CharField(
+        help_text=gettext_lazy(
+            "A date (2030-01-31) or an ISO time; stored as the start of that Moscow day, no earlier than tomorrow"
+        )
+    )
+    sender_name = serializers.CharField(
+        max_length=64,
+        help_text=gettext_lazy(
+            "3 to 11 characters, checked against every chosen operator's alphabet (MEGAFON and YOTA allow only Latin "
+            "letters, digits and . * ! -)"
+        ),
+    )
     counteragent_name = serializers.CharField(max_length=255)
     counteragent_inn = serializers.CharField(max_length=32)
 
@@ -121,17 +157,36 @@ def _multipart_serializer():
 
 
 GroupMultipartSerializer = _multipart_serializer()
-AddBrandSerializer = inline_serializer("SenderNameGroupAddBrand", fields={
-    "brand": serializers.CharField(help_text=gettext_lazy("The operator to file the group's name with"))})
-AddBrandResult = inline_serializer("SenderNameGroupAddBrandResult", fields={
-    "detail": serializers.CharField(), "group": GroupSerializer()})
-GROUP_EXAMPLE = OpenApiExample("Two operators", request_only=True, value={
-    "brands": ["MTS", "BEELINE"], "common_type": "SERVICE", "date_from": "2030-01-31", "sender_name": "MYSHOP",
-    "counteragent_name": "ООО «Мой магазин»", "counteragent_inn": "7707083893"})
+AddBrandSerializer = inline_serializer(
+    "SenderNameGroupAddBrand",
+    fields={"brand": serializers.CharField(help_text=gettext_lazy("The operator to file the group's name with"))},
+)
+AddBrandResult = inline_serializer(
+    "SenderNameGroupAddBrandResult", fields={"detail": serializers.CharField(), "group": GroupSerializer()}
+)
+GROUP_EXAMPLE = OpenApiExample(
+    "Two operators",
+    request_only=True,
+    value={
+        "brands": ["MTS", "BEELINE"],
+        "common_type": "SERVICE",
+        "date_from": "2030-01-31",
+        "sender_name": "MYSHOP",
+        "counteragent_name": "ООО «Мой магазин»",
+        "counteragent_inn": "7707083893",
+    },
+)
 GROUP_ERROR_EXAMPLES = [
-    OpenApiExample("An operator refuses", status_codes=["400"], value={"sender_name": [
-        "“ACME SHOP” is refused by MegaFon, Yota: characters not allowed: space (allowed: Latin letters, digits "
-        "and . * ! -)."]}),
+    OpenApiExample(
+        "An operator refuses",
+        status_codes=["400"],
+        value={
+            "sender_name": [
+                "“ACME SHOP” is refused by MegaFon, Yota: characters not allowed: space "
+                "(allowed: Latin letters, digits and . * ! -)."
+            ]
+        },
+    ),
     OpenApiExample("No operator", status_codes=["400"], value={"brands": ["Choose at least one operator."]}),
 ]
 
@@ -148,9 +203,11 @@ class GroupFilter(FilterSet):
     list=extend_schema(summary="List names filed with several operators"),
     retrieve=extend_schema(summary="One name with several operators: the matrix and the applications"),
 )
-class SenderNameGroupViewSet(DocumentSizeLimitMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin,
-                             viewsets.GenericViewSet):
+class SenderNameGroupViewSet(
+    DocumentSizeLimitMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+):
     """One name filed with several operators: one application per operator, and the matrix of their statuses."""
+
     parser_classes = [JSONParser, MultiPartParser]  # multipart for the documents of a new group
     serializer_class = GroupSerializer
     filterset_class = GroupFilter
@@ -167,11 +224,16 @@ class SenderNameGroupViewSet(DocumentSizeLimitMixin, mixins.ListModelMixin, mixi
             "name the operator that refuses and why) and stores nothing then. Otherwise files one application per "
             "operator with the same fields and documents and queues each for submission to i-dgtl. 201 with the "
             "group; the same request again within minutes (a double submit) answers 200 with the group already "
-            "filed and sends nothing. Multipart with documents as file1..fileN, or JSON without documents."),
+            "filed and sends nothing. Multipart with documents as file1..fileN, or JSON without documents."
+        ),
         request={"multipart/form-data": GroupMultipartSerializer, "application/json": GroupCreateSerializer},
-        responses={201: GroupSerializer, 200: GroupSerializer,
-                   400: OpenApiResponse(VALIDATION_ERROR_SCHEMA, description="Bad input, by field",
-                                        examples=GROUP_ERROR_EXAMPLES)},
+        responses={
+            201: GroupSerializer,
+            200: GroupSerializer,
+            400: OpenApiResponse(
+                VALIDATION_ERROR_SCHEMA, description="Bad input, by field", examples=GROUP_ERROR_EXAMPLES
+            ),
+        },
         examples=[GROUP_EXAMPLE],
     )
     def create(self, request):
@@ -194,11 +256,16 @@ class SenderNameGroupViewSet(DocumentSizeLimitMixin, mixins.ListModelMixin, mixi
         return Response(self._full(filing.group), status=code)
 
     @extend_schema(
-        summary="File the group's name with one more operator (just that one)", request=AddBrandSerializer,
+        summary="File the group's name with one more operator (just that one)",
+        request=AddBrandSerializer,
         description="201: filed and queued for submission; 200: the operator is already in the group (nothing "
-                    "filed). 400 names the field: an unknown operator, one whose rules refuse the name, a duplicate.",
-        responses={201: AddBrandResult, 200: AddBrandResult,
-                   400: OpenApiResponse(VALIDATION_ERROR_SCHEMA, description="Bad input, by field")})
+        "filed). 400 names the field: an unknown operator, one whose rules refuse the name, a duplicate.",
+        responses={
+            201: AddBrandResult,
+            200: AddBrandResult,
+            400: OpenApiResponse(VALIDATION_ERROR_SCHEMA, description="Bad input, by field"),
+        },
+    )
     @action(detail=True, methods=["post"], url_path="add-brand", parser_classes=[JSONParser])
     def add_brand(self, request, pk=None):
         group = self.get_object()
@@ -207,8 +274,14 @@ class SenderNameGroupViewSet(DocumentSizeLimitMixin, mixins.ListModelMixin, mixi
         if not isinstance(brand, str) or not brand.strip():
             raise serializers.ValidationError({"brand": [_("Choose an operator.")]})
         filing = group_add_brand(group_id=group.pk, brand=brand.strip(), created_by=request.user)
-        action_record(instance=group, action=Action.ADD_OPERATOR, result=filing.message, brand=brand.strip(),
-                      filed=filing.filed, application=filing.application.pk)
+        action_record(
+            instance=group,
+            action=Action.ADD_OPERATOR,
+            result=filing.message,
+            brand=brand.strip(),
+            filed=filing.filed,
+            application=filing.application.pk,
+        )
         code = status.HTTP_201_CREATED if filing.filed else status.HTTP_200_OK
         return Response({"detail": filing.message, "group": self._full(group)}, status=code)
 

@@ -8,4 +8,4 @@ class SendernamesConfig(AppConfig):
 
     def ready(self):
         # Imported here, not at the top: it needs the app registry (models), which is ready only now.
-        from . import tasks  # noqa: F401  (registers the Celery tasks: services enqueue them by name)
+        from sendernames import tasks  # noqa: F401  (registers the Celery tasks: services enqueue them by name)

@@ -1,4 +1,5 @@
 """The admin form for a sender-name application: the fields plus several documents at once."""
+
 import datetime as dt
 from functools import wraps
 
@@ -11,10 +12,9 @@ from django.views.decorators.csrf import csrf_exempt
 
 from idgtl.contract import Brand, SenderNameStatus
 from idgtl.services import account_get_default
-
-from . import validation
-from .models import SenderNameApplication, SenderNameGroup
-from .services.groups import group_find_repeat, request_fingerprint
+from sendernames import validation
+from sendernames.models import SenderNameApplication, SenderNameGroup
+from sendernames.services.groups import group_find_repeat, request_fingerprint
 
 
 class DocumentSizeGuard(FileUploadHandler):
@@ -73,16 +73,28 @@ class MultipleFileField(forms.FileField):
 
 class SenderNameApplicationForm(forms.ModelForm):
     date_from = forms.DateField(
-        label=_("start date"), widget=forms.DateInput(attrs={"type": "date"}),
-        help_text=_("No earlier than tomorrow (Moscow time); the name is usable from the start of that day."))
+        label=_("start date"),
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text=_("No earlier than tomorrow (Moscow time); the name is usable from the start of that day."),
+    )
     new_documents = MultipleFileField(
-        label=_("documents"), required=False,
-        help_text=_("PDF, PNG or JPEG (judged by content); several files may be chosen. Required for PROMO names."))
+        label=_("documents"),
+        required=False,
+        help_text=_("PDF, PNG or JPEG (judged by content); several files may be chosen. Required for PROMO names."),
+    )
 
     class Meta:
         model = SenderNameApplication
-        fields = ["account", "channel_type", "common_type", "brand", "date_from", "sender_name",
-                  "counteragent_name", "counteragent_inn"]
+        fields = [
+            "account",
+            "channel_type",
+            "common_type",
+            "brand",
+            "date_from",
+            "sender_name",
+            "counteragent_name",
+            "counteragent_inn",
+        ]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -106,9 +118,14 @@ class SenderNameApplicationForm(forms.ModelForm):
         cleaned = super().clean()
         limit = settings.SENDER_NAME_MAX_DOCUMENT_SIZE
         for name in getattr(self.upload_request, "oversized_documents", ()):
-            self.add_error("new_documents", ValidationError(
-                _("%(name)s is more than %(limit)s bytes; a document may be at most %(limit)s bytes."),
-                code="too_large", params={"name": name, "limit": limit}))
+            self.add_error(
+                "new_documents",
+                ValidationError(
+                    _("%(name)s is more than %(limit)s bytes; a document may be at most %(limit)s bytes."),
+                    code="too_large",
+                    params={"name": name, "limit": limit},
+                ),
+            )
         documents = cleaned.get("new_documents") or []
         existing = self.instance.documents.count() if self.instance.pk else 0
         try:
@@ -125,11 +142,17 @@ class SenderNameApplicationForm(forms.ModelForm):
             account = cleaned.get("account") or account_get_default()
         try:
             values = validation.application_validate(
-                account_id=account.pk, channel_type=cleaned.get("channel_type"),
-                common_type=cleaned.get("common_type"), brand=cleaned.get("brand"),
-                date_from=cleaned.get("date_from"), sender_name=cleaned.get("sender_name"),
-                counteragent_name=cleaned.get("counteragent_name"), counteragent_inn=cleaned.get("counteragent_inn"),
-                document_count=existing + len(documents), exclude_id=self.instance.pk)
+                account_id=account.pk,
+                channel_type=cleaned.get("channel_type"),
+                common_type=cleaned.get("common_type"),
+                brand=cleaned.get("brand"),
+                date_from=cleaned.get("date_from"),
+                sender_name=cleaned.get("sender_name"),
+                counteragent_name=cleaned.get("counteragent_name"),
+                counteragent_inn=cleaned.get("counteragent_inn"),
+                document_count=existing + len(documents),
+                exclude_id=self.instance.pk,
+            )
         except ValidationError as exc:
             for field, errors in exc.error_dict.items():
                 self.add_error("new_documents" if field == "documents" else field, errors)
@@ -142,29 +165,53 @@ class SenderNameApplicationForm(forms.ModelForm):
 def _oversized_errors(form, field: str) -> None:
     limit = settings.SENDER_NAME_MAX_DOCUMENT_SIZE
     for name in getattr(form.upload_request, "oversized_documents", ()):
-        form.add_error(field, ValidationError(
-            _("%(name)s is more than %(limit)s bytes; a document may be at most %(limit)s bytes."),
-            code="too_large", params={"name": name, "limit": limit}))
+        form.add_error(
+            field,
+            ValidationError(
+                _("%(name)s is more than %(limit)s bytes; a document may be at most %(limit)s bytes."),
+                code="too_large",
+                params={"name": name, "limit": limit},
+            ),
+        )
 
 
 class SenderNameGroupForm(forms.ModelForm):
     """One name for several operators: the application's fields, the operators, the documents (once)."""
+
     brands = forms.MultipleChoiceField(
-        label=_("operators"), choices=Brand.choices, required=False, widget=forms.CheckboxSelectMultiple,
-        help_text=_("One application per operator is filed with i-dgtl (each is charged). The name is checked "
-                    "against every chosen operator's rules first: MegaFon and Yota allow fewer characters."))
+        label=_("operators"),
+        choices=Brand.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_(
+            "One application per operator is filed with i-dgtl (each is charged). The name is checked "
+            "against every chosen operator's rules first: MegaFon and Yota allow fewer characters."
+        ),
+    )
     date_from = forms.DateField(
-        label=_("start date"), widget=forms.DateInput(attrs={"type": "date"}),
-        help_text=_("No earlier than tomorrow (Moscow time); the name is usable from 00:00 Moscow time that day."))
+        label=_("start date"),
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text=_("No earlier than tomorrow (Moscow time); the name is usable from 00:00 Moscow time that day."),
+    )
     new_documents = MultipleFileField(
-        label=_("documents"), required=False,
-        help_text=_("PDF, PNG or JPEG (judged by content); sent with every operator's application. Required for "
-                    "PROMO names."))
+        label=_("documents"),
+        required=False,
+        help_text=_(
+            "PDF, PNG or JPEG (judged by content); sent with every operator's application. Required for PROMO names."
+        ),
+    )
 
     class Meta:
         model = SenderNameGroup
-        fields = ["account", "channel_type", "common_type", "date_from", "sender_name", "counteragent_name",
-                  "counteragent_inn"]
+        fields = [
+            "account",
+            "channel_type",
+            "common_type",
+            "date_from",
+            "sender_name",
+            "counteragent_name",
+            "counteragent_inn",
+        ]
 
     upload_request = None  # the admin sets it (get_form): uploads its DocumentSizeGuard refused
     repeat_of = None  # the group this very request already filed (a double submit), found by clean()
@@ -194,17 +241,28 @@ class SenderNameGroupForm(forms.ModelForm):
         if any(name in self.errors for name in required + ["new_documents"]):
             return cleaned
         account = cleaned.get("account") or account_get_default()
-        values = {name: cleaned.get(name) for name in ["channel_type", "common_type", "date_from", "sender_name",
-                                                      "counteragent_name", "counteragent_inn"]}
-        fingerprint = request_fingerprint(account_id=account.pk, brands=cleaned.get("brands"), documents=documents,
-                                          **values)
+        values = {
+            name: cleaned.get(name)
+            for name in [
+                "channel_type",
+                "common_type",
+                "date_from",
+                "sender_name",
+                "counteragent_name",
+                "counteragent_inn",
+            ]
+        }
+        fingerprint = request_fingerprint(
+            account_id=account.pk, brands=cleaned.get("brands"), documents=documents, **values
+        )
         self.repeat_of = group_find_repeat(account.pk, fingerprint, validation.timezone.now())
         if self.repeat_of is not None:  # filed a moment ago: saving finds it, nothing is sent again
             cleaned["account"] = account
             return cleaned
         try:
-            values, brands = validation.group_validate(account_id=account.pk, brands=cleaned.get("brands"),
-                                                       document_count=len(documents), **values)
+            values, brands = validation.group_validate(
+                account_id=account.pk, brands=cleaned.get("brands"), document_count=len(documents), **values
+            )
         except ValidationError as exc:
             for field, errors in exc.error_dict.items():
                 self.add_error("new_documents" if field == "documents" else field, errors)
@@ -225,11 +283,20 @@ class AddBrandForm(forms.Form):
 
 class ManualStatusForm(forms.Form):
     """The status an operator read in i-dgtl's cabinet, the date it shows, and a note."""
+
     status = forms.ChoiceField(label=_("status"), choices=SenderNameStatus.choices)
-    date = forms.DateField(label=_("status date"), widget=forms.DateInput(attrs={"type": "date"}),
-                           help_text=_("The date i-dgtl's cabinet shows for this status; not in the future."))
-    note = forms.CharField(label=_("note"), required=False, widget=forms.Textarea(attrs={"rows": 3}),
-                           max_length=2000, help_text=_("Where it comes from, e.g. “seen in the i-dgtl cabinet”."))
+    date = forms.DateField(
+        label=_("status date"),
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text=_("The date i-dgtl's cabinet shows for this status; not in the future."),
+    )
+    note = forms.CharField(
+        label=_("note"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        max_length=2000,
+        help_text=_("Where it comes from, e.g. “seen in the i-dgtl cabinet”."),
+    )
 
     def clean_date(self):
         value = self.cleaned_data.get("date")

@@ -1,4 +1,5 @@
 """Sender-name applications filed with i-dgtl, their documents and their status history."""
+
 from django.conf import settings
 from django.db import models, transaction
 from django.db.models.signals import post_delete
@@ -16,6 +17,7 @@ def status_label(value: str) -> str:
 
 class SubmissionState(models.TextChoices):
     """Where our side of the submission is. The i-dgtl review status is a separate field."""
+
     DRAFT = "draft", _("Draft")  # saved, not yet sent to i-dgtl
     QUEUED = "queued", _("Queued for submission")  # a submit was requested; a task is on its way
     SUBMITTING = "submitting", _("Submitting")  # a worker is calling i-dgtl; outcome may be unknown
@@ -39,8 +41,13 @@ class StatusChangeCause(models.TextChoices):
 
 class SenderNameGroup(models.Model):
     """One request for a name with several operators: the same fields and documents, one application per brand."""
+
     account = models.ForeignKey(
-        "idgtl.IdgtlAccount", on_delete=models.PROTECT, related_name="sender_name_groups", verbose_name=_("i-dgtl account"))
+        "idgtl.IdgtlAccount",
+        on_delete=models.PROTECT,
+        related_name="sender_name_groups",
+        verbose_name=_("i-dgtl account"),
+    )
     channel_type = models.CharField(_("channel"), max_length=16, choices=ChannelType.choices, default=ChannelType.SMS)
     common_type = models.CharField(_("type"), max_length=16, choices=CommonType.choices)
     date_from = models.DateTimeField(_("start date"))
@@ -51,7 +58,13 @@ class SenderNameGroup(models.Model):
     # (a double submit) finds this group instead of filing anything.
     request_fingerprint = models.CharField(max_length=64, blank=True, db_index=True, editable=False)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("created by"))
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("created by"),
+    )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -66,7 +79,11 @@ class SenderNameGroup(models.Model):
 
 class SenderNameApplication(models.Model):
     account = models.ForeignKey(
-        "idgtl.IdgtlAccount", on_delete=models.PROTECT, related_name="sender_name_applications", verbose_name=_("i-dgtl account"))
+        "idgtl.IdgtlAccount",
+        on_delete=models.PROTECT,
+        related_name="sender_name_applications",
+        verbose_name=_("i-dgtl account"),
+    )
     channel_type = models.CharField(_("channel"), max_length=16, choices=ChannelType.choices, default=ChannelType.SMS)
     common_type = models.CharField(_("type"), max_length=16, choices=CommonType.choices)
     brand = models.CharField(_("operator"), max_length=16, choices=Brand.choices)
@@ -76,7 +93,8 @@ class SenderNameApplication(models.Model):
     counteragent_inn = models.CharField(_("INN"), max_length=12)
 
     submission_state = models.CharField(
-        _("submission"), max_length=16, choices=SubmissionState.choices, default=SubmissionState.DRAFT, db_index=True)
+        _("submission"), max_length=16, choices=SubmissionState.choices, default=SubmissionState.DRAFT, db_index=True
+    )
     remote_id = models.BigIntegerField(_("i-dgtl id"), null=True, blank=True)
     # Stored exactly as i-dgtl sent it; known values have labels, unknown ones are shown as they are.
     status = models.CharField(_("status"), max_length=64, blank=True, db_index=True, choices=SenderNameStatus.choices)
@@ -94,10 +112,22 @@ class SenderNameApplication(models.Model):
     status_manual = models.BooleanField(_("set by hand"), default=False)
     status_date = models.DateField(_("status date"), null=True, blank=True)
     status_changed_at = models.DateTimeField(_("status recorded"), null=True, blank=True)
-    group = models.ForeignKey(SenderNameGroup, on_delete=models.PROTECT, null=True, blank=True,
-                              related_name="applications", verbose_name=_("filed with several operators"))
+    group = models.ForeignKey(
+        SenderNameGroup,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="applications",
+        verbose_name=_("filed with several operators"),
+    )
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("created by"))
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("created by"),
+    )
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
@@ -155,7 +185,9 @@ def document_upload_to(instance, filename):
 
 
 class SenderNameDocument(models.Model):
-    application = models.ForeignKey(SenderNameApplication, on_delete=models.CASCADE, related_name="documents", verbose_name=_("application"))
+    application = models.ForeignKey(
+        SenderNameApplication, on_delete=models.CASCADE, related_name="documents", verbose_name=_("application")
+    )
     file = models.FileField(_("file"), upload_to=document_upload_to, max_length=255)
     original_name = models.CharField(_("original name"), max_length=255)
     size = models.PositiveBigIntegerField(_("size, bytes"))
@@ -176,19 +208,27 @@ class SenderNameDocument(models.Model):
         try:
             handle = self.file.open("rb")
         except OSError:
-            raise Http404(_("The file of this document is missing from storage."))
+            raise Http404(_("The file of this document is missing from storage.")) from None
         return FileResponse(handle, as_attachment=True, filename=self.original_name, content_type=self.content_type)
 
 
 class SenderNameStatusChange(models.Model):
-    application = models.ForeignKey(SenderNameApplication, on_delete=models.CASCADE, related_name="history", verbose_name=_("application"))
+    application = models.ForeignKey(
+        SenderNameApplication, on_delete=models.CASCADE, related_name="history", verbose_name=_("application")
+    )
     previous_status = models.CharField(_("previous status"), max_length=64, blank=True)
     status = models.CharField(_("status"), max_length=64)
     comment = models.TextField(_("comment"), blank=True)
     cause = models.CharField(_("cause"), max_length=16, choices=StatusChangeCause.choices)
     status_date = models.DateField(_("status date"), null=True, blank=True)  # set by hand: the date the operator gave
     changed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+", verbose_name=_("by"))
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("by"),
+    )
     created_at = models.DateTimeField(_("time"), auto_now_add=True)
 
     class Meta:
@@ -204,8 +244,14 @@ class StatusReadability(models.Model):
     """Whether i-dgtl's sender-name read endpoint (GET /sender-names/{id}, an assumption of the contract)
     answers for an account. While it does not, the account's applications are not polled: an operator
     sets their status by hand from i-dgtl's cabinet, and b24sms asks again once a day."""
-    account = models.OneToOneField("idgtl.IdgtlAccount", on_delete=models.CASCADE, primary_key=True,
-                                   related_name="sender_name_readability", verbose_name=_("i-dgtl account"))
+
+    account = models.OneToOneField(
+        "idgtl.IdgtlAccount",
+        on_delete=models.CASCADE,
+        primary_key=True,
+        related_name="sender_name_readability",
+        verbose_name=_("i-dgtl account"),
+    )
     readable = models.BooleanField(_("readable"), default=True, db_index=True)
     unreadable_since = models.DateTimeField(_("not readable since"), null=True, blank=True)
     http_status = models.PositiveSmallIntegerField(_("i-dgtl answered (HTTP)"), null=True, blank=True)

@@ -1,4 +1,5 @@
 """Reads of sender names for the admin, the API, the start page and the providers' form."""
+
 import dataclasses
 import datetime as dt
 
@@ -8,15 +9,17 @@ from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
 from idgtl.contract import SENDER_NAME_DEAD_STATUSES, SENDER_NAME_FINAL_STATUSES, Brand, SenderNameStatus
-
-from .models import SenderNameApplication, SenderNameGroup, StatusReadability, SubmissionState
-from .validation import MOSCOW, brand_label
+from sendernames.models import SenderNameApplication, SenderNameGroup, StatusReadability, SubmissionState
+from sendernames.validation import MOSCOW, brand_label
 
 
 def with_status_readability(queryset):
     """Applications annotated with whether their account's statuses cannot be read (one query in all)."""
-    return queryset.annotate(account_status_unreadable=Exists(
-        StatusReadability.objects.filter(account_id=OuterRef("account_id"), readable=False)))
+    return queryset.annotate(
+        account_status_unreadable=Exists(
+            StatusReadability.objects.filter(account_id=OuterRef("account_id"), readable=False)
+        )
+    )
 
 
 # --- Usable for sending -----------------------------------------------------------------------------
@@ -38,17 +41,21 @@ def application_unusable_reason(application: SenderNameApplication, now: dt.date
     if is_usable(application, now):
         return ""
     if application.status == SenderNameStatus.APPROVED:
-        return _("“%(name)s” is approved but usable for sending only from %(start)s; choose it from then "
-                 "(i-dgtl refuses messages with it before).") % {
-            "name": application.sender_name, "start": usable_from_text(application)}
+        return _(
+            "“%(name)s” is approved but usable for sending only from %(start)s; choose it from then "
+            "(i-dgtl refuses messages with it before)."
+        ) % {"name": application.sender_name, "start": usable_from_text(application)}
     return _("“%(name)s” for %(brand)s is not approved (%(status)s).") % {
-        "name": application.sender_name, "brand": application.get_brand_display(),
-        "status": application.status_label or application.get_submission_state_display()}
+        "name": application.sender_name,
+        "brand": application.get_brand_display(),
+        "status": application.status_label or application.get_submission_state_display(),
+    }
 
 
 @dataclasses.dataclass
 class SenderNameChoice:
     """One approved name (whatever the number of its applications), as a provider chooses it."""
+
     application: SenderNameApplication  # the one the provider links to: usable now if any is
     sender_name: str
     usable_brands: list[str]  # approved and started
@@ -64,12 +71,18 @@ class SenderNameChoice:
         if self.usable_brands:
             parts.append(", ".join(brand_label(brand) for brand in self.usable_brands))
         for brand, start in self.later:
-            parts.append(_("%(brand)s from %(start)s") % {
-                "brand": brand_label(brand), "start": _("%(date)s 00:00 Moscow time") % {
-                    "date": date_format(start.date(), "DATE_FORMAT")}})
+            parts.append(
+                _("%(brand)s from %(start)s")
+                % {
+                    "brand": brand_label(brand),
+                    "start": _("%(date)s 00:00 Moscow time") % {"date": date_format(start.date(), "DATE_FORMAT")},
+                }
+            )
         if not self.usable_brands:
             return _("%(name)s — approved, not usable yet: %(brands)s") % {
-                "name": self.sender_name, "brands": "; ".join(parts)}
+                "name": self.sender_name,
+                "brands": "; ".join(parts),
+            }
         return _("%(name)s — approved for %(brands)s") % {"name": self.sender_name, "brands": "; ".join(parts)}
 
 
@@ -92,10 +105,16 @@ def sender_name_choices(*, now: dt.datetime | None = None, include_id: int | Non
         later = [a for a in members if a.status == SenderNameStatus.APPROVED and a not in usable]
         linked = next((a for a in members if a.pk == include_id), None)
         representative = linked or (usable or later or members)[0]
-        choices.append(SenderNameChoice(
-            application=representative, sender_name=representative.sender_name,
-            usable_brands=sorted({a.brand for a in usable}, key=lambda b: order.get(b, 99)),
-            later=sorted({(a.brand, usable_from(a)) for a in later}, key=lambda item: (item[1], order.get(item[0], 99)))))
+        choices.append(
+            SenderNameChoice(
+                application=representative,
+                sender_name=representative.sender_name,
+                usable_brands=sorted({a.brand for a in usable}, key=lambda b: order.get(b, 99)),
+                later=sorted(
+                    {(a.brand, usable_from(a)) for a in later}, key=lambda item: (item[1], order.get(item[0], 99))
+                ),
+            )
+        )
     return sorted(choices, key=lambda choice: choice.sender_name.casefold())
 
 
@@ -103,6 +122,7 @@ def sender_name_choices(*, now: dt.datetime | None = None, include_id: int | Non
 @dataclasses.dataclass
 class MatrixRow:
     """One operator of a group: its latest application (an earlier one rejected or canceled is in the list)."""
+
     brand: str
     brand_label: str
     application: SenderNameApplication | None
@@ -143,10 +163,25 @@ def unreadable_accounts() -> list[dict]:
     states = list(StatusReadability.objects.filter(readable=False).select_related("account").order_by("account__name"))
     if not states:
         return []
-    counts = dict(SenderNameApplication.objects.filter(
-        account_id__in=[state.account_id for state in states], submission_state=SubmissionState.SUBMITTED,
-        remote_id__isnull=False).exclude(status__in=SENDER_NAME_FINAL_STATUSES).order_by()
-        .values_list("account_id").annotate(n=Count("id")))
-    return [{"account": state.account.name, "account_id": state.account_id, "since": state.unreadable_since,
-             "next_check": state.next_check_at, "http_status": state.http_status,
-             "applications": counts.get(state.account_id, 0)} for state in states]
+    counts = dict(
+        SenderNameApplication.objects.filter(
+            account_id__in=[state.account_id for state in states],
+            submission_state=SubmissionState.SUBMITTED,
+            remote_id__isnull=False,
+        )
+        .exclude(status__in=SENDER_NAME_FINAL_STATUSES)
+        .order_by()
+        .values_list("account_id")
+        .annotate(n=Count("id"))
+    )
+    return [
+        {
+            "account": state.account.name,
+            "account_id": state.account_id,
+            "since": state.unreadable_since,
+            "next_check": state.next_check_at,
+            "http_status": state.http_status,
+            "applications": counts.get(state.account_id, 0),
+        }
+        for state in states
+    ]

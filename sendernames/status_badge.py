@@ -1,11 +1,11 @@
 """How the admin shows an application's status: a coloured badge (the admin lists and the group matrix)."""
+
 from django.utils.html import format_html
 from django.utils.translation import gettext
 
 from idgtl.contract import SenderNameStatus
-
-from .models import SenderNameApplication
-from .services.readability import unreadable_message
+from sendernames.models import SenderNameApplication
+from sendernames.services.readability import unreadable_message
 
 STATUS_COLOURS = {
     SenderNameStatus.PRE_REVIEW: "#6c757d",
@@ -24,8 +24,12 @@ def status_badge(application: SenderNameApplication):
         colour = STATUS_COLOURS.get(application.status, UNKNOWN_STATUS_COLOUR)
         badge = format_html('<strong style="color:{}">{}</strong>', colour, application.status_label)
     if application.status_manual:
-        badge = format_html('{} <small class="b24-manual" title="{}">({})</small>', badge,
-                            gettext("Set by hand from i-dgtl's cabinet"), gettext("set by hand"))
+        badge = format_html(
+            '{} <small class="b24-manual" title="{}">({})</small>',
+            badge,
+            gettext("Set by hand from i-dgtl's cabinet"),
+            gettext("set by hand"),
+        )
     if application.status_not_readable:
         badge = format_html('{}<div class="b24-unreadable" style="color:#ba2121">{}</div>', badge, unreadable_message())
     return badge

@@ -1,9 +1,9 @@
 """Celery tasks for sender-name applications: thin, take ids, idempotent (see services)."""
+
 from celery import shared_task
 
 from common.taskqueue import broker_messages_lost_at
-
-from .services import (
+from sendernames.services import (
     SubmitOutcome,
     accounts_recheck_readability,
     application_submit_perform,
@@ -17,14 +17,15 @@ SUBMIT_MAX_RETRIES = 5
 def submit_retry_countdown(retries: int) -> int:
     # Under the claim lease (CELERY_TASK_TIME_LIMIT + 60 s), so the stalled-submission sweep of the
     # beat job does not enqueue a second task while this one waits for its retry.
-    return min(30 * 2 ** retries, 300)
+    return min(30 * 2**retries, 300)
 
 
 @shared_task(bind=True, name="sendernames.tasks.submit_application", max_retries=SUBMIT_MAX_RETRIES)
 def submit_application(self, application_id: int):
     """Submit one queued application; a redelivered or repeated task finds it claimed or done and stops."""
     result = application_submit_perform(
-        application_id=application_id, final_attempt=self.request.retries >= SUBMIT_MAX_RETRIES)
+        application_id=application_id, final_attempt=self.request.retries >= SUBMIT_MAX_RETRIES
+    )
     if result.outcome is SubmitOutcome.RETRY:
         if self.request.is_eager:  # no broker to wait in: the beat job's stalled-submission sweep tries again
             return result.outcome.value
@@ -39,5 +40,10 @@ def sync_open_applications():
     rechecked = accounts_recheck_readability()
     report = applications_sync_open()
     applications_resume_stalled(broker_lost_at=broker_messages_lost_at("sender-names"))
-    return {"checked": report.checked, "changed": report.changed, "errors": report.errors, "skipped": report.skipped,
-            "accounts_readable_again": sum(rechecked.values())}
+    return {
+        "checked": report.checked,
+        "changed": report.changed,
+        "errors": report.errors,
+        "skipped": report.skipped,
+        "accounts_readable_again": sum(rechecked.values()),
+    }

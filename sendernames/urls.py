@@ -1,8 +1,9 @@
 """REST API for sender-name applications and names filed with several operators (staff only), mounted at /api/."""
+
 from rest_framework.routers import SimpleRouter
 
-from .api import SenderNameApplicationViewSet
-from .api_groups import SenderNameGroupViewSet
+from sendernames.api import SenderNameApplicationViewSet
+from sendernames.api_groups import SenderNameGroupViewSet
 
 router = SimpleRouter()
 router.register("sender-names", SenderNameApplicationViewSet, basename="sender-names")

@@ -5,6 +5,7 @@ once and gives the same message wherever input enters. Every function raises Dja
 ``ValidationError`` with a message meant for the operator; ``application_validate`` collects them
 per field.
 """
+
 import datetime as dt
 import re
 import warnings
@@ -21,6 +22,7 @@ from stdnum.exceptions import InvalidChecksum, InvalidLength
 from stdnum.ru import inn as stdnum_inn
 
 from idgtl.contract import (
+    BRANDS_WITH_MEGAFON_PATTERN,
     COMMON_TYPES_REQUIRING_DOCUMENTS,
     DOCUMENT_MIME_TYPES,
     MOSCOW_TZ,
@@ -28,15 +30,13 @@ from idgtl.contract import (
     SENDER_NAME_MAX_LENGTH,
     SENDER_NAME_MIN_LENGTH,
     TIMESTAMP_FORMAT,
-    BRANDS_WITH_MEGAFON_PATTERN,
     Brand,
     ChannelType,
     CommonType,
     SenderNameStatus,
     sender_name_pattern,
 )
-
-from .models import SenderNameApplication
+from sendernames.models import SenderNameApplication
 
 MOSCOW = ZoneInfo(MOSCOW_TZ)
 # Bytes enough for filetype to recognise PDF, PNG and JPEG signatures.
@@ -48,7 +48,9 @@ def validate_choice(value: str, choices, label) -> str:
     if value not in choices.values:
         raise ValidationError(
             _("Unknown %(label)s “%(value)s”; expected one of: %(choices)s."),
-            code="invalid_choice", params={"label": label, "value": value, "choices": ", ".join(choices.values)})
+            code="invalid_choice",
+            params={"label": label, "value": value, "choices": ", ".join(choices.values)},
+        )
     return value
 
 
@@ -56,8 +58,10 @@ def validate_sender_name_length(value: str) -> str:
     value = value or ""
     if not SENDER_NAME_MIN_LENGTH <= len(value) <= SENDER_NAME_MAX_LENGTH:
         raise ValidationError(
-            _("A sender name has %(min)s to %(max)s characters; this one has %(length)s."), code="length",
-            params={"min": SENDER_NAME_MIN_LENGTH, "max": SENDER_NAME_MAX_LENGTH, "length": len(value)})
+            _("A sender name has %(min)s to %(max)s characters; this one has %(length)s."),
+            code="length",
+            params={"min": SENDER_NAME_MIN_LENGTH, "max": SENDER_NAME_MAX_LENGTH, "length": len(value)},
+        )
     return value
 
 
@@ -77,8 +81,10 @@ def validate_sender_name(value: str, brand: str) -> str:
     # ASCII: i-dgtl's \s means space, tab and line breaks, not every Unicode space (U+2003, U+00A0, ...).
     if not re.fullmatch(sender_name_pattern(brand), value, flags=re.ASCII):
         raise ValidationError(
-            _("For %(brand)s a sender name may contain only %(allowed)s."), code="pattern",
-            params={"brand": brand_label(brand), "allowed": allowed_characters_text(brand)})
+            _("For %(brand)s a sender name may contain only %(allowed)s."),
+            code="pattern",
+            params={"brand": brand_label(brand), "allowed": allowed_characters_text(brand)},
+        )
     return value
 
 
@@ -115,11 +121,24 @@ def validate_brands_accept(value: str, brands: Iterable[str]) -> None:
             reasons.setdefault((tuple(refused), str(allowed_characters_text(brand))), []).append(brand)
     if not reasons:
         return
-    raise ValidationError([ValidationError(
-        _("“%(name)s” is refused by %(brands)s: characters not allowed: %(characters)s (allowed: %(allowed)s)."),
-        code="pattern", params={"name": value, "brands": ", ".join(brand_label(b) for b in refused_by),
-                                "characters": _character_names(list(refused)), "allowed": allowed})
-        for (refused, allowed), refused_by in reasons.items()])
+    raise ValidationError(
+        [
+            ValidationError(
+                _(
+                    "“%(name)s” is refused by %(brands)s: characters not allowed: %(characters)s "
+                    "(allowed: %(allowed)s)."
+                ),
+                code="pattern",
+                params={
+                    "name": value,
+                    "brands": ", ".join(brand_label(b) for b in refused_by),
+                    "characters": _character_names(list(refused)),
+                    "allowed": allowed,
+                },
+            )
+            for (refused, allowed), refused_by in reasons.items()
+        ]
+    )
 
 
 def earliest_date_from(now: dt.datetime | None = None) -> dt.datetime:
@@ -143,7 +162,8 @@ def normalise_date_from(value, *, now: dt.datetime | None = None) -> dt.datetime
             parsed = None
         if parsed is None:
             raise ValidationError(
-                _("Enter a date such as 2030-01-31 or a time such as 2030-01-30T21:00:00Z."), code="invalid")
+                _("Enter a date such as 2030-01-31 or a time such as 2030-01-30T21:00:00Z."), code="invalid"
+            )
         value = parsed
     if isinstance(value, dt.datetime):
         if timezone.is_naive(value):
@@ -151,7 +171,7 @@ def normalise_date_from(value, *, now: dt.datetime | None = None) -> dt.datetime
         try:
             day = value.astimezone(MOSCOW).date()
         except (OverflowError, ValueError):  # e.g. 9999-12-31T23:00:00-05:00: past the calendar's end
-            raise ValidationError(_("This date is out of range."), code="invalid")
+            raise ValidationError(_("This date is out of range."), code="invalid") from None
     elif isinstance(value, dt.date):
         day = value
     else:
@@ -161,13 +181,15 @@ def normalise_date_from(value, *, now: dt.datetime | None = None) -> dt.datetime
     if start < earliest:
         raise ValidationError(
             _("The start date must be no earlier than the next day (Moscow time): %(earliest)s or later."),
-            code="too_early", params={"earliest": earliest.date().isoformat()})
+            code="too_early",
+            params={"earliest": earliest.date().isoformat()},
+        )
     return start
 
 
 def date_from_for_idgtl(value: dt.datetime) -> str:
     """dateFrom as i-dgtl wants it: ``yyyy-MM-ddTHH:mm:ssZ`` in UTC."""
-    return value.astimezone(dt.timezone.utc).strftime(TIMESTAMP_FORMAT)
+    return value.astimezone(dt.UTC).strftime(TIMESTAMP_FORMAT)
 
 
 def validate_inn(value: str) -> str:
@@ -180,11 +202,13 @@ def validate_inn(value: str) -> str:
     except InvalidLength:
         raise ValidationError(
             _("An INN has 10 digits (legal entity) or 12 (individual entrepreneur); this one has %(length)s."),
-            code="length", params={"length": len(value)})
+            code="length",
+            params={"length": len(value)},
+        ) from None
     except InvalidChecksum:
-        raise ValidationError(_("This INN's check digits are wrong: check it for a typo."), code="checksum")
+        raise ValidationError(_("This INN's check digits are wrong: check it for a typo."), code="checksum") from None
     except Exception:
-        raise ValidationError(_("This is not a valid INN."), code="invalid")
+        raise ValidationError(_("This is not a valid INN."), code="invalid") from None
 
 
 # --- Documents ---------------------------------------------------------------------------------
@@ -250,17 +274,23 @@ def detect_document_type(file) -> str:
         raise ValidationError(_("%(name)s is empty."), code="empty", params={"name": name})
     if size is not None and size > limit:
         raise ValidationError(
-            _("%(name)s is %(size)s bytes; a document may be at most %(limit)s bytes."), code="too_large",
-            params={"name": name, "size": size, "limit": limit})
+            _("%(name)s is %(size)s bytes; a document may be at most %(limit)s bytes."),
+            code="too_large",
+            params={"name": name, "size": size, "limit": limit},
+        )
     kind = filetype.guess(_read_head(file))
     if kind is None or kind.mime not in DOCUMENT_MIME_TYPES:
         raise ValidationError(
-            _("%(name)s is not a PDF, PNG or JPEG file (judged by its content, not its name)."), code="file_type",
-            params={"name": name})
+            _("%(name)s is not a PDF, PNG or JPEG file (judged by its content, not its name)."),
+            code="file_type",
+            params={"name": name},
+        )
     if not _content_parses(file, kind.mime):
         raise ValidationError(
             _("%(name)s starts like a %(type)s file but is damaged or not one: its content does not read as %(type)s."),
-            code="file_damaged", params={"name": name, "type": DOCUMENT_MIME_TYPES[kind.mime]})
+            code="file_damaged",
+            params={"name": name, "type": DOCUMENT_MIME_TYPES[kind.mime]},
+        )
     return kind.mime
 
 
@@ -268,8 +298,10 @@ def validate_document_count(count: int) -> None:
     limit = settings.SENDER_NAME_MAX_DOCUMENTS
     if count > limit:
         raise ValidationError(
-            _("At most %(limit)s documents may be attached; got %(count)s."), code="too_many",
-            params={"limit": limit, "count": count})
+            _("At most %(limit)s documents may be attached; got %(count)s."),
+            code="too_many",
+            params={"limit": limit, "count": count},
+        )
 
 
 def validate_documents(files: Iterable) -> list[str]:
@@ -293,15 +325,20 @@ def validate_documents(files: Iterable) -> list[str]:
 def validate_documents_required(common_type: str, document_count: int) -> None:
     if common_type in COMMON_TYPES_REQUIRING_DOCUMENTS and document_count < 1:
         raise ValidationError(
-            _("A %(type)s sender name needs at least one document (PDF, PNG or JPEG)."), code="required",
-            params={"type": common_type})
+            _("A %(type)s sender name needs at least one document (PDF, PNG or JPEG)."),
+            code="required",
+            params={"type": common_type},
+        )
 
 
 # --- Duplicates --------------------------------------------------------------------------------
 def find_live_duplicate(*, account_id, sender_name: str, brand: str, channel_type: str, exclude_id=None):
     """A live application (not rejected or canceled) for the same name, operator and channel."""
     qs = SenderNameApplication.objects.filter(
-        account_id=account_id, sender_name__iexact=sender_name, brand=brand, channel_type=channel_type,
+        account_id=account_id,
+        sender_name__iexact=sender_name,
+        brand=brand,
+        channel_type=channel_type,
     ).exclude(status__in=SENDER_NAME_DEAD_STATUSES)
     if exclude_id is not None:
         qs = qs.exclude(pk=exclude_id)
@@ -310,14 +347,22 @@ def find_live_duplicate(*, account_id, sender_name: str, brand: str, channel_typ
 
 def validate_not_duplicate(*, account_id, sender_name, brand, channel_type, exclude_id=None) -> None:
     existing = find_live_duplicate(
-        account_id=account_id, sender_name=sender_name, brand=brand, channel_type=channel_type, exclude_id=exclude_id)
+        account_id=account_id, sender_name=sender_name, brand=brand, channel_type=channel_type, exclude_id=exclude_id
+    )
     if existing is not None:
         raise ValidationError(
-            _("“%(name)s” for %(brand)s is already filed in application #%(id)s (%(state)s); "
-              "file a new one only after that one is rejected or canceled."),
+            _(
+                "“%(name)s” for %(brand)s is already filed in application #%(id)s (%(state)s); "
+                "file a new one only after that one is rejected or canceled."
+            ),
             code="duplicate",
-            params={"name": existing.sender_name, "brand": existing.get_brand_display(), "id": existing.pk,
-                    "state": existing.status_label or existing.get_submission_state_display()})
+            params={
+                "name": existing.sender_name,
+                "brand": existing.get_brand_display(),
+                "id": existing.pk,
+                "state": existing.status_label or existing.get_submission_state_display(),
+            },
+        )
 
 
 # --- The whole application ----------------------------------------------------------------------
@@ -332,12 +377,25 @@ def _collector(errors: dict):
     return check
 
 
-def _validate_common(check, errors, *, channel_type, common_type, date_from, sender_name, counteragent_name,
-                     counteragent_inn, document_count, now) -> dict:
+def _validate_common(
+    check,
+    errors,
+    *,
+    channel_type,
+    common_type,
+    date_from,
+    sender_name,
+    counteragent_name,
+    counteragent_inn,
+    document_count,
+    now,
+) -> dict:
     """The rules every operator shares (all but the name's alphabet and duplicates)."""
     cleaned = {
-        "channel_type": channel_type, "common_type": common_type,
-        "sender_name": (sender_name or "").strip(), "counteragent_name": (counteragent_name or "").strip(),
+        "channel_type": channel_type,
+        "common_type": common_type,
+        "sender_name": (sender_name or "").strip(),
+        "counteragent_name": (counteragent_name or "").strip(),
     }
     check("channel_type", validate_choice, channel_type, ChannelType, _("channel"))
     check("common_type", validate_choice, common_type, CommonType, _("type"))
@@ -345,29 +403,55 @@ def _validate_common(check, errors, *, channel_type, common_type, date_from, sen
     cleaned["counteragent_inn"] = check("counteragent_inn", validate_inn, counteragent_inn)
     if not cleaned["counteragent_name"]:
         errors.setdefault("counteragent_name", []).append(
-            ValidationError(_("Enter the legal entity's name."), code="required"))
+            ValidationError(_("Enter the legal entity's name."), code="required")
+        )
     check("documents", validate_documents_required, common_type, document_count)
     return cleaned
 
 
 def application_validate(
-    *, account_id, channel_type, common_type, brand, date_from, sender_name, counteragent_name,
-    counteragent_inn, document_count: int, exclude_id=None, now=None,
+    *,
+    account_id,
+    channel_type,
+    common_type,
+    brand,
+    date_from,
+    sender_name,
+    counteragent_name,
+    counteragent_inn,
+    document_count: int,
+    exclude_id=None,
+    now=None,
 ) -> dict:
     """Check every field; return the cleaned values or raise one ValidationError keyed by field."""
     errors: dict[str, list] = {}
     check = _collector(errors)
     brand_ok = check("brand", validate_choice, brand, Brand, _("operator")) is not None
     cleaned = _validate_common(
-        check, errors, channel_type=channel_type, common_type=common_type, date_from=date_from,
-        sender_name=sender_name, counteragent_name=counteragent_name, counteragent_inn=counteragent_inn,
-        document_count=document_count, now=now)
+        check,
+        errors,
+        channel_type=channel_type,
+        common_type=common_type,
+        date_from=date_from,
+        sender_name=sender_name,
+        counteragent_name=counteragent_name,
+        counteragent_inn=counteragent_inn,
+        document_count=document_count,
+        now=now,
+    )
     cleaned["brand"] = brand
     if brand_ok:
         check("sender_name", validate_sender_name, cleaned["sender_name"], brand)
     if "sender_name" not in errors and brand_ok and "channel_type" not in errors:
-        check("sender_name", validate_not_duplicate, account_id=account_id, sender_name=cleaned["sender_name"],
-              brand=brand, channel_type=channel_type, exclude_id=exclude_id)
+        check(
+            "sender_name",
+            validate_not_duplicate,
+            account_id=account_id,
+            sender_name=cleaned["sender_name"],
+            brand=brand,
+            channel_type=channel_type,
+            exclude_id=exclude_id,
+        )
     if errors:
         raise ValidationError(errors)
     return cleaned
@@ -384,14 +468,25 @@ def validate_brands(values) -> list[str]:
     unknown = [value for value in values if value not in Brand.values]
     if unknown:
         raise ValidationError(
-            _("Unknown operator “%(value)s”; expected some of: %(choices)s."), code="invalid_choice",
-            params={"value": "”, “".join(unknown), "choices": ", ".join(Brand.values)})
+            _("Unknown operator “%(value)s”; expected some of: %(choices)s."),
+            code="invalid_choice",
+            params={"value": "”, “".join(unknown), "choices": ", ".join(Brand.values)},
+        )
     return [brand for brand in Brand.values if brand in values]
 
 
 def group_validate(
-    *, account_id, brands, channel_type, common_type, date_from, sender_name, counteragent_name, counteragent_inn,
-    document_count: int, now=None,
+    *,
+    account_id,
+    brands,
+    channel_type,
+    common_type,
+    date_from,
+    sender_name,
+    counteragent_name,
+    counteragent_inn,
+    document_count: int,
+    now=None,
 ) -> tuple[dict, list[str]]:
     """Every field against every chosen operator's rules at once: the cleaned values and the brands, or one
     ValidationError keyed by field whose messages name the operator that refuses."""
@@ -399,15 +494,29 @@ def group_validate(
     check = _collector(errors)
     chosen = check("brands", validate_brands, brands) or []
     cleaned = _validate_common(
-        check, errors, channel_type=channel_type, common_type=common_type, date_from=date_from,
-        sender_name=sender_name, counteragent_name=counteragent_name, counteragent_inn=counteragent_inn,
-        document_count=document_count, now=now)
+        check,
+        errors,
+        channel_type=channel_type,
+        common_type=common_type,
+        date_from=date_from,
+        sender_name=sender_name,
+        counteragent_name=counteragent_name,
+        counteragent_inn=counteragent_inn,
+        document_count=document_count,
+        now=now,
+    )
     if check("sender_name", validate_sender_name_length, cleaned["sender_name"]) is not None and chosen:
         check("sender_name", validate_brands_accept, cleaned["sender_name"], chosen)
     if "sender_name" not in errors and "channel_type" not in errors:
         for brand in chosen:
-            check("sender_name", validate_not_duplicate, account_id=account_id, sender_name=cleaned["sender_name"],
-                  brand=brand, channel_type=channel_type)
+            check(
+                "sender_name",
+                validate_not_duplicate,
+                account_id=account_id,
+                sender_name=cleaned["sender_name"],
+                brand=brand,
+                channel_type=channel_type,
+            )
     if errors:
         raise ValidationError(errors)
     return cleaned, chosen
@@ -419,8 +528,10 @@ def validate_manual_status(value) -> str:
     value = str(value or "").strip()
     if value not in SenderNameStatus.values:
         raise ValidationError(
-            _("Unknown status “%(value)s”; expected one of: %(choices)s."), code="invalid_choice",
-            params={"value": value, "choices": ", ".join(SenderNameStatus.values)})
+            _("Unknown status “%(value)s”; expected one of: %(choices)s."),
+            code="invalid_choice",
+            params={"value": value, "choices": ", ".join(SenderNameStatus.values)},
+        )
     return value
 
 
@@ -446,16 +557,20 @@ def parse_status_date(value, *, not_before: dt.date | None = None, now: dt.datet
         try:
             value = value.astimezone(MOSCOW).date()
         except (OverflowError, ValueError):
-            raise ValidationError(_("This date is out of range."), code="invalid")
+            raise ValidationError(_("This date is out of range."), code="invalid") from None
     if not isinstance(value, dt.date):
         raise ValidationError(_("Enter a date."), code="required")
     today = moscow_today(now)
     if value > today:
         raise ValidationError(
-            _("The status date cannot be in the future: today is %(today)s (Moscow time)."), code="future",
-            params={"today": today.isoformat()})
+            _("The status date cannot be in the future: today is %(today)s (Moscow time)."),
+            code="future",
+            params={"today": today.isoformat()},
+        )
     if not_before is not None and value < not_before:
         raise ValidationError(
-            _("The application was submitted to i-dgtl on %(date)s; its status cannot be older."), code="too_early",
-            params={"date": not_before.isoformat()})
+            _("The application was submitted to i-dgtl on %(date)s; its status cannot be older."),
+            code="too_early",
+            params={"date": not_before.isoformat()},
+        )
     return value

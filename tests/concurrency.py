@@ -1,4 +1,5 @@
 """Run one function in several threads at once (the workers of a concurrency test)."""
+
 import threading
 
 

@@ -4,6 +4,7 @@ Integration tests (marker ``integration``) need PostgreSQL (DATABASE_URL) and Re
 (CELERY_BROKER_URL). Without them they are skipped, unless B24SMS_REQUIRE_INTEGRATION=1 (CI),
 in which case a skip is turned into a failure so CI cannot pass without running them.
 """
+
 import os
 
 import pytest
@@ -53,7 +54,9 @@ def _media_in_tmp(settings, tmp_path):
 
 @pytest.fixture
 def staff_user(django_user_model):
-    return django_user_model.objects.create_user(username="operator", password="operator-pass-123", is_staff=True, is_superuser=True)
+    return django_user_model.objects.create_user(
+        username="operator", password="operator-pass-123", is_staff=True, is_superuser=True
+    )
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ functions alike), read with the standard library's ``ast``:
 
 The checker is tested too: on small planted trees it must name the offending import.
 """
+
 import ast
 import textwrap
 from dataclasses import dataclass
@@ -21,13 +22,20 @@ ROOT = Path(__file__).resolve().parent.parent
 FLOORS = {
     "common": 0,  # the ground floor: imports no app
     "audit": 1,  # the trail of operator actions, which every app may record to
-    "bitrix24": 2, "idgtl": 2,  # the clients of the remote APIs (HTTP; idgtl also keeps its accounts)
+    "bitrix24": 2,
+    "idgtl": 2,  # the clients of the remote APIs (HTTP; idgtl also keeps its accounts)
     "fakes": 2,  # stand-ins for the remote APIs (tests, the sandbox): their contracts only
-    "providers": 3, "sendernames": 3,  # the domain apps
+    "providers": 3,
+    "sendernames": 3,  # the domain apps
     "b24sms": 4,  # settings, URLs, Celery wiring, the operator pages
 }
-FLOOR_NAMES = {0: "the ground floor", 1: "the audit trail", 2: "the clients", 3: "the domain apps",
-               4: "the project's wiring"}
+FLOOR_NAMES = {
+    0: "the ground floor",
+    1: "the audit trail",
+    2: "the clients",
+    3: "the domain apps",
+    4: "the project's wiring",
+}
 ENQUEUE_FUNCTIONS = {"enqueue", "enqueue_on_commit", "enqueue_later"}
 
 
@@ -84,7 +92,7 @@ def imports_of(module: str, path: Path, modules: dict, root: Path) -> list[Impor
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 prefix = ".".join(base + ([node.module] if node.module else []))
             else:
                 prefix = node.module or ""
@@ -108,8 +116,11 @@ def floor_of(module: str) -> int:
 
 
 def floor_violations(imports: list[Import]) -> list[str]:
-    return [f"{found}: {FLOOR_NAMES[floor_of(found.source)]} may not import {FLOOR_NAMES[floor_of(found.target)]}"
-            for found in imports if floor_of(found.target) > floor_of(found.source)]
+    return [
+        f"{found}: {FLOOR_NAMES[floor_of(found.source)]} may not import {FLOOR_NAMES[floor_of(found.target)]}"
+        for found in imports
+        if floor_of(found.target) > floor_of(found.source)
+    ]
 
 
 def import_cycles(imports: list[Import]) -> list[list[Import]]:
@@ -152,17 +163,20 @@ def import_cycles(imports: list[Import]) -> list[list[Import]]:
             target = min(t for t in edges[here] if t in group)
             if target in seen:
                 path.append(target)
-                path = path[path.index(target):]
+                path = path[path.index(target) :]
                 break
             seen[target] = here
             path.append(target)
-        cycles.append([edges[a][b] for a, b in zip(path, path[1:])])
+        cycles.append([edges[a][b] for a, b in zip(path, path[1:], strict=False)])
     return cycles
 
 
 def services_importing_tasks(imports: list[Import]) -> list[str]:
-    return [f"{found}: a service enqueues by name (common/taskqueue.py), it does not import tasks"
-            for found in imports if "services" in found.source.split(".") and "tasks" in found.target.split(".")]
+    return [
+        f"{found}: a service enqueues by name (common/taskqueue.py), it does not import tasks"
+        for found in imports
+        if "services" in found.source.split(".") and "tasks" in found.target.split(".")
+    ]
 
 
 def enqueued_task_names(root: Path = ROOT) -> dict[str, list[str]]:
@@ -173,8 +187,11 @@ def enqueued_task_names(root: Path = ROOT) -> dict[str, list[str]]:
     for module, path in modules.items():
         trees[module] = tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in tree.body:
-            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
-                    and isinstance(node.value.value, str)):
+            if (
+                isinstance(node, ast.Assign)
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, str)
+            ):
                 for target in node.targets:
                     if isinstance(target, ast.Name) and target.id.endswith("_TASK"):
                         constants.setdefault(target.id, set()).add(node.value.value)
@@ -218,8 +235,12 @@ def test_every_task_enqueued_by_name_is_registered():
     from celery import current_app
 
     names = enqueued_task_names()
-    assert {"providers.tasks.register_provider", "providers.tasks.send_waiting_messages",  # the checker reads
-            "providers.tasks.report_installation_statuses", "sendernames.tasks.submit_application"} <= set(names)
+    assert {
+        "providers.tasks.register_provider",
+        "providers.tasks.send_waiting_messages",  # the checker reads
+        "providers.tasks.report_installation_statuses",
+        "sendernames.tasks.submit_application",
+    } <= set(names)
     unknown = {name: where for name, where in names.items() if name not in current_app.tasks}
     assert not unknown, f"enqueued but no task is registered under that name: {unknown}"
 
@@ -237,54 +258,69 @@ def plant(root: Path, files: dict[str, str]) -> Path:
 
 
 def test_the_checker_names_an_upward_import_even_inside_a_function(tmp_path):
-    root = plant(tmp_path, {
-        "bitrix24/client.py": """
+    root = plant(
+        tmp_path,
+        {
+            "bitrix24/client.py": """
             def save(installation):
                 from providers.models import Installation
                 return Installation
         """,
-        "providers/models.py": "Installation = object\n",
-    })
+            "providers/models.py": "Installation = object\n",
+        },
+    )
     violations = floor_violations(import_graph(root))
-    assert violations == ["bitrix24/client.py:3 imports providers.models (inside a function): "
-                          "the clients may not import the domain apps"]
+    assert violations == [
+        "bitrix24/client.py:3 imports providers.models (inside a function): the clients may not import the domain apps"
+    ]
 
 
 def test_the_checker_names_an_import_cycle_through_a_lazy_relative_import(tmp_path):
-    root = plant(tmp_path, {
-        "providers/services/__init__.py": "",
-        "providers/tasks/__init__.py": "",
-        "providers/services/sending.py": """
+    root = plant(
+        tmp_path,
+        {
+            "providers/services/__init__.py": "",
+            "providers/tasks/__init__.py": "",
+            "providers/services/sending.py": """
             def schedule():
                 from ..tasks.messages import send
                 send()
         """,
-        "providers/tasks/messages.py": "from providers.services.sending import schedule\n",
-    })
+            "providers/tasks/messages.py": "from providers.services.sending import schedule\n",
+        },
+    )
     imports = import_graph(root)
     cycles = import_cycles(imports)
-    assert [[str(found) for found in cycle] for cycle in cycles] == [[
-        "providers/services/sending.py:3 imports providers.tasks.messages (inside a function)",
-        "providers/tasks/messages.py:1 imports providers.services.sending (at module level)",
-    ]]
+    assert [[str(found) for found in cycle] for cycle in cycles] == [
+        [
+            "providers/services/sending.py:3 imports providers.tasks.messages (inside a function)",
+            "providers/tasks/messages.py:1 imports providers.services.sending (at module level)",
+        ]
+    ]
     assert floor_violations(imports) == []
     assert services_importing_tasks(imports) == [
         "providers/services/sending.py:3 imports providers.tasks.messages (inside a function): "
-        "a service enqueues by name (common/taskqueue.py), it does not import tasks"]
+        "a service enqueues by name (common/taskqueue.py), it does not import tasks"
+    ]
 
 
 def test_the_checker_reads_task_names_from_strings_and_constants(tmp_path):
-    root = plant(tmp_path, {
-        "sendernames/services.py": """
+    root = plant(
+        tmp_path,
+        {
+            "sendernames/services.py": """
             from common.taskqueue import enqueue_on_commit
             SUBMIT_TASK = "sendernames.tasks.submit_application"
             def queue(pk):
                 enqueue_on_commit(SUBMIT_TASK, pk)
                 enqueue_on_commit("sendernames.tasks.renamed_away", pk)
         """,
-    })
-    assert enqueued_task_names(root) == {"sendernames.tasks.submit_application": ["sendernames/services.py:5"],
-                                         "sendernames.tasks.renamed_away": ["sendernames/services.py:6"]}
+        },
+    )
+    assert enqueued_task_names(root) == {
+        "sendernames.tasks.submit_application": ["sendernames/services.py:5"],
+        "sendernames.tasks.renamed_away": ["sendernames/services.py:6"],
+    }
 
 
 @pytest.mark.parametrize("package", sorted(FLOORS))

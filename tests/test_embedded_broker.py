@@ -5,6 +5,7 @@ once, and every task runs exactly once (the pitfall of kombu's filesystem transp
 half-read messages under load). Producers that start at once each create kombu's tables and
 queue rows in the one SQLite file without tripping over one another.
 """
+
 import os
 import sqlite3
 import subprocess
@@ -34,8 +35,25 @@ def test_embedded_broker_runs_a_burst_of_tasks_once(tmp_path):
     log_path = tmp_path / "worker.log"
     with open(log_path, "w") as log:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "b24sms", "worker", "-l", "INFO", "-c", "2", "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "b24sms",
+                "worker",
+                "-l",
+                "INFO",
+                "-c",
+                "2",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         producer = (
             "import django; django.setup()\n"
@@ -45,8 +63,11 @@ def test_embedded_broker_runs_a_burst_of_tasks_once(tmp_path):
         results = []
 
         def produce():
-            results.append(subprocess.run([sys.executable, "-c", producer], cwd=ROOT, env=env,
-                                          capture_output=True, text=True, timeout=180))
+            results.append(
+                subprocess.run(
+                    [sys.executable, "-c", producer], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+                )
+            )
 
         producers = [threading.Thread(target=produce) for _ in range(2)]
         for thread in producers:
@@ -98,7 +119,9 @@ def test_producers_starting_at_once_create_each_queue_once(tmp_path):
         results = run_in_processes(publish_to_each_queue, PRODUCERS, args=(url, QUEUES), timeout=120)
         assert results == [len(QUEUES)] * PRODUCERS
         with sqlite3.connect(path) as db:
-            rows = db.execute("SELECT q.name, COUNT(DISTINCT q.id), COUNT(m.id) FROM kombu_queue q "
-                              "LEFT JOIN kombu_message m ON m.queue_id = q.id WHERE q.name LIKE 'race-%' "
-                              "GROUP BY q.name").fetchall()
+            rows = db.execute(
+                "SELECT q.name, COUNT(DISTINCT q.id), COUNT(m.id) FROM kombu_queue q "
+                "LEFT JOIN kombu_message m ON m.queue_id = q.id WHERE q.name LIKE 'race-%' "
+                "GROUP BY q.name"
+            ).fetchall()
         assert sorted(rows) == sorted((name, 1, PRODUCERS) for name in QUEUES)

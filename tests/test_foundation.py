@@ -1,4 +1,5 @@
 """The foundation: settings, the default i-dgtl account, the API's shape, production hardening."""
+
 import os
 import subprocess
 import sys
@@ -56,10 +57,15 @@ def test_production_settings_pass_check_deploy():
         "SECRET_INDEX_KEY": "a-production-secret-index-key-0123456789abcdef",
     }
     for name in ("DJANGO_ALLOW_ASYNC_UNSAFE", "B24_ALLOWED_PORTAL_DOMAINS", "TRUSTED_PROXIES", "DJANGO_DEBUG"):
-        env.pop(name, None)  # DJANGO_ALLOW_ASYNC_UNSAFE: set by the browser tests for their own process only  # set by the browser tests for their own process only
+        # DJANGO_ALLOW_ASYNC_UNSAFE: set by the browser tests for their own process only
+        env.pop(name, None)
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout

@@ -1,4 +1,5 @@
 """A NUL in any query string is a 400 JSON before any view runs (PostgreSQL cannot compare text with NUL)."""
+
 import pytest
 
 LISTS = [
@@ -24,8 +25,13 @@ def test_a_nul_in_the_query_string_is_refused_with_400(admin_client, url):
 
 @pytest.mark.django_db
 def test_the_same_lists_answer_with_ordinary_values(admin_client):
-    ordinary = {"state__exact=%00": "state__exact=active", "status__exact=%00": "status__exact=APPROVED",
-                "state=%00": "state=active", "status=%00": "status=APPROVED", "q%00=1": "q=1"}
+    ordinary = {
+        "state__exact=%00": "state__exact=active",
+        "status__exact=%00": "status__exact=APPROVED",
+        "state=%00": "state=active",
+        "status=%00": "status=APPROVED",
+        "q%00=1": "q=1",
+    }
     for url in LISTS:
         path, query = url.split("?")
         query = ordinary.get(query, query.replace("%00", "x"))

@@ -1,4 +1,5 @@
 """The integration harness itself: a real worker process on Redis and PostgreSQL."""
+
 import pytest
 from django.core.cache import cache
 

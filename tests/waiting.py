@@ -1,4 +1,5 @@
 """Waiting for something a worker or a fake server does in the background."""
+
 import time
 
 

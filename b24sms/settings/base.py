@@ -1,6 +1,7 @@
 """Settings shared by every environment. The environment is read here, and only here."""
-from email.utils import getaddresses
+
 from datetime import timedelta
+from email.utils import getaddresses
 from pathlib import Path
 
 import environ
@@ -94,7 +95,9 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
         DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
 else:
     DATABASES["default"].setdefault("OPTIONS", {})
-    DATABASES["default"]["OPTIONS"].update({"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"})
+    DATABASES["default"]["OPTIONS"].update(
+        {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -131,7 +134,13 @@ CELERY_BROKER_URL = env("CELERY_BROKER_URL", default=f"b24sqla+sqlite:///{VAR_DI
 if not REDIS_URL and CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     REDIS_URL = CELERY_BROKER_URL
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "b24sms"}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_URL,
+            "KEY_PREFIX": "b24sms",
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "b24sms_cache"}}
 
@@ -245,8 +254,9 @@ MESSAGES_OUTCOME_LOOKUP_DELAY = env.float("MESSAGES_OUTCOME_LOOKUP_DELAY", defau
 # POST /message, it outlasts one attempt (connect + read timeout) by a margin. A lapsed lease means
 # its worker is gone: the messages are looked up at i-dgtl (never resent blindly) by the next sweep.
 MESSAGES_SEND_LEASE_MARGIN = env.float("MESSAGES_SEND_LEASE_MARGIN", default=10.0)  # s
-MESSAGES_SEND_LEASE = env.float("MESSAGES_SEND_LEASE",
-                                default=IDGTL_CONNECT_TIMEOUT + IDGTL_TIMEOUT + MESSAGES_SEND_LEASE_MARGIN)
+MESSAGES_SEND_LEASE = env.float(
+    "MESSAGES_SEND_LEASE", default=IDGTL_CONNECT_TIMEOUT + IDGTL_TIMEOUT + MESSAGES_SEND_LEASE_MARGIN
+)
 # A sent message without a final status is looked up at i-dgtl this many seconds after it was sent,
 # then every MESSAGES_RECONCILE_INTERVAL seconds until the message lifetime ends.
 MESSAGES_RECONCILE_SCHEDULE = env.list("MESSAGES_RECONCILE_SCHEDULE", cast=int, default=[120, 300, 900, 3600])
@@ -291,7 +301,8 @@ HEALTHZ_BROKER_TIMEOUT = env.float("HEALTHZ_BROKER_TIMEOUT", default=2.0)  # sec
 # GET /metrics: staff sessions, `Authorization: Bearer METRICS_TOKEN` when set, else these client networks.
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
 METRICS_ALLOWED_NETWORKS = env.list(
-    "METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"])
+    "METRICS_ALLOWED_NETWORKS", default=["127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+)
 # Reverse proxies (addresses or networks) whose X-Forwarded-For is believed, right to left
 # (common/netaddr.py). Empty: the client is REMOTE_ADDR and X-Forwarded-For is never read.
 # Every allowlist by address asks there: /metrics, IDGTL_CALLBACK_ALLOWED_IPS, the install rate limit.
@@ -347,9 +358,13 @@ LOGGING = {
         "json": {"()": "common.logging.JsonFormatter", "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "text": {"()": "common.logging.TextFormatter", "format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
-    "handlers": {"console": {
-        "class": "logging.StreamHandler", "filters": ["context"],
-        "formatter": LOG_FORMAT if LOG_FORMAT in ("json", "text") else "json"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["context"],
+            "formatter": LOG_FORMAT if LOG_FORMAT in ("json", "text") else "json",
+        }
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},

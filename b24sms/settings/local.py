@@ -1,11 +1,12 @@
 """Settings for `make run`: one machine, SQLite and a server-less Celery broker by default (never production)."""
+
 import base64
 import os
 import secrets
 from pathlib import Path
 
-from .base import *  # noqa: F401,F403
-from .base import FIELD_ENCRYPTION_KEYS, SECRET_INDEX_KEY, VAR_DIR, env
+from b24sms.settings.base import *  # noqa: F401,F403
+from b24sms.settings.base import FIELD_ENCRYPTION_KEYS, SECRET_INDEX_KEY, VAR_DIR, env
 
 # DEBUG only when asked: `make run` asks (DJANGO_DEBUG=true), these settings alone do not.
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
@@ -31,7 +32,8 @@ def _local_secret_keys(path) -> dict[str, str]:
         fresh.write_text(
             "# Made by b24sms/settings/local.py for `make run` on this machine; never used in production.\n"
             f"FIELD_ENCRYPTION_KEYS={base64.urlsafe_b64encode(os.urandom(32)).decode()}\n"
-            f"SECRET_INDEX_KEY={secrets.token_urlsafe(48)}\n")
+            f"SECRET_INDEX_KEY={secrets.token_urlsafe(48)}\n"
+        )
         fresh.chmod(0o600)
         try:
             os.link(fresh, path)  # fails if another process made it first: then that one's keys are used

@@ -3,8 +3,9 @@
 Passes `manage.py check --deploy` with no warnings once the required environment is set (README
 "Security"); b24sms/checks.py names what is missing or unsafe.
 """
-from .base import *  # noqa: F401,F403
-from .base import env
+
+from b24sms.settings.base import *  # noqa: F401,F403
+from b24sms.settings.base import env
 
 DEBUG = False
 SECRET_KEY = env("DJANGO_SECRET_KEY")  # required: no default in production
@@ -12,8 +13,18 @@ ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS")
 SANDBOX = False  # the sandbox can never run by accident in production
 B24_REQUIRE_HTTPS = True  # the install endpoint refuses http client endpoints
 # Bitrix24's cloud portals by default; an on-premise portal is added by its own host name.
-B24_ALLOWED_PORTAL_DOMAINS = env.list("B24_ALLOWED_PORTAL_DOMAINS", default=[
-    ".bitrix24.ru", ".bitrix24.by", ".bitrix24.kz", ".bitrix24.ua", ".bitrix24.com", ".bitrix24.de", ".bitrix24.eu"])
+B24_ALLOWED_PORTAL_DOMAINS = env.list(
+    "B24_ALLOWED_PORTAL_DOMAINS",
+    default=[
+        ".bitrix24.ru",
+        ".bitrix24.by",
+        ".bitrix24.kz",
+        ".bitrix24.ua",
+        ".bitrix24.com",
+        ".bitrix24.de",
+        ".bitrix24.eu",
+    ],
+)
 
 # The reverse proxy terminates TLS and says so in X-Forwarded-Proto. Django believes this header from
 # anyone, so gunicorn must be reachable only through the proxy: docker-compose publishes the port on

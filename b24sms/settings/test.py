@@ -1,6 +1,7 @@
 """Settings for pytest. DATABASE_URL / CELERY_BROKER_URL from the environment select PostgreSQL and Redis."""
-from .base import *  # noqa: F401,F403
-from .base import env
+
+from b24sms.settings.base import *  # noqa: F401,F403
+from b24sms.settings.base import env
 
 DEBUG = False
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,4 +1,6 @@
-"""``{{ opts|accusative }}``: a model's name as the object of a verb, for the admin's templates (b24sms/admin_site.py)."""
+"""``{{ opts|accusative }}``: a model's name as the object of a verb, for the admin's templates
+(b24sms/admin_site.py)."""
+
 from django import template
 
 from b24sms.admin_site import accusative as accusative_of

@@ -1,4 +1,5 @@
 """Template tags of the admin start page."""
+
 from django import template
 from django.utils.translation import gettext as _
 

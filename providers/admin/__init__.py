@@ -1,2 +1,3 @@
 """Admin for the Bitrix24 side; each module registers its own models."""
-from . import messages, portals, usage  # noqa: F401
+
+from providers.admin import messages, portals, usage  # noqa: F401

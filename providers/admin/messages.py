@@ -1,19 +1,26 @@
 """Admin: messages with their timeline and status reports (read-only: messages come from Bitrix24), and the
 callback inbox (read-only: i-dgtl events waiting for the uuid of their message)."""
+
 from django.contrib import admin
 from django.db.models import Q
 from django.utils import formats, timezone, translation
 from django.utils.html import format_html
-from django.utils.translation import gettext, gettext_lazy as _
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
-from common.admin_display import datetime_to_second
 from bitrix24.contract import MessageStatus as Bitrix24Status
+from common.admin_display import datetime_to_second
 from idgtl.contract import MessageStatus as IdgtlStatus
-
-from ..models import Installation, Message, MessageStatusChange, StatusReport, UnmatchedCallbackEvent, state_label
-from ..services.sending import destination_normalise
-from .paginator import EstimatedCountPaginator
-
+from providers.admin.paginator import EstimatedCountPaginator
+from providers.models import (
+    Installation,
+    Message,
+    MessageStatusChange,
+    StatusReport,
+    UnmatchedCallbackEvent,
+    state_label,
+)
+from providers.services.sending import destination_normalise
 
 # Where a change of a message's state came from (providers/services/timeline.py ChangeSource), as operators say it.
 SOURCE_LABELS = {
@@ -64,6 +71,7 @@ class LabelledValuesFilter(admin.SimpleListFilter):
     """The known values of a column, by their labels. Listed from the code, not read from the table (a DISTINCT
     over ten million messages would read them all at every page view); another value still filters when it is
     given in the URL."""
+
     labels: dict = {}
 
     def lookups(self, request, model_admin):
@@ -106,9 +114,11 @@ def anonymised_badge(message) -> str:
     when = formats.date_format(timezone.localtime(message.anonymised_at), "SHORT_DATETIME_FORMAT")
     return format_html(
         '<span class="b24-anonymised" title="{}" style="display: inline-block; padding: 0 6px; border-radius: 8px; '
-        'background: var(--darkened-bg, #f8f8f8); border: 1px solid var(--border-color, #ccc); '
+        "background: var(--darkened-bg, #f8f8f8); border: 1px solid var(--border-color, #ccc); "
         'color: var(--body-quiet-color, #666); font-size: 0.85em; white-space: nowrap;">{}</span>',
-        gettext("Text and phone numbers removed by retention on %(date)s.") % {"date": when}, gettext("anonymised"))
+        gettext("Text and phone numbers removed by retention on %(date)s.") % {"date": when},
+        gettext("anonymised"),
+    )
 
 
 @admin.display(description=_("destination"), ordering="destination")
@@ -128,7 +138,7 @@ def anonymised_label(obj):
 
 @admin.display(description=_("SMS parts"))
 def sms_parts_label(obj):
-    """"2 (GSM-7)": the parts and encoding stored at intake (providers/sms_parts.py)."""
+    """ "2 (GSM-7)": the parts and encoding stored at intake (providers/sms_parts.py)."""
     if not obj.parts:
         return "—"
     return f"{obj.parts} ({obj.get_encoding_display()})"
@@ -158,9 +168,16 @@ def created_to_second(obj):
 
 class MessageStatusChangeInline(ReadOnlyInline):
     """The timeline, to the second: the steps of one send are often within the same minute."""
+
     model = MessageStatusChange
-    fields = readonly_fields = (created_to_second, "previous_state_label", "state", idgtl_status_label, "source_label",
-                                "detail_display")
+    fields = readonly_fields = (
+        created_to_second,
+        "previous_state_label",
+        "state",
+        idgtl_status_label,
+        "source_label",
+        "detail_display",
+    )
     verbose_name_plural = _("timeline")
 
     @admin.display(description=_("previous state"))
@@ -181,8 +198,15 @@ class MessageStatusChangeInline(ReadOnlyInline):
 
 class StatusReportInline(ReadOnlyInline):
     model = StatusReport
-    fields = readonly_fields = (created_to_second, bitrix24_status_label, "state", "attempts", "reported_to_second",
-                                "next_attempt_to_second", "last_error")
+    fields = readonly_fields = (
+        created_to_second,
+        bitrix24_status_label,
+        "state",
+        "attempts",
+        "reported_to_second",
+        "next_attempt_to_second",
+        "last_error",
+    )
     verbose_name_plural = _("reported to Bitrix24")
 
     @admin.display(description=_("reported"))
@@ -196,14 +220,25 @@ class StatusReportInline(ReadOnlyInline):
 
 @admin.register(Message)
 class MessageAdmin(admin.ModelAdmin):
-    list_display = ("created_at", "state", "installation", "provider", destination_display, message_to_display,
-                    idgtl_status_label, "parts", "message_id")
+    list_display = (
+        "created_at",
+        "state",
+        "installation",
+        "provider",
+        destination_display,
+        message_to_display,
+        idgtl_status_label,
+        "parts",
+        "message_id",
+    )
     list_filter = ("state", IdgtlStatusFilter, "installation", "provider", OriginFilter, "created_at")
     # Exact matches, each from an index (see get_search_results). No date hierarchy: its year and month links
     # are a DISTINCT over every row; the "received" filter gives the periods.
     search_fields = ("destination", "message_id", "idgtl_message_uuid")
-    search_help_text = _("A whole phone number (written in any way: +7 999 123-45-67, 8 999 123 45 67), a Bitrix24 "
-                         "message_id or an i-dgtl message UUID.")
+    search_help_text = _(
+        "A whole phone number (written in any way: +7 999 123-45-67, 8 999 123 45 67), a Bitrix24 "
+        "message_id or an i-dgtl message UUID."
+    )
     list_select_related = ("installation", "provider")
     show_full_result_count = False
     paginator = EstimatedCountPaginator  # no COUNT(*) over the whole table (PostgreSQL)
@@ -211,15 +246,46 @@ class MessageAdmin(admin.ModelAdmin):
     fieldsets = (
         (None, {"fields": ("installation", "provider", "message_id", "state", "created_at", anonymised_label)}),
         (_("Text and recipient"), {"fields": ("message_to", "destination", "sender_name", "text", sms_parts_label)}),
-        (_("i-dgtl"), {"fields": ("idgtl_message_uuid", idgtl_status_label, "idgtl_status_at", "error_code", "error_message",
-                                  "send_attempts", "sending_started_at", "sent_at", "final_at", "next_check_at")}),
-        (_("Origin in Bitrix24"), {"fields": (origin_label, "bindings", "workflow_id", "document_id", "document_type",
-                                              "author_user_id", "bitrix_sent_at")}),
+        (
+            _("i-dgtl"),
+            {
+                "fields": (
+                    "idgtl_message_uuid",
+                    idgtl_status_label,
+                    "idgtl_status_at",
+                    "error_code",
+                    "error_message",
+                    "send_attempts",
+                    "sending_started_at",
+                    "sent_at",
+                    "final_at",
+                    "next_check_at",
+                )
+            },
+        ),
+        (
+            _("Origin in Bitrix24"),
+            {
+                "fields": (
+                    origin_label,
+                    "bindings",
+                    "workflow_id",
+                    "document_id",
+                    "document_type",
+                    "author_user_id",
+                    "bitrix_sent_at",
+                )
+            },
+        ),
     )
 
     def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in Message._meta.fields] + [idgtl_status_label, anonymised_label, sms_parts_label,
-                                                                 origin_label]
+        return [field.name for field in Message._meta.fields] + [
+            idgtl_status_label,
+            anonymised_label,
+            sms_parts_label,
+            origin_label,
+        ]
 
     def has_add_permission(self, request):
         return False
@@ -251,13 +317,29 @@ class UnmatchedCallbackEventAdmin(admin.ModelAdmin):
     """Events i-dgtl called back with before the send's answer told us their uuid. Applied (and gone from
     here) when the uuid is recorded; dropped by beat after the message lifetime. Many or old ones here
     mean answers of i-dgtl that were lost: look the messages up at i-dgtl."""
-    list_display = ("received_at", "installation", "message_uuid", "status_display", "status_time", "error_code",
-                    "dropped_after")
+
+    list_display = (
+        "received_at",
+        "installation",
+        "message_uuid",
+        "status_display",
+        "status_time",
+        "error_code",
+        "dropped_after",
+    )
     list_filter = (CallbackStatusFilter, "installation", "received_at")
     search_fields = ("message_uuid",)
     list_select_related = ("installation",)
-    fields = readonly_fields = ("installation", "message_uuid", "status_display", "status_time", "error_code",
-                                "received_at", "dropped_after", "raw_event")
+    fields = readonly_fields = (
+        "installation",
+        "message_uuid",
+        "status_display",
+        "status_time",
+        "error_code",
+        "received_at",
+        "dropped_after",
+        "raw_event",
+    )
 
     @admin.display(description=_("i-dgtl status"), ordering="status")
     def status_display(self, obj):

@@ -12,6 +12,7 @@ rows (the pages after the last row are empty), or count more rows than it expect
 instead (``SELECT count(*) FROM (… LIMIT n)``) was measured and dropped: the planner takes a bitmap of every
 row of the portal and of the state for it (seconds at ten million rows; bench/scale.py, docs/performance.md).
 """
+
 import json
 import math
 

@@ -4,6 +4,7 @@ Secrets are never shown in full: the client_secret field is write-only (blank ke
 one), tokens appear masked. Provider changes go through the registration services, so the
 admin enforces exactly the rules of the API and pushes edits to the portals.
 """
+
 import phonenumbers
 from django import forms
 from django.contrib import admin, messages
@@ -22,7 +23,13 @@ from idgtl.admin import SecretKeepingForm, SecretMaskingAdmin
 from idgtl.models import mask_secret
 from providers.admin.test_sms import send_test_sms
 from providers.models import (
-    BitrixApplication, Installation, InstallationState, Provider, ProviderRegistration, RegistrationState)
+    BitrixApplication,
+    Installation,
+    InstallationState,
+    Provider,
+    ProviderRegistration,
+    RegistrationState,
+)
 from providers.services import installations as installation_services
 from providers.services import registration as registration_services
 from sendernames.selectors import sender_name_choices
@@ -44,6 +51,7 @@ def _badge(value: str, label) -> str:
 
 
 # --- Applications -----------------------------------------------------------------------------
+
 
 class BitrixApplicationForm(SecretKeepingForm):
     secret_fields = ("client_secret",)
@@ -79,11 +87,19 @@ class BitrixApplicationAdmin(SecretMaskingAdmin):
 
 # --- Installations ----------------------------------------------------------------------------
 
+
 class InstallationForm(forms.ModelForm):
     class Meta:
         model = Installation
-        fields = ["account", "default_region", "rate_limit_burst", "rate_limit_drain_per_second",
-                  "quota_monthly_parts", "quota_recipient_per_hour", "quota_warning_percent"]
+        fields = [
+            "account",
+            "default_region",
+            "rate_limit_burst",
+            "rate_limit_drain_per_second",
+            "quota_monthly_parts",
+            "quota_recipient_per_hour",
+            "quota_warning_percent",
+        ]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -132,42 +148,106 @@ class InstallationForm(forms.ModelForm):
 @admin.register(Installation)
 class InstallationAdmin(admin.ModelAdmin):
     form = InstallationForm
-    list_display = ["domain", "application", "state_badge", "access_token_expires_at", "last_error_short",
-                    "installed_at", "uninstalled_at"]
+    list_display = [
+        "domain",
+        "application",
+        "state_badge",
+        "access_token_expires_at",
+        "last_error_short",
+        "installed_at",
+        "uninstalled_at",
+    ]
     list_filter = ["state", "application"]
     list_select_related = ["application"]
     search_fields = ["domain", "member_id"]
     readonly_fields = [
-        "application", "member_id", "domain", "state_badge", "last_error", "client_endpoint", "server_endpoint",
-        "access_token_masked", "access_token_expires_at", "refresh_token_masked", "application_token_masked",
-        "handler_secret_masked", "callback_secret_masked", "scope", "portal_status", "installed_by_user_id",
-        "lacks_sender_update", "bound_events", "events_bind_attempted_at",
-        "installed_at", "uninstalled_at", "created_at", "updated_at",
+        "application",
+        "member_id",
+        "domain",
+        "state_badge",
+        "last_error",
+        "client_endpoint",
+        "server_endpoint",
+        "access_token_masked",
+        "access_token_expires_at",
+        "refresh_token_masked",
+        "application_token_masked",
+        "handler_secret_masked",
+        "callback_secret_masked",
+        "scope",
+        "portal_status",
+        "installed_by_user_id",
+        "lacks_sender_update",
+        "bound_events",
+        "events_bind_attempted_at",
+        "installed_at",
+        "uninstalled_at",
+        "created_at",
+        "updated_at",
     ]
     fieldsets = [
         (None, {"fields": ["domain", "application", "member_id", "state_badge", "last_error"]}),
-        (_("Tokens (masked)"), {"fields": ["access_token_masked", "access_token_expires_at", "refresh_token_masked",
-                                           "application_token_masked", "handler_secret_masked",
-                                           "callback_secret_masked", "scope"]}),
-        (_("Portal"), {"fields": ["client_endpoint", "server_endpoint", "portal_status", "installed_by_user_id",
-                                  "lacks_sender_update", "bound_events", "events_bind_attempted_at",
-                                  "installed_at", "uninstalled_at"]}),
+        (
+            _("Tokens (masked)"),
+            {
+                "fields": [
+                    "access_token_masked",
+                    "access_token_expires_at",
+                    "refresh_token_masked",
+                    "application_token_masked",
+                    "handler_secret_masked",
+                    "callback_secret_masked",
+                    "scope",
+                ]
+            },
+        ),
+        (
+            _("Portal"),
+            {
+                "fields": [
+                    "client_endpoint",
+                    "server_endpoint",
+                    "portal_status",
+                    "installed_by_user_id",
+                    "lacks_sender_update",
+                    "bound_events",
+                    "events_bind_attempted_at",
+                    "installed_at",
+                    "uninstalled_at",
+                ]
+            },
+        ),
         (_("Sending"), {"fields": ["account", "default_region", "rate_limit_burst", "rate_limit_drain_per_second"]}),
-        (_("Quotas"), {"fields": ["quota_monthly_parts", "quota_recipient_per_hour", "quota_warning_percent"],
-                       "description": _("A message over a quota is not sent: it ends failed with the reason, and the "
-                                        "portal is shown under \"Needs attention\" on the start page.")}),
+        (
+            _("Quotas"),
+            {
+                "fields": ["quota_monthly_parts", "quota_recipient_per_hour", "quota_warning_percent"],
+                "description": _(
+                    "A message over a quota is not sent: it ends failed with the reason, and the "
+                    'portal is shown under "Needs attention" on the start page.'
+                ),
+            },
+        ),
     ]
 
     def has_add_permission(self, request):
         return False  # installations are created by Bitrix24 calling the install endpoint
 
     def changelist_view(self, request, extra_context=None):
-        stuck = list(Installation.objects.filter(state=InstallationState.NEEDS_REINSTALL).values_list("domain", flat=True))
+        stuck = list(
+            Installation.objects.filter(state=InstallationState.NEEDS_REINSTALL).values_list("domain", flat=True)
+        )
         if stuck and request.method == "GET":
-            self.message_user(request, ngettext(
-                "Needs reinstall (no call reaches it until the application is reinstalled there): %(portals)s.",
-                "Need reinstall (no call reaches them until the application is reinstalled there): %(portals)s.",
-                len(stuck)) % {"portals": ", ".join(stuck)}, messages.ERROR)
+            self.message_user(
+                request,
+                ngettext(
+                    "Needs reinstall (no call reaches it until the application is reinstalled there): %(portals)s.",
+                    "Need reinstall (no call reaches them until the application is reinstalled there): %(portals)s.",
+                    len(stuck),
+                )
+                % {"portals": ", ".join(stuck)},
+                messages.ERROR,
+            )
         return super().changelist_view(request, extra_context)
 
     @admin.display(description=_("state"), ordering="state")
@@ -204,8 +284,15 @@ class InstallationAdmin(admin.ModelAdmin):
 
 # --- Providers ----------------------------------------------------------------------------------
 
-PROVIDER_FIELDS = ["code", "name", "name_translations", "description", "description_translations",
-                   "sender_name_application", "sender_name"]
+PROVIDER_FIELDS = [
+    "code",
+    "name",
+    "name_translations",
+    "description",
+    "description_translations",
+    "sender_name_application",
+    "sender_name",
+]
 
 
 class ProviderForm(forms.ModelForm):
@@ -223,10 +310,12 @@ class ProviderForm(forms.ModelForm):
         labels = {choice.application.pk: choice.label for choice in choices}
         field.queryset = field.queryset.filter(pk__in=labels)
         field.label_from_instance = lambda application: labels.get(application.pk, str(application))
-        field.help_text = _("Approved names, each once with the operators it is approved for. A name is usable for "
-                            "sending from 00:00 Moscow time of its start date; one approved but not started yet is "
-                            "listed with that time. Leave empty and type the sender name for a name registered "
-                            "outside b24sms.")
+        field.help_text = _(
+            "Approved names, each once with the operators it is approved for. A name is usable for "
+            "sending from 00:00 Moscow time of its start date; one approved but not started yet is "
+            "listed with that time. Leave empty and type the sender name for a name registered "
+            "outside b24sms."
+        )
         self.fields["sender_name"].required = False
 
     def clean(self):
@@ -275,8 +364,11 @@ class ProviderRegistrationInline(admin.TabularInline):
 
 class InstallationChoiceForm(forms.Form):
     installations = forms.ModelMultipleChoiceField(
-        label=_("Portals"), queryset=Installation.objects.filter(state=InstallationState.ACTIVE),
-        widget=forms.CheckboxSelectMultiple, required=True)
+        label=_("Portals"),
+        queryset=Installation.objects.filter(state=InstallationState.ACTIVE),
+        widget=forms.CheckboxSelectMultiple,
+        required=True,
+    )
 
 
 @admin.register(Provider)
@@ -318,21 +410,40 @@ class ProviderAdmin(admin.ModelAdmin):
             if form.is_valid():
                 return list(form.cleaned_data["installations"])
         else:
-            form = InstallationChoiceForm(initial={"installations": list(
-                Installation.objects.filter(state=InstallationState.ACTIVE).values_list("pk", flat=True))})
-        return TemplateResponse(request, "providers/admin/choose_installations.html", {
-            **self.admin_site.each_context(request), "title": title, "form": form, "queryset": queryset,
-            "action": action, "opts": self.model._meta, "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
-        })
+            form = InstallationChoiceForm(
+                initial={
+                    "installations": list(
+                        Installation.objects.filter(state=InstallationState.ACTIVE).values_list("pk", flat=True)
+                    )
+                }
+            )
+        return TemplateResponse(
+            request,
+            "providers/admin/choose_installations.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": title,
+                "form": form,
+                "queryset": queryset,
+                "action": action,
+                "opts": self.model._meta,
+                "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            },
+        )
 
     def _report_queued(self, request, provider, registrations, what, action):
         portals = [r.installation.domain for r in registrations]
         if registrations:
-            text, level = _g("%(code)s: %(what)s queued on %(portals)s.") % {
-                "code": provider.code, "what": what, "portals": ", ".join(portals)}, messages.SUCCESS
+            text, level = (
+                _g("%(code)s: %(what)s queued on %(portals)s.")
+                % {"code": provider.code, "what": what, "portals": ", ".join(portals)},
+                messages.SUCCESS,
+            )
         else:
-            text, level = _g("%(code)s: nothing to do (not on any active portal).") % {
-                "code": provider.code}, messages.WARNING
+            text, level = (
+                _g("%(code)s: nothing to do (not on any active portal).") % {"code": provider.code},
+                messages.WARNING,
+            )
         action_record(instance=provider, action=action, result=text, portals=portals)
         self.message_user(request, text, level)
 
@@ -380,20 +491,37 @@ class ProviderAdmin(admin.ModelAdmin):
     def check_action(self, request, queryset):
         for provider in queryset:
             results = registration_services.provider_check(provider=provider)
-            action_record(instance=provider, action=Action.CHECK, result="; ".join(
-                f"{row['domain']}: {row['summary']}" for row in results) or _g("not registered on any active portal"),
-                portals=[row["domain"] for row in results])
+            action_record(
+                instance=provider,
+                action=Action.CHECK,
+                result="; ".join(f"{row['domain']}: {row['summary']}" for row in results)
+                or _g("not registered on any active portal"),
+                portals=[row["domain"] for row in results],
+            )
             if not results:
-                self.message_user(request, _g("%(code)s: not registered on any active portal.") % {
-                    "code": provider.code}, messages.WARNING)
+                self.message_user(
+                    request,
+                    _g("%(code)s: not registered on any active portal.") % {"code": provider.code},
+                    messages.WARNING,
+                )
             for row in results:
                 text = f"{provider.code} @ {row['domain']}: {row['summary']}"
                 if row["unknown_on_portal"]:
-                    text += " " + ngettext("Unknown code on the portal: %(codes)s.", "Unknown codes on the portal: %(codes)s.",
-                                           len(row["unknown_on_portal"])) % {"codes": ", ".join(row["unknown_on_portal"])}
+                    text += " " + ngettext(
+                        "Unknown code on the portal: %(codes)s.",
+                        "Unknown codes on the portal: %(codes)s.",
+                        len(row["unknown_on_portal"]),
+                    ) % {"codes": ", ".join(row["unknown_on_portal"])}
                 if row["missing_on_portal"]:
-                    text += " " + _g("Missing on the portal: %(codes)s.") % {"codes": ", ".join(row["missing_on_portal"])}
-                ok = not row["error"] and not row["missing_on_portal"] and not row["unknown_on_portal"] and row["present_on_portal"]
+                    text += " " + _g("Missing on the portal: %(codes)s.") % {
+                        "codes": ", ".join(row["missing_on_portal"])
+                    }
+                ok = (
+                    not row["error"]
+                    and not row["missing_on_portal"]
+                    and not row["unknown_on_portal"]
+                    and row["present_on_portal"]
+                )
                 level = messages.ERROR if row["error"] else (messages.SUCCESS if ok else messages.WARNING)
                 self.message_user(request, text, level)
 
@@ -401,13 +529,32 @@ class ProviderAdmin(admin.ModelAdmin):
 @admin.register(ProviderRegistration)
 class ProviderRegistrationAdmin(admin.ModelAdmin):
     # One column for the last repair and the error cut short: the list fits a 1280-px screen (the page has it all).
-    list_display = ["provider", "installation", "state_badge", "last_error_short", "registered_at", "checked_at",
-                    "last_repair", "updated_at"]
+    list_display = [
+        "provider",
+        "installation",
+        "state_badge",
+        "last_error_short",
+        "registered_at",
+        "checked_at",
+        "last_repair",
+        "updated_at",
+    ]
     list_filter = ["state", "repair_reason", "installation", "provider"]
     list_select_related = ["provider", "installation"]
     search_fields = ["provider__code", "installation__domain"]
-    readonly_fields = ["provider", "installation", "state", "last_error", "registered_at", "checked_at",
-                       "repaired_at", "repair_reason", "repair_count", "created_at", "updated_at"]
+    readonly_fields = [
+        "provider",
+        "installation",
+        "state",
+        "last_error",
+        "registered_at",
+        "checked_at",
+        "repaired_at",
+        "repair_reason",
+        "repair_count",
+        "created_at",
+        "updated_at",
+    ]
 
     def has_add_permission(self, request):
         return False

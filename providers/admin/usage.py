@@ -6,6 +6,7 @@ Who sees what: the usage pages need providers.view_usageday; amounts and the dow
 providers.view_tariff (both are Viewer permissions, b24sms/roles.py). Tariffs are changed with the
 tariff's own add/change/delete permissions (not given to Operator: prices are for whoever bills).
 """
+
 from datetime import date, timedelta
 
 from django import forms
@@ -18,10 +19,10 @@ from django.urls import path, reverse
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
-from ..models import USAGE_STATES, Installation, MessageState, Tariff, UsageDay
-from ..services import statements as statement_services
-from ..services.tariffs import tariff_clean, tariff_period_label, tariff_save
-from ..services.usage import usage_parts_by_day, usage_today
+from providers.models import USAGE_STATES, Installation, MessageState, Tariff, UsageDay
+from providers.services import statements as statement_services
+from providers.services.tariffs import tariff_clean, tariff_period_label, tariff_save
+from providers.services.usage import usage_parts_by_day, usage_today
 
 MONTHS_IN_TABLE = 12
 STATE_COLOURS = {  # the chart's stacks, bottom up
@@ -41,7 +42,7 @@ def _month_or_current(value: str | None) -> date:
     try:
         return statement_services.month_parse(value, today=today)
     except ValueError as exc:
-        raise Http404(str(exc))
+        raise Http404(str(exc)) from exc
 
 
 def _previous_month(month: date) -> date:
@@ -72,19 +73,38 @@ def parts_chart(*, installation_id: int, month: date) -> dict:
             h = round(height * value / peak, 1)
             if value:
                 y -= h
-                stack.append({"y": round(y, 1), "h": h, "colour": STATE_COLOURS[state], "state": labels[state],
-                              "value": value})
-        bars.append({"day": day, "x": x, "w": bar, "stack": stack, "total": totals[index],
-                     "label_x": x + bar / 2, "show_label": index % 2 == 0 or len(days) <= 16})
+                stack.append(
+                    {"y": round(y, 1), "h": h, "colour": STATE_COLOURS[state], "state": labels[state], "value": value}
+                )
+        bars.append(
+            {
+                "day": day,
+                "x": x,
+                "w": bar,
+                "stack": stack,
+                "total": totals[index],
+                "label_x": x + bar / 2,
+                "show_label": index % 2 == 0 or len(days) <= 16,
+            }
+        )
     ticks = [{"value": round(peak * f), "y": round(top + height - height * f, 1)} for f in (0, 0.5, 1)]
-    return {"bars": bars, "peak": peak, "width": left + len(days) * (bar + gap), "height": top + height + 30,
-            "plot_bottom": top + height, "left": left, "label_y": top + height + 14, "ticks": ticks,
-            "legend": [{"label": labels[s], "colour": STATE_COLOURS[s]} for s in states], "total": sum(totals)}
+    return {
+        "bars": bars,
+        "peak": peak,
+        "width": left + len(days) * (bar + gap),
+        "height": top + height + 30,
+        "plot_bottom": top + height,
+        "left": left,
+        "label_y": top + height + 14,
+        "ticks": ticks,
+        "legend": [{"label": labels[s], "colour": STATE_COLOURS[s]} for s in states],
+        "total": sum(totals),
+    }
 
 
 @admin.register(UsageDay)
 class UsageAdmin(admin.ModelAdmin):
-    """"Usage" in the admin: the portals of a month (and the downloads for all of them), one page per portal."""
+    """ "Usage" in the admin: the portals of a month (and the downloads for all of them), one page per portal."""
 
     def has_add_permission(self, request):
         return False
@@ -107,8 +127,13 @@ class UsageAdmin(admin.ModelAdmin):
         ]
 
     def _context(self, request, **extra):
-        return {**self.admin_site.each_context(request), "opts": self.model._meta, "has_view_permission": True,
-                "may_see_amounts": self.may_see_amounts(request), **extra}
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "has_view_permission": True,
+            "may_see_amounts": self.may_see_amounts(request),
+            **extra,
+        }
 
     def changelist_view(self, request, extra_context=None):
         """Every portal with usage in the month: messages, parts, billable parts, amount; the month's downloads."""
@@ -117,14 +142,27 @@ class UsageAdmin(admin.ModelAdmin):
         month = _month_or_current(request.GET.get("month"))
         statements = statement_services.statements_build(month=month)
         for statement in statements:
-            statement.url = reverse("admin:providers_usageday_portal", args=[statement.installation_id]) + f"?month={month:%Y-%m}"
+            statement.url = (
+                reverse("admin:providers_usageday_portal", args=[statement.installation_id]) + f"?month={month:%Y-%m}"
+            )
         today = usage_today()
-        return TemplateResponse(request, "providers/admin/usage_index.html", self._context(
-            request, title=gettext("Usage by portal"), month=month, statements=statements,
-            total_parts=sum(s.parts for s in statements), total_amount=sum(s.amount for s in statements),
-            total_billable=sum(s.billable_parts for s in statements), total_messages=sum(s.messages for s in statements),
-            previous_month=_previous_month(month), next_month=_next_month(month) if _next_month(month) <= today else None,
-            portals=Installation.objects.order_by("domain").values_list("pk", "domain")))
+        return TemplateResponse(
+            request,
+            "providers/admin/usage_index.html",
+            self._context(
+                request,
+                title=gettext("Usage by portal"),
+                month=month,
+                statements=statements,
+                total_parts=sum(s.parts for s in statements),
+                total_amount=sum(s.amount for s in statements),
+                total_billable=sum(s.billable_parts for s in statements),
+                total_messages=sum(s.messages for s in statements),
+                previous_month=_previous_month(month),
+                next_month=_next_month(month) if _next_month(month) <= today else None,
+                portals=Installation.objects.order_by("domain").values_list("pk", "domain"),
+            ),
+        )
 
     def portal_view(self, request, installation_id: int):
         if not self.has_view_permission(request):
@@ -141,11 +179,22 @@ class UsageAdmin(admin.ModelAdmin):
             cursor = _previous_month(cursor)
         current = statement_services.statement_build(installation=installation, month=month)
         states = dict(MessageState.choices)
-        return TemplateResponse(request, "providers/admin/usage_portal.html", self._context(
-            request, title=gettext("Usage of %(portal)s") % {"portal": installation.domain}, installation=installation,
-            month=month, chart=parts_chart(installation_id=installation.pk, month=month), months=months,
-            statement=current, state_labels=[states[s] for s in USAGE_STATES],
-            previous_month=_previous_month(month), next_month=_next_month(month) if _next_month(month) <= today else None))
+        return TemplateResponse(
+            request,
+            "providers/admin/usage_portal.html",
+            self._context(
+                request,
+                title=gettext("Usage of %(portal)s") % {"portal": installation.domain},
+                installation=installation,
+                month=month,
+                chart=parts_chart(installation_id=installation.pk, month=month),
+                months=months,
+                statement=current,
+                state_labels=[states[s] for s in USAGE_STATES],
+                previous_month=_previous_month(month),
+                next_month=_next_month(month) if _next_month(month) <= today else None,
+            ),
+        )
 
     def statement_view(self, request):
         """GET ?month=YYYY-MM&format=csv|xlsx[&portal=id]: the statement file of one portal or of all."""
@@ -174,10 +223,14 @@ class UsageAdmin(admin.ModelAdmin):
 # --- tariffs ----------------------------------------------------------------------------------------------
 class TariffForm(forms.ModelForm):
     billable_states = forms.MultipleChoiceField(
-        label=_("billable states"), widget=forms.CheckboxSelectMultiple,
+        label=_("billable states"),
+        widget=forms.CheckboxSelectMultiple,
         choices=[(state.value, state.label) for state in USAGE_STATES],
-        help_text=_("Messages in these states are billed. Default: every message i-dgtl accepted (sent, delivered, "
-                    "undelivered)."))
+        help_text=_(
+            "Messages in these states are billed. Default: every message i-dgtl accepted (sent, delivered, "
+            "undelivered)."
+        ),
+    )
 
     class Meta:
         model = Tariff

@@ -1,5 +1,6 @@
 """REST API: /api/messages/ (staff with providers.view_message), read-only, with each message's timeline
 and status reports."""
+
 import django_filters
 from django.urls import include, path
 from django.utils.translation import gettext_lazy as _
@@ -7,8 +8,7 @@ from rest_framework import serializers, viewsets
 from rest_framework.routers import SimpleRouter
 
 from common.api import DateTimeFilter, FilterSet, IdFilter
-
-from ..models import Message, MessageState, MessageStatusChange, StatusReport
+from providers.models import Message, MessageState, MessageStatusChange, StatusReport
 
 
 class MessageStatusChangeSerializer(serializers.ModelSerializer):
@@ -30,10 +30,32 @@ class MessageSerializer(serializers.ModelSerializer):
     class Meta:
         model = Message
         fields = [
-            "id", "installation", "portal", "provider", "provider_code", "message_id", "module_id", "state",
-            "message_to", "destination", "sender_name", "text", "encoding", "parts", "idgtl_message_uuid", "idgtl_status", "idgtl_status_at",
-            "error_code", "error_message", "send_attempts", "created_at", "sending_started_at", "sent_at", "final_at",
-            "bitrix_sent_at", "anonymised_at",
+            "id",
+            "installation",
+            "portal",
+            "provider",
+            "provider_code",
+            "message_id",
+            "module_id",
+            "state",
+            "message_to",
+            "destination",
+            "sender_name",
+            "text",
+            "encoding",
+            "parts",
+            "idgtl_message_uuid",
+            "idgtl_status",
+            "idgtl_status_at",
+            "error_code",
+            "error_message",
+            "send_attempts",
+            "created_at",
+            "sending_started_at",
+            "sent_at",
+            "final_at",
+            "bitrix_sent_at",
+            "anonymised_at",
         ]
         read_only_fields = fields
 
@@ -44,23 +66,33 @@ class MessageDetailSerializer(MessageSerializer):
 
     class Meta(MessageSerializer.Meta):
         fields = MessageSerializer.Meta.fields + [
-            "bindings", "workflow_id", "document_id", "document_type", "author_user_id", "timeline", "status_reports"]
+            "bindings",
+            "workflow_id",
+            "document_id",
+            "document_type",
+            "author_user_id",
+            "timeline",
+            "status_reports",
+        ]
         read_only_fields = fields
 
 
 class MessageFilter(FilterSet):
     state = django_filters.MultipleChoiceFilter(choices=MessageState.choices, help_text=_("Our state (repeatable)."))
     status = django_filters.MultipleChoiceFilter(
-        field_name="state", choices=MessageState.choices, help_text=_("Same as state."))
+        field_name="state", choices=MessageState.choices, help_text=_("Same as state.")
+    )
     idgtl_status = django_filters.CharFilter()
     portal = IdFilter(field_name="installation_id", help_text=_("Installation (portal) id."))
     portal_domain = django_filters.CharFilter(field_name="installation__domain", lookup_expr="iexact")
     provider = IdFilter(field_name="provider_id", help_text=_("Provider id."))
     provider_code = django_filters.CharFilter(field_name="provider__code")
-    created_from = DateTimeFilter(field_name="created_at", lookup_expr="gte", help_text=_(
-        "Received at or after this time (ISO 8601)."))
-    created_to = DateTimeFilter(field_name="created_at", lookup_expr="lt", help_text=_(
-        "Received before this time (ISO 8601)."))
+    created_from = DateTimeFilter(
+        field_name="created_at", lookup_expr="gte", help_text=_("Received at or after this time (ISO 8601).")
+    )
+    created_to = DateTimeFilter(
+        field_name="created_at", lookup_expr="lt", help_text=_("Received before this time (ISO 8601).")
+    )
     destination = django_filters.CharFilter(field_name="destination", lookup_expr="contains")
     message_id = django_filters.CharFilter()
 
@@ -71,6 +103,7 @@ class MessageFilter(FilterSet):
 
 class MessageViewSet(viewsets.ReadOnlyModelViewSet):
     """SMS received from Bitrix24: state, i-dgtl status, and (in detail) the timeline and status reports."""
+
     filterset_class = MessageFilter
 
     def get_queryset(self):

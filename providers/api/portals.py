@@ -3,6 +3,7 @@
 Thin: serializers check types, the registration services enforce the rules (their Django
 ValidationError becomes a 400 naming the field, see b24sms/api.py).
 """
+
 from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema, extend_schema_view
@@ -28,17 +29,41 @@ from sendernames.models import SenderNameApplication
 
 class InstallationSerializer(serializers.ModelSerializer):
     application_name = serializers.CharField(source="application.name", read_only=True)
-    needs_reinstall = serializers.SerializerMethodField(help_text=_("The application must be reinstalled on the portal."))
+    needs_reinstall = serializers.SerializerMethodField(
+        help_text=_("The application must be reinstalled on the portal.")
+    )
 
     class Meta:
         model = Installation
         fields = [
-            "id", "application", "application_name", "member_id", "domain", "client_endpoint", "server_endpoint",
-            "state", "needs_reinstall", "last_error", "access_token_expires_at", "scope", "portal_status",
-            "installed_by_user_id", "account", "default_region", "rate_limit_burst", "rate_limit_drain_per_second",
-            "quota_monthly_parts", "quota_recipient_per_hour", "quota_warning_percent",
-            "lacks_sender_update", "bound_events", "events_bind_attempted_at",
-            "installed_at", "uninstalled_at", "created_at", "updated_at",
+            "id",
+            "application",
+            "application_name",
+            "member_id",
+            "domain",
+            "client_endpoint",
+            "server_endpoint",
+            "state",
+            "needs_reinstall",
+            "last_error",
+            "access_token_expires_at",
+            "scope",
+            "portal_status",
+            "installed_by_user_id",
+            "account",
+            "default_region",
+            "rate_limit_burst",
+            "rate_limit_drain_per_second",
+            "quota_monthly_parts",
+            "quota_recipient_per_hour",
+            "quota_warning_percent",
+            "lacks_sender_update",
+            "bound_events",
+            "events_bind_attempted_at",
+            "installed_at",
+            "uninstalled_at",
+            "created_at",
+            "updated_at",
         ]
         read_only_fields = fields
 
@@ -48,15 +73,27 @@ class InstallationSerializer(serializers.ModelSerializer):
 
 class InstallationQuotasSerializer(JsonTypesMixin, serializers.ModelSerializer):
     """The quotas of a portal, the only fields of an installation the API changes (PATCH)."""
+
     quota_monthly_parts = serializers.IntegerField(
-        min_value=0, max_value=2**31 - 1, allow_null=True, required=False,
-        help_text=_("SMS parts per calendar month (USAGE_TIME_ZONE); null means no limit."))
+        min_value=0,
+        max_value=2**31 - 1,
+        allow_null=True,
+        required=False,
+        help_text=_("SMS parts per calendar month (USAGE_TIME_ZONE); null means no limit."),
+    )
     quota_recipient_per_hour = serializers.IntegerField(
-        min_value=0, max_value=2**31 - 1, allow_null=True, required=False,
-        help_text=_("Messages to one phone number within any 60 minutes; null means no limit."))
+        min_value=0,
+        max_value=2**31 - 1,
+        allow_null=True,
+        required=False,
+        help_text=_("Messages to one phone number within any 60 minutes; null means no limit."),
+    )
     quota_warning_percent = serializers.IntegerField(
-        min_value=0, max_value=100, required=False,
-        help_text=_("Share of the monthly limit at which the portal shows under \"Needs attention\"."))
+        min_value=0,
+        max_value=100,
+        required=False,
+        help_text=_('Share of the monthly limit at which the portal shows under "Needs attention".'),
+    )
 
     class Meta:
         model = Installation
@@ -65,13 +102,28 @@ class InstallationQuotasSerializer(JsonTypesMixin, serializers.ModelSerializer):
 
 class RegistrationSerializer(serializers.ModelSerializer):
     domain = serializers.CharField(source="installation.domain", read_only=True)
-    repair_reason = serializers.ChoiceField(choices=RepairReason.choices, allow_blank=True, read_only=True,
-                                            help_text=_("Why it was last added back; empty when it never was."))
+    repair_reason = serializers.ChoiceField(
+        choices=RepairReason.choices,
+        allow_blank=True,
+        read_only=True,
+        help_text=_("Why it was last added back; empty when it never was."),
+    )
 
     class Meta:
         model = ProviderRegistration
-        fields = ["id", "installation", "domain", "state", "last_error", "registered_at", "checked_at",
-                  "repaired_at", "repair_reason", "repair_count", "updated_at"]
+        fields = [
+            "id",
+            "installation",
+            "domain",
+            "state",
+            "last_error",
+            "registered_at",
+            "checked_at",
+            "repaired_at",
+            "repair_reason",
+            "repair_count",
+            "updated_at",
+        ]
         read_only_fields = fields
 
 
@@ -84,29 +136,56 @@ class RegisteredInstallationsField(RelatedIdsField):
 
 class ProviderSerializer(JsonTypesMixin, serializers.ModelSerializer):
     name_translations = serializers.JSONField(
-        required=False, help_text=_('Name per language, e.g. {"ru": "…", "en": "…"}; sent to Bitrix24 as NAME object.'))
+        required=False, help_text=_('Name per language, e.g. {"ru": "…", "en": "…"}; sent to Bitrix24 as NAME object.')
+    )
     description_translations = serializers.JSONField(
-        required=False, help_text=_("Description per language; sent to Bitrix24 as DESCRIPTION object."))
+        required=False, help_text=_("Description per language; sent to Bitrix24 as DESCRIPTION object.")
+    )
     sender_name = serializers.CharField(
-        required=False, allow_blank=True, max_length=11,
-        help_text=_("The i-dgtl sender name. Taken from sender_name_application when that is set; otherwise type a "
-                    "name registered outside b24sms."))
+        required=False,
+        allow_blank=True,
+        max_length=11,
+        help_text=_(
+            "The i-dgtl sender name. Taken from sender_name_application when that is set; otherwise type a "
+            "name registered outside b24sms."
+        ),
+    )
     sender_name_application = serializers.PrimaryKeyRelatedField(
-        queryset=SenderNameApplication.objects.all(), required=False, allow_null=True,
-        help_text=_("An APPROVED sender-name application whose start date (00:00 Moscow time) has passed. "
-                    "GET /api/sender-names/choices/ lists each approved name once with the operators it is approved "
-                    "for, and the id to give here."))
+        queryset=SenderNameApplication.objects.all(),
+        required=False,
+        allow_null=True,
+        help_text=_(
+            "An APPROVED sender-name application whose start date (00:00 Moscow time) has passed. "
+            "GET /api/sender-names/choices/ lists each approved name once with the operators it is approved "
+            "for, and the id to give here."
+        ),
+    )
     installations = RegisteredInstallationsField(
-        child_relation=serializers.PrimaryKeyRelatedField(queryset=Installation.objects.all()), required=False,
-        help_text=_("Installations (portals) the provider is on. On write: portals to register it on (added to the "
-                    "current ones; use the remove action to take it off a portal)."))
+        child_relation=serializers.PrimaryKeyRelatedField(queryset=Installation.objects.all()),
+        required=False,
+        help_text=_(
+            "Installations (portals) the provider is on. On write: portals to register it on (added to the "
+            "current ones; use the remove action to take it off a portal)."
+        ),
+    )
     registrations = RegistrationSerializer(many=True, read_only=True)
 
     class Meta:
         model = Provider
         fields = [
-            "id", "code", "type", "name", "name_translations", "description", "description_translations",
-            "sender_name", "sender_name_application", "installations", "registrations", "created_at", "updated_at",
+            "id",
+            "code",
+            "type",
+            "name",
+            "name_translations",
+            "description",
+            "description_translations",
+            "sender_name",
+            "sender_name_application",
+            "installations",
+            "registrations",
+            "created_at",
+            "updated_at",
         ]
         read_only_fields = ["id", "type", "registrations", "created_at", "updated_at"]
         extra_kwargs = {"code": {"validators": []}}  # uniqueness is checked by the service
@@ -120,9 +199,12 @@ class ProviderSerializer(JsonTypesMixin, serializers.ModelSerializer):
 
 class InstallationChoiceSerializer(JsonTypesMixin, serializers.Serializer):
     installations = RelatedIdsField(
-        child_relation=serializers.PrimaryKeyRelatedField(queryset=Installation.objects.all()), required=False,
-        help_text=_("Installation ids; omitted means every active portal (register) or every portal it is on "
-                    "(check, remove)."))
+        child_relation=serializers.PrimaryKeyRelatedField(queryset=Installation.objects.all()),
+        required=False,
+        help_text=_(
+            "Installation ids; omitted means every active portal (register) or every portal it is on (check, remove)."
+        ),
+    )
 
 
 class PortalCheckSerializer(serializers.Serializer):
@@ -133,9 +215,11 @@ class PortalCheckSerializer(serializers.Serializer):
     present_on_portal = serializers.BooleanField(allow_null=True, help_text=_("null when the check failed."))
     on_portal = serializers.ListField(child=serializers.CharField(), help_text=_("Codes sender.list returned."))
     missing_on_portal = serializers.ListField(
-        child=serializers.CharField(), help_text=_("Registered here but absent on the portal (marked failed)."))
+        child=serializers.CharField(), help_text=_("Registered here but absent on the portal (marked failed).")
+    )
     unknown_on_portal = serializers.ListField(
-        child=serializers.CharField(), help_text=_("On the portal but not registered here."))
+        child=serializers.CharField(), help_text=_("On the portal but not registered here.")
+    )
     error = serializers.CharField(help_text=_("Why the check failed; empty when it ran."))
     summary = serializers.CharField()
 
@@ -143,11 +227,11 @@ class PortalCheckSerializer(serializers.Serializer):
 @extend_schema_view(
     list=extend_schema(summary=_("List installations (portals)")),
     retrieve=extend_schema(summary=_("One installation")),
-    partial_update=extend_schema(summary=_("Change the quotas of an installation"),
-                                 responses=InstallationSerializer),
+    partial_update=extend_schema(summary=_("Change the quotas of an installation"), responses=InstallationSerializer),
 )
 class PortalViewSet(mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
     """Portals b24sms is installed on. Tokens are never exposed. PATCH changes the quotas only."""
+
     queryset = Installation.objects.select_related("application").order_by("domain", "id")
     serializer_class = InstallationSerializer
     filterset_fields = ["state", "application"]
@@ -167,17 +251,39 @@ class PortalViewSet(mixins.UpdateModelMixin, viewsets.ReadOnlyModelViewSet):
 @extend_schema_view(
     list=extend_schema(summary=_("List providers")),
     retrieve=extend_schema(summary=_("One provider with its registrations")),
-    create=extend_schema(summary=_("Create a provider (and register it on the given installations)"), examples=[
-        OpenApiExample("Own sender name", request_only=True, value={
-            "code": "myshop_sms", "name": "MyShop SMS", "sender_name": "MYSHOP"})]),
+    create=extend_schema(
+        summary=_("Create a provider (and register it on the given installations)"),
+        examples=[
+            OpenApiExample(
+                "Own sender name",
+                request_only=True,
+                value={"code": "myshop_sms", "name": "MyShop SMS", "sender_name": "MYSHOP"},
+            )
+        ],
+    ),
     update=extend_schema(summary=_("Change a provider; the change is pushed to its portals")),
     partial_update=extend_schema(summary=_("Change some fields of a provider; pushed to its portals")),
-    destroy=extend_schema(summary=_("Delete a provider and delete it from its portals"), responses={
-        204: None, 400: OpenApiResponse(ERROR_REF, description=_(
-            "The provider has messages (their history needs it): remove it from the portals instead."))}),
+    destroy=extend_schema(
+        summary=_("Delete a provider and delete it from its portals"),
+        responses={
+            204: None,
+            400: OpenApiResponse(
+                ERROR_REF,
+                description=_(
+                    "The provider has messages (their history needs it): remove it from the portals instead."
+                ),
+            ),
+        },
+    ),
 )
-class ProviderViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
-                      mixins.DestroyModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+class ProviderViewSet(
+    mixins.CreateModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    mixins.DestroyModelMixin,
+    mixins.ListModelMixin,
+    viewsets.GenericViewSet,
+):
     queryset = Provider.objects.prefetch_related("registrations__installation").order_by("code")
     serializer_class = ProviderSerializer
     action_permissions = {
@@ -188,14 +294,19 @@ class ProviderViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins
 
     def _may_register(self, serializer):
         """Installations given on create or update register the provider there: that needs register_provider."""
-        if serializer.validated_data.get("installations") and not self.request.user.has_perm("providers.register_provider"):
+        if serializer.validated_data.get("installations") and not self.request.user.has_perm(
+            "providers.register_provider"
+        ):
             raise PermissionDenied()  # DRF's own (translated) message
 
     def _record_registering(self, serializer):
         """The edit itself is in the audit trail (auditlog); registering it on the portals given is an action."""
         if serializer.validated_data.get("installations"):
-            action_record(instance=serializer.instance, action=Action.REGISTER,
-                          portals=[installation.domain for installation in serializer.validated_data["installations"]])
+            action_record(
+                instance=serializer.instance,
+                action=Action.REGISTER,
+                portals=[installation.domain for installation in serializer.validated_data["installations"]],
+            )
 
     def perform_create(self, serializer):
         self._may_register(serializer)
@@ -217,38 +328,56 @@ class ProviderViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin, mixins
 
     def _registrations(self, provider):
         return RegistrationSerializer(
-            provider.registrations.select_related("installation").order_by("installation__domain"), many=True).data
+            provider.registrations.select_related("installation").order_by("installation__domain"), many=True
+        ).data
 
-    @extend_schema(summary=_("Register the provider on portals (sender.add, in the background)"),
-                   request=InstallationChoiceSerializer, responses={202: RegistrationSerializer(many=True)})
+    @extend_schema(
+        summary=_("Register the provider on portals (sender.add, in the background)"),
+        request=InstallationChoiceSerializer,
+        responses={202: RegistrationSerializer(many=True)},
+    )
     @action(detail=True, methods=["post"], pagination_class=None)
     def register(self, request, pk=None):
         provider = self.get_object()
         installations = self._installations(request)
         with transaction.atomic():
             registrations = registration_services.provider_register(provider=provider, installations=installations)
-            action_record(instance=provider, action=Action.REGISTER, portals=[r.installation.domain for r in registrations])
+            action_record(
+                instance=provider, action=Action.REGISTER, portals=[r.installation.domain for r in registrations]
+            )
         return Response(self._registrations(provider), status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(summary=_("Remove the provider from portals (sender.delete, in the background)"),
-                   request=InstallationChoiceSerializer, responses={202: RegistrationSerializer(many=True)})
+    @extend_schema(
+        summary=_("Remove the provider from portals (sender.delete, in the background)"),
+        request=InstallationChoiceSerializer,
+        responses={202: RegistrationSerializer(many=True)},
+    )
     @action(detail=True, methods=["post"], pagination_class=None)
     def remove(self, request, pk=None):
         provider = self.get_object()
         installations = self._installations(request)
         with transaction.atomic():
             registrations = registration_services.provider_unregister(provider=provider, installations=installations)
-            action_record(instance=provider, action=Action.REMOVE, portals=[r.installation.domain for r in registrations])
+            action_record(
+                instance=provider, action=Action.REMOVE, portals=[r.installation.domain for r in registrations]
+            )
         return Response(self._registrations(provider), status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(summary=_("Compare sender.list on the portals with our records (drift)"),
-                   request=InstallationChoiceSerializer, responses={200: PortalCheckSerializer(many=True)})
+    @extend_schema(
+        summary=_("Compare sender.list on the portals with our records (drift)"),
+        request=InstallationChoiceSerializer,
+        responses={200: PortalCheckSerializer(many=True)},
+    )
     @action(detail=True, methods=["post"], pagination_class=None)
     def check(self, request, pk=None):
         provider = self.get_object()
         results = registration_services.provider_check(provider=provider, installations=self._installations(request))
-        action_record(instance=provider, action=Action.CHECK, result="; ".join(
-            f"{row['domain']}: {row['summary']}" for row in results), portals=[row["domain"] for row in results])
+        action_record(
+            instance=provider,
+            action=Action.CHECK,
+            result="; ".join(f"{row['domain']}: {row['summary']}" for row in results),
+            portals=[row["domain"] for row in results],
+        )
         return Response(PortalCheckSerializer(results, many=True).data)
 
 

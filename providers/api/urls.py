@@ -1,3 +1,3 @@
-from . import messages, portals, test_sms, usage
+from providers.api import messages, portals, test_sms, usage
 
 urlpatterns = test_sms.urlpatterns + usage.urlpatterns + portals.urlpatterns + messages.urlpatterns

@@ -10,6 +10,7 @@
 Thin: query serializers check the parameters (a 400 names the field, b24sms/api.py); the services
 compute. Here ``format`` names the statement's file type, not one of DRF's renderers.
 """
+
 from datetime import date
 
 from django.conf import settings
@@ -26,11 +27,10 @@ from rest_framework.routers import SimpleRouter
 from rest_framework.views import APIView
 
 from common.api import IdField, JsonAnswers, JsonTypesMixin, without_empty_values
-
-from ..models import USAGE_STATES, Installation, Tariff
-from ..services import statements as statement_services
-from ..services.tariffs import tariff_clean, tariff_save
-from ..services.usage import GROUP_BY_DAY, GROUP_BY_MONTH, usage_rows, usage_today
+from providers.models import USAGE_STATES, Installation, Tariff
+from providers.services import statements as statement_services
+from providers.services.tariffs import tariff_clean, tariff_save
+from providers.services.usage import GROUP_BY_DAY, GROUP_BY_MONTH, usage_rows, usage_today
 
 USAGE_MAX_DAYS = 732  # two years of days in one answer (a year of months is 12 rows per key)
 MONTH_PATTERN = r"^(000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})-(0[1-9]|1[0-2])$"  # YYYY-MM, year 1 to 9999
@@ -39,11 +39,13 @@ FORMATS = ("json", "csv", "xlsx")
 
 # --- parameters ------------------------------------------------------------------------------------------
 class UsageQuerySerializer(serializers.Serializer):
-    date_from = serializers.DateField(required=False, help_text=_("First day (YYYY-MM-DD, included). Default: the "
-                                                                  "first day of the current month."))
+    date_from = serializers.DateField(
+        required=False, help_text=_("First day (YYYY-MM-DD, included). Default: the first day of the current month.")
+    )
     date_to = serializers.DateField(required=False, help_text=_("Last day (YYYY-MM-DD, included). Default: today."))
-    group_by = serializers.ChoiceField(choices=[GROUP_BY_DAY, GROUP_BY_MONTH], default=GROUP_BY_DAY,
-                                       help_text=_("One row per day or per month."))
+    group_by = serializers.ChoiceField(
+        choices=[GROUP_BY_DAY, GROUP_BY_MONTH], default=GROUP_BY_DAY, help_text=_("One row per day or per month.")
+    )
 
     def validate(self, data):
         today = usage_today()
@@ -52,26 +54,33 @@ class UsageQuerySerializer(serializers.Serializer):
         if data["date_to"] < data["date_from"]:
             raise serializers.ValidationError({"date_to": _("The last day is before the first day.")})
         if (data["date_to"] - data["date_from"]).days >= USAGE_MAX_DAYS:
-            raise serializers.ValidationError({"date_to": _("At most %(days)d days at once.") % {"days": USAGE_MAX_DAYS}})
+            raise serializers.ValidationError(
+                {"date_to": _("At most %(days)d days at once.") % {"days": USAGE_MAX_DAYS}}
+            )
         return data
 
 
 class AllPortalsUsageQuerySerializer(UsageQuerySerializer):
-    portal = serializers.ListField(child=IdField(), required=False,
-                                   help_text=_("Portal (installation) ids; repeat the parameter for several. Default: all."))
+    portal = serializers.ListField(
+        child=IdField(),
+        required=False,
+        help_text=_("Portal (installation) ids; repeat the parameter for several. Default: all."),
+    )
 
 
 class StatementQuerySerializer(serializers.Serializer):
-    month = serializers.RegexField(MONTH_PATTERN, required=False, help_text=_(
-        "YYYY-MM, a month that has begun. Default: the current month."))
-    format = serializers.ChoiceField(choices=FORMATS, default="json", help_text=_("json, csv (UTF-8 with a BOM, "
-                                                                                   "for Excel) or xlsx."))
+    month = serializers.RegexField(
+        MONTH_PATTERN, required=False, help_text=_("YYYY-MM, a month that has begun. Default: the current month.")
+    )
+    format = serializers.ChoiceField(
+        choices=FORMATS, default="json", help_text=_("json, csv (UTF-8 with a BOM, for Excel) or xlsx.")
+    )
 
     def validate_month(self, value):
         try:
             return statement_services.month_parse(value, today=usage_today())
         except ValueError as exc:
-            raise serializers.ValidationError(str(exc))
+            raise serializers.ValidationError(str(exc)) from exc
 
     def validate(self, data):
         data.setdefault("month", usage_today().replace(day=1))
@@ -111,8 +120,9 @@ class StatementLineSerializer(serializers.Serializer):
     parts = serializers.IntegerField()
     billable_messages = serializers.IntegerField()
     billable_parts = serializers.IntegerField()
-    amount = serializers.DecimalField(max_digits=16, decimal_places=2, allow_null=True,
-                                      help_text=_("Null when no tariff applied on those days."))
+    amount = serializers.DecimalField(
+        max_digits=16, decimal_places=2, allow_null=True, help_text=_("Null when no tariff applied on those days.")
+    )
 
 
 class StatementSerializer(serializers.Serializer):
@@ -137,36 +147,55 @@ class UsageApiView(APIView):
 
 
 def _usage_answer(query: dict, rows: list[dict]) -> dict:
-    return {"date_from": query["date_from"], "date_to": query["date_to"], "group_by": query["group_by"],
-            "time_zone": settings.USAGE_TIME_ZONE, "rows": rows}
+    return {
+        "date_from": query["date_from"],
+        "date_to": query["date_to"],
+        "group_by": query["group_by"],
+        "time_zone": settings.USAGE_TIME_ZONE,
+        "rows": rows,
+    }
 
 
 class PortalUsageView(UsageApiView):
     required_permissions = ["providers.view_installation", "providers.view_usageday"]
 
-    @extend_schema(summary=_("Usage of one portal per day or month"), parameters=[UsageQuerySerializer],
-                   responses={200: UsageSerializer})
+    @extend_schema(
+        summary=_("Usage of one portal per day or month"),
+        parameters=[UsageQuerySerializer],
+        responses={200: UsageSerializer},
+    )
     def get(self, request, pk: int):
         installation = get_object_or_404(Installation, pk=pk)
         query = UsageQuerySerializer(data=without_empty_values(request.query_params))
         query.is_valid(raise_exception=True)
         data = query.validated_data
-        rows = usage_rows(date_from=data["date_from"], date_to=data["date_to"], group_by=data["group_by"],
-                          installation_ids=[installation.pk])
+        rows = usage_rows(
+            date_from=data["date_from"],
+            date_to=data["date_to"],
+            group_by=data["group_by"],
+            installation_ids=[installation.pk],
+        )
         return Response(_usage_answer(data, rows))
 
 
 class UsageView(UsageApiView):
     required_permissions = ["providers.view_installation", "providers.view_usageday"]
 
-    @extend_schema(summary=_("Usage of every portal (or those given) per day or month"),
-                   parameters=[AllPortalsUsageQuerySerializer], responses={200: UsageSerializer})
+    @extend_schema(
+        summary=_("Usage of every portal (or those given) per day or month"),
+        parameters=[AllPortalsUsageQuerySerializer],
+        responses={200: UsageSerializer},
+    )
     def get(self, request):
         query = AllPortalsUsageQuerySerializer(data=without_empty_values(request.query_params))
         query.is_valid(raise_exception=True)
         data = query.validated_data
-        rows = usage_rows(date_from=data["date_from"], date_to=data["date_to"], group_by=data["group_by"],
-                          installation_ids=data.get("portal"))
+        rows = usage_rows(
+            date_from=data["date_from"],
+            date_to=data["date_to"],
+            group_by=data["group_by"],
+            installation_ids=data.get("portal"),
+        )
         return Response(_usage_answer(data, rows))
 
 
@@ -184,17 +213,20 @@ def _file_responses(json_answer, description):
     return {
         (200, "application/json"): OpenApiResponse(json_answer, description=description),
         (200, "text/csv"): OpenApiResponse(OpenApiTypes.BINARY, description=description),
-        (200, statement_services.FILE_CONTENT_TYPES["xlsx"]): OpenApiResponse(OpenApiTypes.BINARY,
-                                                                              description=description),
+        (200, statement_services.FILE_CONTENT_TYPES["xlsx"]): OpenApiResponse(
+            OpenApiTypes.BINARY, description=description
+        ),
     }
 
 
 class PortalStatementView(UsageApiView):
     required_permissions = ["providers.view_installation", "providers.view_usageday", "providers.view_tariff"]
 
-    @extend_schema(summary=_("Monthly statement of one portal (JSON, CSV or XLSX)"),
-                   parameters=[StatementQuerySerializer], responses=_file_responses(
-                       StatementSerializer, _("JSON; with format=csv or xlsx, the file instead.")))
+    @extend_schema(
+        summary=_("Monthly statement of one portal (JSON, CSV or XLSX)"),
+        parameters=[StatementQuerySerializer],
+        responses=_file_responses(StatementSerializer, _("JSON; with format=csv or xlsx, the file instead.")),
+    )
     def get(self, request, pk: int):
         installation = get_object_or_404(Installation, pk=pk)
         query = StatementQuerySerializer(data=without_empty_values(request.query_params))
@@ -209,10 +241,11 @@ class PortalStatementView(UsageApiView):
 class StatementsView(UsageApiView):
     required_permissions = ["providers.view_installation", "providers.view_usageday", "providers.view_tariff"]
 
-    @extend_schema(summary=_("Monthly statements of every portal that sent SMS that month"),
-                   parameters=[StatementQuerySerializer],
-                   responses=_file_responses(StatementSerializer(many=True),
-                                             _("JSON; with format=csv or xlsx, one file.")))
+    @extend_schema(
+        summary=_("Monthly statements of every portal that sent SMS that month"),
+        parameters=[StatementQuerySerializer],
+        responses=_file_responses(StatementSerializer(many=True), _("JSON; with format=csv or xlsx, one file.")),
+    )
     def get(self, request):
         query = StatementQuerySerializer(data=without_empty_values(request.query_params))
         query.is_valid(raise_exception=True)
@@ -225,18 +258,33 @@ class StatementsView(UsageApiView):
 
 # --- tariffs ---------------------------------------------------------------------------------------------------
 class TariffSerializer(JsonTypesMixin, serializers.ModelSerializer):
-    portal_domain = serializers.CharField(source="installation.domain", read_only=True, allow_null=True,
-                                          help_text=_("Null for the default tariff."))
+    portal_domain = serializers.CharField(
+        source="installation.domain", read_only=True, allow_null=True, help_text=_("Null for the default tariff.")
+    )
     billable_states = serializers.ListField(
-        child=serializers.CharField(), required=False,
-        help_text=_("States whose messages are billed, among sending, sent, delivered, undelivered, failed. Default: "
-                    "sent, delivered, undelivered (every message i-dgtl accepted)."))
+        child=serializers.CharField(),
+        required=False,
+        help_text=_(
+            "States whose messages are billed, among sending, sent, delivered, undelivered, failed. Default: "
+            "sent, delivered, undelivered (every message i-dgtl accepted)."
+        ),
+    )
     price_per_part = serializers.DecimalField(max_digits=12, decimal_places=4, help_text=_("RUB per SMS part."))
 
     class Meta:
         model = Tariff
-        fields = ["id", "installation", "portal_domain", "price_per_part", "billable_states", "valid_from",
-                  "valid_until", "comment", "created_at", "updated_at"]
+        fields = [
+            "id",
+            "installation",
+            "portal_domain",
+            "price_per_part",
+            "billable_states",
+            "valid_from",
+            "valid_until",
+            "comment",
+            "created_at",
+            "updated_at",
+        ]
         read_only_fields = ["id", "created_at", "updated_at"]
         extra_kwargs = {"installation": {"help_text": _("Portal id; null for the default tariff.")}}
         validators = []  # the service checks the period (overlaps), not the unique constraint alone
@@ -262,6 +310,7 @@ class TariffSerializer(JsonTypesMixin, serializers.ModelSerializer):
 
 class TariffViewSet(viewsets.ModelViewSet):
     """Prices per SMS part: the default tariff (no portal) and portals' own, each valid from a day."""
+
     queryset = Tariff.objects.select_related("installation").order_by("installation_id", "-valid_from", "id")
     serializer_class = TariffSerializer
     filterset_fields = ["installation"]

@@ -4,13 +4,13 @@ Idempotent by (message_uuid, status); a message only moves forward and a final s
 A callback may come before the uuids of the send's answer are recorded: its events wait in the inbox
 (UnmatchedCallbackEvent) and are applied in the transaction that records those uuids.
 """
+
 import functools
 import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -23,11 +23,10 @@ from common import metrics
 from common.bulk import bulk_update_rows
 from idgtl.client import IdgtlClient, IdgtlError
 from idgtl.services import account_get_default
-
-from ..models import Installation, Message, MessageState, MessageStatusChange, UnmatchedCallbackEvent
-from ..status_mapping import STATE_RANK, idgtl_status_moves_forward, state_for_idgtl_status
-from .timeline import ChangeSource, messages_change_state
-from .usage import usage_deferred
+from providers.models import Installation, Message, MessageState, MessageStatusChange, UnmatchedCallbackEvent
+from providers.services.timeline import ChangeSource, messages_change_state
+from providers.services.usage import usage_deferred
+from providers.status_mapping import STATE_RANK, idgtl_status_moves_forward, state_for_idgtl_status
 
 logger = logging.getLogger(__name__)
 
@@ -66,8 +65,8 @@ def _parse_time(value) -> datetime | None:
         return None
     try:
         if timezone.is_naive(value):
-            return value.replace(tzinfo=dt_timezone.utc)
-        return value.astimezone(dt_timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
     except (OverflowError, ValueError):
         return None
 
@@ -94,14 +93,24 @@ def callback_events_parse(payload) -> list[CallbackEvent]:
             continue  # price, click, ...: acknowledged and ignored
         uuid, status = item.get("message_uuid"), item.get("status")
         if not isinstance(uuid, str) or not _UUID_RE.fullmatch(uuid):
-            raise CallbackError(gettext_lazy("message_uuid is missing or not a string of at most 64 printable "
-                                             "ASCII characters."), f"[{index}].message_uuid")
+            raise CallbackError(
+                gettext_lazy("message_uuid is missing or not a string of at most 64 printable ASCII characters."),
+                f"[{index}].message_uuid",
+            )
         if not isinstance(status, str) or not _STATUS_RE.fullmatch(status):
-            raise CallbackError(gettext_lazy("status is missing or not a string of at most 32 printable "
-                                             "ASCII characters."), f"[{index}].status")
-        events.append(CallbackEvent(
-            message_uuid=uuid, status=status, status_time=_parse_time(item.get("status_time")),
-            error_code=_error_code(item.get("error_code")), raw=item))
+            raise CallbackError(
+                gettext_lazy("status is missing or not a string of at most 32 printable ASCII characters."),
+                f"[{index}].status",
+            )
+        events.append(
+            CallbackEvent(
+                message_uuid=uuid,
+                status=status,
+                status_time=_parse_time(item.get("status_time")),
+                error_code=_error_code(item.get("error_code")),
+                raw=item,
+            )
+        )
     return events
 
 
@@ -134,7 +143,8 @@ def callback_events_apply(*, installation: Installation, events: list[CallbackEv
                 raise _UuidsNotRecorded  # rolled back: no row stays locked while the inbox lock is awaited
             applied = _messages_apply_statuses(
                 [(messages[e.message_uuid], e.status, e.status_time, e.error_code) for e in events],
-                source=ChangeSource.CALLBACK)
+                source=ChangeSource.CALLBACK,
+            )
         return CallbackOutcome(applied, 0)
     except _UuidsNotRecorded:
         pass
@@ -158,8 +168,11 @@ def callback_events_apply(*, installation: Installation, events: list[CallbackEv
         applied = _messages_apply_statuses(statuses, source=ChangeSource.CALLBACK)
         kept = _inbox_keep(installation, unknown)
     if unknown:
-        logger.info("i-dgtl callback: %d events for message uuids not recorded yet kept in the inbox (%d new)",
-                    len(unknown), kept)
+        logger.info(
+            "i-dgtl callback: %d events for message uuids not recorded yet kept in the inbox (%d new)",
+            len(unknown),
+            kept,
+        )
     return CallbackOutcome(applied, kept)
 
 
@@ -168,8 +181,11 @@ class _UuidsNotRecorded(Exception):
 
 
 def _message_ids_by_uuid(installation_id: int, uuids) -> dict[str, int]:
-    return dict(Message.objects.filter(installation_id=installation_id, idgtl_message_uuid__in=uuids)
-                .values_list("idgtl_message_uuid", "pk"))
+    return dict(
+        Message.objects.filter(installation_id=installation_id, idgtl_message_uuid__in=uuids).values_list(
+            "idgtl_message_uuid", "pk"
+        )
+    )
 
 
 def _lock_messages(*, ids=None, installation_id: int | None = None, uuids=None) -> list[Message]:
@@ -185,8 +201,11 @@ def _lock_messages(*, ids=None, installation_id: int | None = None, uuids=None) 
     if not values:
         return []
     if connection.vendor != "postgresql":
-        queryset = (Message.objects.filter(pk__in=values) if ids is not None else
-                    Message.objects.filter(installation_id=installation_id, idgtl_message_uuid__in=values))
+        queryset = (
+            Message.objects.filter(pk__in=values)
+            if ids is not None
+            else Message.objects.filter(installation_id=installation_id, idgtl_message_uuid__in=values)
+        )
         return list(queryset.select_for_update().order_by("pk"))
     if ids is not None:
         return list(Message.objects.raw(_lock_sql("id"), [values]))
@@ -200,11 +219,12 @@ def _lock_sql(by: str) -> str:
     columns = ", ".join(quote(f.column) for f in meta.concrete_fields)
     where = {
         "id": f"{quote(meta.pk.column)} = ANY(%s::bigint[])",
-        "uuid": (f"{quote(meta.get_field('installation').column)} = %s "
-                 f"AND {quote(meta.get_field('idgtl_message_uuid').column)} = ANY(%s::text[])"),
+        "uuid": (
+            f"{quote(meta.get_field('installation').column)} = %s "
+            f"AND {quote(meta.get_field('idgtl_message_uuid').column)} = ANY(%s::text[])"
+        ),
     }[by]
-    return (f"SELECT {columns} FROM {quote(meta.db_table)} WHERE {where} "
-            f"ORDER BY {quote(meta.pk.column)} FOR UPDATE")
+    return f"SELECT {columns} FROM {quote(meta.db_table)} WHERE {where} ORDER BY {quote(meta.pk.column)} FOR UPDATE"
 
 
 # --- callback inbox ----------------------------------------------------------------------------------
@@ -240,9 +260,12 @@ def _inbox_keep(installation: Installation, events: list[CallbackEvent]) -> int:
     stored = set()
     uuids = sorted({e.message_uuid for e in events})
     for start in range(0, len(uuids), INBOX_CHUNK):
-        stored.update(UnmatchedCallbackEvent.objects.filter(
-            installation=installation, message_uuid__in=uuids[start:start + INBOX_CHUNK],
-        ).values_list("message_uuid", "status", "status_time"))
+        stored.update(
+            UnmatchedCallbackEvent.objects.filter(
+                installation=installation,
+                message_uuid__in=uuids[start : start + INBOX_CHUNK],
+            ).values_list("message_uuid", "status", "status_time")
+        )
     now = timezone.now()
     rows = []
     for event in events:
@@ -250,10 +273,17 @@ def _inbox_keep(installation: Installation, events: list[CallbackEvent]) -> int:
         if key in stored:
             continue
         stored.add(key)
-        rows.append(UnmatchedCallbackEvent(
-            installation=installation, message_uuid=event.message_uuid, status=event.status,
-            status_time=event.status_time, error_code=event.error_code,
-            raw_event=UnmatchedCallbackEvent.raw_event_text(event.raw), received_at=now))
+        rows.append(
+            UnmatchedCallbackEvent(
+                installation=installation,
+                message_uuid=event.message_uuid,
+                status=event.status,
+                status_time=event.status_time,
+                error_code=event.error_code,
+                raw_event=UnmatchedCallbackEvent.raw_event_text(event.raw),
+                received_at=now,
+            )
+        )
     UnmatchedCallbackEvent.objects.bulk_create(rows, batch_size=INBOX_CHUNK, ignore_conflicts=True)
     return len(rows)
 
@@ -279,15 +309,17 @@ def callback_events_apply_pending(*, messages: list[Message]) -> int:
     for installation_id, uuids in uuids_by_installation.items():
         for start in range(0, len(uuids), INBOX_CHUNK):
             pending += UnmatchedCallbackEvent.objects.filter(
-                installation_id=installation_id, message_uuid__in=uuids[start:start + INBOX_CHUNK])
+                installation_id=installation_id, message_uuid__in=uuids[start : start + INBOX_CHUNK]
+            )
     if not pending:
         return 0
     pending.sort(key=lambda e: (e.status_time or e.received_at, e.received_at, e.pk))
     message_ids = [by_key[(e.installation_id, e.message_uuid)].pk for e in pending]
     locked = {m.pk: m for m in _lock_messages(ids=message_ids)}
     applied = _messages_apply_statuses(
-        [(locked[pk], e.status, e.status_time, e.error_code) for pk, e in zip(message_ids, pending)],
-        source=ChangeSource.CALLBACK)
+        [(locked[pk], e.status, e.status_time, e.error_code) for pk, e in zip(message_ids, pending, strict=False)],
+        source=ChangeSource.CALLBACK,
+    )
     UnmatchedCallbackEvent.objects.filter(pk__in=[e.pk for e in pending]).delete()
     logger.info("i-dgtl callback: %d kept events applied once their uuids were recorded", len(pending))
     return applied
@@ -297,17 +329,20 @@ def callback_inbox_sweep(*, now=None, limit: int = 1000) -> dict:
     """Beat's sweep of the inbox: apply kept events whose uuid has become known some other way (a
     lookup after an unknown outcome, say), then drop those older than a message lives."""
     now = now or timezone.now()
-    known = list(Message.objects.filter(
-        idgtl_message_uuid__in=UnmatchedCallbackEvent.objects.order_by().values("message_uuid"),
-    ).exclude(state__in=(MessageState.RECEIVED, MessageState.SENDING))[:limit])
+    known = list(
+        Message.objects.filter(
+            idgtl_message_uuid__in=UnmatchedCallbackEvent.objects.order_by().values("message_uuid"),
+        ).exclude(state__in=(MessageState.RECEIVED, MessageState.SENDING))[:limit]
+    )
     applied = 0
     if known:
         with transaction.atomic():
             applied = callback_events_apply_pending(messages=known)
     dropped, _by_model = UnmatchedCallbackEvent.objects.expired(now).delete()
     if dropped:
-        logger.warning("i-dgtl callback inbox: %d events dropped, their uuids never recorded within the "
-                       "message lifetime", dropped)
+        logger.warning(
+            "i-dgtl callback inbox: %d events dropped, their uuids never recorded within the message lifetime", dropped
+        )
         metrics.record_callback_events_dropped(dropped)
     return {"matched": len(known), "applied": applied, "dropped": dropped}
 
@@ -326,8 +361,9 @@ def _status_is_news(message: Message, status: str, new_state: str) -> bool:
     return True
 
 
-def message_apply_idgtl_status(*, message: Message, status: str, status_time=None, error_code=None,
-                               source: str) -> bool:
+def message_apply_idgtl_status(
+    *, message: Message, status: str, status_time=None, error_code=None, source: str
+) -> bool:
     """Record an i-dgtl status of a message; True when it changed anything.
 
     Unknown statuses, repeats and anything that would move the message back are ignored.
@@ -365,8 +401,13 @@ def _messages_apply_statuses(statuses: list[tuple], *, source: str) -> int:
         bulk_update_rows(Message, kept, ("idgtl_status", "idgtl_status_at", "updated_at"))
         for (new_state, status, with_error), messages in moving.items():
             fields = ("idgtl_status", "idgtl_status_at") + (("error_code", "error_message") if with_error else ())
-            messages_change_state(messages=messages, state=new_state, source=source,
-                                  detail=_("i-dgtl status: %(status)s") % {"status": status}, update_fields=fields)
+            messages_change_state(
+                messages=messages,
+                state=new_state,
+                source=source,
+                detail=_("i-dgtl status: %(status)s") % {"status": status},
+                update_fields=fields,
+            )
         timeline.clear()
         keeping.clear()
         moving.clear()
@@ -388,9 +429,16 @@ def _messages_apply_statuses(statuses: list[tuple], *, source: str) -> int:
             message.idgtl_status_at = _parse_time(status_time) or now
             if new_state == message.state:  # e.g. i-dgtl sending -> sent: no new state, still on the timeline
                 keeping[message.pk] = message
-                timeline.append(MessageStatusChange(
-                    message=message, previous_state=message.state, state=message.state, idgtl_status=status,
-                    source=source, detail=_("i-dgtl status: %(status)s") % {"status": status}))
+                timeline.append(
+                    MessageStatusChange(
+                        message=message,
+                        previous_state=message.state,
+                        state=message.state,
+                        idgtl_status=status,
+                        source=source,
+                        detail=_("i-dgtl status: %(status)s") % {"status": status},
+                    )
+                )
                 continue
             error_code = _error_code(error_code)
             with_error = new_state in (MessageState.UNDELIVERED, MessageState.FAILED) and isinstance(error_code, int)
@@ -409,8 +457,11 @@ def messages_reconcile(*, now=None, limit: int = 5000) -> dict:
     now = now or timezone.now()
     lifetime_end = now - timedelta(hours=settings.MESSAGES_LIFETIME_HOURS, seconds=settings.MESSAGES_LIFETIME_MARGIN)
     expired = messages_fail_expired(before=lifetime_end)
-    due = list(Message.objects.filter(state=MessageState.SENT, next_check_at__lte=now)
-               .select_related("installation__account").order_by("next_check_at")[:limit])
+    due = list(
+        Message.objects.filter(state=MessageState.SENT, next_check_at__lte=now)
+        .select_related("installation__account")
+        .order_by("next_check_at")[:limit]
+    )
     default_account = None
     by_account = defaultdict(list)
     for message in due:
@@ -428,12 +479,19 @@ def messages_reconcile(*, now=None, limit: int = 5000) -> dict:
 def messages_fail_expired(*, before) -> int:
     """Messages handed to i-dgtl before ``before`` and still without a final status become FAILED."""
     with transaction.atomic():
-        messages = list(Message.objects.select_for_update().filter(
-            state__in=(MessageState.SENDING, MessageState.SENT), sending_started_at__lt=before)[:1000])
+        messages = list(
+            Message.objects.select_for_update().filter(
+                state__in=(MessageState.SENDING, MessageState.SENT), sending_started_at__lt=before
+            )[:1000]
+        )
         for message in messages:
             message.error_message = _("No final status from i-dgtl within the message lifetime.")
-        messages_change_state(messages=messages, state=MessageState.FAILED, source=ChangeSource.RECONCILER,
-                              update_fields=("error_message",))
+        messages_change_state(
+            messages=messages,
+            state=MessageState.FAILED,
+            source=ChangeSource.RECONCILER,
+            update_fields=("error_message",),
+        )
     return len(messages)
 
 
@@ -442,7 +500,7 @@ def _reconcile_account(account, messages: list[Message], now) -> int:
     client = IdgtlClient.for_messages(account)
     try:
         for start in range(0, len(messages), LOOKUP_CHUNK):
-            chunk = messages[start:start + LOOKUP_CHUNK]
+            chunk = messages[start : start + LOOKUP_CHUNK]
             answer = client.get_messages(message_uuids=[m.idgtl_message_uuid for m in chunk], per_page=LOOKUP_CHUNK)
             for item in (answer.get("items") or []) if isinstance(answer, dict) else []:
                 if isinstance(item, dict) and item.get("messageUuid"):
@@ -454,8 +512,13 @@ def _reconcile_account(account, messages: list[Message], now) -> int:
     for message in messages:
         item = found.get(message.idgtl_message_uuid)
         if item and item.get("status"):
-            message_apply_idgtl_status(message=message, status=item["status"], status_time=item.get("statusTime"),
-                                       error_code=item.get("errorCode"), source=ChangeSource.RECONCILER)
+            message_apply_idgtl_status(
+                message=message,
+                status=item["status"],
+                status_time=item.get("statusTime"),
+                error_code=item.get("errorCode"),
+                source=ChangeSource.RECONCILER,
+            )
     by_due = defaultdict(list)
     for message in messages:
         by_due[Message.reconcile_due_at(sent_at=message.sent_at or now, now=now)].append(message.pk)

@@ -13,12 +13,12 @@ and ``member_id``, ``client_endpoint``, ``server_endpoint`` and the tokens are t
 answer. No address the request names is ever called; nothing is stored before the OAuth server
 has answered, and a ``member_id`` that differs from the one it answers is refused.
 """
+
 import hmac
 import logging
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -30,8 +30,14 @@ from django.utils.translation import gettext_lazy as _
 
 from bitrix24 import contract
 from bitrix24.client import (
-    Bitrix24AuthError, Bitrix24Client, Bitrix24Error, Bitrix24MethodError, Bitrix24TransientError, InstallationInactive,
-    oauth_token_refresh)
+    Bitrix24AuthError,
+    Bitrix24Client,
+    Bitrix24Error,
+    Bitrix24MethodError,
+    Bitrix24TransientError,
+    InstallationInactive,
+    oauth_token_refresh,
+)
 from bitrix24.urls import portal_address_refusal, portal_domain_allowed, portal_url_refusal
 from common.public_urls import public_url
 from common.taskqueue import enqueue_on_commit
@@ -74,6 +80,7 @@ class UninstallRefused(Exception):
 
 # --- Applications ---------------------------------------------------------------------------
 
+
 @transaction.atomic
 def application_sync_default() -> BitrixApplication | None:
     """Create or update the default application from B24_CLIENT_ID / B24_CLIENT_SECRET.
@@ -114,6 +121,7 @@ def application_install_url(application: BitrixApplication) -> str:
 
 
 # --- Parsing what Bitrix24 posts ---------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class InstallPayload:
@@ -189,15 +197,20 @@ def _check_portal_endpoint(*, domain: str, client_endpoint: str, domain_field: s
     if settings.B24_REQUIRE_HTTPS and endpoint.scheme != "https":
         raise ValidationError({endpoint_field: _("The client endpoint must use https.")})
     if portal_url_refusal(client_endpoint) is not None:
-        raise ValidationError({endpoint_field: _("Not an address of a portal (credentials, backslashes or "
-                                                 "characters a host cannot have).")})
+        raise ValidationError(
+            {
+                endpoint_field: _(
+                    "Not an address of a portal (credentials, backslashes or characters a host cannot have)."
+                )
+            }
+        )
 
 
 def _expiry(*, expires: str = "", expires_in: str = "", field: str) -> datetime:
     now = timezone.now()
     try:
         if expires:
-            return datetime.fromtimestamp(int(expires), tz=dt_timezone.utc)
+            return datetime.fromtimestamp(int(expires), tz=UTC)
         if expires_in:
             return now + timedelta(seconds=int(expires_in))
     except (ValueError, OverflowError, OSError):
@@ -225,8 +238,12 @@ def install_payload_parse(*, query: dict, form: dict) -> InstallPayload:
 
         client_endpoint = _endpoint(auth_value("client_endpoint", required=True), "auth[client_endpoint]")
         domain = _domain(auth_value("domain", required=True, max_length=DOMAIN_MAX_LENGTH), "auth[domain]")
-        _check_portal_endpoint(domain=domain, client_endpoint=client_endpoint, domain_field="auth[domain]",
-                               endpoint_field="auth[client_endpoint]")
+        _check_portal_endpoint(
+            domain=domain,
+            client_endpoint=client_endpoint,
+            domain_field="auth[domain]",
+            endpoint_field="auth[client_endpoint]",
+        )
         server_endpoint = auth_value("server_endpoint")
         return InstallPayload(
             source="event",
@@ -236,8 +253,9 @@ def install_payload_parse(*, query: dict, form: dict) -> InstallPayload:
             server_endpoint=_endpoint(server_endpoint, "auth[server_endpoint]") if server_endpoint else "",
             access_token=auth_value("access_token", required=True, max_length=512),
             refresh_token=auth_value("refresh_token", required=True, max_length=512),
-            expires_at=_expiry(expires=auth_value("expires"), expires_in=auth_value("expires_in"),
-                               field="auth[expires]"),
+            expires_at=_expiry(
+                expires=auth_value("expires"), expires_in=auth_value("expires_in"), field="auth[expires]"
+            ),
             application_token=auth_value("application_token", required=True, max_length=128),
             scope=_scope(auth_value("scope")),
             portal_status=auth_value("status", max_length=4),
@@ -255,7 +273,9 @@ def install_payload_parse(*, query: dict, form: dict) -> InstallPayload:
         return _text(form.get(key), key, **kw)
 
     if not form.get("AUTH_ID"):
-        raise ValidationError({"AUTH_ID": _("Neither an ONAPPINSTALL event nor an install-page POST (AUTH_ID missing).")})
+        raise ValidationError(
+            {"AUTH_ID": _("Neither an ONAPPINSTALL event nor an install-page POST (AUTH_ID missing).")}
+        )
     domain = _domain(query_value("DOMAIN", required=True, max_length=DOMAIN_MAX_LENGTH), "DOMAIN")
     protocol = query_value("PROTOCOL") or "1"
     if protocol not in ("0", "1"):
@@ -264,8 +284,9 @@ def install_payload_parse(*, query: dict, form: dict) -> InstallPayload:
     server_endpoint = form_value("SERVER_ENDPOINT")
     client_endpoint = _endpoint(f"{scheme}://{domain.rstrip('/')}/rest/", "DOMAIN")
     domain = urlsplit(client_endpoint).netloc
-    _check_portal_endpoint(domain=domain, client_endpoint=client_endpoint, domain_field="DOMAIN",
-                           endpoint_field="PROTOCOL")
+    _check_portal_endpoint(
+        domain=domain, client_endpoint=client_endpoint, domain_field="DOMAIN", endpoint_field="PROTOCOL"
+    )
     return InstallPayload(
         source="page",
         member_id=form_value("member_id", required=True, max_length=64),
@@ -284,9 +305,11 @@ def install_payload_parse(*, query: dict, form: dict) -> InstallPayload:
 
 # --- Install ----------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class VerifiedPortal:
     """What the Bitrix24 OAuth server said about the install's tokens: the only facts we store."""
+
     member_id: str
     domain: str
     client_endpoint: str
@@ -309,8 +332,11 @@ def _answer_text(answer: dict, key: str, max_length: int = 512) -> str:
 
 def _answer_expiry(answer: dict) -> datetime:
     try:
-        return _expiry(expires=_answer_text(answer, "expires", 20), expires_in=_answer_text(answer, "expires_in", 20),
-                       field="expires")
+        return _expiry(
+            expires=_answer_text(answer, "expires", 20),
+            expires_in=_answer_text(answer, "expires_in", 20),
+            field="expires",
+        )
     except ValidationError:  # an odd number from the OAuth server: the documented lifetime
         return _expiry(field="expires")
 
@@ -333,9 +359,12 @@ def _portal_from_oauth_answer(*, answer: dict, payload: InstallPayload) -> Verif
     domain = payload.domain if settings.SANDBOX and payload.domain else host
     server_endpoint = _answer_text(answer, "server_endpoint", ENDPOINT_MAX_LENGTH)
     return VerifiedPortal(
-        member_id=member_id, domain=domain, client_endpoint=endpoint,
+        member_id=member_id,
+        domain=domain,
+        client_endpoint=endpoint,
         server_endpoint=server_endpoint if portal_url_refusal(server_endpoint) is None else "",
-        access_token=access_token, refresh_token=refresh_token,
+        access_token=access_token,
+        refresh_token=refresh_token,
         expires_at=_answer_expiry(answer),
         scope=_scope(_answer_text(answer, "scope", 500)) or payload.scope,
         portal_status=_answer_text(answer, "status", 4) or payload.portal_status,
@@ -351,7 +380,8 @@ def _late_install_event(*, application: BitrixApplication, payload: InstallPaylo
     which only Bitrix24 and we know.
     """
     installation = Installation.objects.filter(
-        application=application, member_id=payload.member_id, state=InstallationState.ACTIVE).first()
+        application=application, member_id=payload.member_id, state=InstallationState.ACTIVE
+    ).first()
     if installation is None or not installation.application_token_matches(payload.application_token):
         return None  # (a constant-time compare of keyed hashes; never for an installation without a token)
     return installation
@@ -369,8 +399,12 @@ def install_tokens_verify(*, application: BitrixApplication, payload: InstallPay
     if not application.client_secret:
         raise InstallNotConfigured(_("The application's client secret is not set (B24_CLIENT_SECRET or the admin)."))
     try:
-        answer = oauth_token_refresh(client_id=application.client_id, client_secret=application.client_secret,
-                                     refresh_token=payload.refresh_token, domain=payload.domain)
+        answer = oauth_token_refresh(
+            client_id=application.client_id,
+            client_secret=application.client_secret,
+            refresh_token=payload.refresh_token,
+            domain=payload.domain,
+        )
     except Bitrix24TransientError as exc:
         raise InstallPortalUnreachable(str(exc.error or type(exc).__name__)) from exc
     except Bitrix24Error as exc:
@@ -379,7 +413,8 @@ def install_tokens_verify(*, application: BitrixApplication, payload: InstallPay
         if isinstance(exc, Bitrix24AuthError) and _late_install_event(application=application, payload=payload):
             return None
         raise InstallVerificationFailed(
-            _("The Bitrix24 OAuth server did not confirm the tokens (%(error)s).") % {"error": exc.error}) from exc
+            _("The Bitrix24 OAuth server did not confirm the tokens (%(error)s).") % {"error": exc.error}
+        ) from exc
     return _portal_from_oauth_answer(answer=answer if isinstance(answer, dict) else {}, payload=payload)
 
 
@@ -394,23 +429,34 @@ def installation_install(*, application: BitrixApplication, payload: InstallPayl
     verified = install_tokens_verify(application=application, payload=payload)
     if verified is None:
         installation = _late_install_event(application=application, payload=payload)
-        logger.info("b24sms install repeated: nothing changed",
-                    extra={"domain": installation.domain, "member_id": installation.member_id, "source": payload.source})
+        logger.info(
+            "b24sms install repeated: nothing changed",
+            extra={"domain": installation.domain, "member_id": installation.member_id, "source": payload.source},
+        )
         return installation, "unchanged"
     try:
         installation, created = _installation_store(application=application, payload=payload, verified=verified)
     except IntegrityError:  # a concurrent first install of the same portal won the race: update it
         installation, created = _installation_store(application=application, payload=payload, verified=verified)
-    logger.info("b24sms installed", extra={"domain": installation.domain, "member_id": installation.member_id,
-                                            "first_install": created, "source": payload.source})
+    logger.info(
+        "b24sms installed",
+        extra={
+            "domain": installation.domain,
+            "member_id": installation.member_id,
+            "first_install": created,
+            "source": payload.source,
+        },
+    )
     return installation, "installed" if created else "reinstalled"
 
 
 @transaction.atomic
-def _installation_store(*, application: BitrixApplication, payload: InstallPayload,
-                        verified: VerifiedPortal) -> tuple[Installation, bool]:
+def _installation_store(
+    *, application: BitrixApplication, payload: InstallPayload, verified: VerifiedPortal
+) -> tuple[Installation, bool]:
     installation = (
-        Installation.objects.select_for_update().filter(application=application, member_id=verified.member_id).first())
+        Installation.objects.select_for_update().filter(application=application, member_id=verified.member_id).first()
+    )
     created = installation is None
     if created:
         installation = Installation(application=application, member_id=verified.member_id)
@@ -466,7 +512,8 @@ def _bound_events_save(installation: Installation, confirmed) -> None:
     installation.bound_events = ",".join(event for event in APP_EVENTS if event in confirmed)
     installation.events_bind_attempted_at = timezone.now()
     Installation.objects.filter(pk=installation.pk).update(
-        bound_events=installation.bound_events, events_bind_attempted_at=installation.events_bind_attempted_at)
+        bound_events=installation.bound_events, events_bind_attempted_at=installation.events_bind_attempted_at
+    )
 
 
 def installation_bind_events(*, installation: Installation) -> dict[str, Bitrix24Error]:
@@ -515,12 +562,15 @@ def installation_bind_events_recorded(*, installation: Installation, final_attem
     else:
         if not errors:
             Installation.objects.filter(pk=installation.pk, last_error__startswith=BIND_ERROR_PREFIX).update(
-                last_error="", updated_at=timezone.now())
+                last_error="", updated_at=timezone.now()
+            )
             return "bound"
         text = "; ".join(f"{BIND_ERROR_PREFIX} {event}: {error_text(exc)}" for event, exc in errors.items())
         outcome = "failed"
-    logger.warning("event.bind failed", extra={"domain": installation.domain, "outcome": outcome,
-                                                "bound_events": installation.bound_events})
+    logger.warning(
+        "event.bind failed",
+        extra={"domain": installation.domain, "outcome": outcome, "bound_events": installation.bound_events},
+    )
     Installation.objects.filter(pk=installation.pk).update(last_error=text[:2000], updated_at=timezone.now())
     return outcome
 
@@ -532,10 +582,14 @@ def installations_bind_missing_events(*, retry_after: timedelta, limit: int = 10
     expected = ",".join(APP_EVENTS)
     now = timezone.now()
     with transaction.atomic():
-        due = list(Installation.objects.select_for_update(skip_locked=True).filter(
-            state=InstallationState.ACTIVE).exclude(bound_events=expected).filter(
-            Q(events_bind_attempted_at__isnull=True) | Q(events_bind_attempted_at__lt=now - retry_after))
-            .order_by(F("events_bind_attempted_at").asc(nulls_first=True), "pk").values_list("pk", flat=True)[:limit])
+        due = list(
+            Installation.objects.select_for_update(skip_locked=True)
+            .filter(state=InstallationState.ACTIVE)
+            .exclude(bound_events=expected)
+            .filter(Q(events_bind_attempted_at__isnull=True) | Q(events_bind_attempted_at__lt=now - retry_after))
+            .order_by(F("events_bind_attempted_at").asc(nulls_first=True), "pk")
+            .values_list("pk", flat=True)[:limit]
+        )
         Installation.objects.filter(pk__in=due).update(events_bind_attempted_at=now)
         for installation_id in due:
             enqueue_on_commit(BIND_EVENTS_TASK, installation_id)
@@ -545,6 +599,7 @@ def installations_bind_missing_events(*, retry_after: timedelta, limit: int = 10
 
 
 # --- Uninstall --------------------------------------------------------------------------------
+
 
 def _event_name(form: dict, *, expected: tuple[str, ...], refusal) -> str:
     event = _text(form.get("event"), "event", required=True).upper()
@@ -594,13 +649,16 @@ def installation_uninstall(*, secret: str, form: dict) -> Installation:
         now = timezone.now()
         installation.mark_removed(now)
         installation.registrations.exclude(state=RegistrationState.REMOVED).update(
-            state=RegistrationState.REMOVED, last_error=str(_("The application was uninstalled from the portal.")),
-            updated_at=now)
+            state=RegistrationState.REMOVED,
+            last_error=str(_("The application was uninstalled from the portal.")),
+            updated_at=now,
+        )
     logger.info("b24sms uninstalled", extra={"domain": installation.domain, "member_id": installation.member_id})
     return installation
 
 
 # --- Application update -----------------------------------------------------------------------
+
 
 def installation_app_update(*, secret: str, form: dict) -> tuple[Installation, str]:
     """ONAPPUPDATE: Bitrix24 has just deleted every provider of the application on the portal
@@ -622,15 +680,18 @@ def installation_app_update(*, secret: str, form: dict) -> tuple[Installation, s
         registrations_push_after_reinstall(installation=installation, repair_reason=RepairReason.APP_UPDATE)
         Installation.objects.filter(pk=installation.pk).update(bound_events="", updated_at=timezone.now())
         enqueue_on_commit(BIND_EVENTS_TASK, installation.pk)
-    logger.info("ONAPPUPDATE: providers are registered again", extra={"domain": installation.domain,
-                                                                      "member_id": installation.member_id})
+    logger.info(
+        "ONAPPUPDATE: providers are registered again",
+        extra={"domain": installation.domain, "member_id": installation.member_id},
+    )
     return installation, "repairing"
 
 
 def installation_event(*, secret: str, form: dict) -> tuple[Installation, str]:
     """The events endpoint: ONAPPUPDATE (see :func:`installation_app_update`) or ONAPPUNINSTALL."""
-    event = _event_name(form, expected=(EVENT_UPDATE, EVENT_UNINSTALL),
-                        refusal=_("Expected the ONAPPUPDATE or ONAPPUNINSTALL event."))
+    event = _event_name(
+        form, expected=(EVENT_UPDATE, EVENT_UNINSTALL), refusal=_("Expected the ONAPPUPDATE or ONAPPUNINSTALL event.")
+    )
     if event == EVENT_UNINSTALL:
         return installation_uninstall(secret=secret, form=form), "removed"
     return installation_app_update(secret=secret, form=form)

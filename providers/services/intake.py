@@ -1,4 +1,5 @@
 """Intake: a HANDLER call from Bitrix24 becomes one stored Message (exactly once), then a send."""
+
 import functools
 import hmac
 import weakref
@@ -12,16 +13,23 @@ from django.utils.translation import gettext_lazy as _
 
 from common.encryption import keyed_hash
 from common.logging import log_context
-
-from ..handler_form import HandlerForm
-from ..sms_parts import sms_parts
-from ..models import (
-    APPLICATION_TOKEN_PURPOSE, Installation, InstallationState, Message, MessageState, MessageStatusChange, Provider,
-    ProviderRegistration, RegistrationState, url_secret_index,
+from providers.handler_form import HandlerForm
+from providers.models import (
+    APPLICATION_TOKEN_PURPOSE,
+    Installation,
+    InstallationState,
+    Message,
+    MessageState,
+    MessageStatusChange,
+    Provider,
+    ProviderRegistration,
+    RegistrationState,
+    url_secret_index,
 )
-from . import sending
-from .installations import HANDLER_SECRET_PATTERN
-from .timeline import ChangeSource
+from providers.services import sending
+from providers.services.installations import HANDLER_SECRET_PATTERN
+from providers.services.timeline import ChangeSource
+from providers.sms_parts import sms_parts
 
 
 class HandlerForbidden(Exception):
@@ -94,21 +102,27 @@ HANDLER_ACCESS_RULE = (
     AccessCondition(
         sql="i.handler_secret_index = %(secret_index)s::text",
         holds=lambda i, p: _compare(i.handler_secret_index, p["secret_index"]),
-        refusal=_("Unknown handler.")),
+        refusal=_("Unknown handler."),
+    ),
     AccessCondition(
         sql="(%(no_auth)s::boolean OR (i.application_token_hash <> '' "
-            "AND i.application_token_hash = %(application_token_hash)s::text))",
-        holds=lambda i, p: p["no_auth"] or (i.application_token_hash != ""
-                                            and _compare(i.application_token_hash, p["application_token_hash"])),
-        refusal=_("Wrong application token.")),
+        "AND i.application_token_hash = %(application_token_hash)s::text))",
+        holds=lambda i, p: (
+            p["no_auth"]
+            or (i.application_token_hash != "" and _compare(i.application_token_hash, p["application_token_hash"]))
+        ),
+        refusal=_("Wrong application token."),
+    ),
     AccessCondition(
         sql="(%(member_id)s::text = '' OR i.member_id = %(member_id)s::text)",
         holds=lambda i, p: p["member_id"] == "" or i.member_id == p["member_id"],
-        refusal=_("The call comes from another portal.")),
+        refusal=_("The call comes from another portal."),
+    ),
     AccessCondition(
         sql=f"i.state = '{InstallationState.ACTIVE.value}'",
         holds=lambda i, p: i.state == InstallationState.ACTIVE,
-        refusal=_("The application is not installed on this portal.")),
+        refusal=_("The application is not installed on this portal."),
+    ),
 )
 
 
@@ -117,9 +131,11 @@ def _access_params(*, secret: str, form: HandlerForm) -> dict:
     a few µs each; nothing is decrypted on the HANDLER's path) and the portal of ``auth``."""
     auth = form.auth
     return {
-        "secret_index": url_secret_index(secret), "no_auth": auth is None,
-        "application_token_hash": (keyed_hash(auth.application_token, purpose=APPLICATION_TOKEN_PURPOSE)
-                                   if auth else ""),
+        "secret_index": url_secret_index(secret),
+        "no_auth": auth is None,
+        "application_token_hash": (
+            keyed_hash(auth.application_token, purpose=APPLICATION_TOKEN_PURPOSE) if auth else ""
+        ),
         "member_id": auth.member_id if auth else "",
     }
 
@@ -141,8 +157,9 @@ def _in_model_order(model, names) -> tuple[str, ...]:
 
 LOOKUP_FIELDS = {
     ProviderRegistration: _in_model_order(ProviderRegistration, {"id", "state", "provider_id", "installation_id"}),
-    Installation: _in_model_order(Installation, {
-        "id", "handler_secret_index", "application_token_hash", "member_id", "state", "domain"}),
+    Installation: _in_model_order(
+        Installation, {"id", "handler_secret_index", "application_token_hash", "member_id", "state", "domain"}
+    ),
     Provider: _in_model_order(Provider, {"id", "code", "sender_name"}),
 }
 
@@ -151,14 +168,19 @@ LOOKUP_FIELDS = {
 def _lookup_sql() -> str:
     quote = connection.ops.quote_name
     tables = {model: quote(model._meta.db_table) for model in LOOKUP_FIELDS}
-    columns = ", ".join(f"{tables[model]}.{quote(model._meta.get_field(name).column)}"
-                        for model, names in LOOKUP_FIELDS.items() for name in names)
+    columns = ", ".join(
+        f"{tables[model]}.{quote(model._meta.get_field(name).column)}"
+        for model, names in LOOKUP_FIELDS.items()
+        for name in names
+    )
     registration, installation, provider = tables[ProviderRegistration], tables[Installation], tables[Provider]
-    return (f"SELECT {columns} FROM {registration} "
-            f"JOIN {installation} ON {installation}.{quote('id')} = {registration}.{quote('installation_id')} "
-            f"JOIN {provider} ON {provider}.{quote('id')} = {registration}.{quote('provider_id')} "
-            f"WHERE {installation}.{quote('handler_secret_index')} = %s AND {provider}.{quote('code')} = %s "
-            f"AND {registration}.{quote('state')} <> %s")
+    return (
+        f"SELECT {columns} FROM {registration} "
+        f"JOIN {installation} ON {installation}.{quote('id')} = {registration}.{quote('installation_id')} "
+        f"JOIN {provider} ON {provider}.{quote('id')} = {registration}.{quote('provider_id')} "
+        f"WHERE {installation}.{quote('handler_secret_index')} = %s AND {provider}.{quote('code')} = %s "
+        f"AND {registration}.{quote('state')} <> %s"
+    )
 
 
 def _registration_lookup(*, secret: str, code: str) -> ProviderRegistration | None:
@@ -171,7 +193,7 @@ def _registration_lookup(*, secret: str, code: str) -> ProviderRegistration | No
         return None
     loaded, start = {}, 0
     for model, names in LOOKUP_FIELDS.items():
-        loaded[model] = model.from_db(connection.alias, list(names), row[start:start + len(names)])
+        loaded[model] = model.from_db(connection.alias, list(names), row[start : start + len(names)])
         start += len(names)
     registration = loaded[ProviderRegistration]
     registration.installation, registration.provider = loaded[Installation], loaded[Provider]
@@ -194,8 +216,9 @@ def handler_authenticate(*, secret: str, form: HandlerForm) -> ProviderRegistrat
     raise ProviderNotRegistered(_("Unknown provider code %(code)s.") % {"code": form.code})
 
 
-def message_receive(*, form: HandlerForm, installation: Installation | None = None,
-                    registration: ProviderRegistration | None = None) -> tuple[Message, bool]:
+def message_receive(
+    *, form: HandlerForm, installation: Installation | None = None, registration: ProviderRegistration | None = None
+) -> tuple[Message, bool]:
     """Store the message once per (installation, message_id); ``created`` is False for a repeat.
 
     Give the ``registration`` found by :func:`handler_authenticate`, or the ``installation`` (the
@@ -204,18 +227,32 @@ def message_receive(*, form: HandlerForm, installation: Installation | None = No
     the loser finds the winner's row. The send is enqueued after commit.
     """
     if registration is None:
-        registration = (ProviderRegistration.objects.select_related("installation", "provider")
-                        .filter(installation=installation, provider__code=form.code)
-                        .exclude(state=RegistrationState.REMOVED).first())
+        registration = (
+            ProviderRegistration.objects.select_related("installation", "provider")
+            .filter(installation=installation, provider__code=form.code)
+            .exclude(state=RegistrationState.REMOVED)
+            .first()
+        )
         if registration is None:
             raise ProviderNotRegistered(_("Unknown provider code %(code)s.") % {"code": form.code})
     installation, provider = registration.installation, registration.provider
     message = Message(
-        installation=installation, provider=provider, message_id=form.message_id, module_id=form.module_id,
-        bindings=form.bindings, workflow_id=form.workflow_id, document_id=form.document_id,
-        document_type=form.document_type, author_user_id=form.auth.user_id if form.auth else "",
-        message_to=form.message_to, text=form.message_body, sender_name=provider.sender_name, bitrix_sent_at=form.ts, state=MessageState.RECEIVED,
-        encoding=form.encoding, parts=form.parts,
+        installation=installation,
+        provider=provider,
+        message_id=form.message_id,
+        module_id=form.module_id,
+        bindings=form.bindings,
+        workflow_id=form.workflow_id,
+        document_id=form.document_id,
+        document_type=form.document_type,
+        author_user_id=form.auth.user_id if form.auth else "",
+        message_to=form.message_to,
+        text=form.message_body,
+        sender_name=provider.sender_name,
+        bitrix_sent_at=form.ts,
+        state=MessageState.RECEIVED,
+        encoding=form.encoding,
+        parts=form.parts,
     )
     if not message.parts:
         message.sms_parts_set()
@@ -235,8 +272,9 @@ def _insert_once(message: Message) -> bool:
     try:
         with transaction.atomic():
             message.save(force_insert=True)
-            MessageStatusChange.objects.create(message=message, previous_state="", state=MessageState.RECEIVED,
-                                               source=ChangeSource.HANDLER)
+            MessageStatusChange.objects.create(
+                message=message, previous_state="", state=MessageState.RECEIVED, source=ChangeSource.HANDLER
+            )
     except IntegrityError:
         if not Message.objects.filter(installation=message.installation, message_id=message.message_id).exists():
             raise
@@ -318,11 +356,18 @@ def _accept_in_one_statement(*, secret: str, form: HandlerForm) -> bool:
     auth = form.auth
     sql, json_fields = _one_statement_sql()
     params = {
-        **_access_params(secret=secret, form=form), "code": form.code,
-        "message_id": form.message_id, "module_id": form.module_id, "workflow_id": form.workflow_id,
-        "author_user_id": auth.user_id if auth else "", "message_to": form.message_to,
-        "text": form.message_body, "bitrix_sent_at": form.ts, "now": timezone.now(),
-        "encoding": form.encoding, "parts": form.parts,  # counted by the form parser, before the statement
+        **_access_params(secret=secret, form=form),
+        "code": form.code,
+        "message_id": form.message_id,
+        "module_id": form.module_id,
+        "workflow_id": form.workflow_id,
+        "author_user_id": auth.user_id if auth else "",
+        "message_to": form.message_to,
+        "text": form.message_body,
+        "bitrix_sent_at": form.ts,
+        "now": timezone.now(),
+        "encoding": form.encoding,
+        "parts": form.parts,  # counted by the form parser, before the statement
     }
     if not form.parts:  # a form not made by handler_form_parse
         counted = sms_parts(form.message_body)
@@ -350,8 +395,17 @@ def _statement_cursor(raw_connection) -> psycopg.Cursor:
 
 # Message columns the statement fills from the call (as named parameters, JSON ones adapted), from the
 # registration it finds, and with fixed values; every other column takes its model default.
-_FROM_CALL = ("message_id", "module_id", "workflow_id", "author_user_id", "message_to", "text", "bitrix_sent_at",
-              "encoding", "parts")
+_FROM_CALL = (
+    "message_id",
+    "module_id",
+    "workflow_id",
+    "author_user_id",
+    "message_to",
+    "text",
+    "bitrix_sent_at",
+    "encoding",
+    "parts",
+)
 _JSON_FROM_CALL = ("bindings", "document_id", "document_type")
 _FROM_REGISTRATION = ("installation_id", "provider_id", "sender_name")
 
@@ -373,7 +427,9 @@ def _literal(value) -> str:
 def _one_statement_sql() -> tuple[str, dict]:
     """(SQL with named parameters, the JSON fields given as parameters by name)."""
     quote = connection.ops.quote_name
-    registration, installation, provider = (quote(m._meta.db_table) for m in (ProviderRegistration, Installation, Provider))
+    registration, installation, provider = (
+        quote(m._meta.db_table) for m in (ProviderRegistration, Installation, Provider)
+    )
     fields = [f for f in Message._meta.concrete_fields if not f.primary_key]
     fixed = {"state": MessageState.RECEIVED.value, "created_at": "%(now)s", "updated_at": "%(now)s"}
 
@@ -389,15 +445,23 @@ def _one_statement_sql() -> tuple[str, dict]:
         return f"{_literal(field.get_default())}::{cast}"
 
     change = MessageStatusChange._meta
-    change_values = {"message": "id", "previous_state": "''", "state": _literal(MessageState.RECEIVED.value),
-                     "idgtl_status": "''", "source": _literal(ChangeSource.HANDLER), "detail": "''",
-                     "created_at": "%(now)s::timestamptz"}
+    change_values = {
+        "message": "id",
+        "previous_state": "''",
+        "state": _literal(MessageState.RECEIVED.value),
+        "idgtl_status": "''",
+        "source": _literal(ChangeSource.HANDLER),
+        "detail": "''",
+        "created_at": "%(now)s::timestamptz",
+    }
     sql = (
         f"WITH target AS ("
-        f"SELECT i.{quote('id')} AS installation_id, p.{quote('id')} AS provider_id, p.{quote('sender_name')} AS sender_name "
+        f"SELECT i.{quote('id')} AS installation_id, p.{quote('id')} AS provider_id, "
+        f"p.{quote('sender_name')} AS sender_name "
         f"FROM {registration} r JOIN {installation} i ON i.{quote('id')} = r.{quote('installation_id')} "
         f"JOIN {provider} p ON p.{quote('id')} = r.{quote('provider_id')} "
-        f"WHERE p.{quote('code')} = %(code)s::text AND r.{quote('state')} <> {_literal(RegistrationState.REMOVED.value)} "
+        f"WHERE p.{quote('code')} = %(code)s::text "
+        f"AND r.{quote('state')} <> {_literal(RegistrationState.REMOVED.value)} "
         f"AND {' AND '.join(condition.sql for condition in HANDLER_ACCESS_RULE)}"
         f"), new_message AS ("
         f"INSERT INTO {quote(Message._meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "

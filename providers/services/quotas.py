@@ -17,6 +17,7 @@ spend monthly parts. A refused message ends FAILED with the reason as its error 
 ``failed``), is counted in ``b24sms_quota_refusals_total{reason}``, and puts its portal under "Needs
 attention" on the start page for a day.
 """
+
 from collections import defaultdict
 from datetime import timedelta
 
@@ -26,9 +27,8 @@ from django.db.models import Count, Sum
 from django.utils.translation import gettext as _
 
 from common import metrics
-
-from ..models import Message, MessageState, UsageDay
-from .usage import usage_day_of, usage_today
+from providers.models import Message, MessageState, UsageDay
+from providers.services.usage import usage_day_of, usage_today
 
 QUOTA_LOCK_NAMESPACE = 0x62323471  # first key of the PostgreSQL advisory lock on an installation's quotas
 SPENDING_STATES = (MessageState.SENDING, MessageState.SENT, MessageState.DELIVERED, MessageState.UNDELIVERED)
@@ -55,25 +55,37 @@ def _lock(installation_ids) -> None:
 def month_parts_used(*, installation_id: int, today=None) -> int:
     """Parts of the portal's messages received this month (USAGE_TIME_ZONE) that i-dgtl has or may have."""
     first = (today or usage_today()).replace(day=1)
-    total = (UsageDay.objects.filter(installation_id=installation_id, day__gte=first, state__in=SPENDING_STATES)
-             .aggregate(total=Sum("parts"))["total"])
+    total = UsageDay.objects.filter(
+        installation_id=installation_id, day__gte=first, state__in=SPENDING_STATES
+    ).aggregate(total=Sum("parts"))["total"]
     return int(total or 0)
 
 
 def months_parts_used(installation_ids, today=None) -> dict[int, int]:
     """{installation id: parts used this month} in one aggregate query (the start page)."""
     first = (today or usage_today()).replace(day=1)
-    rows = (UsageDay.objects.filter(installation_id__in=list(installation_ids), day__gte=first,
-                                    state__in=SPENDING_STATES)
-            .order_by().values_list("installation_id").annotate(total=Sum("parts")))
+    rows = (
+        UsageDay.objects.filter(installation_id__in=list(installation_ids), day__gte=first, state__in=SPENDING_STATES)
+        .order_by()
+        .values_list("installation_id")
+        .annotate(total=Sum("parts"))
+    )
     return {installation_id: int(total or 0) for installation_id, total in rows}
 
 
 def _recipient_counts(installation_id: int, destinations, now) -> dict[str, int]:
-    rows = (Message.objects.filter(installation_id=installation_id, destination__in=list(destinations),
-                                   sending_started_at__isnull=False, sending_started_at__gt=now - RECIPIENT_WINDOW,
-                                   state__in=SPENDING_STATES)
-            .order_by().values_list("destination").annotate(n=Count("id")))
+    rows = (
+        Message.objects.filter(
+            installation_id=installation_id,
+            destination__in=list(destinations),
+            sending_started_at__isnull=False,
+            sending_started_at__gt=now - RECIPIENT_WINDOW,
+            state__in=SPENDING_STATES,
+        )
+        .order_by()
+        .values_list("destination")
+        .annotate(n=Count("id"))
+    )
     return dict(rows)
 
 
@@ -100,7 +112,8 @@ def quotas_apply(*, messages: list[Message], now) -> list[Message]:
                 if counts.get(message.destination, 0) >= per_hour:
                     message.error_message = _(
                         "Not sent: the per-recipient limit of this portal is reached (%(limit)s messages to "
-                        "%(number)s per hour).") % {"limit": per_hour, "number": message.destination}
+                        "%(number)s per hour)."
+                    ) % {"limit": per_hour, "number": message.destination}
                     refused.append(message)
                     reasons[REASON_RECIPIENT_HOUR] += 1
                 else:
@@ -113,8 +126,8 @@ def quotas_apply(*, messages: list[Message], now) -> list[Message]:
                 if used + message.parts > limit:
                     message.error_message = _(
                         "Not sent: the monthly SMS parts limit of this portal is reached (%(used)s of %(limit)s "
-                        "parts used; this message needs %(parts)s).") % {
-                        "used": used, "limit": limit, "parts": message.parts}
+                        "parts used; this message needs %(parts)s)."
+                    ) % {"used": used, "limit": limit, "parts": message.parts}
                     refused.append(message)
                     reasons[REASON_MONTHLY_PARTS] += 1
                 else:
@@ -126,8 +139,10 @@ def quotas_apply(*, messages: list[Message], now) -> list[Message]:
         def after_commit():
             for reason, count in reasons.items():
                 metrics.record_quota_refusal(reason, count)
-            cache.set_many({REFUSED_CACHE_KEY % i: {"at": at, "error": error}
-                            for i, error in refused_installations.items()}, timeout=REFUSED_SHOWN_FOR)
+            cache.set_many(
+                {REFUSED_CACHE_KEY % i: {"at": at, "error": error} for i, error in refused_installations.items()},
+                timeout=REFUSED_SHOWN_FOR,
+            )
 
         transaction.on_commit(after_commit, robust=True)
     return refused

@@ -16,6 +16,7 @@ behind our back; the drift repair (beat) compares ``sender.list`` with our regis
 back what is missing. A ``sender.add`` that re-creates a lost provider is recorded on the
 registration (``repaired_at``, ``repair_reason``, ``repair_count``) and counted in /metrics.
 """
+
 import logging
 import math
 import re
@@ -36,7 +37,13 @@ from common.public_urls import public_url
 from common.taskqueue import enqueue_on_commit
 from idgtl.contract import SENDER_NAME_MAX_LENGTH, SENDER_NAME_MIN_LENGTH, SENDER_NAME_PATTERN_OTHERS, SenderNameStatus
 from providers.models import (
-    Installation, InstallationState, Provider, ProviderRegistration, RegistrationState, RepairReason)
+    Installation,
+    InstallationState,
+    Provider,
+    ProviderRegistration,
+    RegistrationState,
+    RepairReason,
+)
 from providers.services.portal_access import portal_client
 from sendernames.models import SenderNameApplication
 from sendernames.selectors import application_unusable_reason
@@ -60,6 +67,7 @@ def approved_sender_name_applications():
 
 # --- Validation -------------------------------------------------------------------------------
 
+
 def _translations(value, field_name: str, max_length: int) -> dict:
     if value in (None, ""):
         return {}
@@ -75,15 +83,26 @@ def _translations(value, field_name: str, max_length: int) -> dict:
         if "\x00" in text:  # PostgreSQL's jsonb cannot store it
             raise ValidationError({field_name: _("The text for “%(key)s” contains a null character.") % {"key": key}})
         if len(text.strip()) > max_length:
-            raise ValidationError({field_name: _("The text for “%(key)s” is too long (at most %(n)d characters).")
-                                   % {"key": key, "n": max_length}})
+            raise ValidationError(
+                {
+                    field_name: _("The text for “%(key)s” is too long (at most %(n)d characters).")
+                    % {"key": key, "n": max_length}
+                }
+            )
         cleaned[key] = text.strip()
     return cleaned
 
 
-def provider_clean(*, code: str, name: str, name_translations=None, description: str = "",
-                   description_translations=None, sender_name: str = "",
-                   sender_name_application: SenderNameApplication | None = None) -> dict:
+def provider_clean(
+    *,
+    code: str,
+    name: str,
+    name_translations=None,
+    description: str = "",
+    description_translations=None,
+    sender_name: str = "",
+    sender_name_application: SenderNameApplication | None = None,
+) -> dict:
     """Validate provider fields; return the cleaned values or raise ValidationError naming the field."""
     code = (code or "").strip()
     if not code:
@@ -104,26 +123,44 @@ def provider_clean(*, code: str, name: str, name_translations=None, description:
     if len(description) > contract.DESCRIPTION_MAX_LENGTH:
         raise ValidationError({"description": _("At most %(n)d characters.") % {"n": contract.DESCRIPTION_MAX_LENGTH}})
     description_translations = _translations(
-        description_translations, "description_translations", contract.DESCRIPTION_MAX_LENGTH)
+        description_translations, "description_translations", contract.DESCRIPTION_MAX_LENGTH
+    )
 
     sender_name = (sender_name or "").strip()
     if sender_name_application is not None:
         if not approved_sender_name_applications().filter(pk=sender_name_application.pk).exists():
-            raise ValidationError({"sender_name_application": application_unusable_reason(sender_name_application) or _(
-                "This sender-name application is not approved, or its start date has not come yet.")})
+            raise ValidationError(
+                {
+                    "sender_name_application": application_unusable_reason(sender_name_application)
+                    or _("This sender-name application is not approved, or its start date has not come yet.")
+                }
+            )
         if sender_name and sender_name != sender_name_application.sender_name:
-            raise ValidationError({"sender_name": _("Does not match the chosen sender-name application (%(name)s).")
-                                   % {"name": sender_name_application.sender_name}})
+            raise ValidationError(
+                {
+                    "sender_name": _("Does not match the chosen sender-name application (%(name)s).")
+                    % {"name": sender_name_application.sender_name}
+                }
+            )
         sender_name = sender_name_application.sender_name
     elif not sender_name:
         raise ValidationError({"sender_name": _("Choose an approved sender-name application or type a sender name.")})
     elif not (SENDER_NAME_MIN_LENGTH <= len(sender_name) <= SENDER_NAME_MAX_LENGTH) or not re.match(
-            SENDER_NAME_PATTERN_OTHERS, sender_name):
-        raise ValidationError({"sender_name": _("%(min)d to %(max)d Latin letters, digits or . * ! + - characters.")
-                               % {"min": SENDER_NAME_MIN_LENGTH, "max": SENDER_NAME_MAX_LENGTH}})
+        SENDER_NAME_PATTERN_OTHERS, sender_name
+    ):
+        raise ValidationError(
+            {
+                "sender_name": _("%(min)d to %(max)d Latin letters, digits or . * ! + - characters.")
+                % {"min": SENDER_NAME_MIN_LENGTH, "max": SENDER_NAME_MAX_LENGTH}
+            }
+        )
     return {
-        "code": code, "name": name, "name_translations": name_translations, "description": description,
-        "description_translations": description_translations, "sender_name": sender_name,
+        "code": code,
+        "name": name,
+        "name_translations": name_translations,
+        "description": description,
+        "description_translations": description_translations,
+        "sender_name": sender_name,
         "sender_name_application": sender_name_application,
     }
 
@@ -137,12 +174,14 @@ def _check_installations(installations) -> list[Installation]:
     installations = _distinct(installations)
     inactive = [str(i) for i in installations if i.state != InstallationState.ACTIVE]
     if inactive:
-        raise ValidationError({"installations": _("Not active (removed or needs reinstall): %(names)s.")
-                               % {"names": ", ".join(inactive)}})
+        raise ValidationError(
+            {"installations": _("Not active (removed or needs reinstall): %(names)s.") % {"names": ", ".join(inactive)}}
+        )
     return installations
 
 
 # --- Provider CRUD ----------------------------------------------------------------------------
+
 
 def _code_taken(code: str, *, exclude_pk: int | None = None) -> bool:
     return Provider.objects.filter(code=code).exclude(pk=exclude_pk).exists()
@@ -194,9 +233,13 @@ def provider_update(*, provider: Provider, installations=None, **fields) -> Prov
     """
     provider = Provider.objects.select_for_update().get(pk=provider.pk)
     current = {
-        "code": provider.code, "name": provider.name, "name_translations": provider.name_translations,
-        "description": provider.description, "description_translations": provider.description_translations,
-        "sender_name": provider.sender_name, "sender_name_application": provider.sender_name_application,
+        "code": provider.code,
+        "name": provider.name,
+        "name_translations": provider.name_translations,
+        "description": provider.description,
+        "description_translations": provider.description_translations,
+        "sender_name": provider.sender_name,
+        "sender_name_application": provider.sender_name_application,
     }
     if "sender_name_application" in fields and "sender_name" not in fields:
         fields["sender_name"] = ""  # follow the newly chosen application
@@ -210,8 +253,9 @@ def provider_update(*, provider: Provider, installations=None, **fields) -> Prov
     _save_provider(provider)
     if changed_remotely:
         provider_push_update(provider=provider)
-    new_targets = [i for i in targets if not provider.registrations.filter(
-        installation=i, state__in=LIVE_STATES).exists()]
+    new_targets = [
+        i for i in targets if not provider.registrations.filter(installation=i, state__in=LIVE_STATES).exists()
+    ]
     if new_targets:
         provider_register(provider=provider, installations=new_targets)
     return provider
@@ -224,13 +268,21 @@ def provider_delete(*, provider: Provider) -> list[tuple[int, str]]:
     A provider that already carried messages cannot be deleted (their history needs it): remove
     it from the portals instead. Returns the (installation id, code) pairs being deleted remotely.
     """
-    remote = [(r.installation_id, provider.code) for r in provider.registrations.select_related("installation")
-              .exclude(state=RegistrationState.REMOVED) if r.installation.is_active]
+    remote = [
+        (r.installation_id, provider.code)
+        for r in provider.registrations.select_related("installation").exclude(state=RegistrationState.REMOVED)
+        if r.installation.is_active
+    ]
     try:
         provider.delete()
     except ProtectedError:
-        raise ValidationError({"non_field_errors": _(
-            "This provider has messages and cannot be deleted; remove it from the portals instead.")}) from None
+        raise ValidationError(
+            {
+                "non_field_errors": _(
+                    "This provider has messages and cannot be deleted; remove it from the portals instead."
+                )
+            }
+        ) from None
     for installation_id, code in remote:
         enqueue_on_commit("providers.tasks.delete_sender", installation_id, code)
     return remote
@@ -253,7 +305,8 @@ def provider_register(*, provider: Provider, installations=None) -> list[Provide
     registrations = []
     for installation in _check_installations(installations):
         registration, _created = ProviderRegistration.objects.select_for_update().get_or_create(
-            provider=provider, installation=installation)
+            provider=provider, installation=installation
+        )
         registration.state = RegistrationState.PENDING
         registration.last_error = ""
         registration.save(update_fields=["state", "last_error", "updated_at"])
@@ -265,8 +318,12 @@ def provider_register(*, provider: Provider, installations=None) -> list[Provide
 @transaction.atomic
 def provider_push_update(*, provider: Provider) -> list[ProviderRegistration]:
     """Push the provider's current NAME/DESCRIPTION/HANDLER to every portal it is registered on."""
-    registrations = list(provider.registrations.select_for_update().filter(
-        state__in=(RegistrationState.REGISTERED, RegistrationState.FAILED), installation__state=InstallationState.ACTIVE))
+    registrations = list(
+        provider.registrations.select_for_update().filter(
+            state__in=(RegistrationState.REGISTERED, RegistrationState.FAILED),
+            installation__state=InstallationState.ACTIVE,
+        )
+    )
     for registration in registrations:
         registration.state = RegistrationState.PENDING
         registration.save(update_fields=["state", "updated_at"])
@@ -315,8 +372,11 @@ def registrations_resume_stuck(*, older_than: timedelta) -> dict:
     now = timezone.now()
     resumed = {"register": 0, "remove": 0}
     with transaction.atomic():
-        stuck = list(ProviderRegistration.objects.select_for_update(skip_locked=True).filter(
-            state__in=(RegistrationState.PENDING, RegistrationState.REMOVING), updated_at__lt=now - older_than))
+        stuck = list(
+            ProviderRegistration.objects.select_for_update(skip_locked=True).filter(
+                state__in=(RegistrationState.PENDING, RegistrationState.REMOVING), updated_at__lt=now - older_than
+            )
+        )
         for registration in stuck:
             # sender.add falls back to sender.update and back: "add" brings any pending request about
             if registration.state == RegistrationState.PENDING:
@@ -332,6 +392,7 @@ def registrations_resume_stuck(*, older_than: timedelta) -> dict:
 
 
 # --- Remote work (run by tasks; idempotent) -------------------------------------------------------
+
 
 def sender_fields(provider: Provider, installation: Installation) -> dict:
     """The sender.add / sender.update parameters of a provider on an installation."""
@@ -360,8 +421,9 @@ def error_text(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def _finish(registration_id: int, *, state: str, error: str = "", from_states=LIVE_STATES,
-            repair_reason: str = "") -> bool:
+def _finish(
+    registration_id: int, *, state: str, error: str = "", from_states=LIVE_STATES, repair_reason: str = ""
+) -> bool:
     """Record the outcome unless the registration moved on meanwhile (e.g. a removal was requested).
 
     ``repair_reason``: the provider was re-created on a portal that had lost it; recorded and counted.
@@ -380,8 +442,10 @@ def _finish(registration_id: int, *, state: str, error: str = "", from_states=LI
 
 def _method_unknown(exc: Bitrix24Error) -> bool:
     """The portal does not know the method: 404 ERROR_METHOD_NOT_FOUND (docs/contracts/bitrix24.md §1.3)."""
-    return (_error_code(exc) == contract.ERROR_METHOD_NOT_FOUND
-            or "method not found" in str(getattr(exc, "description", "") or "").lower())
+    return (
+        _error_code(exc) == contract.ERROR_METHOD_NOT_FOUND
+        or "method not found" in str(getattr(exc, "description", "") or "").lower()
+    )
 
 
 def _sender_update(client: Bitrix24Client, installation: Installation, fields: dict) -> None:
@@ -399,8 +463,10 @@ def _sender_update(client: Bitrix24Client, installation: Installation, fields: d
                 raise
         installation.lacks_sender_update = True
         Installation.objects.filter(pk=installation.pk).update(lacks_sender_update=True, updated_at=timezone.now())
-        logger.info("portal lacks messageservice.sender.update: changes go as delete + add",
-                    extra={"domain": installation.domain})
+        logger.info(
+            "portal lacks messageservice.sender.update: changes go as delete + add",
+            extra={"domain": installation.domain},
+        )
     try:
         client.call(contract.METHOD_SENDER_DELETE, {"CODE": fields["CODE"]})
     except Bitrix24Error as exc:
@@ -409,8 +475,9 @@ def _sender_update(client: Bitrix24Client, installation: Installation, fields: d
     client.call(contract.METHOD_SENDER_ADD, fields)
 
 
-def registration_sync(*, registration_id: int, first: str = "add", final_attempt: bool = True,
-                      repair_reason: str = "") -> str:
+def registration_sync(
+    *, registration_id: int, first: str = "add", final_attempt: bool = True, repair_reason: str = ""
+) -> str:
     """Make the provider exist on the portal with its current fields.
 
     ``first`` = "add" (register) or "update" (push an edit). Returns the resulting state. A
@@ -418,8 +485,9 @@ def registration_sync(*, registration_id: int, first: str = "add", final_attempt
     ``repair_reason``: the portal is expected to have lost the provider; when ``sender.add``
     re-creates it, the repair is recorded (a provider found in place is updated, not repaired).
     """
-    registration = ProviderRegistration.objects.select_related("provider", "installation").filter(
-        pk=registration_id).first()
+    registration = (
+        ProviderRegistration.objects.select_related("provider", "installation").filter(pk=registration_id).first()
+    )
     if registration is None or registration.state not in LIVE_STATES:
         return registration.state if registration else RegistrationState.REMOVED
     provider, installation = registration.provider, registration.installation
@@ -445,8 +513,10 @@ def registration_sync(*, registration_id: int, first: str = "add", final_attempt
     except Bitrix24Error as exc:  # InstallationInactive included
         if isinstance(exc, Bitrix24TransientError) and not final_attempt:
             raise
-        logger.warning("provider registration failed", extra={"provider": provider.code, "installation": installation.domain,
-                                                                "error": _error_code(exc)})
+        logger.warning(
+            "provider registration failed",
+            extra={"provider": provider.code, "installation": installation.domain, "error": _error_code(exc)},
+        )
         _finish(registration_id, state=RegistrationState.FAILED, error=error_text(exc))
         return RegistrationState.FAILED
     _finish(registration_id, state=RegistrationState.REGISTERED, repair_reason=repair_reason if re_created else "")
@@ -455,8 +525,9 @@ def registration_sync(*, registration_id: int, first: str = "add", final_attempt
 
 def registration_remove(*, registration_id: int, final_attempt: bool = True) -> str:
     """sender.delete for a registration being removed; not found / uninstalled portal = removed."""
-    registration = ProviderRegistration.objects.select_related("provider", "installation").filter(
-        pk=registration_id).first()
+    registration = (
+        ProviderRegistration.objects.select_related("provider", "installation").filter(pk=registration_id).first()
+    )
     if registration is None or registration.state != RegistrationState.REMOVING:
         return registration.state if registration else RegistrationState.REMOVED
     try:
@@ -464,8 +535,12 @@ def registration_remove(*, registration_id: int, final_attempt: bool = True) -> 
     except Bitrix24Error as exc:
         if isinstance(exc, Bitrix24TransientError) and not final_attempt:
             raise
-        _finish(registration_id, state=RegistrationState.FAILED, error=error_text(exc),
-                from_states=(RegistrationState.REMOVING,))
+        _finish(
+            registration_id,
+            state=RegistrationState.FAILED,
+            error=error_text(exc),
+            from_states=(RegistrationState.REMOVING,),
+        )
         return RegistrationState.FAILED
     _finish(registration_id, state=RegistrationState.REMOVED, from_states=(RegistrationState.REMOVING,))
     return RegistrationState.REMOVED
@@ -489,6 +564,7 @@ def sender_delete(*, installation_id: int, code: str) -> None:
 
 
 # --- Check (drift between our records and the portal) -----------------------------------------------
+
 
 @dataclass
 class PortalCheck:
@@ -527,14 +603,18 @@ def installation_check(*, installation: Installation) -> PortalCheck:
     now = timezone.now()
     expected = {}
     for registration in installation.registrations.select_related("provider").filter(
-            state__in=(*LIVE_STATES, RegistrationState.REMOVING)):
+        state__in=(*LIVE_STATES, RegistrationState.REMOVING)
+    ):
         expected[registration.provider.code] = registration
     for code, registration in sorted(expected.items()):
         if registration.state == RegistrationState.REGISTERED and code not in on_portal:
             result.missing_on_portal.append(code)
-            _finish(registration.pk, state=RegistrationState.FAILED,
-                    error=_g("Not found on the portal at the last check; register it again."),
-                    from_states=(RegistrationState.REGISTERED,))
+            _finish(
+                registration.pk,
+                state=RegistrationState.FAILED,
+                error=_g("Not found on the portal at the last check; register it again."),
+                from_states=(RegistrationState.REGISTERED,),
+            )
     result.unknown_on_portal = sorted(on_portal - set(expected))
     installation.registrations.filter(state__in=LIVE_STATES).update(checked_at=now)
     return result
@@ -548,7 +628,8 @@ def provider_check(*, provider: Provider, installations=None) -> list[dict]:
     """
     if installations is None:
         installations = Installation.objects.filter(
-            state=InstallationState.ACTIVE, registrations__provider=provider).distinct()
+            state=InstallationState.ACTIVE, registrations__provider=provider
+        ).distinct()
     results = []
     for installation in _distinct(installations):
         check = installation_check(installation=installation)
@@ -573,6 +654,7 @@ def provider_check(*, provider: Provider, installations=None) -> list[dict]:
 
 # --- Drift repair (beat) ----------------------------------------------------------------------------
 
+
 def installation_repair_drift(*, installation: Installation) -> PortalCheck:
     """Compare sender.list with our registrations and add back what Bitrix24 lost.
 
@@ -590,8 +672,11 @@ def installation_repair_drift(*, installation: Installation) -> PortalCheck:
     result.on_portal = codes
     on_portal = set(codes)
     with transaction.atomic():
-        registrations = list(installation.registrations.select_for_update().select_related("provider").filter(
-            state__in=(*LIVE_STATES, RegistrationState.REMOVING)))
+        registrations = list(
+            installation.registrations.select_for_update()
+            .select_related("provider")
+            .filter(state__in=(*LIVE_STATES, RegistrationState.REMOVING))
+        )
         for registration in sorted(registrations, key=lambda r: r.provider.code):
             if registration.state == RegistrationState.REGISTERED and registration.provider.code not in on_portal:
                 result.missing_on_portal.append(registration.provider.code)
@@ -604,8 +689,10 @@ def installation_repair_drift(*, installation: Installation) -> PortalCheck:
             Installation.objects.filter(pk=installation.pk).update(bound_events="", updated_at=timezone.now())
             enqueue_on_commit("providers.tasks.bind_event_handlers", installation.pk)
     if result.missing_on_portal:
-        logger.warning("providers missing on the portal are registered again",
-                       extra={"domain": installation.domain, "codes": result.missing_on_portal})
+        logger.warning(
+            "providers missing on the portal are registered again",
+            extra={"domain": installation.domain, "codes": result.missing_on_portal},
+        )
     return result
 
 
@@ -619,16 +706,24 @@ def installations_drift_due(*, interval: timedelta, period: timedelta) -> list[i
     """
     now = timezone.now()
     live = Q(registrations__state__in=LIVE_STATES)
-    candidates = Installation.objects.filter(state=InstallationState.ACTIVE).annotate(
-        live_registrations=Count("registrations", filter=live),
-        last_checked=Min("registrations__checked_at", filter=live)).filter(live_registrations__gt=0)
+    candidates = (
+        Installation.objects.filter(state=InstallationState.ACTIVE)
+        .annotate(
+            live_registrations=Count("registrations", filter=live),
+            last_checked=Min("registrations__checked_at", filter=live),
+        )
+        .filter(live_registrations__gt=0)
+    )
     total = candidates.count()
     if not total:
         return []
     share = max(1, math.ceil(total * period.total_seconds() / interval.total_seconds()))
     with transaction.atomic():
-        due = list(candidates.filter(Q(last_checked__isnull=True) | Q(last_checked__lte=now - interval))
-                   .order_by(F("last_checked").asc(nulls_first=True), "pk").values_list("pk", flat=True)[:share])
+        due = list(
+            candidates.filter(Q(last_checked__isnull=True) | Q(last_checked__lte=now - interval))
+            .order_by(F("last_checked").asc(nulls_first=True), "pk")
+            .values_list("pk", flat=True)[:share]
+        )
         # Claimed: the next run does not queue them again while their task waits.
         ProviderRegistration.objects.filter(installation_id__in=due, state__in=LIVE_STATES).update(checked_at=now)
         for installation_id in due:

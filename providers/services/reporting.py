@@ -6,6 +6,7 @@ only the highest pending status is sent; lower ones are SKIPPED, so Bitrix24 nev
 back. Transient failures are retried with backoff; a permanent error (ERROR_MESSAGE_NOT_FOUND, ...)
 is recorded as REJECTED. An uninstalled portal is never called: its pending reports are closed.
 """
+
 import logging
 import time
 import uuid
@@ -19,14 +20,17 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from bitrix24.client import (
-    Bitrix24AccessDenied, Bitrix24Client, Bitrix24Error, Bitrix24MethodError, Bitrix24OperationTimeLimit,
+    Bitrix24AccessDenied,
+    Bitrix24Client,
+    Bitrix24Error,
+    Bitrix24MethodError,
+    Bitrix24OperationTimeLimit,
     InstallationInactive,
 )
 from common.taskqueue import enqueue, enqueue_later
+from providers.models import Installation, InstallationState, StatusReport, StatusReportState
 from providers.services.portal_access import portal_client
-
-from ..models import Installation, InstallationState, StatusReport, StatusReportState
-from ..status_mapping import BITRIX24_RANK
+from providers.status_mapping import BITRIX24_RANK
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +55,11 @@ def _ready(now):
 
 def reports_schedule_due() -> int:
     """The beat sweep: a report run for every installation with reports due."""
-    installation_ids = set(StatusReport.objects.filter(_ready(timezone.now()))
-                           .values_list("message__installation_id", flat=True).distinct())
+    installation_ids = set(
+        StatusReport.objects.filter(_ready(timezone.now()))
+        .values_list("message__installation_id", flat=True)
+        .distinct()
+    )
     for installation_id in installation_ids:
         cache.delete(SCHEDULED_KEY.format(installation_id))
     reports_schedule(installation_ids=installation_ids)
@@ -68,7 +75,8 @@ def reports_close_for_removed(*, installation: Installation) -> int:
     return StatusReport.objects.filter(message__installation=installation, state=StatusReportState.PENDING).update(
         state=StatusReportState.REJECTED,
         last_error=_("Not reported: the application was uninstalled from this portal."),
-        next_attempt_at=None)
+        next_attempt_at=None,
+    )
 
 
 def _next_batch(installation: Installation, now) -> list[StatusReport]:
@@ -77,19 +85,31 @@ def _next_batch(installation: Installation, now) -> list[StatusReport]:
     Two queries: the reports due (with what the command needs), and the other live reports of
     their messages (to know what is already accepted or still waiting at a higher status).
     """
-    due = list(StatusReport.objects.filter(_ready(now), message__installation=installation)
-               .select_related("message__provider").only(
-                   "id", "message_id", "status", "state", "attempts", "next_attempt_at",
-                   "message__message_id", "message__provider__code")
-               .order_by("id")[:BATCH_MAX_COMMANDS * 4])
+    due = list(
+        StatusReport.objects.filter(_ready(now), message__installation=installation)
+        .select_related("message__provider")
+        .only(
+            "id",
+            "message_id",
+            "status",
+            "state",
+            "attempts",
+            "next_attempt_at",
+            "message__message_id",
+            "message__provider__code",
+        )
+        .order_by("id")[: BATCH_MAX_COMMANDS * 4]
+    )
     if not due:
         return []
     due_by_id = {report.pk: report for report in due}
     message_ids = list(dict.fromkeys(report.message_id for report in due))
     others = defaultdict(list)  # message id -> [(id, status, state, next_attempt_at)]
-    for row in (StatusReport.objects.filter(message_id__in=message_ids)
-                .exclude(state=StatusReportState.SKIPPED)
-                .values_list("id", "message_id", "status", "state", "next_attempt_at")):
+    for row in (
+        StatusReport.objects.filter(message_id__in=message_ids)
+        .exclude(state=StatusReportState.SKIPPED)
+        .values_list("id", "message_id", "status", "state", "next_attempt_at")
+    ):
         others[row[1]].append(row)
     chosen, skipped = [], []
     for message_id in message_ids:
@@ -109,7 +129,8 @@ def _next_batch(installation: Installation, now) -> list[StatusReport]:
             break
     if skipped:
         StatusReport.objects.filter(pk__in=skipped, state=StatusReportState.PENDING).update(
-            state=StatusReportState.SKIPPED, last_error=_("Superseded by a later status."), next_attempt_at=None)
+            state=StatusReportState.SKIPPED, last_error=_("Superseded by a later status."), next_attempt_at=None
+        )
     return chosen
 
 
@@ -158,8 +179,12 @@ def _apply_batch_result(reports: list[StatusReport], result) -> int:
             retry.append((report, _("Bitrix24 gave no answer for this command."), None))
     if accepted:
         StatusReport.objects.filter(pk__in=[r.pk for r in accepted]).update(
-            state=StatusReportState.ACCEPTED, reported_at=now, last_error="", next_attempt_at=None,
-            attempts=F("attempts") + 1)
+            state=StatusReportState.ACCEPTED,
+            reported_at=now,
+            last_error="",
+            next_attempt_at=None,
+            attempts=F("attempts") + 1,
+        )
     if rejected:
         StatusReport.objects.bulk_update(rejected, ["attempts", "state", "last_error", "next_attempt_at"])
     for report, error, until in retry:
@@ -227,8 +252,14 @@ def _send_batches(installation: Installation, client: Bitrix24Client, deadline: 
         if not reports:
             break
         commands = {
-            f"r{report.pk}": (STATUS_UPDATE_METHOD, {
-                "CODE": report.message.provider.code, "MESSAGE_ID": report.message.message_id, "STATUS": report.status})
+            f"r{report.pk}": (
+                STATUS_UPDATE_METHOD,
+                {
+                    "CODE": report.message.provider.code,
+                    "MESSAGE_ID": report.message.message_id,
+                    "STATUS": report.status,
+                },
+            )
             for report in reports
         }
         try:
@@ -238,7 +269,9 @@ def _send_batches(installation: Installation, client: Bitrix24Client, deadline: 
             if installation.state == InstallationState.REMOVED:
                 reports_close_for_removed(installation=installation)
             else:
-                _postpone(reports, _("The portal needs the application reinstalled: %(error)s") % {"error": _describe(exc)})
+                _postpone(
+                    reports, _("The portal needs the application reinstalled: %(error)s") % {"error": _describe(exc)}
+                )
             break
         except Bitrix24OperationTimeLimit as exc:
             _postpone(reports, _describe(exc), until=getattr(exc, "reset_at", None))

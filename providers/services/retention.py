@@ -18,6 +18,7 @@ anywhere (worker killed, time limit, database restart) loses at most the batch i
 ``anonymised_at`` itself, so the next run starts where this one stopped. Only row locks, on rows nothing else
 writes any more: the HANDLER's inserts (new rows, outside the partial index) and the pipeline never wait for it.
 """
+
 import logging
 import re
 import time
@@ -29,8 +30,13 @@ from django.utils import timezone
 
 from common import metrics
 from common.bulk import bulk_update_rows
-
-from ..models import MESSAGE_RETAINED_SINCE, MESSAGE_RETENTION_PENDING, Message, MessageStatusChange, StatusReport
+from providers.models import (
+    MESSAGE_RETAINED_SINCE,
+    MESSAGE_RETENTION_PENDING,
+    Message,
+    MessageStatusChange,
+    StatusReport,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,8 +55,12 @@ def retention_cutoff(*, now, days: int):
 def messages_due(*, cutoff):
     """Final messages not anonymised yet whose final status (or receipt) is older than ``cutoff``, oldest first:
     an index range scan of providers_msg_retention_idx."""
-    return (Message.objects.filter(MESSAGE_RETENTION_PENDING).alias(retained_since=MESSAGE_RETAINED_SINCE)
-            .filter(retained_since__lt=cutoff).order_by("retained_since", "id"))
+    return (
+        Message.objects.filter(MESSAGE_RETENTION_PENDING)
+        .alias(retained_since=MESSAGE_RETAINED_SINCE)
+        .filter(retained_since__lt=cutoff)
+        .order_by("retained_since", "id")
+    )
 
 
 class NumberScrubber:
@@ -101,18 +111,37 @@ def messages_anonymise_batch(*, cutoff, batch_size: int) -> int:
         ids = [pk for pk, *_rest in rows]
         scrubbers = {pk: NumberScrubber(message_to, destination) for pk, message_to, destination, _error in rows}
         Message.objects.filter(pk__in=ids).update(
-            text="", message_to="", destination="", bindings=[], document_id=[], anonymised_at=now, updated_at=now)
+            text="", message_to="", destination="", bindings=[], document_id=[], anonymised_at=now, updated_at=now
+        )
         _scrub_rows(Message, "error_message", [(pk, pk, error) for pk, _to, _dest, error in rows if error], scrubbers)
-        _scrub_rows(MessageStatusChange, "detail", MessageStatusChange.objects.filter(message_id__in=ids).exclude(
-            detail="").values_list("id", "message_id", "detail"), scrubbers)
-        _scrub_rows(StatusReport, "last_error", StatusReport.objects.filter(message_id__in=ids).exclude(
-            last_error="").values_list("id", "message_id", "last_error"), scrubbers)
+        _scrub_rows(
+            MessageStatusChange,
+            "detail",
+            MessageStatusChange.objects.filter(message_id__in=ids)
+            .exclude(detail="")
+            .values_list("id", "message_id", "detail"),
+            scrubbers,
+        )
+        _scrub_rows(
+            StatusReport,
+            "last_error",
+            StatusReport.objects.filter(message_id__in=ids)
+            .exclude(last_error="")
+            .values_list("id", "message_id", "last_error"),
+            scrubbers,
+        )
     metrics.record_messages_anonymised(len(ids))
     return len(ids)
 
 
-def messages_anonymise_old(*, now=None, days: int | None = None, batch_size: int | None = None,
-                           time_budget: float | None = None, pause_factor: float | None = None) -> int:
+def messages_anonymise_old(
+    *,
+    now=None,
+    days: int | None = None,
+    batch_size: int | None = None,
+    time_budget: float | None = None,
+    pause_factor: float | None = None,
+) -> int:
     """Beat: anonymise every due message, batch after batch, within the time budget; how many were.
 
     ``MESSAGES_RETENTION_DAYS`` = 0 (or less) keeps everything: nothing is read or written. Between two
@@ -142,6 +171,10 @@ def messages_anonymise_old(*, now=None, days: int | None = None, batch_size: int
         if pause:
             time.sleep(pause)
     if total:
-        logger.info("retention: %d messages anonymised (final before %s)", total, cutoff.isoformat(),
-                    extra={"anonymised": total})
+        logger.info(
+            "retention: %d messages anonymised (final before %s)",
+            total,
+            cutoff.isoformat(),
+            extra={"anonymised": total},
+        )
     return total

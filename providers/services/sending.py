@@ -12,6 +12,7 @@ token): a worker that lost its lease never sends. When a lease lapses (its worke
 sweep takes the messages over (a conditional UPDATE, so two sweeps never both take one) and looks
 them up: a dead worker delays its messages by the lease and one sweep interval, not by minutes.
 """
+
 import logging
 import math
 import threading
@@ -32,16 +33,20 @@ from common import metrics
 from common.public_urls import public_url
 from common.taskqueue import enqueue, enqueue_later
 from idgtl.client import (
-    IdgtlClient, IdgtlConfigurationError, IdgtlError, IdgtlOutcomeUnknown, IdgtlTransientError, IdgtlValidationError,
+    IdgtlClient,
+    IdgtlConfigurationError,
+    IdgtlError,
+    IdgtlOutcomeUnknown,
+    IdgtlTransientError,
+    IdgtlValidationError,
 )
 from idgtl.contract import CALLBACK_EVENTS, GET_MESSAGES_MAX_WINDOW, MESSAGE_CREATED_ITEM_CODE, SEND_BATCH_MAX
 from idgtl.services import account_get_default
-
-from ..models import Installation, Message, MessageState
-from .delivery import callback_events_apply_pending, message_apply_idgtl_status
-from .quotas import quotas_apply
-from .timeline import ChangeSource, messages_change_state
-from .usage import usage_deferred
+from providers.models import Installation, Message, MessageState
+from providers.services.delivery import callback_events_apply_pending, message_apply_idgtl_status
+from providers.services.quotas import quotas_apply
+from providers.services.timeline import ChangeSource, messages_change_state
+from providers.services.usage import usage_deferred
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +93,9 @@ def _schedule_flag_claim(run_at: float, now: float) -> float | None:
         script = getattr(_redis, "flag_claim", None)
         if script is None:
             script = _redis.flag_claim = _redis_client().register_script(_LUA_FLAG_CLAIM)
-        existing = script(keys=[SEND_SCHEDULED_KEY], args=[repr(run_at), max(1, round(lifetime * 1000)), repr(rely_after)])
+        existing = script(
+            keys=[SEND_SCHEDULED_KEY], args=[repr(run_at), max(1, round(lifetime * 1000)), repr(rely_after)]
+        )
         return None if existing is None else float(existing)
     # Django's database cache keeps whole seconds: there the flag outlives its due time, and is gone
     # when the run starts instead (sending_run clears it), which is as safe. Not atomic: two processes
@@ -176,8 +183,11 @@ def _lock_still(messages: list[Message], state: str) -> list[Message]:
     The attempt number fences a worker that fell behind: once its messages were taken over and
     claimed again, what it learns about its own attempt is not applied to the new one.
     """
-    attempts = dict(Message.objects.select_for_update().filter(pk__in=[m.pk for m in messages], state=state)
-                    .values_list("pk", "send_attempts"))
+    attempts = dict(
+        Message.objects.select_for_update()
+        .filter(pk__in=[m.pk for m in messages], state=state)
+        .values_list("pk", "send_attempts")
+    )
     return [m for m in messages if attempts.get(m.pk) == m.send_attempts]
 
 
@@ -202,10 +212,13 @@ def messages_lease_renew(*, messages: list[Message]) -> None:
         by_attempts[message.send_attempts].append(message.pk)
     renewed = 0
     for attempts, ids in by_attempts.items():
-        renewed += Message.objects.filter(pk__in=ids, state=MessageState.SENDING, send_attempts=attempts,
-                                          next_check_at__gt=now).update(next_check_at=_lease_end(now))
+        renewed += Message.objects.filter(
+            pk__in=ids, state=MessageState.SENDING, send_attempts=attempts, next_check_at__gt=now
+        ).update(next_check_at=_lease_end(now))
     if renewed != len(messages):
-        raise SendLeaseLost(f"{len(messages) - renewed} of {len(messages)} messages are no longer claimed by this worker")
+        raise SendLeaseLost(
+            f"{len(messages) - renewed} of {len(messages)} messages are no longer claimed by this worker"
+        )
 
 
 def destination_normalise(*, message_to: str, region: str) -> str:
@@ -220,8 +233,11 @@ def destination_normalise(*, message_to: str, region: str) -> str:
 
 
 def _waiting_queryset(now):
-    queryset = (Message.objects.filter(state=MessageState.RECEIVED)
-                .filter(Q(next_check_at__isnull=True) | Q(next_check_at__lte=now)).order_by("id"))
+    queryset = (
+        Message.objects.filter(state=MessageState.RECEIVED)
+        .filter(Q(next_check_at__isnull=True) | Q(next_check_at__lte=now))
+        .order_by("id")
+    )
     if connection.vendor == "postgresql":
         return queryset.select_for_update(skip_locked=True, of=("self",))
     return queryset.select_for_update()
@@ -253,8 +269,9 @@ def _claim(*, limit: int) -> tuple[list[Message], int]:
         waiting = _with_installations(list(_waiting_queryset(now)[:limit]))
         normalised = [m for m in waiting if not m.destination]
         for message in normalised:
-            message.destination = destination_normalise(message_to=message.message_to,
-                                                        region=message.installation.default_region)
+            message.destination = destination_normalise(
+                message_to=message.message_to, region=message.installation.default_region
+            )
         invalid = [m for m in waiting if not m.destination]
         claimed = [m for m in waiting if m.destination]
         for message in invalid:
@@ -265,13 +282,27 @@ def _claim(*, limit: int) -> tuple[list[Message], int]:
             refused_ids = {m.pk for m in over_quota}
             claimed = [m for m in claimed if m.pk not in refused_ids]
         with usage_deferred():  # one rollup statement, in key order (services/usage.py)
-            messages_change_state(messages=invalid + over_quota, state=MessageState.FAILED, source=ChangeSource.SEND,
-                                  update_fields=("error_message", "destination") if normalised else ("error_message",))
+            messages_change_state(
+                messages=invalid + over_quota,
+                state=MessageState.FAILED,
+                source=ChangeSource.SEND,
+                update_fields=("error_message", "destination") if normalised else ("error_message",),
+            )
             for message in claimed:
                 message.send_attempts += 1
-            messages_change_state(messages=claimed, state=MessageState.SENDING, source=ChangeSource.SEND, detail="", same={
-                "sending_started_at": now, "send_attempts": F("send_attempts") + 1, "next_check_at": _lease_end(now),
-                "error_message": ""}, update_fields=("destination",) if normalised else ())
+            messages_change_state(
+                messages=claimed,
+                state=MessageState.SENDING,
+                source=ChangeSource.SEND,
+                detail="",
+                same={
+                    "sending_started_at": now,
+                    "send_attempts": F("send_attempts") + 1,
+                    "next_check_at": _lease_end(now),
+                    "error_message": "",
+                },
+                update_fields=("destination",) if normalised else (),
+            )
     return claimed, len(waiting)
 
 
@@ -324,8 +355,10 @@ def messages_send_batch(*, account, sender_name: str, messages: list[Message]) -
     client = IdgtlClient.for_messages(account)
     callback_urls: dict = {}
     try:
-        response = client.send_messages([_payload(m, sender_name, callback_urls) for m in messages],
-                                        before_attempt=lambda: messages_lease_renew(messages=messages))
+        response = client.send_messages(
+            [_payload(m, sender_name, callback_urls) for m in messages],
+            before_attempt=lambda: messages_lease_renew(messages=messages),
+        )
     except SendLeaseLost as exc:  # nothing sent by this worker; the sweep's lookup decides
         logger.warning("send of %d messages abandoned: %s", len(messages), exc)
         return 0
@@ -339,8 +372,11 @@ def messages_send_batch(*, account, sender_name: str, messages: list[Message]) -
         return 0
     except IdgtlConfigurationError as exc:
         logger.error("i-dgtl refused the messages key of account %s: %s", account, exc)
-        _fail(messages, _("i-dgtl configuration error (check the messages key): %(error)s") % {"error": exc.message},
-              code=exc.code)
+        _fail(
+            messages,
+            _("i-dgtl configuration error (check the messages key): %(error)s") % {"error": exc.message},
+            code=exc.code,
+        )
         return 0
     except IdgtlValidationError as exc:
         _fail(messages, exc.message, code=exc.code)
@@ -358,14 +394,17 @@ def _apply_send_result(messages: list[Message], response) -> int:
     items = response.get("items") if isinstance(response, dict) else None
     if not isinstance(items, list) or len(items) != len(messages):
         # Items follow the request order [I]; if they do not line up we cannot tell which is which.
-        _mark_outcome_unknown(messages, _("i-dgtl answered with %(n)s items for %(m)s messages.") % {
-            "n": len(items) if isinstance(items, list) else "no", "m": len(messages)})
+        _mark_outcome_unknown(
+            messages,
+            _("i-dgtl answered with %(n)s items for %(m)s messages.")
+            % {"n": len(items) if isinstance(items, list) else "no", "m": len(messages)},
+        )
         return 0
     now = timezone.now()
     sent, failed = [], []
     with transaction.atomic():
         still_sending = {m.pk for m in _lock_still(messages, MessageState.SENDING)}
-        for message, item in zip(messages, items):
+        for message, item in zip(messages, items, strict=False):
             if message.pk not in still_sending:
                 continue
             item = item if isinstance(item, dict) else {}
@@ -379,11 +418,20 @@ def _apply_send_result(messages: list[Message], response) -> int:
                 message.error_message = str(item.get("msg") or _("i-dgtl error %(code)s") % {"code": code})
                 failed.append(message)
         with usage_deferred():  # one rollup statement, in key order (services/usage.py)
-            messages_change_state(messages=sent, state=MessageState.SENT, source=ChangeSource.SEND, detail="", same={
-                "sent_at": now, "next_check_at": Message.reconcile_due_at(sent_at=now, now=now)},
-                update_fields=("idgtl_message_uuid",))
-            messages_change_state(messages=failed, state=MessageState.FAILED, source=ChangeSource.SEND,
-                                  update_fields=("error_code", "error_message"))
+            messages_change_state(
+                messages=sent,
+                state=MessageState.SENT,
+                source=ChangeSource.SEND,
+                detail="",
+                same={"sent_at": now, "next_check_at": Message.reconcile_due_at(sent_at=now, now=now)},
+                update_fields=("idgtl_message_uuid",),
+            )
+            messages_change_state(
+                messages=failed,
+                state=MessageState.FAILED,
+                source=ChangeSource.SEND,
+                update_fields=("error_code", "error_message"),
+            )
             callback_events_apply_pending(messages=sent)  # callbacks that came before this answer, in this commit
     metrics.record_send_latency(*[(now - m.created_at).total_seconds() for m in sent])
     for message in failed:
@@ -396,8 +444,12 @@ def _fail(messages: list[Message], error: str, code: int | None = None) -> None:
         messages = _lock_still(messages, MessageState.SENDING)
         for message in messages:
             message.error_message = str(error)
-        messages_change_state(messages=messages, state=MessageState.FAILED, source=ChangeSource.SEND,
-                              same={"error_code": code, "error_message": str(error)})
+        messages_change_state(
+            messages=messages,
+            state=MessageState.FAILED,
+            source=ChangeSource.SEND,
+            same={"error_code": code, "error_message": str(error)},
+        )
 
 
 def _mark_outcome_unknown(messages: list[Message], error: str) -> None:
@@ -426,10 +478,15 @@ def _return_to_waiting(messages: list[Message], error: str, retry_after: float |
                 message.next_check_at = now + timedelta(seconds=delay)
                 retry.append(message)
         with usage_deferred():  # one rollup statement, in key order (services/usage.py)
-            messages_change_state(messages=retry, state=MessageState.RECEIVED, source=ChangeSource.SEND,
-                                  update_fields=("error_message", "next_check_at"))
-            messages_change_state(messages=give_up, state=MessageState.FAILED, source=ChangeSource.SEND,
-                                  update_fields=("error_message",))
+            messages_change_state(
+                messages=retry,
+                state=MessageState.RECEIVED,
+                source=ChangeSource.SEND,
+                update_fields=("error_message", "next_check_at"),
+            )
+            messages_change_state(
+                messages=give_up, state=MessageState.FAILED, source=ChangeSource.SEND, update_fields=("error_message",)
+            )
     if retry:
         delay = min((m.next_check_at - now).total_seconds() for m in retry)
         transaction.on_commit(lambda: sending_schedule_later(delay + 0.1), robust=True)
@@ -438,9 +495,11 @@ def _return_to_waiting(messages: list[Message], error: str, retry_after: float |
 # --- outcome unknown ---------------------------------------------------------------------------------
 def _unknown_outcome_queryset(now):
     stale_before = now - timedelta(seconds=settings.MESSAGES_SEND_LEASE)  # a claim from before leases existed
-    return Message.objects.filter(state=MessageState.SENDING).filter(
-        Q(next_check_at__lte=now) | Q(next_check_at__isnull=True, sending_started_at__lte=stale_before)
-    ).select_related("installation__account")
+    return (
+        Message.objects.filter(state=MessageState.SENDING)
+        .filter(Q(next_check_at__lte=now) | Q(next_check_at__isnull=True, sending_started_at__lte=stale_before))
+        .select_related("installation__account")
+    )
 
 
 def _take_over(candidates: list[Message], now) -> list[Message]:
@@ -450,8 +509,12 @@ def _take_over(candidates: list[Message], now) -> list[Message]:
     taken = []
     lease = _lease_end(now)
     for message in candidates:
-        if Message.objects.filter(pk=message.pk, state=MessageState.SENDING, send_attempts=message.send_attempts,
-                                  next_check_at=message.next_check_at).update(next_check_at=lease):
+        if Message.objects.filter(
+            pk=message.pk,
+            state=MessageState.SENDING,
+            send_attempts=message.send_attempts,
+            next_check_at=message.next_check_at,
+        ).update(next_check_at=lease):
             message.next_check_at = lease
             taken.append(message)
     return taken
@@ -502,7 +565,9 @@ def _lookup_by_external_id(client: IdgtlClient, messages: list[Message], now) ->
 
 
 def _resolve_for_account(account, messages: list[Message], now) -> int:
-    lifetime_end = timedelta(hours=settings.MESSAGES_LIFETIME_HOURS) + timedelta(seconds=settings.MESSAGES_LIFETIME_MARGIN)
+    lifetime_end = timedelta(hours=settings.MESSAGES_LIFETIME_HOURS) + timedelta(
+        seconds=settings.MESSAGES_LIFETIME_MARGIN
+    )
     if account is None or not account.messages_key:
         _fail(messages, _("No i-dgtl messages key (TOKEN_1) is configured for this portal's account."))
         return len(messages)
@@ -539,26 +604,46 @@ def _resolve_for_account(account, messages: list[Message], now) -> int:
             else:  # not seen in a window too large to read whole: look again later, never resend blindly
                 unproven.append(message)
         if unproven:
-            logger.warning("%d messages with an unknown outcome not found in a lookup that could not read the "
-                           "whole window; looked up again later", len(unproven))
+            logger.warning(
+                "%d messages with an unknown outcome not found in a lookup that could not read the "
+                "whole window; looked up again later",
+                len(unproven),
+            )
             expired = [m for m in unproven if (m.sending_started_at or m.created_at) + lifetime_end < now]
             for message in unproven:
                 message.next_check_at = now + timedelta(seconds=_retry_delay(message.send_attempts + 1))
             Message.objects.bulk_update([m for m in unproven if m not in expired], ["next_check_at"])
             for message in expired:
                 message.error_message = _("No answer from i-dgtl within the message lifetime.")
-            messages_change_state(messages=expired, state=MessageState.FAILED, source=ChangeSource.RECONCILER,
-                                  update_fields=("error_message",))
-        messages_change_state(messages=[m for m, _i in has_it], state=MessageState.SENT, source=ChangeSource.RECONCILER,
-                              detail=_("Found at i-dgtl after an unknown outcome."),
-                              update_fields=("idgtl_message_uuid", "sent_at", "error_message", "next_check_at"))
+            messages_change_state(
+                messages=expired,
+                state=MessageState.FAILED,
+                source=ChangeSource.RECONCILER,
+                update_fields=("error_message",),
+            )
+        messages_change_state(
+            messages=[m for m, _i in has_it],
+            state=MessageState.SENT,
+            source=ChangeSource.RECONCILER,
+            detail=_("Found at i-dgtl after an unknown outcome."),
+            update_fields=("idgtl_message_uuid", "sent_at", "error_message", "next_check_at"),
+        )
         callback_events_apply_pending(messages=[m for m, _i in has_it])
-        messages_change_state(messages=lacks_it, state=MessageState.RECEIVED, source=ChangeSource.RECONCILER,
-                              update_fields=("error_message", "next_check_at"))
+        messages_change_state(
+            messages=lacks_it,
+            state=MessageState.RECEIVED,
+            source=ChangeSource.RECONCILER,
+            update_fields=("error_message", "next_check_at"),
+        )
     for message, item in has_it:
         if item.get("status"):
-            message_apply_idgtl_status(message=message, status=item["status"], status_time=item.get("statusTime"),
-                                       error_code=item.get("errorCode"), source=ChangeSource.RECONCILER)
+            message_apply_idgtl_status(
+                message=message,
+                status=item["status"],
+                status_time=item.get("statusTime"),
+                error_code=item.get("errorCode"),
+                source=ChangeSource.RECONCILER,
+            )
     if lacks_it:
         sending_schedule_later(0)
     return len(has_it) + len(lacks_it)

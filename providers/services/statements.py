@@ -14,11 +14,11 @@ not sent leaves the billable parts).
 Files: CSV for Excel (UTF-8 with a BOM so Cyrillic opens right, ``;`` between columns, numbers with
 the decimal separator of the active language) and XLSX (openpyxl; numbers as numbers).
 """
+
 import calendar
 import csv
 import io
 import re
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
@@ -26,9 +26,9 @@ from decimal import ROUND_HALF_UP, Decimal
 from django.utils import formats
 from django.utils.translation import gettext as _
 
-from ..models import MessageState, UsageDay, default_billable_states
-from .tariffs import tariff_for_day, tariffs_in_force
-from .usage import usage_today
+from providers.models import MessageState, UsageDay, default_billable_states
+from providers.services.tariffs import tariff_for_day, tariffs_in_force
+from providers.services.usage import usage_today
 
 KOPECK = Decimal("0.01")
 PENDING_STATES = (MessageState.SENDING, MessageState.SENT)
@@ -107,7 +107,7 @@ def month_parse(value: str, *, today: date) -> date:
             raise ValueError(value)
         first = date(int(year), int(month), 1)
     except (ValueError, TypeError, AttributeError):
-        raise ValueError(_("A month as YYYY-MM, e.g. 2026-11."))
+        raise ValueError(_("A month as YYYY-MM, e.g. 2026-11.")) from None
     if first > today:
         raise ValueError(_("This month has not begun."))
     return first
@@ -133,13 +133,26 @@ def _build(*, month: date, installations: dict[int, str] | None) -> list[Stateme
     rows = UsageDay.objects.filter(day__gte=first, day__lte=last).order_by()
     if installations is not None:
         rows = rows.filter(installation_id__in=list(installations))
-    rows = list(rows.values_list("installation_id", "installation__domain", "day", "provider_id", "provider__code",
-                                 "sender_name", "state", "messages", "parts"))
+    rows = list(
+        rows.values_list(
+            "installation_id",
+            "installation__domain",
+            "day",
+            "provider_id",
+            "provider__code",
+            "sender_name",
+            "state",
+            "messages",
+            "parts",
+        )
+    )
     domains = dict(installations or {})
     for row in rows:
         domains.setdefault(row[0], row[1])
     tariffs = tariffs_in_force(installation_ids=domains, first=first, last=last)
-    statements = {pk: Statement(installation_id=pk, portal_domain=domain, month=first) for pk, domain in domains.items()}
+    statements = {
+        pk: Statement(installation_id=pk, portal_domain=domain, month=first) for pk, domain in domains.items()
+    }
     lines: dict[tuple, StatementLine] = {}
     default_states = set(default_billable_states())
     tariff_cache = {}
@@ -154,9 +167,14 @@ def _build(*, month: date, installations: dict[int, str] | None) -> list[Stateme
         line = lines.get(line_key)
         if line is None:
             line = lines[line_key] = StatementLine(
-                provider_id=provider_id, provider_code=provider_code, sender_name=sender_name,
-                tariff_id=tariff.pk if tariff else None, price_per_part=tariff.price_per_part if tariff else None,
-                first_day=day, last_day=day)
+                provider_id=provider_id,
+                provider_code=provider_code,
+                sender_name=sender_name,
+                tariff_id=tariff.pk if tariff else None,
+                price_per_part=tariff.price_per_part if tariff else None,
+                first_day=day,
+                last_day=day,
+            )
             statements[installation_id].lines.append(line)
         line.first_day, line.last_day = min(line.first_day, day), max(line.last_day, day)
         line.messages += messages
@@ -183,27 +201,54 @@ def _price(value: Decimal | None) -> str | None:
 def statement_as_dict(statement: Statement) -> dict:
     """The JSON of the API: decimals as strings (exact), days as ISO dates."""
     return {
-        "portal": statement.installation_id, "portal_domain": statement.portal_domain,
-        "month": statement.month.strftime("%Y-%m"), "currency": "RUB", "final": statement.final,
+        "portal": statement.installation_id,
+        "portal_domain": statement.portal_domain,
+        "month": statement.month.strftime("%Y-%m"),
+        "currency": "RUB",
+        "final": statement.final,
         "pending_messages": statement.pending_messages,
-        "lines": [{
-            "provider": line.provider_id, "provider_code": line.provider_code, "sender_name": line.sender_name,
-            "tariff": line.tariff_id, "price_per_part": _price(line.price_per_part),
-            "first_day": line.first_day.isoformat(), "last_day": line.last_day.isoformat(),
-            "messages": line.messages, "parts": line.parts, "billable_messages": line.billable_messages,
-            "billable_parts": line.billable_parts, "amount": _money(line.amount),
-        } for line in statement.lines],
-        "messages": statement.messages, "parts": statement.parts, "billable_messages": statement.billable_messages,
-        "billable_parts": statement.billable_parts, "unpriced_parts": statement.unpriced_parts,
+        "lines": [
+            {
+                "provider": line.provider_id,
+                "provider_code": line.provider_code,
+                "sender_name": line.sender_name,
+                "tariff": line.tariff_id,
+                "price_per_part": _price(line.price_per_part),
+                "first_day": line.first_day.isoformat(),
+                "last_day": line.last_day.isoformat(),
+                "messages": line.messages,
+                "parts": line.parts,
+                "billable_messages": line.billable_messages,
+                "billable_parts": line.billable_parts,
+                "amount": _money(line.amount),
+            }
+            for line in statement.lines
+        ],
+        "messages": statement.messages,
+        "parts": statement.parts,
+        "billable_messages": statement.billable_messages,
+        "billable_parts": statement.billable_parts,
+        "unpriced_parts": statement.unpriced_parts,
         "amount": _money(statement.amount),
     }
 
 
 # --- files ---------------------------------------------------------------------------------------------
 def _headers() -> list[str]:
-    return [_("Portal"), _("Month"), _("Provider"), _("Sender name"), _("First day"), _("Last day"),
-            _("Price per part, RUB"), _("Messages"), _("SMS parts"), _("Billable messages"), _("Billable parts"),
-            _("Amount, RUB")]
+    return [
+        _("Portal"),
+        _("Month"),
+        _("Provider"),
+        _("Sender name"),
+        _("First day"),
+        _("Last day"),
+        _("Price per part, RUB"),
+        _("Messages"),
+        _("SMS parts"),
+        _("Billable messages"),
+        _("Billable parts"),
+        _("Amount, RUB"),
+    ]
 
 
 def _table(statements: list[Statement]):
@@ -211,11 +256,40 @@ def _table(statements: list[Statement]):
     for statement in statements:
         month = statement.month.strftime("%Y-%m")
         for line in statement.lines:
-            yield "line", [statement.portal_domain, month, line.provider_code, line.sender_name, line.first_day,
-                           line.last_day, line.price_per_part, line.messages, line.parts, line.billable_messages,
-                           line.billable_parts, line.amount]
-        yield "total", [statement.portal_domain, month, _("Total:"), "", None, None, None, statement.messages,
-                        statement.parts, statement.billable_messages, statement.billable_parts, statement.amount]
+            yield (
+                "line",
+                [
+                    statement.portal_domain,
+                    month,
+                    line.provider_code,
+                    line.sender_name,
+                    line.first_day,
+                    line.last_day,
+                    line.price_per_part,
+                    line.messages,
+                    line.parts,
+                    line.billable_messages,
+                    line.billable_parts,
+                    line.amount,
+                ],
+            )
+        yield (
+            "total",
+            [
+                statement.portal_domain,
+                month,
+                _("Total:"),
+                "",
+                None,
+                None,
+                None,
+                statement.messages,
+                statement.parts,
+                statement.billable_messages,
+                statement.billable_parts,
+                statement.amount,
+            ],
+        )
 
 
 def _csv_cell(value) -> str:
@@ -248,7 +322,7 @@ def _sheet_title(name: str, taken: set) -> str:
     title, n = base, 2
     while title.lower() in taken:
         suffix = f" ({n})"
-        title, n = base[:31 - len(suffix)] + suffix, n + 1
+        title, n = base[: 31 - len(suffix)] + suffix, n + 1
     taken.add(title.lower())
     return title
 
@@ -286,18 +360,53 @@ def statements_xlsx(statements: list[Statement], *, month: date) -> bytes:
     sheet = workbook.active
     if len(statements) > 1:
         sheet.title = _sheet_title(_("Summary"), taken)
-        summary_headers = [_("Portal"), _("Month"), _("Messages"), _("SMS parts"), _("Billable messages"),
-                           _("Billable parts"), _("Amount, RUB")]
-        summary_rows = [("line", [s.portal_domain, s.month.strftime("%Y-%m"), s.messages, s.parts, s.billable_messages,
-                                  s.billable_parts, s.amount]) for s in statements]
-        summary_rows.append(("total", [_("Total:"), month.strftime("%Y-%m"), sum(s.messages for s in statements),
-                                       sum(s.parts for s in statements), sum(s.billable_messages for s in statements),
-                                       sum(s.billable_parts for s in statements),
-                                       sum((s.amount for s in statements), Decimal("0.00"))]))
+        summary_headers = [
+            _("Portal"),
+            _("Month"),
+            _("Messages"),
+            _("SMS parts"),
+            _("Billable messages"),
+            _("Billable parts"),
+            _("Amount, RUB"),
+        ]
+        summary_rows = [
+            (
+                "line",
+                [
+                    s.portal_domain,
+                    s.month.strftime("%Y-%m"),
+                    s.messages,
+                    s.parts,
+                    s.billable_messages,
+                    s.billable_parts,
+                    s.amount,
+                ],
+            )
+            for s in statements
+        ]
+        summary_rows.append(
+            (
+                "total",
+                [
+                    _("Total:"),
+                    month.strftime("%Y-%m"),
+                    sum(s.messages for s in statements),
+                    sum(s.parts for s in statements),
+                    sum(s.billable_messages for s in statements),
+                    sum(s.billable_parts for s in statements),
+                    sum((s.amount for s in statements), Decimal("0.00")),
+                ],
+            )
+        )
         fill(sheet, summary_headers, summary_rows, [28, 9, 11, 11, 13, 13, 14], {7: "#,##0.00"})
         for statement in statements:
-            fill(workbook.create_sheet(_sheet_title(statement.portal_domain, taken)), _headers(),
-                 list(_table([statement])), widths, line_formats)
+            fill(
+                workbook.create_sheet(_sheet_title(statement.portal_domain, taken)),
+                _headers(),
+                list(_table([statement])),
+                widths,
+                line_formats,
+            )
     else:
         sheet.title = _sheet_title(month.strftime("%Y-%m"), taken)
         fill(sheet, _headers(), list(_table(statements)), widths, line_formats)
@@ -306,8 +415,10 @@ def statements_xlsx(statements: list[Statement], *, month: date) -> bytes:
     return buffer.getvalue()
 
 
-FILE_CONTENT_TYPES = {"csv": "text/csv; charset=utf-8",
-                      "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+FILE_CONTENT_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
 
 
 def statements_file(statements: list[Statement], *, month: date, file_format: str) -> tuple[bytes, str]:

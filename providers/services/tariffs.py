@@ -4,6 +4,7 @@ One set of rules for the admin and the API (:func:`tariff_clean` raises a Django
 the field; the API turns it into a 400, the admin into form errors). :func:`tariff_save` checks again
 under a lock, so two operators saving overlapping tariffs at the same moment cannot both succeed.
 """
+
 from datetime import date
 from decimal import Decimal, InvalidOperation
 
@@ -13,7 +14,7 @@ from django.db.models import Q
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
-from ..models import USAGE_STATES, Tariff
+from providers.models import USAGE_STATES, Tariff
 
 TARIFF_LOCK_NAMESPACE = 0x62323474  # first key of the PostgreSQL advisory lock on a portal's tariffs
 PRICE_MAX = Decimal("99999999.9999")  # the column: 12 digits, 4 after the point
@@ -41,7 +42,9 @@ def tariff_clean(*, tariff: Tariff) -> None:
         unknown = [s for s in states if s not in USAGE_STATES]
         if unknown:
             errors["billable_states"] = _("Unknown states: %(states)s. Choose among %(known)s.") % {
-                "states": ", ".join(unknown), "known": ", ".join(USAGE_STATES)}
+                "states": ", ".join(unknown),
+                "known": ", ".join(USAGE_STATES),
+            }
     if not isinstance(tariff.valid_from, date):
         errors["valid_from"] = _("Enter the first day the tariff applies.")
     elif tariff.valid_until is not None and tariff.valid_until < tariff.valid_from:
@@ -50,10 +53,15 @@ def tariff_clean(*, tariff: Tariff) -> None:
         raise ValidationError(errors)
     overlapping = tariff_overlapping(tariff=tariff)
     if overlapping is not None:
-        raise ValidationError({"valid_from": _(
-            "This period overlaps the tariff %(price)s RUB valid %(period)s of the same portal (or the default "
-            "tariff). End that one first, or choose other dates.") % {
-                "price": overlapping.price_per_part, "period": tariff_period_label(overlapping)}})
+        raise ValidationError(
+            {
+                "valid_from": _(
+                    "This period overlaps the tariff %(price)s RUB valid %(period)s of the same portal (or the default "
+                    "tariff). End that one first, or choose other dates."
+                )
+                % {"price": overlapping.price_per_part, "period": tariff_period_label(overlapping)}
+            }
+        )
 
 
 def tariff_overlapping(*, tariff: Tariff) -> Tariff | None:
@@ -79,8 +87,10 @@ def tariff_save(*, tariff: Tariff) -> Tariff:
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)",
-                               [TARIFF_LOCK_NAMESPACE, (tariff.installation_id or 0) % 2**31])
+                cursor.execute(
+                    "SELECT pg_advisory_xact_lock(%s, %s)",
+                    [TARIFF_LOCK_NAMESPACE, (tariff.installation_id or 0) % 2**31],
+                )
         tariff_clean(tariff=tariff)
         tariff.save()
     return tariff
@@ -88,9 +98,12 @@ def tariff_save(*, tariff: Tariff) -> Tariff:
 
 def tariffs_in_force(*, installation_ids, first: date, last: date) -> list[Tariff]:
     """Tariffs of these portals and the default ones that apply on some day between ``first`` and ``last``."""
-    return list(Tariff.objects.filter(Q(installation_id__in=list(installation_ids)) | Q(installation__isnull=True))
-                .filter(valid_from__lte=last).filter(Q(valid_until__isnull=True) | Q(valid_until__gte=first))
-                .order_by("valid_from"))
+    return list(
+        Tariff.objects.filter(Q(installation_id__in=list(installation_ids)) | Q(installation__isnull=True))
+        .filter(valid_from__lte=last)
+        .filter(Q(valid_until__isnull=True) | Q(valid_until__gte=first))
+        .order_by("valid_from")
+    )
 
 
 def tariff_for_day(tariffs: list[Tariff], installation_id: int, day: date) -> Tariff | None:

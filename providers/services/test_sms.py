@@ -2,8 +2,8 @@
 
 The form is the one Bitrix24 POSTs for a message without an author (PHP-style keys, no ``auth[...]``:
 b24sms keeps only a keyed hash of the installation's application_token, so it cannot sign as the portal;
-the HANDLER URL's secret authenticates the call), sent over HTTP to the installation's HANDLER URL (PUBLIC_BASE_URL + the
-handler path), so the message travels the whole pipeline: handler, intake, sending through the
+the HANDLER URL's secret authenticates the call), sent over HTTP to the installation's HANDLER URL
+(PUBLIC_BASE_URL + the handler path), so the message travels the whole pipeline: handler, intake, sending through the
 installation's i-dgtl account, delivery, and the status reports to Bitrix24. In production that is
 the real gateway: a real SMS is sent. Bitrix24 does not know the message id of a test SMS, so it
 rejects the status reports for it (recorded on the message's timeline as rejected).
@@ -11,6 +11,7 @@ rejects the status reports for it (recorded on the message's timeline as rejecte
 In the sandbox, on the sandbox portal, the fake Bitrix24 itself sends the SMS to our HANDLER (its
 `/__fake__/portals/{member_id}/send_sms` control), so it knows the message and the statuses reach it.
 """
+
 import logging
 import time
 import uuid
@@ -25,10 +26,9 @@ from django.utils.translation import gettext as _
 from common import sandbox
 from common.logging import log_context
 from common.public_urls import public_url
-
-from ..handler_form import HandlerFormError, handler_form_parse, line_control_character
-from ..models import Installation, Message, Provider, ProviderRegistration, RegistrationState
-from .sending import destination_normalise
+from providers.handler_form import HandlerFormError, handler_form_parse, line_control_character
+from providers.models import Installation, Message, Provider, ProviderRegistration, RegistrationState
+from providers.services.sending import destination_normalise
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,9 @@ def handler_url(installation: Installation) -> str:
     return public_url("b24-handler", secret=installation.handler_secret)
 
 
-def bitrix24_form(*, installation: Installation, provider: Provider, message_id: str, phone: str, text: str) -> list[tuple[str, str]]:
+def bitrix24_form(
+    *, installation: Installation, provider: Provider, message_id: str, phone: str, text: str
+) -> list[tuple[str, str]]:
     """The form body Bitrix24 POSTs to a HANDLER for an SMS sent from a CRM card (docs/contracts/bitrix24.md §3),
     without ``auth[...]`` (as for a message without an author): the application_token is not kept in clear."""
     return [
@@ -77,7 +79,9 @@ def bitrix24_form(*, installation: Installation, provider: Provider, message_id:
 
 
 def _choose_installation(provider: Provider, installation_id) -> Installation:
-    registered = ProviderRegistration.objects.filter(provider=provider, state=RegistrationState.REGISTERED).select_related("installation")
+    registered = ProviderRegistration.objects.filter(
+        provider=provider, state=RegistrationState.REGISTERED
+    ).select_related("installation")
     if installation_id not in (None, ""):
         registration = registered.filter(installation_id=installation_id).first()
         if registration is None:
@@ -85,7 +89,9 @@ def _choose_installation(provider: Provider, installation_id) -> Installation:
         return registration.installation
     registrations = list(registered[:2])
     if not registrations:
-        raise ValidationError({"installation": _("The provider is not registered on any portal yet: register it first.")})
+        raise ValidationError(
+            {"installation": _("The provider is not registered on any portal yet: register it first.")}
+        )
     if len(registrations) > 1:
         raise ValidationError({"installation": _("The provider is registered on several portals: choose one.")})
     return registrations[0].installation
@@ -118,15 +124,20 @@ def _handler_check(*, installation: Installation, provider: Provider, message_id
     (a 502) or a message that fails later. The form-encoded body to post."""
     if line_control_character(phone):  # (the form has it twice: message_to and properties[phone_number])
         raise ValidationError({"phone": _("The phone number contains a control character.")})
-    body = urlencode(bitrix24_form(installation=installation, provider=provider, message_id=message_id,
-                                   phone=phone, text=text))
+    body = urlencode(
+        bitrix24_form(installation=installation, provider=provider, message_id=message_id, phone=phone, text=text)
+    )
     try:
         handler_form_parse(body)
     except HandlerFormError as exc:
         raise ValidationError({_FORM_TO_INPUT.get(exc.field, NON_FIELD_ERRORS): str(exc.message)}) from None
     if not destination_normalise(message_to=phone, region=installation.default_region):
-        raise ValidationError({"phone": _("%(phone)s is not a valid phone number (region %(region)s).") % {
-            "phone": phone, "region": installation.default_region or "RU"}})
+        raise ValidationError(
+            {
+                "phone": _("%(phone)s is not a valid phone number (region %(region)s).")
+                % {"phone": phone, "region": installation.default_region or "RU"}
+            }
+        )
     return body
 
 
@@ -136,7 +147,9 @@ def _is_sandbox_portal(installation: Installation) -> bool:
 
 def _via_fake_bitrix24(installation, provider, phone, text):
     url = f"{sandbox.bitrix24_url()}/__fake__/portals/{installation.member_id}/send_sms"
-    response = requests.post(url, json={"code": provider.code, "message_to": phone, "text": text}, timeout=HANDLER_TIMEOUT)
+    response = requests.post(
+        url, json={"code": provider.code, "message_to": phone, "text": text}, timeout=HANDLER_TIMEOUT
+    )
     response.raise_for_status()
     answer = response.json()
     return answer["message_id"], int(answer["handler_status"])
@@ -164,8 +177,13 @@ def provider_send_test_sms(*, provider: Provider, phone: str, text: str, install
                 except (requests.RequestException, KeyError, ValueError) as exc:
                     logger.warning("the sandbox portal could not send the test SMS (%s); posting to the handler", exc)
             if via == "handler":
-                response = requests.post(handler_url(installation), data=body.encode(), timeout=HANDLER_TIMEOUT,
-                                         headers={"Content-Type": "application/x-www-form-urlencoded"}, allow_redirects=False)
+                response = requests.post(
+                    handler_url(installation),
+                    data=body.encode(),
+                    timeout=HANDLER_TIMEOUT,
+                    headers={"Content-Type": "application/x-www-form-urlencoded"},
+                    allow_redirects=False,
+                )
                 status = response.status_code
                 try:
                     answer = response.json()
@@ -173,13 +191,23 @@ def provider_send_test_sms(*, provider: Provider, phone: str, text: str, install
                     answer = {"error": " ".join(response.text[:200].split())}
         except requests.RequestException as exc:
             logger.warning("test SMS: the handler is unreachable: %s", type(exc).__name__)
-            raise SmsTestError(_("Our handler at %(url)s could not be reached (%(error)s): check PUBLIC_BASE_URL.") % {
-                "url": settings.PUBLIC_BASE_URL, "error": type(exc).__name__}) from exc
+            raise SmsTestError(
+                _("Our handler at %(url)s could not be reached (%(error)s): check PUBLIC_BASE_URL.")
+                % {"url": settings.PUBLIC_BASE_URL, "error": type(exc).__name__}
+            ) from exc
         message = Message.objects.filter(installation=installation, message_id=message_id).first()
         with log_context(message_id=message_id):
             logger.info("test SMS posted via %s: handler answered %s", via, status)
     if not (200 <= status < 300) or message is None:
-        raise SmsTestError(_("The handler answered HTTP %(status)s: %(answer)s") % {
-            "status": status, "answer": answer.get("error") or answer or "—"})
-    return SmsTestResult(installation=installation, message_id=message_id, handler_status=status,
-                         handler_answer=answer, message=message, via=via)
+        raise SmsTestError(
+            _("The handler answered HTTP %(status)s: %(answer)s")
+            % {"status": status, "answer": answer.get("error") or answer or "—"}
+        )
+    return SmsTestResult(
+        installation=installation,
+        message_id=message_id,
+        handler_status=status,
+        handler_answer=answer,
+        message=message,
+        via=via,
+    )

@@ -5,6 +5,7 @@ Callers hold the rows (select_for_update, or a state-guarded claim) inside ``tra
 and have already set any other fields on the instances; this records the change for all of them
 with a few bulk queries, so a batch of 1000 costs the same handful of statements as one message.
 """
+
 import functools
 
 from django.db import connection, transaction
@@ -13,11 +14,10 @@ from django.db.models.expressions import CombinedExpression
 from django.utils import timezone
 
 from common.bulk import bulk_update_rows
-
-from ..models import MESSAGE_FINAL_STATES, Message, MessageStatusChange, StatusReport, StatusReportState
-from ..status_mapping import bitrix24_status_for_state
-from .reporting import reports_schedule
-from .usage import usage_record_state_change
+from providers.models import MESSAGE_FINAL_STATES, Message, MessageStatusChange, StatusReport, StatusReportState
+from providers.services.reporting import reports_schedule
+from providers.services.usage import usage_record_state_change
+from providers.status_mapping import bitrix24_status_for_state
 
 
 class ChangeSource:
@@ -27,8 +27,15 @@ class ChangeSource:
     RECONCILER = "reconciler"
 
 
-def messages_change_state(*, messages: list[Message], state: str, source: str, detail: str | None = None,
-                          same: dict | None = None, update_fields: tuple[str, ...] = ()) -> None:
+def messages_change_state(
+    *,
+    messages: list[Message],
+    state: str,
+    source: str,
+    detail: str | None = None,
+    same: dict | None = None,
+    update_fields: tuple[str, ...] = (),
+) -> None:
     """Move ``messages`` (whose ``.state`` is still the previous state) to ``state``.
 
     Writes the new state and ``same`` (values equal for every message; F() allowed), ``update_fields``
@@ -46,29 +53,51 @@ def messages_change_state(*, messages: list[Message], state: str, source: str, d
         values.update(final_at=now, next_check_at=None)
     bitrix24_status = bitrix24_status_for_state(state)
     # (id, previous state, i-dgtl status, detail) of each timeline entry, taken before ``values`` are set
-    rows = [(message.pk, message.state, message.idgtl_status, message.error_message if detail is None else detail)
-            for message in messages]
+    rows = [
+        (message.pk, message.state, message.idgtl_status, message.error_message if detail is None else detail)
+        for message in messages
+    ]
     for message in messages:
         for field, value in values.items():
             if not hasattr(value, "resolve_expression"):
                 setattr(message, field, value)
-    if not (connection.vendor == "postgresql" and _write_in_one_statement(
-            messages=messages, rows=rows, values=values, update_fields=tuple(update_fields), source=source,
-            bitrix24_status=bitrix24_status, now=now)):
+    if not (
+        connection.vendor == "postgresql"
+        and _write_in_one_statement(
+            messages=messages,
+            rows=rows,
+            values=values,
+            update_fields=tuple(update_fields),
+            source=source,
+            bitrix24_status=bitrix24_status,
+            now=now,
+        )
+    ):
         ids = [message.pk for message in messages]
         for start in range(0, len(ids), 1000):
-            Message.objects.filter(pk__in=ids[start:start + 1000]).update(**values)
+            Message.objects.filter(pk__in=ids[start : start + 1000]).update(**values)
         if update_fields:
             bulk_update_rows(Message, messages, update_fields)
-        MessageStatusChange.objects.bulk_create([
-            MessageStatusChange(message=message, previous_state=previous_state, state=state, idgtl_status=idgtl_status,
-                                source=source, detail=row_detail)
-            for message, (_pk, previous_state, idgtl_status, row_detail) in zip(messages, rows, strict=True)],
-            batch_size=1000)
+        MessageStatusChange.objects.bulk_create(
+            [
+                MessageStatusChange(
+                    message=message,
+                    previous_state=previous_state,
+                    state=state,
+                    idgtl_status=idgtl_status,
+                    source=source,
+                    detail=row_detail,
+                )
+                for message, (_pk, previous_state, idgtl_status, row_detail) in zip(messages, rows, strict=True)
+            ],
+            batch_size=1000,
+        )
         if bitrix24_status:
             StatusReport.objects.bulk_create(
                 [StatusReport(message=message, status=bitrix24_status) for message in messages],
-                batch_size=1000, ignore_conflicts=True)
+                batch_size=1000,
+                ignore_conflicts=True,
+            )
     if bitrix24_status:
         installation_ids = {message.installation_id for message in messages}
         transaction.on_commit(lambda: _schedule_reports(installation_ids), robust=True)  # beat sweeps the rest
@@ -90,8 +119,14 @@ _CHUNK = 1000
 
 def _increment(field: str, value) -> int | None:
     """n when ``value`` is ``F(field) + n`` (as the claim's ``send_attempts``), else None."""
-    if (isinstance(value, CombinedExpression) and value.connector == "+" and isinstance(value.lhs, F)
-            and value.lhs.name == field and isinstance(value.rhs, Value) and type(value.rhs.value) is int):
+    if (
+        isinstance(value, CombinedExpression)
+        and value.connector == "+"
+        and isinstance(value.lhs, F)
+        and value.lhs.name == field
+        and isinstance(value.rhs, Value)
+        and type(value.rhs.value) is int
+    ):
         return value.rhs.value
     return None
 
@@ -108,8 +143,9 @@ def _write_in_one_statement(*, messages, rows, values, update_fields, source, bi
         elif field not in update_fields:  # as the ORM path, the instance's value wins
             increments.append(field)
     update_fields = tuple(name for name in update_fields if name not in shared)
-    prefix, row, suffix = _change_sql(shared=tuple(shared), increments=tuple(increments), per_message=update_fields,
-                                      report=bool(bitrix24_status))
+    prefix, row, suffix = _change_sql(
+        shared=tuple(shared), increments=tuple(increments), per_message=update_fields, report=bool(bitrix24_status)
+    )
     get_field = Message._meta.get_field
     per_message = [get_field(name) for name in update_fields]
     after = [get_field(name).get_db_prep_save(values[name], connection) for name in shared]
@@ -121,7 +157,8 @@ def _write_in_one_statement(*, messages, rows, values, update_fields, source, bi
         for start in range(0, len(messages), _CHUNK):
             params = []
             for message, (pk, previous_state, idgtl_status, detail) in zip(
-                    messages[start:start + _CHUNK], rows[start:start + _CHUNK], strict=True):
+                messages[start : start + _CHUNK], rows[start : start + _CHUNK], strict=True
+            ):
                 params += (pk, previous_state, idgtl_status, detail)
                 params += (field.get_db_prep_save(getattr(message, field.attname), connection) for field in per_message)
             count = min(_CHUNK, len(messages) - start)
@@ -149,17 +186,25 @@ def _change_sql(*, shared: tuple, increments: tuple, per_message: tuple, report:
     assignments += [f"{column(Message, name)} = v.f{index}" for index, name in enumerate(per_message)]
     timeline = (
         f"INSERT INTO {quote(MessageStatusChange._meta.db_table)} ("
-        + ", ".join(column(MessageStatusChange, name) for name in (
-            "message", "previous_state", "idgtl_status", "detail", "state", "source", "created_at"))
-        + ") SELECT v.id, v.previous_state, v.idgtl_status, v.detail, %s, %s, %s::timestamptz FROM v")
-    statement = (f"), u AS (UPDATE {quote(meta.db_table)} AS t SET {', '.join(assignments)} "
-                 f"FROM v WHERE t.{quote(meta.pk.column)} = v.id)")
+        + ", ".join(
+            column(MessageStatusChange, name)
+            for name in ("message", "previous_state", "idgtl_status", "detail", "state", "source", "created_at")
+        )
+        + ") SELECT v.id, v.previous_state, v.idgtl_status, v.detail, %s, %s, %s::timestamptz FROM v"
+    )
+    statement = (
+        f"), u AS (UPDATE {quote(meta.db_table)} AS t SET {', '.join(assignments)} "
+        f"FROM v WHERE t.{quote(meta.pk.column)} = v.id)"
+    )
     if report:
         statement += (
             f", c AS ({timeline}) INSERT INTO {quote(StatusReport._meta.db_table)} ("
-            + ", ".join(column(StatusReport, name) for name in (
-                "message", "status", "state", "attempts", "last_error", "created_at"))
-            + ") SELECT v.id, %s, %s, 0, '', %s::timestamptz FROM v ON CONFLICT DO NOTHING")
+            + ", ".join(
+                column(StatusReport, name)
+                for name in ("message", "status", "state", "attempts", "last_error", "created_at")
+            )
+            + ") SELECT v.id, %s, %s, 0, '', %s::timestamptz FROM v ON CONFLICT DO NOTHING"
+        )
     else:
         statement += " " + timeline
     return f"WITH v ({', '.join(names)}) AS (VALUES ", row, statement

@@ -28,6 +28,7 @@ never take the same rollup rows in opposite orders (no deadlock). Were one ever 
 ends one side and all it did rolls back, state changes and counts together, and the usual recovery
 redoes it. The same SQL runs on SQLite (UPSERT, 3.24+), where transactions are serialised anyway.
 """
+
 import functools
 import threading
 from collections import defaultdict
@@ -41,7 +42,7 @@ from django.db.models import F, Sum
 from django.db.models.functions import TruncMonth
 from django.utils import timezone
 
-from ..models import USAGE_STATES, Message, UsageDay
+from providers.models import USAGE_STATES, Message, UsageDay
 
 COUNTED_STATES = frozenset(USAGE_STATES)
 GROUP_BY_DAY = "day"
@@ -101,7 +102,7 @@ def usage_record_state_change(*, messages: list[Message], state: str) -> None:
 def _write(deltas) -> None:
     rows = sorted((key, delta) for key, delta in deltas.items() if delta != [0, 0])
     for start in range(0, len(rows), _UPSERT_CHUNK):
-        _upsert(rows[start:start + _UPSERT_CHUNK])
+        _upsert(rows[start : start + _UPSERT_CHUNK])
 
 
 _deferred = threading.local()
@@ -138,9 +139,11 @@ def _upsert_sql(count: int) -> str:
     messages, parts = quote("messages"), quote("parts")
     values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * count)
     # PostgreSQL and SQLite spell the upsert the same way; the sum is taken under the row's lock.
-    return (f"INSERT INTO {table} ({key}, {messages}, {parts}) VALUES {values} "
-            f"ON CONFLICT ({key}) DO UPDATE SET {messages} = {table}.{messages} + excluded.{messages}, "
-            f"{parts} = {table}.{parts} + excluded.{parts}")
+    return (
+        f"INSERT INTO {table} ({key}, {messages}, {parts}) VALUES {values} "
+        f"ON CONFLICT ({key}) DO UPDATE SET {messages} = {table}.{messages} + excluded.{messages}, "
+        f"{parts} = {table}.{parts} + excluded.{parts}"
+    )
 
 
 def _upsert(rows) -> None:
@@ -148,15 +151,23 @@ def _upsert(rows) -> None:
         raise NotImplementedError(f"usage rollups need an upsert written for {connection.vendor}")
     params = []
     for (installation_id, day, provider_id, sender_name, state), (messages, parts) in rows:
-        params += [installation_id, connection.ops.adapt_datefield_value(day), provider_id, sender_name, str(state),
-                   messages, parts]
+        params += [
+            installation_id,
+            connection.ops.adapt_datefield_value(day),
+            provider_id,
+            sender_name,
+            str(state),
+            messages,
+            parts,
+        ]
     with connection.cursor() as cursor:
         cursor.execute(_upsert_sql(len(rows)), params)
 
 
 # --- reading -----------------------------------------------------------------------------------------
-def usage_rows(*, date_from: date, date_to: date, group_by: str = GROUP_BY_DAY,
-               installation_ids: list[int] | None = None) -> list[dict]:
+def usage_rows(
+    *, date_from: date, date_to: date, group_by: str = GROUP_BY_DAY, installation_ids: list[int] | None = None
+) -> list[dict]:
     """Rows of (period, portal, provider, sender name, state) with their messages and parts, from the
     rollups only (one aggregate query). ``period`` is the day (YYYY-MM-DD) or the month (YYYY-MM).
     Rows whose counts are all zero (every message moved on) are left out."""
@@ -164,28 +175,53 @@ def usage_rows(*, date_from: date, date_to: date, group_by: str = GROUP_BY_DAY,
     if installation_ids is not None:
         queryset = queryset.filter(installation_id__in=installation_ids)
     period = TruncMonth("day") if group_by == GROUP_BY_MONTH else F("day")
-    rows = (queryset.order_by().annotate(period=period)
-            .values("period", "installation_id", "installation__domain", "provider_id", "provider__code", "sender_name",
-                    "state")
-            .annotate(total_messages=Sum("messages"), total_parts=Sum("parts"))
-            .order_by("period", "installation__domain", "installation_id", "provider__code", "sender_name", "state"))
+    rows = (
+        queryset.order_by()
+        .annotate(period=period)
+        .values(
+            "period", "installation_id", "installation__domain", "provider_id", "provider__code", "sender_name", "state"
+        )
+        .annotate(total_messages=Sum("messages"), total_parts=Sum("parts"))
+        .order_by("period", "installation__domain", "installation_id", "provider__code", "sender_name", "state")
+    )
     state_order = {state: index for index, state in enumerate(USAGE_STATES)}
-    result = [{
-        "period": row["period"].strftime("%Y-%m" if group_by == GROUP_BY_MONTH else "%Y-%m-%d"),
-        "portal": row["installation_id"], "portal_domain": row["installation__domain"],
-        "provider": row["provider_id"], "provider_code": row["provider__code"], "sender_name": row["sender_name"],
-        "state": row["state"], "messages": row["total_messages"], "parts": row["total_parts"],
-    } for row in rows if row["total_messages"] or row["total_parts"]]
-    result.sort(key=lambda r: (r["period"], r["portal_domain"], r["portal"], r["provider_code"], r["sender_name"],
-                               state_order.get(r["state"], 99)))
+    result = [
+        {
+            "period": row["period"].strftime("%Y-%m" if group_by == GROUP_BY_MONTH else "%Y-%m-%d"),
+            "portal": row["installation_id"],
+            "portal_domain": row["installation__domain"],
+            "provider": row["provider_id"],
+            "provider_code": row["provider__code"],
+            "sender_name": row["sender_name"],
+            "state": row["state"],
+            "messages": row["total_messages"],
+            "parts": row["total_parts"],
+        }
+        for row in rows
+        if row["total_messages"] or row["total_parts"]
+    ]
+    result.sort(
+        key=lambda r: (
+            r["period"],
+            r["portal_domain"],
+            r["portal"],
+            r["provider_code"],
+            r["sender_name"],
+            state_order.get(r["state"], 99),
+        )
+    )
     return result
 
 
 def usage_parts_by_day(*, installation_id: int, date_from: date, date_to: date) -> dict[date, dict[str, int]]:
     """{day: {state: parts}} of one portal (every provider and sender name), for the admin's chart."""
     result: dict[date, dict[str, int]] = defaultdict(dict)
-    rows = (UsageDay.objects.filter(installation_id=installation_id, day__gte=date_from, day__lte=date_to)
-            .order_by().values_list("day", "state").annotate(total=Sum("parts")))
+    rows = (
+        UsageDay.objects.filter(installation_id=installation_id, day__gte=date_from, day__lte=date_to)
+        .order_by()
+        .values_list("day", "state")
+        .annotate(total=Sum("parts"))
+    )
     for day, state, total in rows:
         result[day][state] = total
     return result

@@ -1,4 +1,5 @@
 """Celery tasks of the Bitrix24 side (thin: load by id, call one service)."""
-from .messages import *  # noqa: F401,F403
-from .registration import *  # noqa: F401,F403
-from .retention import *  # noqa: F401,F403
+
+from providers.tasks.messages import *  # noqa: F401,F403
+from providers.tasks.registration import *  # noqa: F401,F403
+from providers.tasks.retention import *  # noqa: F401,F403

@@ -3,6 +3,7 @@
 Thin: each calls one service. All are idempotent (state guards), so a redelivered task is harmless.
 Services enqueue these by name (common/taskqueue.py); only this module imports the services.
 """
+
 from celery import shared_task
 
 from providers.services.delivery import callback_inbox_sweep, messages_reconcile
@@ -10,7 +11,10 @@ from providers.services.reporting import reports_schedule_due, reports_send_pend
 from providers.services.sending import sending_run
 
 __all__ = [
-    "send_waiting_messages", "reconcile_message_statuses", "report_pending_statuses", "report_installation_statuses",
+    "send_waiting_messages",
+    "reconcile_message_statuses",
+    "report_pending_statuses",
+    "report_installation_statuses",
     "sweep_callback_inbox",
 ]
 

@@ -4,22 +4,30 @@ beat's drift repair.
 Thin: each takes ids, calls one service, and retries transient Bitrix24 errors with backoff.
 Every service they call is idempotent, so a redelivered task (acks_late) is harmless.
 """
+
 from datetime import datetime, timedelta
 
 from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
-from common.taskqueue import broker_messages_lost_at
 from bitrix24.client import Bitrix24TransientError
+from common.taskqueue import broker_messages_lost_at
 from providers.models import Installation
 from providers.services import installations as installation_services
 from providers.services import registration as registration_services
 
 __all__ = [
-    "register_provider", "update_provider_registration", "remove_provider_registration", "delete_sender",
-    "bind_event_handlers", "bind_uninstall_handler", "bind_missing_events", "resume_stuck_registrations",
-    "repair_provider_drift", "repair_installation_drift",
+    "register_provider",
+    "update_provider_registration",
+    "remove_provider_registration",
+    "delete_sender",
+    "bind_event_handlers",
+    "bind_uninstall_handler",
+    "bind_missing_events",
+    "resume_stuck_registrations",
+    "repair_provider_drift",
+    "repair_installation_drift",
 ]
 
 MAX_RETRIES = 5
@@ -30,7 +38,7 @@ def _countdown(task, exc) -> float:
     reset_at = getattr(exc, "reset_at", None)
     if isinstance(reset_at, datetime):
         return max(1.0, (reset_at - timezone.now()).total_seconds())
-    return RETRY_BASE_SECONDS * (2 ** task.request.retries)
+    return RETRY_BASE_SECONDS * (2**task.request.retries)
 
 
 def _final(task) -> bool:
@@ -42,20 +50,24 @@ def _run_retrying(task, service, **kwargs):
     try:
         return service(**kwargs, final_attempt=_final(task))
     except Bitrix24TransientError as exc:
-        raise task.retry(exc=exc, countdown=_countdown(task, exc))
+        raise task.retry(exc=exc, countdown=_countdown(task, exc)) from exc
 
 
 @shared_task(bind=True, name="providers.tasks.register_provider", max_retries=MAX_RETRIES)
 def register_provider(self, registration_id: int, repair_reason: str = ""):
     """sender.add; ``repair_reason`` when the portal lost the provider (app update, reinstall, drift)."""
-    return _run_retrying(self, registration_services.registration_sync, registration_id=registration_id, first="add",
-                         repair_reason=repair_reason)
+    return _run_retrying(
+        self,
+        registration_services.registration_sync,
+        registration_id=registration_id,
+        first="add",
+        repair_reason=repair_reason,
+    )
 
 
 @shared_task(bind=True, name="providers.tasks.update_provider_registration", max_retries=MAX_RETRIES)
 def update_provider_registration(self, registration_id: int):
-    return _run_retrying(self, registration_services.registration_sync, registration_id=registration_id,
-                         first="update")
+    return _run_retrying(self, registration_services.registration_sync, registration_id=registration_id, first="update")
 
 
 @shared_task(bind=True, name="providers.tasks.remove_provider_registration", max_retries=MAX_RETRIES)
@@ -71,7 +83,7 @@ def delete_sender(self, installation_id: int, code: str):
     except Bitrix24TransientError as exc:
         if _final(self):
             raise
-        raise self.retry(exc=exc, countdown=_countdown(self, exc))
+        raise self.retry(exc=exc, countdown=_countdown(self, exc)) from exc
 
 
 def _bind_events(task, installation_id: int):
@@ -79,7 +91,8 @@ def _bind_events(task, installation_id: int):
     if installation is None or not installation.is_active:
         return "skipped"
     outcome = installation_services.installation_bind_events_recorded(
-        installation=installation, final_attempt=_final(task))
+        installation=installation, final_attempt=_final(task)
+    )
     if outcome == "retry":
         raise task.retry(countdown=_countdown(task, None))
     return outcome
@@ -102,14 +115,16 @@ def bind_uninstall_handler(self, installation_id: int):
 def bind_missing_events():
     """Beat: installations without every application event bound get them bound (a task each)."""
     return installation_services.installations_bind_missing_events(
-        retry_after=timedelta(seconds=settings.B24_EVENTS_BIND_RETRY_AFTER))
+        retry_after=timedelta(seconds=settings.B24_EVENTS_BIND_RETRY_AFTER)
+    )
 
 
 @shared_task(name="providers.tasks.repair_provider_drift")
 def repair_provider_drift(period: float = 60.0):
     """Beat (every ``period`` seconds): queue the drift repair of this run's share of installations."""
     return registration_services.installations_drift_due(
-        interval=timedelta(seconds=settings.REGISTRATION_DRIFT_REPAIR_INTERVAL), period=timedelta(seconds=period))
+        interval=timedelta(seconds=settings.REGISTRATION_DRIFT_REPAIR_INTERVAL), period=timedelta(seconds=period)
+    )
 
 
 @shared_task(name="providers.tasks.repair_installation_drift")

@@ -1,4 +1,5 @@
 """Task: retention of messages (thin: calls one service; batches commit on their own, so a rerun goes on)."""
+
 from celery import shared_task
 
 from providers.services.retention import messages_anonymise_old

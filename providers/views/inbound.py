@@ -3,6 +3,7 @@
 Both are thin: parse, authenticate, hand over to one service, answer fast with a small JSON body.
 Bad input is a 4xx JSON naming the problem; nothing is stored then.
 """
+
 import ipaddress
 import json
 import logging
@@ -16,14 +17,22 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from common.netaddr import client_ip
-
-from ..handler_form import (
-    HandlerBodyTooLarge, HandlerFormError, HandlerMediaTypeUnsupported, HandlerTextTooLong, handler_body_max_bytes,
-    handler_content_type_check, handler_form_parse,
+from providers.handler_form import (
+    HandlerBodyTooLarge,
+    HandlerFormError,
+    HandlerMediaTypeUnsupported,
+    HandlerTextTooLong,
+    handler_body_max_bytes,
+    handler_content_type_check,
+    handler_form_parse,
 )
-from ..services.delivery import CallbackError, callback_events_apply, callback_events_parse
-from ..services.intake import (
-    HandlerForbidden, ProviderNotRegistered, handler_call_accept, handler_secret_check, installation_by_callback_secret,
+from providers.services.delivery import CallbackError, callback_events_apply, callback_events_parse
+from providers.services.intake import (
+    HandlerForbidden,
+    ProviderNotRegistered,
+    handler_call_accept,
+    handler_secret_check,
+    installation_by_callback_secret,
 )
 
 logger = logging.getLogger(__name__)
@@ -49,7 +58,7 @@ def _body(request, max_bytes: int | None = None) -> bytes:
     try:
         return request.body
     except RequestDataTooBig:
-        raise HandlerBodyTooLarge(_("The body is too large."))
+        raise HandlerBodyTooLarge(_("The body is too large.")) from None
 
 
 @csrf_exempt

@@ -4,6 +4,7 @@ application events (ONAPPUPDATE) at ``/b24/event/<secret>/``.
 Thin: parse the PHP-style form, call one service, shape the answer. Bad input is a 400 JSON
 naming the field, a refused token a 403, and nothing is stored in either case.
 """
+
 import logging
 from urllib.parse import urlencode
 
@@ -54,14 +55,15 @@ def _error(status: int, detail) -> JsonResponse:
 
 def _validation_error(exc: ValidationError) -> JsonResponse:
     if hasattr(exc, "error_dict"):
-        return _error(400, {field: [str(m) for e in errors for m in e.messages] for field, errors in exc.error_dict.items()})
+        return _error(
+            400, {field: [str(m) for e in errors for m in e.messages] for field, errors in exc.error_dict.items()}
+        )
     return _error(400, {"non_field_errors": [str(m) for m in exc.messages]})
 
 
 def install_rate_exceeded(request) -> bool:
     """More than B24_INSTALL_RATE install requests from this client address (shared cache)."""
-    return is_ratelimited(request, group="b24-install", key="ip",
-                          rate=settings.B24_INSTALL_RATE, increment=True)
+    return is_ratelimited(request, group="b24-install", key="ip", rate=settings.B24_INSTALL_RATE, increment=True)
 
 
 def _wants_html(request) -> bool:
@@ -114,13 +116,15 @@ def install(request, application_id: int | None = None):
 
     if payload.source == "page" and _wants_html(request):
         return render(request, "providers/install_finished.html", {"domain": installation.domain})
-    return JsonResponse({
-        "result": result,
-        "installation": installation.pk,
-        "domain": installation.domain,
-        "uninstall_handler_bound": services.EVENT_UNINSTALL in installation.bound_event_names,
-        "update_handler_bound": services.EVENT_UPDATE in installation.bound_event_names,
-    })
+    return JsonResponse(
+        {
+            "result": result,
+            "installation": installation.pk,
+            "domain": installation.domain,
+            "uninstall_handler_bound": services.EVENT_UNINSTALL in installation.bound_event_names,
+            "update_handler_bound": services.EVENT_UPDATE in installation.bound_event_names,
+        }
+    )
 
 
 @csrf_exempt

@@ -1,4 +1,5 @@
 """Filing sender-name applications and asking for their submission."""
+
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -11,9 +12,9 @@ from django.utils.translation import gettext as _
 from common.taskqueue import enqueue_on_commit
 from idgtl.models import IdgtlAccount
 from idgtl.services import account_get_default
-
-from ..models import SenderNameApplication, SenderNameDocument, SubmissionState
-from ..validation import (
+from sendernames.models import SenderNameApplication, SenderNameDocument, SubmissionState
+from sendernames.services.submission import SUBMIT_TASK
+from sendernames.validation import (
     application_validate,
     normalise_date_from,
     validate_document_count,
@@ -21,20 +22,24 @@ from ..validation import (
     validate_documents_required,
     validate_not_duplicate,
 )
-from .submission import SUBMIT_TASK
 
 logger = logging.getLogger(__name__)
 
 
-def _documents_store(*, application: SenderNameApplication, files: Sequence, types: Sequence[str], stored: list,
-                     start: int = 0) -> None:
+def _documents_store(
+    *, application: SenderNameApplication, files: Sequence, types: Sequence[str], stored: list, start: int = 0
+) -> None:
     """Save the files and their rows; ``stored`` collects them so a caller can delete the files on rollback."""
-    for position, (upload, content_type) in enumerate(zip(files, types), start=start + 1):
+    for position, (upload, content_type) in enumerate(zip(files, types, strict=False), start=start + 1):
         upload.seek(0)
         original_name = (getattr(upload, "name", "") or f"document{position}").replace("\\", "/").rsplit("/", 1)[-1]
         document = SenderNameDocument(
-            application=application, original_name=original_name, size=upload.size,
-            content_type=content_type, position=position)
+            application=application,
+            original_name=original_name,
+            size=upload.size,
+            content_type=content_type,
+            position=position,
+        )
         document.file.save(original_name, File(upload, name=original_name), save=False)
         stored.append(document)
         document.save()
@@ -52,8 +57,9 @@ def _validate(*, account_id, values: dict, documents: list, existing: int = 0, e
     """Every rule on the fields and the new documents at once; the cleaned values and the documents' types."""
     errors, cleaned, types = {}, None, []
     try:
-        cleaned = application_validate(account_id=account_id, document_count=existing + len(documents),
-                                       exclude_id=exclude_id, **values)
+        cleaned = application_validate(
+            account_id=account_id, document_count=existing + len(documents), exclude_id=exclude_id, **values
+        )
     except ValidationError as exc:
         errors = dict(exc.error_dict)
     try:
@@ -72,30 +78,53 @@ def _create(*, account, cleaned, documents, types, created_by, stored):
     # One creator at a time per account, so two concurrent requests cannot both pass the duplicate check.
     IdgtlAccount.objects.select_for_update().filter(pk=account.pk).first()
     try:
-        validate_not_duplicate(account_id=account.pk, sender_name=cleaned["sender_name"], brand=cleaned["brand"],
-                               channel_type=cleaned["channel_type"])
+        validate_not_duplicate(
+            account_id=account.pk,
+            sender_name=cleaned["sender_name"],
+            brand=cleaned["brand"],
+            channel_type=cleaned["channel_type"],
+        )
     except ValidationError as exc:
-        raise ValidationError({"sender_name": exc.error_list})
+        raise ValidationError({"sender_name": exc.error_list}) from exc
     application = SenderNameApplication.objects.create(account=account, created_by=created_by, **cleaned)
     _documents_store(application=application, files=documents, types=types, stored=stored)
     return application
 
 
 def application_create(
-    *, channel_type: str = "SMS", common_type: str, brand: str, date_from, sender_name: str,
-    counteragent_name: str, counteragent_inn: str, documents: Sequence = (), account: IdgtlAccount | None = None,
+    *,
+    channel_type: str = "SMS",
+    common_type: str,
+    brand: str,
+    date_from,
+    sender_name: str,
+    counteragent_name: str,
+    counteragent_inn: str,
+    documents: Sequence = (),
+    account: IdgtlAccount | None = None,
     created_by=None,
 ) -> SenderNameApplication:
     """File a draft application with its documents; on any error nothing is stored."""
     account = account or account_get_default()
     documents = list(documents)
-    cleaned, types = _validate(account_id=account.pk, documents=documents, values={
-        "channel_type": channel_type, "common_type": common_type, "brand": brand, "date_from": date_from,
-        "sender_name": sender_name, "counteragent_name": counteragent_name, "counteragent_inn": counteragent_inn})
+    cleaned, types = _validate(
+        account_id=account.pk,
+        documents=documents,
+        values={
+            "channel_type": channel_type,
+            "common_type": common_type,
+            "brand": brand,
+            "date_from": date_from,
+            "sender_name": sender_name,
+            "counteragent_name": counteragent_name,
+            "counteragent_inn": counteragent_inn,
+        },
+    )
     stored = []
     try:
-        application = _create(account=account, cleaned=cleaned, documents=documents, types=types,
-                              created_by=created_by, stored=stored)
+        application = _create(
+            account=account, cleaned=cleaned, documents=documents, types=types, created_by=created_by, stored=stored
+        )
     except BaseException:
         _delete_files(stored)  # the rows were rolled back; their files go too
         raise
@@ -103,7 +132,9 @@ def application_create(
     return application
 
 
-def application_update(*, application: SenderNameApplication, documents: Sequence = (), **fields) -> SenderNameApplication:
+def application_update(
+    *, application: SenderNameApplication, documents: Sequence = (), **fields
+) -> SenderNameApplication:
     """Change a draft (or an application i-dgtl refused) and add documents to it."""
     stored = []
     try:
@@ -118,12 +149,27 @@ def _update(*, application, documents, fields, stored):
     application = SenderNameApplication.objects.select_for_update().get(pk=application.pk)
     if not application.is_editable:
         raise ValidationError(_("A submitted application cannot be changed."), code="read_only")
-    values = {name: getattr(application, name) for name in (
-        "channel_type", "common_type", "brand", "date_from", "sender_name", "counteragent_name", "counteragent_inn")}
+    values = {
+        name: getattr(application, name)
+        for name in (
+            "channel_type",
+            "common_type",
+            "brand",
+            "date_from",
+            "sender_name",
+            "counteragent_name",
+            "counteragent_inn",
+        )
+    }
     values.update(fields)
     existing = application.documents.count()
-    cleaned, types = _validate(account_id=application.account_id, values=values, documents=documents,
-                               existing=existing, exclude_id=application.pk)
+    cleaned, types = _validate(
+        account_id=application.account_id,
+        values=values,
+        documents=documents,
+        existing=existing,
+        exclude_id=application.pk,
+    )
     for name, value in cleaned.items():
         setattr(application, name, value)
     application.save()
@@ -159,9 +205,13 @@ def application_submit(*, application_id: int) -> SubmitRequest:
         except ValidationError as exc:
             errors["documents"] = exc.error_list
         try:
-            validate_not_duplicate(account_id=application.account_id, sender_name=application.sender_name,
-                                   brand=application.brand, channel_type=application.channel_type,
-                                   exclude_id=application.pk)
+            validate_not_duplicate(
+                account_id=application.account_id,
+                sender_name=application.sender_name,
+                brand=application.brand,
+                channel_type=application.channel_type,
+                exclude_id=application.pk,
+            )
         except ValidationError as exc:
             errors["sender_name"] = exc.error_list
         key_error = account_key_error(application.account)
@@ -185,8 +235,12 @@ def account_key_error(account: IdgtlAccount) -> ValidationError | None:
     if account.sender_names_key:
         return None
     return ValidationError(
-        _("The i-dgtl account “%(account)s” has no sender-names key (TOKEN_2): this is a configuration "
-          "problem; save the key in the account first.") % {"account": account.name})
+        _(
+            "The i-dgtl account “%(account)s” has no sender-names key (TOKEN_2): this is a configuration "
+            "problem; save the key in the account first."
+        )
+        % {"account": account.name}
+    )
 
 
 def _already_message(application: SenderNameApplication) -> str:

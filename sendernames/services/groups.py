@@ -8,6 +8,7 @@ per brand with a copy of the documents, and queues each for submission (the subm
 a redelivered task harmless). The same request again within ``REPEAT_WINDOW`` (a double submit)
 returns the group already filed and sends nothing. ``group_add_brand`` files one more operator later.
 """
+
 import dataclasses
 import datetime as dt
 import hashlib
@@ -25,9 +26,9 @@ from django.utils.translation import gettext as _
 from idgtl.contract import SENDER_NAME_DEAD_STATUSES, Brand
 from idgtl.models import IdgtlAccount
 from idgtl.services import account_get_default
-
-from ..models import SenderNameApplication, SenderNameDocument, SenderNameGroup
-from ..validation import (
+from sendernames.models import SenderNameApplication, SenderNameDocument, SenderNameGroup
+from sendernames.services.applications import _delete_files, _documents_store, account_key_error, queue_submission
+from sendernames.validation import (
     brand_label,
     earliest_date_from,
     group_validate,
@@ -39,7 +40,6 @@ from ..validation import (
     validate_documents_required,
     validate_not_duplicate,
 )
-from .applications import _delete_files, _documents_store, account_key_error, queue_submission
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +64,18 @@ def _brands_text(brands) -> str:
     return ", ".join(brand_label(brand) for brand in brands)
 
 
-def request_fingerprint(*, account_id, brands, channel_type, common_type, date_from, sender_name,
-                        counteragent_name, counteragent_inn, documents: Sequence = ()) -> str:
+def request_fingerprint(
+    *,
+    account_id,
+    brands,
+    channel_type,
+    common_type,
+    date_from,
+    sender_name,
+    counteragent_name,
+    counteragent_inn,
+    documents: Sequence = (),
+) -> str:
     """The request as filed: its fields (as they will be stored), its brands and its documents' content."""
     try:
         day = normalise_date_from(date_from).isoformat()
@@ -79,36 +89,69 @@ def request_fingerprint(*, account_id, brands, channel_type, common_type, date_f
     for upload in documents:
         upload.seek(0)
         digest = hashlib.sha256()
-        for chunk in iter(lambda: upload.read(1 << 16), b""):
+        for chunk in iter(lambda: upload.read(1 << 16), b""):  # noqa: B023 (consumed in this iteration)
             digest.update(chunk)
         upload.seek(0)
         digests.append(digest.hexdigest())
-    payload = [account_id, brands, channel_type, common_type, day, (sender_name or "").strip().casefold(),
-               (counteragent_name or "").strip(), (counteragent_inn or "").strip(), digests]
+    payload = [
+        account_id,
+        brands,
+        channel_type,
+        common_type,
+        day,
+        (sender_name or "").strip().casefold(),
+        (counteragent_name or "").strip(),
+        (counteragent_inn or "").strip(),
+        digests,
+    ]
     return hashlib.sha256(json.dumps(payload, default=str).encode()).hexdigest()
 
 
 def group_find_repeat(account_id: int, fingerprint: str, now: dt.datetime) -> SenderNameGroup | None:
-    return (SenderNameGroup.objects.filter(account_id=account_id, request_fingerprint=fingerprint,
-                                           created_at__gte=now - REPEAT_WINDOW).order_by("-pk").first())
+    return (
+        SenderNameGroup.objects.filter(
+            account_id=account_id, request_fingerprint=fingerprint, created_at__gte=now - REPEAT_WINDOW
+        )
+        .order_by("-pk")
+        .first()
+    )
 
 
 def _repeat_filing(group: SenderNameGroup, now: dt.datetime) -> GroupFiling:
-    return GroupFiling(group, False, _("The same request was filed %(ago)s ago (#%(id)s); nothing was sent again.") % {
-        "ago": timesince(group.created_at, now), "id": group.pk})
+    return GroupFiling(
+        group,
+        False,
+        _("The same request was filed %(ago)s ago (#%(id)s); nothing was sent again.")
+        % {"ago": timesince(group.created_at, now), "id": group.pk},
+    )
 
 
 def group_create(
-    *, brands, channel_type: str = "SMS", common_type: str, date_from, sender_name: str, counteragent_name: str,
-    counteragent_inn: str, documents: Sequence = (), account: IdgtlAccount | None = None, created_by=None,
+    *,
+    brands,
+    channel_type: str = "SMS",
+    common_type: str,
+    date_from,
+    sender_name: str,
+    counteragent_name: str,
+    counteragent_inn: str,
+    documents: Sequence = (),
+    account: IdgtlAccount | None = None,
+    created_by=None,
     now: dt.datetime | None = None,
 ) -> GroupFiling:
     """File one name with several operators; on any error nothing is stored and nothing is sent."""
     account = account or account_get_default()
     documents = list(documents)
     now = now or timezone.now()
-    values = {"channel_type": channel_type, "common_type": common_type, "date_from": date_from,
-              "sender_name": sender_name, "counteragent_name": counteragent_name, "counteragent_inn": counteragent_inn}
+    values = {
+        "channel_type": channel_type,
+        "common_type": common_type,
+        "date_from": date_from,
+        "sender_name": sender_name,
+        "counteragent_name": counteragent_name,
+        "counteragent_inn": counteragent_inn,
+    }
     fingerprint = request_fingerprint(account_id=account.pk, brands=brands, documents=documents, **values)
     repeat = group_find_repeat(account.pk, fingerprint, now)
     if repeat is not None:  # a double submit: the first one is filed (its brands are now duplicates)
@@ -129,8 +172,17 @@ def group_create(
         raise ValidationError(errors)
     stored = []
     try:
-        filing = _group_store(account=account, cleaned=cleaned, brands=chosen, documents=documents, types=types,
-                              created_by=created_by, fingerprint=fingerprint, stored=stored, now=now)
+        filing = _group_store(
+            account=account,
+            cleaned=cleaned,
+            brands=chosen,
+            documents=documents,
+            types=types,
+            created_by=created_by,
+            fingerprint=fingerprint,
+            stored=stored,
+            now=now,
+        )
     except BaseException:
         _delete_files(stored)  # the rows were rolled back; their files go too
         raise
@@ -149,21 +201,31 @@ def _group_store(*, account, cleaned, brands, documents, types, created_by, fing
     duplicates = []
     for brand in brands:
         try:
-            validate_not_duplicate(account_id=account.pk, sender_name=cleaned["sender_name"], brand=brand,
-                                   channel_type=cleaned["channel_type"])
+            validate_not_duplicate(
+                account_id=account.pk,
+                sender_name=cleaned["sender_name"],
+                brand=brand,
+                channel_type=cleaned["channel_type"],
+            )
         except ValidationError as exc:
             duplicates.extend(exc.error_list)
     if duplicates:
         raise ValidationError({"sender_name": duplicates})
-    group = SenderNameGroup.objects.create(account=account, created_by=created_by, request_fingerprint=fingerprint,
-                                           **cleaned)
+    group = SenderNameGroup.objects.create(
+        account=account, created_by=created_by, request_fingerprint=fingerprint, **cleaned
+    )
     for brand in brands:
         application = SenderNameApplication.objects.create(
-            account=account, group=group, brand=brand, created_by=created_by, **cleaned)
+            account=account, group=group, brand=brand, created_by=created_by, **cleaned
+        )
         _documents_store(application=application, files=documents, types=types, stored=stored)
         queue_submission(application)
-    return GroupFiling(group, True, _("Filed for %(brands)s: one application per operator, each queued for "
-                                      "submission to i-dgtl.") % {"brands": _brands_text(brands)})
+    return GroupFiling(
+        group,
+        True,
+        _("Filed for %(brands)s: one application per operator, each queued for submission to i-dgtl.")
+        % {"brands": _brands_text(brands)},
+    )
 
 
 # --- One more operator ----------------------------------------------------------------------------
@@ -176,11 +238,24 @@ def _documents_copy(*, source: SenderNameApplication | None, target: SenderNameA
             with document.file.open("rb") as handle:
                 content = handle.read()
         except OSError:
-            raise ValidationError({"documents": [ValidationError(
-                _("The document “%(name)s” of this group cannot be read from storage; nothing was filed."),
-                code="missing", params={"name": document.original_name})]})
-        copy = SenderNameDocument(application=target, original_name=document.original_name, size=len(content),
-                                  content_type=document.content_type, position=document.position)
+            raise ValidationError(
+                {
+                    "documents": [
+                        ValidationError(
+                            _("The document “%(name)s” of this group cannot be read from storage; nothing was filed."),
+                            code="missing",
+                            params={"name": document.original_name},
+                        )
+                    ]
+                }
+            ) from None
+        copy = SenderNameDocument(
+            application=target,
+            original_name=document.original_name,
+            size=len(content),
+            content_type=document.content_type,
+            position=document.position,
+        )
         copy.file.save(document.original_name, ContentFile(content, name=document.original_name), save=False)
         stored.append(copy)
         copy.save()
@@ -211,37 +286,58 @@ def group_add_brand(*, group_id: int, brand: str, created_by=None, now: dt.datet
         _delete_files(stored)
         raise
     if filing.filed:
-        logger.info("Sender-name group: an operator added",
-                    extra={"group_id": group.pk, "brand": brand, "application_id": filing.application.pk})
+        logger.info(
+            "Sender-name group: an operator added",
+            extra={"group_id": group.pk, "brand": brand, "application_id": filing.application.pk},
+        )
     return filing
 
 
 @transaction.atomic
 def _brand_store(*, group, brand, created_by, stored, now) -> BrandFiling:
     IdgtlAccount.objects.select_for_update().filter(pk=group.account_id).first()
-    present = (group.applications.filter(brand=brand).exclude(status__in=SENDER_NAME_DEAD_STATUSES)
-               .order_by("-pk").first())
+    present = (
+        group.applications.filter(brand=brand).exclude(status__in=SENDER_NAME_DEAD_STATUSES).order_by("-pk").first()
+    )
     if present is not None:
-        return BrandFiling(present, False, _(
-            "%(brand)s is already in this group (application #%(id)s, %(state)s); nothing was filed.") % {
-            "brand": brand_label(brand), "id": present.pk,
-            "state": present.status_label or present.get_submission_state_display()})
+        return BrandFiling(
+            present,
+            False,
+            _("%(brand)s is already in this group (application #%(id)s, %(state)s); nothing was filed.")
+            % {
+                "brand": brand_label(brand),
+                "id": present.pk,
+                "state": present.status_label or present.get_submission_state_display(),
+            },
+        )
     try:
-        validate_not_duplicate(account_id=group.account_id, sender_name=group.sender_name, brand=brand,
-                               channel_type=group.channel_type)
+        validate_not_duplicate(
+            account_id=group.account_id, sender_name=group.sender_name, brand=brand, channel_type=group.channel_type
+        )
     except ValidationError as exc:
-        raise ValidationError({"brand": exc.error_list})
+        raise ValidationError({"brand": exc.error_list}) from exc
     source = group.applications.filter(documents__isnull=False).order_by("pk").first()
     try:
         validate_documents_required(group.common_type, source.documents.count() if source else 0)
     except ValidationError as exc:
-        raise ValidationError({"documents": exc.error_list})
+        raise ValidationError({"documents": exc.error_list}) from exc
     application = SenderNameApplication.objects.create(
-        account_id=group.account_id, group=group, brand=brand, created_by=created_by,
-        channel_type=group.channel_type, common_type=group.common_type, sender_name=group.sender_name,
-        date_from=max(group.date_from, earliest_date_from(now)), counteragent_name=group.counteragent_name,
-        counteragent_inn=group.counteragent_inn)
+        account_id=group.account_id,
+        group=group,
+        brand=brand,
+        created_by=created_by,
+        channel_type=group.channel_type,
+        common_type=group.common_type,
+        sender_name=group.sender_name,
+        date_from=max(group.date_from, earliest_date_from(now)),
+        counteragent_name=group.counteragent_name,
+        counteragent_inn=group.counteragent_inn,
+    )
     _documents_copy(source=source, target=application, stored=stored)
     queue_submission(application)
-    return BrandFiling(application, True, _("%(brand)s added: its application #%(id)s is queued for submission to "
-                                            "i-dgtl.") % {"brand": brand_label(brand), "id": application.pk})
+    return BrandFiling(
+        application,
+        True,
+        _("%(brand)s added: its application #%(id)s is queued for submission to i-dgtl.")
+        % {"brand": brand_label(brand), "id": application.pk},
+    )

@@ -4,6 +4,7 @@ Recorded like any change (a history row), with who did it and the date the opera
 as set by hand; the periodic sync replaces it only with a status further along the review
 (``status.read_supersedes_manual``).
 """
+
 import dataclasses
 import datetime as dt
 import logging
@@ -13,15 +14,15 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from ..models import (
+from sendernames.models import (
     SenderNameApplication,
     SenderNameStatusChange,
     StatusChangeCause,
     SubmissionState,
     status_label,
 )
-from ..validation import MOSCOW, parse_status_date, validate_manual_status
-from .status import next_check_at
+from sendernames.services.status import next_check_at
+from sendernames.validation import MOSCOW, parse_status_date, validate_manual_status
 
 logger = logging.getLogger(__name__)
 
@@ -38,19 +39,24 @@ class ManualStatusResult:
     def summary(self) -> str:
         if not self.changed:
             return _("Status already set by hand to %(status)s on that date; nothing changed.") % {
-                "status": self.application.status_label}
+                "status": self.application.status_label
+            }
         return _("Status set by hand: %(old)s → %(new)s (dated %(date)s).") % {
-            "old": status_label(self.previous_status) or "—", "new": self.application.status_label,
-            "date": self.application.status_date.isoformat()}
+            "old": status_label(self.previous_status) or "—",
+            "new": self.application.status_label,
+            "date": self.application.status_date.isoformat(),
+        }
 
 
-def validate_manual_input(*, application: SenderNameApplication, status, status_date, note,
-                          now: dt.datetime | None = None) -> tuple[str, dt.date, str]:
+def validate_manual_input(
+    *, application: SenderNameApplication, status, status_date, note, now: dt.datetime | None = None
+) -> tuple[str, dt.date, str]:
     """The cleaned status, date and note, or one ValidationError keyed by field (status, date, note)."""
     errors = {}
     if application.submission_state != SubmissionState.SUBMITTED or application.remote_id is None:
-        raise ValidationError(_("This application has not been submitted to i-dgtl yet: it has no status to set."),
-                              code="not_submitted")
+        raise ValidationError(
+            _("This application has not been submitted to i-dgtl yet: it has no status to set."), code="not_submitted"
+        )
     try:
         status = validate_manual_status(status)
     except ValidationError as exc:
@@ -68,8 +74,9 @@ def validate_manual_input(*, application: SenderNameApplication, status, status_
     return status, status_date, note
 
 
-def application_set_status(*, application_id: int, status, status_date, note="", user=None,
-                           now: dt.datetime | None = None) -> ManualStatusResult:
+def application_set_status(
+    *, application_id: int, status, status_date, note="", user=None, now: dt.datetime | None = None
+) -> ManualStatusResult:
     """Set an application's status by hand (an operator read it in i-dgtl's cabinet).
 
     Repeating the same status, date and note (a double submit) changes nothing and records nothing.
@@ -78,10 +85,15 @@ def application_set_status(*, application_id: int, status, status_date, note="",
     with transaction.atomic():
         application = SenderNameApplication.objects.select_for_update().get(pk=application_id)
         status, status_date, note = validate_manual_input(
-            application=application, status=status, status_date=status_date, note=note, now=now)
+            application=application, status=status, status_date=status_date, note=note, now=now
+        )
         previous = application.status
-        if (application.status_manual and previous == status and application.status_date == status_date
-                and application.status_comment == note):
+        if (
+            application.status_manual
+            and previous == status
+            and application.status_date == status_date
+            and application.status_comment == note
+        ):
             return ManualStatusResult(application, previous, False)
         application.status = status
         application.status_comment = note
@@ -92,9 +104,21 @@ def application_set_status(*, application_id: int, status, status_date, note="",
         application.last_error_kind, application.last_error_code, application.last_error_message = "", None, ""
         application.save()
         SenderNameStatusChange.objects.create(
-            application=application, previous_status=previous, status=status, comment=note,
-            cause=StatusChangeCause.MANUAL_STATUS, status_date=status_date, changed_by=user)
-    logger.info("Sender-name status set by hand", extra={
-        "application_id": application_id, "status": status, "previous": previous,
-        "user_id": getattr(user, "pk", None)})
+            application=application,
+            previous_status=previous,
+            status=status,
+            comment=note,
+            cause=StatusChangeCause.MANUAL_STATUS,
+            status_date=status_date,
+            changed_by=user,
+        )
+    logger.info(
+        "Sender-name status set by hand",
+        extra={
+            "application_id": application_id,
+            "status": status,
+            "previous": previous,
+            "user_id": getattr(user, "pk", None),
+        },
+    )
     return ManualStatusResult(application, previous, True)

@@ -3,6 +3,7 @@
 snake_case model fields become i-dgtl's camelCase here, and i-dgtl records are compared with ours
 here, so the services above never touch raw i-dgtl shapes.
 """
+
 import datetime as dt
 import re
 from decimal import Decimal, InvalidOperation
@@ -12,9 +13,8 @@ from django.utils.translation import gettext as _
 
 from idgtl.client import IdgtlClient, IdgtlError, IdgtlNotFound, IdgtlTransientError
 from idgtl.contract import READ_ROUTE_ABSENT_HTTP_STATUSES
-
-from ..models import SenderNameApplication
-from ..validation import date_from_for_idgtl
+from sendernames.models import SenderNameApplication
+from sendernames.validation import date_from_for_idgtl
 
 # [C] "Duplicates with existing name (id = 1161)"
 DUPLICATE_MESSAGE = re.compile(r"Duplicates with existing name \(id\s*=\s*(\d+)\)")
@@ -30,9 +30,10 @@ def client_for(account):
 
 def configuration_message(error: IdgtlError) -> str:
     """What an operator reads when i-dgtl refuses the sender-names key (401/403)."""
-    return _("i-dgtl refused the account's sender-names key (%(code)s %(msg)s): this is a configuration problem, "
-             "not a mistake in the application. Check the TOKEN_2 key of the i-dgtl account.") % {
-        "code": error.code or error.http_status or "", "msg": error.message}
+    return _(
+        "i-dgtl refused the account's sender-names key (%(code)s %(msg)s): this is a configuration problem, "
+        "not a mistake in the application. Check the TOKEN_2 key of the i-dgtl account."
+    ) % {"code": error.code or error.http_status or "", "msg": error.message}
 
 
 def application_remote_body(application: SenderNameApplication) -> dict:
@@ -67,7 +68,7 @@ def application_remote_files(application: SenderNameApplication) -> list[tuple[s
 def remote_record_matches(application: SenderNameApplication, record: dict) -> bool:
     """Whether an i-dgtl record is the one this application created."""
     remote_date = parse_datetime(str(record.get("dateFrom") or ""))
-    same_date = remote_date is not None and remote_date.astimezone(dt.timezone.utc) == application.date_from.astimezone(dt.timezone.utc)
+    same_date = remote_date is not None and remote_date.astimezone(dt.UTC) == application.date_from.astimezone(dt.UTC)
     return (
         str(record.get("senderName", "")).lower() == application.sender_name.lower()
         and record.get("brand") == application.brand
@@ -79,8 +80,11 @@ def remote_record_matches(application: SenderNameApplication, record: dict) -> b
 
 
 def _unclaimed(application: SenderNameApplication, remote_id) -> bool:
-    return not SenderNameApplication.objects.filter(account_id=application.account_id, remote_id=remote_id).exclude(
-        pk=application.pk).exists()
+    return (
+        not SenderNameApplication.objects.filter(account_id=application.account_id, remote_id=remote_id)
+        .exclude(pk=application.pk)
+        .exists()
+    )
 
 
 def remote_id_of(record) -> int | None:
@@ -88,7 +92,7 @@ def remote_id_of(record) -> int | None:
     if not isinstance(record, dict) or isinstance(record.get("id"), bool):
         return None
     text = str(record.get("id", ""))
-    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 2 ** 63:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 2**63:
         return None
     return int(text)
 
@@ -100,8 +104,11 @@ def remote_lookup(client, application: SenderNameApplication) -> dict | None:
         answer = client.list_sender_names(sender_name=application.sender_name, page=page, per_page=100)
         items = answer.get("items") or []
         for record in items:
-            if (remote_id_of(record) is not None and remote_record_matches(application, record)
-                    and _unclaimed(application, remote_id_of(record))):
+            if (
+                remote_id_of(record) is not None
+                and remote_record_matches(application, record)
+                and _unclaimed(application, remote_id_of(record))
+            ):
                 return record
         if not items or page * 100 >= int(answer.get("total") or 0):
             return None

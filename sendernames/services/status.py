@@ -7,6 +7,7 @@ once when it appears. An account whose read endpoint is absent is not polled (``
 is asked again once a day. A status an operator set by hand is replaced by a read only when the read
 is further along the review (``SENDER_NAME_STATUS_STAGE``): never by an older one.
 """
+
 import dataclasses
 import datetime as dt
 import logging
@@ -21,8 +22,7 @@ from django.utils.translation import gettext as _
 from idgtl.client import IdgtlConfigurationError, IdgtlError, IdgtlNotFound, IdgtlTransientError
 from idgtl.contract import SENDER_NAME_FINAL_STATUSES, SENDER_NAME_STATUS_STAGE, SenderNameStatus
 from idgtl.models import IdgtlAccount
-
-from ..models import (
+from sendernames.models import (
     ErrorKind,
     SenderNameApplication,
     SenderNameStatusChange,
@@ -31,9 +31,9 @@ from ..models import (
     SubmissionState,
     status_label,
 )
-from ..validation import MOSCOW
-from . import readability, remote
-from .remote import ReadRouteAbsent
+from sendernames.services import readability, remote
+from sendernames.services.remote import ReadRouteAbsent
+from sendernames.validation import MOSCOW
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +42,20 @@ MAX_INTERVAL_FACTOR = 24  # ... up to this many times SENDER_NAME_SYNC_INTERVAL 
 SYNC_BATCH_SIZE = 500
 SYNC_CLAIM_LEASE = dt.timedelta(minutes=10)  # a claimed application is not picked again meanwhile
 TRANSIENT_ERRORS_BEFORE_PAUSE = 3  # consecutive failures that pause one account for the rest of a cycle
-SYNC_FIELDS = ["status", "status_comment", "fee", "status_checked_at", "next_status_check_at",
-               "last_error_kind", "last_error_code", "last_error_message", "updated_at",
-               "status_manual", "status_date", "status_changed_at"]
+SYNC_FIELDS = [
+    "status",
+    "status_comment",
+    "fee",
+    "status_checked_at",
+    "next_status_check_at",
+    "last_error_kind",
+    "last_error_code",
+    "last_error_message",
+    "updated_at",
+    "status_manual",
+    "status_date",
+    "status_changed_at",
+]
 UNREADABLE_KIND = "unreadable"  # RefreshResult.error_kind when i-dgtl has no read endpoint
 
 
@@ -80,7 +91,8 @@ def _apply_record(application: SenderNameApplication, record: dict, *, cause: st
         conflict = SENDER_NAME_STATUS_STAGE.get(status, -1) == SENDER_NAME_STATUS_STAGE.get(previous)
         (logger.warning if conflict else logger.info)(
             "i-dgtl reports a status not further along than the one set by hand; the one set by hand stays",
-            extra={"application_id": application.pk, "status": status, "manual": previous, "conflict": conflict})
+            extra={"application_id": application.pk, "status": status, "manual": previous, "conflict": conflict},
+        )
         status, comment = previous, application.status_comment
     elif application.status_manual and status == previous:
         application.status_manual = False  # i-dgtl confirms it: from now on the status is i-dgtl's again
@@ -99,10 +111,13 @@ def _apply_record(application: SenderNameApplication, record: dict, *, cause: st
     application.status_changed_at = now
     application.status_date = moscow_date(now)
     if status not in SenderNameStatus.values:
-        logger.warning("i-dgtl reported an unknown sender-name status; it is stored as is and polled on",
-                       extra={"application_id": application.pk, "status": status})
-    return SenderNameStatusChange(application=application, previous_status=previous, status=status,
-                                  comment=comment, cause=cause, created_at=now)
+        logger.warning(
+            "i-dgtl reported an unknown sender-name status; it is stored as is and polled on",
+            extra={"application_id": application.pk, "status": status},
+        )
+    return SenderNameStatusChange(
+        application=application, previous_status=previous, status=status, comment=comment, cause=cause, created_at=now
+    )
 
 
 def _apply_error(application: SenderNameApplication, error: IdgtlError, *, now: dt.datetime) -> str:
@@ -111,8 +126,10 @@ def _apply_error(application: SenderNameApplication, error: IdgtlError, *, now: 
     elif isinstance(error, IdgtlNotFound):
         kind, message = ErrorKind.NOT_FOUND, _("i-dgtl does not know id %(id)s.") % {"id": application.remote_id}
     else:
-        kind, message = ErrorKind.TRANSIENT, _("i-dgtl is not answering (%(error)s).") % {
-            "error": error.message or error.__class__.__name__}
+        kind, message = (
+            ErrorKind.TRANSIENT,
+            _("i-dgtl is not answering (%(error)s).") % {"error": error.message or error.__class__.__name__},
+        )
     application.last_error_kind, application.last_error_code, application.last_error_message = kind, error.code, message
     application.status_checked_at = now
     application.next_status_check_at = now + sync_interval(application.submitted_at, now)
@@ -135,12 +152,15 @@ class RefreshResult:
             return self.message
         if self.changed:
             return _("Status changed: %(old)s → %(new)s.") % {
-                "old": status_label(self.previous_status) or "—", "new": self.application.status_label}
+                "old": status_label(self.previous_status) or "—",
+                "new": self.application.status_label,
+            }
         return _("Status unchanged: %(status)s.") % {"status": self.application.status_label}
 
 
-def application_refresh_status(*, application_id: int, cause: str = StatusChangeCause.MANUAL_REFRESH,
-                               client=None, now: dt.datetime | None = None) -> RefreshResult:
+def application_refresh_status(
+    *, application_id: int, cause: str = StatusChangeCause.MANUAL_REFRESH, client=None, now: dt.datetime | None = None
+) -> RefreshResult:
     """Ask i-dgtl for one application's status now and record any change."""
     application = SenderNameApplication.objects.select_related("account").get(pk=application_id)
     if application.submission_state != SubmissionState.SUBMITTED or application.remote_id is None:
@@ -150,10 +170,10 @@ def application_refresh_status(*, application_id: int, cause: str = StatusChange
     try:
         record, error = remote.remote_read(client, application), None
     except ReadRouteAbsent as exc:
-        readability.account_mark_unreadable(account_id=application.account_id, http_status=exc.http_status,
-                                            detail=exc.detail, now=now)
-        return RefreshResult(application, application.status, False, UNREADABLE_KIND,
-                             readability.unreadable_message())
+        readability.account_mark_unreadable(
+            account_id=application.account_id, http_status=exc.http_status, detail=exc.detail, now=now
+        )
+        return RefreshResult(application, application.status, False, UNREADABLE_KIND, readability.unreadable_message())
     except IdgtlError as exc:
         record, error = None, exc
     if error is None or isinstance(error, IdgtlNotFound):  # the read endpoint answered
@@ -164,8 +184,10 @@ def application_refresh_status(*, application_id: int, cause: str = StatusChange
         if error is not None:
             message = _apply_error(application, error, now=now)
             application.save(update_fields=SYNC_FIELDS)
-            logger.warning("Sender-name status refresh failed",
-                           extra={"application_id": application_id, "kind": application.last_error_kind})
+            logger.warning(
+                "Sender-name status refresh failed",
+                extra={"application_id": application_id, "kind": application.last_error_kind},
+            )
             return RefreshResult(application, previous, False, application.last_error_kind, message)
         change = _apply_record(application, record, cause=cause, now=now)
         application.save(update_fields=SYNC_FIELDS)
@@ -185,19 +207,24 @@ class SyncReport:
 
 def open_applications_due(now: dt.datetime):
     """Submitted, not final, due, and of an account whose read endpoint answers."""
-    return (SenderNameApplication.objects
-            .filter(submission_state=SubmissionState.SUBMITTED, remote_id__isnull=False, next_status_check_at__lte=now)
-            .exclude(status__in=SENDER_NAME_FINAL_STATUSES)
-            .exclude(account_id__in=readability.unreadable_account_ids()))
+    return (
+        SenderNameApplication.objects.filter(
+            submission_state=SubmissionState.SUBMITTED, remote_id__isnull=False, next_status_check_at__lte=now
+        )
+        .exclude(status__in=SENDER_NAME_FINAL_STATUSES)
+        .exclude(account_id__in=readability.unreadable_account_ids())
+    )
 
 
 def _claim_batch(now: dt.datetime, size: int) -> list[SenderNameApplication]:
     with transaction.atomic():
-        batch = list(open_applications_due(now).select_for_update(skip_locked=True)
-                     .order_by("next_status_check_at", "pk")[:size])
+        batch = list(
+            open_applications_due(now).select_for_update(skip_locked=True).order_by("next_status_check_at", "pk")[:size]
+        )
         if batch:
             SenderNameApplication.objects.filter(pk__in=[a.pk for a in batch]).update(
-                next_status_check_at=now + SYNC_CLAIM_LEASE)
+                next_status_check_at=now + SYNC_CLAIM_LEASE
+            )
     return batch
 
 
@@ -207,13 +234,19 @@ MAX_UPDATE_GROUPS = 20
 def _drop_moved(batch, changes, claimed_status: dict[int, tuple]):
     """Leave out rows whose status someone else (a manual refresh, an operator setting it by hand) wrote
     while this batch was at i-dgtl, so their newer values stay and their change is not recorded twice."""
-    current = {pk: (status, changed_at) for pk, status, changed_at in SenderNameApplication.objects
-               .select_for_update().filter(pk__in=claimed_status).values_list("pk", "status", "status_changed_at")}
+    current = {
+        pk: (status, changed_at)
+        for pk, status, changed_at in SenderNameApplication.objects.select_for_update()
+        .filter(pk__in=claimed_status)
+        .values_list("pk", "status", "status_changed_at")
+    }
     moved = {pk for pk, status in claimed_status.items() if current.get(pk) != status}
     if not moved:
         return batch, changes
-    return ([a for a in batch if a.pk not in moved],
-            [change for change in changes if change.application_id not in moved])
+    return (
+        [a for a in batch if a.pk not in moved],
+        [change for change in changes if change.application_id not in moved],
+    )
 
 
 def _write_batch(batch: list[SenderNameApplication]) -> None:
@@ -229,14 +262,19 @@ def _write_batch(batch: list[SenderNameApplication]) -> None:
         groups.setdefault(key, []).append(application.pk)
     ordered = sorted(groups.items(), key=lambda item: -len(item[1]))
     for key, ids in ordered[:MAX_UPDATE_GROUPS]:
-        SenderNameApplication.objects.filter(pk__in=ids).update(**dict(zip(SYNC_FIELDS, key)))
+        SenderNameApplication.objects.filter(pk__in=ids).update(**dict(zip(SYNC_FIELDS, key, strict=False)))
     rest = {pk for _key, ids in ordered[MAX_UPDATE_GROUPS:] for pk in ids}
     if rest:
         SenderNameApplication.objects.bulk_update([a for a in batch if a.pk in rest], SYNC_FIELDS)
 
 
-def applications_sync_open(*, now: dt.datetime | None = None, batch_size: int = SYNC_BATCH_SIZE,
-                           time_budget: float | None = None, client_for=None) -> SyncReport:
+def applications_sync_open(
+    *,
+    now: dt.datetime | None = None,
+    batch_size: int = SYNC_BATCH_SIZE,
+    time_budget: float | None = None,
+    client_for=None,
+) -> SyncReport:
     """One sync cycle: ask i-dgtl for every due, non-final application and record the changes.
 
     Reads and writes in batches (one claim query and one update per batch, history rows in bulk),
@@ -280,9 +318,11 @@ def applications_sync_open(*, now: dt.datetime | None = None, batch_size: int = 
             try:
                 record = remote.remote_read(client, application)
             except ReadRouteAbsent as exc:
-                # The route, not this id: stop polling the account (it is asked again daily) and leave the row as it was.
-                readability.account_mark_unreadable(account_id=account_id, http_status=exc.http_status,
-                                                    detail=exc.detail, now=checked_at)
+                # The route, not this id: stop polling the account (it is asked again daily) and leave the row
+                # as it was.
+                readability.account_mark_unreadable(
+                    account_id=account_id, http_status=exc.http_status, detail=exc.detail, now=checked_at
+                )
                 paused[account_id] = exc
                 application.next_status_check_at = checked_at + sync_interval(application.submitted_at, checked_at)
                 application.updated_at = checked_at
@@ -309,9 +349,14 @@ def applications_sync_open(*, now: dt.datetime | None = None, batch_size: int = 
             SenderNameStatusChange.objects.bulk_create(changes)
         report.changed += len(changes)
     for account_id, error in paused.items():
-        logger.warning("Sender-name sync paused for an account this cycle",
-                       extra={"account_id": account_id, "error": error.__class__.__name__,
-                              "code": getattr(error, "code", getattr(error, "http_status", None))})
+        logger.warning(
+            "Sender-name sync paused for an account this cycle",
+            extra={
+                "account_id": account_id,
+                "error": error.__class__.__name__,
+                "code": getattr(error, "code", getattr(error, "http_status", None)),
+            },
+        )
     for client in clients.values():
         close = getattr(client, "close", None)
         if callable(close):
@@ -326,9 +371,12 @@ RECHECK_AFTER_ERROR = dt.timedelta(hours=1)  # the daily check itself failed (i-
 def _probe_application(account_id: int) -> SenderNameApplication | None:
     """The application whose read decides: an open one if any, else the latest submitted."""
     submitted = SenderNameApplication.objects.filter(
-        account_id=account_id, submission_state=SubmissionState.SUBMITTED, remote_id__isnull=False)
-    return (submitted.exclude(status__in=SENDER_NAME_FINAL_STATUSES).order_by("submitted_at", "pk").first()
-            or submitted.order_by("-submitted_at", "-pk").first())
+        account_id=account_id, submission_state=SubmissionState.SUBMITTED, remote_id__isnull=False
+    )
+    return (
+        submitted.exclude(status__in=SENDER_NAME_FINAL_STATUSES).order_by("submitted_at", "pk").first()
+        or submitted.order_by("-submitted_at", "-pk").first()
+    )
 
 
 def accounts_recheck_readability(*, now: dt.datetime | None = None, client_for=None) -> dict[int, bool]:
@@ -337,29 +385,39 @@ def accounts_recheck_readability(*, now: dt.datetime | None = None, client_for=N
     client_for = client_for or remote.client_for
     now = now or timezone.now()
     with transaction.atomic():
-        due = list(StatusReadability.objects.select_for_update(skip_locked=True)
-                   .filter(readable=False, next_check_at__lte=now).select_related("account"))
+        due = list(
+            StatusReadability.objects.select_for_update(skip_locked=True)
+            .filter(readable=False, next_check_at__lte=now)
+            .select_related("account")
+        )
         StatusReadability.objects.filter(pk__in=[state.pk for state in due]).update(
-            next_check_at=now + SYNC_CLAIM_LEASE)  # claimed: a concurrent beat run leaves them alone
+            next_check_at=now + SYNC_CLAIM_LEASE
+        )  # claimed: a concurrent beat run leaves them alone
     results = {}
     for state in due:
         application = _probe_application(state.account_id)
         if application is None:  # nothing submitted to read: ask again tomorrow
             StatusReadability.objects.filter(pk=state.pk).update(
-                checked_at=now, next_check_at=now + readability.RECHECK_INTERVAL)
+                checked_at=now, next_check_at=now + readability.RECHECK_INTERVAL
+            )
             results[state.account_id] = False
             continue
         client = client_for(state.account)
         try:
-            result = application_refresh_status(application_id=application.pk, cause=StatusChangeCause.PERIODIC_SYNC,
-                                                client=client, now=now)
+            result = application_refresh_status(
+                application_id=application.pk, cause=StatusChangeCause.PERIODIC_SYNC, client=client, now=now
+            )
         finally:
             close = getattr(client, "close", None)
             if callable(close):
                 close()
-        readable = result.error_kind != UNREADABLE_KIND and not StatusReadability.objects.filter(
-            pk=state.pk, readable=False).exists()
+        readable = (
+            result.error_kind != UNREADABLE_KIND
+            and not StatusReadability.objects.filter(pk=state.pk, readable=False).exists()
+        )
         if not readable and result.error_kind != UNREADABLE_KIND:  # the check failed otherwise: try again sooner
-            StatusReadability.objects.filter(pk=state.pk).update(checked_at=now, next_check_at=now + RECHECK_AFTER_ERROR)
+            StatusReadability.objects.filter(pk=state.pk).update(
+                checked_at=now, next_check_at=now + RECHECK_AFTER_ERROR
+            )
         results[state.account_id] = readable
     return results

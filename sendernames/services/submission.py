@@ -6,6 +6,7 @@ run belongs to another worker and is left alone; an older one is resumed. Whenev
 attempt may have reached i-dgtl (a transient error or an abandoned claim), the application is
 looked up at i-dgtl before anything is sent again.
 """
+
 import dataclasses
 import datetime as dt
 import enum
@@ -17,6 +18,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from common.taskqueue import enqueue_on_commit
 from idgtl.client import (
     IdgtlConfigurationError,
     IdgtlError,
@@ -25,12 +27,15 @@ from idgtl.client import (
     IdgtlTransientError,
     IdgtlValidationError,
 )
-
-from common.taskqueue import enqueue_on_commit
-
-from ..models import ErrorKind, SenderNameApplication, SenderNameStatusChange, StatusChangeCause, SubmissionState
-from . import remote
-from .status import moscow_date, next_check_at
+from sendernames.models import (
+    ErrorKind,
+    SenderNameApplication,
+    SenderNameStatusChange,
+    StatusChangeCause,
+    SubmissionState,
+)
+from sendernames.services import remote
+from sendernames.services.status import moscow_date, next_check_at
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +66,12 @@ def _claim(application_id: int) -> tuple[SenderNameApplication | None, bool, boo
     """Move the application to SUBMITTING; return it, whether this worker claimed it, and whether it
     must be looked up at i-dgtl before sending."""
     with transaction.atomic():
-        application = (SenderNameApplication.objects.select_for_update().select_related("account")
-                       .filter(pk=application_id).first())
+        application = (
+            SenderNameApplication.objects.select_for_update()
+            .select_related("account")
+            .filter(pk=application_id)
+            .first()
+        )
         if application is None:
             return None, False, False
         state = application.submission_state
@@ -99,10 +108,16 @@ def _record_success(application_id: int, record: dict) -> SenderNameApplication:
         application.save()
         if status != previous:
             SenderNameStatusChange.objects.create(
-                application=application, previous_status=previous, status=status,
-                comment=str(record.get("comment") or ""), cause=StatusChangeCause.SUBMISSION)
-    logger.info("Sender-name application submitted",
-                extra={"application_id": application_id, "remote_id": application.remote_id, "status": status})
+                application=application,
+                previous_status=previous,
+                status=status,
+                comment=str(record.get("comment") or ""),
+                cause=StatusChangeCause.SUBMISSION,
+            )
+    logger.info(
+        "Sender-name application submitted",
+        extra={"application_id": application_id, "remote_id": application.remote_id, "status": status},
+    )
     return application
 
 
@@ -113,11 +128,14 @@ def _record_error(application_id: int, *, kind: str, error: IdgtlError | None, m
         application.last_error_kind = kind
         application.last_error_code = getattr(error, "code", None)
         application.last_error_message = message
-        application.save(update_fields=[
-            "submission_state", "last_error_kind", "last_error_code", "last_error_message", "updated_at"])
+        application.save(
+            update_fields=["submission_state", "last_error_kind", "last_error_code", "last_error_message", "updated_at"]
+        )
     log = logger.info if kind == ErrorKind.REJECTED else logger.warning
-    log("Sender-name submission failed", extra={
-        "application_id": application_id, "kind": kind, "code": getattr(error, "code", None), "state": state})
+    log(
+        "Sender-name submission failed",
+        extra={"application_id": application_id, "kind": kind, "code": getattr(error, "code", None), "state": state},
+    )
     return application
 
 
@@ -169,22 +187,42 @@ def application_submit_perform(*, application_id: int, final_attempt: bool = Fal
                         return SubmitResult(SubmitOutcome.SUBMITTED, _record_success(application_id, found))
                 raise
     except remote.DocumentUnreadable as exc:
-        message = _("The document “%(name)s” cannot be read from storage, so nothing was sent; attach the "
-                    "documents again (or restore the media volume) and submit again.") % {
-            "name": exc.document.original_name}
-        return SubmitResult(SubmitOutcome.FAILED, _record_error(
-            application_id, kind=ErrorKind.CONFIGURATION, error=None, message=message, state=SubmissionState.FAILED))
+        message = _(
+            "The document “%(name)s” cannot be read from storage, so nothing was sent; attach the "
+            "documents again (or restore the media volume) and submit again."
+        ) % {"name": exc.document.original_name}
+        return SubmitResult(
+            SubmitOutcome.FAILED,
+            _record_error(
+                application_id, kind=ErrorKind.CONFIGURATION, error=None, message=message, state=SubmissionState.FAILED
+            ),
+        )
     except IdgtlConfigurationError as exc:
-        return SubmitResult(SubmitOutcome.FAILED, _record_error(
-            application_id, kind=ErrorKind.CONFIGURATION, error=exc, message=remote.configuration_message(exc),
-            state=SubmissionState.FAILED))
+        return SubmitResult(
+            SubmitOutcome.FAILED,
+            _record_error(
+                application_id,
+                kind=ErrorKind.CONFIGURATION,
+                error=exc,
+                message=remote.configuration_message(exc),
+                state=SubmissionState.FAILED,
+            ),
+        )
     except IdgtlValidationError as exc:
-        return SubmitResult(SubmitOutcome.FAILED, _record_error(
-            application_id, kind=ErrorKind.REJECTED, error=exc, message=exc.message, state=SubmissionState.FAILED))
+        return SubmitResult(
+            SubmitOutcome.FAILED,
+            _record_error(
+                application_id, kind=ErrorKind.REJECTED, error=exc, message=exc.message, state=SubmissionState.FAILED
+            ),
+        )
     except IdgtlNotFound as exc:
         message = _("i-dgtl answered 404 Not Found: check the account's API URL.")
-        return SubmitResult(SubmitOutcome.FAILED, _record_error(
-            application_id, kind=ErrorKind.CONFIGURATION, error=exc, message=message, state=SubmissionState.FAILED))
+        return SubmitResult(
+            SubmitOutcome.FAILED,
+            _record_error(
+                application_id, kind=ErrorKind.CONFIGURATION, error=exc, message=message, state=SubmissionState.FAILED
+            ),
+        )
     except (IdgtlTransientError, IdgtlError) as exc:
         # Unanswered or refused for now: queue again (looking up first next time) or give up visibly.
         state = SubmissionState.FAILED if final_attempt else SubmissionState.QUEUED
@@ -195,7 +233,9 @@ def application_submit_perform(*, application_id: int, final_attempt: bool = Fal
         return SubmitResult(SubmitOutcome.FAILED if final_attempt else SubmitOutcome.RETRY, application)
 
 
-def applications_resume_stalled(*, now: dt.datetime | None = None, broker_lost_at: dt.datetime | None = None) -> list[int]:
+def applications_resume_stalled(
+    *, now: dt.datetime | None = None, broker_lost_at: dt.datetime | None = None
+) -> list[int]:
     """Enqueue again submissions whose task was lost (queued, or claimed by a worker that died).
 
     After the claim lease, as a task waiting for its retry is still queued in the broker. When the
@@ -204,7 +244,9 @@ def applications_resume_stalled(*, now: dt.datetime | None = None, broker_lost_a
     calling i-dgtl; a second task would find it claimed and stop).
     """
     now = now or timezone.now()
-    stale = Q(submission_state__in=[SubmissionState.QUEUED, SubmissionState.SUBMITTING], updated_at__lt=now - claim_lease())
+    stale = Q(
+        submission_state__in=[SubmissionState.QUEUED, SubmissionState.SUBMITTING], updated_at__lt=now - claim_lease()
+    )
     if broker_lost_at is not None:
         stale |= Q(submission_state=SubmissionState.QUEUED, updated_at__lt=broker_lost_at)
     stalled = list(SenderNameApplication.objects.filter(stale).order_by("pk").values_list("pk", flat=True)[:1000])

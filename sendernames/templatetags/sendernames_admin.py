@@ -1,8 +1,9 @@
 """Template tags of the sender-name admin pages (the group matrix)."""
+
 from django import template
 
-from .. import selectors
-from ..status_badge import status_badge
+from sendernames import selectors
+from sendernames.status_badge import status_badge
 
 register = template.Library()
 

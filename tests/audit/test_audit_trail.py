@@ -5,6 +5,7 @@ are not edits (submit, refresh, set status, register, remove, check, test SMS, c
 admin and the API. The actor is the request's user, an API token's included; the address is the
 client's (X-Forwarded-For believed only from TRUSTED_PROXIES).
 """
+
 import json
 from unittest import mock
 
@@ -28,14 +29,19 @@ NEW_KEY = "bmV3LXNlbmRlci1uYW1lcy1rZXktOTg3NjU0MzIx"
 
 
 def entries(instance, action=None):
-    found = AuditLogEntry.objects.filter(content_type=ContentType.objects.get_for_model(instance), object_id=instance.pk)
+    found = AuditLogEntry.objects.filter(
+        content_type=ContentType.objects.get_for_model(instance), object_id=instance.pk
+    )
     return found.filter(action=action) if action is not None else found
 
 
 def stored(entry) -> str:
     """Everything an entry stores, as text: a secret must appear nowhere in it."""
-    return json.dumps([entry.object_repr, entry.changes, entry.changes_text, entry.serialized_data,
-                       entry.additional_data], ensure_ascii=False, default=str)
+    return json.dumps(
+        [entry.object_repr, entry.changes, entry.changes_text, entry.serialized_data, entry.additional_data],
+        ensure_ascii=False,
+        default=str,
+    )
 
 
 @pytest.fixture
@@ -46,8 +52,10 @@ def admin_client(client, staff_user):
 
 def test_changing_a_key_in_the_admin_records_that_it_changed_never_its_value(admin_client, staff_user):
     account = IdgtlAccount.objects.create(name="Client A", sender_names_key=OLD_KEY)
-    response = admin_client.post(f"/admin/idgtl/idgtlaccount/{account.pk}/change/", {
-        "name": "Client A", "api_url": account.api_url, "sender_names_key": NEW_KEY, "messages_key": ""})
+    response = admin_client.post(
+        f"/admin/idgtl/idgtlaccount/{account.pk}/change/",
+        {"name": "Client A", "api_url": account.api_url, "sender_names_key": NEW_KEY, "messages_key": ""},
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
 
     entry = entries(account, Action.UPDATE).get()
@@ -60,8 +68,10 @@ def test_changing_a_key_in_the_admin_records_that_it_changed_never_its_value(adm
 
 
 def test_a_bitrix24_application_is_recorded_with_its_secret_masked(admin_client, staff_user):
-    response = admin_client.post("/admin/providers/bitrixapplication/add/", {
-        "name": "Market app", "client_id": "app.0001.market", "client_secret": "client-secret-value-0987"})
+    response = admin_client.post(
+        "/admin/providers/bitrixapplication/add/",
+        {"name": "Market app", "client_id": "app.0001.market", "client_secret": "client-secret-value-0987"},
+    )
     assert response.status_code == 302
     application = BitrixApplication.objects.get(client_id="app.0001.market")
     entry = entries(application, Action.CREATE).get()
@@ -73,15 +83,19 @@ def test_a_bitrix24_application_is_recorded_with_its_secret_masked(admin_client,
     assert entries(application, Action.DELETE).get().actor == staff_user
 
 
-def test_an_api_token_is_the_actor_of_an_api_edit(db, django_user_model, make_installation, approved_sender_name, portal,
-                                                   django_capture_on_commit_callbacks):
+def test_an_api_token_is_the_actor_of_an_api_edit(
+    db, django_user_model, make_installation, approved_sender_name, portal, django_capture_on_commit_callbacks
+):
     operator = django_user_model.objects.create_user(username="anna", password="x-pass-123456", is_staff=True)
     operator.groups.add(Group.objects.get(name="Operator"))
     api = APIClient(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=operator).key}")
     installation = make_installation()
     with django_capture_on_commit_callbacks(execute=True):
-        response = api.post("/api/providers/", {"code": "acme", "name": "Acme", "sender_name": "OUTSIDE",
-                                                "installations": [installation.pk]}, format="json")
+        response = api.post(
+            "/api/providers/",
+            {"code": "acme", "name": "Acme", "sender_name": "OUTSIDE", "installations": [installation.pk]},
+            format="json",
+        )
     assert response.status_code == 201, response.content
     provider = Provider.objects.get(code="acme")
 
@@ -96,8 +110,9 @@ def test_an_api_token_is_the_actor_of_an_api_edit(db, django_user_model, make_in
     assert changed.actor == operator and changed.changes["name"] == ["Acme", "Acme SMS"]
 
 
-def test_provider_actions_in_the_api_are_recorded(api_client, staff_user, make_installation, portal,
-                                                  django_capture_on_commit_callbacks):
+def test_provider_actions_in_the_api_are_recorded(
+    api_client, staff_user, make_installation, portal, django_capture_on_commit_callbacks
+):
     installation = make_installation()
     provider = Provider.objects.create(code="acme", name="Acme", sender_name="OUTSIDE")
     with django_capture_on_commit_callbacks(execute=True):
@@ -113,21 +128,36 @@ def test_provider_actions_in_the_api_are_recorded(api_client, staff_user, make_i
     assert check.additional_data == {"portals": [installation.domain]} and installation.domain in check.changes_text
 
 
-def test_provider_actions_in_the_admin_are_recorded(admin_client, staff_user, make_installation, portal,
-                                                    django_capture_on_commit_callbacks):
+def test_provider_actions_in_the_admin_are_recorded(
+    admin_client, staff_user, make_installation, portal, django_capture_on_commit_callbacks
+):
     installation = make_installation()
     provider = Provider.objects.create(code="acme", name="Acme", sender_name="OUTSIDE")
     url = "/admin/providers/provider/"
     with django_capture_on_commit_callbacks(execute=True):
-        admin_client.post(url, {"action": "register_action", "_selected_action": [provider.pk], "apply": "1",
-                                "installations": [installation.pk]})
+        admin_client.post(
+            url,
+            {
+                "action": "register_action",
+                "_selected_action": [provider.pk],
+                "apply": "1",
+                "installations": [installation.pk],
+            },
+        )
     assert provider.registrations.get().state == RegistrationState.REGISTERED
     with django_capture_on_commit_callbacks(execute=True):
         admin_client.post(url, {"action": "update_action", "_selected_action": [provider.pk]})
     admin_client.post(url, {"action": "check_action", "_selected_action": [provider.pk]})
     with django_capture_on_commit_callbacks(execute=True):
-        admin_client.post(url, {"action": "remove_action", "_selected_action": [provider.pk], "apply": "1",
-                                "installations": [installation.pk]})
+        admin_client.post(
+            url,
+            {
+                "action": "remove_action",
+                "_selected_action": [provider.pk],
+                "apply": "1",
+                "installations": [installation.pk],
+            },
+        )
 
     done = list(entries(provider).exclude(action=Action.CREATE).order_by("pk").values_list("action", flat=True))
     assert done == [Action.REGISTER, Action.PUSH_UPDATE, Action.CHECK, Action.REMOVE]
@@ -138,51 +168,81 @@ def test_provider_actions_in_the_admin_are_recorded(admin_client, staff_user, ma
 
 def test_a_test_sms_is_recorded_with_its_message(admin_client, api_client, staff_user):
     provider = Provider.objects.create(code="acme", name="Acme", sender_name="OUTSIDE")
-    result = mock.Mock(message_id="test-1", handler_status=200, via="handler",
-                       installation=mock.Mock(pk=7, domain="portal.bitrix24.ru"),
-                       message=mock.Mock(pk=42, message_id="test-1", state="sent"))
+    result = mock.Mock(
+        message_id="test-1",
+        handler_status=200,
+        via="handler",
+        installation=mock.Mock(pk=7, domain="portal.bitrix24.ru"),
+        message=mock.Mock(pk=42, message_id="test-1", state="sent"),
+    )
     with mock.patch("providers.api.test_sms.provider_send_test_sms", return_value=result):
-        assert api_client.post(f"/api/providers/{provider.pk}/test-sms/", {"phone": "+79001234567", "text": "Hi"},
-                               format="json").status_code == 201
+        assert (
+            api_client.post(
+                f"/api/providers/{provider.pk}/test-sms/", {"phone": "+79001234567", "text": "Hi"}, format="json"
+            ).status_code
+            == 201
+        )
     with mock.patch("providers.admin.test_sms.provider_send_test_sms", return_value=result):
-        admin_client.post("/admin/providers/provider/", {"action": "send_test_sms", "_selected_action": [provider.pk],
-                                                         "send": "1", "phone": "+79001234567", "text": "Hi"})
+        admin_client.post(
+            "/admin/providers/provider/",
+            {
+                "action": "send_test_sms",
+                "_selected_action": [provider.pk],
+                "send": "1",
+                "phone": "+79001234567",
+                "text": "Hi",
+            },
+        )
     sent = list(entries(provider, Action.TEST_SMS))
     assert len(sent) == 2 and all(entry.actor == staff_user for entry in sent)
-    assert all(entry.additional_data == {"portal": "portal.bitrix24.ru", "message_id": "test-1", "message": 42}
-               for entry in sent)
+    assert all(
+        entry.additional_data == {"portal": "portal.bitrix24.ru", "message_id": "test-1", "message": 42}
+        for entry in sent
+    )
     assert "+79001234567" not in stored(sent[0])  # the number stays with the message, not in the trail
 
 
-def test_sender_name_actions_in_the_api_are_recorded(api_client, staff_user, make_application, monkeypatch,
-                                                     django_capture_on_commit_callbacks):
+def test_sender_name_actions_in_the_api_are_recorded(
+    api_client, staff_user, make_application, monkeypatch, django_capture_on_commit_callbacks
+):
     application = make_application()
     with mock.patch("sendernames.tasks.submit_application.delay"), django_capture_on_commit_callbacks(execute=True):
         assert api_client.post(f"/api/sender-names/{application.pk}/submit/").status_code == 202
     SenderNameApplication.objects.filter(pk=application.pk).update(
-        submission_state=SubmissionState.SUBMITTED, remote_id=5, status="PRE_REVIEW")
-    monkeypatch.setattr("sendernames.services.remote.client_for", lambda account: mock.Mock(
-        get_sender_name=lambda remote_id: remote_record(application, remote_id=5, status="REVIEW")))
+        submission_state=SubmissionState.SUBMITTED, remote_id=5, status="PRE_REVIEW"
+    )
+    monkeypatch.setattr(
+        "sendernames.services.remote.client_for",
+        lambda account: mock.Mock(
+            get_sender_name=lambda remote_id: remote_record(application, remote_id=5, status="REVIEW")
+        ),
+    )
     assert api_client.post(f"/api/sender-names/{application.pk}/refresh/").status_code == 200
-    response = api_client.post(f"/api/sender-names/{application.pk}/set-status/",
-                               {"status": "APPROVED", "date": str(application.created_at.date()), "note": "cabinet"},
-                               format="json")
+    response = api_client.post(
+        f"/api/sender-names/{application.pk}/set-status/",
+        {"status": "APPROVED", "date": str(application.created_at.date()), "note": "cabinet"},
+        format="json",
+    )
     assert response.status_code == 200, response.content
 
-    submit, refresh, manual = (entries(application, action).get()
-                               for action in (Action.SUBMIT, Action.REFRESH_STATUS, Action.SET_STATUS))
+    submit, refresh, manual = (
+        entries(application, action).get() for action in (Action.SUBMIT, Action.REFRESH_STATUS, Action.SET_STATUS)
+    )
     assert submit.additional_data == {"queued": True} and submit.actor == staff_user
     assert refresh.additional_data == {"status": "REVIEW"}
     assert manual.additional_data["status"] == "APPROVED" and manual.additional_data["note"] == "cabinet"
     assert entries(application, Action.CREATE).get().actor is None  # filed by the fixture, outside a request
 
 
-def test_sender_name_actions_in_the_admin_are_recorded(admin_client, staff_user, make_application,
-                                                       django_capture_on_commit_callbacks):
+def test_sender_name_actions_in_the_admin_are_recorded(
+    admin_client, staff_user, make_application, django_capture_on_commit_callbacks
+):
     application = make_application()
     with mock.patch("sendernames.tasks.submit_application.delay"), django_capture_on_commit_callbacks(execute=True):
-        admin_client.post("/admin/sendernames/sendernameapplication/", {
-            "action": "submit_to_idgtl", "_selected_action": [application.pk]})
+        admin_client.post(
+            "/admin/sendernames/sendernameapplication/",
+            {"action": "submit_to_idgtl", "_selected_action": [application.pk]},
+        )
     entry = entries(application, Action.SUBMIT).get()
     assert entry.actor == staff_user and entry.changes_text
 
@@ -221,7 +281,9 @@ def test_the_audit_admin_filters_by_user_object_and_action(admin_client, staff_u
         return sorted(entry.object_repr for entry in response.context["cl"].result_list)
 
     assert shown(f"?actor={other.pk}") == ["Client B"]
-    assert {"Client A", "Client B"} <= set(shown(f"?actor=none&object_type={account_type}"))  # created outside a request
+    assert {"Client A", "Client B"} <= set(
+        shown(f"?actor=none&object_type={account_type}")
+    )  # created outside a request
     assert shown(f"?action__exact={Action.CHECK_KEYS}") == ["Client A", "Client B"]
     assert shown(f"?object_type={account_type}&object_id={first.pk}") == ["Client A", "Client A"]
     page = admin_client.get(url).content.decode()
@@ -270,8 +332,9 @@ def test_checking_keys_and_reading_the_balance_are_recorded(admin_client, staff_
 
 def test_a_quota_change_through_the_api_is_recorded(api_client, staff_user, make_installation):
     installation = make_installation()
-    response = api_client.patch(f"/api/portals/{installation.pk}/", {"quota_monthly_parts": 5000,
-                                                                     "quota_warning_percent": 90}, format="json")
+    response = api_client.patch(
+        f"/api/portals/{installation.pk}/", {"quota_monthly_parts": 5000, "quota_warning_percent": 90}, format="json"
+    )
     assert response.status_code == 200, response.content
     entry = entries(installation, Action.UPDATE).get()
     assert entry.actor == staff_user
@@ -282,4 +345,5 @@ def test_a_quota_change_through_the_api_is_recorded(api_client, staff_user, make
 
     api_client.patch(f"/api/portals/{installation.pk}/", {"quota_monthly_parts": None}, format="json")
     assert entries(installation, Action.UPDATE).order_by("pk").last().changes == {
-        "quota_monthly_parts": ["5000", "None"]}
+        "quota_monthly_parts": ["5000", "None"]
+    }

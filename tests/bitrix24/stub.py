@@ -1,4 +1,5 @@
 """An in-process HTTP stub for requests: unit tests script Bitrix24's answers without a server."""
+
 import json
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
@@ -36,8 +37,12 @@ class StubAdapter(BaseAdapter):
         body = request.body
         if isinstance(body, bytes):
             body = body.decode()
-        seen = Seen(request.method, request.url, json.loads(body) if body else None,
-                    {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()})
+        seen = Seen(
+            request.method,
+            request.url,
+            json.loads(body) if body else None,
+            {k: v[0] for k, v in parse_qs(urlsplit(request.url).query).items()},
+        )
         self.seen.append(seen)
         if self.queue:
             status, payload, headers = self.queue.pop(0)

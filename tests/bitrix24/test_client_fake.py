@@ -1,13 +1,20 @@
 """Bitrix24Client (with an Installation's token store) against the fake portal over real HTTP: tokens, renames,
 limits, batch."""
+
 import logging
 import time
 
 import pytest
 
 from bitrix24.client import (
-    Bitrix24AccessDenied, Bitrix24AuthError, Bitrix24MethodError, Bitrix24NeedsReinstall,
-    Bitrix24OperationTimeLimit, Bitrix24RedirectRefused, Bitrix24TransientError, InstallationInactive,
+    Bitrix24AccessDenied,
+    Bitrix24AuthError,
+    Bitrix24MethodError,
+    Bitrix24NeedsReinstall,
+    Bitrix24OperationTimeLimit,
+    Bitrix24RedirectRefused,
+    Bitrix24TransientError,
+    InstallationInactive,
     oauth_token_refresh,
 )
 from providers.models import Installation, InstallationState
@@ -156,8 +163,13 @@ def test_tokens_and_secret_stay_out_of_logs_errors_and_reprs(bitrix24, portal, i
     bitrix24.revoke_refresh_tokens(portal)
     with pytest.raises(Bitrix24NeedsReinstall) as reinstall:
         client.app_info()
-    stopped = installation_factory(portal, member_id="other", client_endpoint="http://127.0.0.1:9/rest/",
-                                   access_token="SECRET-A", refresh_token="SECRET-R")
+    stopped = installation_factory(
+        portal,
+        member_id="other",
+        client_endpoint="http://127.0.0.1:9/rest/",
+        access_token="SECRET-A",
+        refresh_token="SECRET-R",
+    )
     secrets |= {"SECRET-A", "SECRET-R"}
     with pytest.raises(Bitrix24TransientError) as network:
         portal_client(stopped).app_info()
@@ -216,15 +228,25 @@ def test_batch_of_status_updates(bitrix24, portal, installation_factory):
     client = portal_client(installation_factory(portal))
     client.sender_add("acme", "https://h.example.com/x", "Acme")
     ids = [bitrix24.record_message(portal, "acme") for _ in range(2)]
-    out = client.batch({
-        "a": ("messageservice.message.status.update", {"CODE": "acme", "MESSAGE_ID": ids[0], "STATUS": "delivered"}),
-        "b": ("messageservice.message.status.update", {"CODE": "acme", "MESSAGE_ID": "nope", "STATUS": "failed"}),
-        "c": ("messageservice.message.status.update", {"CODE": "acme", "MESSAGE_ID": ids[1], "STATUS": "undelivered"}),
-    })
+    out = client.batch(
+        {
+            "a": (
+                "messageservice.message.status.update",
+                {"CODE": "acme", "MESSAGE_ID": ids[0], "STATUS": "delivered"},
+            ),
+            "b": ("messageservice.message.status.update", {"CODE": "acme", "MESSAGE_ID": "nope", "STATUS": "failed"}),
+            "c": (
+                "messageservice.message.status.update",
+                {"CODE": "acme", "MESSAGE_ID": ids[1], "STATUS": "undelivered"},
+            ),
+        }
+    )
     assert out.results == {"a": True, "c": True}
     assert isinstance(out.errors["b"], Bitrix24MethodError) and out.errors["b"].error == "ERROR_MESSAGE_NOT_FOUND"
     assert portal.message_statuses == {ids[0]: ["delivered"], ids[1]: ["undelivered"]}
-    empty = client.batch({"x": ("messageservice.message.status.update", {"CODE": "acme", "MESSAGE_ID": "x", "STATUS": "sent"})})
+    empty = client.batch(
+        {"x": ("messageservice.message.status.update", {"CODE": "acme", "MESSAGE_ID": "x", "STATUS": "sent"})}
+    )
     assert empty.results == {} and set(empty.errors) == {"x"}  # the fake answered "result": []
 
 
@@ -247,8 +269,9 @@ def test_the_oauth_server_says_whose_a_refresh_token_is(bitrix24, portal):
     assert (answer["member_id"], answer["client_endpoint"]) == (portal.member_id, portal.client_endpoint)
     for used_or_forged in (first, "forged"):  # each refresh token works once; a made-up one never
         with pytest.raises(Bitrix24NeedsReinstall):
-            oauth_token_refresh(client_id=portal.client_id, client_secret=portal.client_secret,
-                                refresh_token=used_or_forged)
+            oauth_token_refresh(
+                client_id=portal.client_id, client_secret=portal.client_secret, refresh_token=used_or_forged
+            )
     with pytest.raises(Bitrix24AuthError) as info:
         oauth_token_refresh(client_id=portal.client_id, client_secret="wrong", refresh_token=answer["refresh_token"])
     assert info.value.error == "invalid_client"
@@ -284,19 +307,32 @@ def test_two_worker_processes_with_an_expired_token_refresh_only_once(bitrix24, 
     inst = installation_factory(portal)
     bitrix24.expire_access_tokens(portal)
     bitrix24.oauth_delay = 0.5
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "b24sms.settings.test",
-           "DATABASE_URL": _database_url(connection.settings_dict), "B24_OAUTH_URL": bitrix24.oauth_url,
-           "LOG_LEVEL": "WARNING"}
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER_SCRIPT, str(inst.pk)], cwd=ROOT, env=env,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "b24sms.settings.test",
+        "DATABASE_URL": _database_url(connection.settings_dict),
+        "B24_OAUTH_URL": bitrix24.oauth_url,
+        "LOG_LEVEL": "WARNING",
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER_SCRIPT, str(inst.pk)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     for proc in procs:  # however slowly a loaded machine starts them
         assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-2000:] if proc.poll() is not None else ""
     for proc in procs:  # released together: the two refreshes race for the row lock
         proc.stdin.write("go\n")
         proc.stdin.flush()
     outputs = [p.communicate(timeout=60) for p in procs]
-    for proc, (out, err) in zip(procs, outputs):
+    for proc, (out, err) in zip(procs, outputs, strict=False):
         assert proc.returncode == 0, err[-2000:]
         assert json.loads(out.strip().splitlines()[-1])["CODE"] == portal.client_id
     assert bitrix24.refresh_count == 1 and len(bitrix24.oauth_requests) == 1

@@ -2,16 +2,25 @@
 
 The client is built as providers builds it (an Installation's token store, providers/services/portal_access.py),
 so what a refresh, a rename or a reinstall leaves in the row is checked too."""
+
 import logging
 import time
+from datetime import UTC
 
 import pytest
 import requests
 
 from bitrix24 import client as b24
 from bitrix24.client import (
-    Bitrix24AccessDenied, Bitrix24AuthError, Bitrix24MethodError, Bitrix24NeedsReinstall,
-    Bitrix24OperationTimeLimit, Bitrix24RedirectRefused, Bitrix24TransientError, InstallationInactive, php_query,
+    Bitrix24AccessDenied,
+    Bitrix24AuthError,
+    Bitrix24MethodError,
+    Bitrix24NeedsReinstall,
+    Bitrix24OperationTimeLimit,
+    Bitrix24RedirectRefused,
+    Bitrix24TransientError,
+    InstallationInactive,
+    php_query,
 )
 from providers.models import Installation, InstallationState
 from providers.services.portal_access import portal_client
@@ -31,26 +40,29 @@ def _fast(settings):
     cache.clear()
 
 
-@pytest.mark.parametrize("status,code,cls", [
-    (401, "NO_AUTH_FOUND", Bitrix24AuthError),
-    (401, "authorization_error", Bitrix24AuthError),
-    (401, "APPLICATION_NOT_FOUND", Bitrix24NeedsReinstall),
-    (500, "PORTAL_DELETED", Bitrix24NeedsReinstall),
-    (403, "ACCESS_DENIED", Bitrix24AccessDenied),
-    (403, "insufficient_scope", Bitrix24AccessDenied),
-    (401, "INSUFFICIENT_SCOPE", Bitrix24AccessDenied),
-    (403, "INVALID_CREDENTIALS", Bitrix24AccessDenied),
-    (403, "user_access_error", Bitrix24AccessDenied),
-    (404, "ERROR_METHOD_NOT_FOUND", Bitrix24MethodError),
-    (400, "ERROR_SENDER_ALREADY_INSTALLED", Bitrix24MethodError),
-    (400, "ERROR_MESSAGE_NOT_FOUND", Bitrix24MethodError),
-    (400, "INVALID_REQUEST", Bitrix24MethodError),
-    (503, "QUERY_LIMIT_EXCEEDED", Bitrix24TransientError),
-    (503, "OVERLOAD_LIMIT", Bitrix24TransientError),
-    (500, "INTERNAL_SERVER_ERROR", Bitrix24TransientError),
-    (502, "SOMETHING_NEW", Bitrix24TransientError),
-    (429, "OPERATION_TIME_LIMIT", Bitrix24OperationTimeLimit),
-])
+@pytest.mark.parametrize(
+    "status,code,cls",
+    [
+        (401, "NO_AUTH_FOUND", Bitrix24AuthError),
+        (401, "authorization_error", Bitrix24AuthError),
+        (401, "APPLICATION_NOT_FOUND", Bitrix24NeedsReinstall),
+        (500, "PORTAL_DELETED", Bitrix24NeedsReinstall),
+        (403, "ACCESS_DENIED", Bitrix24AccessDenied),
+        (403, "insufficient_scope", Bitrix24AccessDenied),
+        (401, "INSUFFICIENT_SCOPE", Bitrix24AccessDenied),
+        (403, "INVALID_CREDENTIALS", Bitrix24AccessDenied),
+        (403, "user_access_error", Bitrix24AccessDenied),
+        (404, "ERROR_METHOD_NOT_FOUND", Bitrix24MethodError),
+        (400, "ERROR_SENDER_ALREADY_INSTALLED", Bitrix24MethodError),
+        (400, "ERROR_MESSAGE_NOT_FOUND", Bitrix24MethodError),
+        (400, "INVALID_REQUEST", Bitrix24MethodError),
+        (503, "QUERY_LIMIT_EXCEEDED", Bitrix24TransientError),
+        (503, "OVERLOAD_LIMIT", Bitrix24TransientError),
+        (500, "INTERNAL_SERVER_ERROR", Bitrix24TransientError),
+        (502, "SOMETHING_NEW", Bitrix24TransientError),
+        (429, "OPERATION_TIME_LIMIT", Bitrix24OperationTimeLimit),
+    ],
+)
 def test_error_envelope_maps_to_typed_error(installation_factory, status, code, cls):
     inst = installation_factory()
     session, stub = stub_session(lambda seen: err(status, code, "described"))
@@ -94,6 +106,7 @@ def _oauth_or(rest_handler, oauth_answers):
         if seen.path == "/oauth/token/":
             return oauth_answers.pop(0)
         return rest_handler(seen)
+
     return handler
 
 
@@ -102,18 +115,44 @@ def test_expired_token_refreshes_once_and_retries(installation_factory):
     tokens = {"old-access": "expired", "new-access": "ok"}
 
     def rest(seen):
-        return ok(True) if tokens[seen.json["auth"]] == "ok" else err(401, "expired_token", "The access token provided has expired")
+        return (
+            ok(True)
+            if tokens[seen.json["auth"]] == "ok"
+            else err(401, "expired_token", "The access token provided has expired")
+        )
 
-    session, stub = stub_session(_oauth_or(rest, [(200, {
-        "access_token": "new-access", "refresh_token": "new-refresh", "expires": int(time.time()) + 3600,
-        "expires_in": 3600, "client_endpoint": inst.client_endpoint, "scope": "crm,messageservice"}, {})]))
+    session, stub = stub_session(
+        _oauth_or(
+            rest,
+            [
+                (
+                    200,
+                    {
+                        "access_token": "new-access",
+                        "refresh_token": "new-refresh",
+                        "expires": int(time.time()) + 3600,
+                        "expires_in": 3600,
+                        "client_endpoint": inst.client_endpoint,
+                        "scope": "crm,messageservice",
+                    },
+                    {},
+                )
+            ],
+        )
+    )
     assert portal_client(inst, session=session).message_status_update("p1", "m" * 32, "delivered") is True
     assert [s.path.rsplit("/", 1)[-1] or s.path for s in stub.seen] == [
-        "messageservice.message.status.update", "/oauth/token/", "messageservice.message.status.update"]
+        "messageservice.message.status.update",
+        "/oauth/token/",
+        "messageservice.message.status.update",
+    ]
     refresh = stub.seen[1]
     assert refresh.method == "GET" and refresh.query == {
-        "grant_type": "refresh_token", "client_id": inst.application.client_id,
-        "client_secret": inst.application.client_secret, "refresh_token": "old-refresh"}
+        "grant_type": "refresh_token",
+        "client_id": inst.application.client_id,
+        "client_secret": inst.application.client_secret,
+        "refresh_token": "old-refresh",
+    }
     stored = Installation.objects.get(pk=inst.pk)
     assert (stored.access_token, stored.refresh_token) == ("new-access", "new-refresh")
     assert stored.access_token_expires_at.timestamp() > time.time() + 3500
@@ -121,8 +160,12 @@ def test_expired_token_refreshes_once_and_retries(installation_factory):
 
 def test_expired_again_after_refresh_is_an_auth_error(installation_factory):
     inst = installation_factory()
-    session, stub = stub_session(_oauth_or(lambda s: err(401, "expired_token"), [
-        (200, {"access_token": "a2", "refresh_token": "r2", "expires_in": 3600}, {})]))
+    session, stub = stub_session(
+        _oauth_or(
+            lambda s: err(401, "expired_token"),
+            [(200, {"access_token": "a2", "refresh_token": "r2", "expires_in": 3600}, {})],
+        )
+    )
     with pytest.raises(Bitrix24AuthError) as info:
         portal_client(inst, session=session).app_info()
     assert info.value.error == "expired_token" and len(stub.seen) == 3
@@ -130,8 +173,12 @@ def test_expired_again_after_refresh_is_an_auth_error(installation_factory):
 
 def test_invalid_grant_marks_needs_reinstall(installation_factory):
     inst = installation_factory()
-    session, stub = stub_session(_oauth_or(lambda s: err(401, "invalid_token"), [
-        (400, {"error": "invalid_grant", "error_description": "Invalid grant"}, {})]))
+    session, stub = stub_session(
+        _oauth_or(
+            lambda s: err(401, "invalid_token"),
+            [(400, {"error": "invalid_grant", "error_description": "Invalid grant"}, {})],
+        )
+    )
     with pytest.raises(Bitrix24NeedsReinstall):
         portal_client(inst, session=session).app_info()
     stored = Installation.objects.get(pk=inst.pk)
@@ -157,9 +204,21 @@ def test_refresh_reuses_tokens_another_worker_rotated(installation_factory):
 
 def test_secrets_never_logged_even_when_the_oauth_server_is_down(installation_factory, caplog):
     inst = installation_factory(access_token="SECRET-ACCESS", refresh_token="SECRET-REFRESH")
-    session, stub = stub_session(_oauth_or(lambda s: err(401, "expired_token"), [
-        (requests.ConnectionError("https://oauth.test/oauth/token/?client_secret=" + inst.application.client_secret), None, {})
-    ] * 3))
+    session, stub = stub_session(
+        _oauth_or(
+            lambda s: err(401, "expired_token"),
+            [
+                (
+                    requests.ConnectionError(
+                        "https://oauth.test/oauth/token/?client_secret=" + inst.application.client_secret
+                    ),
+                    None,
+                    {},
+                )
+            ]
+            * 3,
+        )
+    )
     caplog.set_level(logging.DEBUG)
     with pytest.raises(Bitrix24TransientError) as info:
         portal_client(inst, session=session).app_info()
@@ -181,7 +240,8 @@ def test_redirect_is_reposted_and_new_domain_saved(installation_factory):
     portal_client(inst, session=session).app_info()
     assert [(s.method, s.url, s.json) for s in stub.seen] == [
         ("POST", "https://old.bitrix24.test/rest/app.info", {"auth": inst.access_token}),
-        ("POST", "https://new.bitrix24.test/rest/app.info", {"auth": inst.access_token})]
+        ("POST", "https://new.bitrix24.test/rest/app.info", {"auth": inst.access_token}),
+    ]
     stored = Installation.objects.get(pk=inst.pk)
     assert (stored.domain, stored.client_endpoint) == ("new.bitrix24.test", "https://new.bitrix24.test/rest/")
 
@@ -190,29 +250,41 @@ def test_redirect_within_the_allowed_domains_is_followed(installation_factory, s
     settings.B24_ALLOWED_PORTAL_DOMAINS = [".bitrix24.test"]
     settings.B24_REQUIRE_HTTPS = True
     inst = installation_factory(domain="old.bitrix24.test", client_endpoint="https://old.bitrix24.test/rest/")
-    session, stub = stub_session(lambda seen: (302, None, {"Location": "/rest/app.info"}) if len(stub.seen) == 1
-                                 else (302, None, {"Location": "https://new.bitrix24.test/rest/app.info"})
-                                 if seen.url.startswith("https://old.") else ok({"CODE": "x"}))
+    session, stub = stub_session(
+        lambda seen: (
+            (302, None, {"Location": "/rest/app.info"})
+            if len(stub.seen) == 1
+            else (302, None, {"Location": "https://new.bitrix24.test/rest/app.info"})
+            if seen.url.startswith("https://old.")
+            else ok({"CODE": "x"})
+        )
+    )
     assert portal_client(inst, session=session).app_info() == {"CODE": "x"}
     assert [s.url for s in stub.seen] == ["https://old.bitrix24.test/rest/app.info"] * 2 + [
-        "https://new.bitrix24.test/rest/app.info"]
+        "https://new.bitrix24.test/rest/app.info"
+    ]
     assert Installation.objects.get(pk=inst.pk).domain == "new.bitrix24.test"
 
 
-@pytest.mark.parametrize("allowed,https,location", [
-    ([".bitrix24.test"], False, "https://evil.example/rest/app.info"),
-    (["old.bitrix24.test"], False, "https://new.bitrix24.test/rest/app.info"),
-    ([".bitrix24.test"], False, "https://evilbitrix24.test/rest/app.info"),
-    ([], True, "http://new.bitrix24.test/rest/app.info"),
-    ([], False, "https://user:pw@new.bitrix24.test/rest/app.info"),
-    ([], False, "ftp://new.bitrix24.test/rest/app.info"),
-])
-def test_redirect_to_a_disallowed_address_is_refused_and_nothing_saved(installation_factory, settings,
-                                                                         allowed, https, location):
+@pytest.mark.parametrize(
+    "allowed,https,location",
+    [
+        ([".bitrix24.test"], False, "https://evil.example/rest/app.info"),
+        (["old.bitrix24.test"], False, "https://new.bitrix24.test/rest/app.info"),
+        ([".bitrix24.test"], False, "https://evilbitrix24.test/rest/app.info"),
+        ([], True, "http://new.bitrix24.test/rest/app.info"),
+        ([], False, "https://user:pw@new.bitrix24.test/rest/app.info"),
+        ([], False, "ftp://new.bitrix24.test/rest/app.info"),
+    ],
+)
+def test_redirect_to_a_disallowed_address_is_refused_and_nothing_saved(
+    installation_factory, settings, allowed, https, location
+):
     settings.B24_ALLOWED_PORTAL_DOMAINS = allowed
     settings.B24_REQUIRE_HTTPS = https
-    inst = installation_factory(domain="old.bitrix24.test", client_endpoint="https://old.bitrix24.test/rest/",
-                                access_token="SECRET-ACCESS")
+    inst = installation_factory(
+        domain="old.bitrix24.test", client_endpoint="https://old.bitrix24.test/rest/", access_token="SECRET-ACCESS"
+    )
     session, stub = stub_session(lambda seen: (302, None, {"Location": location}))
     with pytest.raises(Bitrix24RedirectRefused) as info:
         portal_client(inst, session=session).app_info()
@@ -221,21 +293,39 @@ def test_redirect_to_a_disallowed_address_is_refused_and_nothing_saved(installat
     assert "SECRET-ACCESS" not in str(info.value) + repr(info.value)
     stored = Installation.objects.get(pk=inst.pk)
     assert (stored.domain, stored.client_endpoint, stored.state) == (
-        "old.bitrix24.test", "https://old.bitrix24.test/rest/", InstallationState.ACTIVE)
+        "old.bitrix24.test",
+        "https://old.bitrix24.test/rest/",
+        InstallationState.ACTIVE,
+    )
     assert "redirect refused" in stored.last_error
 
 
 def test_refresh_keeps_the_tokens_but_not_a_disallowed_client_endpoint(installation_factory, settings):
     settings.B24_ALLOWED_PORTAL_DOMAINS = [".bitrix24.test"]
-    inst = installation_factory(domain="a.bitrix24.test", client_endpoint="https://a.bitrix24.test/rest/",
-                                access_token="old-access")
+    inst = installation_factory(
+        domain="a.bitrix24.test", client_endpoint="https://a.bitrix24.test/rest/", access_token="old-access"
+    )
 
     def rest(seen):
         return ok(True) if seen.json["auth"] == "new-access" else err(401, "expired_token")
 
-    session, stub = stub_session(_oauth_or(rest, [(200, {
-        "access_token": "new-access", "refresh_token": "new-refresh", "expires_in": 3600,
-        "client_endpoint": "https://evil.example/rest/"}, {})]))
+    session, stub = stub_session(
+        _oauth_or(
+            rest,
+            [
+                (
+                    200,
+                    {
+                        "access_token": "new-access",
+                        "refresh_token": "new-refresh",
+                        "expires_in": 3600,
+                        "client_endpoint": "https://evil.example/rest/",
+                    },
+                    {},
+                )
+            ],
+        )
+    )
     assert portal_client(inst, session=session).app_info() is True
     assert stub.seen[-1].url == "https://a.bitrix24.test/rest/app.info"
     stored = Installation.objects.get(pk=inst.pk)
@@ -246,9 +336,21 @@ def test_refresh_keeps_the_tokens_but_not_a_disallowed_client_endpoint(installat
 def test_operation_time_limit_pauses_the_method_for_all_clients(installation_factory):
     inst = installation_factory()
     reset_at = int(time.time()) + 120
-    session, stub = stub_session(lambda seen: (
-        (429, {"error": "OPERATION_TIME_LIMIT", "error_description": "blocked", "time": {"operating_reset_at": reset_at}}, {})
-        if seen.path.endswith("status.update") else ok(True)))
+    session, stub = stub_session(
+        lambda seen: (
+            (
+                429,
+                {
+                    "error": "OPERATION_TIME_LIMIT",
+                    "error_description": "blocked",
+                    "time": {"operating_reset_at": reset_at},
+                },
+                {},
+            )
+            if seen.path.endswith("status.update")
+            else ok(True)
+        )
+    )
     with pytest.raises(Bitrix24OperationTimeLimit) as info:
         portal_client(inst, session=session).message_status_update("p", "m1", "sent")
     assert int(info.value.reset_at.timestamp()) == reset_at
@@ -259,7 +361,9 @@ def test_operation_time_limit_pauses_the_method_for_all_clients(installation_fac
     assert other.app_info() is True  # other methods still go out
     assert len(stub.seen) == 2
     # the limit is per application: another application installed on the same portal is not paused
-    second_app = installation_factory(member_id=inst.member_id, domain=inst.domain, client_endpoint=inst.client_endpoint)
+    second_app = installation_factory(
+        member_id=inst.member_id, domain=inst.domain, client_endpoint=inst.client_endpoint
+    )
     with pytest.raises(Bitrix24OperationTimeLimit):
         portal_client(second_app, session=session).message_status_update("p", "m3", "sent")
     assert len(stub.seen) == 3  # it made its call (and met the limit itself)
@@ -268,22 +372,33 @@ def test_operation_time_limit_pauses_the_method_for_all_clients(installation_fac
 def test_batch_builds_url_encoded_commands_and_parses_both_map_shapes(installation_factory):
     inst = installation_factory()
     session, stub = stub_session()
-    stub.answer(*ok({"result": {"s1": True}, "result_error": {"s2": {
-        "error": "ERROR_MESSAGE_NOT_FOUND", "error_description": "Message not found!"}},
-        "result_total": [], "result_next": [], "result_time": {}}))
+    stub.answer(
+        *ok(
+            {
+                "result": {"s1": True},
+                "result_error": {"s2": {"error": "ERROR_MESSAGE_NOT_FOUND", "error_description": "Message not found!"}},
+                "result_total": [],
+                "result_next": [],
+                "result_time": {},
+            }
+        )
+    )
     stub.answer(*ok({"result": [], "result_error": [], "result_total": [], "result_next": [], "result_time": []}))
     stub.answer(*ok({"result": [True, True], "result_error": []}))
     client = portal_client(inst, session=session)
-    out = client.batch({
-        "s1": ("messageservice.message.status.update", {"CODE": "p 1", "MESSAGE_ID": "a&b", "STATUS": "delivered"}),
-        "s2": ("messageservice.sender.add", {"NAME": {"en": "A+B"}}),
-    })
+    out = client.batch(
+        {
+            "s1": ("messageservice.message.status.update", {"CODE": "p 1", "MESSAGE_ID": "a&b", "STATUS": "delivered"}),
+            "s2": ("messageservice.sender.add", {"NAME": {"en": "A+B"}}),
+        }
+    )
     assert out.results == {"s1": True}
     assert isinstance(out.errors["s2"], Bitrix24MethodError) and out.errors["s2"].error == "ERROR_MESSAGE_NOT_FOUND"
     body = stub.seen[0].json
     assert body["halt"] == 0 and body["cmd"] == {
         "s1": "messageservice.message.status.update?CODE=p%201&MESSAGE_ID=a%26b&STATUS=delivered",
-        "s2": "messageservice.sender.add?NAME[en]=A%2BB"}
+        "s2": "messageservice.sender.add?NAME[en]=A%2BB",
+    }
     empty = client.batch({"x": ("app.info", {})}, halt=True)
     assert empty.results == {} and empty.errors == {} and stub.seen[1].json["halt"] == 1
     listed = client.batch({"0": ("app.info", {}), "1": ("app.info", {})})
@@ -293,15 +408,17 @@ def test_batch_builds_url_encoded_commands_and_parses_both_map_shapes(installati
 
 
 def test_php_query_encodes_nested_values():
-    assert php_query({"NAME": {"en": "a b", "de": "ü"}, "L": [1, 2], "F": True, "N": None}) == \
-        "NAME[en]=a%20b&NAME[de]=%C3%BC&L[0]=1&L[1]=2&F=1"
+    assert (
+        php_query({"NAME": {"en": "a b", "de": "ü"}, "L": [1, 2], "F": True, "N": None})
+        == "NAME[en]=a%20b&NAME[de]=%C3%BC&L[0]=1&L[1]=2&F=1"
+    )
 
 
 def test_errors_survive_pickling():
     import pickle
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    when = datetime(2030, 1, 1, tzinfo=timezone.utc)
+    when = datetime(2030, 1, 1, tzinfo=UTC)
     error = Bitrix24OperationTimeLimit("OPERATION_TIME_LIMIT", "blocked", reset_at=when, http_status=429, method="m")
     copy = pickle.loads(pickle.dumps(error))
     assert type(copy) is Bitrix24OperationTimeLimit and copy.reset_at == when and copy.method == "m"
@@ -331,8 +448,15 @@ def test_a_batch_of_a_paused_method_is_not_sent_and_reads_the_pause_once(install
     reads = []
     real_get = b24.cache.get
     monkeypatch.setattr(b24.cache, "get", lambda key, *a, **kw: reads.append(key) or real_get(key, *a, **kw))
-    out = client.batch({f"r{n}": ("messageservice.message.status.update", {"CODE": "p", "MESSAGE_ID": f"m{n}",
-                                                                           "STATUS": "delivered"}) for n in range(50)})
+    out = client.batch(
+        {
+            f"r{n}": (
+                "messageservice.message.status.update",
+                {"CODE": "p", "MESSAGE_ID": f"m{n}", "STATUS": "delivered"},
+            )
+            for n in range(50)
+        }
+    )
     assert sorted(out.errors) == sorted(f"r{n}" for n in range(50))
     assert all(isinstance(error, Bitrix24OperationTimeLimit) for error in out.errors.values())
     assert len(stub.seen) == 1  # the batch made no HTTP call

@@ -4,6 +4,7 @@ What the client asks of a store and tells it: the tokens to call with, a refresh
 the OAuth server, or nothing when another worker rotated the tokens first), the address of a renamed
 portal, and the errors its owner must see.
 """
+
 import time
 from dataclasses import replace
 
@@ -32,11 +33,18 @@ class MemoryStore:
     """A token store in memory, recording what the client told it."""
 
     def __init__(self, **access):
-        self.access = PortalAccess(**{
-            "key": f"memory-{time.monotonic_ns()}", "domain": "acme.bitrix24.test",
-            "client_endpoint": "https://acme.bitrix24.test/rest/", "access_token": "old-access",
-            "rate_limit_key": f"memory-{time.monotonic_ns()}", "rate_limit_burst": 50,
-            "rate_limit_drain_per_second": 2.0, **access})
+        self.access = PortalAccess(
+            **{
+                "key": f"memory-{time.monotonic_ns()}",
+                "domain": "acme.bitrix24.test",
+                "client_endpoint": "https://acme.bitrix24.test/rest/",
+                "access_token": "old-access",
+                "rate_limit_key": f"memory-{time.monotonic_ns()}",
+                "rate_limit_burst": 50,
+                "rate_limit_drain_per_second": 2.0,
+                **access,
+            }
+        )
         self.refresh_token = "old-refresh"
         self.grants, self.moves, self.failures, self.refreshes = [], [], [], []
 
@@ -47,9 +55,15 @@ class MemoryStore:
         self.refreshes.append(failed_access_token)
         if self.access.access_token != failed_access_token:
             return  # rotated meanwhile
-        grant = exchange(RefreshCredentials(
-            client_id="app.1", client_secret="app-secret", refresh_token=self.refresh_token,
-            domain=self.access.domain, client_endpoint=self.access.client_endpoint))
+        grant = exchange(
+            RefreshCredentials(
+                client_id="app.1",
+                client_secret="app-secret",
+                refresh_token=self.refresh_token,
+                domain=self.access.domain,
+                client_endpoint=self.access.client_endpoint,
+            )
+        )
         self.grants.append(grant)
         self.access = replace(self.access, access_token=grant.access_token)
 
@@ -67,8 +81,17 @@ def test_an_expired_token_is_rotated_through_the_store_and_the_call_retried():
     def answer(seen):
         if seen.path == "/oauth/token/":
             assert seen.query["refresh_token"] == "old-refresh" and seen.query["client_secret"] == "app-secret"
-            return 200, {"access_token": "new-access", "refresh_token": "new-refresh", "expires_in": 3600,
-                         "client_endpoint": "https://acme.bitrix24.test/rest/", "scope": "crm"}, {}
+            return (
+                200,
+                {
+                    "access_token": "new-access",
+                    "refresh_token": "new-refresh",
+                    "expires_in": 3600,
+                    "client_endpoint": "https://acme.bitrix24.test/rest/",
+                    "scope": "crm",
+                },
+                {},
+            )
         return ok(True) if seen.json["auth"] == "new-access" else err(401, "expired_token")
 
     session, stub = stub_session(answer)

@@ -5,6 +5,7 @@ Run by `make test` when the browser is present; skipped otherwise, unless B24SMS
 B24SMS_SCREENSHOTS=1 writes the screenshots of the main pages to docs/screenshots/ (for the README);
 otherwise they go to the test's temporary directory.
 """
+
 import os
 from pathlib import Path
 
@@ -12,8 +13,14 @@ import pytest
 
 CHROMIUM = os.environ.get("B24SMS_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
 ]
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -86,7 +93,9 @@ def screenshot(tmp_path):
 
 @pytest.fixture
 def admin_user(django_user_model):
-    return django_user_model.objects.create_superuser(username="admin", email="admin@example.com", password=ADMIN_PASSWORD)
+    return django_user_model.objects.create_superuser(
+        username="admin", email="admin@example.com", password=ADMIN_PASSWORD
+    )
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """In a real browser: log in, see the start page and the sandbox banner, switch the language."""
+
 import pytest
 
 pytestmark = pytest.mark.django_db(transaction=True)

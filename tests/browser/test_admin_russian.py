@@ -7,6 +7,7 @@ and the visible text (and the page title) is read. What may stay Latin: proper n
 identifiers (anything with a digit, dot, @ or underscore: URLs, codes, uuids). Status codes must
 show as their labels only.
 """
+
 import re
 
 import pytest
@@ -20,13 +21,70 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 # Proper names, abbreviations and units that Russian texts write in Latin letters.
 PROPER_NAMES = {
-    "b24sms", "Bitrix24", "Bitrix", "i-dgtl", "SMS", "API", "URL", "HTTP", "HTTPS", "ID", "UUID", "JSON", "PDF", "PNG",
-    "JPEG", "OAuth", "TOKEN", "CRM", "Celery", "crontab", "cron", "UTC", "IP", "CSV", "XLSX", "English", "Django",
-    "MTS", "MegaFon", "Beeline", "Tele2", "Motiv", "Yota", "PROMO", "HANDLER", "ONAPPUPDATE",
-    "ONAPPUNINSTALL", "Basic", "Authorization", "KEY", "RUB", "GET", "POST", "TLS", "Moscow", "Europe", "ISO", "CODE",
-    "a-z", "A-Z", "AMQP", "Accept", "User-Agent", "sha256", "auditlog", "REST",
+    "b24sms",
+    "Bitrix24",
+    "Bitrix",
+    "i-dgtl",
+    "SMS",
+    "API",
+    "URL",
+    "HTTP",
+    "HTTPS",
+    "ID",
+    "UUID",
+    "JSON",
+    "PDF",
+    "PNG",
+    "JPEG",
+    "OAuth",
+    "TOKEN",
+    "CRM",
+    "Celery",
+    "crontab",
+    "cron",
+    "UTC",
+    "IP",
+    "CSV",
+    "XLSX",
+    "English",
+    "Django",
+    "MTS",
+    "MegaFon",
+    "Beeline",
+    "Tele2",
+    "Motiv",
+    "Yota",
+    "PROMO",
+    "HANDLER",
+    "ONAPPUPDATE",
+    "ONAPPUNINSTALL",
+    "Basic",
+    "Authorization",
+    "KEY",
+    "RUB",
+    "GET",
+    "POST",
+    "TLS",
+    "Moscow",
+    "Europe",
+    "ISO",
+    "CODE",
+    "a-z",
+    "A-Z",
+    "AMQP",
+    "Accept",
+    "User-Agent",
+    "sha256",
+    "auditlog",
+    "REST",
     # Django's own Russian keeps these: keys ("Control", "Command" on a Mac) and sign-on systems of the user form.
-    "Control", "Command", "Mac", "LDAP", "Single", "Sign-On", "Sing-On",
+    "Control",
+    "Command",
+    "Mac",
+    "LDAP",
+    "Single",
+    "Sign-On",
+    "Sing-On",
 }
 WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*[A-Za-z]|[A-Za-z]")
 TECHNICAL = re.compile(r"\S*[\d._@/:=#?&{}•]\S*|\w+(?:,\w+)+")  # URLs, domains, codes, uuids, addresses, lists
@@ -53,13 +111,13 @@ def admin_pages(user) -> list[str]:
     pages += sorted({reverse("admin:app_list", args=[model._meta.app_label]) for model in admin.site._registry})
     for model, model_admin in admin.site._registry.items():
         info = model._meta.app_label, model._meta.model_name
-        pages.append(reverse("admin:%s_%s_changelist" % info))
+        pages.append(reverse("admin:{}_{}_changelist".format(*info)))
         if model_admin.has_add_permission(request):
-            pages.append(reverse("admin:%s_%s_add" % info))
+            pages.append(reverse("admin:{}_{}_add".format(*info)))
         first = model_admin.get_queryset(request).order_by("pk").first()
         if first is not None:
-            pages.append(reverse("admin:%s_%s_change" % info, args=[first.pk]))
-            pages.append(reverse("admin:%s_%s_history" % info, args=[first.pk]))
+            pages.append(reverse("admin:{}_{}_change".format(*info), args=[first.pk]))
+            pages.append(reverse("admin:{}_{}_history".format(*info), args=[first.pk]))
     return pages
 
 
@@ -79,10 +137,17 @@ def russian_page(browser, live_server, admin_user):
 
 def read(page) -> str:
     """What a reader sees: the page's title and its visible text (but for NOT_READ)."""
-    return page.title() + "\n" + page.evaluate("""(skip) => {
+    return (
+        page.title()
+        + "\n"
+        + page.evaluate(
+            """(skip) => {
         for (const selector of skip) document.querySelectorAll(selector).forEach(e => e.remove());
         return document.body.innerText;
-    }""", NOT_READ)
+    }""",
+            NOT_READ,
+        )
+    )
 
 
 def test_every_admin_page_reads_russian(russian_page, admin_user, settings):
@@ -97,9 +162,16 @@ def test_every_admin_page_reads_russian(russian_page, admin_user, settings):
         found = english_words(text)
         raw = RAW_OBJECT.findall(text) + RAW_STATUS.findall(text)
         if found or raw:
-            problems[url] = {"english": found, "raw": raw, "where": [
-                text[max(0, match.start() - 40):match.end() + 40].replace("\n", " | ")
-                for word in found[:5] for match in [re.search(rf"\b{re.escape(word)}\b", text)] if match]}
+            problems[url] = {
+                "english": found,
+                "raw": raw,
+                "where": [
+                    text[max(0, match.start() - 40) : match.end() + 40].replace("\n", " | ")
+                    for word in found[:5]
+                    for match in [re.search(rf"\b{re.escape(word)}\b", text)]
+                    if match
+                ],
+            }
     assert not problems, "\n".join(f"{url}: {found}" for url, found in problems.items())
 
 
@@ -109,7 +181,7 @@ def test_every_list_fits_a_1280_pixel_screen(russian_page, admin_user):
     make_every_kind_of_object(admin_user)
     too_wide = {}
     for model in admin.site._registry:
-        url = reverse("admin:%s_%s_changelist" % (model._meta.app_label, model._meta.model_name))
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
         page.goto(url)
         # Django's list scrolls inside its own box (.results): its columns past the right edge are hidden.
         widths = page.evaluate("""() => {

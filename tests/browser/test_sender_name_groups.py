@@ -3,6 +3,7 @@ status after two approvals and one rejection, one more operator added, and a sta
 
 Tasks run inline (CELERY_TASK_ALWAYS_EAGER in the test settings); the fake i-dgtl answers over real HTTP.
 """
+
 from datetime import timedelta
 
 import pytest
@@ -68,8 +69,13 @@ def test_group_matrix(logged_in, idgtl, tmp_path, screenshot):
     rows = page.locator("#b24-group-matrix tbody tr")
     assert rows.count() == 5
     statuses = {row.get_attribute("data-brand"): row.get_attribute("data-status") for row in rows.all()}
-    assert statuses == {"MTS": "APPROVED", "MEGAFON": "APPROVED", "BEELINE": "REJECTED", "TELE2": "PRE_REVIEW",
-                        "YOTA": "REVIEW"}
+    assert statuses == {
+        "MTS": "APPROVED",
+        "MEGAFON": "APPROVED",
+        "BEELINE": "REJECTED",
+        "TELE2": "PRE_REVIEW",
+        "YOTA": "REVIEW",
+    }
     matrix = page.inner_text("#b24-group-matrix")
     assert "Approved" in matrix and "Rejected" in matrix and "set by hand" in matrix
     assert "2000.00" in matrix and "2500.00" in matrix and "00:00 Moscow time" in matrix

@@ -1,8 +1,8 @@
 """In a real browser: a portal's usage page (chart of SMS parts per day, table per month), the month's
 overview, and a statement downloaded as XLSX and read back."""
-import io
+
 import random
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -31,7 +31,8 @@ def last_month(installation, provider, monkeypatch):  # noqa: F811
             n += 1
             message = make_message(installation, provider, n, text="Ваш заказ готов. " * chooser.randint(1, 7))
             Message.objects.filter(pk=message.pk).update(
-                created_at=datetime(day.year, day.month, day.day, 9, tzinfo=timezone.utc))
+                created_at=datetime(day.year, day.month, day.day, 9, tzinfo=UTC)
+            )
             message.refresh_from_db()
             final = chooser.choice(finals)
             with transaction.atomic():
@@ -57,8 +58,10 @@ def test_usage_page_and_statement_download(logged_in, installation, last_month, 
     days = (last_month.replace(day=28) + timedelta(days=4)).replace(day=1) - last_month
     assert page.locator("#b24-usage-chart g.bar").count() == days.days
     assert page.locator("#b24-usage-chart rect").count() >= days.days  # every day has traffic
-    parts = sum(int(value) for value in page.locator("#b24-usage-chart g.bar").evaluate_all(
-        "bars => bars.map(b => b.dataset.parts)"))
+    parts = sum(
+        int(value)
+        for value in page.locator("#b24-usage-chart g.bar").evaluate_all("bars => bars.map(b => b.dataset.parts)")
+    )
     assert f": {parts}" in page.inner_text("#b24-usage-chart h2")
     assert page.locator("#b24-usage-months tbody tr").count() == 12
     screenshot(page, "usage-portal")

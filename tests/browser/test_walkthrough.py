@@ -5,6 +5,7 @@ PRE_REVIEW, see it approved, register a provider on the portal, send a test SMS 
 timeline to delivered. Tasks run inline (CELERY_TASK_ALWAYS_EAGER in the test settings); the fakes
 answer over real HTTP and call the live server back (delivery callbacks).
 """
+
 import re
 from datetime import timedelta
 
@@ -28,8 +29,12 @@ def sandbox_portal(live_server, settings, idgtl, bitrix24, installation_factory,
     settings.SANDBOX = True
     settings.PUBLIC_BASE_URL = live_server.url
     monkeypatch.setattr(sandbox, "bitrix24_url", lambda environ=None: bitrix24.url)
-    portal = bitrix24.add_portal(domain=sandbox.SANDBOX_PORTAL_DOMAIN, member_id=sandbox.SANDBOX_MEMBER_ID,
-                                 client_id=sandbox.SANDBOX_CLIENT_ID, client_secret=sandbox.SANDBOX_CLIENT_SECRET)
+    portal = bitrix24.add_portal(
+        domain=sandbox.SANDBOX_PORTAL_DOMAIN,
+        member_id=sandbox.SANDBOX_MEMBER_ID,
+        client_id=sandbox.SANDBOX_CLIENT_ID,
+        client_secret=sandbox.SANDBOX_CLIENT_SECRET,
+    )
     installation = installation_factory(portal)
     return portal, installation
 
@@ -120,9 +125,14 @@ def test_walkthrough(logged_in, sandbox_portal, idgtl, bitrix24, tmp_path, scree
     message = Message.objects.get()
     assert message.state == MessageState.SENT and message.installation == installation
     idgtl.set_message_status(message.idgtl_message_uuid, "delivered")
-    wait_until(lambda: Message.objects.get(pk=message.pk).state == MessageState.DELIVERED, timeout=20, message="delivered")
-    wait_until(lambda: portal.message_statuses.get(message.message_id) == ["delivered"], timeout=20,
-               message="the final status reported to Bitrix24 (it showed the SMS sent itself)")
+    wait_until(
+        lambda: Message.objects.get(pk=message.pk).state == MessageState.DELIVERED, timeout=20, message="delivered"
+    )
+    wait_until(
+        lambda: portal.message_statuses.get(message.message_id) == ["delivered"],
+        timeout=20,
+        message="the final status reported to Bitrix24 (it showed the SMS sent itself)",
+    )
     page.reload()
     timeline = page.inner_text("#content-main")
     assert "Delivered" in timeline and "Accepted by Bitrix24" in timeline  # labels: the codes are the API's

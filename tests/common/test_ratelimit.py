@@ -1,4 +1,5 @@
 """The leaky bucket per key (common/ratelimit.py): Redis (Lua) and the Django-cache fallback, shared by threads."""
+
 import math
 import time
 import types
@@ -21,8 +22,10 @@ def db_cache(settings, django_db_blocker):
     """The database cache of the embedded setup (its table is created when Redis is the default cache)."""
     from django.core.management import call_command
 
-    settings.CACHES = {**settings.CACHES, "fallback": {
-        "BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "b24sms_cache"}}
+    settings.CACHES = {
+        **settings.CACHES,
+        "fallback": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "b24sms_cache"},
+    }
     with django_db_blocker.unblock():
         call_command("createcachetable", verbosity=0)
     return DatabaseCache("b24sms_cache", {})
@@ -34,13 +37,14 @@ def _run_two_threads(backend, key, burst, drain, per_thread):
     Returns the sorted admissions as (before, after) pairs: each request was admitted at some moment
     between the two, however long a loaded machine kept a thread from running.
     """
+
     def work():
         stamps = []
         for _ in range(per_thread):
             observed = []
 
             def try_acquire(*args):
-                observed[:] = [time.monotonic()]
+                observed[:] = [time.monotonic()]  # noqa: B023 (called within this iteration only)
                 return backend.try_acquire(*args)
 
             ratelimit.acquire(key, burst, drain, timeout=10, backend=types.SimpleNamespace(try_acquire=try_acquire))
@@ -102,7 +106,9 @@ def test_database_fallback_admits_burst_then_waits(db_cache, monkeypatch):
     def sleep(seconds):
         now[0] += seconds
 
-    monkeypatch.setattr(ratelimit, "time", types.SimpleNamespace(time=lambda: now[0], monotonic=lambda: now[0], sleep=sleep))
+    monkeypatch.setattr(
+        ratelimit, "time", types.SimpleNamespace(time=lambda: now[0], monotonic=lambda: now[0], sleep=sleep)
+    )
     backend = ratelimit.CacheLeakyBucket(db_cache)
     key = f"test:{uuid.uuid4().hex}"
     # burst 5 minus headroom and rounding margin: 3 at once, then one per slot (1/drain seconds)
@@ -115,7 +121,9 @@ def test_database_fallback_admits_burst_then_waits(db_cache, monkeypatch):
 
 @pytest.mark.django_db(transaction=True)
 def test_database_fallback_is_shared_by_two_threads(db_cache):
-    stamps = _run_two_threads(ratelimit.CacheLeakyBucket(db_cache), f"test:{uuid.uuid4().hex}", burst=4, drain=10.0, per_thread=6)
+    stamps = _run_two_threads(
+        ratelimit.CacheLeakyBucket(db_cache), f"test:{uuid.uuid4().hex}", burst=4, drain=10.0, per_thread=6
+    )
     assert len(stamps) == 12
     _assert_bucket_respected(stamps, 4, 10.0)
 

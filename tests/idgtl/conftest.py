@@ -1,4 +1,5 @@
 """Fixtures of the i-dgtl client tests."""
+
 import pytest
 
 from tests.idgtl.scripted_server import ScriptedServer

@@ -3,6 +3,7 @@
 Each scripted answer is (status, headers, body) or the string "drop" (close the connection after
 reading the request, without answering). Received requests are recorded.
 """
+
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 

@@ -1,4 +1,5 @@
 """Admin for i-dgtl accounts: keys shown masked only, a blank input keeps the saved key."""
+
 import pytest
 from django.urls import reverse
 
@@ -10,8 +11,9 @@ MESSAGES_KEY = "bWVzc2FnZXM6c2VjcmV0LTU2Nzg5"
 
 @pytest.fixture
 def account(db):
-    return IdgtlAccount.objects.create(name="client-a", api_url="https://direct.example/api/v1",
-                                       sender_names_key=SENDER_KEY, messages_key=MESSAGES_KEY)
+    return IdgtlAccount.objects.create(
+        name="client-a", api_url="https://direct.example/api/v1", sender_names_key=SENDER_KEY, messages_key=MESSAGES_KEY
+    )
 
 
 def form_data(account, **overrides):
@@ -41,9 +43,16 @@ def test_blank_keeps_the_saved_key_and_a_new_value_replaces_it(admin_client, acc
 
 def test_new_account_and_one_default(admin_client, account):
     old_default = IdgtlAccount.objects.filter(is_default=True).first()
-    response = admin_client.post(reverse("admin:idgtl_idgtlaccount_add"), {
-        "name": "client-b", "api_url": "https://direct.example/api/v1", "sender_names_key": SENDER_KEY,
-        "messages_key": "", "is_default": "on"})
+    response = admin_client.post(
+        reverse("admin:idgtl_idgtlaccount_add"),
+        {
+            "name": "client-b",
+            "api_url": "https://direct.example/api/v1",
+            "sender_names_key": SENDER_KEY,
+            "messages_key": "",
+            "is_default": "on",
+        },
+    )
     assert response.status_code == 302
     created = IdgtlAccount.objects.get(name="client-b")
     assert created.is_default and created.sender_names_key == SENDER_KEY and created.messages_key == ""
@@ -55,10 +64,14 @@ def test_new_account_and_one_default(admin_client, account):
 
 def test_check_keys_action_reports_per_key(admin_client, idgtl):
     good = IdgtlAccount.objects.get(is_default=True)
-    swapped = IdgtlAccount.objects.create(name="swapped", api_url=idgtl.url, sender_names_key=idgtl.messages_key,
-                                          messages_key="")
-    response = admin_client.post(reverse("admin:idgtl_idgtlaccount_changelist"), {
-        "action": "check_keys", "_selected_action": [good.pk, swapped.pk]}, follow=True)
+    swapped = IdgtlAccount.objects.create(
+        name="swapped", api_url=idgtl.url, sender_names_key=idgtl.messages_key, messages_key=""
+    )
+    response = admin_client.post(
+        reverse("admin:idgtl_idgtlaccount_changelist"),
+        {"action": "check_keys", "_selected_action": [good.pk, swapped.pk]},
+        follow=True,
+    )
     texts = [str(m) for m in response.context["messages"]]
     assert f"{good}: sender-names key works." in texts and f"{good}: messages key works." in texts
     assert any(t.startswith("swapped: sender-names key failed:") and "Access Denied" in t for t in texts)
@@ -68,20 +81,26 @@ def test_check_keys_action_reports_per_key(admin_client, idgtl):
 
 # --- a changed API URL asks for the keys again (else "Check keys" would hand them to the new host) ---------
 
+
 @pytest.fixture
 def live_account(idgtl):
-    return IdgtlAccount.objects.create(name="client-live", api_url=idgtl.url, sender_names_key=idgtl.sender_names_key,
-                                       messages_key=idgtl.messages_key)
+    return IdgtlAccount.objects.create(
+        name="client-live", api_url=idgtl.url, sender_names_key=idgtl.sender_names_key, messages_key=idgtl.messages_key
+    )
 
 
 def check_keys(admin_client, account):
-    response = admin_client.post(reverse("admin:idgtl_idgtlaccount_changelist"), {
-        "action": "check_keys", "_selected_action": [account.pk]}, follow=True)
+    response = admin_client.post(
+        reverse("admin:idgtl_idgtlaccount_changelist"),
+        {"action": "check_keys", "_selected_action": [account.pk]},
+        follow=True,
+    )
     return [str(m) for m in response.context["messages"]]
 
 
-def test_a_new_api_url_without_the_keys_is_refused_and_the_keys_never_reach_it(admin_client, idgtl, live_account,
-                                                                              server):
+def test_a_new_api_url_without_the_keys_is_refused_and_the_keys_never_reach_it(
+    admin_client, idgtl, live_account, server
+):
     """The attacker (staff who may edit accounts, not read keys) points the account at their host."""
     url = reverse("admin:idgtl_idgtlaccount_change", args=[live_account.pk])
     response = admin_client.post(url, form_data(live_account, name="renamed", api_url=server.url))
@@ -111,8 +130,12 @@ def test_entering_one_key_again_is_not_enough(admin_client, idgtl, live_account,
 
 def test_a_new_api_url_with_the_keys_entered_again_is_saved(admin_client, live_account, server):
     url = reverse("admin:idgtl_idgtlaccount_change", args=[live_account.pk])
-    response = admin_client.post(url, form_data(live_account, api_url=server.url, sender_names_key="bmV3OnNlbmRlcnM=",
-                                                messages_key="bmV3Om1lc3NhZ2Vz"))
+    response = admin_client.post(
+        url,
+        form_data(
+            live_account, api_url=server.url, sender_names_key="bmV3OnNlbmRlcnM=", messages_key="bmV3Om1lc3NhZ2Vz"
+        ),
+    )
 
     assert response.status_code == 302, response.content.decode()[:2000]
     live_account.refresh_from_db()
@@ -142,9 +165,15 @@ def test_the_rule_is_one_service_naming_each_missing_key(account):
     from idgtl.services import account_url_change_check
 
     with pytest.raises(ValidationError) as refused:
-        account_url_change_check(account=account, api_url="https://evil.example/api/v1",
-                                 entered_keys={"sender_names_key": " ", "messages_key": ""})
+        account_url_change_check(
+            account=account,
+            api_url="https://evil.example/api/v1",
+            entered_keys={"sender_names_key": " ", "messages_key": ""},
+        )
     assert set(refused.value.message_dict) == {"sender_names_key", "messages_key"}
-    account_url_change_check(account=account, api_url="https://evil.example/api/v1",
-                             entered_keys={"sender_names_key": "a2V5OjE=", "messages_key": "a2V5OjI="})
+    account_url_change_check(
+        account=account,
+        api_url="https://evil.example/api/v1",
+        entered_keys={"sender_names_key": "a2V5OjE=", "messages_key": "a2V5OjI="},
+    )
     account_url_change_check(account=IdgtlAccount(name="new"), api_url="https://evil.example/api/v1", entered_keys={})

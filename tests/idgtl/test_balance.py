@@ -1,5 +1,6 @@
 """i-dgtl balance (issue 9, item 5): beat reads GET /balance, keeps it on the account, shows it (admin list,
 start page, /metrics), and e-mails the admins once per crossing of the low-balance threshold."""
+
 import logging
 from datetime import timedelta
 from decimal import Decimal
@@ -104,8 +105,9 @@ def test_two_polls_storing_the_same_crossing_send_one_mail(account):
     """The conditional UPDATE itself: two polls that both stored a balance below the threshold (the same read
     time, as two processes can) both try to mark the alert sent; one succeeds and mails."""
     read_at = timezone.now()
-    outcomes = [account_balance_record(account=account, amount=Decimal("10"), currency="RUB", read_at=read_at)
-                for _ in range(2)]
+    outcomes = [
+        account_balance_record(account=account, amount=Decimal("10"), currency="RUB", read_at=read_at) for _ in range(2)
+    ]
     assert sorted(outcomes) == [Outcome.ALERTED, Outcome.READ]
     assert len(mail.outbox) == 1
 
@@ -167,14 +169,17 @@ def test_a_read_error_is_recorded_and_the_last_value_kept(account, idgtl, caplog
     assert state(account).balance_error == ""  # cleared once a read works
 
 
-@pytest.mark.parametrize("answer, error", [
-    ({}, "unexpected balance"),
-    ({"USD": 1, "EUR": 2}, "several currencies"),
-    ({"RUB": "lots"}, "not a number"),
-    ({"RUB": True}, "not a number"),
-    ({"RUB": "NaN"}, "out of range"),
-    ([1, 2], "unexpected balance"),
-])
+@pytest.mark.parametrize(
+    "answer, error",
+    [
+        ({}, "unexpected balance"),
+        ({"USD": 1, "EUR": 2}, "several currencies"),
+        ({"RUB": "lots"}, "not a number"),
+        ({"RUB": True}, "not a number"),
+        ({"RUB": "NaN"}, "out of range"),
+        ([1, 2], "unexpected balance"),
+    ],
+)
 def test_an_unexpected_answer_is_a_read_error(account, monkeypatch, answer, error):
     monkeypatch.setattr(IdgtlClient, "get_balance", lambda client: answer)
     assert account_balance_poll(account=account) == Outcome.ERROR
@@ -261,8 +266,9 @@ def test_the_account_list_shows_the_balance_low_and_the_error(admin_client, acco
     page = admin_client.get(url, HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert "b24-balance-low" in page and "900.00 RUB" in page and "(below the threshold)" in page
     assert "Last read failed:" in page and "b24-balance-error" in page
-    change = admin_client.get(reverse("admin:idgtl_idgtlaccount_change", args=[account.pk]),
-                              HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    change = admin_client.get(
+        reverse("admin:idgtl_idgtlaccount_change", args=[account.pk]), HTTP_ACCEPT_LANGUAGE="en"
+    ).content.decode()
     assert 'name="low_balance_threshold"' in change and "503" in change
 
 
@@ -274,9 +280,12 @@ def test_the_account_list_in_russian(admin_client, account, idgtl):
 
 def test_the_read_balance_action(admin_client, account, idgtl):
     idgtl.balance = 3000
-    response = admin_client.post(reverse("admin:idgtl_idgtlaccount_changelist"),
-                                 {"action": "read_balance", "_selected_action": [account.pk]},
-                                 follow=True, HTTP_ACCEPT_LANGUAGE="en")
+    response = admin_client.post(
+        reverse("admin:idgtl_idgtlaccount_changelist"),
+        {"action": "read_balance", "_selected_action": [account.pk]},
+        follow=True,
+        HTTP_ACCEPT_LANGUAGE="en",
+    )
     assert "efault: balance 3000.00 RUB." in response.content.decode()
     assert state(account).balance == Decimal("3000.00")
 
@@ -285,8 +294,8 @@ def test_the_start_page_shows_each_balance(admin_client, account, idgtl):
     poll(account, idgtl, 900)
     IdgtlAccount.objects.create(name="never-read", messages_key="a2V5")
     html = admin_client.get("/admin/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
-    section = html[html.index('id="dash-balances"'):]
-    section = section[:section.index("</table>")]
+    section = html[html.index('id="dash-balances"') :]
+    section = section[: section.index("</table>")]
     assert "default" in section and "900.00 RUB" in section and "below the threshold of 1,000.00" in section
     assert "never-read" in section and "never read" in section
     idgtl.fail_next(5, 503)
@@ -328,8 +337,13 @@ def test_metrics_export_a_gauge_per_account(client, account, idgtl, metric_store
 def test_the_threshold_is_set_in_the_admin_and_never_negative(admin_client, account, idgtl):
     poll(account, idgtl, 900)  # alert sent meanwhile: the form's save must not re-arm it
     url = reverse("admin:idgtl_idgtlaccount_change", args=[account.pk])
-    data = {"name": account.name, "api_url": account.api_url, "sender_names_key": "", "messages_key": "",
-            "is_default": "on"}
+    data = {
+        "name": account.name,
+        "api_url": account.api_url,
+        "sender_names_key": "",
+        "messages_key": "",
+        "is_default": "on",
+    }
     response = admin_client.post(url, {**data, "low_balance_threshold": "-1"}, HTTP_ACCEPT_LANGUAGE="en")
     assert response.status_code == 200 and "greater than or equal to 0" in response.content.decode()
     assert state(account).low_balance_threshold == Decimal("1000.00")

@@ -1,10 +1,12 @@
 """idgtl.client: error mapping, retry rules, multipart, secrets kept out of logs and errors."""
+
 import email.parser
 import email.policy
 import io
 import json
 import logging
 import socket
+from datetime import UTC
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -48,14 +50,17 @@ def test_sends_basic_auth_with_the_key_unchanged(server, client):
     assert headers["Authorization"] == f"Basic {KEY}"
 
 
-@pytest.mark.parametrize("status, code, msg, error_cls", [
-    (401, 4010, "Not Authenticated", IdgtlConfigurationError),
-    (401, 4012, "Bad credentials", IdgtlConfigurationError),
-    (403, 4030, "Access Denied", IdgtlConfigurationError),
-    (422, 4220, "Duplicates with existing name (id = 1161)", IdgtlValidationError),
-    (404, 4040, "Not Found", IdgtlNotFound),
-    (400, 4000, "Bad Request", IdgtlError),
-])
+@pytest.mark.parametrize(
+    "status, code, msg, error_cls",
+    [
+        (401, 4010, "Not Authenticated", IdgtlConfigurationError),
+        (401, 4012, "Bad credentials", IdgtlConfigurationError),
+        (403, 4030, "Access Denied", IdgtlConfigurationError),
+        (422, 4220, "Duplicates with existing name (id = 1161)", IdgtlValidationError),
+        (404, 4040, "Not Found", IdgtlNotFound),
+        (400, 4000, "Bad Request", IdgtlError),
+    ],
+)
 def test_error_envelope_maps_to_typed_errors_without_retry(server, client, sleeps, status, code, msg, error_cls):
     server.answer(status, envelope(code, msg))
     with pytest.raises(error_cls) as info:
@@ -224,7 +229,9 @@ def test_read_timeout_on_get_is_retried(sleeps):
 
 
 def test_connect_timeout_on_post_is_retried(sleeps):
-    session = StubSession([requests.ConnectTimeout("connect timed out"), json_response(200, {"errors": False, "items": []})])
+    session = StubSession(
+        [requests.ConnectTimeout("connect timed out"), json_response(200, {"errors": False, "items": []})]
+    )
     c = IdgtlClient("https://direct.example/api/v1", KEY, session=session, max_retries=1)
     c._sleep = sleeps.append
     assert c.send_messages([{"channelType": "SMS"}]) == {"errors": False, "items": []}
@@ -261,32 +268,55 @@ def test_key_never_in_logs_errors_or_repr(server, client, caplog):
 
 def test_create_sender_name_sends_body_part_as_json_and_files(server, client):
     server.answer(200, json.dumps({"id": 7, "status": "PRE_REVIEW", "fee": 2000}))
-    body = {"channelType": "SMS", "commonType": "PROMO", "brand": "MTS", "dateFrom": "2030-01-01T21:00:00Z",
-            "senderName": "MyShop", "counteragentName": "Контрагент, ООО", "counteragentInn": "7707083893"}
-    result = client.create_sender_name(body, [("letter.pdf", b"%PDF-1.4 x", "application/pdf"),
-                                              ("logo.png", io.BytesIO(b"\x89PNG\r\n"), "image/png")])
+    body = {
+        "channelType": "SMS",
+        "commonType": "PROMO",
+        "brand": "MTS",
+        "dateFrom": "2030-01-01T21:00:00Z",
+        "senderName": "MyShop",
+        "counteragentName": "Контрагент, ООО",
+        "counteragentInn": "7707083893",
+    }
+    result = client.create_sender_name(
+        body, [("letter.pdf", b"%PDF-1.4 x", "application/pdf"), ("logo.png", io.BytesIO(b"\x89PNG\r\n"), "image/png")]
+    )
     assert result["id"] == 7
     _, path, headers, raw = server.received[0]
     assert path == "/api/v1/sender-names"
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-        f"Content-Type: {headers['Content-Type']}\r\n\r\n".encode() + raw)
+        f"Content-Type: {headers['Content-Type']}\r\n\r\n".encode() + raw
+    )
     parts = {p.get_param("name", header="content-disposition"): p for p in message.iter_parts()}
     assert list(parts) == ["body", "file1", "file2"]
     assert parts["body"].get_content_type() == "application/json"
     assert json.loads(parts["body"].get_payload(decode=True)) == body
     assert parts["file1"].get_filename() == "letter.pdf" and parts["file1"].get_payload(decode=True) == b"%PDF-1.4 x"
-    assert parts["file2"].get_content_type() == "image/png" and parts["file2"].get_payload(decode=True) == b"\x89PNG\r\n"
+    assert (
+        parts["file2"].get_content_type() == "image/png" and parts["file2"].get_payload(decode=True) == b"\x89PNG\r\n"
+    )
 
 
 def test_get_messages_repeats_multi_value_filters(server, client):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     server.answer(200, '{"total": 0, "items": []}')
-    client.get_messages(message_uuids=["a", "b"], statuses=["sent"], external_message_ids=["42"],
-                        time_from=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc), page=2, per_page=50)
+    client.get_messages(
+        message_uuids=["a", "b"],
+        statuses=["sent"],
+        external_message_ids=["42"],
+        time_from=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        page=2,
+        per_page=50,
+    )
     query = parse_qs(urlsplit(server.received[0][1]).query)
-    assert query == {"message_uuid": ["a", "b"], "status": ["sent"], "external_message_id": ["42"],
-                     "time_from": ["2026-01-02T03:04:05Z"], "page": ["2"], "per_page": ["50"]}
+    assert query == {
+        "message_uuid": ["a", "b"],
+        "status": ["sent"],
+        "external_message_id": ["42"],
+        "time_from": ["2026-01-02T03:04:05Z"],
+        "page": ["2"],
+        "per_page": ["50"],
+    }
 
 
 def test_send_messages_refuses_a_batch_out_of_range(client):

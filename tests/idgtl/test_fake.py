@@ -1,6 +1,7 @@
 """fakes.idgtl behaves as docs/contracts/idgtl.md §6 says, seen over real HTTP (mostly through idgtl.client)."""
+
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
@@ -21,12 +22,19 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 
 
 def future(days=2):
-    return (datetime.now(timezone.utc) + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (datetime.now(UTC) + timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def body(**overrides):
-    data = {"channelType": "SMS", "commonType": "SERVICE", "brand": "MTS", "dateFrom": future(),
-            "senderName": "MyShop", "counteragentName": "Контрагент, ООО", "counteragentInn": "7707083893"}
+    data = {
+        "channelType": "SMS",
+        "commonType": "SERVICE",
+        "brand": "MTS",
+        "dateFrom": future(),
+        "senderName": "MyShop",
+        "counteragentName": "Контрагент, ООО",
+        "counteragentInn": "7707083893",
+    }
     data.update(overrides)
     return data
 
@@ -68,8 +76,7 @@ def approved_name(fake, names, sender_name="MyShop"):
 
 
 def sms(**overrides):
-    return {"channelType": "SMS", "senderName": "MyShop", "destination": "79991234567", "content": "Hello",
-            **overrides}
+    return {"channelType": "SMS", "senderName": "MyShop", "destination": "79991234567", "content": "Hello", **overrides}
 
 
 # --- auth --------------------------------------------------------------------------------------------------
@@ -86,8 +93,9 @@ def test_auth_by_key_type(fake):
         response = requests.get(url + path, headers=headers, timeout=5)
         assert (response.status_code, response.json()) == (status, {"error": {"code": code, "msg": msg}}), path
     for key in (fake.sender_names_key, fake.messages_key):
-        assert requests.get(url + "/balance", headers={"Authorization": f"Basic {key}"}, timeout=5).json() == \
-            {"RUB": 10000.0}
+        assert requests.get(url + "/balance", headers={"Authorization": f"Basic {key}"}, timeout=5).json() == {
+            "RUB": 10000.0
+        }
     bearer = requests.get(url + "/message", headers={"Authorization": f"Bearer {fake.messages_key}"}, timeout=5)
     assert bearer.status_code == 200
 
@@ -120,34 +128,44 @@ def test_create_returns_pre_review_with_fee_and_records_files(fake, names):
     recorded = fake.requests[-1]
     assert recorded.body_part == sent
     assert [(f["name"], f["filename"], f["size"], f["content_type"]) for f in recorded.files] == [
-        ("file1", "letter.pdf", len(PDF), "application/pdf"), ("file2", "logo.png", len(PNG), "image/png")]
+        ("file1", "letter.pdf", len(PDF), "application/pdf"),
+        ("file2", "logo.png", len(PNG), "image/png"),
+    ]
     import hashlib
+
     assert fake.sender_names[created["id"]]["files"][0]["sha256"] == hashlib.sha256(PDF).hexdigest()
 
 
 def test_body_may_be_a_plain_form_field(fake):
-    response = requests.post(fake.url + "/sender-names", headers={"Authorization": f"Basic {fake.sender_names_key}"},
-                             data={"body": json.dumps(body(commonType="PROMO"))},
-                             files={"file1": ("doc.pdf", PDF, "application/pdf")}, timeout=5)
+    response = requests.post(
+        fake.url + "/sender-names",
+        headers={"Authorization": f"Basic {fake.sender_names_key}"},
+        data={"body": json.dumps(body(commonType="PROMO"))},
+        files={"file1": ("doc.pdf", PDF, "application/pdf")},
+        timeout=5,
+    )
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "PRE_REVIEW"
     assert fake.requests[-1].files[0]["filename"] == "doc.pdf"
 
 
-@pytest.mark.parametrize("overrides, files, msg", [
-    ({"channelType": "VIBER"}, [], "Invalid channel type"),
-    ({"brand": "NEW_BRAND"}, [], "Unknown brand NEW_BRAND"),
-    ({"commonType": "SPAM"}, [], "Unknown common type SPAM"),
-    ({"senderName": "Магазин"}, [], "Sender name doesn't match pattern"),
-    ({"senderName": "ab"}, [], "Sender name doesn't match pattern"),
-    ({"senderName": "Shop+1", "brand": "MEGAFON"}, [], "Sender name doesn't match pattern"),
-    ({"dateFrom": "2020-07-07T21:00:00Z"}, [], "Date from isn't greater than now"),
-    ({"dateFrom": "tomorrow"}, [], "Invalid dateFrom format"),
-    ({"counteragentInn": "12345"}, [], "Invalid counteragent INN"),
-    ({"counteragentName": ""}, [], "counteragentName is required"),
-    ({"commonType": "PROMO"}, [], "Files are required for PROMO names"),
-    ({"commonType": "PROMO"}, [("a.exe", b"MZ\x90\x00", "application/pdf")], "File a.exe has an unsupported type"),
-])
+@pytest.mark.parametrize(
+    "overrides, files, msg",
+    [
+        ({"channelType": "VIBER"}, [], "Invalid channel type"),
+        ({"brand": "NEW_BRAND"}, [], "Unknown brand NEW_BRAND"),
+        ({"commonType": "SPAM"}, [], "Unknown common type SPAM"),
+        ({"senderName": "Магазин"}, [], "Sender name doesn't match pattern"),
+        ({"senderName": "ab"}, [], "Sender name doesn't match pattern"),
+        ({"senderName": "Shop+1", "brand": "MEGAFON"}, [], "Sender name doesn't match pattern"),
+        ({"dateFrom": "2020-07-07T21:00:00Z"}, [], "Date from isn't greater than now"),
+        ({"dateFrom": "tomorrow"}, [], "Invalid dateFrom format"),
+        ({"counteragentInn": "12345"}, [], "Invalid counteragent INN"),
+        ({"counteragentName": ""}, [], "counteragentName is required"),
+        ({"commonType": "PROMO"}, [], "Files are required for PROMO names"),
+        ({"commonType": "PROMO"}, [("a.exe", b"MZ\x90\x00", "application/pdf")], "File a.exe has an unsupported type"),
+    ],
+)
 def test_create_validation_texts(fake, names, overrides, files, msg):
     with pytest.raises(IdgtlValidationError) as info:
         names.create_sender_name(body(**overrides), files)
@@ -162,10 +180,15 @@ def test_megafon_pattern_differs_from_the_others(names):
 
 def test_validation_order_channel_brand_type_name_date(names):
     everything_wrong = body(channelType="X", brand="Y", commonType="Z", senderName="!", dateFrom="2000-01-01T00:00:00Z")
-    expected = ["Invalid channel type", "Unknown brand Y", "Unknown common type Z", "Sender name doesn't match pattern",
-                "Date from isn't greater than now"]
+    expected = [
+        "Invalid channel type",
+        "Unknown brand Y",
+        "Unknown common type Z",
+        "Sender name doesn't match pattern",
+        "Date from isn't greater than now",
+    ]
     fixes = [{"channelType": "SMS"}, {"brand": "MTS"}, {"commonType": "SERVICE"}, {"senderName": "MyShop"}]
-    for msg, fix in zip(expected, fixes + [None]):
+    for msg, fix in zip(expected, fixes + [None], strict=False):
         with pytest.raises(IdgtlValidationError) as info:
             names.create_sender_name(everything_wrong, [])
         assert info.value.message == msg
@@ -186,8 +209,13 @@ def test_duplicates_of_live_names_are_refused(fake, names):
 def test_body_part_missing_or_not_an_object(fake):
     auth = {"Authorization": f"Basic {fake.sender_names_key}"}
     for data in ({"other": "x"}, {"body": "[1, 2]"}, {"body": "{not json"}):
-        response = requests.post(fake.url + "/sender-names", headers=auth, data=data,
-                                 files={"file1": ("d.pdf", PDF, "application/pdf")}, timeout=5)
+        response = requests.post(
+            fake.url + "/sender-names",
+            headers=auth,
+            data=data,
+            files={"file1": ("d.pdf", PDF, "application/pdf")},
+            timeout=5,
+        )
         assert response.status_code == 422 and response.json()["error"]["msg"] == "body is required"
 
 
@@ -199,8 +227,11 @@ def test_get_list_and_status_hook(fake, names):
     with pytest.raises(IdgtlNotFound) as info:
         names.get_sender_name(999)
     assert info.value.code == 4040
-    hook = requests.post(fake.url.replace("/api/v1", "") + f"/__fake__/sender-names/{second['id']}/status",
-                         json={"status": "REJECTED", "comment": "Not allowed"}, timeout=5)
+    hook = requests.post(
+        fake.url.replace("/api/v1", "") + f"/__fake__/sender-names/{second['id']}/status",
+        json={"status": "REJECTED", "comment": "Not allowed"},
+        timeout=5,
+    )
     assert hook.status_code == 200
     assert names.get_sender_name(second["id"])["comment"] == "Not allowed"
     assert names.list_sender_names(status="REJECTED") == {"total": 1, "items": [names.get_sender_name(second["id"])]}
@@ -227,15 +258,26 @@ def test_send_checks_each_item(fake, names, messages):
     future_name = names.create_sender_name(body(senderName="Later"), [])
     fake.set_sender_name_status(future_name["id"], "APPROVED")  # dateFrom not reached yet
     fake.allowed_sender_names.add("Outside")
-    result = messages.send_messages([
-        sms(), sms(senderName="Later"), sms(destination="+79991234567"), sms(senderName="Outside"),
-        sms(destination="123"), sms(ttl=10),
-    ])
+    result = messages.send_messages(
+        [
+            sms(),
+            sms(senderName="Later"),
+            sms(destination="+79991234567"),
+            sms(senderName="Outside"),
+            sms(destination="123"),
+            sms(ttl=10),
+        ]
+    )
     assert result["errors"] is True
     codes = [(i["code"], i.get("msg"), "messageUuid" in i) for i in result["items"]]
     assert codes == [
-        (201, None, True), (4220, "senderName not found or not approved", False), (7401, "Invalid destination", False),
-        (201, None, True), (7401, "Invalid destination", False), (4220, "ttl must be between 60 and 86400", False)]
+        (201, None, True),
+        (4220, "senderName not found or not approved", False),
+        (7401, "Invalid destination", False),
+        (201, None, True),
+        (7401, "Invalid destination", False),
+        (4220, "ttl must be between 60 and 86400", False),
+    ]
     assert fake.messages[result["items"][0]["messageUuid"]]["status"] == "sending"
 
 
@@ -251,8 +293,9 @@ def test_send_array_size_is_checked(fake):
         response = requests.post(fake.url + "/message", headers=auth, json=payload, timeout=5)
         assert response.status_code == 422
         assert response.json()["error"] == {"code": 4220, "msg": "Array size must be between 1 and 1000"}
-    response = requests.post(fake.url + "/message", headers={**auth, "Content-Type": "application/json"},
-                             data=b"[{broken", timeout=5)
+    response = requests.post(
+        fake.url + "/message", headers={**auth, "Content-Type": "application/json"}, data=b"[{broken", timeout=5
+    )
     assert response.status_code == 422 and response.json()["error"]["msg"] == "Invalid JSON"
 
 
@@ -270,8 +313,13 @@ def test_callbacks_are_delivered_with_retry(fake, names, messages, receiver):
     assert [r[1] for r in receiver.received] == ["/idgtl/callback/s3cret/"] * 3
     events = [json.loads(r[3]) for r in receiver.received]
     assert events[0] == events[1]  # the first one was retried after the 500
-    assert events[1][0] == {"message_uuid": message_uuid, "channel_type": "SMS", "callback_event": "sent",
-                            "status": "sent", "status_time": events[1][0]["status_time"]}
+    assert events[1][0] == {
+        "message_uuid": message_uuid,
+        "channel_type": "SMS",
+        "callback_event": "sent",
+        "status": "sent",
+        "status_time": events[1][0]["status_time"],
+    }
     assert events[2][0]["callback_event"] == "delivered" and events[2][0]["status"] == "undelivered"
     assert events[2][0]["error_code"] == 6969
     assert receiver.received[0][2]["Content-Type"] == "application/json"
@@ -305,8 +353,10 @@ def test_auto_deliver_and_undeliverable_numbers(receiver):
         client = IdgtlClient(fake.url, fake.messages_key)
         items = client.send_messages([sms(destination="79991234567"), sms(destination="79990000000")])["items"]
         ok, bad = items[0]["messageUuid"], items[1]["messageUuid"]
-        wait_until(lambda: {fake.messages[ok]["status"], fake.messages[bad]["status"]} == {"delivered", "undelivered"},
-                   timeout=5)
+        wait_until(
+            lambda: {fake.messages[ok]["status"], fake.messages[bad]["status"]} == {"delivered", "undelivered"},
+            timeout=5,
+        )
         assert fake.messages[bad]["status"] == "undelivered" and fake.messages[bad]["errorCode"] == 6969
         assert [s for s, _ in fake.messages[ok]["history"]] == ["sending", "sent", "delivered"]
     finally:
@@ -323,8 +373,17 @@ def test_get_messages_filters_and_paging(fake, names, messages):
     assert both["total"] == 2 and [m["messageUuid"] for m in both["items"]] == [uuids[0], uuids[2]]
     delivered = messages.get_messages(statuses=["delivered"])
     assert [m["messageUuid"] for m in delivered["items"]] == [uuids[1]]
-    assert set(delivered["items"][0]) == {"messageUuid", "channelType", "senderName", "destination", "status",
-                                          "statusTime", "errorCode", "externalMessageId", "tags"}
+    assert set(delivered["items"][0]) == {
+        "messageUuid",
+        "channelType",
+        "senderName",
+        "destination",
+        "status",
+        "statusTime",
+        "errorCode",
+        "externalMessageId",
+        "tags",
+    }
     assert messages.get_messages(external_message_ids=["2"])["items"][0]["messageUuid"] == uuids[2]
     page = messages.get_messages(page=2, per_page=2)
     assert page["total"] == 3 and [m["messageUuid"] for m in page["items"]] == [uuids[2]]
@@ -337,9 +396,14 @@ def test_stop_messages(fake, names, messages):
     uuids = [i["messageUuid"] for i in messages.send_messages([sms(), sms()])["items"]]
     fake.set_message_status(uuids[1], "sent")
     result = messages.stop_messages([uuids[0], uuids[1], "nope"])
-    assert result == {"errors": True, "items": [{"messageUuid": uuids[0], "code": 200},
-                                                 {"messageUuid": uuids[1], "code": 403},
-                                                 {"messageUuid": "nope", "code": 404}]}
+    assert result == {
+        "errors": True,
+        "items": [
+            {"messageUuid": uuids[0], "code": 200},
+            {"messageUuid": uuids[1], "code": 403},
+            {"messageUuid": "nope", "code": 404},
+        ],
+    }
     wait_until(lambda: fake.messages[uuids[0]]["status"] == "unsent", timeout=5)
 
 
@@ -368,8 +432,9 @@ def test_burst_auto_delivered_with_batched_callbacks(receiver):
     try:
         fake.allowed_sender_names.add("MyShop")
         client = IdgtlClient(fake.url, fake.messages_key)
-        result = client.send_messages([sms(destination=f"7999{n:07d}", callbackUrl=receiver.url + "/cb")
-                                       for n in range(1, 1001)])
+        result = client.send_messages(
+            [sms(destination=f"7999{n:07d}", callbackUrl=receiver.url + "/cb") for n in range(1, 1001)]
+        )
         assert result["errors"] is False
         wait_until(lambda: sum(len(json.loads(r[3])) for r in receiver.received) == 1000, timeout=20)
         events = [e for r in receiver.received for e in json.loads(r[3])]

@@ -1,4 +1,5 @@
 """idgtl.client throttle: a token bucket per i-dgtl account, shared by all workers (docs/contracts/idgtl.md §4 [A])."""
+
 import time
 
 import pytest
@@ -17,8 +18,9 @@ def make_account(server):
     created = []
 
     def make(name):
-        account = IdgtlAccount.objects.create(name=name, api_url=server.url, sender_names_key="a2V5OjI=",
-                                              messages_key="a2V5OjE=")
+        account = IdgtlAccount.objects.create(
+            name=name, api_url=server.url, sender_names_key="a2V5OjI=", messages_key="a2V5OjE="
+        )
         ratelimit.get_backend().reset(f"idgtl:account:{account.pk}")  # no state left by an earlier run
         created.append(account)
         return account
@@ -54,8 +56,9 @@ def test_each_account_has_its_own_limit(server, make_account, settings):
     assert time.monotonic() - started < 0.7  # the busy account's bucket does not hold the other one back
 
 
-def test_every_attempt_takes_room_and_the_bucket_is_named_after_the_account(server, make_account, settings,
-                                                                            monkeypatch):
+def test_every_attempt_takes_room_and_the_bucket_is_named_after_the_account(
+    server, make_account, settings, monkeypatch
+):
     settings.IDGTL_RATE_LIMIT_PER_SECOND = 10
     taken = []
     monkeypatch.setattr("idgtl.client.ratelimit.acquire", lambda key, **kw: taken.append((key, kw)))

@@ -1,6 +1,7 @@
 """The admin reads as Russian: model names in the case and gender each sentence needs (b24sms/admin_site.py),
 permissions by translated names, status codes as labels, times of a timeline to the second, dates as dates.
 The browser test (tests/browser/test_admin_russian.py) opens every page; these check the sentences themselves."""
+
 import re
 from datetime import timedelta
 
@@ -12,8 +13,15 @@ from django.utils import timezone, translation
 from b24sms.admin_site import NOUNS, NamedModelAdmin, gendered_message
 from idgtl.models import IdgtlAccount
 from providers.models import (
-    BitrixApplication, Installation, Message, MessageState, MessageStatusChange, Provider, StatusReport,
-    StatusReportState)
+    BitrixApplication,
+    Installation,
+    Message,
+    MessageState,
+    MessageStatusChange,
+    Provider,
+    StatusReport,
+    StatusReportState,
+)
 from sendernames.models import SenderNameApplication
 
 pytestmark = pytest.mark.django_db
@@ -46,7 +54,9 @@ def test_every_noun_has_its_russian_accusative():
             return {label: str(noun.accusative) for label, noun in NOUNS.items()}
 
     russian, english = accusatives("ru"), accusatives("en")
-    untranslated = [label for label in NOUNS if russian[label] == english[label] and label != "django_celery_beat.crontabschedule"]
+    untranslated = [
+        label for label in NOUNS if russian[label] == english[label] and label != "django_celery_beat.crontabschedule"
+    ]
     assert not untranslated
 
 
@@ -66,9 +76,17 @@ def test_a_submitted_application_is_viewed_not_changed(admin_client, staff_user)
     from idgtl.services import account_get_default
 
     application = SenderNameApplication.objects.create(
-        account=account_get_default(), common_type="SERVICE", brand="MTS", sender_name="ACMESHOP",
-        counteragent_name="ООО Акме", counteragent_inn="7707083893", status="PRE_REVIEW",
-        date_from=timezone.now() + timedelta(days=2), submission_state="submitted", remote_id=101)
+        account=account_get_default(),
+        common_type="SERVICE",
+        brand="MTS",
+        sender_name="ACMESHOP",
+        counteragent_name="ООО Акме",
+        counteragent_inn="7707083893",
+        status="PRE_REVIEW",
+        date_from=timezone.now() + timedelta(days=2),
+        submission_state="submitted",
+        remote_id=101,
+    )
     application.history.create(previous_status="", status="PRE_REVIEW", cause="submission")
     response = admin_client.get(f"/admin/sendernames/sendernameapplication/{application.pk}/change/", **RU)
     page = response.content.decode()
@@ -81,32 +99,56 @@ def test_a_submitted_application_is_viewed_not_changed(admin_client, staff_user)
 
 
 def test_messages_after_saving_agree_with_the_gender(admin_client):
-    response = admin_client.post("/admin/providers/bitrixapplication/add/", {
-        "name": "Маркет", "client_id": "app.0001.market", "client_secret": "secret-value-0001"}, follow=True, **RU)
+    response = admin_client.post(
+        "/admin/providers/bitrixapplication/add/",
+        {"name": "Маркет", "client_id": "app.0001.market", "client_secret": "secret-value-0001"},
+        follow=True,
+        **RU,
+    )
     assert messages_of(response) == ["Приложение Битрикс24 «Маркет» было успешно добавлено."]
     application = BitrixApplication.objects.get()
 
-    response = admin_client.post(f"/admin/providers/bitrixapplication/{application.pk}/change/", {
-        "name": "Маркет 2", "client_id": "app.0001.market", "client_secret": "", "_continue": "1"}, follow=True, **RU)
-    assert messages_of(response) == ["Приложение Битрикс24 «Маркет 2» было успешно изменено. Ниже его можно изменить снова."]
+    response = admin_client.post(
+        f"/admin/providers/bitrixapplication/{application.pk}/change/",
+        {"name": "Маркет 2", "client_id": "app.0001.market", "client_secret": "", "_continue": "1"},
+        follow=True,
+        **RU,
+    )
+    assert messages_of(response) == [
+        "Приложение Битрикс24 «Маркет 2» было успешно изменено. Ниже его можно изменить снова."
+    ]
 
     account = IdgtlAccount.objects.create(name="Клиент")
-    response = admin_client.post(f"/admin/idgtl/idgtlaccount/{account.pk}/change/", {
-        "name": "Клиент А", "api_url": account.api_url, "sender_names_key": "", "messages_key": "",
-        "_addanother": "1"}, follow=True, **RU)
+    response = admin_client.post(
+        f"/admin/idgtl/idgtlaccount/{account.pk}/change/",
+        {
+            "name": "Клиент А",
+            "api_url": account.api_url,
+            "sender_names_key": "",
+            "messages_key": "",
+            "_addanother": "1",
+        },
+        follow=True,
+        **RU,
+    )
     assert messages_of(response) == [
-        "Аккаунт i-dgtl «Клиент А» был успешно изменён. Ниже можно добавить ещё аккаунт i-dgtl."]
+        "Аккаунт i-dgtl «Клиент А» был успешно изменён. Ниже можно добавить ещё аккаунт i-dgtl."
+    ]
 
     page = admin_client.get(f"/admin/providers/bitrixapplication/{application.pk}/delete/", **RU).content.decode()
     assert "удалить приложение Битрикс24" in page
-    response = admin_client.post(f"/admin/providers/bitrixapplication/{application.pk}/delete/", {"post": "yes"},
-                                 follow=True, **RU)
+    response = admin_client.post(
+        f"/admin/providers/bitrixapplication/{application.pk}/delete/", {"post": "yes"}, follow=True, **RU
+    )
     assert messages_of(response) == ["Приложение Битрикс24 «Маркет 2» было успешно удалено."]
 
 
 def test_english_messages_stay_django_s(admin_client):
-    response = admin_client.post("/admin/providers/bitrixapplication/add/", {
-        "name": "Market", "client_id": "app.0001.market", "client_secret": "secret-value-0001"}, follow=True)
+    response = admin_client.post(
+        "/admin/providers/bitrixapplication/add/",
+        {"name": "Market", "client_id": "app.0001.market", "client_secret": "secret-value-0001"},
+        follow=True,
+    )
     assert messages_of(response) == ["The Bitrix24 application “Market” was added successfully."]
 
 
@@ -122,8 +164,10 @@ def test_the_delete_action_of_persons_uses_the_animate_accusative(admin_client):
     BitrixApplication.objects.create(name="Маркет", client_id="app.0001.market", client_secret="s")
     page = admin_client.get("/admin/auth/user/", **RU).content.decode()
     assert "Удалить выбранных пользователей" in page
-    assert "Удалить выбранные приложения Битрикс24" in admin_client.get(
-        "/admin/providers/bitrixapplication/", **RU).content.decode()
+    assert (
+        "Удалить выбранные приложения Битрикс24"
+        in admin_client.get("/admin/providers/bitrixapplication/", **RU).content.decode()
+    )
 
 
 def test_permissions_are_shown_by_translated_names(admin_client):
@@ -137,14 +181,30 @@ def test_timeline_rows_are_named_labelled_and_to_the_second(admin_client):
     from providers.admin.messages import MessageStatusChangeInline  # noqa: F401  (the inline under test)
 
     installation = Installation.objects.create(
-        application=BitrixApplication.objects.create(name="A", client_id="a.1", client_secret="s"), member_id="m1",
-        domain="acme.bitrix24.ru", client_endpoint="https://acme.bitrix24.ru/rest/")
+        application=BitrixApplication.objects.create(name="A", client_id="a.1", client_secret="s"),
+        member_id="m1",
+        domain="acme.bitrix24.ru",
+        client_endpoint="https://acme.bitrix24.ru/rest/",
+    )
     provider = Provider.objects.create(code="acme", name="Акме", sender_name="ACMESHOP")
-    message = Message.objects.create(installation=installation, provider=provider, message_id="m1", module_id="crm",
-                                     message_to="+79001234567", text="Привет", sender_name="ACMESHOP",
-                                     state=MessageState.DELIVERED, idgtl_status="delivered")
-    change = MessageStatusChange.objects.create(message=message, previous_state=MessageState.SENT,
-                                                state=MessageState.DELIVERED, idgtl_status="delivered", source="callback")
+    message = Message.objects.create(
+        installation=installation,
+        provider=provider,
+        message_id="m1",
+        module_id="crm",
+        message_to="+79001234567",
+        text="Привет",
+        sender_name="ACMESHOP",
+        state=MessageState.DELIVERED,
+        idgtl_status="delivered",
+    )
+    change = MessageStatusChange.objects.create(
+        message=message,
+        previous_state=MessageState.SENT,
+        state=MessageState.DELIVERED,
+        idgtl_status="delivered",
+        source="callback",
+    )
     report = StatusReport.objects.create(message=message, status="delivered", state=StatusReportState.ACCEPTED)
     with translation.override("ru"):
         assert str(change) == "Отправлено → Доставлено"

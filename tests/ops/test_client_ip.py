@@ -3,6 +3,7 @@
 The attacker sends X-Forwarded-For naming an allowed address, straight to gunicorn or through the
 proxy (which appends the real peer on the right). Either way the allowlist sees the real client.
 """
+
 import pytest
 from django.test import RequestFactory
 

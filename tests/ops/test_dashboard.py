@@ -1,4 +1,5 @@
 """The admin start page: what an operator checks first, in a bounded number of queries."""
+
 from datetime import timedelta
 
 import pytest
@@ -25,11 +26,23 @@ def _populate():
     make_message(installation=acme, provider=provider, state="delivered", sent_at=now, counted=True)
     make_message(installation=acme, provider=provider, state="failed", counted=True)
     make_message(installation=beta, provider=provider, state="received", created_at=now - timedelta(minutes=7))
-    make_message(installation=beta, provider=provider, state="undelivered", sent_at=now - timedelta(days=3),
-                 created_at=now - timedelta(days=3), counted=True)
-    make_installation("broken.bitrix24.ru", state=InstallationState.NEEDS_REINSTALL, last_error="invalid_grant: refresh token expired")
-    ProviderRegistration.objects.create(provider=provider, installation=beta, state=RegistrationState.FAILED,
-                                        last_error="ERROR_HANDLER_URL: handler is not reachable")
+    make_message(
+        installation=beta,
+        provider=provider,
+        state="undelivered",
+        sent_at=now - timedelta(days=3),
+        created_at=now - timedelta(days=3),
+        counted=True,
+    )
+    make_installation(
+        "broken.bitrix24.ru", state=InstallationState.NEEDS_REINSTALL, last_error="invalid_grant: refresh token expired"
+    )
+    ProviderRegistration.objects.create(
+        provider=provider,
+        installation=beta,
+        state=RegistrationState.FAILED,
+        last_error="ERROR_HANDLER_URL: handler is not reachable",
+    )
     return now
 
 
@@ -134,8 +147,10 @@ def test_start_page_counts_messages_from_the_rollups(admin_client_en):
     queries = _message_queries(captured)
     assert len(queries) == 2  # today's waiting messages by portal; the queue's size and oldest
     for sql in queries:
-        assert ('"providers_message"."state" = \'received\'' in sql
-                or '"providers_message"."state" IN (\'received\', \'sending\')' in sql), sql
+        assert (
+            '"providers_message"."state" = \'received\'' in sql
+            or "\"providers_message\".\"state\" IN ('received', 'sending')" in sql
+        ), sql
 
 
 @pytest.mark.integration

@@ -1,4 +1,5 @@
 """`manage.py check --deploy` names every unsafe production setting (b24sms/checks.py)."""
+
 import pytest
 from django.core import checks
 
@@ -39,19 +40,22 @@ def test_the_checks_are_registered_for_deploy_only():
     assert "secrets_at_rest_check" in everyday  # not only --deploy: migrate, runserver... refuse to run without keys
 
 
-@pytest.mark.parametrize("change, expected, level", [
-    ({"METRICS_TOKEN": ""}, "b24sms.E001", checks.ERROR),
-    ({"SECRET_KEY": "insecure-local-development-key-change-me-0123456789abcdef"}, "b24sms.E002", checks.ERROR),
-    ({"SECRET_KEY": "build-only"}, "b24sms.E002", checks.ERROR),
-    ({"ALLOWED_HOSTS": ["*"]}, "b24sms.E003", checks.ERROR),
-    ({"ALLOWED_HOSTS": ["sms.example.com", "*"]}, "b24sms.E003", checks.ERROR),
-    ({"ALLOWED_HOSTS": ["localhost", "127.0.0.1", "[::1]"]}, "b24sms.W001", checks.WARNING),
-    ({"ALLOWED_HOSTS": []}, "b24sms.W001", checks.WARNING),
-    ({"ALLOWED_HOSTS": ["other.example.com"]}, "b24sms.W002", checks.WARNING),
-    ({"PUBLIC_BASE_URL": "http://sms.example.com"}, "b24sms.E004", checks.ERROR),
-    ({"B24_REQUIRE_HTTPS": False}, "b24sms.W003", checks.WARNING),
-    ({"B24_ALLOWED_PORTAL_DOMAINS": []}, "b24sms.W004", checks.WARNING),
-])
+@pytest.mark.parametrize(
+    "change, expected, level",
+    [
+        ({"METRICS_TOKEN": ""}, "b24sms.E001", checks.ERROR),
+        ({"SECRET_KEY": "insecure-local-development-key-change-me-0123456789abcdef"}, "b24sms.E002", checks.ERROR),
+        ({"SECRET_KEY": "build-only"}, "b24sms.E002", checks.ERROR),
+        ({"ALLOWED_HOSTS": ["*"]}, "b24sms.E003", checks.ERROR),
+        ({"ALLOWED_HOSTS": ["sms.example.com", "*"]}, "b24sms.E003", checks.ERROR),
+        ({"ALLOWED_HOSTS": ["localhost", "127.0.0.1", "[::1]"]}, "b24sms.W001", checks.WARNING),
+        ({"ALLOWED_HOSTS": []}, "b24sms.W001", checks.WARNING),
+        ({"ALLOWED_HOSTS": ["other.example.com"]}, "b24sms.W002", checks.WARNING),
+        ({"PUBLIC_BASE_URL": "http://sms.example.com"}, "b24sms.E004", checks.ERROR),
+        ({"B24_REQUIRE_HTTPS": False}, "b24sms.W003", checks.WARNING),
+        ({"B24_ALLOWED_PORTAL_DOMAINS": []}, "b24sms.W004", checks.WARNING),
+    ],
+)
 def test_each_unsafe_setting_is_named(production, change, expected, level):
     for name, value in change.items():
         setattr(production, name, value)
@@ -81,14 +85,17 @@ def test_an_address_list_entry_that_is_no_address_is_an_error(production, name):
 FERNET_KEY = "Lw3kq2xAw0Tr8Q2b9bJxk4m6Zt6l8QnSx1yGm8m6v0Y="
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"FIELD_ENCRYPTION_KEYS": []}, ["b24sms.E005"]),
-    ({"FIELD_ENCRYPTION_KEYS": ["not-a-fernet-key"]}, ["b24sms.E005"]),
-    ({"FIELD_ENCRYPTION_KEYS": [FERNET_KEY, "x" * 44]}, ["b24sms.E005"]),  # an old key mistyped counts too
-    ({"SECRET_INDEX_KEY": ""}, ["b24sms.E006"]),
-    ({"SECRET_INDEX_KEY": "too-short"}, ["b24sms.E006"]),
-    ({"FIELD_ENCRYPTION_KEYS": [], "SECRET_INDEX_KEY": ""}, ["b24sms.E005", "b24sms.E006"]),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"FIELD_ENCRYPTION_KEYS": []}, ["b24sms.E005"]),
+        ({"FIELD_ENCRYPTION_KEYS": ["not-a-fernet-key"]}, ["b24sms.E005"]),
+        ({"FIELD_ENCRYPTION_KEYS": [FERNET_KEY, "x" * 44]}, ["b24sms.E005"]),  # an old key mistyped counts too
+        ({"SECRET_INDEX_KEY": ""}, ["b24sms.E006"]),
+        ({"SECRET_INDEX_KEY": "too-short"}, ["b24sms.E006"]),
+        ({"FIELD_ENCRYPTION_KEYS": [], "SECRET_INDEX_KEY": ""}, ["b24sms.E005", "b24sms.E006"]),
+    ],
+)
 def test_production_needs_the_secret_keys(production, change, expected):
     production.FIELD_ENCRYPTION_KEYS = [FERNET_KEY]
     production.SECRET_INDEX_KEY = "an-index-key-of-this-deployment-0123456789"

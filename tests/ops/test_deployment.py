@@ -1,5 +1,6 @@
 """What ships and how it starts: no secrets in the image, production settings unless told otherwise,
 no development server on a public interface, gunicorn only reachable through the reverse proxy."""
+
 import io
 import os
 import re
@@ -28,8 +29,20 @@ PRODUCTION_ENV = {
 
 def clean_env(tmp_path, **extra) -> dict:
     """This process's environment without any Django/b24sms setting (pytest's settings module included)."""
-    prefixes = ("DJANGO_", "B24_", "B24SMS_", "IDGTL_", "METRICS_", "TRUSTED_PROXIES", "PUBLIC_BASE_URL",
-                "DATABASE_", "CELERY_", "REDIS_URL", "FIELD_ENCRYPTION_KEYS", "SECRET_INDEX_KEY")
+    prefixes = (
+        "DJANGO_",
+        "B24_",
+        "B24SMS_",
+        "IDGTL_",
+        "METRICS_",
+        "TRUSTED_PROXIES",
+        "PUBLIC_BASE_URL",
+        "DATABASE_",
+        "CELERY_",
+        "REDIS_URL",
+        "FIELD_ENCRYPTION_KEYS",
+        "SECRET_INDEX_KEY",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env.update({"DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "LOG_LEVEL": "WARNING"}, **extra)
     return env
@@ -60,7 +73,7 @@ def _pattern_regex(pattern: str) -> re.Pattern:
             out, i = out + "[^/]", i + 1
         elif pattern[i] == "[":
             end = pattern.index("]", i)
-            out, i = out + pattern[i:end + 1], end + 1
+            out, i = out + pattern[i : end + 1], end + 1
         else:
             out, i = out + re.escape(pattern[i]), i + 1
     return re.compile(out + r"\Z")
@@ -80,23 +93,56 @@ def excluded_from_image(path: str) -> bool:
     return excluded
 
 
-@pytest.mark.parametrize("path", [
-    ".env", ".env.production", "deploy/.env", "var/b24sms.sqlite3", "var/media/sendernames/charter.pdf",
-    "b24sms.sqlite3", "var/celery-broker.sqlite3-wal", "media/uploads/passport.pdf", ".git/config",
-    ".git/objects/ab/cdef", ".venv/bin/python", "b24sms/__pycache__/settings.cpython-311.pyc", "providers/x.pyc",
-    ".pytest_cache/v/cache/lastfailed", "staticfiles/admin/css/base.css", "tests/conftest.py", "bench/_common.py",
-    "fakes/idgtl.py", "docs/screenshots/login.png", ".ci/run", "certs/server.key", "tls.pem", "gunicorn.log",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ".env",
+        ".env.production",
+        "deploy/.env",
+        "var/b24sms.sqlite3",
+        "var/media/sendernames/charter.pdf",
+        "b24sms.sqlite3",
+        "var/celery-broker.sqlite3-wal",
+        "media/uploads/passport.pdf",
+        ".git/config",
+        ".git/objects/ab/cdef",
+        ".venv/bin/python",
+        "b24sms/__pycache__/settings.cpython-311.pyc",
+        "providers/x.pyc",
+        ".pytest_cache/v/cache/lastfailed",
+        "staticfiles/admin/css/base.css",
+        "tests/conftest.py",
+        "bench/_common.py",
+        "fakes/idgtl.py",
+        "docs/screenshots/login.png",
+        ".ci/run",
+        "certs/server.key",
+        "tls.pem",
+        "gunicorn.log",
+    ],
+)
 def test_secrets_local_data_and_history_stay_out_of_the_image(path):
     assert excluded_from_image(path), path
 
 
-@pytest.mark.parametrize("path", [
-    "manage.py", "requirements.txt", "b24sms/settings/production.py", "b24sms/wsgi.py", "b24sms/healthprobe.py",
-    "providers/views/inbound.py", "providers/migrations/0001_initial.py", "sendernames/validation.py",
-    "idgtl/client.py", "bitrix24/client.py", "templates/admin/base_site.html", "locale/ru/LC_MESSAGES/django.mo",
-    "providers/templates/providers/x.html",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "manage.py",
+        "requirements.txt",
+        "b24sms/settings/production.py",
+        "b24sms/wsgi.py",
+        "b24sms/healthprobe.py",
+        "providers/views/inbound.py",
+        "providers/migrations/0001_initial.py",
+        "sendernames/validation.py",
+        "idgtl/client.py",
+        "bitrix24/client.py",
+        "templates/admin/base_site.html",
+        "locale/ru/LC_MESSAGES/django.mo",
+        "providers/templates/providers/x.html",
+    ],
+)
 def test_what_the_image_needs_is_sent(path):
     assert not excluded_from_image(path), path
 
@@ -149,8 +195,9 @@ def test_the_procfile_runs_gunicorn_not_the_development_server():
 def test_make_run_names_the_development_settings_and_make_test_does_not():
     run_steps = subprocess.run(["make", "-n", "run"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
     manage_lines = [line for line in run_steps.splitlines() if "manage.py" in line]
-    assert manage_lines and all("DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-b24sms.settings.local}" in line
-                                for line in manage_lines), manage_lines
+    assert manage_lines and all(
+        "DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS_MODULE:-b24sms.settings.local}" in line for line in manage_lines
+    ), manage_lines
     assert any("DJANGO_DEBUG=${DJANGO_DEBUG:-true}" in line and "run_backoffice" in line for line in manage_lines)
     test_steps = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
     assert "pytest" in test_steps and "DJANGO_SETTINGS_MODULE" not in test_steps  # pytest.ini names the test settings
@@ -174,15 +221,20 @@ def test_run_backoffice_refuses_production_settings(monkeypatch):
 
 
 # --- Settings chosen when none is named ---------------------------------------------------------------
-SHOW = ("from django.conf import settings; import os; "
-        "print(os.environ['DJANGO_SETTINGS_MODULE'], settings.DEBUG, settings.B24_REQUIRE_HTTPS)")
+SHOW = (
+    "from django.conf import settings; import os; "
+    "print(os.environ['DJANGO_SETTINGS_MODULE'], settings.DEBUG, settings.B24_REQUIRE_HTTPS)"
+)
 
 
-@pytest.mark.parametrize("entry", [
-    ["-c", "import b24sms.wsgi; " + SHOW],
-    ["-c", "import b24sms.celery, django; django.setup(); " + SHOW],
-    ["manage.py", "shell", "-v", "0", "-c", SHOW],
-])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        ["-c", "import b24sms.wsgi; " + SHOW],
+        ["-c", "import b24sms.celery, django; django.setup(); " + SHOW],
+        ["manage.py", "shell", "-v", "0", "-c", SHOW],
+    ],
+)
 def test_without_a_settings_module_every_entry_point_runs_production(tmp_path, entry):
     result = run([sys.executable, *entry], clean_env(tmp_path, **PRODUCTION_ENV))
     assert result.returncode == 0, result.stderr
@@ -197,8 +249,14 @@ def test_without_a_settings_module_a_missing_secret_key_stops_the_server(tmp_pat
 @pytest.mark.parametrize("debug, expected", [(None, "False"), ("true", "True"), ("false", "False")])
 def test_the_development_settings_turn_debug_on_only_when_asked(tmp_path, debug, expected):
     extra = {"DJANGO_SETTINGS_MODULE": "b24sms.settings.local", **({"DJANGO_DEBUG": debug} if debug else {})}
-    result = run([sys.executable, "-c", "import django; django.setup(); from django.conf import settings; "
-                                       "print(settings.DEBUG)"], clean_env(tmp_path, **extra))
+    result = run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; print(settings.DEBUG)",
+        ],
+        clean_env(tmp_path, **extra),
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == expected
 
@@ -206,10 +264,15 @@ def test_the_development_settings_turn_debug_on_only_when_asked(tmp_path, debug,
 def test_the_development_settings_make_secret_keys_once_and_keep_them(tmp_path):
     """`make run` without keys: made on the first start, in a file only its owner reads, the same after a restart."""
     keys_file = tmp_path / "var" / "local-secret-keys.env"
-    show = [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; "
-                                  "print(settings.FIELD_ENCRYPTION_KEYS, settings.SECRET_INDEX_KEY)"]
-    env = clean_env(tmp_path, DJANGO_SETTINGS_MODULE="b24sms.settings.local",
-                    B24SMS_LOCAL_SECRET_KEYS_FILE=str(keys_file))
+    show = [
+        sys.executable,
+        "-c",
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.FIELD_ENCRYPTION_KEYS, settings.SECRET_INDEX_KEY)",
+    ]
+    env = clean_env(
+        tmp_path, DJANGO_SETTINGS_MODULE="b24sms.settings.local", B24SMS_LOCAL_SECRET_KEYS_FILE=str(keys_file)
+    )
     first, again = run(show, env), run(show, env)
     assert first.returncode == 0, first.stderr
     assert first.stdout == again.stdout and first.stdout.strip()
@@ -221,23 +284,34 @@ def test_the_development_settings_make_secret_keys_once_and_keep_them(tmp_path):
 
 
 def test_check_deploy_names_every_unsafe_production_setting(tmp_path):
-    unsafe = {**PRODUCTION_ENV, "DJANGO_SECRET_KEY": "insecure-local-development-key-change-me-0123456789abcdef",
-              "DJANGO_ALLOWED_HOSTS": "*", "PUBLIC_BASE_URL": "http://sms.example.com", "METRICS_TOKEN": "",
-              "B24_ALLOWED_PORTAL_DOMAINS": "", "TRUSTED_PROXIES": "10.0.0.0/8,proxy.internal"}
+    unsafe = {
+        **PRODUCTION_ENV,
+        "DJANGO_SECRET_KEY": "insecure-local-development-key-change-me-0123456789abcdef",
+        "DJANGO_ALLOWED_HOSTS": "*",
+        "PUBLIC_BASE_URL": "http://sms.example.com",
+        "METRICS_TOKEN": "",
+        "B24_ALLOWED_PORTAL_DOMAINS": "",
+        "TRUSTED_PROXIES": "10.0.0.0/8,proxy.internal",
+    }
     result = run([sys.executable, "manage.py", "check", "--deploy"], clean_env(tmp_path, **unsafe))
     assert result.returncode != 0
     output = result.stdout + result.stderr
     for check_id in ("b24sms.E001", "b24sms.E002", "b24sms.E003", "b24sms.E004", "b24sms.E010", "b24sms.W004"):
         assert f"({check_id})" in output, (check_id, output)
-    safe = run([sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-               clean_env(tmp_path, **PRODUCTION_ENV))
+    safe = run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        clean_env(tmp_path, **PRODUCTION_ENV),
+    )
     assert safe.returncode == 0 and "no issues" in safe.stdout, safe.stdout + safe.stderr
 
 
 def test_production_refuses_to_start_without_the_secret_keys(tmp_path):
     """Not only `check --deploy`: every management command (migrate first) stops without the keys."""
-    keyless = {name: value for name, value in PRODUCTION_ENV.items()
-               if name not in ("FIELD_ENCRYPTION_KEYS", "SECRET_INDEX_KEY")}
+    keyless = {
+        name: value
+        for name, value in PRODUCTION_ENV.items()
+        if name not in ("FIELD_ENCRYPTION_KEYS", "SECRET_INDEX_KEY")
+    }
     result = run([sys.executable, "manage.py", "migrate", "--noinput"], clean_env(tmp_path, **keyless))
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "(b24sms.E005)" in output and "(b24sms.E006)" in output, output
@@ -256,21 +330,36 @@ def audit():
 
 
 def test_the_audit_fails_on_a_known_vulnerability(audit):
-    report = {"dependencies": [
-        {"name": "django", "version": "5.2.0", "vulns": [
-            {"id": "PYSEC-2025-1", "fix_versions": ["5.2.1"], "aliases": ["CVE-2025-0001"], "description": "..."}]},
-        {"name": "requests", "version": "2.34.2", "vulns": []},
-    ], "fixes": []}
+    report = {
+        "dependencies": [
+            {
+                "name": "django",
+                "version": "5.2.0",
+                "vulns": [
+                    {
+                        "id": "PYSEC-2025-1",
+                        "fix_versions": ["5.2.1"],
+                        "aliases": ["CVE-2025-0001"],
+                        "description": "...",
+                    }
+                ],
+            },
+            {"name": "requests", "version": "2.34.2", "vulns": []},
+        ],
+        "fixes": [],
+    }
     code, lines = audit.verdict(report)
     assert code == 1
     assert any("VULNERABLE django==5.2.0: PYSEC-2025-1 (CVE-2025-0001); fixed in 5.2.1" in line for line in lines)
 
 
 def test_the_audit_reports_but_does_not_fail_when_the_vulnerability_data_is_unreachable(audit):
-    report = {"dependencies": [
-        {"name": "django", "skip_reason": "Dependency not found on PyPI and could not be audited: django (5.2.19)"},
-        {"name": "requests", "version": "2.34.2", "vulns": []},
-    ]}
+    report = {
+        "dependencies": [
+            {"name": "django", "skip_reason": "Dependency not found on PyPI and could not be audited: django (5.2.19)"},
+            {"name": "requests", "version": "2.34.2", "vulns": []},
+        ]
+    }
     code, lines = audit.verdict(report)
     assert code == 0
     assert any(line.startswith("WARNING: 1 of 2 packages could not be audited") for line in lines)

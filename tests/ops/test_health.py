@@ -1,4 +1,5 @@
 """GET /healthz: database, broker and beat, each named when it fails; and the container probe."""
+
 import os
 import socket
 import subprocess
@@ -101,7 +102,8 @@ def test_database_down_is_named(client, broker_up, heartbeat, monkeypatch):
 
 @pytest.mark.django_db
 def test_an_anonymous_caller_gets_the_verdict_without_internal_error_texts(
-        client, broker_down, heartbeat, settings, staff_user, monkeypatch):
+    client, broker_down, heartbeat, settings, staff_user, monkeypatch
+):
     """A stranger learns which part fails, never the exception text (hosts, ports, library internals)."""
     from django.db.backends.utils import CursorWrapper
 
@@ -172,16 +174,31 @@ def test_container_probe_against_gunicorn_with_production_settings(tmp_path):
     }
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "b24sms.wsgi:application", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
+
         def probe():
-            return subprocess.run([sys.executable, "-m", "b24sms.healthprobe", "/healthz?check=database"],
-                                  cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
-        result = wait_until(lambda: (r := probe()).returncode == 0 and r, timeout=40, interval=0.5, message="healthz via the probe")
+            return subprocess.run(
+                [sys.executable, "-m", "b24sms.healthprobe", "/healthz?check=database"],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+
+        result = wait_until(
+            lambda: (r := probe()).returncode == 0 and r, timeout=40, interval=0.5, message="healthz via the probe"
+        )
         assert '"status": "ok"' in result.stdout
         # The naive probe the compose file used to have: a plain-HTTP request for Host 127.0.0.1.
         import urllib.error
         import urllib.request
+
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10)
         assert refused.value.code == 400

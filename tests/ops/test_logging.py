@@ -1,4 +1,5 @@
 """Log lines: JSON with message id, installation and provider bound by context; never a secret."""
+
 import io
 import json
 import logging
@@ -15,7 +16,12 @@ def json_log(settings):
     stream = io.StringIO()
     config = json.loads(json.dumps(settings.LOGGING, default=str))
     config["formatters"]["json"]["()"] = "common.logging.JsonFormatter"
-    config["handlers"]["console"] = {"class": "logging.StreamHandler", "filters": ["context"], "formatter": "json", "stream": stream}
+    config["handlers"]["console"] = {
+        "class": "logging.StreamHandler",
+        "filters": ["context"],
+        "formatter": "json",
+        "stream": stream,
+    }
     config["handlers"]["console"]["stream"] = stream
     logging.config.dictConfig(config)
     yield lambda: [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
@@ -32,7 +38,9 @@ def test_bound_context_appears_on_every_line_and_is_unbound_after(json_log):
     logger.info("idle")
     lines = json_log()
     assert [line["message"] for line in lines] == ["sending", "i-dgtl answered 503, retrying", "sent", "idle"]
-    assert lines[0]["message_id"] == 42 and lines[0]["installation"] == "acme.bitrix24.ru" and "provider" not in lines[0]
+    assert (
+        lines[0]["message_id"] == 42 and lines[0]["installation"] == "acme.bitrix24.ru" and "provider" not in lines[0]
+    )
     assert lines[1]["provider"] == "acme_sms" and lines[1]["message_id"] == 42 and lines[1]["levelname"] == "WARNING"
     assert "provider" not in lines[2]
     assert "message_id" not in lines[3] and current_log_context() == {}
@@ -61,14 +69,27 @@ def test_no_secret_reaches_a_log_line(json_log, settings):
     s = SECRETS
     logger.info("GET /sender-names headers={'Authorization': 'Basic %s'}", s["basic key"])
     logger.info("Authorization: Bearer %s", s["access token"])
-    logger.info("refresh: grant_type=refresh_token&client_id=local.1&client_secret=%s&refresh_token=%s", s["client secret"], s["refresh token"])
-    logger.info("install payload %s", {"auth": {"access_token": s["access token"], "application_token": s["application token"]}})
-    logger.info("form auth%%5Baccess_token%%5D=%s&auth%%5Bapplication_token%%5D=%s", s["access token"], s["application token"])
+    logger.info(
+        "refresh: grant_type=refresh_token&client_id=local.1&client_secret=%s&refresh_token=%s",
+        s["client secret"],
+        s["refresh token"],
+    )
+    logger.info(
+        "install payload %s", {"auth": {"access_token": s["access token"], "application_token": s["application token"]}}
+    )
+    logger.info(
+        "form auth%%5Baccess_token%%5D=%s&auth%%5Bapplication_token%%5D=%s", s["access token"], s["application token"]
+    )
     logger.warning("Forbidden: /b24/handler/%s/", s["handler secret"])
     logger.warning("Forbidden: /b24/event/%s/", s["handler secret"])
     logger.info("callback at http://127.0.0.1:8000/idgtl/callback/%s/", s["handler secret"])
-    logger.info("call", extra={"params": {"auth": s["access token"]}, "headers": {"Authorization": "Token " + s["api token"]}})
-    logger.info("body %s", json.dumps({"refresh_token": s["refresh token"], "nested": json.dumps({"client_secret": s["client secret"]})}))
+    logger.info(
+        "call", extra={"params": {"auth": s["access token"]}, "headers": {"Authorization": "Token " + s["api token"]}}
+    )
+    logger.info(
+        "body %s",
+        json.dumps({"refresh_token": s["refresh token"], "nested": json.dumps({"client_secret": s["client secret"]})}),
+    )
     logger.info("using the configured key %s", settings.IDGTL_MESSAGES_TOKEN)
     try:
         raise RuntimeError(f"401 with Authorization: Basic {s['basic key']} and access_token={s['access token']}")
@@ -124,8 +145,8 @@ def test_celery_tasks_bind_what_they_work_on(json_log):
 @pytest.mark.django_db(transaction=True)
 def test_a_whole_message_flow_logs_no_secret(json_log, live_server, settings, idgtl, bitrix24, installation_factory):
     """Handler → i-dgtl → delivery callback → status report, everything logged at DEBUG: no secret in any line."""
-    from providers.services.portal_access import portal_client
     from providers.models import Message, Provider, ProviderRegistration, RegistrationState
+    from providers.services.portal_access import portal_client
     from providers.services.test_sms import handler_url, provider_send_test_sms
     from tests.waiting import wait_until
 
@@ -135,7 +156,9 @@ def test_a_whole_message_flow_logs_no_secret(json_log, live_server, settings, id
     installation = installation_factory(portal)
     provider = Provider.objects.create(code="logs_sms", name="Logs", sender_name="ACME")
     portal_client(installation).sender_add("logs_sms", handler_url(installation), "Logs", "")
-    ProviderRegistration.objects.create(provider=provider, installation=installation, state=RegistrationState.REGISTERED)
+    ProviderRegistration.objects.create(
+        provider=provider, installation=installation, state=RegistrationState.REGISTERED
+    )
     idgtl.allowed_sender_names.add("ACME")
     bitrix24.expire_access_tokens(portal)  # the report will refresh the token: the OAuth call is logged too
     result = provider_send_test_sms(provider=provider, phone="+79001234567", text="secret-free")
@@ -147,38 +170,64 @@ def test_a_whole_message_flow_logs_no_secret(json_log, live_server, settings, id
     output = "\n".join(json.dumps(line, ensure_ascii=False) for line in lines)
     assert len(lines) > 5
     secrets = {
-        "i-dgtl messages key": idgtl.messages_key, "i-dgtl sender-names key": idgtl.sender_names_key,
-        "client secret": "client-secret-for-logs-1", "handler secret": installation.handler_secret,
+        "i-dgtl messages key": idgtl.messages_key,
+        "i-dgtl sender-names key": idgtl.sender_names_key,
+        "client secret": "client-secret-for-logs-1",
+        "handler secret": installation.handler_secret,
         "callback secret": installation.callback_secret,
-        "application token": portal.application_token, "access token": installation.access_token,
-        "refresh token": installation.refresh_token, "first access token": portal.admin_access_token,
+        "application token": portal.application_token,
+        "access token": installation.access_token,
+        "refresh token": installation.refresh_token,
+        "first access token": portal.admin_access_token,
     }
     for name, value in secrets.items():
         assert value and value not in output, f"{name} appears in the logs"
 
 
-@pytest.mark.parametrize("line, secret", [
-    # Bitrix24's placement and install forms (and their dict reprs)
-    ("POST /b24/install/ AUTH_ID=a1b2c3d4e5f6a7b8&AUTH_EXPIRES=3600&REFRESH_ID=r9s8t7u6v5w4&member_id=m1", "a1b2c3d4e5f6a7b8"),
-    ("POST /b24/install/ AUTH_ID=a1b2c3d4e5f6a7b8&AUTH_EXPIRES=3600&REFRESH_ID=r9s8t7u6v5w4&member_id=m1", "r9s8t7u6v5w4"),
-    ("form {'AUTH_ID': 'a1b2c3d4e5f6a7b8', 'PLACEMENT': 'DEFAULT'}", "a1b2c3d4e5f6a7b8"),
-    ("APPLICATION_TOKEN=appl1cat10nT0ken55&PLACEMENT=DEFAULT", "appl1cat10nT0ken55"),
-    ("auth[access_token]=f3a8b7c6d5e4&auth[refresh_token]=9a8b7c6d5e4f&auth[domain]=acme.bitrix24.ru", "f3a8b7c6d5e4"),
-    ("auth[access_token]=f3a8b7c6d5e4&auth[refresh_token]=9a8b7c6d5e4f&auth[domain]=acme.bitrix24.ru", "9a8b7c6d5e4f"),
-    # Passwords inside URLs: database, broker, cache, any scheme
-    ("connecting to postgres://b24sms:Pg-Pa55w0rd@postgres:5432/b24sms", "Pg-Pa55w0rd"),
-    ("Cannot connect to redis://:R3dis-Pa55@redis:6379/0: Connection refused.", "R3dis-Pa55"),
-    ("broker amqp://guest:gu3st-secret@rabbit//", "gu3st-secret"),
-    ("settings {'DATABASE_URL': 'postgresql://u:p%40ss-w0rd@db/x'}", "p%40ss-w0rd"),
-    ("unencoded postgres://u:p@ss-w0rd@db/x", "ss-w0rd"),
-])
+@pytest.mark.parametrize(
+    "line, secret",
+    [
+        # Bitrix24's placement and install forms (and their dict reprs)
+        (
+            "POST /b24/install/ AUTH_ID=a1b2c3d4e5f6a7b8&AUTH_EXPIRES=3600&REFRESH_ID=r9s8t7u6v5w4&member_id=m1",
+            "a1b2c3d4e5f6a7b8",
+        ),
+        (
+            "POST /b24/install/ AUTH_ID=a1b2c3d4e5f6a7b8&AUTH_EXPIRES=3600&REFRESH_ID=r9s8t7u6v5w4&member_id=m1",
+            "r9s8t7u6v5w4",
+        ),
+        ("form {'AUTH_ID': 'a1b2c3d4e5f6a7b8', 'PLACEMENT': 'DEFAULT'}", "a1b2c3d4e5f6a7b8"),
+        ("APPLICATION_TOKEN=appl1cat10nT0ken55&PLACEMENT=DEFAULT", "appl1cat10nT0ken55"),
+        (
+            "auth[access_token]=f3a8b7c6d5e4&auth[refresh_token]=9a8b7c6d5e4f&auth[domain]=acme.bitrix24.ru",
+            "f3a8b7c6d5e4",
+        ),
+        (
+            "auth[access_token]=f3a8b7c6d5e4&auth[refresh_token]=9a8b7c6d5e4f&auth[domain]=acme.bitrix24.ru",
+            "9a8b7c6d5e4f",
+        ),
+        # Passwords inside URLs: database, broker, cache, any scheme
+        ("connecting to postgres://b24sms:Pg-Pa55w0rd@postgres:5432/b24sms", "Pg-Pa55w0rd"),
+        ("Cannot connect to redis://:R3dis-Pa55@redis:6379/0: Connection refused.", "R3dis-Pa55"),
+        ("broker amqp://guest:gu3st-secret@rabbit//", "gu3st-secret"),
+        ("settings {'DATABASE_URL': 'postgresql://u:p%40ss-w0rd@db/x'}", "p%40ss-w0rd"),
+        ("unencoded postgres://u:p@ss-w0rd@db/x", "ss-w0rd"),
+    ],
+)
 def test_install_fields_and_url_passwords_are_redacted(line, secret):
     assert secret not in redact(line)
     assert REDACTED in redact(line)
 
 
 def test_url_redaction_keeps_hosts_and_ordinary_urls():
-    assert redact("postgres://b24sms:pw-123456@postgres:5432/b24sms") == f"postgres://b24sms:{REDACTED}@postgres:5432/b24sms"
-    for text in ("https://acme.bitrix24.ru/rest/ answered 200", "http://127.0.0.1:8000/admin/", "AUTH_EXPIRES=3600",
-                 "https://evil.example\\@acme.bitrix24.ru/rest/ refused"):
+    assert (
+        redact("postgres://b24sms:pw-123456@postgres:5432/b24sms")
+        == f"postgres://b24sms:{REDACTED}@postgres:5432/b24sms"
+    )
+    for text in (
+        "https://acme.bitrix24.ru/rest/ answered 200",
+        "http://127.0.0.1:8000/admin/",
+        "AUTH_EXPIRES=3600",
+        "https://evil.example\\@acme.bitrix24.ru/rest/ refused",
+    ):
         assert redact(text) == text

@@ -2,6 +2,7 @@
 one client address, that username is refused from that address for AXES_COOLOFF_TIME, with a clear
 message in the reader's language. The address is common.netaddr's: X-Forwarded-For counts only behind
 TRUSTED_PROXIES. API tokens never log in and are not affected."""
+
 import pytest
 from axes.models import AccessAttempt
 from rest_framework.authtoken.models import Token

@@ -1,4 +1,5 @@
 """GET /metrics: django-prometheus plus b24sms metrics from the database and from any process."""
+
 import os
 from datetime import timedelta
 
@@ -7,7 +8,6 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from common import metrics
-
 
 # Redis is tested when the integration stack is configured (CI); the Django cache always.
 _BROKER = os.environ.get("CELERY_BROKER_URL", "")
@@ -85,7 +85,10 @@ def test_metrics_access(client, settings, staff_user):
     settings.METRICS_TOKEN = "scrape-token-123456"
     assert client.get("/metrics", REMOTE_ADDR="127.0.0.1").status_code == 403  # a token, once set, is required
     assert client.get("/metrics", REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Bearer wrong").status_code == 403
-    assert client.get("/metrics", REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Bearer scrape-token-123456").status_code == 200
+    assert (
+        client.get("/metrics", REMOTE_ADDR="203.0.113.9", HTTP_AUTHORIZATION="Bearer scrape-token-123456").status_code
+        == 200
+    )
     client.force_login(staff_user)
     assert client.get("/metrics", REMOTE_ADDR="203.0.113.9").status_code == 200
 
@@ -113,7 +116,9 @@ def test_idgtl_client_records_errors_and_retries(metric_store, idgtl, client):
 
 
 @pytest.mark.django_db
-def test_bitrix24_client_records_rate_limit_hits_and_retries(metric_store, bitrix24, installation_factory, client, settings):
+def test_bitrix24_client_records_rate_limit_hits_and_retries(
+    metric_store, bitrix24, installation_factory, client, settings
+):
     from providers.services.portal_access import portal_client
 
     settings.B24_RETRY_BACKOFF = 0.01

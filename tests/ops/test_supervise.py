@@ -4,6 +4,7 @@ honcho (behind `make run`) stops every process when one exits and restarts none;
 exit on its own after a Redis restart (kombu's 'hostname' AttributeError). b24sms/supervise.py starts
 it again; docker-compose.yml restarts containers with ``restart: unless-stopped``.
 """
+
 import os
 import re
 import signal
@@ -44,8 +45,12 @@ class Output:
 def supervise(tmp_path, *args, command) -> tuple[subprocess.Popen, Output]:
     output = Output(tmp_path / "supervise.log")
     with open(output.path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-I", str(SUPERVISOR), "--name", "child", *args, "--", *command],
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-I", str(SUPERVISOR), "--name", "child", *args, "--", *command],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     return process, output
 
 
@@ -58,11 +63,17 @@ def stop_group(process: subprocess.Popen) -> None:
 def test_a_process_that_exits_is_started_again_until_the_supervisor_is_stopped(tmp_path):
     process, output = supervise(tmp_path, "--restart-delay", "0.2", command=[sys.executable, "-c", CHILD])
     try:
-        first = wait_until(lambda: "child running" in output.text() and output.started_pids("child"), timeout=20,
-                           message="the child to run")[0]
+        first = wait_until(
+            lambda: "child running" in output.text() and output.started_pids("child"),
+            timeout=20,
+            message="the child to run",
+        )[0]
         os.kill(first, signal.SIGKILL)  # a crash the child cannot clean up after
-        pids = wait_until(lambda: len(output.started_pids("child")) == 2 and output.started_pids("child"), timeout=20,
-                          message="the child to be started again")
+        pids = wait_until(
+            lambda: len(output.started_pids("child")) == 2 and output.started_pids("child"),
+            timeout=20,
+            message="the child to be started again",
+        )
         assert "exited (exit code 137)" in output.text()
         wait_until(lambda: output.text().count("child running") == 2, timeout=20, message="the new child to run")
 
@@ -78,8 +89,14 @@ def test_a_process_that_exits_is_started_again_until_the_supervisor_is_stopped(t
 
 def test_a_process_that_keeps_exiting_at_start_is_given_up(tmp_path):
     """A broken setting is not a crash to retry forever: honcho then stops everything, the error on screen."""
-    process, output = supervise(tmp_path, "--restart-delay", "0.05", "--give-up-after", "3",
-                                command=[sys.executable, "-c", "import sys; print('bad setting'); sys.exit(3)"])
+    process, output = supervise(
+        tmp_path,
+        "--restart-delay",
+        "0.05",
+        "--give-up-after",
+        "3",
+        command=[sys.executable, "-c", "import sys; print('bad setting'); sys.exit(3)"],
+    )
     try:
         assert process.wait(timeout=30) == 3
         assert len(output.started_pids("child")) == 3 and output.text().count("bad setting") == 3
@@ -95,7 +112,9 @@ def test_make_run_puts_worker_and_beat_under_the_supervisor(db):
 
     out = io.StringIO()
     call_command("run_backoffice", "--dry-run", stdout=out)
-    lines = dict(line.split(": ", 1) for line in out.getvalue().splitlines() if line.startswith(("web: ", "worker: ", "beat: ")))
+    lines = dict(
+        line.split(": ", 1) for line in out.getvalue().splitlines() if line.startswith(("web: ", "worker: ", "beat: "))
+    )
     assert lines["worker"].startswith(f"{sys.executable} -I {SUPERVISOR} --name worker -- ")
     assert lines["worker"].endswith("-m celery -A b24sms worker --loglevel=INFO --concurrency=2")
     assert lines["beat"].startswith(f"{sys.executable} -I {SUPERVISOR} --name beat -- ")
@@ -111,21 +130,44 @@ def test_compose_restarts_web_worker_and_beat():
 def test_make_run_brings_a_killed_worker_back(tmp_path):
     """`kill -9` of the worker under run_backoffice: it comes back, and the web never stopped."""
     port = free_port()
-    prefixes = ("DJANGO_", "B24_", "B24SMS_", "IDGTL_", "METRICS_", "PUBLIC_BASE_URL", "DATABASE_", "CELERY_",
-                "REDIS_URL")
+    prefixes = (
+        "DJANGO_",
+        "B24_",
+        "B24SMS_",
+        "IDGTL_",
+        "METRICS_",
+        "PUBLIC_BASE_URL",
+        "DATABASE_",
+        "CELERY_",
+        "REDIS_URL",
+    )
     env = {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
-    env.update({
-        "DJANGO_SETTINGS_MODULE": "b24sms.settings.local", "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        "CELERY_BROKER_URL": f"b24sqla+sqlite:///{tmp_path / 'broker.sqlite3'}", "PORT": str(port),
-        "IDGTL_MESSAGES_TOKEN": "a2V5OjE=", "IDGTL_SENDER_NAMES_TOKEN": "a2V5OjI=",  # real keys: no sandbox
-        "LOG_LEVEL": "INFO", "LOG_FORMAT": "text", "DJANGO_DEBUG": "false",
-    })
-    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True,
-                   timeout=180)
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "b24sms.settings.local",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "CELERY_BROKER_URL": f"b24sqla+sqlite:///{tmp_path / 'broker.sqlite3'}",
+            "PORT": str(port),
+            "IDGTL_MESSAGES_TOKEN": "a2V5OjE=",
+            "IDGTL_SENDER_NAMES_TOKEN": "a2V5OjI=",  # real keys: no sandbox
+            "LOG_LEVEL": "INFO",
+            "LOG_FORMAT": "text",
+            "DJANGO_DEBUG": "false",
+        }
+    )
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=ROOT, env=env, check=True, timeout=180
+    )
     output = Output(tmp_path / "run.log")
     with open(output.path, "w") as log:
-        process = subprocess.Popen([sys.executable, "manage.py", "run_backoffice"], cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "run_backoffice"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def web_answers() -> bool:
         try:
@@ -146,8 +188,12 @@ def test_make_run_brings_a_killed_worker_back(tmp_path):
     workers = []
     try:
         try:
-            wait_until(lambda: ready_workers() == 1 and web_answers(), timeout=120, interval=0.5,
-                       message="web and worker to start")
+            wait_until(
+                lambda: ready_workers() == 1 and web_answers(),
+                timeout=120,
+                interval=0.5,
+                message="web and worker to start",
+            )
             workers = output.started_pids("worker")
             assert len(workers) == 1
             os.kill(workers[0], signal.SIGKILL)

@@ -1,4 +1,5 @@
 """Russian is complete: every string of locale/ru is translated, and the committed .mo matches the .po."""
+
 import re
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def test_every_string_is_translated():
 
 
 def test_placeholders_are_kept():
-    for msgid, plural, strs, _flags, _context in po_entries():
+    for msgid, _plural, strs, _flags, _context in po_entries():
         wanted = set(re.findall(r"%\(\w+\)[sd]", msgid))
         for text in strs:
             assert set(re.findall(r"%\(\w+\)[sd]", text)) == wanted, (msgid, text)

@@ -1,4 +1,5 @@
 """Rows for an installed portal with a registered provider, and HANDLER bodies as Bitrix24 sends them."""
+
 import urllib.parse
 
 import pytest
@@ -11,17 +12,26 @@ MEMBER_ID = "a223c6b3710f85df22e9377d6c4f7553"
 
 @pytest.fixture
 def installation(db):
-    application = BitrixApplication.objects.create(name="app", client_id="local.1.2", client_secret="s", is_default=True)
+    application = BitrixApplication.objects.create(
+        name="app", client_id="local.1.2", client_secret="s", is_default=True
+    )
     return Installation.objects.create(
-        application=application, member_id=MEMBER_ID, domain="acme.bitrix24.test",
-        client_endpoint="https://acme.bitrix24.test/rest/", access_token="at", refresh_token="rt",
-        application_token=APPLICATION_TOKEN)
+        application=application,
+        member_id=MEMBER_ID,
+        domain="acme.bitrix24.test",
+        client_endpoint="https://acme.bitrix24.test/rest/",
+        access_token="at",
+        refresh_token="rt",
+        application_token=APPLICATION_TOKEN,
+    )
 
 
 @pytest.fixture
 def provider(installation):
     provider = Provider.objects.create(code="provider1", name="SMS", sender_name="MyShop")
-    ProviderRegistration.objects.create(provider=provider, installation=installation, state=RegistrationState.REGISTERED)
+    ProviderRegistration.objects.create(
+        provider=provider, installation=installation, state=RegistrationState.REGISTERED
+    )
     return provider
 
 
@@ -51,11 +61,17 @@ def crm_fields(**overrides) -> dict:
 
 def bizproc_fields(**overrides) -> dict:
     fields = crm_fields(**{"module_id": "bizproc", "bindings[0][OWNER_TYPE_ID]": None, "bindings[0][OWNER_ID]": None})
-    fields.update({
-        "workflow_id": "59ce38567ff2a5.26351167",
-        "document_id[0]": "crm", "document_id[1]": "CCrmDocumentLead", "document_id[2]": "LEAD_98",
-        "document_type[0]": "crm", "document_type[1]": "CCrmDocumentLead", "document_type[2]": "LEAD",
-    })
+    fields.update(
+        {
+            "workflow_id": "59ce38567ff2a5.26351167",
+            "document_id[0]": "crm",
+            "document_id[1]": "CCrmDocumentLead",
+            "document_id[2]": "LEAD_98",
+            "document_type[0]": "crm",
+            "document_type[1]": "CCrmDocumentLead",
+            "document_type[2]": "LEAD",
+        }
+    )
     fields.update(overrides)
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -106,8 +122,10 @@ class RecordingIdgtl:
         if isinstance(answer, Exception):
             raise answer
         if answer is None:
-            answer = {"errors": False, "items": [
-                {"code": 201, "messageUuid": f"uuid-{m['externalMessageId']}"} for m in messages]}
+            answer = {
+                "errors": False,
+                "items": [{"code": 201, "messageUuid": f"uuid-{m['externalMessageId']}"} for m in messages],
+            }
         return answer
 
     def get_messages(self, **kwargs):
@@ -116,7 +134,7 @@ class RecordingIdgtl:
         if kwargs.get("message_uuids"):
             items = [i for i in items if i["messageUuid"] in kwargs["message_uuids"]]
         page, per_page = kwargs.get("page", 1), kwargs.get("per_page", 100)
-        return {"total": len(items), "items": items[(page - 1) * per_page: page * per_page]}
+        return {"total": len(items), "items": items[(page - 1) * per_page : page * per_page]}
 
 
 @pytest.fixture
@@ -129,7 +147,12 @@ def idgtl_api(monkeypatch, account):
 def make_message(installation, provider, n: int = 1, **fields):
     from providers.models import Message
 
-    values = {"module_id": "crm", "message_to": f"+7999000{n:04d}", "destination": f"7999000{n:04d}",
-              "text": f"text {n}", "sender_name": provider.sender_name}
+    values = {
+        "module_id": "crm",
+        "message_to": f"+7999000{n:04d}",
+        "destination": f"7999000{n:04d}",
+        "text": f"text {n}",
+        "sender_name": provider.sender_name,
+    }
     values.update(fields)
     return Message.objects.create(installation=installation, provider=provider, message_id=f"m{n:031d}", **values)

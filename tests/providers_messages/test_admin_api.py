@@ -1,22 +1,24 @@
 """Operators see messages with their timeline and what was reported to Bitrix24 (admin and API)."""
+
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from providers.models import MessageState, MessageStatusChange, StatusReport, StatusReportState
-
-from .conftest import make_message
+from tests.providers_messages.conftest import make_message
 
 
 @pytest.fixture
 def history(installation, provider):
     message = make_message(installation, provider, 1, state=MessageState.DELIVERED, idgtl_message_uuid="u-1")
     MessageStatusChange.objects.create(message=message, previous_state="", state="received", source="handler")
-    MessageStatusChange.objects.create(message=message, previous_state="sent", state="delivered", source="callback",
-                                       idgtl_status="delivered")
-    StatusReport.objects.create(message=message, status="delivered", state=StatusReportState.ACCEPTED,
-                                reported_at=timezone.now(), attempts=1)
+    MessageStatusChange.objects.create(
+        message=message, previous_state="sent", state="delivered", source="callback", idgtl_status="delivered"
+    )
+    StatusReport.objects.create(
+        message=message, status="delivered", state=StatusReportState.ACCEPTED, reported_at=timezone.now(), attempts=1
+    )
     other = make_message(installation, provider, 2, state=MessageState.FAILED, error_message="Invalid destination")
     return message, other
 
@@ -40,7 +42,10 @@ def test_api_lists_and_filters_messages(api_client, history):
 def test_api_detail_has_the_timeline_and_reports(api_client, history):
     message, _other = history
     detail = api_client.get(f"/api/messages/{message.pk}/").json()
-    assert [(c["state"], c["source"]) for c in detail["timeline"]] == [("received", "handler"), ("delivered", "callback")]
+    assert [(c["state"], c["source"]) for c in detail["timeline"]] == [
+        ("received", "handler"),
+        ("delivered", "callback"),
+    ]
     assert [(r["status"], r["state"]) for r in detail["status_reports"]] == [("delivered", "accepted")]
     assert detail["status_reports"][0]["reported_at"]
 
@@ -78,9 +83,17 @@ def many_messages(installation, provider):
     """Messages over several portals and providers, each with a timeline and reports."""
     from providers.models import Installation, Provider, ProviderRegistration
 
-    portals = [installation] + [Installation.objects.create(
-        application=installation.application, member_id=f"m{n}", domain=f"p{n}.bitrix24.test",
-        client_endpoint=f"https://p{n}.bitrix24.test/rest/", access_token="a", refresh_token="r") for n in range(2)]
+    portals = [installation] + [
+        Installation.objects.create(
+            application=installation.application,
+            member_id=f"m{n}",
+            domain=f"p{n}.bitrix24.test",
+            client_endpoint=f"https://p{n}.bitrix24.test/rest/",
+            access_token="a",
+            refresh_token="r",
+        )
+        for n in range(2)
+    ]
     providers = [provider] + [Provider.objects.create(code=f"prov{n}", name="P", sender_name="S") for n in range(2)]
     n = 0
     for portal in portals:
@@ -96,8 +109,9 @@ def many_messages(installation, provider):
     return n
 
 
-def test_admin_changelist_queries_do_not_grow_with_messages(client, staff_user, many_messages,
-                                                           django_assert_max_num_queries):
+def test_admin_changelist_queries_do_not_grow_with_messages(
+    client, staff_user, many_messages, django_assert_max_num_queries
+):
     client.force_login(staff_user)
     with django_assert_max_num_queries(12):
         response = client.get("/admin/providers/message/")
@@ -106,8 +120,9 @@ def test_admin_changelist_queries_do_not_grow_with_messages(client, staff_user, 
     assert all(f"m{n:031d}" in html for n in range(1, many_messages + 1))
 
 
-def test_admin_detail_queries_do_not_grow_with_the_timeline(client, staff_user, many_messages,
-                                                            django_assert_max_num_queries):
+def test_admin_detail_queries_do_not_grow_with_the_timeline(
+    client, staff_user, many_messages, django_assert_max_num_queries
+):
     from providers.models import Message
 
     client.force_login(staff_user)
@@ -130,8 +145,19 @@ def test_api_list_and_detail_queries_are_bounded(api_client, many_messages, djan
     assert len(detail["timeline"]) == 4 and len(detail["status_reports"]) == 2
 
 
-@pytest.mark.parametrize("query", ["message_id=a%00b", "destination=%00", "idgtl_status=%00", "portal_domain=%00",
-                                   "provider_code=%00", "created_from=%00", "portal=%00", "state=%00"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "message_id=a%00b",
+        "destination=%00",
+        "idgtl_status=%00",
+        "portal_domain=%00",
+        "provider_code=%00",
+        "created_from=%00",
+        "portal=%00",
+        "state=%00",
+    ],
+)
 def test_api_filters_with_a_nul_are_400(api_client, history, query):
     response = api_client.get(f"/api/messages/?{query}")
     assert response.status_code == 400

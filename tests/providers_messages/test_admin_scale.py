@@ -1,6 +1,7 @@
 """The messages changelist costs the same with ten million messages as with a few (issue 9, item 7; measured
 by bench/scale.py): no COUNT(*) over the table, filters listed from the code, no date hierarchy, and a search
 that is an exact match on indexed columns."""
+
 import re
 
 import pytest
@@ -23,8 +24,11 @@ def admin_client(client, staff_user):
 
 def message_queries(captured) -> list[str]:
     """The queries that read messages (an EXPLAIN reads none)."""
-    return [q["sql"] for q in captured
-            if re.search(r'FROM "providers_message"', q["sql"]) and not q["sql"].startswith("EXPLAIN")]
+    return [
+        q["sql"]
+        for q in captured
+        if re.search(r'FROM "providers_message"', q["sql"]) and not q["sql"].startswith("EXPLAIN")
+    ]
 
 
 def test_filters_are_listed_without_reading_the_messages(admin_client, installation, provider):
@@ -79,8 +83,9 @@ def test_the_paginator_counts_exactly_off_postgresql(installation, provider):
 
 # --- PostgreSQL: the estimate, and the plans -------------------------------------------------------------------
 @pytest.mark.integration
-def test_a_large_result_is_shown_as_an_estimate_without_a_count_over_the_table(admin_client, installation, provider,
-                                                                               monkeypatch):
+def test_a_large_result_is_shown_as_an_estimate_without_a_count_over_the_table(
+    admin_client, installation, provider, monkeypatch
+):
     for n in range(1, 13):
         make_message(installation, provider, n)
     with connection.cursor() as cursor:
@@ -114,11 +119,14 @@ def test_the_changelist_takes_the_same_queries_with_more_messages(admin_client, 
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("term, index", [
-    ("+7 999 000-0001", "providers_msg_destination_idx"),
-    (f"m{1:031d}", "providers_message_once_per_portal"),
-    ("6f1c2a9e-0000-4000-8000-000000000001", "providers_message_uuid_idx"),
-])
+@pytest.mark.parametrize(
+    "term, index",
+    [
+        ("+7 999 000-0001", "providers_msg_destination_idx"),
+        (f"m{1:031d}", "providers_message_once_per_portal"),
+        ("6f1c2a9e-0000-4000-8000-000000000001", "providers_message_uuid_idx"),
+    ],
+)
 def test_each_search_is_answered_from_an_index(admin_client, installation, provider, term, index):
     make_message(installation, provider, 1, idgtl_message_uuid="6f1c2a9e-0000-4000-8000-000000000001")
     with CaptureQueriesContext(connection) as captured:

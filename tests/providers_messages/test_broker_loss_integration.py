@@ -12,6 +12,7 @@ no HANDLER call comes after it to ask for a send run. Nothing brings the work ba
 (messages-send-waiting, messages-report-statuses, providers-resume-stuck-registrations), which find
 it in the database.
 """
+
 import os
 import signal
 import subprocess
@@ -56,24 +57,64 @@ class Stack:
 
     def _start(self, name: str, command: list[str]) -> None:
         with open(self.tmp_path / f"{name}.log", "w") as log:
-            self.processes[name] = subprocess.Popen(command, cwd=ROOT, env=self.env, stdout=log,
-                                                    stderr=subprocess.STDOUT, start_new_session=True)
+            self.processes[name] = subprocess.Popen(
+                command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
 
     def _supervised(self, name: str, command: list[str]) -> list[str]:
         return [sys.executable, "-I", str(SUPERVISOR), "--name", name, "--restart-delay", "0.5", "--", *command]
 
     def start(self) -> None:
         celery = [sys.executable, "-m", "celery", "-A", "b24sms"]
-        self._start("web", [sys.executable, "-m", "gunicorn", "b24sms.wsgi:application", "--bind",
-                            f"127.0.0.1:{self.web_port}", "--workers", "2", "--threads", "8", "--timeout", "60",
-                            "--no-control-socket"])  # its default path is one for every gunicorn of the machine
-        self._start("worker", self._supervised("worker", [
-            *celery, "worker", "--loglevel=INFO", "--concurrency=2", "--pool=prefork", "-Q", self.queue,
-            "--without-gossip", "--without-mingle", "-n", f"{self.queue}@%h"]))
+        self._start(
+            "web",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "b24sms.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{self.web_port}",
+                "--workers",
+                "2",
+                "--threads",
+                "8",
+                "--timeout",
+                "60",
+                "--no-control-socket",
+            ],
+        )  # its default path is one for every gunicorn of the machine
+        self._start(
+            "worker",
+            self._supervised(
+                "worker",
+                [
+                    *celery,
+                    "worker",
+                    "--loglevel=INFO",
+                    "--concurrency=2",
+                    "--pool=prefork",
+                    "-Q",
+                    self.queue,
+                    "--without-gossip",
+                    "--without-mingle",
+                    "-n",
+                    f"{self.queue}@%h",
+                ],
+            ),
+        )
         self._start("beat", self._supervised("beat", [*celery, "beat", "--loglevel=INFO"]))
         try:
-            wait_until(lambda: " ready." in self.log("worker") and "[supervise] beat: started" in self.log("beat")
-                       and self.web_answers(), timeout=60, interval=0.2, message="web, worker and beat")
+            wait_until(
+                lambda: (
+                    " ready." in self.log("worker")
+                    and "[supervise] beat: started" in self.log("beat")
+                    and self.web_answers()
+                ),
+                timeout=60,
+                interval=0.2,
+                message="web, worker and beat",
+            )
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.logs()}") from None
 
@@ -139,7 +180,8 @@ def delivered_on_portal(portal, message_ids) -> int:
 
 
 def test_redis_restarted_empty_mid_burst_every_sms_final_none_sent_twice(
-        stack, private_redis, bitrix24, idgtl, installation_factory):
+    stack, private_redis, bitrix24, idgtl, installation_factory
+):
     from providers.services.registration import provider_create
 
     # A portal with provider sms1 registered (inline here: the HANDLER is the gunicorn of the stack).
@@ -188,13 +230,19 @@ def test_redis_restarted_empty_mid_burst_every_sms_final_none_sent_twice(
 
     registration = ProviderRegistration.objects.get(provider=second)
     try:
-        wait_until(lambda: delivered_on_portal(portal, message_ids) == BURST,
-                   timeout=FINAL_WITHIN - (time.monotonic() - redis_back["at"]), interval=0.5,
-                   message=f"all {BURST} SMS to be delivered on the portal")
+        wait_until(
+            lambda: delivered_on_portal(portal, message_ids) == BURST,
+            timeout=FINAL_WITHIN - (time.monotonic() - redis_back["at"]),
+            interval=0.5,
+            message=f"all {BURST} SMS to be delivered on the portal",
+        )
         final_after = time.monotonic() - redis_back["at"]
-        wait_until(lambda: ProviderRegistration.objects.get(pk=registration.pk).state == RegistrationState.REGISTERED,
-                   timeout=max(1.0, REGISTERED_WITHIN - (time.monotonic() - redis_back["at"])), interval=0.5,
-                   message="the registration whose task was lost to be done")
+        wait_until(
+            lambda: ProviderRegistration.objects.get(pk=registration.pk).state == RegistrationState.REGISTERED,
+            timeout=max(1.0, REGISTERED_WITHIN - (time.monotonic() - redis_back["at"])),
+            interval=0.5,
+            message="the registration whose task was lost to be done",
+        )
         registered_after = time.monotonic() - redis_back["at"]
     except AssertionError as exc:
         states = Counter(Message.objects.filter(message_id__in=message_ids).values_list("state", flat=True))
@@ -206,5 +254,7 @@ def test_redis_restarted_empty_mid_burst_every_sms_final_none_sent_twice(
     ours = {str(pk) for pk in Message.objects.filter(message_id__in=message_ids).values_list("pk", flat=True)}
     assert set(sends) == ours and set(sends.values()) == {1}
     restarts = stack.log("worker").count("[supervise] worker: exited")
-    print(f"final {final_after:.1f}s and registered {registered_after:.1f}s after Redis was back; "
-          f"worker restarted {restarts} time(s)")
+    print(
+        f"final {final_after:.1f}s and registered {registered_after:.1f}s after Redis was back; "
+        f"worker restarted {restarts} time(s)"
+    )

@@ -4,6 +4,7 @@ An event for a uuid not recorded yet is kept (answered 2xx once stored) and appl
 transaction that records the uuid, so the order of callback and answer never matters. Beat's sweep
 applies what became known another way and drops what waited longer than a message lives.
 """
+
 import importlib
 import json
 import threading
@@ -15,16 +16,14 @@ from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-from common import metrics
 from b24sms.roles import OPERATOR, VIEWER
+from common import metrics
 from providers.models import Installation, Message, MessageState, UnmatchedCallbackEvent
 from providers.services.delivery import callback_events_apply_pending, callback_inbox_sweep
 from providers.services.sending import messages_resolve_unknown_outcomes, messages_send_waiting
-
+from tests.providers_messages.conftest import make_message
+from tests.providers_messages.test_delivery import callback, event
 from tests.waiting import wait_until
-
-from .conftest import make_message
-from .test_delivery import callback, event
 
 
 @pytest.fixture
@@ -38,8 +37,10 @@ def uuid_of(message) -> str:
 
 
 def sent_then_delivered(message) -> list[dict]:
-    return [event(uuid_of(message), "sent", "sent", status_time="2026-01-01T10:00:01Z"),
-            event(uuid_of(message), "delivered", status_time="2026-01-01T10:00:02Z")]
+    return [
+        event(uuid_of(message), "sent", "sent", status_time="2026-01-01T10:00:01Z"),
+        event(uuid_of(message), "delivered", status_time="2026-01-01T10:00:02Z"),
+    ]
 
 
 def timeline(message) -> list[tuple]:
@@ -51,8 +52,12 @@ def scrape(client) -> dict:
 
     response = client.get("/metrics", REMOTE_ADDR="127.0.0.1")
     assert response.status_code == 200
-    return {sample.name: sample.value for family in text_string_to_metric_families(response.content.decode())
-            for sample in family.samples if not sample.labels}
+    return {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(response.content.decode())
+        for sample in family.samples
+        if not sample.labels
+    }
 
 
 @pytest.mark.parametrize("order", ["callback first", "answer first"])
@@ -71,9 +76,16 @@ def test_the_order_of_callback_and_answer_does_not_matter(client, installation, 
 
     waiting.refresh_from_db()
     assert (waiting.state, waiting.idgtl_status, waiting.idgtl_message_uuid) == (
-        MessageState.DELIVERED, "delivered", uuid_of(waiting))
-    assert timeline(waiting) == [("send", "sending", ""), ("send", "sent", ""), ("callback", "sent", "sent"),
-                                 ("callback", "delivered", "delivered")]
+        MessageState.DELIVERED,
+        "delivered",
+        uuid_of(waiting),
+    )
+    assert timeline(waiting) == [
+        ("send", "sending", ""),
+        ("send", "sent", ""),
+        ("callback", "sent", "sent"),
+        ("callback", "delivered", "delivered"),
+    ]
     assert list(waiting.status_reports.values_list("status", flat=True))[-1:] == ["delivered"]
     assert not UnmatchedCallbackEvent.objects.exists()
     assert len(idgtl_api.sent) == 1
@@ -101,22 +113,31 @@ def test_repeated_events_are_kept_once(client, installation, waiting, idgtl_api)
     messages_send_waiting()
     waiting.refresh_from_db()
     assert waiting.state == MessageState.DELIVERED
-    assert [s for s in timeline(waiting) if s[0] == "callback"] == [("callback", "sent", "sent"),
-                                                                   ("callback", "delivered", "delivered")]
+    assert [s for s in timeline(waiting) if s[0] == "callback"] == [
+        ("callback", "sent", "sent"),
+        ("callback", "delivered", "delivered"),
+    ]
     assert not UnmatchedCallbackEvent.objects.exists()
 
 
 def test_events_that_would_change_nothing_are_not_kept(client, installation, waiting):
-    response = callback(client, installation, [
-        event(uuid_of(waiting), "read", "read"), event(uuid_of(waiting), "no-such-status"),
-        {"callback_event": "price", "price": 1.5}])
+    response = callback(
+        client,
+        installation,
+        [
+            event(uuid_of(waiting), "read", "read"),
+            event(uuid_of(waiting), "no-such-status"),
+            {"callback_event": "price", "price": 1.5},
+        ],
+    )
     assert response.json() == {"result": "ok", "applied": 0, "kept": 0}
     assert not UnmatchedCallbackEvent.objects.exists()
 
 
 def test_kept_events_stay_with_their_installation(client, installation, waiting, idgtl_api):
-    stranger = Installation.objects.create(application=installation.application, member_id="other", domain="o.test",
-                                           client_endpoint="https://o.test/rest/")
+    stranger = Installation.objects.create(
+        application=installation.application, member_id="other", domain="o.test", client_endpoint="https://o.test/rest/"
+    )
     assert callback(client, stranger, sent_then_delivered(waiting)).json()["kept"] == 2
     messages_send_waiting()
     waiting.refresh_from_db()
@@ -125,17 +146,27 @@ def test_kept_events_stay_with_their_installation(client, installation, waiting,
 
 
 def test_events_kept_during_an_unknown_outcome_apply_when_the_lookup_finds_the_message(
-        client, installation, provider, idgtl_api):
+    client, installation, provider, idgtl_api
+):
     now = timezone.now()
-    message = make_message(installation, provider, 1, state=MessageState.SENDING, send_attempts=1,
-                           sending_started_at=now - timedelta(seconds=5), next_check_at=now - timedelta(seconds=1))
+    message = make_message(
+        installation,
+        provider,
+        1,
+        state=MessageState.SENDING,
+        send_attempts=1,
+        sending_started_at=now - timedelta(seconds=5),
+        next_check_at=now - timedelta(seconds=1),
+    )
     assert callback(client, installation, [event("found-later", "delivered")]).json()["kept"] == 1
     idgtl_api.known = [{"externalMessageId": str(message.pk), "messageUuid": "found-later", "status": "sending"}]
     assert messages_resolve_unknown_outcomes() == 1
     message.refresh_from_db()
     assert (message.state, message.idgtl_message_uuid) == (MessageState.DELIVERED, "found-later")
     assert [(source, state) for source, state, _status in timeline(message)] == [
-        ("reconciler", "sent"), ("callback", "delivered")]
+        ("reconciler", "sent"),
+        ("callback", "delivered"),
+    ]
     assert not UnmatchedCallbackEvent.objects.exists()
     assert idgtl_api.sent == []  # found, not sent again
 
@@ -162,9 +193,14 @@ def test_events_past_the_message_lifetime_are_dropped_and_counted(client, settin
     metrics.store().clear()
     now = timezone.now()
     lifetime = timedelta(hours=settings.MESSAGES_LIFETIME_HOURS, seconds=settings.MESSAGES_LIFETIME_MARGIN)
-    callback(client, installation, [event("never-recorded-1", "delivered"), event("never-recorded-2", "delivered"),
-                                    event("recent", "delivered")])
-    UnmatchedCallbackEvent.objects.exclude(message_uuid="recent").update(received_at=now - lifetime - timedelta(seconds=1))
+    callback(
+        client,
+        installation,
+        [event("never-recorded-1", "delivered"), event("never-recorded-2", "delivered"), event("recent", "delivered")],
+    )
+    UnmatchedCallbackEvent.objects.exclude(message_uuid="recent").update(
+        received_at=now - lifetime - timedelta(seconds=1)
+    )
     UnmatchedCallbackEvent.objects.filter(message_uuid="recent").update(received_at=now - timedelta(minutes=10))
 
     samples = scrape(client)
@@ -190,8 +226,9 @@ def test_the_model_knows_when_an_event_expires(settings, installation):
 
 
 def test_the_raw_event_is_kept_bounded_and_hostile_text_is_harmless(client, installation):
-    body = json.dumps([event("hostile", "delivered", nul="a\u0000b", lone="\ud800", cyrillic="доставлено",
-                             zz_padding="x" * 50_000)])
+    body = json.dumps(
+        [event("hostile", "delivered", nul="a\u0000b", lone="\ud800", cyrillic="доставлено", zz_padding="x" * 50_000)]
+    )
     response = callback(client, installation, body)
     assert response.status_code == 200 and response.json()["kept"] == 1
     kept = UnmatchedCallbackEvent.objects.get()
@@ -203,8 +240,9 @@ def test_the_raw_event_is_kept_bounded_and_hostile_text_is_harmless(client, inst
     assert json.loads(UnmatchedCallbackEvent.objects.get(message_uuid="small").raw_event) == small[0]
 
 
-@pytest.mark.parametrize("bad", [{"message_uuid": "u" * 65}, {"message_uuid": "a\u0000b"}, {"status": "s" * 33},
-                                 {"status": ""}])
+@pytest.mark.parametrize(
+    "bad", [{"message_uuid": "u" * 65}, {"message_uuid": "a\u0000b"}, {"status": "s" * 33}, {"status": ""}]
+)
 def test_bad_events_are_400_and_nothing_is_kept(client, installation, bad):
     response = callback(client, installation, [event("good", "delivered"), {**event(), **bad}])
     assert response.status_code == 400
@@ -228,8 +266,12 @@ def test_beat_sweeps_the_inbox_every_minute():
 def test_the_task_runs_the_sweep(installation):
     from providers.tasks.messages import sweep_callback_inbox
 
-    UnmatchedCallbackEvent.objects.create(installation=installation, message_uuid="old", status="delivered",
-                                          received_at=timezone.now() - timedelta(days=3))
+    UnmatchedCallbackEvent.objects.create(
+        installation=installation,
+        message_uuid="old",
+        status="delivered",
+        received_at=timezone.now() - timedelta(days=3),
+    )
     assert sweep_callback_inbox.delay().get()["dropped"] == 1
 
 
@@ -312,21 +354,26 @@ def inbox_lock_waiters() -> int:
     from providers.services.delivery import INBOX_LOCK_NAMESPACE
 
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                       "AND classid::bigint = %s AND database = (SELECT oid FROM pg_database "
-                       "WHERE datname = current_database())", [INBOX_LOCK_NAMESPACE])
+        cursor.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND classid::bigint = %s AND database = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database())",
+            [INBOX_LOCK_NAMESPACE],
+        )
         return cursor.fetchone()[0]
 
 
 @pytest.fixture
 def in_flight(transactional_db, installation, provider):
     """A claimed message whose answer from i-dgtl (uuid "raced") is being recorded."""
-    return make_message(installation, provider, 1, state=MessageState.SENDING, send_attempts=1,
-                        sending_started_at=timezone.now())
+    return make_message(
+        installation, provider, 1, state=MessageState.SENDING, send_attempts=1, sending_started_at=timezone.now()
+    )
 
 
 def record_uuid_and_apply_pending(message, *, before_pending=None, after_pending=None):
     """What _apply_send_result does: record the uuid, then apply kept events, in one transaction."""
+
     def work():
         with transaction.atomic():
             Message.objects.filter(pk=message.pk).update(state=MessageState.SENT, idgtl_message_uuid="raced")
@@ -336,14 +383,17 @@ def record_uuid_and_apply_pending(message, *, before_pending=None, after_pending
             if after_pending:
                 after_pending()
             return applied
+
     return work
 
 
 def delivered_callback(installation):
     from providers.services.delivery import CallbackEvent, callback_events_apply
 
-    return lambda: callback_events_apply(installation=installation, events=[
-        CallbackEvent(message_uuid="raced", status="delivered", status_time=timezone.now())])
+    return lambda: callback_events_apply(
+        installation=installation,
+        events=[CallbackEvent(message_uuid="raced", status="delivered", status_time=timezone.now())],
+    )
 
 
 @pytest.mark.integration
@@ -361,8 +411,9 @@ def test_a_callback_holding_the_inbox_lock_is_seen_by_the_recording_transaction(
         return keep(installation, events)
 
     monkeypatch.setattr(delivery, "_inbox_keep", keep_when_the_send_waits)
-    send = Step(record_uuid_and_apply_pending(in_flight, before_pending=lambda: (recorded.set(),
-                                                                               callback_locked.wait(30))))
+    send = Step(
+        record_uuid_and_apply_pending(in_flight, before_pending=lambda: (recorded.set(), callback_locked.wait(30)))
+    )
     assert recorded.wait(30)
     callback = Step(delivered_callback(installation))
     wait_until(lambda: inbox_lock_waiters() == 1, timeout=20, message="the send to wait for the inbox lock")
@@ -380,8 +431,9 @@ def test_a_callback_waiting_for_the_inbox_lock_finds_the_recorded_uuid(installat
     """The recording transaction holds the lock (it found nothing kept); the callback, which did not
     see the uncommitted uuid, waits for the lock, looks again after that commit and applies."""
     send_locked, callback_waits = threading.Event(), threading.Event()
-    send = Step(record_uuid_and_apply_pending(in_flight, after_pending=lambda: (send_locked.set(),
-                                                                              callback_waits.wait(30))))
+    send = Step(
+        record_uuid_and_apply_pending(in_flight, after_pending=lambda: (send_locked.set(), callback_waits.wait(30)))
+    )
     assert send_locked.wait(30)
     callback = Step(delivered_callback(installation))
     wait_until(lambda: inbox_lock_waiters() == 1, timeout=20, message="the callback to wait for the inbox lock")

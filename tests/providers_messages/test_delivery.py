@@ -1,4 +1,5 @@
 """i-dgtl delivery callbacks and the reconciler."""
+
 import json
 from datetime import timedelta
 
@@ -7,25 +8,41 @@ from django.utils import timezone
 
 from providers.models import MessageState, StatusReport
 from providers.services.delivery import messages_reconcile
-
-from .conftest import make_message
+from tests.providers_messages.conftest import make_message
 
 
 @pytest.fixture
 def sent_message(installation, provider):
-    return make_message(installation, provider, 1, state=MessageState.SENT, idgtl_message_uuid="063474ec-0001",
-                        sending_started_at=timezone.now(), sent_at=timezone.now())
+    return make_message(
+        installation,
+        provider,
+        1,
+        state=MessageState.SENT,
+        idgtl_message_uuid="063474ec-0001",
+        sending_started_at=timezone.now(),
+        sent_at=timezone.now(),
+    )
 
 
 def event(uuid="063474ec-0001", status="delivered", callback_event="delivered", **extra):
-    return {"message_uuid": uuid, "channel_type": "SMS", "callback_event": callback_event, "status": status,
-            "status_time": "2026-01-01T10:00:00Z", **extra}
+    return {
+        "message_uuid": uuid,
+        "channel_type": "SMS",
+        "callback_event": callback_event,
+        "status": status,
+        "status_time": "2026-01-01T10:00:00Z",
+        **extra,
+    }
 
 
 def callback(client, installation, body, secret=None, **extra):
     data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return client.post(f"/idgtl/callback/{secret or installation.callback_secret}/", data=data,
-                       content_type="application/json", **extra)
+    return client.post(
+        f"/idgtl/callback/{secret or installation.callback_secret}/",
+        data=data,
+        content_type="application/json",
+        **extra,
+    )
 
 
 def test_delivered_callback_finalises_and_queues_the_report(client, installation, sent_message):
@@ -66,7 +83,8 @@ def test_sent_event_records_the_status_without_a_new_state(client, installation,
     sent_message.refresh_from_db()
     assert (sent_message.state, sent_message.idgtl_status) == (MessageState.SENT, "sent")
     assert list(sent_message.status_changes.values_list("state", "idgtl_status", "source")) == [
-        ("sent", "sent", "callback")]  # on the timeline, though the state stays
+        ("sent", "sent", "callback")
+    ]  # on the timeline, though the state stays
     assert not StatusReport.objects.exists()  # Bitrix24 already has "sent"
 
 
@@ -81,9 +99,17 @@ def test_an_earlier_idgtl_status_does_not_overwrite_a_later_one(client, installa
 
 def test_batched_events_and_price_click_are_acknowledged(client, installation, provider, sent_message):
     other = make_message(installation, provider, 2, state=MessageState.SENT, idgtl_message_uuid="063474ec-0002")
-    response = callback(client, installation, [
-        event(), event(uuid="063474ec-0002", status="undelivered"), {"callback_event": "price", "price": 1.5},
-        {"callback_event": "click", "message_uuid": "063474ec-0001"}, event(uuid="unknown-uuid")])
+    response = callback(
+        client,
+        installation,
+        [
+            event(),
+            event(uuid="063474ec-0002", status="undelivered"),
+            {"callback_event": "price", "price": 1.5},
+            {"callback_event": "click", "message_uuid": "063474ec-0001"},
+            event(uuid="unknown-uuid"),
+        ],
+    )
     assert response.status_code == 200
     other.refresh_from_db()
     assert other.state == MessageState.UNDELIVERED
@@ -92,15 +118,17 @@ def test_batched_events_and_price_click_are_acknowledged(client, installation, p
 def test_callbacks_only_touch_messages_of_their_installation(client, installation, provider, sent_message):
     from providers.models import Installation
 
-    stranger = Installation.objects.create(application=installation.application, member_id="other", domain="o.test",
-                                           client_endpoint="https://o.test/rest/")
+    stranger = Installation.objects.create(
+        application=installation.application, member_id="other", domain="o.test", client_endpoint="https://o.test/rest/"
+    )
     callback(client, stranger, [event()])
     sent_message.refresh_from_db()
     assert sent_message.state == MessageState.SENT
 
 
-@pytest.mark.parametrize("body", [b"not json", b"{}", b'"x"', b"[1]", json.dumps([event(uuid=None)]),
-                                  json.dumps([event(status=5)]), b"\xff"])
+@pytest.mark.parametrize(
+    "body", [b"not json", b"{}", b'"x"', b"[1]", json.dumps([event(uuid=None)]), json.dumps([event(status=5)]), b"\xff"]
+)
 def test_malformed_callback_is_400_and_changes_nothing(client, installation, sent_message, body):
     response = callback(client, installation, body)
     assert response.status_code == 400
@@ -122,12 +150,33 @@ def test_ip_allowlist(client, settings, installation, sent_message):
 
 
 def test_reconciler_looks_up_due_messages_and_applies_final_status(installation, provider, idgtl_api):
-    due = make_message(installation, provider, 1, state=MessageState.SENT, idgtl_message_uuid="u-1",
-                       sending_started_at=timezone.now(), next_check_at=timezone.now() - timedelta(seconds=1))
-    still = make_message(installation, provider, 2, state=MessageState.SENT, idgtl_message_uuid="u-2",
-                         sending_started_at=timezone.now(), next_check_at=timezone.now() - timedelta(seconds=1))
-    not_yet = make_message(installation, provider, 3, state=MessageState.SENT, idgtl_message_uuid="u-3",
-                           sending_started_at=timezone.now(), next_check_at=timezone.now() + timedelta(hours=1))
+    due = make_message(
+        installation,
+        provider,
+        1,
+        state=MessageState.SENT,
+        idgtl_message_uuid="u-1",
+        sending_started_at=timezone.now(),
+        next_check_at=timezone.now() - timedelta(seconds=1),
+    )
+    still = make_message(
+        installation,
+        provider,
+        2,
+        state=MessageState.SENT,
+        idgtl_message_uuid="u-2",
+        sending_started_at=timezone.now(),
+        next_check_at=timezone.now() - timedelta(seconds=1),
+    )
+    not_yet = make_message(
+        installation,
+        provider,
+        3,
+        state=MessageState.SENT,
+        idgtl_message_uuid="u-3",
+        sending_started_at=timezone.now(),
+        next_check_at=timezone.now() + timedelta(hours=1),
+    )
     idgtl_api.known = [{"messageUuid": "u-1", "status": "delivered"}, {"messageUuid": "u-2", "status": "sent"}]
     assert messages_reconcile()["checked"] == 2
     assert idgtl_api.lookups[0]["message_uuids"] == ["u-1", "u-2"]
@@ -139,11 +188,20 @@ def test_reconciler_looks_up_due_messages_and_applies_final_status(installation,
 
 
 def test_reconciler_fails_messages_past_the_lifetime(settings, installation, provider, idgtl_api):
-    old = timezone.now() - timedelta(hours=settings.MESSAGES_LIFETIME_HOURS, seconds=settings.MESSAGES_LIFETIME_MARGIN + 5)
-    expired = make_message(installation, provider, 1, state=MessageState.SENT, idgtl_message_uuid="u-1",
-                           sending_started_at=old)
-    young = make_message(installation, provider, 2, state=MessageState.SENT, idgtl_message_uuid="u-2",
-                         sending_started_at=timezone.now() - timedelta(hours=settings.MESSAGES_LIFETIME_HOURS))
+    old = timezone.now() - timedelta(
+        hours=settings.MESSAGES_LIFETIME_HOURS, seconds=settings.MESSAGES_LIFETIME_MARGIN + 5
+    )
+    expired = make_message(
+        installation, provider, 1, state=MessageState.SENT, idgtl_message_uuid="u-1", sending_started_at=old
+    )
+    young = make_message(
+        installation,
+        provider,
+        2,
+        state=MessageState.SENT,
+        idgtl_message_uuid="u-2",
+        sending_started_at=timezone.now() - timedelta(hours=settings.MESSAGES_LIFETIME_HOURS),
+    )
     assert messages_reconcile()["expired"] == 1
     expired.refresh_from_db(), young.refresh_from_db()
     assert expired.state == MessageState.FAILED and "lifetime" in expired.error_message

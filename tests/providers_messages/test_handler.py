@@ -1,13 +1,19 @@
 """POST /b24/handler/<secret>/: every outcome a caller can see, and what is stored."""
+
 import threading
+
 import pytest
 from django.db import connection
 
 from providers.models import (
-    InstallationState, Message, MessageState, MessageStatusChange, RegistrationState, StatusReport,
+    InstallationState,
+    Message,
+    MessageState,
+    MessageStatusChange,
+    RegistrationState,
+    StatusReport,
 )
-
-from .conftest import bizproc_fields, crm_fields, encode, without_auth
+from tests.providers_messages.conftest import bizproc_fields, crm_fields, encode, without_auth
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -24,8 +30,9 @@ def no_send(monkeypatch):
     return calls
 
 
-def test_crm_message_is_stored_once_and_a_send_is_enqueued_on_commit(client, installation, provider, no_send,
-                                                                     django_capture_on_commit_callbacks):
+def test_crm_message_is_stored_once_and_a_send_is_enqueued_on_commit(
+    client, installation, provider, no_send, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         response = post(client, installation, encode(crm_fields()))
     assert response.status_code == 200
@@ -75,8 +82,9 @@ def test_invalid_number_is_stored_then_fails_without_calling_idgtl(client, insta
     assert message.state == MessageState.FAILED and "12" in message.error_message
 
 
-def test_repeated_post_answers_200_and_changes_nothing(client, installation, provider, no_send,
-                                                       django_capture_on_commit_callbacks):
+def test_repeated_post_answers_200_and_changes_nothing(
+    client, installation, provider, no_send, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         first = post(client, installation, encode(crm_fields()))
         second = post(client, installation, encode(crm_fields(message_body="changed")))
@@ -98,14 +106,17 @@ def test_message_receive_with_an_installation_finds_the_provider(installation, p
         message_receive(installation=installation, form=handler_form_parse(encode(crm_fields(code="nope"))))
 
 
-@pytest.mark.parametrize("body", [
-    b"",
-    b"hello",
-    encode(crm_fields(code=None)),
-    encode(crm_fields(message_id=None)),
-    encode(crm_fields(**{"message_to": None, "properties[phone_number]": None})),
-    b"message_body=%FF&code=provider1&message_id=1&message_to=%2B79990000001",
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"hello",
+        encode(crm_fields(code=None)),
+        encode(crm_fields(message_id=None)),
+        encode(crm_fields(**{"message_to": None, "properties[phone_number]": None})),
+        b"message_body=%FF&code=provider1&message_id=1&message_to=%2B79990000001",
+    ],
+)
 def test_malformed_body_is_400_json_and_nothing_is_stored(client, installation, provider, body):
     response = post(client, installation, body)
     assert response.status_code == 400
@@ -118,8 +129,9 @@ def test_missing_field_is_named(client, installation, provider):
     assert response.json()["field"] == "message_id"
 
 
-@pytest.mark.parametrize("case", ["wrong_secret", "wrong_token", "token_missing", "other_portal", "removed",
-                                  "needs_reinstall"])
+@pytest.mark.parametrize(
+    "case", ["wrong_secret", "wrong_token", "token_missing", "other_portal", "removed", "needs_reinstall"]
+)
 def test_forged_or_unauthorised_calls_are_403_and_nothing_is_stored(client, installation, provider, case):
     fields, secret = crm_fields(), None
     if case == "wrong_secret":
@@ -189,8 +201,9 @@ def test_concurrent_identical_posts_store_one_message(installation, provider):
     assert MessageStatusChange.objects.count() == 1
 
 
-def test_a_broker_failure_after_commit_still_answers_200(client, installation, provider, monkeypatch,
-                                                          django_capture_on_commit_callbacks):
+def test_a_broker_failure_after_commit_still_answers_200(
+    client, installation, provider, monkeypatch, django_capture_on_commit_callbacks
+):
     def broken():
         raise ConnectionError("redis is down")
 
@@ -231,8 +244,9 @@ def test_a_connection_the_database_dropped_costs_no_message(installation, provid
     assert post(client, installation, encode(crm_fields(message_id="1"))).status_code == 200
     backend = connection.connection.info.backend_pid
     dsn = connection.get_connection_params()
-    with psycopg.connect(dbname=dsn["dbname"], user=dsn.get("user"), host=dsn.get("host"), port=dsn.get("port"),
-                         autocommit=True) as admin:
+    with psycopg.connect(
+        dbname=dsn["dbname"], user=dsn.get("user"), host=dsn.get("host"), port=dsn.get("port"), autocommit=True
+    ) as admin:
         admin.execute("SELECT pg_terminate_backend(%s)", [backend])
     response = post(client, installation, encode(crm_fields(message_id="2")))
     assert response.status_code == 200 and response.json()["result"] == "accepted"
@@ -244,8 +258,7 @@ def test_a_connection_the_database_dropped_costs_no_message(installation, provid
 
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
-def test_a_statement_whose_answer_was_lost_is_stored_once_and_still_sent(installation, provider, no_send,
-                                                                         monkeypatch):
+def test_a_statement_whose_answer_was_lost_is_stored_once_and_still_sent(installation, provider, no_send, monkeypatch):
     """The statement committed, then the connection broke before its answer: the full path finds the
     message (one row) and makes sure its send is asked for."""
     from django.db import OperationalError
@@ -305,7 +318,16 @@ def test_the_prepared_statements_setting(value, expected):
     env = {**os.environ, "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/x", "DATABASE_PREPARED_STATEMENTS": value}
     if not value:
         del env["DATABASE_PREPARED_STATEMENTS"]
-    out = subprocess.run([sys.executable, "-c", "from b24sms.settings import base; "
-                          "print(base.DATABASES['default'].get('OPTIONS', {}).get('prepare_threshold'))"],
-                         env=env, capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from b24sms.settings import base; "
+            "print(base.DATABASES['default'].get('OPTIONS', {}).get('prepare_threshold'))",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert out == str(expected)

@@ -1,5 +1,6 @@
 """One statement of who may post to the HANDLER (intake.HANDLER_ACCESS_RULE), read by both paths: the
 one-statement SQL of PostgreSQL and the general path's check must accept and refuse the same calls."""
+
 import pytest
 
 from providers.handler_form import handler_form_parse
@@ -24,7 +25,9 @@ def _call(installation, case):
     if "state" in overrides:
         installation.state = overrides.pop("state")
         installation.save(update_fields=["state"])
-    fields = crm_fields(message_id=f"rule-{abs(hash(case))}", **{k: v for k, v in overrides.items() if k != "drop_auth"})
+    fields = crm_fields(
+        message_id=f"rule-{abs(hash(case))}", **{k: v for k, v in overrides.items() if k != "drop_auth"}
+    )
     if overrides.get("drop_auth"):
         fields = {k: v for k, v in fields.items() if not k.startswith("auth[")}
     return handler_form_parse(encode(fields))

@@ -1,8 +1,7 @@
 import pytest
 
 from providers.handler_form import HandlerFormError, handler_form_parse
-
-from .conftest import APPLICATION_TOKEN, bizproc_fields, crm_fields, encode, without_auth
+from tests.providers_messages.conftest import APPLICATION_TOKEN, bizproc_fields, crm_fields, encode, without_auth
 
 
 @pytest.mark.parametrize("raw_brackets", [False, True])
@@ -33,7 +32,9 @@ def test_bizproc_message_without_auth():
 def test_several_bindings_keep_their_order():
     fields = crm_fields(**{"bindings[1][OWNER_TYPE_ID]": "2", "bindings[1][OWNER_ID]": "7"})
     assert handler_form_parse(encode(fields)).bindings == [
-        {"OWNER_TYPE_ID": "3", "OWNER_ID": "123"}, {"OWNER_TYPE_ID": "2", "OWNER_ID": "7"}]
+        {"OWNER_TYPE_ID": "3", "OWNER_ID": "123"},
+        {"OWNER_TYPE_ID": "2", "OWNER_ID": "7"},
+    ]
 
 
 def test_text_with_ampersands_plus_and_cyrillic_survives():
@@ -47,18 +48,24 @@ def test_legacy_properties_stand_in_for_missing_fields():
     assert form.message_body == "Your code: 1234"
 
 
-@pytest.mark.parametrize("body, field", [
-    (b"", ""),
-    (encode(crm_fields(code=None)), "code"),
-    (encode(crm_fields(message_id=None)), "message_id"),
-    (encode(crm_fields(message_id="x" * 129)), "message_id"),
-    (encode(crm_fields(**{"message_to": None, "properties[phone_number]": None})), "message_to"),
-    (encode(crm_fields(**{"code": None, "code[0]": "a"})), "code"),
-    (encode(crm_fields(ts="yesterday")), "ts"),
-    (encode(crm_fields(**{"auth[application_token][x]": "1", "auth[application_token]": None})), "auth[application_token]"),
-    (b"message_body=%FF%FE&code=p&message_id=1&message_to=1", ""),
-    (b"\xff\xfe\x00garbage", ""),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (b"", ""),
+        (encode(crm_fields(code=None)), "code"),
+        (encode(crm_fields(message_id=None)), "message_id"),
+        (encode(crm_fields(message_id="x" * 129)), "message_id"),
+        (encode(crm_fields(**{"message_to": None, "properties[phone_number]": None})), "message_to"),
+        (encode(crm_fields(**{"code": None, "code[0]": "a"})), "code"),
+        (encode(crm_fields(ts="yesterday")), "ts"),
+        (
+            encode(crm_fields(**{"auth[application_token][x]": "1", "auth[application_token]": None})),
+            "auth[application_token]",
+        ),
+        (b"message_body=%FF%FE&code=p&message_id=1&message_to=1", ""),
+        (b"\xff\xfe\x00garbage", ""),
+    ],
+)
 def test_malformed_bodies_name_the_problem(body, field):
     with pytest.raises(HandlerFormError) as error:
         handler_form_parse(body)

@@ -1,5 +1,6 @@
 """The HANDLER and the i-dgtl callback find their installation by the keyed hash of the URL secret (a blind
 index), and check the application token by its keyed hash: nothing on the HANDLER's path is decrypted."""
+
 import json
 
 import pytest
@@ -44,8 +45,10 @@ def test_the_handler_secret_is_matched_by_its_index(client, installation, provid
     assert list(Message.objects.values_list("message_id", flat=True)) == ["by-index-2"]
 
 
-@pytest.mark.parametrize("token, status", [(APPLICATION_TOKEN, 200), (APPLICATION_TOKEN[:-1], 403),
-                                           (APPLICATION_TOKEN.upper(), 403), ("", 403)])
+@pytest.mark.parametrize(
+    "token, status",
+    [(APPLICATION_TOKEN, 200), (APPLICATION_TOKEN[:-1], 403), (APPLICATION_TOKEN.upper(), 403), ("", 403)],
+)
 def test_the_application_token_is_checked_against_its_keyed_hash(client, installation, provider, token, status):
     response = post(client, installation.handler_secret, crm_fields(**{"auth[application_token]": token}))
     assert response.status_code == status
@@ -58,8 +61,15 @@ def test_a_callback_secret_opens_no_handler(client, installation, provider):
 
 
 def callback(client, secret, uuid):
-    event = [{"message_uuid": uuid, "channel_type": "SMS", "callback_event": "delivered", "status": "delivered",
-              "status_time": "2026-01-01T10:00:00Z"}]
+    event = [
+        {
+            "message_uuid": uuid,
+            "channel_type": "SMS",
+            "callback_event": "delivered",
+            "status": "delivered",
+            "status_time": "2026-01-01T10:00:00Z",
+        }
+    ]
     return client.post(f"/idgtl/callback/{secret}/", data=json.dumps(event), content_type="application/json")
 
 

@@ -1,26 +1,32 @@
 """The PHP-style form parser the HANDLER and the install endpoint read Bitrix24's bodies with."""
+
 import urllib.parse
 
 import pytest
 import qs_codec
 
 from providers.php_form import PhpFormError, php_form_decode
-
-from .conftest import bizproc_fields, crm_fields
+from tests.providers_messages.conftest import bizproc_fields, crm_fields
 
 
 def test_bitrix24_bodies_decode_as_the_qs_reference_decodes_them():
     """qs (a different implementation of the same PHP rules) is the reference for well-formed bodies."""
-    fields = crm_fields(**{"bindings[1][OWNER_TYPE_ID]": "2", "bindings[1][OWNER_ID]": "7",
-                           "message_body": "Код: 1+1 & всё = 100%"})
-    for body in (urllib.parse.urlencode(fields), urllib.parse.urlencode(bizproc_fields()),
-                 urllib.parse.urlencode(fields, safe="[]")):
+    fields = crm_fields(
+        **{"bindings[1][OWNER_TYPE_ID]": "2", "bindings[1][OWNER_ID]": "7", "message_body": "Код: 1+1 & всё = 100%"}
+    )
+    for body in (
+        urllib.parse.urlencode(fields),
+        urllib.parse.urlencode(bizproc_fields()),
+        urllib.parse.urlencode(fields, safe="[]"),
+    ):
         assert php_form_decode(body) == qs_codec.decode(body)
 
 
 def test_nested_keys_lists_and_appends():
     assert php_form_decode("a[0][x]=1&a[0][y]=2&a[1][x]=3&b[]=p&b[]=q&b[]=r") == {
-        "a": [{"x": "1", "y": "2"}, {"x": "3"}], "b": ["p", "q", "r"]}
+        "a": [{"x": "1", "y": "2"}, {"x": "3"}],
+        "b": ["p", "q", "r"],
+    }
 
 
 def test_percent_encoded_brackets_and_plus_as_space():
@@ -48,13 +54,21 @@ def test_a_field_given_as_a_value_and_as_a_set_is_refused_naming_it(body):
 
 def test_keys_deeper_than_the_depth_keep_the_rest_as_one_key():
     assert php_form_decode("a[b][c][d][e]=1", depth=3) == {"a": {"b": {"c": {"d": {"[e]": "1"}}}}}
-    assert php_form_decode("a[b][c][d][e]=1", depth=3) == qs_codec.decode("a[b][c][d][e]=1", qs_codec.DecodeOptions(depth=3))
+    assert php_form_decode("a[b][c][d][e]=1", depth=3) == qs_codec.decode(
+        "a[b][c][d][e]=1", qs_codec.DecodeOptions(depth=3)
+    )
 
 
-@pytest.mark.parametrize("body,expected", [
-    ("a[b=1", {"a[b": "1"}), ("a]b[=1", {"a]b[": "1"}), ("a[b]c=1", {"a[b]c": "1"}), ("[a]=1", {"[a]": "1"}),
-    ("=1&&x&y=", {"x": "", "y": ""}),
-])
+@pytest.mark.parametrize(
+    "body,expected",
+    [
+        ("a[b=1", {"a[b": "1"}),
+        ("a]b[=1", {"a]b[": "1"}),
+        ("a[b]c=1", {"a[b]c": "1"}),
+        ("[a]=1", {"[a]": "1"}),
+        ("=1&&x&y=", {"x": "", "y": ""}),
+    ],
+)
 def test_odd_keys_are_taken_literally_and_empty_ones_skipped(body, expected):
     assert php_form_decode(body) == expected
 

@@ -2,14 +2,14 @@
 
 A message over a quota is not sent to i-dgtl: it ends failed with the reason, Bitrix24 is told
 ``failed``, the refusal is counted by reason, and the portal shows under "Needs attention"."""
+
 import pytest
 from django.utils import timezone
 
 from common import metrics
 from providers.models import Message, MessageState, StatusReport
 from providers.services.sending import messages_send_waiting
-
-from .conftest import make_message
+from tests.providers_messages.conftest import make_message
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def metric_store(settings):
 
 
 def refusals():
-    return {k: v for k, v in metrics.store().read("quota_refusals").items()}
+    return dict(metrics.store().read("quota_refusals").items())
 
 
 def sent_ids(idgtl_api):
@@ -29,12 +29,13 @@ def sent_ids(idgtl_api):
 
 
 def test_monthly_parts_limit_fails_the_message_over_it_and_sends_the_rest(
-        installation, provider, idgtl_api, metric_store, django_capture_on_commit_callbacks):
+    installation, provider, idgtl_api, metric_store, django_capture_on_commit_callbacks
+):
     installation.quota_monthly_parts = 3
     installation.save()
-    one = make_message(installation, provider, 1)                        # 1 part
-    two = make_message(installation, provider, 2, text="a" * 161)        # 2 parts (GSM-7, 153 each)
-    three = make_message(installation, provider, 3)                      # 1 more: over the limit
+    one = make_message(installation, provider, 1)  # 1 part
+    two = make_message(installation, provider, 2, text="a" * 161)  # 2 parts (GSM-7, 153 each)
+    three = make_message(installation, provider, 3)  # 1 more: over the limit
     with django_capture_on_commit_callbacks(execute=True):
         assert messages_send_waiting() == 2
     assert sorted(sent_ids(idgtl_api)) == [one.pk, two.pk]
@@ -66,8 +67,9 @@ def test_a_failed_message_does_not_spend_the_quota(installation, provider, idgtl
     assert second.state == MessageState.SENT
 
 
-def test_per_recipient_limit_per_rolling_hour(installation, provider, idgtl_api, metric_store,
-                                              django_capture_on_commit_callbacks):
+def test_per_recipient_limit_per_rolling_hour(
+    installation, provider, idgtl_api, metric_store, django_capture_on_commit_callbacks
+):
     installation.quota_recipient_per_hour = 2
     installation.save()
     same = "+79990001111"
@@ -85,7 +87,8 @@ def test_per_recipient_limit_per_rolling_hour(installation, provider, idgtl_api,
 
     # An hour later the number may be written to again.
     Message.objects.filter(pk__in=[m.pk for m in first]).update(
-        sending_started_at=timezone.now() - timezone.timedelta(minutes=61))
+        sending_started_at=timezone.now() - timezone.timedelta(minutes=61)
+    )
     later = make_message(installation, provider, 5, message_to=same, destination="")
     assert messages_send_waiting() == 1
     later.refresh_from_db()
@@ -134,8 +137,9 @@ def test_warning_threshold_shows_the_portal_under_needs_attention(admin_client_e
     assert "acme.bitrix24.test" in html
 
 
-def test_a_refusal_shows_the_portal_under_needs_attention(admin_client_en, installation, provider, idgtl_api,
-                                                          django_capture_on_commit_callbacks):
+def test_a_refusal_shows_the_portal_under_needs_attention(
+    admin_client_en, installation, provider, idgtl_api, django_capture_on_commit_callbacks
+):
     installation.quota_recipient_per_hour = 0
     installation.save()
     make_message(installation, provider, 1)
@@ -147,8 +151,15 @@ def test_a_refusal_shows_the_portal_under_needs_attention(admin_client_en, insta
 
 def test_admin_form_validates_quotas(admin_client_en, installation):
     url = f"/admin/providers/installation/{installation.pk}/change/"
-    data = {"account": "", "default_region": "RU", "rate_limit_burst": 50, "rate_limit_drain_per_second": 2,
-            "quota_monthly_parts": -1, "quota_recipient_per_hour": "", "quota_warning_percent": 120}
+    data = {
+        "account": "",
+        "default_region": "RU",
+        "rate_limit_burst": 50,
+        "rate_limit_drain_per_second": 2,
+        "quota_monthly_parts": -1,
+        "quota_recipient_per_hour": "",
+        "quota_warning_percent": 120,
+    }
     response = admin_client_en.post(url, data)
     assert response.status_code == 200
     errors = response.context["adminform"].form.errors
@@ -156,8 +167,11 @@ def test_admin_form_validates_quotas(admin_client_en, installation):
     data.update(quota_monthly_parts=1000, quota_warning_percent=90, quota_recipient_per_hour=5)
     assert admin_client_en.post(url, data).status_code == 302
     installation.refresh_from_db()
-    assert (installation.quota_monthly_parts, installation.quota_recipient_per_hour,
-            installation.quota_warning_percent) == (1000, 5, 90)
+    assert (
+        installation.quota_monthly_parts,
+        installation.quota_recipient_per_hour,
+        installation.quota_warning_percent,
+    ) == (1000, 5, 90)
 
 
 def test_api_sets_and_validates_quotas(api_client, installation):
@@ -170,7 +184,11 @@ def test_api_sets_and_validates_quotas(api_client, installation):
     response = api_client.patch(url, {"quota_monthly_parts": 500, "quota_recipient_per_hour": 3}, format="json")
     assert response.status_code == 200, response.content
     body = response.json()
-    assert (body["quota_monthly_parts"], body["quota_recipient_per_hour"], body["quota_warning_percent"]) == (500, 3, 80)
+    assert (body["quota_monthly_parts"], body["quota_recipient_per_hour"], body["quota_warning_percent"]) == (
+        500,
+        3,
+        80,
+    )
     assert api_client.patch(url, {"domain": "evil.example"}, format="json").status_code == 200
     installation.refresh_from_db()
     assert installation.domain == "acme.bitrix24.test"  # only the quotas are writable

@@ -1,13 +1,13 @@
 """Quotas under concurrency on PostgreSQL: workers claiming messages of the same portal at the same moment
 (each its own connection and transaction) never spend more than the monthly limit, nor write one number
 more often than the per-recipient limit."""
+
 import pytest
 
 from providers.models import Message, MessageState
 from providers.services.sending import messages_claim
 from tests.concurrency import run_together
-
-from .conftest import make_message
+from tests.providers_messages.conftest import make_message
 
 pytestmark = pytest.mark.integration
 
@@ -38,8 +38,10 @@ def test_two_workers_cannot_both_spend_the_last_parts(transactional_db, installa
     spent = sum(Message.objects.filter(state=MessageState.SENDING).values_list("parts", flat=True))
     assert 24 <= spent <= 25  # messages of 1 and 2 parts: never more than the limit, and no part left unused
     assert Message.objects.filter(state=MessageState.FAILED).count() == 60 - len(claimed)
-    assert all("monthly SMS parts limit" in e for e in
-               Message.objects.filter(state=MessageState.FAILED).values_list("error_message", flat=True))
+    assert all(
+        "monthly SMS parts limit" in e
+        for e in Message.objects.filter(state=MessageState.FAILED).values_list("error_message", flat=True)
+    )
 
 
 def test_two_workers_cannot_exceed_the_per_recipient_limit(transactional_db, installation, provider):

@@ -6,6 +6,7 @@ task (Redis would after an hour): the send lease lapses and the sweep that beat 
 15 seconds (played here by the test, which enqueues that same task on that period) looks the
 messages up at i-dgtl.
 """
+
 import os
 import signal
 import subprocess
@@ -32,13 +33,33 @@ SWEEP_PERIOD = 15.0  # b24sms/celery.py: messages-send-waiting
 def start_worker_group(env: dict, log_path, queue: str) -> WorkerProcess:
     log = open(log_path, "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "b24sms", "worker", "--loglevel=INFO", "--concurrency=2",
-         "--pool=prefork", "-Q", queue, "--without-gossip", "--without-mingle",
-         "-n", f"{queue}-{uuid.uuid4().hex[:6]}@%h"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "b24sms",
+            "worker",
+            "--loglevel=INFO",
+            "--concurrency=2",
+            "--pool=prefork",
+            "-Q",
+            queue,
+            "--without-gossip",
+            "--without-mingle",
+            "-n",
+            f"{queue}-{uuid.uuid4().hex[:6]}@%h",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     worker = WorkerProcess(process, log_path, queue)
-    wait_until(lambda: " ready." in worker.logs() or process.poll() is not None, timeout=60,
-               message="celery worker to start")
+    wait_until(
+        lambda: " ready." in worker.logs() or process.poll() is not None, timeout=60, message="celery worker to start"
+    )
     assert process.poll() is None, worker.logs()[-4000:]
     return worker
 
@@ -66,9 +87,15 @@ def own_queue(transactional_db, live_server, settings):
 
 @pytest.fixture
 def workers(worker_environment, own_queue, tmp_path):
-    env = {**os.environ, **worker_environment, "CELERY_TASK_DEFAULT_QUEUE": own_queue,
-           "IDGTL_TIMEOUT": str(IDGTL_TIMEOUT), "IDGTL_CONNECT_TIMEOUT": "2", "MESSAGES_SEND_LEASE_MARGIN": "2",
-           "MESSAGES_SEND_DEBOUNCE": "0.5"}
+    env = {
+        **os.environ,
+        **worker_environment,
+        "CELERY_TASK_DEFAULT_QUEUE": own_queue,
+        "IDGTL_TIMEOUT": str(IDGTL_TIMEOUT),
+        "IDGTL_CONNECT_TIMEOUT": "2",
+        "MESSAGES_SEND_LEASE_MARGIN": "2",
+        "MESSAGES_SEND_DEBOUNCE": "0.5",
+    }
     started: list[WorkerProcess] = []
 
     def start():
@@ -104,7 +131,8 @@ class Beat:
 
 
 def test_worker_killed_mid_send_every_message_final_within_the_bound_none_twice(
-        workers, live_server, bitrix24, idgtl, settings):
+    workers, live_server, bitrix24, idgtl, settings
+):
     from providers.services.installations import application_sync_default
     from providers.services.registration import provider_create
 
@@ -115,30 +143,47 @@ def test_worker_killed_mid_send_every_message_final_within_the_bound_none_twice(
     assert bitrix24.install(portal, live_server.url + "/b24/install/", mode="event").status_code == 200
     installation = Installation.objects.get(member_id=portal.member_id)
     provider_create(code="sms1", name="SMS via i-dgtl", sender_name=SENDER_NAME, installations=[installation])
-    wait_until(lambda: ProviderRegistration.objects.filter(state=RegistrationState.REGISTERED).exists(),
-               timeout=30, message="the provider to be registered")
+    wait_until(
+        lambda: ProviderRegistration.objects.filter(state=RegistrationState.REGISTERED).exists(),
+        timeout=30,
+        message="the provider to be registered",
+    )
     idgtl.allowed_sender_names.add(SENDER_NAME)
     idgtl.auto_deliver_after = 1.0  # i-dgtl delivers a second after it took a message (and calls back)
     idgtl.send_answer_delay = IDGTL_TIMEOUT - 1  # ... but holds its answer to POST /message
 
     ids = [bitrix24.send_sms(portal, "sms1", f"+7999000{n:04d}", f"kill {n}")[0] for n in range(2000, 2040)]
-    wait_until(lambda: any(r.method == "POST" and r.path.endswith("/message") for r in idgtl.requests),
-               timeout=30, message="the worker to be inside POST /message")
+    wait_until(
+        lambda: any(r.method == "POST" and r.path.endswith("/message") for r in idgtl.requests),
+        timeout=30,
+        message="the worker to be inside POST /message",
+    )
     kill_group(worker)
     killed_at = time.monotonic()
     idgtl.send_answer_delay = 0
     workers()  # what the process manager does: a new worker
 
     with Beat(SWEEP_PERIOD):
-        wait_until(lambda: Message.objects.filter(message_id__in=ids, final_at__isnull=False).count() == len(ids),
-                   timeout=IDGTL_TIMEOUT + 60, interval=0.5, message="every message to reach a final status")
+        wait_until(
+            lambda: Message.objects.filter(message_id__in=ids, final_at__isnull=False).count() == len(ids),
+            timeout=IDGTL_TIMEOUT + 60,
+            interval=0.5,
+            message="every message to reach a final status",
+        )
     recovered_in = time.monotonic() - killed_at
 
-    sent = [item["externalMessageId"] for r in idgtl.requests if r.method == "POST" and r.path.endswith("/message")
-            for item in r.json]
+    sent = [
+        item["externalMessageId"]
+        for r in idgtl.requests
+        if r.method == "POST" and r.path.endswith("/message")
+        for item in r.json
+    ]
     assert sorted(sent) == sorted(set(sent)), "a message was sent to i-dgtl twice"
     assert len(set(sent)) == len(ids)
     assert set(Message.objects.filter(message_id__in=ids).values_list("state", flat=True)) == {MessageState.DELIVERED}
-    wait_until(lambda: all(list(portal.message_statuses.get(mid, []))[-1:] == ["delivered"] for mid in ids),
-               timeout=60, message="the portal to show every delivery")
+    wait_until(
+        lambda: all(list(portal.message_statuses.get(mid, []))[-1:] == ["delivered"] for mid in ids),
+        timeout=60,
+        message="the portal to show every delivery",
+    )
     print(f"recovered {len(ids)} messages {recovered_in:.1f} s after the kill")

@@ -1,16 +1,20 @@
 """Reporting statuses to Bitrix24: batching, order per message, permanent errors, uninstalled portals."""
+
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
 from bitrix24.client import (
-    BatchResult, Bitrix24MethodError, Bitrix24OperationTimeLimit, Bitrix24TransientError, InstallationInactive,
+    BatchResult,
+    Bitrix24MethodError,
+    Bitrix24OperationTimeLimit,
+    Bitrix24TransientError,
+    InstallationInactive,
 )
 from providers.models import InstallationState, StatusReport, StatusReportState
 from providers.services.reporting import reports_schedule_due, reports_send_pending
-
-from .conftest import make_message
+from tests.providers_messages.conftest import make_message
 
 
 class RecordingBitrix24:
@@ -44,7 +48,7 @@ class RecordingBitrix24:
             raise answer
         if callable(answer):
             return answer(commands)
-        return BatchResult(results={key: True for key in commands})
+        return BatchResult(results=dict.fromkeys(commands, True))
 
 
 @pytest.fixture
@@ -109,8 +113,10 @@ def test_permanent_error_is_recorded_as_rejected_and_the_rest_accepted(installat
     good_report, gone_report = report(good, "sent"), report(gone, "sent")
 
     def answer(commands):
-        return BatchResult(results={f"r{good_report.pk}": True}, errors={
-            f"r{gone_report.pk}": Bitrix24MethodError("ERROR_MESSAGE_NOT_FOUND", "Message not found!")})
+        return BatchResult(
+            results={f"r{good_report.pk}": True},
+            errors={f"r{gone_report.pk}": Bitrix24MethodError("ERROR_MESSAGE_NOT_FOUND", "Message not found!")},
+        )
 
     bitrix24_api.answers.append(answer)
     reports_send_pending(installation_id=installation.pk)
@@ -183,21 +189,35 @@ def test_beat_sweep_runs_every_installation_with_reports_due(installation, provi
     assert StatusReport.objects.get().state == StatusReportState.ACCEPTED
 
 
-def test_flow_from_handler_to_report(client, installation, provider, idgtl_api, bitrix24_api,
-                                     django_capture_on_commit_callbacks):
+def test_flow_from_handler_to_report(
+    client, installation, provider, idgtl_api, bitrix24_api, django_capture_on_commit_callbacks
+):
     """Unit-level wiring: handler -> send -> callback -> reports, with both remote APIs stubbed."""
-    from .conftest import crm_fields, encode
+    from tests.providers_messages.conftest import crm_fields, encode
 
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(f"/b24/handler/{installation.handler_secret}/", data=encode(crm_fields()),
-                               content_type="application/x-www-form-urlencoded")
+        response = client.post(
+            f"/b24/handler/{installation.handler_secret}/",
+            data=encode(crm_fields()),
+            content_type="application/x-www-form-urlencoded",
+        )
     assert response.status_code == 200
     uuid = idgtl_api.sent and f"uuid-{idgtl_api.sent[0][0]['externalMessageId']}"
     assert uuid
     with django_capture_on_commit_callbacks(execute=True):
-        client.post(f"/idgtl/callback/{installation.callback_secret}/", content_type="application/json",
-                    data=[{"message_uuid": uuid, "channel_type": "SMS", "callback_event": "delivered",
-                           "status": "delivered", "status_time": "2026-01-01T10:00:00Z"}])
+        client.post(
+            f"/idgtl/callback/{installation.callback_secret}/",
+            content_type="application/json",
+            data=[
+                {
+                    "message_uuid": uuid,
+                    "channel_type": "SMS",
+                    "callback_event": "delivered",
+                    "status": "delivered",
+                    "status_time": "2026-01-01T10:00:00Z",
+                }
+            ],
+        )
     # Only the final status is reported: Bitrix24 marked the SMS sent itself when it called us.
     assert sent_statuses(bitrix24_api) == [("65575980fa531ac284c2ee68f81ebebd", "delivered")]
 
@@ -231,8 +251,9 @@ def test_reports_are_retried_for_longer_than_a_message_lives(settings):
     assert tried_for >= settings.MESSAGES_LIFETIME_HOURS * 3600 + settings.MESSAGES_LIFETIME_MARGIN
 
 
-def test_a_worker_killed_while_reporting_blocks_its_portal_for_one_lease_only(settings, installation, provider,
-                                                                               bitrix24_api):
+def test_a_worker_killed_while_reporting_blocks_its_portal_for_one_lease_only(
+    settings, installation, provider, bitrix24_api
+):
     """The lock is a lease renewed per batch, not held for a task's whole time limit."""
     import time
 

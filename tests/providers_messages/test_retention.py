@@ -1,5 +1,6 @@
 """Retention (issue 9, item 6): final messages older than MESSAGES_RETENTION_DAYS lose their text and phone
 numbers, in bounded batches that resume where a stopped run left off; nothing else is touched."""
+
 import threading
 from datetime import timedelta
 
@@ -42,15 +43,26 @@ def final_message(*, days_ago, state="delivered", final=True, error="", **fields
     now = timezone.now()
     message = make_message(state=state, created_at=now - timedelta(days=days_ago + 1), **fields)
     Message.objects.filter(pk=message.pk).update(
-        message_to=NUMBER, destination=DESTINATION, text="Your code is 4242", error_message=error,
-        bindings=[{"OWNER_TYPE_ID": 3, "OWNER_ID": 77}], document_id=["crm", "CCrmDocumentContact", "CONTACT_77"],
-        author_user_id="5", document_type=["crm", "CCrmDocumentContact", "CONTACT"],
-        final_at=now - timedelta(days=days_ago) if final else None)
+        message_to=NUMBER,
+        destination=DESTINATION,
+        text="Your code is 4242",
+        error_message=error,
+        bindings=[{"OWNER_TYPE_ID": 3, "OWNER_ID": 77}],
+        document_id=["crm", "CCrmDocumentContact", "CONTACT_77"],
+        author_user_id="5",
+        document_type=["crm", "CCrmDocumentContact", "CONTACT"],
+        final_at=now - timedelta(days=days_ago) if final else None,
+    )
     MessageStatusChange.objects.create(message=message, previous_state="", state="received", source="handler")
-    MessageStatusChange.objects.create(message=message, previous_state="received", state=state, source="send",
-                                       idgtl_status="delivered", detail=error)
-    StatusReport.objects.create(message=message, status="delivered", state="accepted",
-                                last_error=f"Bitrix24 refused {DESTINATION} once" if error else "")
+    MessageStatusChange.objects.create(
+        message=message, previous_state="received", state=state, source="send", idgtl_status="delivered", detail=error
+    )
+    StatusReport.objects.create(
+        message=message,
+        status="delivered",
+        state="accepted",
+        last_error=f"Bitrix24 refused {DESTINATION} once" if error else "",
+    )
     message.refresh_from_db()
     return message
 
@@ -79,9 +91,24 @@ def test_only_old_final_messages_are_anonymised():
         assert (message.text, message.message_to, message.destination) == ("", "", "")
         assert message.bindings == [] and message.document_id == []
         # What stays: who sent what, when, how it ended, what it cost.
-        for field in ("installation_id", "provider_id", "message_id", "module_id", "sender_name", "state", "parts",
-                      "encoding", "idgtl_message_uuid", "idgtl_status", "error_code", "created_at", "final_at",
-                      "sent_at", "author_user_id", "document_type"):
+        for field in (
+            "installation_id",
+            "provider_id",
+            "message_id",
+            "module_id",
+            "sender_name",
+            "state",
+            "parts",
+            "encoding",
+            "idgtl_message_uuid",
+            "idgtl_status",
+            "error_code",
+            "created_at",
+            "final_at",
+            "sent_at",
+            "author_user_id",
+            "document_type",
+        ):
             assert getattr(message, field) == getattr(before, field), field
     for pk, before in untouched.items():
         assert snapshot(Message.objects.get(pk=pk)) == before
@@ -90,28 +117,36 @@ def test_only_old_final_messages_are_anonymised():
 @pytest.mark.django_db
 def test_the_timeline_and_reports_stay_with_the_number_taken_out_of_their_texts():
     message = final_message(days_ago=200, state="failed", error=f"Invalid phone number: {NUMBER}")
-    timeline = list(message.status_changes.values_list("id", "previous_state", "state", "idgtl_status", "source",
-                                                       "created_at"))
+    timeline = list(
+        message.status_changes.values_list("id", "previous_state", "state", "idgtl_status", "source", "created_at")
+    )
     reports = list(message.status_reports.values_list("id", "status", "state", "attempts", "reported_at"))
     messages_anonymise_old()
     message.refresh_from_db()
-    assert list(message.status_changes.values_list("id", "previous_state", "state", "idgtl_status", "source",
-                                                   "created_at")) == timeline
+    assert (
+        list(
+            message.status_changes.values_list("id", "previous_state", "state", "idgtl_status", "source", "created_at")
+        )
+        == timeline
+    )
     assert list(message.status_reports.values_list("id", "status", "state", "attempts", "reported_at")) == reports
     assert message.error_message == "Invalid phone number: ***"
     assert list(message.status_changes.values_list("detail", flat=True)) == ["", "Invalid phone number: ***"]
     assert list(message.status_reports.values_list("last_error", flat=True)) == ["Bitrix24 refused *** once"]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("Invalid phone number: +7 (900) 123-45-67", "Invalid phone number: ***"),
-    ("destination 79001234567 is invalid", "destination *** is invalid"),
-    ("bad +79001234567, retry", "bad ***, retry"),
-    ("as 8 900 123 45 67 written", "as *** written"),
-    ("i-dgtl error 7401 for 79001234568", "i-dgtl error 7401 for 79001234568"),  # another number stays
-    ("uuid 063464ec-a34f-4558-90c5-984395000003", "uuid 063464ec-a34f-4558-90c5-984395000003"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("Invalid phone number: +7 (900) 123-45-67", "Invalid phone number: ***"),
+        ("destination 79001234567 is invalid", "destination *** is invalid"),
+        ("bad +79001234567, retry", "bad ***, retry"),
+        ("as 8 900 123 45 67 written", "as *** written"),
+        ("i-dgtl error 7401 for 79001234568", "i-dgtl error 7401 for 79001234568"),  # another number stays
+        ("uuid 063464ec-a34f-4558-90c5-984395000003", "uuid 063464ec-a34f-4558-90c5-984395000003"),
+        ("", ""),
+    ],
+)
 def test_the_number_is_found_however_it_was_written(text, expected):
     assert NumberScrubber(NUMBER, DESTINATION)(text) == expected
 
@@ -154,7 +189,9 @@ def test_a_run_ends_at_its_time_budget_and_the_next_goes_on_oldest_first():
     messages = [final_message(days_ago=200 + i) for i in range(5)]
     oldest_first = [m.pk for m in reversed(messages)]
     assert messages_anonymise_old(batch_size=2, time_budget=0) == 2  # one batch, then the budget is spent
-    assert set(Message.objects.filter(anonymised_at__isnull=False).values_list("pk", flat=True)) == set(oldest_first[:2])
+    assert set(Message.objects.filter(anonymised_at__isnull=False).values_list("pk", flat=True)) == set(
+        oldest_first[:2]
+    )
     assert messages_anonymise_old(batch_size=2, time_budget=0) == 2
     assert messages_anonymise_old(batch_size=2, time_budget=0) == 1
     assert messages_anonymise_old(batch_size=2, time_budget=0) == 0
@@ -292,8 +329,9 @@ def test_the_admin_labels_an_anonymised_message(admin_en):
 def test_the_admin_label_in_russian(admin_client):
     old = final_message(days_ago=200)
     messages_anonymise_old()
-    page = admin_client.get(reverse("admin:providers_message_change", args=[old.pk]),
-                            HTTP_ACCEPT_LANGUAGE="ru").content.decode()
+    page = admin_client.get(
+        reverse("admin:providers_message_change", args=[old.pk]), HTTP_ACCEPT_LANGUAGE="ru"
+    ).content.decode()
     assert ">обезличено</span>" in page and "Текст и номера телефонов удалены" in page
 
 

@@ -3,6 +3,7 @@
 A worker that lost its lease never sends; a lapsed lease is taken over by exactly one sweep, which
 looks the messages up before any resend; the lookup schedule of sent messages grows from minutes.
 """
+
 from datetime import timedelta
 
 import pytest
@@ -10,10 +11,13 @@ from django.utils import timezone
 
 from providers.models import Message, MessageState
 from providers.services.sending import (
-    SendLeaseLost, messages_claim, messages_lease_renew, messages_send_batch, sending_run,
+    SendLeaseLost,
+    messages_claim,
+    messages_lease_renew,
+    messages_send_batch,
+    sending_run,
 )
-
-from .conftest import make_message
+from tests.providers_messages.conftest import make_message
 
 pytestmark = pytest.mark.django_db
 
@@ -58,13 +62,15 @@ def test_a_worker_whose_lease_lapsed_sends_nothing(installation, provider, idgtl
     assert Message.objects.get().state == MessageState.SENDING  # left to the sweep's lookup
 
 
-def test_a_worker_whose_messages_were_taken_over_and_claimed_again_sends_nothing(installation, provider, idgtl_api,
-                                                                                  account):
+def test_a_worker_whose_messages_were_taken_over_and_claimed_again_sends_nothing(
+    installation, provider, idgtl_api, account
+):
     make_message(installation, provider, 1)
     stale_claim = messages_claim(limit=10)
     # Meanwhile: its lease lapsed, a sweep found i-dgtl without it, it was claimed again by another worker.
-    Message.objects.update(state=MessageState.SENDING, send_attempts=2,
-                           next_check_at=timezone.now() + timedelta(seconds=60))
+    Message.objects.update(
+        state=MessageState.SENDING, send_attempts=2, next_check_at=timezone.now() + timedelta(seconds=60)
+    )
 
     with pytest.raises(SendLeaseLost):
         messages_lease_renew(messages=stale_claim)
@@ -78,8 +84,14 @@ def test_a_lapsed_lease_is_looked_up_not_resent(installation, provider, idgtl_ap
     assert sending_run() == {"resolved": 0, "sent": 0}  # the lease still runs: nobody touches it
 
     Message.objects.update(next_check_at=timezone.now() - timedelta(seconds=1))
-    idgtl_api.known = [{"messageUuid": "u-1", "externalMessageId": str(message.pk), "status": "delivered",
-                        "statusTime": "2026-01-01T10:00:00Z"}]
+    idgtl_api.known = [
+        {
+            "messageUuid": "u-1",
+            "externalMessageId": str(message.pk),
+            "status": "delivered",
+            "statusTime": "2026-01-01T10:00:00Z",
+        }
+    ]
     assert sending_run()["resolved"] == 1
 
     message.refresh_from_db()
@@ -101,8 +113,10 @@ def test_two_sweeps_never_take_the_same_lapsed_messages(installation, provider, 
     assert len(second) == 1 and first == []
 
 
-@pytest.mark.parametrize("sent_ago, due_in", [
-    (0, 120), (119, 1), (121, 179), (299, 1), (301, 599), (899, 1), (901, 2699), (3601, 3600), (86000, 3600)])
+@pytest.mark.parametrize(
+    "sent_ago, due_in",
+    [(0, 120), (119, 1), (121, 179), (299, 1), (301, 599), (899, 1), (901, 2699), (3601, 3600), (86000, 3600)],
+)
 def test_sent_messages_are_looked_up_on_a_growing_schedule(settings, sent_ago, due_in):
     settings.MESSAGES_RECONCILE_SCHEDULE = [120, 300, 900, 3600]
     settings.MESSAGES_RECONCILE_INTERVAL = 3600

@@ -1,4 +1,5 @@
 """Sending waiting messages to i-dgtl: batching, item failures, outcome unknown, never twice."""
+
 import os
 from datetime import timedelta
 
@@ -6,10 +7,9 @@ import pytest
 from django.utils import timezone
 
 from idgtl.client import IdgtlConfigurationError, IdgtlOutcomeUnknown, IdgtlTransientError, IdgtlValidationError
-from providers.models import Message, MessageState, MessageStatusChange, Provider, ProviderRegistration, StatusReport
+from providers.models import Message, MessageState, MessageStatusChange, Provider, ProviderRegistration
 from providers.services.sending import messages_resolve_unknown_outcomes, messages_send_waiting, sending_run
-
-from .conftest import make_message
+from tests.providers_messages.conftest import make_message
 
 
 def states():
@@ -23,7 +23,10 @@ def test_waiting_messages_go_in_one_call_with_our_id_and_callback(settings, inst
     assert len(idgtl_api.sent) == 1
     first = idgtl_api.sent[0][0]
     assert first == {
-        "channelType": "SMS", "senderName": "MyShop", "destination": "79990000001", "content": "text 1",
+        "channelType": "SMS",
+        "senderName": "MyShop",
+        "destination": "79990000001",
+        "content": "text 1",
         "externalMessageId": str(messages[0].pk),
         "callbackUrl": f"https://sms.example.com/idgtl/callback/{installation.callback_secret}/",
         "callbackEvents": ["delivered", "sent"],
@@ -54,8 +57,9 @@ def test_one_call_per_sender_name_and_at_most_batch_size(settings, installation,
 
 def test_failed_item_fails_only_that_message(installation, provider, idgtl_api):
     ok, bad = make_message(installation, provider, 1), make_message(installation, provider, 2)
-    idgtl_api.send_answers.append({"errors": True, "items": [
-        {"code": 201, "messageUuid": "u-1"}, {"code": 7401, "msg": "Invalid destination"}]})
+    idgtl_api.send_answers.append(
+        {"errors": True, "items": [{"code": 201, "messageUuid": "u-1"}, {"code": 7401, "msg": "Invalid destination"}]}
+    )
     messages_send_waiting()
     ok.refresh_from_db(), bad.refresh_from_db()
     assert ok.state == MessageState.SENT and ok.idgtl_message_uuid == "u-1"
@@ -76,7 +80,9 @@ def test_invalid_number_fails_without_calling_idgtl(installation, provider, idgt
 
 def test_request_level_rejection_fails_the_batch_with_idgtls_text(installation, provider, idgtl_api):
     make_message(installation, provider, 1)
-    idgtl_api.send_answers.append(IdgtlValidationError("senderName not found or not approved", http_status=422, code=4220))
+    idgtl_api.send_answers.append(
+        IdgtlValidationError("senderName not found or not approved", http_status=422, code=4220)
+    )
     messages_send_waiting()
     message = Message.objects.get()
     assert message.state == MessageState.FAILED
@@ -136,8 +142,14 @@ def test_outcome_unknown_keeps_sending_and_is_resolved_by_lookup_not_resent(inst
     assert len(idgtl_api.sent) == 1
 
     # i-dgtl did create the first one (and already delivered it); the second never arrived.
-    idgtl_api.known = [{"messageUuid": "u-found", "externalMessageId": str(found.pk), "status": "delivered",
-                        "statusTime": "2026-01-01T10:00:00Z"}]
+    idgtl_api.known = [
+        {
+            "messageUuid": "u-found",
+            "externalMessageId": str(found.pk),
+            "status": "delivered",
+            "statusTime": "2026-01-01T10:00:00Z",
+        }
+    ]
     assert messages_resolve_unknown_outcomes() == 0  # not before the lookup delay
     Message.objects.update(next_check_at=timezone.now() - timedelta(seconds=1))
     assert messages_resolve_unknown_outcomes() == 2
@@ -149,12 +161,17 @@ def test_outcome_unknown_keeps_sending_and_is_resolved_by_lookup_not_resent(inst
     assert [m["externalMessageId"] for m in idgtl_api.sent[1]] == [str(missing.pk)]
     assert len(idgtl_api.sent) == 2
     assert list(missing.status_changes.values_list("state", "source")) == [
-        ("sending", "send"), ("received", "reconciler"), ("sending", "send"), ("sent", "send")]
+        ("sending", "send"),
+        ("received", "reconciler"),
+        ("sending", "send"),
+        ("sent", "send"),
+    ]
     assert list(found.status_reports.values_list("status", flat=True)) == ["delivered"]
 
 
-def test_a_lookup_window_too_large_to_read_whole_never_resends(settings, monkeypatch, installation, provider,
-                                                               idgtl_api):
+def test_a_lookup_window_too_large_to_read_whole_never_resends(
+    settings, monkeypatch, installation, provider, idgtl_api
+):
     """i-dgtl lets one lookup read at most 10,000 items of a window: a message not among them may still
     be there, so it is looked up again later (and failed after its lifetime), never sent a second time."""
     monkeypatch.setattr("providers.services.sending.GET_MESSAGES_MAX_WINDOW", 200)
@@ -168,7 +185,9 @@ def test_a_lookup_window_too_large_to_read_whole_never_resends(settings, monkeyp
     assert message.state == MessageState.SENDING and message.next_check_at > timezone.now()
     assert len(idgtl_api.lookups) == 2 and len(idgtl_api.sent) == 1
 
-    later = timezone.now() + timedelta(hours=settings.MESSAGES_LIFETIME_HOURS, seconds=settings.MESSAGES_LIFETIME_MARGIN + 60)
+    later = timezone.now() + timedelta(
+        hours=settings.MESSAGES_LIFETIME_HOURS, seconds=settings.MESSAGES_LIFETIME_MARGIN + 60
+    )
     messages_resolve_unknown_outcomes(now=later)
     message.refresh_from_db()
     assert message.state == MessageState.FAILED
@@ -217,10 +236,21 @@ def test_redelivered_task_sends_nothing_twice(installation, provider, idgtl_api)
 
 @pytest.mark.parametrize("burst", [2500])
 def test_a_burst_costs_one_call_per_thousand(installation, provider, idgtl_api, burst):
-    Message.objects.bulk_create([
-        Message(installation=installation, provider=provider, message_id=f"b{n}", module_id="crm",
-                message_to="+79990000001", destination="79990000001", text="t", sender_name="MyShop")
-        for n in range(burst)])
+    Message.objects.bulk_create(
+        [
+            Message(
+                installation=installation,
+                provider=provider,
+                message_id=f"b{n}",
+                module_id="crm",
+                message_to="+79990000001",
+                destination="79990000001",
+                text="t",
+                sender_name="MyShop",
+            )
+            for n in range(burst)
+        ]
+    )
     assert messages_send_waiting() == burst
     assert [len(batch) for batch in idgtl_api.sent] == [1000, 1000, 500]
 
@@ -258,10 +288,16 @@ def schedule(request, db, settings, monkeypatch):
     monkeypatch.setattr(sending, "time", _Clock(clock))  # this module's clock only (the cache keeps real time)
     flag_calls = []
     real_claim = sending._schedule_flag_claim
-    monkeypatch.setattr(sending, "_schedule_flag_claim",
-                        lambda run_at, now: flag_calls.append(run_at) or real_claim(run_at, now))
-    yield {"published": published, "clock": clock, "flag_calls": flag_calls, "sending": sending,
-           "backend": request.param}
+    monkeypatch.setattr(
+        sending, "_schedule_flag_claim", lambda run_at, now: flag_calls.append(run_at) or real_claim(run_at, now)
+    )
+    yield {
+        "published": published,
+        "clock": clock,
+        "flag_calls": flag_calls,
+        "sending": sending,
+        "backend": request.param,
+    }
     sending._schedule_flag_clear()
 
 
@@ -346,7 +382,7 @@ def test_bulk_update_rows_writes_each_rows_own_values(installation, provider):
 
     messages = [make_message(installation, provider, n) for n in range(1, 4)]
     values = ["it's 1", "", None]
-    for message, text in zip(messages, values):
+    for message, text in zip(messages, values, strict=False):
         message.error_message = text or ""
         message.next_check_at = timezone.now() + timedelta(hours=1) if text is None else None
     bulk_update_rows(Message, messages, ["error_message", "next_check_at"], batch_size=2)

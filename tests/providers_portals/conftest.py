@@ -9,6 +9,7 @@ method, as on portals before April 2026. Like the real OAuth server it accepts e
 token once, only with the client_id it was issued to, and answers with the portal's member_id and
 client_endpoint (``portal.member_id``, ``portal.client_endpoint``), whatever the request said.
 """
+
 from datetime import timedelta
 
 import pytest
@@ -51,14 +52,26 @@ class ScriptedPortal:
         self._maybe_fail("oauth.refresh")
         if client_secret != CLIENT_SECRET and client_id == CLIENT_ID:
             raise Bitrix24AuthError("invalid_client", "Invalid client credentials", http_status=401)
-        if (client_id != self.app_code or not refresh_token.startswith("refresh-")
-                or refresh_token in self.used_refresh_tokens):
+        if (
+            client_id != self.app_code
+            or not refresh_token.startswith("refresh-")
+            or refresh_token in self.used_refresh_tokens
+        ):
             raise Bitrix24NeedsReinstall("invalid_grant", "Invalid grant", http_status=400)
         self.used_refresh_tokens.add(refresh_token)
-        return {"access_token": "admin-access-token", "refresh_token": f"rotated-{refresh_token}",
-                "expires": self.expires, "expires_in": 3600, "member_id": self.member_id,
-                "client_endpoint": self.client_endpoint, "server_endpoint": "https://oauth.bitrix.info/rest/",
-                "domain": "oauth.bitrix.info", "scope": "crm,messageservice", "status": "L", "user_id": 1}
+        return {
+            "access_token": "admin-access-token",
+            "refresh_token": f"rotated-{refresh_token}",
+            "expires": self.expires,
+            "expires_in": 3600,
+            "member_id": self.member_id,
+            "client_endpoint": self.client_endpoint,
+            "server_endpoint": "https://oauth.bitrix.info/rest/",
+            "domain": "oauth.bitrix.info",
+            "scope": "crm,messageservice",
+            "status": "L",
+            "user_id": 1,
+        }
 
     def client(self, installation):
         return _Client(self, installation)
@@ -142,12 +155,17 @@ def make_installation(db, application):
     def make(**overrides):
         counter["n"] += 1
         n = counter["n"]
-        values = dict(
-            application=application, member_id=f"member{n:028d}", domain=f"portal{n}.bitrix24.ru",
-            client_endpoint=f"https://portal{n}.bitrix24.ru/rest/", access_token="admin-access-token",
-            refresh_token=f"refresh-{n}", application_token=f"app-token-{n}",
-            access_token_expires_at=timezone.now() + timedelta(hours=1), installed_at=timezone.now(),
-        )
+        values = {
+            "application": application,
+            "member_id": f"member{n:028d}",
+            "domain": f"portal{n}.bitrix24.ru",
+            "client_endpoint": f"https://portal{n}.bitrix24.ru/rest/",
+            "access_token": "admin-access-token",
+            "refresh_token": f"refresh-{n}",
+            "application_token": f"app-token-{n}",
+            "access_token_expires_at": timezone.now() + timedelta(hours=1),
+            "installed_at": timezone.now(),
+        }
         values.update(overrides)
         return Installation.objects.create(**values)
 
@@ -159,14 +177,24 @@ def approved_sender_name(db):
     from idgtl.services import account_get_default
 
     return SenderNameApplication.objects.create(
-        account=account_get_default(), common_type="SERVICE", brand="MTS", sender_name="ACMESHOP",
-        counteragent_name="ООО Акме", counteragent_inn="7707083893", status="APPROVED",
-        date_from=timezone.now() - timedelta(days=1), submission_state="submitted", remote_id=101)
+        account=account_get_default(),
+        common_type="SERVICE",
+        brand="MTS",
+        sender_name="ACMESHOP",
+        counteragent_name="ООО Акме",
+        counteragent_inn="7707083893",
+        status="APPROVED",
+        date_from=timezone.now() - timedelta(days=1),
+        submission_state="submitted",
+        remote_id=101,
+    )
 
 
 @pytest.fixture
 def other_application(db):
-    return BitrixApplication.objects.create(name="market", client_id="app.market.0001", client_secret="market-secret-xyz")
+    return BitrixApplication.objects.create(
+        name="market", client_id="app.market.0001", client_secret="market-secret-xyz"
+    )
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """System checks for the Bitrix24 settings (what `manage.py check` tells an operator)."""
+
 import pytest
 
 from providers.checks import bitrix24_settings_check
@@ -32,8 +33,9 @@ def test_missing_application_credentials_warn_outside_the_sandbox(configured):
     assert ids(configured) == []
 
 
-@pytest.mark.parametrize("url", ["", "sms.example.com", "ftp://sms.example.com", "https://", "http://[::1",
-                                 "https://sms.example.com:99999"])
+@pytest.mark.parametrize(
+    "url", ["", "sms.example.com", "ftp://sms.example.com", "https://", "http://[::1", "https://sms.example.com:99999"]
+)
 def test_unparsable_public_base_url_is_an_error(configured, url):
     configured.PUBLIC_BASE_URL = url
     assert ids(configured) == ["providers.E001"]

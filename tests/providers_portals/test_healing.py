@@ -1,5 +1,6 @@
 """The portal heals itself: ONAPPUPDATE re-registers providers, the drift repair adds back what Bitrix24 lost,
 a portal without sender.update gets delete + add, and application events are bound where they are missing."""
+
 import json
 from datetime import timedelta
 from urllib.parse import urlencode
@@ -7,14 +8,13 @@ from urllib.parse import urlencode
 import pytest
 from django.utils import timezone
 
-from common import metrics
 from bitrix24.client import Bitrix24MethodError, Bitrix24TransientError
+from common import metrics
 from providers.models import Installation, InstallationState, ProviderRegistration, RegistrationState
 from providers.services import installations as installation_services
 from providers.services import registration as services
-
-from .conftest import MEMBER_ID
-from .test_install import FORM, event_body
+from tests.providers_portals.conftest import MEMBER_ID
+from tests.providers_portals.test_install import FORM, event_body
 
 pytestmark = pytest.mark.django_db
 
@@ -52,9 +52,16 @@ def register(installation, provider, run_on_commit):
 
 
 def update_event(token="app-token-1", member_id=MEMBER_ID, event="ONAPPUPDATE", **extra):
-    fields = {"event": event, "data[VERSION]": "2", "data[LANGUAGE_ID]": "ru", "ts": "1696527000",
-              "auth[domain]": "acme.bitrix24.ru", "auth[member_id]": member_id,
-              "auth[application_token]": token, **extra}
+    fields = {
+        "event": event,
+        "data[VERSION]": "2",
+        "data[LANGUAGE_ID]": "ru",
+        "ts": "1696527000",
+        "auth[domain]": "acme.bitrix24.ru",
+        "auth[member_id]": member_id,
+        "auth[application_token]": token,
+        **extra,
+    }
     return urlencode({k: v for k, v in fields.items() if v is not None})
 
 
@@ -64,8 +71,10 @@ def sender_calls(portal):
 
 # --- ONAPPUPDATE ---------------------------------------------------------------------------------
 
+
 def test_app_update_registers_every_live_provider_again_and_records_the_repair(
-        client, installed, portal, run_on_commit, repairs):
+    client, installed, portal, run_on_commit, repairs
+):
     installation, provider = installed
     registration = register(installation, provider, run_on_commit)
     handler = portal.providers[installation.pk]["acme"]["HANDLER"]
@@ -89,8 +98,9 @@ def test_app_update_registers_every_live_provider_again_and_records_the_repair(
     assert installation.bound_event_names == ALL_EVENTS
 
 
-def test_a_repeated_app_update_finds_the_providers_and_records_no_repair(client, installed, portal, run_on_commit,
-                                                                        repairs):
+def test_a_repeated_app_update_finds_the_providers_and_records_no_repair(
+    client, installed, portal, run_on_commit, repairs
+):
     installation, provider = installed
     registration = register(installation, provider, run_on_commit)
     portal.calls.clear()
@@ -102,7 +112,10 @@ def test_a_repeated_app_update_finds_the_providers_and_records_no_repair(client,
     assert sender_calls(portal) == ["messageservice.sender.add", "messageservice.sender.update"]
     registration.refresh_from_db()
     assert (registration.state, registration.repair_count, registration.repaired_at) == (
-        RegistrationState.REGISTERED, 0, None)
+        RegistrationState.REGISTERED,
+        0,
+        None,
+    )
     assert repairs() == {}
 
 
@@ -120,13 +133,16 @@ def test_app_update_leaves_removed_registrations_alone(client, installed, portal
     assert ProviderRegistration.objects.get().state == RegistrationState.REMOVED
 
 
-@pytest.mark.parametrize("body, status", [
-    (update_event(token="app-token-2"), 403),  # another application_token
-    (update_event(member_id="b" * 32), 403),  # another portal's member_id
-    (update_event(event="ONCRMLEADADD"), 400),
-    (update_event(token=None), 400),
-    ("event=ONAPPUPDATE", 400),
-])
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        (update_event(token="app-token-2"), 403),  # another application_token
+        (update_event(member_id="b" * 32), 403),  # another portal's member_id
+        (update_event(event="ONCRMLEADADD"), 400),
+        (update_event(token=None), 400),
+        ("event=ONAPPUPDATE", 400),
+    ],
+)
 def test_app_update_with_a_wrong_token_or_malformed_is_refused(client, installed, portal, run_on_commit, body, status):
     installation, provider = installed
     registration = register(installation, provider, run_on_commit)
@@ -177,17 +193,22 @@ def test_a_reinstall_that_lost_the_providers_records_a_repair(client, installed,
     portal.providers[installation.pk].clear()
 
     with run_on_commit():
-        response = client.post("/b24/install/", event_body(**{"auth[refresh_token]": "refresh-token-2"}),
-                               content_type=FORM)
+        response = client.post(
+            "/b24/install/", event_body(**{"auth[refresh_token]": "refresh-token-2"}), content_type=FORM
+        )
 
     assert response.json()["result"] == "reinstalled"
     registration.refresh_from_db()
     assert (registration.state, registration.repair_reason, registration.repair_count) == (
-        RegistrationState.REGISTERED, "reinstall", 1)
+        RegistrationState.REGISTERED,
+        "reinstall",
+        1,
+    )
     assert repairs() == {"reinstall": 1.0}
 
 
 # --- sender.update unknown on the portal -------------------------------------------------------------
+
 
 def test_a_portal_without_sender_update_gets_delete_and_add_and_is_remembered(installed, portal, run_on_commit):
     installation, provider = installed
@@ -198,8 +219,11 @@ def test_a_portal_without_sender_update_gets_delete_and_add_and_is_remembered(in
     with run_on_commit():
         services.provider_update(provider=provider, name="Acme renamed")
 
-    assert sender_calls(portal) == ["messageservice.sender.update", "messageservice.sender.delete",
-                                    "messageservice.sender.add"]
+    assert sender_calls(portal) == [
+        "messageservice.sender.update",
+        "messageservice.sender.delete",
+        "messageservice.sender.add",
+    ]
     assert portal.providers[installation.pk]["acme"]["NAME"] == "Acme renamed"
     assert portal.providers[installation.pk]["acme"]["TYPE"] == "SMS"
     installation.refresh_from_db()
@@ -222,8 +246,12 @@ def test_registering_a_provider_already_on_a_legacy_portal_replaces_it(installed
 
     registration = register(installation, provider, run_on_commit)
 
-    assert sender_calls(portal) == ["messageservice.sender.add", "messageservice.sender.update",
-                                    "messageservice.sender.delete", "messageservice.sender.add"]
+    assert sender_calls(portal) == [
+        "messageservice.sender.add",
+        "messageservice.sender.update",
+        "messageservice.sender.delete",
+        "messageservice.sender.add",
+    ]
     assert registration.state == RegistrationState.REGISTERED
     assert portal.providers[installation.pk]["acme"]["NAME"] == "Acme"
 
@@ -245,8 +273,9 @@ def test_delete_and_add_when_the_provider_is_gone_adds_it(installed, portal, run
 def test_other_update_errors_do_not_mark_the_portal(installed, portal, run_on_commit):
     installation, provider = installed
     register(installation, provider, run_on_commit)
-    portal.fail("messageservice.sender.update",
-                Bitrix24MethodError("ERROR_SENDER_UPDATE_FAILURE", "Sender update error!"))
+    portal.fail(
+        "messageservice.sender.update", Bitrix24MethodError("ERROR_SENDER_UPDATE_FAILURE", "Sender update error!")
+    )
 
     with run_on_commit():
         services.provider_update(provider=provider, name="Acme renamed")
@@ -269,6 +298,7 @@ def test_a_reinstall_learns_again_whether_the_portal_has_sender_update(client, i
 
 # --- Drift repair ---------------------------------------------------------------------------------------
 
+
 def test_drift_repair_adds_back_what_the_portal_lost(installed, portal, run_on_commit, repairs):
     installation, provider = installed
     registration = register(installation, provider, run_on_commit)
@@ -289,7 +319,10 @@ def test_drift_repair_adds_back_what_the_portal_lost(installed, portal, run_on_c
     assert portal.providers[installation.pk]["acme"]["HANDLER"] == services.registration_handler_url(installation)
     registration.refresh_from_db()
     assert (registration.state, registration.repair_reason, registration.repair_count) == (
-        RegistrationState.REGISTERED, "drift", 1)
+        RegistrationState.REGISTERED,
+        "drift",
+        1,
+    )
     assert registration.checked_at is not None
     assert repairs() == {"drift": 1.0}
     failed_registration.refresh_from_db()
@@ -342,7 +375,8 @@ def test_drift_runs_spread_the_portals_over_the_interval(make_installation, run_
     with run_on_commit():
         assert services.installations_drift_due(interval=interval, period=period) == []  # none due yet
     ProviderRegistration.objects.filter(installation=installations[3]).update(
-        checked_at=timezone.now() - timedelta(seconds=601))
+        checked_at=timezone.now() - timedelta(seconds=601)
+    )
     with run_on_commit():
         assert services.installations_drift_due(interval=interval, period=period) == [installations[3].pk]
 
@@ -364,13 +398,13 @@ def test_drift_beat_task_repairs_through_the_queue(installed, portal, run_on_com
 
 # --- Application events bound where missing -----------------------------------------------------------------
 
+
 def test_beat_binds_the_events_an_installation_lacks(make_installation, portal, run_on_commit, public_base_url):
     before = make_installation()  # installed before ONAPPUPDATE was bound: nothing recorded
     bound = make_installation(bound_events="ONAPPUNINSTALL,ONAPPUPDATE")
     recent = make_installation(events_bind_attempted_at=timezone.now())
     make_installation(state=InstallationState.REMOVED)
-    portal.bindings[before.pk] = [
-        ("ONAPPUNINSTALL", f"https://sms.example.com/b24/uninstall/{before.handler_secret}/")]
+    portal.bindings[before.pk] = [("ONAPPUNINSTALL", f"https://sms.example.com/b24/uninstall/{before.handler_secret}/")]
     portal.rebind_fails = True  # the re-bind of ONAPPUNINSTALL errs; event.get shows it
 
     with run_on_commit():
@@ -379,7 +413,8 @@ def test_beat_binds_the_events_an_installation_lacks(make_installation, portal, 
     assert queued == [before.pk]
     assert portal.bindings[before.pk] == [
         ("ONAPPUNINSTALL", f"https://sms.example.com/b24/uninstall/{before.handler_secret}/"),
-        ("ONAPPUPDATE", f"https://sms.example.com/b24/event/{before.handler_secret}/")]
+        ("ONAPPUPDATE", f"https://sms.example.com/b24/event/{before.handler_secret}/"),
+    ]
     before.refresh_from_db()
     assert before.bound_event_names == ALL_EVENTS and before.last_error == ""
     assert bound.pk not in portal.bindings and recent.pk not in portal.bindings
@@ -400,18 +435,22 @@ def test_a_bind_that_keeps_failing_is_recorded_and_not_hammered(make_installatio
     with run_on_commit():
         assert installation_services.installations_bind_missing_events(retry_after=timedelta(seconds=900)) == []
     Installation.objects.filter(pk=installation.pk).update(
-        events_bind_attempted_at=timezone.now() - timedelta(seconds=901))
+        events_bind_attempted_at=timezone.now() - timedelta(seconds=901)
+    )
     with run_on_commit():
-        assert installation_services.installations_bind_missing_events(
-            retry_after=timedelta(seconds=900)) == [installation.pk]
+        assert installation_services.installations_bind_missing_events(retry_after=timedelta(seconds=900)) == [
+            installation.pk
+        ]
     installation.refresh_from_db()
     assert installation.bound_event_names == ALL_EVENTS and installation.last_error == ""
 
 
 # --- Visible to operators -----------------------------------------------------------------------------------
 
-def test_repairs_show_in_the_api_the_admin_and_metrics(client, admin_client, api_client, installed, portal,
-                                                       run_on_commit, repairs):
+
+def test_repairs_show_in_the_api_the_admin_and_metrics(
+    client, admin_client, api_client, installed, portal, run_on_commit, repairs
+):
     installation, provider = installed
     register(installation, provider, run_on_commit)
     portal.providers[installation.pk].clear()

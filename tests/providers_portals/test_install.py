@@ -1,4 +1,5 @@
 """Install and uninstall endpoints: both install forms, token confirmation at the OAuth server, reinstall, uninstall."""
+
 from urllib.parse import urlencode
 
 import pytest
@@ -6,8 +7,7 @@ import pytest
 from bitrix24.client import Bitrix24MethodError, Bitrix24TransientError
 from providers.models import Installation, InstallationState, ProviderRegistration, RegistrationState
 from providers.services.registration import provider_create
-
-from .conftest import CLIENT_ID, MEMBER_ID
+from tests.providers_portals.conftest import CLIENT_ID, MEMBER_ID
 
 pytestmark = pytest.mark.django_db
 
@@ -16,13 +16,24 @@ FORM = "application/x-www-form-urlencoded"
 
 def event_body(**overrides):
     fields = {
-        "event": "ONAPPINSTALL", "data[VERSION]": "1", "data[ACTIVE]": "Y", "data[INSTALLED]": "Y",
-        "data[LANGUAGE_ID]": "ru", "ts": "1696527000",
-        "auth[access_token]": "admin-access-token", "auth[expires]": "1900000000", "auth[expires_in]": "3600",
-        "auth[scope]": "crm,messageservice", "auth[domain]": "acme.bitrix24.ru",
-        "auth[server_endpoint]": "https://oauth.bitrix.info/rest/", "auth[status]": "L",
-        "auth[client_endpoint]": "https://acme.bitrix24.ru/rest/", "auth[member_id]": MEMBER_ID,
-        "auth[user_id]": "1", "auth[refresh_token]": "refresh-token-1", "auth[application_token]": "app-token-1",
+        "event": "ONAPPINSTALL",
+        "data[VERSION]": "1",
+        "data[ACTIVE]": "Y",
+        "data[INSTALLED]": "Y",
+        "data[LANGUAGE_ID]": "ru",
+        "ts": "1696527000",
+        "auth[access_token]": "admin-access-token",
+        "auth[expires]": "1900000000",
+        "auth[expires_in]": "3600",
+        "auth[scope]": "crm,messageservice",
+        "auth[domain]": "acme.bitrix24.ru",
+        "auth[server_endpoint]": "https://oauth.bitrix.info/rest/",
+        "auth[status]": "L",
+        "auth[client_endpoint]": "https://acme.bitrix24.ru/rest/",
+        "auth[member_id]": MEMBER_ID,
+        "auth[user_id]": "1",
+        "auth[refresh_token]": "refresh-token-1",
+        "auth[application_token]": "app-token-1",
     }
     fields.update(overrides)
     return urlencode({k: v for k, v in fields.items() if v is not None})
@@ -30,9 +41,15 @@ def event_body(**overrides):
 
 def page_form(**overrides):
     fields = {
-        "AUTH_ID": "admin-access-token", "AUTH_EXPIRES": "3600", "REFRESH_ID": "refresh-page-1",
-        "SERVER_ENDPOINT": "https://oauth.bitrix.info/rest/", "APPLICATION_TOKEN": "app-token-page",
-        "APPLICATION_SCOPE": "crm,messageservice", "member_id": MEMBER_ID, "status": "L", "PLACEMENT": "DEFAULT",
+        "AUTH_ID": "admin-access-token",
+        "AUTH_EXPIRES": "3600",
+        "REFRESH_ID": "refresh-page-1",
+        "SERVER_ENDPOINT": "https://oauth.bitrix.info/rest/",
+        "APPLICATION_TOKEN": "app-token-page",
+        "APPLICATION_SCOPE": "crm,messageservice",
+        "member_id": MEMBER_ID,
+        "status": "L",
+        "PLACEMENT": "DEFAULT",
     }
     fields.update(overrides)
     return urlencode({k: v for k, v in fields.items() if v is not None})
@@ -41,8 +58,9 @@ def page_form(**overrides):
 PAGE_QUERY = "?DOMAIN=acme.bitrix24.ru&PROTOCOL=1&LANG=ru&APP_SID=abc"
 
 
-def test_onappinstall_event_confirms_tokens_stores_installation_and_binds_app_events(client, application, portal,
-                                                                                    public_base_url):
+def test_onappinstall_event_confirms_tokens_stores_installation_and_binds_app_events(
+    client, application, portal, public_base_url
+):
     response = client.post("/b24/install/", event_body(), content_type=FORM)
 
     assert response.status_code == 200, response.content
@@ -66,7 +84,8 @@ def test_onappinstall_event_confirms_tokens_stores_installation_and_binds_app_ev
     assert "app.info" not in [c[1] for c in portal.calls]
     assert portal.bindings[installation.pk] == [
         ("ONAPPUNINSTALL", f"https://sms.example.com/b24/uninstall/{installation.handler_secret}/"),
-        ("ONAPPUPDATE", f"https://sms.example.com/b24/event/{installation.handler_secret}/")]
+        ("ONAPPUPDATE", f"https://sms.example.com/b24/event/{installation.handler_secret}/"),
+    ]
     assert response.json()["uninstall_handler_bound"] is True
     assert response.json()["update_handler_bound"] is True
     assert installation.bound_event_names == {"ONAPPUNINSTALL", "ONAPPUPDATE"}
@@ -147,24 +166,27 @@ def test_unreachable_oauth_server_answers_503_and_stores_nothing(client, applica
     assert not Installation.objects.exists()
 
 
-@pytest.mark.parametrize("body, field", [
-    (event_body(**{"auth[member_id]": None}), "auth[member_id]"),
-    (event_body(**{"auth[application_token]": ""}), "auth[application_token]"),
-    (event_body(**{"auth[client_endpoint]": "ftp://x/rest/"}), "auth[client_endpoint]"),
-    (event_body(**{"auth[expires]": "soon"}), "auth[expires]"),
-    (event_body(event="ONCRMLEADADD"), "event"),
-    ("event=ONAPPINSTALL", "auth"),
-    ("hello=world", "AUTH_ID"),
-    (page_form(REFRESH_ID=None), "DOMAIN"),  # no query string: the domain is missing first
-    (event_body(**{"auth[domain]": None}), "auth[domain]"),
-    (event_body(**{"auth[domain]": "a" * 256}), "auth[domain]"),
-    (event_body(**{"auth[domain]": "acme.bitrix24.ru/x?y@z"}), "auth[domain]"),
-    (event_body(**{"auth[client_endpoint]": "http://[::1/rest/"}), "auth[client_endpoint]"),
-    (event_body(**{"auth[client_endpoint]": "https://acme.bitrix24.ru:99999/rest/"}), "auth[client_endpoint]"),
-    (event_body(**{"auth[client_endpoint]": "https://acme.bitrix24.ru/" + "r" * 475}), "auth[client_endpoint]"),
-    (event_body(**{"auth[member_id]": "a223c6b3\x00"}), "auth[member_id]"),  # PostgreSQL refuses NUL
-    (event_body(**{"auth[access_token]": "token\nwith-newline"}), "auth[access_token]"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (event_body(**{"auth[member_id]": None}), "auth[member_id]"),
+        (event_body(**{"auth[application_token]": ""}), "auth[application_token]"),
+        (event_body(**{"auth[client_endpoint]": "ftp://x/rest/"}), "auth[client_endpoint]"),
+        (event_body(**{"auth[expires]": "soon"}), "auth[expires]"),
+        (event_body(event="ONCRMLEADADD"), "event"),
+        ("event=ONAPPINSTALL", "auth"),
+        ("hello=world", "AUTH_ID"),
+        (page_form(REFRESH_ID=None), "DOMAIN"),  # no query string: the domain is missing first
+        (event_body(**{"auth[domain]": None}), "auth[domain]"),
+        (event_body(**{"auth[domain]": "a" * 256}), "auth[domain]"),
+        (event_body(**{"auth[domain]": "acme.bitrix24.ru/x?y@z"}), "auth[domain]"),
+        (event_body(**{"auth[client_endpoint]": "http://[::1/rest/"}), "auth[client_endpoint]"),
+        (event_body(**{"auth[client_endpoint]": "https://acme.bitrix24.ru:99999/rest/"}), "auth[client_endpoint]"),
+        (event_body(**{"auth[client_endpoint]": "https://acme.bitrix24.ru/" + "r" * 475}), "auth[client_endpoint]"),
+        (event_body(**{"auth[member_id]": "a223c6b3\x00"}), "auth[member_id]"),  # PostgreSQL refuses NUL
+        (event_body(**{"auth[access_token]": "token\nwith-newline"}), "auth[access_token]"),
+    ],
+)
 def test_bad_install_input_is_a_400_naming_the_field(client, application, portal, body, field):
     response = client.post("/b24/install/", body, content_type=FORM)
 
@@ -174,11 +196,14 @@ def test_bad_install_input_is_a_400_naming_the_field(client, application, portal
     assert portal.calls == []
 
 
-@pytest.mark.parametrize("endpoint", [
-    "https://evil.example.com/rest/",  # another host than auth[domain]
-    "https://acme.bitrix24.ru:8443/rest/",  # ... or the right host on another port than the domain says
-    "http://169.254.169.254/latest/meta-data/",
-])
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://evil.example.com/rest/",  # another host than auth[domain]
+        "https://acme.bitrix24.ru:8443/rest/",  # ... or the right host on another port than the domain says
+        "http://169.254.169.254/latest/meta-data/",
+    ],
+)
 def test_install_never_calls_an_endpoint_outside_the_portal_domain(client, application, portal, endpoint, settings):
     settings.SANDBOX = False
     body = event_body(**{"auth[client_endpoint]": endpoint})
@@ -208,11 +233,18 @@ def test_allowed_portal_domains_are_checked_before_any_call(client, application,
     assert Installation.objects.get().domain == "acme.bitrix24.ru"
 
 
-@pytest.mark.parametrize("domain, allowed", [
-    ("acme.bitrix24.com", True), ("ACME.Bitrix24.com", True), ("crm.example.org", True),
-    ("bitrix24.com", False), ("evilbitrix24.com", False), ("acme.bitrix24.com.evil.io", False),
-    ("sub.crm.example.org", False),
-])
+@pytest.mark.parametrize(
+    "domain, allowed",
+    [
+        ("acme.bitrix24.com", True),
+        ("ACME.Bitrix24.com", True),
+        ("crm.example.org", True),
+        ("bitrix24.com", False),
+        ("evilbitrix24.com", False),
+        ("acme.bitrix24.com.evil.io", False),
+        ("sub.crm.example.org", False),
+    ],
+)
 def test_allowed_portal_domain_entries(settings, domain, allowed):
     from providers.services.installations import portal_domain_allowed
 
@@ -223,8 +255,9 @@ def test_allowed_portal_domain_entries(settings, domain, allowed):
 def test_https_is_required_when_configured(client, application, portal, settings):
     settings.B24_REQUIRE_HTTPS = True
 
-    event = client.post("/b24/install/", event_body(**{"auth[client_endpoint]": "http://acme.bitrix24.ru/rest/"}),
-                        content_type=FORM)
+    event = client.post(
+        "/b24/install/", event_body(**{"auth[client_endpoint]": "http://acme.bitrix24.ru/rest/"}), content_type=FORM
+    )
     page = client.post("/b24/install/?DOMAIN=acme.bitrix24.ru&PROTOCOL=0", page_form(), content_type=FORM)
 
     assert event.status_code == 400 and "auth[client_endpoint]" in event.json()
@@ -262,22 +295,32 @@ def test_install_for_another_application_checks_its_client_id(client, applicatio
 
 
 def test_reinstall_updates_the_same_installation_and_pushes_providers_again(
-        client, application, portal, approved_sender_name, django_capture_on_commit_callbacks):
+    client, application, portal, approved_sender_name, django_capture_on_commit_callbacks
+):
     client.post("/b24/install/", event_body(), content_type=FORM)
     installation = Installation.objects.get()
     with django_capture_on_commit_callbacks(execute=True):
-        provider = provider_create(code="acme", name="Acme", sender_name_application=approved_sender_name,
-                                   installations=[installation])
+        provider = provider_create(
+            code="acme", name="Acme", sender_name_application=approved_sender_name, installations=[installation]
+        )
     installation.mark_removed(installation.installed_at)
     portal.providers.clear()  # Bitrix24 deleted the application's providers
     secret = installation.handler_secret
 
     portal.client_endpoint = "https://acme-renamed.bitrix24.ru/rest/"
     with django_capture_on_commit_callbacks(execute=True):
-        response = client.post("/b24/install/", event_body(**{
-            "auth[refresh_token]": "refresh-token-2", "auth[application_token]": "app-token-2",
-            "auth[domain]": "acme-renamed.bitrix24.ru", "auth[client_endpoint]": "https://acme-renamed.bitrix24.ru/rest/",
-        }), content_type=FORM)
+        response = client.post(
+            "/b24/install/",
+            event_body(
+                **{
+                    "auth[refresh_token]": "refresh-token-2",
+                    "auth[application_token]": "app-token-2",
+                    "auth[domain]": "acme-renamed.bitrix24.ru",
+                    "auth[client_endpoint]": "https://acme-renamed.bitrix24.ru/rest/",
+                }
+            ),
+            content_type=FORM,
+        )
 
     assert response.status_code == 200
     assert response.json()["result"] == "reinstalled"
@@ -285,7 +328,9 @@ def test_reinstall_updates_the_same_installation_and_pushes_providers_again(
     assert installation.state == InstallationState.ACTIVE
     assert installation.uninstalled_at is None
     assert installation.refresh_token == "rotated-refresh-token-2"
-    assert installation.application_token_matches("app-token-2") and not installation.application_token_matches("app-token-1")
+    assert installation.application_token_matches("app-token-2") and not installation.application_token_matches(
+        "app-token-1"
+    )
     assert installation.domain == "acme-renamed.bitrix24.ru"
     assert installation.handler_secret == secret  # HANDLER URLs stay valid
     # the registration was live, so the provider was added again
@@ -329,11 +374,19 @@ def test_transient_bind_failure_is_retried_by_a_task(client, application, portal
 
 # --- uninstall --------------------------------------------------------------------------------
 
+
 def uninstall_body(token, member_id=MEMBER_ID):
-    return urlencode({
-        "event": "ONAPPUNINSTALL", "data[LANGUAGE_ID]": "ru", "data[CLEAN]": "1", "ts": "1696527000",
-        "auth[domain]": "acme.bitrix24.ru", "auth[member_id]": member_id, "auth[application_token]": token,
-    })
+    return urlencode(
+        {
+            "event": "ONAPPUNINSTALL",
+            "data[LANGUAGE_ID]": "ru",
+            "data[CLEAN]": "1",
+            "ts": "1696527000",
+            "auth[domain]": "acme.bitrix24.ru",
+            "auth[member_id]": member_id,
+            "auth[application_token]": token,
+        }
+    )
 
 
 @pytest.fixture
@@ -341,13 +394,16 @@ def installed(client, application, portal, approved_sender_name, django_capture_
     client.post("/b24/install/", event_body(), content_type=FORM)
     installation = Installation.objects.get()
     with django_capture_on_commit_callbacks(execute=True):
-        provider_create(code="acme", name="Acme", sender_name_application=approved_sender_name,
-                        installations=[installation])
+        provider_create(
+            code="acme", name="Acme", sender_name_application=approved_sender_name, installations=[installation]
+        )
     return installation
 
 
 def test_uninstall_with_the_stored_token_removes_installation_and_registrations(client, installed, portal):
-    response = client.post(f"/b24/uninstall/{installed.handler_secret}/", uninstall_body("app-token-1"), content_type=FORM)
+    response = client.post(
+        f"/b24/uninstall/{installed.handler_secret}/", uninstall_body("app-token-1"), content_type=FORM
+    )
 
     assert response.status_code == 200
     installation = Installation.objects.get()
@@ -356,8 +412,12 @@ def test_uninstall_with_the_stored_token_removes_installation_and_registrations(
     assert installation.access_token == "" and installation.refresh_token == ""
     assert ProviderRegistration.objects.get().state == RegistrationState.REMOVED
     # a repeated event changes nothing and still answers 200
-    assert client.post(f"/b24/uninstall/{installed.handler_secret}/", uninstall_body("app-token-1"),
-                       content_type=FORM).status_code == 200
+    assert (
+        client.post(
+            f"/b24/uninstall/{installed.handler_secret}/", uninstall_body("app-token-1"), content_type=FORM
+        ).status_code
+        == 200
+    )
 
 
 def test_no_call_reaches_the_portal_after_uninstall(client, installed, portal):
@@ -374,8 +434,9 @@ def test_no_call_reaches_the_portal_after_uninstall(client, installed, portal):
 
 @pytest.mark.parametrize("token, member_id", [("wrong-token", MEMBER_ID), ("app-token-1", "another-member")])
 def test_uninstall_with_a_wrong_token_is_refused_and_changes_nothing(client, installed, token, member_id):
-    response = client.post(f"/b24/uninstall/{installed.handler_secret}/", uninstall_body(token, member_id),
-                           content_type=FORM)
+    response = client.post(
+        f"/b24/uninstall/{installed.handler_secret}/", uninstall_body(token, member_id), content_type=FORM
+    )
 
     assert response.status_code == 403
     installation = Installation.objects.get()
@@ -385,10 +446,14 @@ def test_uninstall_with_a_wrong_token_is_refused_and_changes_nothing(client, ins
 
 
 def test_uninstall_with_unknown_secret_or_bad_body(client, installed):
-    assert client.post("/b24/uninstall/not-a-secret/", uninstall_body("app-token-1"), content_type=FORM).status_code == 403
+    assert (
+        client.post("/b24/uninstall/not-a-secret/", uninstall_body("app-token-1"), content_type=FORM).status_code == 403
+    )
     for forged in ("ab%00cd", "x" * 65, "a.b"):  # NUL: PostgreSQL refuses it in a query (was a 500)
-        assert client.post(f"/b24/uninstall/{forged}/", uninstall_body("app-token-1"),
-                           content_type=FORM).status_code == 403
+        assert (
+            client.post(f"/b24/uninstall/{forged}/", uninstall_body("app-token-1"), content_type=FORM).status_code
+            == 403
+        )
     response = client.post(f"/b24/uninstall/{installed.handler_secret}/", "event=ONAPPUNINSTALL", content_type=FORM)
     assert response.status_code == 400
     assert "auth" in response.json()
@@ -396,6 +461,7 @@ def test_uninstall_with_unknown_secret_or_bad_body(client, installed):
 
 
 # --- default application ----------------------------------------------------------------------
+
 
 def test_default_application_follows_settings(db, settings):
     from providers.models import BitrixApplication
@@ -449,7 +515,9 @@ def test_a_domain_naming_the_default_port_is_the_same_host(client, application, 
 def test_sandbox_portal_with_a_domain_label_may_live_on_another_host(client, application, portal, settings):
     """The sandbox's fake portal is labelled sandbox.bitrix24.test but served from 127.0.0.1."""
     settings.SANDBOX = True
-    body = event_body(**{"auth[domain]": "sandbox.bitrix24.test", "auth[client_endpoint]": "http://127.0.0.1:8102/rest/"})
+    body = event_body(
+        **{"auth[domain]": "sandbox.bitrix24.test", "auth[client_endpoint]": "http://127.0.0.1:8102/rest/"}
+    )
 
     assert client.post("/b24/install/", body, content_type=FORM).status_code == 200
     assert Installation.objects.get().domain == "sandbox.bitrix24.test"

@@ -4,6 +4,7 @@ Each test plays one attacker of issue 14 and fails on the code that believed the
 an impostor server that answers ``app.info`` perfectly, a URL that two parsers read differently,
 a portal address inside our network, a slow server, a flood of install requests.
 """
+
 import json
 import secrets
 import threading
@@ -43,8 +44,11 @@ class Impostor:
                 if impostor.delay:
                     time.sleep(impostor.delay)
                 method = self.path.rstrip("/").rsplit("/", 1)[-1]
-                result = {"ID": "1", "CODE": CLIENT_ID, "VERSION": 1, "STATUS": "L", "INSTALLED": True} \
-                    if method == "app.info" else True
+                result = (
+                    {"ID": "1", "CODE": CLIENT_ID, "VERSION": 1, "STATUS": "L", "INSTALLED": True}
+                    if method == "app.info"
+                    else True
+                )
                 body = json.dumps({"result": result, "time": {}}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -113,15 +117,22 @@ def test_the_real_portal_installs_with_what_the_oauth_server_says(client, bitrix
     assert [b["event"] for b in victim.event_bindings] == ["ONAPPUNINSTALL", "ONAPPUPDATE"]
 
 
-def test_an_impostor_answering_app_info_cannot_take_over_a_portal(client, bitrix24, victim, installed_victim,
-                                                                  impostor):
+def test_an_impostor_answering_app_info_cannot_take_over_a_portal(client, bitrix24, victim, installed_victim, impostor):
     """member_id and client_id are public; the impostor names its own server as the portal's endpoint."""
     before = Installation.objects.values().get()
 
-    response = post_install(client, bitrix24, victim, **{
-        "auth[domain]": impostor.netloc, "auth[client_endpoint]": impostor.endpoint,
-        "auth[access_token]": "impostor-access", "auth[refresh_token]": "impostor-refresh",
-        "auth[application_token]": "impostor-app-token"})
+    response = post_install(
+        client,
+        bitrix24,
+        victim,
+        **{
+            "auth[domain]": impostor.netloc,
+            "auth[client_endpoint]": impostor.endpoint,
+            "auth[access_token]": "impostor-access",
+            "auth[refresh_token]": "impostor-refresh",
+            "auth[application_token]": "impostor-app-token",
+        },
+    )
 
     assert response.status_code == 403, response.content
     assert impostor.requests == []  # never called: not app.info, not event.bind
@@ -132,14 +143,20 @@ def test_an_impostor_answering_app_info_cannot_take_over_a_portal(client, bitrix
     assert all(b["handler"].startswith("https://sms.example.com/") for b in victim.event_bindings)
 
 
-def test_an_impostor_with_real_tokens_of_its_own_portal_is_refused(client, bitrix24, victim, installed_victim,
-                                                                    impostor):
+def test_an_impostor_with_real_tokens_of_its_own_portal_is_refused(
+    client, bitrix24, victim, installed_victim, impostor
+):
     """The attacker installs our (public) application on a portal of its own, then claims the victim's member_id."""
     attacker = bitrix24.add_portal(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
     query, pairs = bitrix24.install_form(attacker)
     form = dict(pairs)
-    form.update({"auth[member_id]": victim.member_id, "auth[domain]": impostor.netloc,
-                 "auth[client_endpoint]": impostor.endpoint})
+    form.update(
+        {
+            "auth[member_id]": victim.member_id,
+            "auth[domain]": impostor.netloc,
+            "auth[client_endpoint]": impostor.endpoint,
+        }
+    )
     before = Installation.objects.values().get()
 
     response = client.post("/b24/install/", urlencode(form), content_type=FORM)
@@ -151,30 +168,46 @@ def test_an_impostor_with_real_tokens_of_its_own_portal_is_refused(client, bitri
 
 
 def test_an_impostor_cannot_plant_a_new_active_portal(client, bitrix24, victim, impostor):
-    response = client.post("/b24/install/", urlencode({
-        "event": "ONAPPINSTALL", "auth[access_token]": "a", "auth[refresh_token]": "r", "auth[expires_in]": "3600",
-        "auth[domain]": impostor.netloc, "auth[client_endpoint]": impostor.endpoint,
-        "auth[member_id]": "f" * 32, "auth[application_token]": "t"}), content_type=FORM)
+    response = client.post(
+        "/b24/install/",
+        urlencode(
+            {
+                "event": "ONAPPINSTALL",
+                "auth[access_token]": "a",
+                "auth[refresh_token]": "r",
+                "auth[expires_in]": "3600",
+                "auth[domain]": impostor.netloc,
+                "auth[client_endpoint]": impostor.endpoint,
+                "auth[member_id]": "f" * 32,
+                "auth[application_token]": "t",
+            }
+        ),
+        content_type=FORM,
+    )
 
     assert response.status_code == 403
     assert not Installation.objects.exists()
     assert impostor.requests == []
 
 
-@pytest.mark.parametrize("endpoint", [
-    "https://evil.example\\@acme.bitrix24.ru/rest/",
-    "https://evil.example%5C@acme.bitrix24.ru/rest/",
-    "https://user:pass@acme.bitrix24.ru/rest/",
-    "https://acme.bitrix24.ru@evil.example/rest/",
-    "https://acme.bitrix24.ru\t.evil.example/rest/",
-    "https://evil.example#@acme.bitrix24.ru/rest/",
-])
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://evil.example\\@acme.bitrix24.ru/rest/",
+        "https://evil.example%5C@acme.bitrix24.ru/rest/",
+        "https://user:pass@acme.bitrix24.ru/rest/",
+        "https://acme.bitrix24.ru@evil.example/rest/",
+        "https://acme.bitrix24.ru\t.evil.example/rest/",
+        "https://evil.example#@acme.bitrix24.ru/rest/",
+    ],
+)
 def test_urls_that_parsers_read_differently_are_refused_before_any_call(client, bitrix24, victim, settings, endpoint):
     settings.B24_ALLOWED_PORTAL_DOMAINS = [".bitrix24.ru"]
     assert portal_url_refusal(endpoint) is not None
 
-    response = post_install(client, bitrix24, victim, **{"auth[domain]": "acme.bitrix24.ru",
-                                                         "auth[client_endpoint]": endpoint})
+    response = post_install(
+        client, bitrix24, victim, **{"auth[domain]": "acme.bitrix24.ru", "auth[client_endpoint]": endpoint}
+    )
 
     assert response.status_code == 400, response.content
     assert not Installation.objects.exists()
@@ -186,8 +219,9 @@ def test_an_oauth_answer_naming_a_refused_address_is_not_stored(client, bitrix24
     real_endpoint, real_domain = victim.client_endpoint, victim.domain
     victim.client_endpoint = "https://evil.example\\@acme.bitrix24.ru/rest/"
 
-    response = post_install(client, bitrix24, victim, **{"auth[client_endpoint]": real_endpoint,
-                                                         "auth[domain]": real_domain})
+    response = post_install(
+        client, bitrix24, victim, **{"auth[client_endpoint]": real_endpoint, "auth[domain]": real_domain}
+    )
 
     assert response.status_code == 403
     assert not Installation.objects.exists()
@@ -206,7 +240,8 @@ def test_a_portal_on_a_private_address_is_refused(client, bitrix24, victim, sett
 
 
 def test_calls_to_a_stored_portal_that_now_resolves_privately_are_refused_at_connect(
-        bitrix24, victim, installation_factory, settings):
+    bitrix24, victim, installation_factory, settings
+):
     installation = installation_factory(victim)
     calls_before = len(victim.calls)
     settings.B24_PORTAL_ALLOW_LOOPBACK = False
@@ -216,8 +251,15 @@ def test_calls_to_a_stored_portal_that_now_resolves_privately_are_refused_at_con
     assert len(victim.calls) == calls_before  # no request reached the address
 
 
-@pytest.mark.parametrize("endpoint", ["http://169.254.169.254/rest/", "http://10.0.0.8:6379/rest/",
-                                      "http://localhost:5432/rest/", "http://[::1]:8000/rest/"])
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://169.254.169.254/rest/",
+        "http://10.0.0.8:6379/rest/",
+        "http://localhost:5432/rest/",
+        "http://[::1]:8000/rest/",
+    ],
+)
 def test_private_and_metadata_addresses_are_refused(settings, installation_factory, endpoint):
     settings.B24_PORTAL_ALLOW_LOOPBACK = False
     installation = installation_factory(client_endpoint=endpoint)
@@ -268,9 +310,9 @@ def test_install_requests_are_rate_limited_per_address(client, bitrix24, victim,
     monkeypatch.setattr("django_ratelimit.core.time", SimpleNamespace(time=lambda: now))
     # Counters live in the shared cache, which outlives a test run: addresses of this run only.
     run = secrets.randbits(32)
-    flooder, other = f"2001:db8:{run >> 16:x}:{run & 0xffff:x}::1", f"2001:db8:{run >> 16:x}:{(run + 1) & 0xffff:x}::1"
+    flooder, other = f"2001:db8:{run >> 16:x}:{run & 0xFFFF:x}::1", f"2001:db8:{run >> 16:x}:{(run + 1) & 0xFFFF:x}::1"
     refusals = []
-    for n in range(5):
+    for _n in range(5):
         response = client.post("/b24/install/", "event=ONAPPINSTALL", content_type=FORM, REMOTE_ADDR=flooder)
         refusals.append(response.status_code)
 

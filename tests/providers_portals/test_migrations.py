@@ -1,4 +1,5 @@
 """Migration 0003: installations that existed before it each get their own callback secret."""
+
 import pytest
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
@@ -21,14 +22,22 @@ def test_existing_installations_get_distinct_callback_secrets():
     try:
         old_apps = migrate(BEFORE)
         application = old_apps.get_model("providers", "BitrixApplication").objects.create(
-            name="app", client_id="local.migr", client_secret="s")
+            name="app", client_id="local.migr", client_secret="s"
+        )
         OldInstallation = old_apps.get_model("providers", "Installation")
         for n in range(3):
-            OldInstallation.objects.create(application=application, member_id=f"m{n}", domain=f"p{n}.test",
-                                           client_endpoint=f"https://p{n}.test/rest/", handler_secret=f"handler-{n}")
+            OldInstallation.objects.create(
+                application=application,
+                member_id=f"m{n}",
+                domain=f"p{n}.test",
+                client_endpoint=f"https://p{n}.test/rest/",
+                handler_secret=f"handler-{n}",
+            )
 
         new_apps = migrate(AFTER)
-        rows = list(new_apps.get_model("providers", "Installation").objects.values_list("handler_secret", "callback_secret"))
+        rows = list(
+            new_apps.get_model("providers", "Installation").objects.values_list("handler_secret", "callback_secret")
+        )
     finally:
         migrate(MigrationExecutor(connection).loader.graph.leaf_nodes())
 

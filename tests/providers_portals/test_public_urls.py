@@ -1,5 +1,6 @@
 """The URLs b24sms hands to Bitrix24 and i-dgtl are PUBLIC_BASE_URL + a named route (common/public_urls.py):
 each one reaches the view that serves it, and a route renamed without its callers fails loudly."""
+
 from urllib.parse import urlsplit
 
 import pytest
@@ -50,7 +51,9 @@ def test_the_install_urls_reach_the_install_view(application, other_application,
     assert application.is_default and not other_application.is_default
     assert installation_services.application_install_url(application) == f"{public_base_url}/b24/install/"
     assert served_by(installation_services.application_install_url(other_application), public_base_url) == (
-        install.install, {"application_id": other_application.pk})
+        install.install,
+        {"application_id": other_application.pk},
+    )
 
 
 def test_a_base_url_with_a_trailing_slash_gives_no_double_slash(installation, settings):

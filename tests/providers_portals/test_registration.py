@@ -1,4 +1,5 @@
 """Providers: validation, registration on portals (add / already installed / update / remove), check."""
+
 from datetime import timedelta
 
 import pytest
@@ -19,12 +20,13 @@ def run_on_commit(django_capture_on_commit_callbacks):
 
 
 def make_provider(approved_sender_name, **overrides):
-    values = dict(code="acme.sms", name="Acme SMS", sender_name_application=approved_sender_name)
+    values = {"code": "acme.sms", "name": "Acme SMS", "sender_name_application": approved_sender_name}
     values.update(overrides)
     return services.provider_create(**values)
 
 
 # --- validation ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("code", ["", "acme sms", "acme/sms", "кириллица", "a" * 129])
 def test_code_must_follow_the_bitrix24_charset_and_length(approved_sender_name, code):
@@ -55,8 +57,9 @@ def test_sender_name_application_not_approved_or_not_started_is_refused(approved
     assert "sender_name_application" in info.value.error_dict
 
 
-@pytest.mark.parametrize("sender_name, ok", [("OUTSIDE", True), ("", False), ("AB", False), ("TOOLONGNAME12", False),
-                                              ("Имя", False)])
+@pytest.mark.parametrize(
+    "sender_name, ok", [("OUTSIDE", True), ("", False), ("AB", False), ("TOOLONGNAME12", False), ("Имя", False)]
+)
 def test_typed_sender_name_for_a_name_registered_outside(db, sender_name, ok):
     if ok:
         assert services.provider_create(code="x", name="X", sender_name=sender_name).sender_name == sender_name
@@ -82,18 +85,26 @@ def test_duplicate_code_is_refused(approved_sender_name):
 
 # --- registration ----------------------------------------------------------------------------------
 
-def test_register_adds_the_provider_with_our_handler_url(approved_sender_name, make_installation, portal,
-                                                         public_base_url, run_on_commit):
+
+def test_register_adds_the_provider_with_our_handler_url(
+    approved_sender_name, make_installation, portal, public_base_url, run_on_commit
+):
     installation = make_installation()
     with run_on_commit():
-        provider = make_provider(approved_sender_name, name_translations={"RU": "Акме СМС", "en": "Acme SMS"},
-                                 description="Gateway", installations=[installation])
+        provider = make_provider(
+            approved_sender_name,
+            name_translations={"RU": "Акме СМС", "en": "Acme SMS"},
+            description="Gateway",
+            installations=[installation],
+        )
 
     sent = portal.providers[installation.pk]["acme.sms"]
     assert sent == {
-        "CODE": "acme.sms", "TYPE": "SMS",
+        "CODE": "acme.sms",
+        "TYPE": "SMS",
         "HANDLER": f"https://sms.example.com/b24/handler/{installation.handler_secret}/",
-        "NAME": {"ru": "Акме СМС", "en": "Acme SMS"}, "DESCRIPTION": "Gateway",
+        "NAME": {"ru": "Акме СМС", "en": "Acme SMS"},
+        "DESCRIPTION": "Gateway",
     }
     assert services.registration_handler_url(installation) == sent["HANDLER"]
     registration = ProviderRegistration.objects.get(provider=provider)
@@ -103,7 +114,9 @@ def test_register_adds_the_provider_with_our_handler_url(approved_sender_name, m
 
 def test_already_installed_falls_back_to_update(approved_sender_name, make_installation, portal, run_on_commit):
     installation = make_installation()
-    portal.providers[installation.pk] = {"acme.sms": {"CODE": "acme.sms", "NAME": "old", "HANDLER": "https://old.example/"}}
+    portal.providers[installation.pk] = {
+        "acme.sms": {"CODE": "acme.sms", "NAME": "old", "HANDLER": "https://old.example/"}
+    }
     with run_on_commit():
         make_provider(approved_sender_name, installations=[installation])
 
@@ -115,7 +128,8 @@ def test_already_installed_falls_back_to_update(approved_sender_name, make_insta
 
 
 def test_register_on_every_active_portal_by_default_and_repeat_is_harmless(
-        approved_sender_name, make_installation, portal, run_on_commit):
+    approved_sender_name, make_installation, portal, run_on_commit
+):
     first, second = make_installation(), make_installation()
     make_installation(state=InstallationState.REMOVED)
     provider = make_provider(approved_sender_name)
@@ -137,8 +151,9 @@ def test_register_on_an_inactive_installation_is_refused(approved_sender_name, m
     assert not ProviderRegistration.objects.exists()
 
 
-def test_permanent_error_fails_the_registration_with_the_error(approved_sender_name, make_installation, portal,
-                                                               run_on_commit):
+def test_permanent_error_fails_the_registration_with_the_error(
+    approved_sender_name, make_installation, portal, run_on_commit
+):
     portal.fail("messageservice.sender.add", Bitrix24AccessDenied("ACCESS_DENIED", "Access denied!"))
     installation = make_installation()
     with run_on_commit():
@@ -153,7 +168,9 @@ def test_transient_error_is_retried_then_fails_on_the_last_attempt(approved_send
     installation = make_installation()
     provider = make_provider(approved_sender_name)
     registration = ProviderRegistration.objects.create(provider=provider, installation=installation)
-    portal.fail("messageservice.sender.add", Bitrix24TransientError("QUERY_LIMIT_EXCEEDED", "Too many requests"), times=2)
+    portal.fail(
+        "messageservice.sender.add", Bitrix24TransientError("QUERY_LIMIT_EXCEEDED", "Too many requests"), times=2
+    )
 
     with pytest.raises(Bitrix24TransientError):
         services.registration_sync(registration_id=registration.pk, final_attempt=False)
@@ -181,8 +198,9 @@ def test_task_retries_a_transient_error(approved_sender_name, make_installation,
     assert registration.state == RegistrationState.REGISTERED
 
 
-def test_edit_is_pushed_with_update_and_re_added_when_not_found(approved_sender_name, make_installation, portal,
-                                                               run_on_commit):
+def test_edit_is_pushed_with_update_and_re_added_when_not_found(
+    approved_sender_name, make_installation, portal, run_on_commit
+):
     kept, lost = make_installation(), make_installation()
     with run_on_commit():
         provider = make_provider(approved_sender_name, installations=[kept, lost])
@@ -196,7 +214,10 @@ def test_edit_is_pushed_with_update_and_re_added_when_not_found(approved_sender_
     assert portal.providers[kept.pk]["acme.sms"]["DESCRIPTION"] == {"en": "Gateway"}
     assert portal.providers[lost.pk]["acme.sms"]["NAME"] == "Acme Messages"
     assert sorted(c[1] for c in portal.calls) == [
-        "messageservice.sender.add", "messageservice.sender.update", "messageservice.sender.update"]
+        "messageservice.sender.add",
+        "messageservice.sender.update",
+        "messageservice.sender.update",
+    ]
     assert set(provider.registrations.values_list("state", flat=True)) == {RegistrationState.REGISTERED}
 
 
@@ -219,8 +240,9 @@ def test_code_cannot_change_while_registered(approved_sender_name, make_installa
     assert "code" in info.value.error_dict
 
 
-def test_remove_deletes_on_the_portal_and_not_found_counts_as_removed(approved_sender_name, make_installation, portal,
-                                                                     run_on_commit):
+def test_remove_deletes_on_the_portal_and_not_found_counts_as_removed(
+    approved_sender_name, make_installation, portal, run_on_commit
+):
     first, second = make_installation(), make_installation()
     with run_on_commit():
         provider = make_provider(approved_sender_name, installations=[first, second])
@@ -244,6 +266,7 @@ def test_delete_provider_deletes_it_on_its_portals(approved_sender_name, make_in
 
 
 # --- check -------------------------------------------------------------------------------------------
+
 
 def test_check_shows_drift_both_ways(approved_sender_name, make_installation, portal, run_on_commit):
     good, drifted = make_installation(), make_installation()
@@ -280,13 +303,16 @@ def test_check_reports_a_failing_portal(approved_sender_name, make_installation,
 
 # --- registrations whose task was lost ------------------------------------------------------------
 
+
 def _age(registration, seconds):
     ProviderRegistration.objects.filter(pk=registration.pk).update(
-        updated_at=timezone.now() - timedelta(seconds=seconds))
+        updated_at=timezone.now() - timedelta(seconds=seconds)
+    )
 
 
-def test_a_registration_whose_task_was_lost_is_asked_for_again(approved_sender_name, make_installation, portal,
-                                                               run_on_commit, monkeypatch):
+def test_a_registration_whose_task_was_lost_is_asked_for_again(
+    approved_sender_name, make_installation, portal, run_on_commit, monkeypatch
+):
     from providers.tasks import registration as tasks
 
     stuck_install, fresh_install, leaving_install = make_installation(), make_installation(), make_installation()
@@ -300,8 +326,9 @@ def test_a_registration_whose_task_was_lost_is_asked_for_again(approved_sender_n
     with run_on_commit():
         services.provider_unregister(provider=provider, installations=[leaving_install])
     assert not portal.calls
-    stuck, fresh, leaving = (ProviderRegistration.objects.get(installation=i)
-                             for i in (stuck_install, fresh_install, leaving_install))
+    stuck, fresh, leaving = (
+        ProviderRegistration.objects.get(installation=i) for i in (stuck_install, fresh_install, leaving_install)
+    )
     _age(stuck, 901)
     _age(leaving, 901)
     _age(fresh, 60)  # its task may still be retrying
@@ -312,7 +339,10 @@ def test_a_registration_whose_task_was_lost_is_asked_for_again(approved_sender_n
         assert tasks.resume_stuck_registrations() == {"register": 1, "remove": 1}
     assert [c[1] for c in portal.calls] == ["messageservice.sender.add", "messageservice.sender.delete"]
     states = dict(ProviderRegistration.objects.values_list("installation", "state"))
-    assert states == {stuck_install.pk: RegistrationState.REGISTERED, fresh_install.pk: RegistrationState.PENDING,
-                      leaving_install.pk: RegistrationState.REMOVED}
+    assert states == {
+        stuck_install.pk: RegistrationState.REGISTERED,
+        fresh_install.pk: RegistrationState.PENDING,
+        leaving_install.pk: RegistrationState.REMOVED,
+    }
     with run_on_commit():
         assert tasks.resume_stuck_registrations() == {"register": 0, "remove": 0}  # nothing left, nothing twice

@@ -6,6 +6,7 @@ and every retry it held: the sweep notices (a marker key it keeps in the broker 
 at once for what was pending before that Redis started, and for nothing asked after it.
 A Redis server of the test's own, restarted for real.
 """
+
 import time
 from datetime import timedelta
 
@@ -40,8 +41,11 @@ def asked(monkeypatch):
 
 def _pending(make_installation, provider, seconds_ago: float) -> ProviderRegistration:
     registration = ProviderRegistration.objects.create(
-        provider=provider, installation=make_installation(), state=RegistrationState.PENDING)
-    ProviderRegistration.objects.filter(pk=registration.pk).update(updated_at=timezone.now() - timedelta(seconds=seconds_ago))
+        provider=provider, installation=make_installation(), state=RegistrationState.PENDING
+    )
+    ProviderRegistration.objects.filter(pk=registration.pk).update(
+        updated_at=timezone.now() - timedelta(seconds=seconds_ago)
+    )
     return registration
 
 
@@ -60,8 +64,8 @@ def test_the_broker_reports_a_loss_once_per_sweep(broker_is_private_redis):
 
 
 def test_the_embedded_broker_and_inline_tasks_lose_nothing(settings, monkeypatch):
-    from common.taskqueue import broker_messages_lost_at
     from b24sms.celery import app
+    from common.taskqueue import broker_messages_lost_at
 
     monkeypatch.setenv("CELERY_BROKER_URL", "b24sqla+sqlite:///unused.sqlite3")
     monkeypatch.setitem(app.conf, "task_always_eager", False)
@@ -72,14 +76,16 @@ def test_the_embedded_broker_and_inline_tasks_lose_nothing(settings, monkeypatch
 
 
 def test_registrations_pending_when_redis_restarted_empty_are_asked_for_at_once(
-        broker_is_private_redis, make_installation, approved_sender_name, asked, django_capture_on_commit_callbacks):
+    broker_is_private_redis, make_installation, approved_sender_name, asked, django_capture_on_commit_callbacks
+):
     from providers.tasks.registration import resume_stuck_registrations
 
     provider = services.provider_create(code="acme.sms", name="Acme SMS", sender_name_application=approved_sender_name)
     # Pending since before this Redis started (however long the fixtures took), long before
     # REGISTRATION_RESUME_AFTER: only the "Redis came back empty" rule can ask for it now.
-    first_sweep = _pending(make_installation, provider,
-                           seconds_ago=time.time() - broker_is_private_redis.started_at + 5)
+    first_sweep = _pending(
+        make_installation, provider, seconds_ago=time.time() - broker_is_private_redis.started_at + 5
+    )
     with django_capture_on_commit_callbacks(execute=True):
         resume_stuck_registrations()  # the first sweep on this Redis: pending since before it started
     assert asked == [first_sweep.pk]

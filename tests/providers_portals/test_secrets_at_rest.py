@@ -1,4 +1,5 @@
 """Secrets at rest (common/encryption.py): what the database holds, key rotation, the keyed hashes, the migration."""
+
 import hashlib
 import hmac
 import io
@@ -48,15 +49,17 @@ def test_tokens_and_secrets_are_stored_encrypted_and_read_back_as_text(settings,
     assert key.decrypt(application_row["client_secret"].encode()).decode() == application.client_secret
 
     fresh = Installation.objects.get(pk=installation.pk)
-    assert [getattr(fresh, name) for name in INSTALLATION_SECRETS] == [getattr(installation, name)
-                                                                        for name in INSTALLATION_SECRETS]
+    assert [getattr(fresh, name) for name in INSTALLATION_SECRETS] == [
+        getattr(installation, name) for name in INSTALLATION_SECRETS
+    ]
     assert fresh.access_token == "access-token-at-rest-1"
     assert BitrixApplication.objects.get(pk=application.pk).client_secret == application.client_secret
 
 
 def test_idgtl_keys_are_stored_encrypted(settings, db):
-    account = IdgtlAccount.objects.create(name="at rest", sender_names_key="sender-names-key-at-rest",
-                                          messages_key="messages-key-at-rest")
+    account = IdgtlAccount.objects.create(
+        name="at rest", sender_names_key="sender-names-key-at-rest", messages_key="messages-key-at-rest"
+    )
     row = raw_row("idgtl_idgtlaccount", account.pk)
     key = Fernet(settings.FIELD_ENCRYPTION_KEYS[0])
     assert "sender-names-key-at-rest" not in row["sender_names_key"]
@@ -115,8 +118,9 @@ def test_a_changed_url_secret_changes_its_index_and_indexes_are_unique(make_inst
         other.save()
 
 
-def test_rotation_reencrypts_everything_with_the_newest_key_and_the_old_one_can_go(settings, make_installation,
-                                                                                   application):
+def test_rotation_reencrypts_everything_with_the_newest_key_and_the_old_one_can_go(
+    settings, make_installation, application
+):
     old, new = settings.FIELD_ENCRYPTION_KEYS[0], Fernet.generate_key().decode()
     installation = make_installation(access_token="access-before-rotation", refresh_token="refresh-before-rotation")
     account = IdgtlAccount.objects.create(name="rotated", messages_key="messages-key-before-rotation")
@@ -152,8 +156,10 @@ def test_rotation_refuses_to_let_a_key_go_while_a_value_needs_it(settings, make_
     out = io.StringIO()
     with pytest.raises(CommandError, match="providers.Installation.refresh_token"):
         call_command("reencrypt_secrets", stdout=out)
-    assert "providers.Installation.refresh_token: 0 re-encrypted, 0 changed meanwhile (already with the newest key), " \
-           "1 undecryptable" in out.getvalue()
+    assert (
+        "providers.Installation.refresh_token: 0 re-encrypted, 0 changed meanwhile (already with the newest key), "
+        "1 undecryptable" in out.getvalue()
+    )
     assert raw_row("providers_installation", installation.pk)["refresh_token"] == foreign  # left as it was
     with pytest.raises(SecretUndecryptable, match="reencrypt_secrets"):
         Installation.objects.get(pk=installation.pk)
@@ -178,22 +184,35 @@ def test_the_migration_encrypts_plaintext_rows_and_going_back_decrypts_them(sett
     try:
         old_apps = migrate(BEFORE)
         application = old_apps.get_model("providers", "BitrixApplication").objects.create(
-            name="app", client_id="local.migr.secrets", client_secret="client-secret-plain")
+            name="app", client_id="local.migr.secrets", client_secret="client-secret-plain"
+        )
         old_apps.get_model("idgtl", "IdgtlAccount").objects.create(
-            name="migrated", sender_names_key="sender-names-key-plain", messages_key="")
+            name="migrated", sender_names_key="sender-names-key-plain", messages_key=""
+        )
         OldInstallation = old_apps.get_model("providers", "Installation")
         for n in range(2):
             OldInstallation.objects.create(
-                application=application, member_id=f"m{n}", domain=f"p{n}.test",
-                client_endpoint=f"https://p{n}.test/rest/", access_token=f"access-plain-{n}",
-                refresh_token=f"refresh-plain-{n}", application_token=f"app-token-{n}",
-                handler_secret=f"handler-plain-{n}", callback_secret=f"callback-plain-{n}")
+                application=application,
+                member_id=f"m{n}",
+                domain=f"p{n}.test",
+                client_endpoint=f"https://p{n}.test/rest/",
+                access_token=f"access-plain-{n}",
+                refresh_token=f"refresh-plain-{n}",
+                application_token=f"app-token-{n}",
+                handler_secret=f"handler-plain-{n}",
+                callback_secret=f"callback-plain-{n}",
+            )
 
         new_apps = migrate(AFTER)
-        rows = {row["member_id"]: row for row in (raw_row("providers_installation", pk) for pk in
-                                                   OldInstallation.objects.values_list("pk", flat=True))}
-        account_row = raw_row("idgtl_idgtlaccount",
-                              new_apps.get_model("idgtl", "IdgtlAccount").objects.get(name="migrated").pk)
+        rows = {
+            row["member_id"]: row
+            for row in (
+                raw_row("providers_installation", pk) for pk in OldInstallation.objects.values_list("pk", flat=True)
+            )
+        }
+        account_row = raw_row(
+            "idgtl_idgtlaccount", new_apps.get_model("idgtl", "IdgtlAccount").objects.get(name="migrated").pk
+        )
         application_row = raw_row("providers_bitrixapplication", application.pk)
         Installation = new_apps.get_model("providers", "Installation")
         found = Installation.objects.get(handler_secret_index=url_secret_index("handler-plain-1"))
@@ -209,11 +228,16 @@ def test_the_migration_encrypts_plaintext_rows_and_going_back_decrypts_them(sett
     for n in range(2):
         row = rows[f"m{n}"]
         assert "application_token" not in row
-        for column, plaintext in (("access_token", f"access-plain-{n}"), ("refresh_token", f"refresh-plain-{n}"),
-                                  ("handler_secret", f"handler-plain-{n}"), ("callback_secret", f"callback-plain-{n}")):
+        for column, plaintext in (
+            ("access_token", f"access-plain-{n}"),
+            ("refresh_token", f"refresh-plain-{n}"),
+            ("handler_secret", f"handler-plain-{n}"),
+            ("callback_secret", f"callback-plain-{n}"),
+        ):
             assert key.decrypt(row[column].encode()).decode() == plaintext, column
-        assert row["application_token_hash"] == hmac_hex(settings.SECRET_INDEX_KEY, "application-token",
-                                                          f"app-token-{n}")
+        assert row["application_token_hash"] == hmac_hex(
+            settings.SECRET_INDEX_KEY, "application-token", f"app-token-{n}"
+        )
         assert row["handler_secret_index"] == url_secret_index(f"handler-plain-{n}")
     assert key.decrypt(application_row["client_secret"].encode()) == b"client-secret-plain"
     assert key.decrypt(account_row["sender_names_key"].encode()) == b"sender-names-key-plain"
@@ -222,7 +246,8 @@ def test_the_migration_encrypts_plaintext_rows_and_going_back_decrypts_them(sett
     assert found_by_callback.member_id == "m0"
 
     # Reversed: every encrypted value is plaintext again; the application tokens (only hashed) come back empty.
-    assert [(back[f"m{n}"].access_token, back[f"m{n}"].handler_secret, back[f"m{n}"].application_token)
-            for n in range(2)] == [("access-plain-0", "handler-plain-0", ""), ("access-plain-1", "handler-plain-1", "")]
+    assert [
+        (back[f"m{n}"].access_token, back[f"m{n}"].handler_secret, back[f"m{n}"].application_token) for n in range(2)
+    ] == [("access-plain-0", "handler-plain-0", ""), ("access-plain-1", "handler-plain-1", "")]
     assert back_account.sender_names_key == "sender-names-key-plain"
     assert back_application.client_secret == "client-secret-plain"

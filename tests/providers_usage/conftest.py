@@ -1,16 +1,23 @@
 """Rows for the usage, tariff and statement tests: the portal and provider of the message tests, and helpers."""
-from datetime import datetime, timezone
+
+from datetime import UTC, datetime
 
 import pytest
 
 from providers.models import Message, MessageState
 from tests.providers_messages.conftest import (  # noqa: F401  (fixtures)
-    account, crm_fields, encode, idgtl_api, installation, make_message, provider,
+    account,
+    crm_fields,
+    encode,
+    idgtl_api,
+    installation,
+    make_message,
+    provider,
 )
 
 
 def at(year, month, day, hour=12, minute=0) -> datetime:
-    return datetime(year, month, day, hour, minute, tzinfo=timezone.utc)
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def received_on(message: Message, moment: datetime) -> Message:

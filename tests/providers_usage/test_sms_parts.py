@@ -1,32 +1,40 @@
 """SMS parts: GSM-7 (the extension table counts two), UCS-2 (emoji count two), the 160/153 and 70/67
 boundaries, and the HANDLER's limit (a longer text is a 400 and nothing is stored)."""
+
 import pytest
 
 from providers.handler_form import HandlerFormError, handler_form_parse
 from providers.models import Message
 from providers.sms_parts import GSM7, UCS2, sms_max_units, sms_parts
-
-from .conftest import crm_fields, encode
+from tests.providers_usage.conftest import crm_fields, encode
 
 FORM = "application/x-www-form-urlencoded"
 
 
-@pytest.mark.parametrize("text, encoding, units, parts", [
-    ("Your code: 1234", GSM7, 15, 1),
-    ("a" * 160, GSM7, 160, 1),
-    ("a" * 161, GSM7, 161, 2),
-    ("a" * 306, GSM7, 306, 2),  # 2 × 153
-    ("a" * 307, GSM7, 307, 3),
-    ("a" * 1530, GSM7, 1530, 10),
-    ("@£$¥èéùìòÇØøÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ!\"#¤%&'()*+,-./:;<=>?¡ÄÖÑÜ§¿äöñüà\r\n", GSM7, 64, 1),  # symbols of the default alphabet
-    ("я" * 70, UCS2, 70, 1),
-    ("я" * 71, UCS2, 71, 2),
-    ("я" * 134, UCS2, 134, 2),  # 2 × 67
-    ("я" * 135, UCS2, 135, 3),
-    ("Ваш код: 1234", UCS2, 13, 1),
-    ("tab\tmakes it UCS-2", UCS2, 18, 1),
-    ("`grave accent`", UCS2, 14, 1),  # not in GSM 03.38
-])
+@pytest.mark.parametrize(
+    "text, encoding, units, parts",
+    [
+        ("Your code: 1234", GSM7, 15, 1),
+        ("a" * 160, GSM7, 160, 1),
+        ("a" * 161, GSM7, 161, 2),
+        ("a" * 306, GSM7, 306, 2),  # 2 × 153
+        ("a" * 307, GSM7, 307, 3),
+        ("a" * 1530, GSM7, 1530, 10),
+        (
+            "@£$¥èéùìòÇØøÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ!\"#¤%&'()*+,-./:;<=>?¡ÄÖÑÜ§¿äöñüà\r\n",
+            GSM7,
+            64,
+            1,
+        ),  # symbols of the default alphabet
+        ("я" * 70, UCS2, 70, 1),
+        ("я" * 71, UCS2, 71, 2),
+        ("я" * 134, UCS2, 134, 2),  # 2 × 67
+        ("я" * 135, UCS2, 135, 3),
+        ("Ваш код: 1234", UCS2, 13, 1),
+        ("tab\tmakes it UCS-2", UCS2, 18, 1),
+        ("`grave accent`", UCS2, 14, 1),  # not in GSM 03.38
+    ],
+)
 def test_encoding_units_and_parts(text, encoding, units, parts):
     assert sms_parts(text) == (sms_parts(text).__class__(encoding, units, parts))
 
@@ -93,7 +101,7 @@ def test_handler_refuses_a_text_over_the_limit_and_stores_nothing(client, instal
 
 
 def test_a_message_stored_another_way_gets_its_parts_on_save(installation, provider):
-    from .conftest import make_message
+    from tests.providers_usage.conftest import make_message
 
     message = make_message(installation, provider, text="Ё" * 71)
     message.refresh_from_db()

@@ -1,4 +1,5 @@
 """Tariffs (rules, overlaps) and monthly statements (lines, amounts, CSV with Cyrillic, XLSX read back)."""
+
 import csv
 import io
 from datetime import date
@@ -10,24 +11,32 @@ from django.utils import translation
 
 from providers.models import MessageState, Tariff
 from providers.services.statements import (
-    month_parse, statement_as_dict, statement_build, statements_build, statements_csv, statements_xlsx,
+    month_parse,
+    statement_as_dict,
+    statement_build,
+    statements_build,
+    statements_csv,
+    statements_xlsx,
 )
 from providers.services.tariffs import tariff_save
-
-from .conftest import at, make_message, move, received_on
+from tests.providers_usage.conftest import at, make_message, move, received_on
 
 pytestmark = pytest.mark.django_db
 
 
 def tariff(price, start, until=None, installation=None, states=None):
     kwargs = {"billable_states": states} if states else {}
-    return tariff_save(tariff=Tariff(installation=installation, price_per_part=Decimal(price), valid_from=start,
-                                     valid_until=until, **kwargs))
+    return tariff_save(
+        tariff=Tariff(
+            installation=installation, price_per_part=Decimal(price), valid_from=start, valid_until=until, **kwargs
+        )
+    )
 
 
 @pytest.fixture
 def november(installation, provider):
     """Nov 3: 2 delivered (2 + 1 parts), 1 undelivered (1); Nov 20: 1 delivered (3 parts), 1 failed (2)."""
+
     def sent(n, day, text, final):
         message = received_on(make_message(installation, provider, n, text=text), at(2026, 11, day))
         move([message], MessageState.SENDING)
@@ -35,17 +44,30 @@ def november(installation, provider):
         if final not in (MessageState.FAILED, MessageState.SENT):
             move([message], final)
         return message
-    return [sent(1, 3, "a" * 200, MessageState.DELIVERED), sent(2, 3, "b", MessageState.DELIVERED),
-            sent(3, 3, "c", MessageState.UNDELIVERED), sent(4, 20, "ы" * 150, MessageState.DELIVERED),
-            sent(5, 20, "d" * 300, MessageState.FAILED)]
+
+    return [
+        sent(1, 3, "a" * 200, MessageState.DELIVERED),
+        sent(2, 3, "b", MessageState.DELIVERED),
+        sent(3, 3, "c", MessageState.UNDELIVERED),
+        sent(4, 20, "ы" * 150, MessageState.DELIVERED),
+        sent(5, 20, "d" * 300, MessageState.FAILED),
+    ]
 
 
 def test_default_tariff_bills_what_idgtl_accepted(november, installation):
     tariff("0.5", date(2026, 1, 1))
     statement = statement_build(installation=installation, month=date(2026, 11, 1))
-    assert [(l.messages, l.parts, l.billable_messages, l.billable_parts, l.amount) for l in statement.lines] == [
-        (5, 9, 4, 7, Decimal("3.50"))]
-    assert (statement.messages, statement.parts, statement.billable_parts, statement.amount) == (5, 9, 7, Decimal("3.50"))
+    lines = [
+        (line.messages, line.parts, line.billable_messages, line.billable_parts, line.amount)
+        for line in statement.lines
+    ]
+    assert lines == [(5, 9, 4, 7, Decimal("3.50"))]
+    assert (statement.messages, statement.parts, statement.billable_parts, statement.amount) == (
+        5,
+        9,
+        7,
+        Decimal("3.50"),
+    )
     assert statement.pending_messages == 0 and statement.final  # November 2026 is over in this test's clock
 
 
@@ -54,9 +76,14 @@ def test_a_tariff_change_mid_month_splits_the_line_and_a_portal_tariff_wins(nove
     tariff("2.00", date(2026, 11, 11))
     tariff("0.1234", date(2026, 11, 15), installation=installation, states=["delivered"])
     statement = statement_build(installation=installation, month=date(2026, 11, 1))
-    lines = [(l.first_day.day, l.last_day.day, l.price_per_part, l.billable_parts, l.amount) for l in statement.lines]
-    assert lines == [(3, 3, Decimal("1.0000"), 4, Decimal("4.00")),  # default until Nov 10
-                     (20, 20, Decimal("0.1234"), 3, Decimal("0.37"))]  # portal's own: delivered only (3 × 0.1234)
+    lines = [
+        (line.first_day.day, line.last_day.day, line.price_per_part, line.billable_parts, line.amount)
+        for line in statement.lines
+    ]
+    assert lines == [
+        (3, 3, Decimal("1.0000"), 4, Decimal("4.00")),  # default until Nov 10
+        (20, 20, Decimal("0.1234"), 3, Decimal("0.37")),
+    ]  # portal's own: delivered only (3 × 0.1234)
     assert statement.amount == Decimal("4.37")
 
 
@@ -95,8 +122,9 @@ def test_xlsx_reads_back(november, installation, provider):
 
     tariff("1.25", date(2026, 1, 1))
     with translation.override("ru"):
-        content = statements_xlsx([statement_build(installation=installation, month=date(2026, 11, 1))],
-                                  month=date(2026, 11, 1))
+        content = statements_xlsx(
+            [statement_build(installation=installation, month=date(2026, 11, 1))], month=date(2026, 11, 1)
+        )
     sheet = load_workbook(io.BytesIO(content)).active
     rows = list(sheet.iter_rows(values_only=True))
     assert rows[0][0] == "Портал"
@@ -127,15 +155,18 @@ def test_a_month_that_has_not_begun():
     assert month_parse("2026-12", today=date(2026, 12, 2)) == date(2026, 12, 1)
 
 
-@pytest.mark.parametrize("fields, field", [
-    ({"price_per_part": Decimal("-0.01")}, "price_per_part"),
-    ({"price_per_part": None}, "price_per_part"),
-    ({"price_per_part": Decimal("0.00001")}, "price_per_part"),
-    ({"billable_states": []}, "billable_states"),
-    ({"billable_states": ["received"]}, "billable_states"),
-    ({"billable_states": ["delivered", "paid"]}, "billable_states"),
-    ({"valid_until": date(2026, 1, 1)}, "valid_until"),
-])
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        ({"price_per_part": Decimal("-0.01")}, "price_per_part"),
+        ({"price_per_part": None}, "price_per_part"),
+        ({"price_per_part": Decimal("0.00001")}, "price_per_part"),
+        ({"billable_states": []}, "billable_states"),
+        ({"billable_states": ["received"]}, "billable_states"),
+        ({"billable_states": ["delivered", "paid"]}, "billable_states"),
+        ({"valid_until": date(2026, 1, 1)}, "valid_until"),
+    ],
+)
 def test_tariff_rules(fields, field):
     values = {"price_per_part": Decimal("1"), "valid_from": date(2026, 2, 1), **fields}
     with pytest.raises(ValidationError) as refused:
@@ -146,7 +177,11 @@ def test_tariff_rules(fields, field):
 
 def test_overlapping_tariffs_are_refused_per_scope(installation):
     tariff("1", date(2026, 1, 1), until=date(2026, 6, 30))
-    for start, until in [(date(2026, 6, 30), None), (date(2025, 1, 1), date(2026, 1, 1)), (date(2026, 3, 1), date(2026, 3, 2))]:
+    for start, until in [
+        (date(2026, 6, 30), None),
+        (date(2025, 1, 1), date(2026, 1, 1)),
+        (date(2026, 3, 1), date(2026, 3, 2)),
+    ]:
         with pytest.raises(ValidationError) as refused:
             tariff("2", start, until=until)
         assert "valid_from" in refused.value.error_dict

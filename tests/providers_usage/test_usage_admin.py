@@ -1,4 +1,5 @@
 """Admin: the usage pages (chart, month table), statement downloads (one portal, every portal), tariff forms."""
+
 import io
 from datetime import date
 
@@ -7,8 +8,7 @@ from django.contrib.auth.models import Group, Permission
 
 from b24sms.roles import VIEWER
 from providers.models import MessageState, Tariff
-
-from .conftest import at, make_message, move, received_on
+from tests.providers_usage.conftest import at, make_message, move, received_on
 
 pytestmark = pytest.mark.django_db
 
@@ -23,8 +23,10 @@ def admin_client_en(client, django_user_model):
 
 @pytest.fixture
 def delivered(installation, provider):
-    messages = [received_on(make_message(installation, provider, n, text="x" * (100 * n)), at(2026, 11, n + 1))
-                for n in (1, 2, 3)]
+    messages = [
+        received_on(make_message(installation, provider, n, text="x" * (100 * n)), at(2026, 11, n + 1))
+        for n in (1, 2, 3)
+    ]
     move(messages, MessageState.SENDING)
     move(messages, MessageState.SENT)
     move(messages, MessageState.DELIVERED)
@@ -40,7 +42,9 @@ def test_usage_index_lists_the_portals_of_the_month(admin_client_en, installatio
     assert "2.50" in page  # 5 parts (1 + 2 + 2) × 0.50
 
 
-def test_portal_page_has_a_chart_and_a_table_per_month(admin_client_en, installation, delivered, django_assert_max_num_queries):
+def test_portal_page_has_a_chart_and_a_table_per_month(
+    admin_client_en, installation, delivered, django_assert_max_num_queries
+):
     with django_assert_max_num_queries(45):  # 12 months + the chosen one, each two small queries: no per-row query
         response = admin_client_en.get(f"/admin/providers/usageday/portal/{installation.pk}/", {"month": "2026-11"})
     assert response.status_code == 200
@@ -72,8 +76,14 @@ def test_statement_downloads_for_one_portal_and_for_all(admin_client_en, install
 
 def test_tariff_form_errors_store_nothing(admin_client_en, installation):
     url = "/admin/providers/tariff/add/"
-    base = {"price_per_part": "0.5", "billable_states": ["sent", "delivered", "undelivered"], "valid_from": "2026-01-01",
-            "valid_until": "", "installation": "", "comment": ""}
+    base = {
+        "price_per_part": "0.5",
+        "billable_states": ["sent", "delivered", "undelivered"],
+        "valid_from": "2026-01-01",
+        "valid_until": "",
+        "installation": "",
+        "comment": "",
+    }
     assert admin_client_en.post(url, base).status_code == 302
     negative = admin_client_en.post(url, {**base, "price_per_part": "-1", "valid_from": "2027-01-01"})
     assert negative.status_code == 200 and "negative" in negative.content.decode()

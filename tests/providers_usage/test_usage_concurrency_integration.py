@@ -1,5 +1,6 @@
 """Rollups under concurrency on PostgreSQL: workers finalising messages of the same portal and day at the
 same moment (each its own connection and transactions) all count, once, with no lost update."""
+
 import threading
 
 import pytest
@@ -10,8 +11,7 @@ from providers.models import Message, MessageState, UsageDay
 from providers.services.delivery import message_apply_idgtl_status, messages_fail_expired
 from providers.services.timeline import ChangeSource
 from tests.concurrency import run_together
-
-from .conftest import at, make_message, move
+from tests.providers_usage.conftest import at, make_message, move
 
 pytestmark = pytest.mark.integration
 
@@ -39,19 +39,28 @@ def sent_messages(transactional_db, installation, provider):
 
 def truth() -> dict:
     """What the messages table says, per state (the ground truth the rollups must equal)."""
-    return {row["state"]: (row["n"], row["p"]) for row in Message.objects.exclude(state=MessageState.RECEIVED)
-            .values("state").annotate(n=Count("id"), p=Sum("parts"))}
+    return {
+        row["state"]: (row["n"], row["p"])
+        for row in Message.objects.exclude(state=MessageState.RECEIVED)
+        .values("state")
+        .annotate(n=Count("id"), p=Sum("parts"))
+    }
 
 
 def rollups() -> dict:
-    return {state: (n, p) for state, n, p in UsageDay.objects.filter(messages__gt=0)
-            .values_list("state").annotate(n=Sum("messages"), p=Sum("parts")).values_list("state", "n", "p")}
+    return {
+        state: (n, p)
+        for state, n, p in UsageDay.objects.filter(messages__gt=0)
+        .values_list("state")
+        .annotate(n=Sum("messages"), p=Sum("parts"))
+        .values_list("state", "n", "p")
+    }
 
 
 def test_two_workers_finalising_the_same_portal_and_day(sent_messages):
     """Each worker delivers its half one message per transaction, and both also try the same 20 messages
     (as a redelivered task would): every message is counted once, where it ended."""
-    halves = [sent_messages[: N // 2], sent_messages[N // 2:]]
+    halves = [sent_messages[: N // 2], sent_messages[N // 2 :]]
     shared = sent_messages[:20]
     status = {0: "delivered", 1: "undelivered"}
     turn = iter(range(2))
@@ -82,8 +91,9 @@ def test_batches_and_single_changes_racing(sent_messages):
             return messages_fail_expired(before=at(2030, 1, 1))
 
     def deliver():
-        return sum(message_apply_idgtl_status(message=m, status="delivered", source=ChangeSource.CALLBACK)
-                   for m in targets)
+        return sum(
+            message_apply_idgtl_status(message=m, status="delivered", source=ChangeSource.CALLBACK) for m in targets
+        )
 
     calls = iter([expire, deliver])
     lock = threading.Lock()

@@ -1,5 +1,6 @@
 """Usage rollups: kept by messages_change_state in the same transaction, one bucket per current state,
 on the Moscow day of receipt, never counted twice (redelivered sends, repeated callbacks)."""
+
 import pytest
 from django.db import transaction
 
@@ -8,8 +9,7 @@ from providers.services.delivery import message_apply_idgtl_status
 from providers.services.sending import messages_send_waiting
 from providers.services.timeline import ChangeSource
 from providers.services.usage import usage_rows
-
-from .conftest import at, make_message, move, nonzero, received_on, usage
+from tests.providers_usage.conftest import at, make_message, move, nonzero, received_on, usage
 
 pytestmark = pytest.mark.django_db
 
@@ -110,7 +110,9 @@ def test_usage_rows_by_day_and_month_leave_out_empty_rows(two, installation):
     move([*two, third], MessageState.SENT)
     by_day = usage_rows(date_from=at(2026, 10, 1).date(), date_to=at(2026, 11, 30).date())
     assert [(r["period"], r["state"], r["messages"], r["parts"]) for r in by_day] == [
-        ("2026-10-31", "sent", 1, 1), ("2026-11-05", "sent", 2, 3)]
+        ("2026-10-31", "sent", 1, 1),
+        ("2026-11-05", "sent", 2, 3),
+    ]
     by_month = usage_rows(date_from=at(2026, 10, 1).date(), date_to=at(2026, 11, 30).date(), group_by="month")
     assert [(r["period"], r["messages"], r["parts"]) for r in by_month] == [("2026-10", 1, 1), ("2026-11", 2, 3)]
     assert by_month[0]["portal_domain"] == installation.domain and by_month[0]["sender_name"] == "MyShop"
@@ -132,8 +134,13 @@ def test_the_migration_fills_parts_and_rollups_of_messages_already_stored(instal
     from providers.models import Message
 
     migration = importlib.import_module("providers.migrations.0007_message_parts")
-    states = [MessageState.RECEIVED, MessageState.SENT, MessageState.DELIVERED, MessageState.DELIVERED,
-              MessageState.FAILED]
+    states = [
+        MessageState.RECEIVED,
+        MessageState.SENT,
+        MessageState.DELIVERED,
+        MessageState.DELIVERED,
+        MessageState.FAILED,
+    ]
     for n, state in enumerate(states, start=1):
         received_on(make_message(installation, provider, n, text="я" * (70 * n), state=state), at(2026, 9, 30, 22))
     Message.objects.update(parts=0, encoding="")  # as stored before the migration
@@ -142,8 +149,11 @@ def test_the_migration_fills_parts_and_rollups_of_messages_already_stored(instal
     migration.backfill_parts(apps, editor)
     migration.backfill_usage(apps, editor)
     assert sorted(Message.objects.values_list("parts", flat=True)) == [1, 3, 4, 5, 6]
-    assert nonzero(usage()) == {("2026-10-01", "sent"): (1, 3), ("2026-10-01", "delivered"): (2, 9),
-                                ("2026-10-01", "failed"): (1, 6)}
+    assert nonzero(usage()) == {
+        ("2026-10-01", "sent"): (1, 3),
+        ("2026-10-01", "delivered"): (2, 9),
+        ("2026-10-01", "failed"): (1, 6),
+    }
 
 
 def test_deferred_changes_are_written_once_at_the_end(two):
@@ -178,8 +188,10 @@ def test_a_callback_that_moves_messages_to_two_states_takes_its_rollup_rows_in_o
     for n, message in enumerate(two):
         message.idgtl_message_uuid = f"uuid-{n}"
         message.save(update_fields=["idgtl_message_uuid"])
-    events = [CallbackEvent(message_uuid="uuid-1", status="undelivered", status_time=None, error_code=None, raw={}),
-              CallbackEvent(message_uuid="uuid-0", status="delivered", status_time=None, error_code=None, raw={})]
+    events = [
+        CallbackEvent(message_uuid="uuid-1", status="undelivered", status_time=None, error_code=None, raw={}),
+        CallbackEvent(message_uuid="uuid-0", status="delivered", status_time=None, error_code=None, raw={}),
+    ]
     with CaptureQueriesContext(connection) as queries:
         outcome = callback_events_apply(installation=first.installation, events=events)
     assert outcome.applied == 2

@@ -1,4 +1,5 @@
 """Test data for sender-name applications."""
+
 import datetime as dt
 
 import pytest
@@ -32,8 +33,13 @@ def tomorrow_moscow():
 
 def application_fields(**overrides):
     fields = {
-        "channel_type": "SMS", "common_type": "SERVICE", "brand": "MTS", "date_from": tomorrow_moscow() + dt.timedelta(days=2),
-        "sender_name": "MyShop", "counteragent_name": "Shop, LLC", "counteragent_inn": VALID_INN,
+        "channel_type": "SMS",
+        "common_type": "SERVICE",
+        "brand": "MTS",
+        "date_from": tomorrow_moscow() + dt.timedelta(days=2),
+        "sender_name": "MyShop",
+        "counteragent_name": "Shop, LLC",
+        "counteragent_inn": VALID_INN,
     }
     fields.update(overrides)
     return fields

@@ -1,4 +1,5 @@
 """The admin: filing with documents, actions that report per application, read-only once submitted."""
+
 import datetime as dt
 from unittest import mock
 
@@ -8,8 +9,7 @@ from django.urls import reverse
 
 from idgtl.client import IdgtlConfigurationError
 from sendernames.models import SenderNameApplication, SenderNameDocument, SubmissionState
-
-from .conftest import PDF_BYTES, ZIP_BYTES, application_fields, pdf, png, remote_record
+from tests.sendernames.conftest import PDF_BYTES, ZIP_BYTES, application_fields, pdf, png, remote_record
 
 CHANGELIST = "admin:sendernames_sendernameapplication_changelist"
 
@@ -55,8 +55,9 @@ def test_add_validates_documents_by_content_and_stores_nothing(admin_client):
 
 def test_add_form_shows_a_message_per_field(admin_client):
     url = reverse("admin:sendernames_sendernameapplication_add")
-    data = add_form(sender_name="Имя", counteragent_inn="123451729124", common_type="PROMO",
-                    date_from=dt.date(2001, 1, 1))
+    data = add_form(
+        sender_name="Имя", counteragent_inn="123451729124", common_type="PROMO", date_from=dt.date(2001, 1, 1)
+    )
     errors = admin_client.post(url, data).context["adminform"].form.errors
     assert {"sender_name", "counteragent_inn", "date_from", "new_documents"} <= set(errors)
     assert "check digits" in str(errors["counteragent_inn"])
@@ -65,9 +66,15 @@ def test_add_form_shows_a_message_per_field(admin_client):
 def test_draft_can_be_edited_and_gets_more_documents(admin_client, make_application):
     application = make_application(common_type="PROMO")
     url = reverse("admin:sendernames_sendernameapplication_change", args=[application.pk])
-    data = {**add_form(common_type="PROMO", sender_name="NewName"), "new_documents": [png()],
-            **{f"{prefix}-{key}": value for prefix in ("documents", "history")
-               for key, value in {"TOTAL_FORMS": 0, "INITIAL_FORMS": 0}.items()}}
+    data = {
+        **add_form(common_type="PROMO", sender_name="NewName"),
+        "new_documents": [png()],
+        **{
+            f"{prefix}-{key}": value
+            for prefix in ("documents", "history")
+            for key, value in {"TOTAL_FORMS": 0, "INITIAL_FORMS": 0}.items()
+        },
+    }
     response = admin_client.post(url, data)
     assert response.status_code == 302, response.context["adminform"].form.errors
     application.refresh_from_db()
@@ -77,7 +84,8 @@ def test_draft_can_be_edited_and_gets_more_documents(admin_client, make_applicat
 def test_submitted_application_is_read_only(admin_client, make_application):
     application = make_application()
     SenderNameApplication.objects.filter(pk=application.pk).update(
-        submission_state=SubmissionState.SUBMITTED, remote_id=3, status="REVIEW")
+        submission_state=SubmissionState.SUBMITTED, remote_id=3, status="REVIEW"
+    )
     url = reverse("admin:sendernames_sendernameapplication_change", args=[application.pk])
     page = admin_client.get(url)
     assert page.status_code == 200 and b'name="sender_name"' not in page.content
@@ -90,7 +98,9 @@ def test_submitted_application_is_read_only(admin_client, make_application):
 def test_change_page_shows_documents_history_and_no_key(admin_client, make_application, account):
     application = make_application(common_type="PROMO")
     application.history.create(previous_status="", status="PRE_REVIEW", cause="submission")
-    page = admin_client.get(reverse("admin:sendernames_sendernameapplication_change", args=[application.pk])).content.decode()
+    page = admin_client.get(
+        reverse("admin:sendernames_sendernameapplication_change", args=[application.pk])
+    ).content.decode()
     download = reverse("admin:sendernames_document_download", args=[application.pk, application.documents.get().pk])
     assert download in page and "charter.pdf" in page and "Pre-review" in page  # the status's label
     assert account.sender_names_key not in page
@@ -115,9 +125,14 @@ def test_changelist_colours_status_filters_and_search(admin_client, make_applica
     url = reverse(CHANGELIST)
     page = admin_client.get(url).content.decode()
     assert "#198754" in page and "WEIRD_NEW" in page and "#fd7e14" in page
-    for query, names in [({"status": "APPROVED"}, ["Alpha"]), ({"status": "WEIRD_NEW"}, ["Beta"]), ({"q": "Alpha LLC"}, ["Alpha"]),
-                         ({"q": "7707083893"}, ["Alpha", "Beta"]), ({"brand": "MTS", "common_type": "SERVICE"}, ["Alpha", "Beta"]),
-                         ({"submission_state": "submitted"}, ["Alpha", "Beta"])]:
+    for query, names in [
+        ({"status": "APPROVED"}, ["Alpha"]),
+        ({"status": "WEIRD_NEW"}, ["Beta"]),
+        ({"q": "Alpha LLC"}, ["Alpha"]),
+        ({"q": "7707083893"}, ["Alpha", "Beta"]),
+        ({"brand": "MTS", "common_type": "SERVICE"}, ["Alpha", "Beta"]),
+        ({"submission_state": "submitted"}, ["Alpha", "Beta"]),
+    ]:
         result = admin_client.get(url, query)
         assert sorted(o.sender_name for o in result.context["cl"].result_list) == names
 
@@ -127,10 +142,16 @@ def test_submit_action_reports_per_application(admin_client, make_application, d
     done = make_application(sender_name="Done")
     SenderNameApplication.objects.filter(pk=done.pk).update(submission_state="submitted", remote_id=8)
     stale = make_application(sender_name="Stale")
-    SenderNameApplication.objects.filter(pk=stale.pk).update(date_from=dt.datetime(2001, 1, 1, tzinfo=dt.timezone.utc))
-    with mock.patch("sendernames.tasks.submit_application.delay") as delay, django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(reverse(CHANGELIST), {
-            "action": "submit_to_idgtl", "_selected_action": [draft.pk, done.pk, stale.pk]}, follow=True)
+    SenderNameApplication.objects.filter(pk=stale.pk).update(date_from=dt.datetime(2001, 1, 1, tzinfo=dt.UTC))
+    with (
+        mock.patch("sendernames.tasks.submit_application.delay") as delay,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        response = admin_client.post(
+            reverse(CHANGELIST),
+            {"action": "submit_to_idgtl", "_selected_action": [draft.pk, done.pk, stale.pk]},
+            follow=True,
+        )
     text = messages_of(response)
     assert any("Draft" in m and "Queued" in m for m in text)
     assert any("Done" in m and "Already submitted (i-dgtl id 8)" in m for m in text)
@@ -141,9 +162,13 @@ def test_submit_action_reports_per_application(admin_client, make_application, d
 def test_refresh_action_reports_per_application(admin_client, make_application, monkeypatch):
     draft = make_application(sender_name="Draft")
     moved = make_application(sender_name="Moved")
-    SenderNameApplication.objects.filter(pk=moved.pk).update(submission_state="submitted", remote_id=8, status="PRE_REVIEW")
+    SenderNameApplication.objects.filter(pk=moved.pk).update(
+        submission_state="submitted", remote_id=8, status="PRE_REVIEW"
+    )
     broken = make_application(sender_name="Broken")
-    SenderNameApplication.objects.filter(pk=broken.pk).update(submission_state="submitted", remote_id=9, status="PRE_REVIEW")
+    SenderNameApplication.objects.filter(pk=broken.pk).update(
+        submission_state="submitted", remote_id=9, status="PRE_REVIEW"
+    )
     moved.refresh_from_db()
 
     class Client:
@@ -153,8 +178,11 @@ def test_refresh_action_reports_per_application(admin_client, make_application, 
             return remote_record(moved, remote_id=8, status="APPROVED")
 
     monkeypatch.setattr("sendernames.services.remote.client_for", lambda account: Client())
-    response = admin_client.post(reverse(CHANGELIST), {
-        "action": "refresh_status", "_selected_action": [draft.pk, moved.pk, broken.pk]}, follow=True)
+    response = admin_client.post(
+        reverse(CHANGELIST),
+        {"action": "refresh_status", "_selected_action": [draft.pk, moved.pk, broken.pk]},
+        follow=True,
+    )
     text = messages_of(response)
     assert any("Draft" in m and "not been submitted" in m for m in text)
     assert any("Moved" in m and "Pre-review → Approved" in m for m in text)
@@ -166,8 +194,11 @@ def test_bulk_delete_refuses_submitted_applications(admin_client, make_applicati
     sent = make_application(sender_name="Sent")
     SenderNameApplication.objects.filter(pk=sent.pk).update(submission_state="submitted", remote_id=8, status="REVIEW")
     for extra in ({}, {"post": "yes"}):  # the confirmation page, and the confirmed delete
-        response = admin_client.post(reverse(CHANGELIST), {
-            "action": "delete_selected", "_selected_action": [draft.pk, sent.pk], **extra}, follow=True)
+        response = admin_client.post(
+            reverse(CHANGELIST),
+            {"action": "delete_selected", "_selected_action": [draft.pk, sent.pk], **extra},
+            follow=True,
+        )
         assert any("Nothing was deleted" in m and "Sent (MTS)" in m for m in messages_of(response))
     assert SenderNameApplication.objects.count() == 2
 
@@ -176,8 +207,11 @@ def test_deleting_drafts_removes_their_files(admin_client, make_application, dja
     application = make_application(common_type="PROMO", documents=[pdf("a.pdf"), png("b.png")])
     paths = [document.file.path for document in application.documents.all()]
     with django_capture_on_commit_callbacks(execute=True):
-        response = admin_client.post(reverse(CHANGELIST), {
-            "action": "delete_selected", "_selected_action": [application.pk], "post": "yes"}, follow=True)
+        response = admin_client.post(
+            reverse(CHANGELIST),
+            {"action": "delete_selected", "_selected_action": [application.pk], "post": "yes"},
+            follow=True,
+        )
     assert any("Successfully deleted 1" in m for m in messages_of(response))
     assert not SenderNameApplication.objects.exists() and not SenderNameDocument.objects.exists()
     assert not any(__import__("os").path.exists(path) for path in paths)
@@ -195,17 +229,20 @@ def test_changelist_queries_do_not_grow_with_rows(admin_client, make_application
     assert response.context["cl"].result_count == 30
 
 
-@pytest.mark.parametrize("overrides, field, message", [
-    ({"date_from": "31/01/2030"}, "date_from", "Enter a valid date"),
-    ({"date_from": "9999-99-99"}, "date_from", "Enter a valid date"),
-    ({"sender_name": "My\u2003Shop"}, "sender_name", "may contain only"),
-    ({"sender_name": "x" * 5000}, "sender_name", "at most 11"),
-    ({"counteragent_name": "x" * 5000}, "counteragent_name", "at most 255"),
-    ({"counteragent_inn": "7" * 5000}, "counteragent_inn", "at most 12"),
-    ({"brand": "NOKIA"}, "brand", "valid choice"),
-    ({"common_type": ""}, "common_type", "required"),
-    ({"account": "999999"}, "account", "valid choice"),
-])
+@pytest.mark.parametrize(
+    "overrides, field, message",
+    [
+        ({"date_from": "31/01/2030"}, "date_from", "Enter a valid date"),
+        ({"date_from": "9999-99-99"}, "date_from", "Enter a valid date"),
+        ({"sender_name": "My\u2003Shop"}, "sender_name", "may contain only"),
+        ({"sender_name": "x" * 5000}, "sender_name", "at most 11"),
+        ({"counteragent_name": "x" * 5000}, "counteragent_name", "at most 255"),
+        ({"counteragent_inn": "7" * 5000}, "counteragent_inn", "at most 12"),
+        ({"brand": "NOKIA"}, "brand", "valid choice"),
+        ({"common_type": ""}, "common_type", "required"),
+        ({"account": "999999"}, "account", "valid choice"),
+    ],
+)
 def test_add_form_odd_values_are_named_and_nothing_is_stored(admin_client, overrides, field, message):
     response = admin_client.post(reverse("admin:sendernames_sendernameapplication_add"), {**add_form(), **overrides})
     assert response.status_code == 200
@@ -213,14 +250,19 @@ def test_add_form_odd_values_are_named_and_nothing_is_stored(admin_client, overr
     assert not SenderNameApplication.objects.exists()
 
 
-@pytest.mark.parametrize("files, message", [
-    ([SimpleUploadedFile("empty.pdf", b"")], "The submitted file is empty"),
-    ([SimpleUploadedFile("setup.pdf", b"MZ\x90\x00" + b"\x00" * 200)], "setup.pdf is not a PDF, PNG or JPEG"),
-    ([pdf(f"{n}.pdf") for n in range(11)], "At most 10 documents"),
-])
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        ([SimpleUploadedFile("empty.pdf", b"")], "The submitted file is empty"),
+        ([SimpleUploadedFile("setup.pdf", b"MZ\x90\x00" + b"\x00" * 200)], "setup.pdf is not a PDF, PNG or JPEG"),
+        ([pdf(f"{n}.pdf") for n in range(11)], "At most 10 documents"),
+    ],
+)
 def test_add_form_bad_documents_store_nothing(admin_client, files, message, settings):
-    response = admin_client.post(reverse("admin:sendernames_sendernameapplication_add"),
-                                 {**add_form(common_type="PROMO"), "new_documents": files})
+    response = admin_client.post(
+        reverse("admin:sendernames_sendernameapplication_add"),
+        {**add_form(common_type="PROMO"), "new_documents": files},
+    )
     assert response.status_code == 200
     assert message in str(response.context["adminform"].form.errors["new_documents"])
     assert not SenderNameApplication.objects.exists() and not SenderNameDocument.objects.exists()
@@ -247,7 +289,8 @@ def test_a_rule_broken_between_check_and_save_is_reported_not_a_500(admin_client
 def test_a_submitted_application_cannot_be_deleted_from_its_page(admin_client, make_application):
     application = make_application()
     SenderNameApplication.objects.filter(pk=application.pk).update(
-        submission_state=SubmissionState.SUBMITTING, remote_id=None)
+        submission_state=SubmissionState.SUBMITTING, remote_id=None
+    )
     url = reverse("admin:sendernames_sendernameapplication_delete", args=[application.pk])
     assert admin_client.get(url).status_code == 403
     assert admin_client.post(url, {"post": "yes"}).status_code == 403

@@ -1,5 +1,6 @@
 """A provider's sender-name choice: each approved name once with its operators; usable from 00:00 Moscow time
 of its start date, and the form says so for one approved but not started yet."""
+
 import datetime as dt
 
 import pytest
@@ -10,8 +11,7 @@ from providers.models import Provider
 from sendernames.models import SenderNameApplication
 from sendernames.selectors import application_unusable_reason, sender_name_choices, usable_from
 from sendernames.validation import MOSCOW
-
-from .conftest import VALID_INN
+from tests.sendernames.conftest import VALID_INN
 
 pytestmark = pytest.mark.django_db
 
@@ -19,9 +19,17 @@ pytestmark = pytest.mark.django_db
 def approved(brand, *, name="ACMESHOP", start=None, status="APPROVED", remote_id=None):
     start = start or timezone.now() - dt.timedelta(days=1)
     return SenderNameApplication.objects.create(
-        account=account_get_default(), common_type="SERVICE", brand=brand, sender_name=name,
-        counteragent_name="ACME LLC", counteragent_inn=VALID_INN, status=status, date_from=start,
-        submission_state="submitted", remote_id=remote_id or SenderNameApplication.objects.count() + 100)
+        account=account_get_default(),
+        common_type="SERVICE",
+        brand=brand,
+        sender_name=name,
+        counteragent_name="ACME LLC",
+        counteragent_inn=VALID_INN,
+        status=status,
+        date_from=start,
+        submission_state="submitted",
+        remote_id=remote_id or SenderNameApplication.objects.count() + 100,
+    )
 
 
 def moscow_midnight(days):
@@ -69,9 +77,16 @@ def admin_client(client, staff_user):
 
 
 def provider_form(application):
-    return {"code": "acme", "name": "Acme", "name_translations": "{}", "description_translations": "{}",
-            "sender_name_application": application.pk, "sender_name": "",
-            "registrations-TOTAL_FORMS": "0", "registrations-INITIAL_FORMS": "0"}
+    return {
+        "code": "acme",
+        "name": "Acme",
+        "name_translations": "{}",
+        "description_translations": "{}",
+        "sender_name_application": application.pk,
+        "sender_name": "",
+        "registrations-TOTAL_FORMS": "0",
+        "registrations-INITIAL_FORMS": "0",
+    }
 
 
 def test_the_provider_form_lists_each_name_once_with_its_brands(admin_client):
@@ -101,8 +116,13 @@ def test_the_api_lists_the_choices_and_says_when(api_client):
     later = approved("MTS", name="LATER", start=moscow_midnight(2))
     body = api_client.get("/api/sender-names/choices/").json()
     assert [(c["sender_name"], c["approved_brands"], c["usable"]) for c in body] == [
-        ("ACMESHOP", ["MTS", "MEGAFON"], True), ("LATER", [], False)]
-    assert body[1]["approved_later"][0]["brand"] == "MTS" and body[1]["approved_later"][0]["usable_from"].endswith("T00:00:00+03:00")
-    response = api_client.post("/api/providers/", {"code": "acme", "name": "Acme", "sender_name_application": later.pk},
-                               format="json")
+        ("ACMESHOP", ["MTS", "MEGAFON"], True),
+        ("LATER", [], False),
+    ]
+    assert body[1]["approved_later"][0]["brand"] == "MTS" and body[1]["approved_later"][0]["usable_from"].endswith(
+        "T00:00:00+03:00"
+    )
+    response = api_client.post(
+        "/api/providers/", {"code": "acme", "name": "Acme", "sender_name_application": later.pk}, format="json"
+    )
     assert response.status_code == 400 and "only from" in response.json()["sender_name_application"][0]

@@ -1,4 +1,5 @@
 """One name for several operators: per-brand validation, filing once per brand, the matrix (service, API, admin)."""
+
 import datetime as dt
 
 import pytest
@@ -10,8 +11,7 @@ from idgtl.contract import Brand
 from sendernames import validation
 from sendernames.models import SenderNameApplication, SenderNameDocument, SenderNameGroup, SubmissionState
 from sendernames.services import application_submit_perform, group_add_brand, group_create
-
-from .conftest import application_fields, pdf, png, remote_record
+from tests.sendernames.conftest import application_fields, pdf, png, remote_record
 
 URL = "/api/sender-name-groups/"
 FOUR = ["MTS", "MEGAFON", "BEELINE", "TELE2"]
@@ -30,15 +30,20 @@ def api_payload(**overrides):
 
 
 def nothing_stored():
-    return not (SenderNameGroup.objects.exists() or SenderNameApplication.objects.exists()
-                or SenderNameDocument.objects.exists())
+    return not (
+        SenderNameGroup.objects.exists()
+        or SenderNameApplication.objects.exists()
+        or SenderNameDocument.objects.exists()
+    )
 
 
 @pytest.fixture
 def enqueued(monkeypatch):
     """Submit tasks enqueued on commit (recorded, not run)."""
     calls = []
-    monkeypatch.setattr("sendernames.tasks.submit_application.delay", lambda application_id: calls.append(application_id))
+    monkeypatch.setattr(
+        "sendernames.tasks.submit_application.delay", lambda application_id: calls.append(application_id)
+    )
     return calls
 
 
@@ -61,16 +66,22 @@ def test_each_reason_is_one_message_naming_its_brands():
     assert any("by MTS" in m and "“!”" in m for m in messages)
 
 
-@pytest.mark.parametrize("name, refused", [("ACME.SHOP*1", []), ("AC-ME!", []), ("AC ME", [" "]), ("A+B+C", ["+"]),
-                                           ("Маг", ["М", "а", "г"])])
+@pytest.mark.parametrize(
+    "name, refused", [("ACME.SHOP*1", []), ("AC-ME!", []), ("AC ME", [" "]), ("A+B+C", ["+"]), ("Маг", ["М", "а", "г"])]
+)
 def test_refused_characters_for_megafon(name, refused):
     assert validation.refused_characters(name, "MEGAFON") == refused
 
 
-@pytest.mark.parametrize("brands, message", [
-    ([], "Choose at least one operator."), (None, "Choose at least one operator."), ([""], "Choose at least one operator."),
-    (["MTS", "NEW_BRAND"], "Unknown operator “NEW_BRAND”"),
-])
+@pytest.mark.parametrize(
+    "brands, message",
+    [
+        ([], "Choose at least one operator."),
+        (None, "Choose at least one operator."),
+        ([""], "Choose at least one operator."),
+        (["MTS", "NEW_BRAND"], "Unknown operator “NEW_BRAND”"),
+    ],
+)
 def test_brands_bad_input(brands, message):
     with pytest.raises(ValidationError) as info:
         validation.validate_brands(brands)
@@ -84,8 +95,14 @@ def test_brands_are_deduplicated_in_the_contracts_order():
 
 def test_group_validate_reports_every_field_at_once(account):
     with pytest.raises(ValidationError) as info:
-        validation.group_validate(account_id=account.pk, brands=["MTS", "MEGAFON"], document_count=0, **group_fields(
-            sender_name="MY SHOP", counteragent_inn="123", date_from=dt.date(2020, 1, 1), common_type="PROMO"))
+        validation.group_validate(
+            account_id=account.pk,
+            brands=["MTS", "MEGAFON"],
+            document_count=0,
+            **group_fields(
+                sender_name="MY SHOP", counteragent_inn="123", date_from=dt.date(2020, 1, 1), common_type="PROMO"
+            ),
+        )
     errors = info.value.message_dict
     assert set(errors) == {"sender_name", "counteragent_inn", "date_from", "documents"}
     assert "MegaFon" in errors["sender_name"][0] and "MTS" not in errors["sender_name"][0]
@@ -100,25 +117,36 @@ def test_group_validate_names_the_brand_already_filed(account, make_application)
 
 
 # --- filing ------------------------------------------------------------------------------------
-def test_one_application_per_brand_with_the_same_fields_and_documents(account, enqueued, django_capture_on_commit_callbacks):
+def test_one_application_per_brand_with_the_same_fields_and_documents(
+    account, enqueued, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
-        filing = group_create(brands=["TELE2", "MTS", "MEGAFON", "BEELINE"], account=account,
-                              documents=[pdf("a.pdf"), png("b.png")], **group_fields(common_type="PROMO"))
+        filing = group_create(
+            brands=["TELE2", "MTS", "MEGAFON", "BEELINE"],
+            account=account,
+            documents=[pdf("a.pdf"), png("b.png")],
+            **group_fields(common_type="PROMO"),
+        )
     assert filing.created
     group = filing.group
     applications = list(group.applications.order_by("pk"))
     assert [a.brand for a in applications] == FOUR
     assert {(a.sender_name, a.common_type, a.counteragent_inn, a.date_from) for a in applications} == {
-        (group.sender_name, "PROMO", group.counteragent_inn, group.date_from)}
+        (group.sender_name, "PROMO", group.counteragent_inn, group.date_from)
+    }
     assert all(a.submission_state == SubmissionState.QUEUED for a in applications)
     assert sorted(enqueued) == [a.pk for a in applications]
     for application in applications:
         assert [(d.original_name, d.file.read()[:4]) for d in application.documents.all()] == [
-            ("a.pdf", b"%PDF"), ("b.png", b"\x89PNG")]
+            ("a.pdf", b"%PDF"),
+            ("b.png", b"\x89PNG"),
+        ]
     assert len({d.file.name for d in SenderNameDocument.objects.all()}) == 8  # each application owns its copy
 
 
-def test_the_same_request_again_returns_the_group_and_files_nothing(account, enqueued, django_capture_on_commit_callbacks):
+def test_the_same_request_again_returns_the_group_and_files_nothing(
+    account, enqueued, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks(execute=True):
         first = group_create(brands=FOUR, account=account, **group_fields())
         second = group_create(brands=list(reversed(FOUR)), account=account, **group_fields())
@@ -134,14 +162,17 @@ def test_a_different_request_for_a_filed_brand_is_a_duplicate(account, enqueued)
     assert SenderNameApplication.objects.count() == 1
 
 
-@pytest.mark.parametrize("overrides, brands, field", [
-    ({}, [], "brands"),
-    ({}, ["MTS", "NEW_BRAND"], "brands"),
-    ({"sender_name": "ACME SHOP"}, ["MTS", "MEGAFON"], "sender_name"),
-    ({"sender_name": "AB"}, ["MTS"], "sender_name"),
-    ({"counteragent_inn": "7707083890"}, ["MTS"], "counteragent_inn"),
-    ({"common_type": "PROMO"}, ["MTS"], "documents"),
-])
+@pytest.mark.parametrize(
+    "overrides, brands, field",
+    [
+        ({}, [], "brands"),
+        ({}, ["MTS", "NEW_BRAND"], "brands"),
+        ({"sender_name": "ACME SHOP"}, ["MTS", "MEGAFON"], "sender_name"),
+        ({"sender_name": "AB"}, ["MTS"], "sender_name"),
+        ({"counteragent_inn": "7707083890"}, ["MTS"], "counteragent_inn"),
+        ({"common_type": "PROMO"}, ["MTS"], "documents"),
+    ],
+)
 def test_bad_input_stores_and_queues_nothing(account, enqueued, overrides, brands, field):
     with pytest.raises(ValidationError) as info:
         group_create(brands=brands, account=account, **group_fields(**overrides))
@@ -180,7 +211,9 @@ def test_a_failure_midway_leaves_no_rows_and_no_files(account, enqueued, monkeyp
 
 def test_add_a_brand_files_just_that_one_once(account, enqueued, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        group = group_create(brands=["MTS"], account=account, documents=[pdf()], **group_fields(common_type="PROMO")).group
+        group = group_create(
+            brands=["MTS"], account=account, documents=[pdf()], **group_fields(common_type="PROMO")
+        ).group
         added = group_add_brand(group_id=group.pk, brand="TELE2")
         again = group_add_brand(group_id=group.pk, brand="TELE2")
     assert added.filed and not again.filed and again.application == added.application
@@ -225,15 +258,28 @@ def api(api_client, account):
 
 def test_api_create_retrieve_and_the_matrix(api, enqueued, django_capture_on_commit_callbacks, monkeypatch):
     with django_capture_on_commit_callbacks(execute=True):
-        response = api.post(URL, {**api_payload(common_type="PROMO"), "brands": FOUR, "file1": pdf()},
-                            format="multipart")
+        response = api.post(
+            URL, {**api_payload(common_type="PROMO"), "brands": FOUR, "file1": pdf()}, format="multipart"
+        )
     assert response.status_code == 201, response.content
     body = response.json()
     assert body["brands"] == FOUR and len(body["applications"]) == 4
     assert [row["brand"] for row in body["matrix"]] == FOUR
     row = body["matrix"][0]
-    assert set(row) >= {"brand", "brand_label", "application", "status", "submission_state", "fee", "remote_id",
-                        "date_from", "usable_from", "last_change", "status_manual", "status_readable"}
+    assert set(row) >= {
+        "brand",
+        "brand_label",
+        "application",
+        "status",
+        "submission_state",
+        "fee",
+        "remote_id",
+        "date_from",
+        "usable_from",
+        "last_change",
+        "status_manual",
+        "status_readable",
+    }
     assert row["submission_state"] == "queued" and row["usable_from"].endswith("T00:00:00+03:00")
 
     # a worker submits MTS: the matrix shows its i-dgtl id, status and fee
@@ -244,7 +290,12 @@ def test_api_create_retrieve_and_the_matrix(api, enqueued, django_capture_on_com
     application_submit_perform(application_id=row["application"], client=Client())
     detail = api.get(f"{URL}{body['id']}/").json()
     mts = detail["matrix"][0]
-    assert (mts["status"], mts["remote_id"], mts["fee"], mts["status_label"]) == ("PRE_REVIEW", 77, "2000.00", "Pre-review")
+    assert (mts["status"], mts["remote_id"], mts["fee"], mts["status_label"]) == (
+        "PRE_REVIEW",
+        77,
+        "2000.00",
+        "Pre-review",
+    )
     assert detail["applications"][0]["history"][0]["status"] == "PRE_REVIEW"
     assert api.get(URL, {"sender_name": "myshop"}).json()["count"] == 1
 
@@ -262,14 +313,17 @@ def test_api_all_brands(api, enqueued):
     assert response.json()["brands"] == list(Brand.values)
 
 
-@pytest.mark.parametrize("data, field, text", [
-    ({}, "brands", "Choose at least one operator."),
-    ({"brands": []}, "brands", "Choose at least one operator."),
-    ({"brands": ["MTS", "NEW_BRAND"]}, "brands", "Unknown operator “NEW_BRAND”"),
-    ({"brands": "MTS"}, "brands", "Expected a list"),
-    ({"brands": ["MTS", "MEGAFON", "YOTA"], "sender_name": "ACME SHOP"}, "sender_name", "refused by MegaFon, Yota"),
-    ({"brands": ["MTS"], "date_from": "2020-01-01"}, "date_from", "no earlier than the next day"),
-])
+@pytest.mark.parametrize(
+    "data, field, text",
+    [
+        ({}, "brands", "Choose at least one operator."),
+        ({"brands": []}, "brands", "Choose at least one operator."),
+        ({"brands": ["MTS", "NEW_BRAND"]}, "brands", "Unknown operator “NEW_BRAND”"),
+        ({"brands": "MTS"}, "brands", "Expected a list"),
+        ({"brands": ["MTS", "MEGAFON", "YOTA"], "sender_name": "ACME SHOP"}, "sender_name", "refused by MegaFon, Yota"),
+        ({"brands": ["MTS"], "date_from": "2020-01-01"}, "date_from", "no earlier than the next day"),
+    ],
+)
 def test_api_bad_input_is_400_naming_the_field_and_files_nothing(api, enqueued, data, field, text):
     response = api.post(URL, {**api_payload(), **data}, format="json")
     assert response.status_code == 400, response.content
@@ -362,8 +416,9 @@ def test_admin_add_then_the_matrix_then_a_double_submit(admin_client, enqueued, 
     assert 'id="b24-group-matrix"' in text and text.count("<tr data-brand=") == 4
     assert "Queued for submission" in text and 'id="b24-add-brand"' in text
     assert "MegaFon" in text and "00:00 Moscow time" in text
-    again = admin_client.post(url, {**admin_form(common_type="PROMO"), "brands": FOUR, "new_documents": [pdf()]},
-                              follow=True)
+    again = admin_client.post(
+        url, {**admin_form(common_type="PROMO"), "brands": FOUR, "new_documents": [pdf()]}, follow=True
+    )
     assert "nothing was sent again" in again.content.decode()
     assert SenderNameGroup.objects.count() == 1 and SenderNameApplication.objects.count() == 4 and len(enqueued) == 4
 
@@ -388,7 +443,10 @@ def test_admin_group_is_read_only_for_a_viewer(client, django_user_model, accoun
     page = client.get(reverse("admin:sendernames_sendernamegroup_change", args=[group.pk]))
     assert page.status_code == 200 and 'id="b24-add-brand"' not in page.content.decode()
     assert client.get(reverse("admin:sendernames_sendernamegroup_add")).status_code == 403
-    assert client.post(reverse("admin:sendernames_group_add_brand", args=[group.pk]), {"brand": "TELE2"}).status_code == 403
+    assert (
+        client.post(reverse("admin:sendernames_group_add_brand", args=[group.pk]), {"brand": "TELE2"}).status_code
+        == 403
+    )
 
 
 def test_admin_group_list_is_a_fixed_number_of_queries(admin_client, enqueued, django_assert_max_num_queries):
@@ -409,18 +467,23 @@ def test_the_migration_grants_the_new_permissions_to_existing_default_groups(db)
     from b24sms.roles import OPERATOR, VIEWER
 
     new_view = Permission.objects.filter(codename__in=["view_sendernamegroup", "view_statusreadability"])
-    new_operate = Permission.objects.filter(codename__in=["add_sendernamegroup", "change_sendernamegroup",
-                                                          "set_application_status"])
+    new_operate = Permission.objects.filter(
+        codename__in=["add_sendernamegroup", "change_sendernamegroup", "set_application_status"]
+    )
     viewer, operator = Group.objects.get(name=VIEWER), Group.objects.get(name=OPERATOR)
     viewer.permissions.remove(*new_view)
     operator.permissions.remove(*new_view, *new_operate)  # as a database migrated before 0003 has them
     migration = importlib.import_module("sendernames.migrations.0003_sender_name_groups_manual_status")
-    state_apps = MigrationExecutor(connection).loader.project_state(
-        ("sendernames", "0003_sender_name_groups_manual_status")).apps
+    state_apps = (
+        MigrationExecutor(connection)
+        .loader.project_state(("sendernames", "0003_sender_name_groups_manual_status"))
+        .apps
+    )
 
     schema_editor = type("SchemaEditor", (), {"connection": connection})()
     migration.grant_to_default_groups(state_apps, schema_editor)
     assert set(viewer.permissions.filter(pk__in=new_view)) == set(new_view)
     assert not viewer.permissions.filter(pk__in=new_operate).exists()
     assert set(operator.permissions.filter(pk__in=new_view)) | set(operator.permissions.filter(pk__in=new_operate)) == (
-        set(new_view) | set(new_operate))
+        set(new_view) | set(new_operate)
+    )

@@ -1,14 +1,14 @@
 """End to end with a real Celery worker, PostgreSQL, Redis and the fake i-dgtl over HTTP: one name filed with four
 operators (each POSTed once whatever is repeated), reviewed; and an i-dgtl without the read endpoint."""
+
 import pytest
 from django.utils import timezone
 
 from sendernames.models import SenderNameApplication, StatusReadability, SubmissionState
 from sendernames.selectors import sender_name_choices
 from sendernames.tasks import submit_application, sync_open_applications
+from tests.sendernames.conftest import PDF_BYTES, application_fields, pdf
 from tests.waiting import wait_until
-
-from .conftest import PDF_BYTES, application_fields, pdf
 
 pytestmark = pytest.mark.integration
 URL = "/api/sender-name-groups/"
@@ -35,22 +35,31 @@ def finished(worker, task: str) -> int:
 
 
 def wait_submitted(group_id, n, timeout=90):
-    wait_until(lambda: SenderNameApplication.objects.filter(
-        group_id=group_id, submission_state=SubmissionState.SUBMITTED).count() == n,
-        timeout=timeout, message=f"{n} applications of group {group_id} to be submitted")
+    wait_until(
+        lambda: (
+            SenderNameApplication.objects.filter(group_id=group_id, submission_state=SubmissionState.SUBMITTED).count()
+            == n
+        ),
+        timeout=timeout,
+        message=f"{n} applications of group {group_id} to be submitted",
+    )
 
 
 def run_sync(worker):
     """The beat job once, on the worker; returns when it has finished."""
     before = finished(worker, "sendernames.tasks.sync_open_applications")
     sync_open_applications.delay()
-    wait_until(lambda: finished(worker, "sendernames.tasks.sync_open_applications") > before, timeout=90,
-               message="the sync task to finish")
+    wait_until(
+        lambda: finished(worker, "sendernames.tasks.sync_open_applications") > before,
+        timeout=90,
+        message="the sync task to finish",
+    )
 
 
 def make_due(**filters):
     SenderNameApplication.objects.filter(**filters).exclude(next_status_check_at=None).update(
-        next_status_check_at=timezone.now())
+        next_status_check_at=timezone.now()
+    )
 
 
 def test_one_name_four_operators_each_filed_once_then_two_approved_one_rejected(live_worker, idgtl, api_client):
@@ -64,8 +73,11 @@ def test_one_name_four_operators_each_filed_once_then_two_approved_one_rejected(
     wait_submitted(group_id, 4)
     for application_id in SenderNameApplication.objects.filter(group_id=group_id).values_list("pk", flat=True):
         submit_application.delay(application_id)  # a redelivered task
-    wait_until(lambda: finished(live_worker, "sendernames.tasks.submit_application") >= submits_before + 8,
-               timeout=90, message="every submit task, the redelivered ones too, to finish")
+    wait_until(
+        lambda: finished(live_worker, "sendernames.tasks.submit_application") >= submits_before + 8,
+        timeout=90,
+        message="every submit task, the redelivered ones too, to finish",
+    )
 
     assert sorted(r.body_part["brand"] for r in posts(idgtl)) == sorted(FOUR)  # four POSTs, one per operator
     for request in posts(idgtl):
@@ -82,7 +94,11 @@ def test_one_name_four_operators_each_filed_once_then_two_approved_one_rejected(
     run_sync(live_worker)
     matrix = {row["brand"]: row for row in api_client.get(f"{URL}{group_id}/").json()["matrix"]}
     assert {brand: row["status"] for brand, row in matrix.items()} == {
-        "MTS": "APPROVED", "MEGAFON": "APPROVED", "BEELINE": "REJECTED", "TELE2": "PRE_REVIEW"}
+        "MTS": "APPROVED",
+        "MEGAFON": "APPROVED",
+        "BEELINE": "REJECTED",
+        "TELE2": "PRE_REVIEW",
+    }
     assert {brand: row["remote_id"] for brand, row in matrix.items()} == remote
     assert matrix["MTS"]["fee"] == "2000.00" and matrix["MEGAFON"]["fee"] == "2500.00"
     assert all(row["last_change"] and row["status_readable"] for row in matrix.values())
@@ -101,7 +117,8 @@ def test_one_name_four_operators_each_filed_once_then_two_approved_one_rejected(
 
 
 def test_without_a_read_endpoint_polling_stops_the_start_page_says_so_and_a_manual_status_sticks(
-        live_worker, idgtl, api_client, client, staff_user):
+    live_worker, idgtl, api_client, client, staff_user
+):
     idgtl.sender_name_reads = False
     created = api_client.post(URL, {**payload(sender_name="NOREAD"), "brands": ["MTS", "TELE2"]}, format="json")
     assert created.status_code == 201, created.content
@@ -115,7 +132,9 @@ def test_without_a_read_endpoint_polling_stops_the_start_page_says_so_and_a_manu
     state = StatusReadability.objects.get(account_id=mts.account_id)
     assert not state.readable and state.http_status == 404
     assert [(r.path.rsplit("/", 1)[-1], r.status) for r in reads(idgtl)][:2] in (
-        [(str(mts.remote_id), 404), ("sender-names", 405)], [(str(tele2.remote_id), 404), ("sender-names", 405)])
+        [(str(mts.remote_id), 404), ("sender-names", 405)],
+        [(str(tele2.remote_id), 404), ("sender-names", 405)],
+    )
     assert len(reads(idgtl)) == 2  # one read and one look at the list: the account's other application is not asked
 
     make_due(group_id=group_id)
@@ -135,12 +154,16 @@ def test_without_a_read_endpoint_polling_stops_the_start_page_says_so_and_a_manu
     today = timezone.localdate().isoformat()
     bad = api_client.post(f"/api/sender-names/{mts.pk}/set-status/", {"status": "DONE", "date": today}, format="json")
     assert bad.status_code == 400 and "status" in bad.json()
-    bad = api_client.post(f"/api/sender-names/{mts.pk}/set-status/", {"status": "APPROVED", "date": "2999-01-01"},
-                          format="json")
+    bad = api_client.post(
+        f"/api/sender-names/{mts.pk}/set-status/", {"status": "APPROVED", "date": "2999-01-01"}, format="json"
+    )
     assert bad.status_code == 400 and "date" in bad.json()
     for application, status in ((mts, "APPROVED"), (tele2, "REVIEW")):
-        response = api_client.post(f"/api/sender-names/{application.pk}/set-status/",
-                                   {"status": status, "date": today, "note": "seen in the i-dgtl cabinet"}, format="json")
+        response = api_client.post(
+            f"/api/sender-names/{application.pk}/set-status/",
+            {"status": status, "date": today, "note": "seen in the i-dgtl cabinet"},
+            format="json",
+        )
         assert response.status_code == 200, response.content
         assert response.json()["application"]["history"][-1]["changed_by"] == staff_user.username
 
@@ -148,8 +171,11 @@ def test_without_a_read_endpoint_polling_stops_the_start_page_says_so_and_a_manu
     idgtl.sender_name_reads = True
     StatusReadability.objects.update(next_check_at=timezone.now())
     run_sync(live_worker)
-    wait_until(lambda: StatusReadability.objects.get(account_id=mts.account_id).readable, timeout=30,
-               message="the daily check to find the read endpoint")
+    wait_until(
+        lambda: StatusReadability.objects.get(account_id=mts.account_id).readable,
+        timeout=30,
+        message="the daily check to find the read endpoint",
+    )
     assert any(r.path.endswith(f"/sender-names/{tele2.remote_id}") and r.status == 200 for r in reads(idgtl))
     mts.refresh_from_db()
     tele2.refresh_from_db()

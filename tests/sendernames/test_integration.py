@@ -1,4 +1,5 @@
 """End to end: the API, a real Celery worker on Redis and PostgreSQL, and the fake i-dgtl over HTTP."""
+
 import hashlib
 
 import pytest
@@ -9,9 +10,8 @@ from sendernames.models import SenderNameApplication, SubmissionState
 from sendernames.tasks import submit_application, sync_open_applications
 from sendernames.validation import date_from_for_idgtl, normalise_date_from
 from tests.concurrency import run_together
+from tests.sendernames.conftest import PDF_BYTES, PNG_BYTES, VALID_INN, VALID_INN_12, application_fields, pdf, png
 from tests.waiting import wait_until
-
-from .conftest import PDF_BYTES, PNG_BYTES, VALID_INN, VALID_INN_12, application_fields, pdf, png
 
 pytestmark = pytest.mark.integration
 # Generous waits (they end as soon as the condition holds): on a loaded 2-CPU machine the shared
@@ -40,12 +40,17 @@ def state_of(application_id):
 
 
 def wait_for_state(application_id, *states, timeout=60):
-    return wait_until(lambda: state_of(application_id).submission_state in states and state_of(application_id),
-                      timeout=timeout, message=f"application {application_id} to reach {states}")
+    return wait_until(
+        lambda: state_of(application_id).submission_state in states and state_of(application_id),
+        timeout=timeout,
+        message=f"application {application_id} to reach {states}",
+    )
 
 
 def test_created_with_two_files_submitted_once_then_approved_by_the_periodic_sync(live_worker, idgtl, api_client):
-    created = create_through_api(api_client, common_type="PROMO", files={"file1": pdf("charter.pdf"), "file2": png("logo.png")})
+    created = create_through_api(
+        api_client, common_type="PROMO", files={"file1": pdf("charter.pdf"), "file2": png("logo.png")}
+    )
     application_id = created["id"]
     # A double click, a repeated API call and a redelivered task.
     assert api_client.post(f"{URL}{application_id}/submit/").status_code == 202
@@ -53,15 +58,22 @@ def test_created_with_two_files_submitted_once_then_approved_by_the_periodic_syn
     submit_application.delay(application_id)
     application = wait_for_state(application_id, SubmissionState.SUBMITTED)
     submit_application.delay(application_id)
-    finished = lambda: sum("submit_application[" in line and "succeeded" in line for line in live_worker.logs().splitlines())
+
+    def finished():
+        return sum("submit_application[" in line and "succeeded" in line for line in live_worker.logs().splitlines())
+
     wait_until(lambda: finished() >= 3, timeout=60, message="the worker to finish every submit task")
 
     assert len(posts(idgtl)) == 1 and len(idgtl.sender_names) == 1
     request = posts(idgtl)[0]
     assert request.body_part == {
-        "channelType": "SMS", "commonType": "PROMO", "brand": "MTS",
+        "channelType": "SMS",
+        "commonType": "PROMO",
+        "brand": "MTS",
         "dateFrom": date_from_for_idgtl(normalise_date_from(application_fields()["date_from"])),
-        "senderName": "MyShop", "counteragentName": "Shop, LLC", "counteragentInn": VALID_INN,
+        "senderName": "MyShop",
+        "counteragentName": "Shop, LLC",
+        "counteragentInn": VALID_INN,
     }
     assert request.body_part["dateFrom"].endswith("T21:00:00Z")
     assert [(f["name"], f["filename"], f["size"], f["sha256"]) for f in request.files] == [
@@ -80,9 +92,13 @@ def test_created_with_two_files_submitted_once_then_approved_by_the_periodic_syn
     wait_until(lambda: state_of(application_id).status == "APPROVED", timeout=60, message="the sync to see APPROVED")
     body = api_client.get(f"{URL}{application_id}/").json()
     assert [(h["previous_status"], h["status"], h["cause"]) for h in body["history"]] == [
-        ("", "PRE_REVIEW", "submission"), ("PRE_REVIEW", "APPROVED", "periodic_sync")]
+        ("", "PRE_REVIEW", "submission"),
+        ("PRE_REVIEW", "APPROVED", "periodic_sync"),
+    ]
     assert state_of(application_id).next_status_check_at is None
-    gets = [r for r in idgtl.requests if r.method == "GET" and r.path.endswith(f"/sender-names/{application.remote_id}")]
+    gets = [
+        r for r in idgtl.requests if r.method == "GET" and r.path.endswith(f"/sender-names/{application.remote_id}")
+    ]
     assert len(gets) == 1
 
 
@@ -105,9 +121,15 @@ def test_duplicate_is_stored_with_idgtl_message_as_is(live_worker, idgtl, api_cl
     from idgtl.services import account_get_default
 
     # Somebody else already filed MyShop for MTS with this account (e.g. in i-dgtl's cabinet).
-    body = {"channelType": "SMS", "commonType": "SERVICE", "brand": "MTS", "senderName": "myshop",
-            "dateFrom": date_from_for_idgtl(normalise_date_from(application_fields()["date_from"])),
-            "counteragentName": "Other, LLC", "counteragentInn": VALID_INN_12}
+    body = {
+        "channelType": "SMS",
+        "commonType": "SERVICE",
+        "brand": "MTS",
+        "senderName": "myshop",
+        "dateFrom": date_from_for_idgtl(normalise_date_from(application_fields()["date_from"])),
+        "counteragentName": "Other, LLC",
+        "counteragentInn": VALID_INN_12,
+    }
     existing = IdgtlClient.for_sender_names(account_get_default()).create_sender_name(body, [])
     application_id = create_through_api(api_client)["id"]
     api_client.post(f"{URL}{application_id}/submit/")
@@ -138,7 +160,9 @@ def test_concurrent_submissions_reach_idgtl_once(transactional_db, idgtl):
     with mock.patch("sendernames.tasks.submit_application.delay") as delay:
         requests_ = run_together(lambda: application_submit(application_id=application.pk), 4, timeout=60)
     assert sum(r.queued for r in requests_) == 1 and delay.call_count == 1
-    outcomes = run_together(lambda: application_submit_perform(application_id=application.pk).outcome.value, 4, timeout=60)
+    outcomes = run_together(
+        lambda: application_submit_perform(application_id=application.pk).outcome.value, 4, timeout=60
+    )
     assert sorted(outcomes) == ["skipped", "skipped", "skipped", "submitted"]
     assert len(posts(idgtl)) == 1 and len(idgtl.sender_names) == 1
 

@@ -1,6 +1,7 @@
 """When i-dgtl cannot be read: the absent read endpoint stops polling, the start page and each application
 say so, the account is asked again daily; a status set by hand is recorded with who and never replaced
 by an older one."""
+
 import datetime as dt
 
 import pytest
@@ -18,8 +19,7 @@ from sendernames.services import (
 )
 from sendernames.services.remote import ReadRouteAbsent, remote_read
 from sendernames.tasks import sync_open_applications
-
-from .conftest import remote_record
+from tests.sendernames.conftest import remote_record
 
 URL = "/api/sender-names/"
 
@@ -53,12 +53,18 @@ ROUTE_405 = IdgtlError("Method Not Allowed", http_status=405, code=4050)
 @pytest.fixture
 def submitted(make_application):
     """Applications as a worker leaves them after i-dgtl answered the POST."""
+
     def make(remote_id=101, status="PRE_REVIEW", **overrides):
         application = make_application(**overrides)
         now = timezone.now()
         SenderNameApplication.objects.filter(pk=application.pk).update(
-            submission_state=SubmissionState.SUBMITTED, remote_id=remote_id, status=status, submitted_at=now,
-            status_changed_at=now, next_status_check_at=now - dt.timedelta(seconds=1))
+            submission_state=SubmissionState.SUBMITTED,
+            remote_id=remote_id,
+            status=status,
+            submitted_at=now,
+            status_changed_at=now,
+            next_status_check_at=now - dt.timedelta(seconds=1),
+        )
         application.refresh_from_db()
         return application
 
@@ -169,7 +175,9 @@ def test_the_start_page_and_the_application_say_so(submitted, stub, account, cli
     page = client.get("/admin/").content.decode()
     assert f'id="dash-sender-name-reads-{account.pk}"' in page
     assert "Status not readable from i-dgtl for the account" in page and "1 open application is not polled" in page
-    change = client.get(reverse("admin:sendernames_sendernameapplication_change", args=[application.pk])).content.decode()
+    change = client.get(
+        reverse("admin:sendernames_sendernameapplication_change", args=[application.pk])
+    ).content.decode()
     assert "Status not readable from i-dgtl — set it from the cabinet." in change and 'id="b24-set-status"' in change
     listing = client.get(reverse("admin:sendernames_sendernameapplication_changelist")).content.decode()
     assert "b24-unreadable" in listing
@@ -191,28 +199,45 @@ def test_the_api_says_so_on_each_affected_application(submitted, stub, api_clien
 def test_set_by_hand_is_recorded_with_who_and_marked_manual(submitted, staff_user):
     application = submitted()
     today = timezone.localdate()
-    result = application_set_status(application_id=application.pk, status="APPROVED", status_date=today,
-                                    note="seen in the cabinet", user=staff_user)
+    result = application_set_status(
+        application_id=application.pk, status="APPROVED", status_date=today, note="seen in the cabinet", user=staff_user
+    )
     assert result.changed and "Pre-review → Approved" in result.summary
     application.refresh_from_db()
     assert (application.status, application.status_manual, application.status_date) == ("APPROVED", True, today)
     assert application.next_status_check_at is None  # final: not polled
     change = application.history.last()
-    assert (change.previous_status, change.status, change.cause, change.changed_by, change.status_date, change.comment) == (
-        "PRE_REVIEW", "APPROVED", "manual", staff_user, today, "seen in the cabinet")
-    again = application_set_status(application_id=application.pk, status="APPROVED", status_date=today,
-                                   note="seen in the cabinet", user=staff_user)
+    assert (
+        change.previous_status,
+        change.status,
+        change.cause,
+        change.changed_by,
+        change.status_date,
+        change.comment,
+    ) == ("PRE_REVIEW", "APPROVED", "manual", staff_user, today, "seen in the cabinet")
+    again = application_set_status(
+        application_id=application.pk, status="APPROVED", status_date=today, note="seen in the cabinet", user=staff_user
+    )
     assert not again.changed and application.history.count() == 1
 
 
-@pytest.mark.parametrize("status, date, field", [
-    ("DONE", None, "status"), ("", None, "status"), ("approved", None, "status"),
-    ("APPROVED", "tomorrow", "date"), ("APPROVED", "not a date", "date"), ("APPROVED", "before", "date"),
-])
+@pytest.mark.parametrize(
+    "status, date, field",
+    [
+        ("DONE", None, "status"),
+        ("", None, "status"),
+        ("approved", None, "status"),
+        ("APPROVED", "tomorrow", "date"),
+        ("APPROVED", "not a date", "date"),
+        ("APPROVED", "before", "date"),
+    ],
+)
 def test_set_by_hand_bad_input_names_the_field_and_changes_nothing(submitted, status, date, field):
     application = submitted()
     today = timezone.localtime(timezone.now(), dt.timezone(dt.timedelta(hours=3))).date()
-    date = {None: today, "tomorrow": today + dt.timedelta(days=1), "before": today - dt.timedelta(days=1)}.get(date, date)
+    date = {None: today, "tomorrow": today + dt.timedelta(days=1), "before": today - dt.timedelta(days=1)}.get(
+        date, date
+    )
     with pytest.raises(ValidationError) as info:
         application_set_status(application_id=application.pk, status=status, status_date=date)
     assert field in info.value.message_dict
@@ -227,18 +252,23 @@ def test_set_by_hand_on_a_draft_is_refused(make_application):
     assert "not been submitted" in info.value.messages[0]
 
 
-@pytest.mark.parametrize("manual, read, kept", [
-    ("REVIEW", "PRE_REVIEW", True),  # older: kept
-    ("APPROVED", "REVIEW", True),
-    ("APPROVED", "REJECTED", True),  # the same stage, a conflict: the operator's stays
-    ("REVIEW", "SOMETHING_NEW", True),  # unknown: never replaces it
-    ("REVIEW", "APPROVED", False),  # further along: i-dgtl's wins
-    ("APPROVED", "CANCELED", False),
-])
+@pytest.mark.parametrize(
+    "manual, read, kept",
+    [
+        ("REVIEW", "PRE_REVIEW", True),  # older: kept
+        ("APPROVED", "REVIEW", True),
+        ("APPROVED", "REJECTED", True),  # the same stage, a conflict: the operator's stays
+        ("REVIEW", "SOMETHING_NEW", True),  # unknown: never replaces it
+        ("REVIEW", "APPROVED", False),  # further along: i-dgtl's wins
+        ("APPROVED", "CANCELED", False),
+    ],
+)
 def test_a_read_replaces_a_status_set_by_hand_only_when_further_along(submitted, stub, manual, read, kept):
     application = submitted()
     application_set_status(application_id=application.pk, status=manual, status_date=timezone.localdate())
-    SenderNameApplication.objects.filter(pk=application.pk).update(next_status_check_at=timezone.now() - dt.timedelta(seconds=1))
+    SenderNameApplication.objects.filter(pk=application.pk).update(
+        next_status_check_at=timezone.now() - dt.timedelta(seconds=1)
+    )
     stub["client"] = ReadStub(get=lambda remote_id: remote_record(application, remote_id=remote_id, status=read))
     applications_sync_open()
     application_refresh_status(application_id=application.pk)  # an operator's refresh follows the same rule
@@ -265,8 +295,9 @@ def test_a_status_set_by_hand_during_a_sync_cycle_is_not_overwritten(submitted, 
     application = submitted()
 
     def read(remote_id):  # the operator saves while the cycle waits for i-dgtl
-        application_set_status(application_id=application.pk, status="REVIEW", status_date=timezone.localdate(),
-                               user=staff_user)
+        application_set_status(
+            application_id=application.pk, status="REVIEW", status_date=timezone.localdate(), user=staff_user
+        )
         return remote_record(application, remote_id=remote_id, status="PRE_REVIEW", fee=1)
 
     stub["client"] = ReadStub(get=read)
@@ -279,23 +310,36 @@ def test_a_status_set_by_hand_during_a_sync_cycle_is_not_overwritten(submitted, 
 def test_api_set_status(submitted, api_client, staff_user):
     application = submitted()
     today = timezone.localdate().isoformat()
-    response = api_client.post(f"{URL}{application.pk}/set-status/",
-                               {"status": "REJECTED", "date": today, "note": "cabinet says so"}, format="json")
+    response = api_client.post(
+        f"{URL}{application.pk}/set-status/",
+        {"status": "REJECTED", "date": today, "note": "cabinet says so"},
+        format="json",
+    )
     assert response.status_code == 200, response.content
     body = response.json()["application"]
     assert body["status"] == "REJECTED" and body["status_manual"] is True and body["status_date"] == today
     assert body["history"][-1] | {"created_at": None} == {
-        "previous_status": "PRE_REVIEW", "status": "REJECTED", "comment": "cabinet says so", "cause": "manual",
-        "manual": True, "status_date": today, "changed_by": staff_user.username, "created_at": None}
+        "previous_status": "PRE_REVIEW",
+        "status": "REJECTED",
+        "comment": "cabinet says so",
+        "cause": "manual",
+        "manual": True,
+        "status_date": today,
+        "changed_by": staff_user.username,
+        "created_at": None,
+    }
 
 
-@pytest.mark.parametrize("data, field", [
-    ({"status": "DONE", "date": "2020-01-01"}, "status"),
-    ({"status": "APPROVED", "date": "2999-01-01"}, "date"),
-    ({"status": "APPROVED", "date": "31.01.2030"}, "date"),
-    ({"status": "APPROVED"}, "date"),
-    ({"date": "2020-01-01"}, "status"),
-])
+@pytest.mark.parametrize(
+    "data, field",
+    [
+        ({"status": "DONE", "date": "2020-01-01"}, "status"),
+        ({"status": "APPROVED", "date": "2999-01-01"}, "date"),
+        ({"status": "APPROVED", "date": "31.01.2030"}, "date"),
+        ({"status": "APPROVED"}, "date"),
+        ({"date": "2020-01-01"}, "status"),
+    ],
+)
 def test_api_set_status_bad_input_is_400_naming_the_field(submitted, api_client, data, field):
     application = submitted()
     response = api_client.post(f"{URL}{application.pk}/set-status/", data, format="json")
@@ -326,7 +370,9 @@ def test_admin_set_status_page_and_action(submitted, client, staff_user):
     tomorrow = (timezone.localdate() + dt.timedelta(days=2)).isoformat()
     response = client.post(url, {"apply": "1", "status": "APPROVED", "date": tomorrow, "note": ""})
     assert response.status_code == 200 and "cannot be in the future" in response.content.decode()
-    response = client.post(url, {"apply": "1", "status": "APPROVED", "date": timezone.localdate().isoformat(), "note": "x"})
+    response = client.post(
+        url, {"apply": "1", "status": "APPROVED", "date": timezone.localdate().isoformat(), "note": "x"}
+    )
     assert response.status_code == 302
     first.refresh_from_db()
     assert first.status == "APPROVED" and first.history.get().changed_by == staff_user
@@ -336,8 +382,17 @@ def test_admin_set_status_page_and_action(submitted, client, staff_user):
 
     page = client.post(changelist, {"action": "set_status_by_hand", ACTION_CHECKBOX_NAME: [second.pk]})
     assert page.status_code == 200 and 'id="b24-set-status-form"' in page.content.decode()
-    response = client.post(changelist, {"action": "set_status_by_hand", ACTION_CHECKBOX_NAME: [second.pk], "apply": "1",
-                                        "status": "REVIEW", "date": timezone.localdate().isoformat(), "note": ""})
+    response = client.post(
+        changelist,
+        {
+            "action": "set_status_by_hand",
+            ACTION_CHECKBOX_NAME: [second.pk],
+            "apply": "1",
+            "status": "REVIEW",
+            "date": timezone.localdate().isoformat(),
+            "note": "",
+        },
+    )
     assert response.status_code == 302
     second.refresh_from_db()
     assert (second.status, second.status_manual) == ("REVIEW", True)

@@ -1,9 +1,11 @@
 """Services with the i-dgtl client replaced at its boundary (IdgtlClient)."""
+
 import datetime as dt
 from unittest import mock
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.utils import timezone
 
 from idgtl.client import (
@@ -25,9 +27,7 @@ from sendernames.services import (
 )
 from sendernames.services.status import sync_interval
 from sendernames.tasks import sync_open_applications
-
-from .conftest import ZIP_BYTES, application_fields, pdf, png, remote_record
-from django.core.files.uploadedfile import SimpleUploadedFile
+from tests.sendernames.conftest import ZIP_BYTES, application_fields, pdf, png, remote_record
 
 
 class StubClient:
@@ -73,10 +73,15 @@ def stub(monkeypatch):
 def test_create_stores_the_application_and_documents(make_application):
     application = make_application(common_type="PROMO", documents=[pdf("a.pdf"), png("b.png")])
     assert application.submission_state == SubmissionState.DRAFT
-    assert application.date_from.tzinfo is not None and timezone.localtime(application.date_from, dt.timezone(dt.timedelta(hours=3))).hour == 0
+    assert (
+        application.date_from.tzinfo is not None
+        and timezone.localtime(application.date_from, dt.timezone(dt.timedelta(hours=3))).hour == 0
+    )
     documents = list(application.documents.all())
     assert [(d.original_name, d.content_type, d.position) for d in documents] == [
-        ("a.pdf", "application/pdf", 1), ("b.png", "image/png", 2)]
+        ("a.pdf", "application/pdf", 1),
+        ("b.png", "image/png", 2),
+    ]
     assert documents[0].file.read().startswith(b"%PDF")
 
 
@@ -161,13 +166,27 @@ def test_perform_sends_body_and_files_and_records_the_answer(make_application, s
     assert result.outcome is SubmitOutcome.SUBMITTED
     _, body, files = stub["client"].calls[0]
     assert body["dateFrom"].endswith("T21:00:00Z") and body["counteragentInn"] == "7707083893"
-    assert set(body) == {"channelType", "commonType", "brand", "dateFrom", "senderName", "counteragentName", "counteragentInn"}
+    assert set(body) == {
+        "channelType",
+        "commonType",
+        "brand",
+        "dateFrom",
+        "senderName",
+        "counteragentName",
+        "counteragentInn",
+    }
     assert [(f[0], f[2]) for f in files] == [("a.pdf", "application/pdf"), ("b.png", "image/png")]
     application.refresh_from_db()
     assert (application.submission_state, application.remote_id, application.status, application.fee) == (
-        SubmissionState.SUBMITTED, 77, "PRE_REVIEW", 2000)
+        SubmissionState.SUBMITTED,
+        77,
+        "PRE_REVIEW",
+        2000,
+    )
     assert application.next_status_check_at is not None
-    assert [(h.previous_status, h.status, h.cause) for h in application.history.all()] == [("", "PRE_REVIEW", "submission")]
+    assert [(h.previous_status, h.status, h.cause) for h in application.history.all()] == [
+        ("", "PRE_REVIEW", "submission")
+    ]
 
 
 def test_perform_twice_sends_once(make_application, stub):
@@ -188,7 +207,8 @@ def test_perform_leaves_a_fresh_claim_of_another_worker_alone(make_application, 
 def test_perform_resumes_an_abandoned_claim_by_looking_up_first(make_application, stub):
     application = make_application()
     SenderNameApplication.objects.filter(pk=application.pk).update(
-        submission_state=SubmissionState.SUBMITTING, updated_at=timezone.now() - dt.timedelta(hours=1))
+        submission_state=SubmissionState.SUBMITTING, updated_at=timezone.now() - dt.timedelta(hours=1)
+    )
     stub["client"] = StubClient(listing=[remote_record(application, remote_id=5)])
     assert application_submit_perform(application_id=application.pk).outcome is SubmitOutcome.SUBMITTED
     assert stub["client"].count("create") == 0
@@ -198,8 +218,10 @@ def test_perform_resumes_an_abandoned_claim_by_looking_up_first(make_application
 
 def test_outcome_unknown_is_looked_up_and_found(make_application, stub):
     application = queued(make_application())
-    stub["client"] = StubClient(create=[IdgtlOutcomeUnknown("read timeout")],
-                                listing=[remote_record(application, remote_id=9, senderName="MYSHOP")])
+    stub["client"] = StubClient(
+        create=[IdgtlOutcomeUnknown("read timeout")],
+        listing=[remote_record(application, remote_id=9, senderName="MYSHOP")],
+    )
     assert application_submit_perform(application_id=application.pk).outcome is SubmitOutcome.SUBMITTED
     assert stub["client"].count("create") == 1
     application.refresh_from_db()
@@ -209,7 +231,9 @@ def test_outcome_unknown_is_looked_up_and_found(make_application, stub):
 def test_outcome_unknown_not_found_is_sent_again_after_the_lookup(make_application, stub):
     application = queued(make_application())
     other = remote_record(application, remote_id=3, counteragentInn="500100732259")  # someone else's record
-    stub["client"] = StubClient(create=[IdgtlOutcomeUnknown("502"), remote_record(application, remote_id=10)], listing=[other])
+    stub["client"] = StubClient(
+        create=[IdgtlOutcomeUnknown("502"), remote_record(application, remote_id=10)], listing=[other]
+    )
     assert application_submit_perform(application_id=application.pk).outcome is SubmitOutcome.SUBMITTED
     assert [c[0] for c in stub["client"].calls] == ["create", "list", "create"]
     application.refresh_from_db()
@@ -219,8 +243,12 @@ def test_outcome_unknown_not_found_is_sent_again_after_the_lookup(make_applicati
 def test_duplicate_after_an_unknown_outcome_is_adopted_when_it_is_ours(make_application, stub):
     application = queued(make_application())
     stub["client"] = StubClient(
-        create=[IdgtlOutcomeUnknown("timeout"), IdgtlValidationError("Duplicates with existing name (id = 44)", http_status=422, code=4220)],
-        get={44: remote_record(application, remote_id=44)})
+        create=[
+            IdgtlOutcomeUnknown("timeout"),
+            IdgtlValidationError("Duplicates with existing name (id = 44)", http_status=422, code=4220),
+        ],
+        get={44: remote_record(application, remote_id=44)},
+    )
     stub["client"].list_sender_names = lambda **kw: {"total": 0, "items": []}  # the list lags behind
     assert application_submit_perform(application_id=application.pk).outcome is SubmitOutcome.SUBMITTED
     application.refresh_from_db()
@@ -229,12 +257,18 @@ def test_duplicate_after_an_unknown_outcome_is_adopted_when_it_is_ours(make_appl
 
 def test_rejected_submission_stores_idgtl_message_as_is(make_application, stub):
     application = queued(make_application())
-    stub["client"] = StubClient(create=[IdgtlValidationError("Duplicates with existing name (id = 1161)", http_status=422, code=4220)])
+    stub["client"] = StubClient(
+        create=[IdgtlValidationError("Duplicates with existing name (id = 1161)", http_status=422, code=4220)]
+    )
     result = application_submit_perform(application_id=application.pk)
     assert result.outcome is SubmitOutcome.FAILED
     application.refresh_from_db()
-    assert (application.submission_state, application.last_error_kind, application.last_error_code, application.last_error_message) == (
-        SubmissionState.FAILED, ErrorKind.REJECTED, 4220, "Duplicates with existing name (id = 1161)")
+    assert (
+        application.submission_state,
+        application.last_error_kind,
+        application.last_error_code,
+        application.last_error_message,
+    ) == (SubmissionState.FAILED, ErrorKind.REJECTED, 4220, "Duplicates with existing name (id = 1161)")
     assert stub["client"].count("get") == 0  # a first attempt never adopts somebody's record
 
 
@@ -249,7 +283,9 @@ def test_bad_key_is_a_configuration_error(make_application, stub):
     assert "c2VuZGVy" not in application.last_error_message
 
 
-def test_transient_error_requeues_then_gives_up_and_resubmission_looks_up(make_application, stub, django_capture_on_commit_callbacks):
+def test_transient_error_requeues_then_gives_up_and_resubmission_looks_up(
+    make_application, stub, django_capture_on_commit_callbacks
+):
     application = queued(make_application())
     stub["client"] = StubClient(create=[IdgtlTransientError("503 Service Unavailable", http_status=503)])
     assert application_submit_perform(application_id=application.pk).outcome is SubmitOutcome.RETRY
@@ -278,9 +314,12 @@ def test_submit_task_runs_the_service(make_application, stub, django_capture_on_
 
 
 def test_stalled_submissions_are_enqueued_again(make_application, django_capture_on_commit_callbacks):
-    fresh, stalled = queued(make_application(sender_name="Fresh")), queued(make_application(sender_name="Stale"))
+    _fresh, stalled = queued(make_application(sender_name="Fresh")), queued(make_application(sender_name="Stale"))
     SenderNameApplication.objects.filter(pk=stalled.pk).update(updated_at=timezone.now() - dt.timedelta(hours=2))
-    with mock.patch("sendernames.tasks.submit_application.delay") as delay, django_capture_on_commit_callbacks(execute=True):
+    with (
+        mock.patch("sendernames.tasks.submit_application.delay") as delay,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
         assert applications_resume_stalled() == [stalled.pk]
     delay.assert_called_once_with(stalled.pk)
 
@@ -289,15 +328,21 @@ def test_stalled_submissions_are_enqueued_again(make_application, django_capture
 def submitted(application, *, remote_id, status="PRE_REVIEW", due=True, submitted_at=None):
     now = timezone.now()
     SenderNameApplication.objects.filter(pk=application.pk).update(
-        submission_state=SubmissionState.SUBMITTED, remote_id=remote_id, status=status,
-        submitted_at=submitted_at or now, next_status_check_at=now - dt.timedelta(seconds=1) if due else now + dt.timedelta(hours=1))
+        submission_state=SubmissionState.SUBMITTED,
+        remote_id=remote_id,
+        status=status,
+        submitted_at=submitted_at or now,
+        next_status_check_at=now - dt.timedelta(seconds=1) if due else now + dt.timedelta(hours=1),
+    )
     application.refresh_from_db()
     return application
 
 
 def test_refresh_records_a_history_row_per_change(make_application, stub):
     application = submitted(make_application(), remote_id=7)
-    stub["client"] = StubClient(get={7: remote_record(application, remote_id=7, status="REJECTED", comment="No documents")})
+    stub["client"] = StubClient(
+        get={7: remote_record(application, remote_id=7, status="REJECTED", comment="No documents")}
+    )
     result = application_refresh_status(application_id=application.pk)
     assert result.changed and result.previous_status == "PRE_REVIEW"
     result = application_refresh_status(application_id=application.pk)
@@ -306,7 +351,8 @@ def test_refresh_records_a_history_row_per_change(make_application, stub):
     assert application.status == "REJECTED" and application.status_comment == "No documents"
     assert application.next_status_check_at is None
     assert [(h.previous_status, h.status, h.comment, h.cause) for h in application.history.all()] == [
-        ("PRE_REVIEW", "REJECTED", "No documents", "manual_refresh")]
+        ("PRE_REVIEW", "REJECTED", "No documents", "manual_refresh")
+    ]
 
 
 def test_refresh_of_a_draft_is_refused(make_application):
@@ -316,9 +362,11 @@ def test_refresh_of_a_draft_is_refused(make_application):
 
 def test_refresh_stores_errors_by_kind(make_application, stub):
     application = submitted(make_application(), remote_id=7)
-    for error, kind in [(IdgtlConfigurationError("Access Denied", http_status=403, code=4030), ErrorKind.CONFIGURATION),
-                        (IdgtlNotFound("Not Found", http_status=404, code=4040), ErrorKind.NOT_FOUND),
-                        (IdgtlTransientError("timeout"), ErrorKind.TRANSIENT)]:
+    for error, kind in [
+        (IdgtlConfigurationError("Access Denied", http_status=403, code=4030), ErrorKind.CONFIGURATION),
+        (IdgtlNotFound("Not Found", http_status=404, code=4040), ErrorKind.NOT_FOUND),
+        (IdgtlTransientError("timeout"), ErrorKind.TRANSIENT),
+    ]:
         stub["client"] = StubClient(get={7: error})
         result = application_refresh_status(application_id=application.pk)
         assert result.error_kind == kind
@@ -362,7 +410,9 @@ def test_sync_keeps_polling_unknown_status_and_warns_once(make_application, stub
 
 def test_sync_pauses_an_account_with_a_bad_key(make_application, stub):
     apps = [submitted(make_application(sender_name=f"Name{i}"), remote_id=i) for i in range(1, 4)]
-    stub["client"] = StubClient(get={a.remote_id: IdgtlConfigurationError("Bad credentials", http_status=401, code=4012) for a in apps})
+    stub["client"] = StubClient(
+        get={a.remote_id: IdgtlConfigurationError("Bad credentials", http_status=401, code=4012) for a in apps}
+    )
     report = applications_sync_open()
     assert (report.errors, report.skipped) == (1, 2)
     assert stub["client"].count("get") == 1
@@ -392,17 +442,25 @@ def test_sync_task_is_registered_under_the_beat_name():
 def test_sync_writes_rows_with_distinct_outcomes(make_application, stub, monkeypatch):
     monkeypatch.setattr("sendernames.services.status.MAX_UPDATE_GROUPS", 1)  # the rest go through bulk_update
     apps = [submitted(make_application(sender_name=f"Name{i}"), remote_id=i) for i in range(1, 4)]
-    stub["client"] = StubClient(get={a.remote_id: remote_record(a, remote_id=a.remote_id, status="REJECTED", comment=f"Reason {a.remote_id}")
-                                     for a in apps})
+    stub["client"] = StubClient(
+        get={
+            a.remote_id: remote_record(a, remote_id=a.remote_id, status="REJECTED", comment=f"Reason {a.remote_id}")
+            for a in apps
+        }
+    )
     assert applications_sync_open().changed == 3
     for application in apps:
         application.refresh_from_db()
         assert (application.status, application.status_comment) == ("REJECTED", f"Reason {application.remote_id}")
 
 
-def test_submit_task_after_a_transient_failure_is_retried_by_the_stalled_sweep(make_application, stub, django_capture_on_commit_callbacks):
+def test_submit_task_after_a_transient_failure_is_retried_by_the_stalled_sweep(
+    make_application, stub, django_capture_on_commit_callbacks
+):
     application = make_application()
-    stub["client"] = StubClient(create=[IdgtlTransientError("503", http_status=503), remote_record(application, remote_id=41)])
+    stub["client"] = StubClient(
+        create=[IdgtlTransientError("503", http_status=503), remote_record(application, remote_id=41)]
+    )
     with django_capture_on_commit_callbacks(execute=True):
         application_submit(application_id=application.pk)  # eager: no broker to retry through
     application.refresh_from_db()
@@ -429,9 +487,12 @@ def test_sync_stores_an_odd_status_and_fee_without_failing_the_batch(make_applic
     odd = submitted(make_application(sender_name="Odd"), remote_id=1)
     fine = submitted(make_application(sender_name="Fine"), remote_id=2)
     long_status = "WAITING_FOR_" + "X" * 100
-    stub["client"] = StubClient(get={
-        1: remote_record(odd, remote_id=1, status=long_status, fee="NaN"),
-        2: remote_record(fine, remote_id=2, status="REVIEW", fee=10 ** 15)})
+    stub["client"] = StubClient(
+        get={
+            1: remote_record(odd, remote_id=1, status=long_status, fee="NaN"),
+            2: remote_record(fine, remote_id=2, status="REVIEW", fee=10**15),
+        }
+    )
     report = applications_sync_open()
     assert (report.checked, report.changed, report.errors) == (2, 2, 0)
     odd.refresh_from_db()
@@ -452,7 +513,8 @@ def test_a_final_status_is_never_polled_again(make_application, stub):
     application.refresh_from_db()
     assert application.status == "CANCELED"
     assert [(h.previous_status, h.status, h.cause) for h in application.history.all()] == [
-        ("PRE_REVIEW", "CANCELED", "periodic_sync")]
+        ("PRE_REVIEW", "CANCELED", "periodic_sync")
+    ]
 
 
 def test_sync_backs_off_for_an_application_long_in_review(make_application, stub, settings):
@@ -469,8 +531,15 @@ def test_sync_backs_off_for_an_application_long_in_review(make_application, stub
     assert fresh.history.count() == old.history.count() == 0  # no change, no history row
 
 
-@pytest.mark.parametrize("answer", [{"id": "12abc", "status": "PRE_REVIEW"}, {"id": 2 ** 70, "status": "PRE_REVIEW"},
-                                    {"id": True}, ["not", "an", "object"]])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"id": "12abc", "status": "PRE_REVIEW"},
+        {"id": 2**70, "status": "PRE_REVIEW"},
+        {"id": True},
+        ["not", "an", "object"],
+    ],
+)
 def test_an_answer_with_an_unusable_id_is_not_stored(make_application, stub, answer):
     application = queued(make_application())
     stub["client"] = StubClient(create=[answer, answer])
@@ -496,12 +565,15 @@ def test_a_refresh_during_a_sync_cycle_is_neither_overwritten_nor_recorded_twice
     application.refresh_from_db()
     assert application.status == "REVIEW"
     assert [(h.previous_status, h.status, h.cause) for h in application.history.all()] == [
-        ("PRE_REVIEW", "REVIEW", "manual_refresh")]
+        ("PRE_REVIEW", "REVIEW", "manual_refresh")
+    ]
 
 
 def test_a_cycle_out_of_time_stops_mid_batch_and_leaves_the_rest_due(make_application, stub, monkeypatch):
     apps = [submitted(make_application(sender_name=f"Name{i}"), remote_id=i) for i in range(1, 6)]
-    stub["client"] = StubClient(get={a.remote_id: remote_record(a, remote_id=a.remote_id, status="REVIEW") for a in apps})
+    stub["client"] = StubClient(
+        get={a.remote_id: remote_record(a, remote_id=a.remote_id, status="REVIEW") for a in apps}
+    )
     ticks = iter(range(100))
     monkeypatch.setattr("sendernames.services.status.time", type("Clock", (), {"monotonic": lambda: next(ticks)}))
     report = applications_sync_open(time_budget=4)  # room for two calls (the clock ticks once per check)
@@ -527,17 +599,22 @@ def test_a_document_missing_from_storage_fails_visibly_and_sends_nothing(make_ap
 
 
 def test_after_the_broker_lost_its_messages_queued_submissions_are_enqueued_at_once(
-        make_application, django_capture_on_commit_callbacks):
+    make_application, django_capture_on_commit_callbacks
+):
     """A Redis restarted empty dropped their tasks: they do not wait for the claim lease (minutes)."""
     now = timezone.now()
     before = queued(make_application(sender_name="Before"))
-    after = queued(make_application(sender_name="After"))
+    queued(make_application(sender_name="After"))
     claimed = queued(make_application(sender_name="Claimed"))
     SenderNameApplication.objects.filter(pk=before.pk).update(updated_at=now - dt.timedelta(seconds=20))
     SenderNameApplication.objects.filter(pk=claimed.pk).update(
-        updated_at=now - dt.timedelta(seconds=20), submission_state=SubmissionState.SUBMITTING)
+        updated_at=now - dt.timedelta(seconds=20), submission_state=SubmissionState.SUBMITTING
+    )
     lost_at = now - dt.timedelta(seconds=10)  # the broker restarted 10 s ago; "after" was queued since
-    with mock.patch("sendernames.tasks.submit_application.delay") as delay, django_capture_on_commit_callbacks(execute=True):
+    with (
+        mock.patch("sendernames.tasks.submit_application.delay") as delay,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
         assert applications_resume_stalled(now=now) == []  # without a loss: the lease is not over
         assert applications_resume_stalled(now=now, broker_lost_at=lost_at) == [before.pk]
     delay.assert_called_once_with(before.pk)

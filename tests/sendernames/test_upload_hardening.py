@@ -4,6 +4,7 @@ A document is typed by its whole content (pypdf reads a PDF's trailer, cross-ref
 pages; Pillow verifies a PNG and decodes a JPEG), not by its first bytes. The admin drops an
 oversized file while it arrives, before it is written anywhere.
 """
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.files import uploadhandler
@@ -14,15 +15,17 @@ from django.urls import reverse
 from sendernames import validation
 from sendernames.models import SenderNameApplication, SenderNameDocument
 from tests.fixtures.documents import JPEG_BYTES, PDF_BYTES, PNG_BYTES, pdf_bytes
-
-from .conftest import application_fields
+from tests.sendernames.conftest import application_fields
 
 ADD = "admin:sendernames_sendernameapplication_add"
 GARBAGE = bytes(range(256)) * 64
 
 FORGED = {
     "PDF header, garbage body": ("contract.pdf", b"%PDF-1.7\n" + GARBAGE),
-    "PDF header, HTML body": ("contract.pdf", b"%PDF-1.4\n<html><script>alert(document.cookie)</script></html>\n%%EOF\n"),
+    "PDF header, HTML body": (
+        "contract.pdf",
+        b"%PDF-1.4\n<html><script>alert(document.cookie)</script></html>\n%%EOF\n",
+    ),
     "PDF with its trailer cut off": ("contract.pdf", PDF_BYTES[: PDF_BYTES.index(b"trailer")]),
     "PNG signature, garbage chunks": ("logo.png", b"\x89PNG\r\n\x1a\n" + GARBAGE),
     "PNG with a corrupted chunk": ("logo.png", PNG_BYTES[:40] + bytes([PNG_BYTES[40] ^ 0xFF]) + PNG_BYTES[41:]),
@@ -40,8 +43,11 @@ def add_form(**overrides):
 
 def nothing_stored(settings) -> bool:
     media = settings.MEDIA_ROOT
-    return (not SenderNameApplication.objects.exists() and not SenderNameDocument.objects.exists()
-            and (not media.exists() or not any(p.is_file() for p in media.rglob("*"))))
+    return (
+        not SenderNameApplication.objects.exists()
+        and not SenderNameDocument.objects.exists()
+        and (not media.exists() or not any(p.is_file() for p in media.rglob("*")))
+    )
 
 
 @pytest.fixture
@@ -56,9 +62,15 @@ def test_a_file_that_only_starts_like_a_document_is_refused(name, content):
         validation.detect_document_type(SimpleUploadedFile(name, content))
 
 
-@pytest.mark.parametrize("content, mime", [
-    (PDF_BYTES, "application/pdf"), (pdf_bytes(3), "application/pdf"), (PNG_BYTES, "image/png"),
-    (JPEG_BYTES, "image/jpeg")])
+@pytest.mark.parametrize(
+    "content, mime",
+    [
+        (PDF_BYTES, "application/pdf"),
+        (pdf_bytes(3), "application/pdf"),
+        (PNG_BYTES, "image/png"),
+        (JPEG_BYTES, "image/jpeg"),
+    ],
+)
 def test_real_documents_pass_and_the_file_is_left_at_its_start(content, mime):
     upload = SimpleUploadedFile("document", content)
     assert validation.detect_document_type(upload) == mime
@@ -82,8 +94,9 @@ def test_an_image_bomb_is_refused(settings):
 
 def test_a_forged_pdf_is_refused_by_the_admin_and_the_api(admin_client, api_client, settings):
     forged = b"%PDF-1.7\n" + GARBAGE
-    response = admin_client.post(reverse(ADD), {**add_form(common_type="PROMO"),
-                                                "new_documents": [SimpleUploadedFile("contract.pdf", forged)]})
+    response = admin_client.post(
+        reverse(ADD), {**add_form(common_type="PROMO"), "new_documents": [SimpleUploadedFile("contract.pdf", forged)]}
+    )
     assert response.status_code == 200
     assert "contract.pdf starts like a PDF file but is damaged" in str(response.context["adminform"].form.errors)
     data = {**application_fields(common_type="PROMO"), "file1": SimpleUploadedFile("contract.pdf", forged)}
@@ -112,8 +125,10 @@ def stored_bytes(monkeypatch):
 def test_an_oversized_upload_is_dropped_as_it_arrives_not_stored_then_refused(admin_client, settings, stored_bytes):
     settings.SENDER_NAME_MAX_DOCUMENT_SIZE = 100_000
     huge = SimpleUploadedFile("huge.pdf", PDF_BYTES + b"%" * 5_000_000)  # 5 MB
-    response = admin_client.post(reverse(ADD), {**add_form(common_type="PROMO"),
-                                                "new_documents": [huge, SimpleUploadedFile("ok.pdf", PDF_BYTES)]})
+    response = admin_client.post(
+        reverse(ADD),
+        {**add_form(common_type="PROMO"), "new_documents": [huge, SimpleUploadedFile("ok.pdf", PDF_BYTES)]},
+    )
     assert response.status_code == 200
     errors = str(response.context["adminform"].form.errors["new_documents"])
     assert "huge.pdf is more than 100000 bytes; a document may be at most 100000 bytes." in errors
@@ -126,8 +141,9 @@ def test_an_oversized_upload_is_dropped_as_it_arrives_not_stored_then_refused(ad
 
 def test_documents_within_the_limit_are_still_accepted(admin_client, settings):
     settings.SENDER_NAME_MAX_DOCUMENT_SIZE = 100_000
-    response = admin_client.post(reverse(ADD), {**add_form(common_type="PROMO"),
-                                                "new_documents": [SimpleUploadedFile("ok.pdf", PDF_BYTES)]})
+    response = admin_client.post(
+        reverse(ADD), {**add_form(common_type="PROMO"), "new_documents": [SimpleUploadedFile("ok.pdf", PDF_BYTES)]}
+    )
     assert response.status_code == 302
     assert SenderNameApplication.objects.get().documents.count() == 1
 
@@ -144,7 +160,10 @@ def test_the_guarded_admin_views_still_check_csrf(staff_user, account):
     assert client.post(url, data).status_code == 302
     application = SenderNameApplication.objects.get()
     change = reverse("admin:sendernames_sendernameapplication_change", args=[application.pk])
-    assert client.post(change, {**add_form(common_type="PROMO", sender_name="Other")}, HTTP_X_CSRFTOKEN="").status_code == 403
+    assert (
+        client.post(change, {**add_form(common_type="PROMO", sender_name="Other")}, HTTP_X_CSRFTOKEN="").status_code
+        == 403
+    )
 
 
 def test_a_request_with_more_file_parts_than_any_application_needs_is_refused_unread(admin_client, settings):

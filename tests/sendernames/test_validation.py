@@ -1,14 +1,23 @@
 """Every validation rule, as the admin form, the API and the services see it."""
+
 import datetime as dt
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import SimpleUploadedFile
 
 from sendernames import validation
 from sendernames.validation import MOSCOW
-
-from .conftest import JPEG_BYTES, VALID_INN, VALID_INN_12, ZIP_BYTES, application_fields, jpeg, pdf, png
-from django.core.files.uploadedfile import SimpleUploadedFile
+from tests.sendernames.conftest import (
+    JPEG_BYTES,
+    VALID_INN,
+    VALID_INN_12,
+    ZIP_BYTES,
+    application_fields,
+    jpeg,
+    pdf,
+    png,
+)
 
 
 def messages(exc_info):
@@ -43,7 +52,7 @@ def test_megafon_pattern_differs(brand):
 
 
 def test_date_from_tomorrow_is_normalised_to_the_start_of_the_moscow_day():
-    now = dt.datetime(2030, 3, 10, 20, 30, tzinfo=dt.timezone.utc)  # 23:30 in Moscow, 10 March
+    now = dt.datetime(2030, 3, 10, 20, 30, tzinfo=dt.UTC)  # 23:30 in Moscow, 10 March
     start = validation.normalise_date_from("2030-03-11T15:45:00+03:00", now=now)
     assert start == dt.datetime(2030, 3, 11, tzinfo=MOSCOW)
     assert start.tzinfo is not None
@@ -51,7 +60,7 @@ def test_date_from_tomorrow_is_normalised_to_the_start_of_the_moscow_day():
 
 
 def test_date_from_uses_moscow_day_boundaries():
-    now = dt.datetime(2030, 3, 10, 21, 30, tzinfo=dt.timezone.utc)  # already 11 March 00:30 in Moscow
+    now = dt.datetime(2030, 3, 10, 21, 30, tzinfo=dt.UTC)  # already 11 March 00:30 in Moscow
     with pytest.raises(ValidationError, match="2030-03-12 or later"):
         validation.normalise_date_from(dt.date(2030, 3, 11), now=now)
     assert validation.normalise_date_from(dt.date(2030, 3, 12), now=now) == dt.datetime(2030, 3, 12, tzinfo=MOSCOW)
@@ -59,7 +68,7 @@ def test_date_from_uses_moscow_day_boundaries():
 
 @pytest.mark.parametrize("value", [dt.date(2030, 3, 10), "2030-03-09", "2030-03-10T12:00:00Z"])
 def test_date_from_today_or_earlier_is_refused(value):
-    now = dt.datetime(2030, 3, 10, 9, 0, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2030, 3, 10, 9, 0, tzinfo=dt.UTC)
     with pytest.raises(ValidationError, match="no earlier than the next day"):
         validation.normalise_date_from(value, now=now)
 
@@ -71,8 +80,10 @@ def test_date_from_garbage_is_refused(value):
 
 
 def test_naive_datetime_is_read_as_moscow_time():
-    now = dt.datetime(2030, 3, 10, 9, 0, tzinfo=dt.timezone.utc)
-    assert validation.normalise_date_from(dt.datetime(2030, 3, 12, 1, 0), now=now) == dt.datetime(2030, 3, 12, tzinfo=MOSCOW)
+    now = dt.datetime(2030, 3, 10, 9, 0, tzinfo=dt.UTC)
+    assert validation.normalise_date_from(dt.datetime(2030, 3, 12, 1, 0), now=now) == dt.datetime(
+        2030, 3, 12, tzinfo=MOSCOW
+    )
 
 
 @pytest.mark.parametrize("inn", [VALID_INN, VALID_INN_12])
@@ -80,14 +91,17 @@ def test_valid_inns(inn):
     assert validation.validate_inn(inn) == inn
 
 
-@pytest.mark.parametrize("inn, text", [
-    ("123451729124", "check digits"),  # the seed's placeholder fails them
-    ("7707083894", "check digits"),
-    ("77070838", "10 digits"),
-    ("77070838931", "10 digits"),
-    ("77O7083893", "digits only"),
-    ("", "digits only"),
-])
+@pytest.mark.parametrize(
+    "inn, text",
+    [
+        ("123451729124", "check digits"),  # the seed's placeholder fails them
+        ("7707083894", "check digits"),
+        ("77070838", "10 digits"),
+        ("77070838931", "10 digits"),
+        ("77O7083893", "digits only"),
+        ("", "digits only"),
+    ],
+)
 def test_invalid_inns(inn, text):
     with pytest.raises(ValidationError) as exc_info:
         validation.validate_inn(inn)
@@ -134,8 +148,14 @@ def test_promo_needs_a_document():
 
 @pytest.mark.django_db
 def test_application_validate_names_every_bad_field(account):
-    fields = application_fields(common_type="PROMO", brand="NEW_BRAND", date_from="2000-01-01",
-                                counteragent_inn="123", counteragent_name=" ", channel_type="VIBER")
+    fields = application_fields(
+        common_type="PROMO",
+        brand="NEW_BRAND",
+        date_from="2000-01-01",
+        counteragent_inn="123",
+        counteragent_name=" ",
+        channel_type="VIBER",
+    )
     with pytest.raises(ValidationError) as exc_info:
         validation.application_validate(account_id=account.pk, document_count=0, **fields)
     errors = exc_info.value.message_dict
@@ -151,7 +171,9 @@ def test_duplicate_of_a_live_application_points_to_it(account, make_application)
         validation.application_validate(account_id=account.pk, document_count=0, **fields)
     assert f"application #{existing.pk}" in exc_info.value.message_dict["sender_name"][0]
     # Another operator or a rejected/canceled application is no duplicate.
-    validation.application_validate(account_id=account.pk, document_count=0, **application_fields(sender_name="MyShop", brand="BEELINE"))
+    validation.application_validate(
+        account_id=account.pk, document_count=0, **application_fields(sender_name="MyShop", brand="BEELINE")
+    )
     for status in ("REJECTED", "CANCELED"):
         existing.status = status
         existing.save()

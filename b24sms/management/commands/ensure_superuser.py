@@ -1,4 +1,5 @@
 """Create the first admin user: from DJANGO_SUPERUSER_* variables, or by asking when interactive."""
+
 import os
 import sys
 
@@ -22,4 +23,6 @@ class Command(BaseCommand):
             self.stdout.write("No admin user yet: create one.")
             call_command("createsuperuser")
         else:
-            self.stderr.write("No admin user and no terminal: set DJANGO_SUPERUSER_USERNAME and DJANGO_SUPERUSER_PASSWORD.")
+            self.stderr.write(
+                "No admin user and no terminal: set DJANGO_SUPERUSER_USERNAME and DJANGO_SUPERUSER_PASSWORD."
+            )

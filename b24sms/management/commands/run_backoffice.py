@@ -7,6 +7,7 @@ can exit after a Redis restart); a process that cannot even start still stops ev
 runserver is a development server: it listens on 127.0.0.1 (``--host`` to change), and this command
 refuses the production settings (production runs gunicorn: Dockerfile, docker-compose.yml, Procfile).
 """
+
 import os
 import shlex
 import sys
@@ -36,15 +37,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
-        parser.add_argument("--host", default="127.0.0.1",
-                            help="Address runserver listens on (default 127.0.0.1: this machine only).")
-        parser.add_argument("--dry-run", action="store_true", help="Print the processes and their sandbox environment; start nothing.")
+        parser.add_argument(
+            "--host", default="127.0.0.1", help="Address runserver listens on (default 127.0.0.1: this machine only)."
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Print the processes and their sandbox environment; start nothing."
+        )
 
     def handle(self, *args, **options):
         module = os.environ.get("DJANGO_SETTINGS_MODULE", "") or getattr(settings, "SETTINGS_MODULE", "")
         if module.endswith("production"):
-            raise CommandError("run_backoffice starts Django's development server: not with production settings. "
-                               "Use `make run` (b24sms.settings.local), or gunicorn in production.")
+            raise CommandError(
+                "run_backoffice starts Django's development server: not with production settings. "
+                "Use `make run` (b24sms.settings.local), or gunicorn in production."
+            )
         port = options["port"]
         python = sys.executable
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -62,12 +68,18 @@ class Command(BaseCommand):
             env.update(sandbox_env)
             processes["idgtl"] = f"{python} manage.py sandbox_fake idgtl"
             processes["bitrix24"] = f"{python} manage.py sandbox_fake bitrix24"
-            self.stdout.write(self.style.WARNING(f"SANDBOX ({reason}): fake i-dgtl {sandbox_env['IDGTL_API_URL']}, "
-                                                 f"fake Bitrix24 {sandbox.bitrix24_url()}"))
+            self.stdout.write(
+                self.style.WARNING(
+                    f"SANDBOX ({reason}): fake i-dgtl {sandbox_env['IDGTL_API_URL']}, "
+                    f"fake Bitrix24 {sandbox.bitrix24_url()}"
+                )
+            )
         else:
             self.stdout.write(f"Sandbox off: {reason}.")
             if not options["dry_run"] and sandbox.sandbox_leave():
-                self.stdout.write("The sandbox portal's installation is marked removed: nothing calls the fakes any more.")
+                self.stdout.write(
+                    "The sandbox portal's installation is marked removed: nothing calls the fakes any more."
+                )
         if options["dry_run"]:
             for name, command in processes.items():
                 self.stdout.write(f"{name}: {command}")
@@ -76,8 +88,15 @@ class Command(BaseCommand):
             # This process prepares the database for the sandbox with the same settings its children get.
             os.environ.update(sandbox_env)
             settings.SANDBOX = True
-            for name in ("IDGTL_API_URL", "IDGTL_SENDER_NAMES_TOKEN", "IDGTL_MESSAGES_TOKEN",
-                         "B24_CLIENT_ID", "B24_CLIENT_SECRET", "B24_OAUTH_URL", "PUBLIC_BASE_URL"):
+            for name in (
+                "IDGTL_API_URL",
+                "IDGTL_SENDER_NAMES_TOKEN",
+                "IDGTL_MESSAGES_TOKEN",
+                "B24_CLIENT_ID",
+                "B24_CLIENT_SECRET",
+                "B24_OAUTH_URL",
+                "PUBLIC_BASE_URL",
+            ):
                 setattr(settings, name, sandbox_env[name])
             sandbox.sandbox_prepare()
         call_command("createcachetable", verbosity=0)
@@ -88,4 +107,3 @@ class Command(BaseCommand):
         self.stdout.write(f"b24sms back-office: http://127.0.0.1:{port}/admin/  (Ctrl-C stops everything)")
         manager.loop()
         sys.exit(manager.returncode)
-

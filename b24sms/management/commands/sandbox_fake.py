@@ -1,4 +1,5 @@
 """Run one of the sandbox's fake services (started by run_backoffice in sandbox mode)."""
+
 from django.conf import settings
 from django.core.management import BaseCommand, CommandError
 
