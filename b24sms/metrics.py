@@ -14,7 +14,7 @@ import logging
 import threading
 
 from django.conf import settings
-from django.db.models import Count, Min
+from django.db.models import Count, Min, Sum
 from django.http import HttpResponseForbidden
 from django.utils import timezone
 from django_prometheus.exports import ExportToDjangoView
@@ -33,6 +33,7 @@ from providers.models import (
     StatusReport,
     StatusReportState,
     UnmatchedCallbackEvent,
+    UsageDay,
 )
 from sendernames.models import SenderNameApplication
 
@@ -42,21 +43,33 @@ logger = logging.getLogger(__name__)
 # --- Scrape-time collector ----------------------------------------------------------------------
 def _database_gauges():
     now = timezone.now()
+    # Never a count over the whole messages table (seconds at ten million rows, on every scrape): the states
+    # a message reaches after its claim come from the usage rollups (each message counted once, in its
+    # current state: providers/services/usage.py), the waiting ones from the (state, created_at) index.
+    waiting = (
+        Message.objects.filter(state__in=[MessageState.RECEIVED, MessageState.SENDING])
+        .order_by()
+        .values("state")
+        .annotate(n=Count("id"), oldest=Min("created_at"))
+    )
+    waiting = {row["state"]: row for row in waiting}
+    by_state = dict(UsageDay.objects.order_by().values_list("state").annotate(n=Sum("messages")))
+    by_state[MessageState.RECEIVED] = waiting.get(MessageState.RECEIVED, {}).get("n", 0)
     messages = GaugeMetricFamily("b24sms_messages", "Messages by pipeline state.", labels=["state"])
-    by_state = dict(Message.objects.order_by().values_list("state").annotate(n=Count("id")))
     for state in MessageState.values:
-        messages.add_metric([state], by_state.get(state, 0))
+        messages.add_metric([state], by_state.get(state) or 0)
     yield messages
 
-    waiting = Message.objects.filter(state__in=[MessageState.RECEIVED, MessageState.SENDING]).order_by()
-    agg = waiting.aggregate(n=Count("id"), oldest=Min("created_at"))
+    oldest = min((row["oldest"] for row in waiting.values()), default=None)
     yield GaugeMetricFamily(
-        "b24sms_queue_waiting_messages", "Messages received and not yet accepted by i-dgtl.", value=agg["n"]
+        "b24sms_queue_waiting_messages",
+        "Messages received and not yet accepted by i-dgtl.",
+        value=sum(row["n"] for row in waiting.values()),
     )
     yield GaugeMetricFamily(
         "b24sms_queue_oldest_waiting_seconds",
         "Age of the oldest message not yet accepted by i-dgtl (0 when none).",
-        value=(now - agg["oldest"]).total_seconds() if agg["oldest"] else 0,
+        value=(now - oldest).total_seconds() if oldest else 0,
     )
 
     reports = (
