@@ -11,6 +11,8 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from common.errors import validation_error_body
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,10 +26,7 @@ def exception_handler(exc, context):
     enforced in the service layer reach API consumers exactly like serializer errors.
     """
     if isinstance(exc, DjangoValidationError):
-        if hasattr(exc, "error_dict"):
-            detail = {field: [str(m) for e in errors for m in e.messages] for field, errors in exc.error_dict.items()}
-        else:
-            detail = {"non_field_errors": [str(m) for m in exc.messages]}
+        detail = validation_error_body(exc)  # the same body as the inbound endpoints' (common/errors.py)
         exc = exceptions.ValidationError(detail)
     elif isinstance(exc, RequestDataTooBig):  # the body beyond DATA_UPLOAD_MAX_MEMORY_SIZE
         response = Response({"detail": str(exc)}, status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)

@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import urllib.parse
 
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.http.multipartparser import MultiPartParserError
+
 
 class PhpFormError(ValueError):
     """The body is not a form; ``field`` names the top-level field at fault, if one is."""
@@ -146,3 +149,22 @@ def php_form_decode(body: str, *, depth: int = 5, max_fields: int = 1000, max_li
         except _Conflict:
             raise PhpFormError("given both as a value and as a set of values", name) from None
     return {name: _as_lists(value, max_list_index) if name in nested else value for name, value in data.items()}
+
+
+def php_form_from_request(request, *, depth: int = 5, max_fields: int = 1000, max_list_index: int = 100) -> dict:
+    """The body of a Bitrix24 install or event request as nested data (form-urlencoded, or multipart as
+    an install page may post it). :class:`PhpFormError` for anything that is not such a form: a body that
+    is not UTF-8, too large, too many fields, a broken multipart body."""
+    try:
+        if (request.content_type or "").startswith("multipart/"):
+            raw = urllib.parse.urlencode([(k, v) for k, values in request.POST.lists() for v in values])
+        else:
+            raw = request.body.decode("utf-8")
+        parsed = php_form_decode(raw, depth=depth, max_fields=max_fields, max_list_index=max_list_index) if raw else {}
+    except PhpFormError:
+        raise
+    except (ValueError, RequestDataTooBig, SuspiciousOperation, MultiPartParserError) as exc:
+        raise PhpFormError(str(exc)) from exc
+    if not isinstance(parsed, dict):
+        raise PhpFormError("not a form")
+    return parsed

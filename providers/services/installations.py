@@ -36,11 +36,12 @@ from bitrix24.client import (
     Bitrix24MethodError,
     Bitrix24TransientError,
     InstallationInactive,
+    call_deadline,
     oauth_token_refresh,
 )
 from bitrix24.urls import portal_address_refusal, portal_domain_allowed, portal_url_refusal
 from common.public_urls import public_url
-from common.taskqueue import enqueue_on_commit
+from common.taskqueue import enqueue, enqueue_on_commit
 from providers.models import BitrixApplication, Installation, InstallationState, RegistrationState, RepairReason
 from providers.services.portal_access import portal_client
 from providers.services.registration import error_text, registrations_push_after_reinstall
@@ -416,6 +417,26 @@ def install_tokens_verify(*, application: BitrixApplication, payload: InstallPay
             _("The Bitrix24 OAuth server did not confirm the tokens (%(error)s).") % {"error": exc.error}
         ) from exc
     return _portal_from_oauth_answer(answer=answer if isinstance(answer, dict) else {}, payload=payload)
+
+
+def installation_install_and_bind(
+    *, application: BitrixApplication, payload: InstallPayload, time_budget: float
+) -> tuple[Installation, str]:
+    """The install request's whole work: :func:`installation_install`, then binding the application's events,
+    within ``time_budget`` seconds (every timeout, retry and rate-limit wait inside is capped by it). A bind
+    that did not fit, or failed for now, is queued; beat binds what is still missing later
+    (B24_EVENTS_BIND_RETRY_AFTER). Raises what :func:`installation_install` raises."""
+    with call_deadline(time_budget):
+        installation, result = installation_install(application=application, payload=payload)
+        bound = "bound"
+        if result != "unchanged":
+            bound = installation_bind_events_recorded(installation=installation, final_attempt=False)
+    if bound == "retry":
+        try:
+            enqueue(BIND_EVENTS_TASK, installation.pk, countdown=10)
+        except Exception:  # the installation is stored: a broker outage must not fail the install
+            logger.exception("could not queue the event re-bind", extra={"domain": installation.domain})
+    return installation, result
 
 
 def installation_install(*, application: BitrixApplication, payload: InstallPayload) -> tuple[Installation, str]:

@@ -24,6 +24,7 @@ from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.utils.translation import gettext as _
 
 from common import sandbox
+from common.errors import error_text
 from common.logging import log_context
 from common.public_urls import public_url
 from providers.handler_form import HandlerFormError, handler_form_parse, line_control_character
@@ -188,7 +189,7 @@ def provider_send_test_sms(*, provider: Provider, phone: str, text: str, install
                 try:
                     answer = response.json()
                 except ValueError:
-                    answer = {"error": " ".join(response.text[:200].split())}
+                    answer = {"detail": " ".join(response.text[:200].split())}
         except requests.RequestException as exc:
             logger.warning("test SMS: the handler is unreachable: %s", type(exc).__name__)
             raise SmsTestError(
@@ -201,7 +202,7 @@ def provider_send_test_sms(*, provider: Provider, phone: str, text: str, install
     if not (200 <= status < 300) or message is None:
         raise SmsTestError(
             _("The handler answered HTTP %(status)s: %(answer)s")
-            % {"status": status, "answer": answer.get("error") or answer or "—"}
+            % {"status": status, "answer": error_text(answer) or answer or "—"}
         )
     return SmsTestResult(
         installation=installation,

@@ -5,7 +5,6 @@ Bad input is a 4xx JSON naming the problem; nothing is stored then.
 """
 
 import ipaddress
-import json
 import logging
 
 from django.conf import settings
@@ -16,7 +15,9 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from common.errors import error_response
 from common.netaddr import client_ip
+from providers.callback_form import CallbackError, callback_body_parse
 from providers.handler_form import (
     HandlerBodyTooLarge,
     HandlerFormError,
@@ -26,7 +27,7 @@ from providers.handler_form import (
     handler_content_type_check,
     handler_form_parse,
 )
-from providers.services.delivery import CallbackError, callback_events_apply, callback_events_parse
+from providers.services.delivery import callback_events_apply
 from providers.services.intake import (
     HandlerForbidden,
     ProviderNotRegistered,
@@ -36,13 +37,6 @@ from providers.services.intake import (
 )
 
 logger = logging.getLogger(__name__)
-
-
-def _error(status: int, message, field: str = "") -> JsonResponse:
-    body = {"error": str(message)}
-    if field:
-        body["field"] = field
-    return JsonResponse(body, status=status)
 
 
 def _body(request, max_bytes: int | None = None) -> bytes:
@@ -68,29 +62,29 @@ def bitrix24_handler(request, secret: str):
     try:
         handler_secret_check(secret)
     except HandlerForbidden as exc:
-        return _error(403, exc)
+        return error_response(403, exc)
     try:
         body = _body(request, handler_body_max_bytes())
         if body:  # (an empty body is a 400, whatever its type)
             handler_content_type_check(request.content_type, request.content_params)
         form = handler_form_parse(body)
     except HandlerMediaTypeUnsupported as exc:
-        return _error(415, exc.message)
+        return error_response(415, exc.message)
     except HandlerBodyTooLarge as exc:
-        return _error(413, exc.message)
+        return error_response(413, exc.message)
     except HandlerTextTooLong as exc:
         # Bitrix24 ignores the answer (the author sees "sent"): the log is where an operator finds it.
         logger.warning("Bitrix24 handler call refused, text too long: %s", exc)
-        return _error(400, exc.message, exc.field)
+        return error_response(400, exc.message, field=exc.field)
     except HandlerFormError as exc:
-        return _error(400, exc.message, exc.field)
+        return error_response(400, exc.message, field=exc.field)
     try:
         created = handler_call_accept(secret=secret, form=form)
     except HandlerForbidden as exc:
         logger.warning("Bitrix24 handler call refused: %s", exc)
-        return _error(403, exc)
+        return error_response(403, exc)
     except ProviderNotRegistered as exc:
-        return _error(404, exc)
+        return error_response(404, exc)
     return JsonResponse({"result": "accepted" if created else "duplicate", "message_id": form.message_id})
 
 
@@ -120,18 +114,17 @@ def idgtl_callback(request, secret: str):
     """
     if not _callback_source_allowed(request):
         logger.warning("i-dgtl callback from a source outside IDGTL_CALLBACK_ALLOWED_IPS refused")
-        return _error(403, _("Source address not allowed."))
+        return error_response(403, _("Source address not allowed."))
     try:
         installation = installation_by_callback_secret(secret=secret)
     except HandlerForbidden as exc:
-        return _error(403, exc)
+        return error_response(403, exc)
     try:
-        raw = _body(request)
-        events = callback_events_parse(json.loads(raw.decode("utf-8")))
-    except (HandlerFormError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return _error(400, _("The body is not a JSON array of events."))
+        events = callback_body_parse(_body(request))
+    except HandlerFormError:  # over DATA_UPLOAD_MAX_MEMORY_SIZE
+        return error_response(400, _("The body is not a JSON array of events."))
     except CallbackError as exc:
-        return _error(400, exc.message, exc.field)
+        return error_response(400, exc.message, field=exc.field)
     outcome = callback_events_apply(installation=installation, events=events)  # committed when it returns
     return JsonResponse({"result": "ok", "applied": outcome.applied, "kept": outcome.kept})
 

@@ -6,7 +6,6 @@ naming the field, a refused token a 403, and nothing is stored in either case.
 """
 
 import logging
-from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -18,47 +17,12 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.csrf import csrf_exempt
 from django_ratelimit.core import is_ratelimited
 
-from bitrix24.client import call_deadline
-from common.taskqueue import enqueue
+from common.errors import error_response, validation_error_response
 from providers.models import BitrixApplication, Installation
-from providers.php_form import php_form_decode
+from providers.php_form import PhpFormError, php_form_from_request
 from providers.services import installations as services
 
 logger = logging.getLogger(__name__)
-
-
-class MalformedBody(Exception):
-    pass
-
-
-def parse_php_form(request) -> dict:
-    """The request body (``a[b][c]=...`` keys, brackets possibly %-encoded) as nested dicts and lists."""
-    content_type = request.content_type or ""
-    try:
-        if content_type.startswith("multipart/"):
-            pairs = [(k, v) for k, values in request.POST.lists() for v in values]
-            raw = urlencode(pairs)
-        else:
-            raw = request.body.decode("utf-8")
-        parsed = php_form_decode(raw, depth=5, max_fields=1000, max_list_index=100) if raw else {}
-    except Exception as exc:  # any undecodable body is the sender's fault
-        raise MalformedBody(str(exc)) from exc
-    if not isinstance(parsed, dict):
-        raise MalformedBody("not a form")
-    return parsed
-
-
-def _error(status: int, detail) -> JsonResponse:
-    body = detail if isinstance(detail, dict) else {"detail": str(detail)}
-    return JsonResponse(body, status=status, json_dumps_params={"ensure_ascii": False})
-
-
-def _validation_error(exc: ValidationError) -> JsonResponse:
-    if hasattr(exc, "error_dict"):
-        return _error(
-            400, {field: [str(m) for e in errors for m in e.messages] for field, errors in exc.error_dict.items()}
-        )
-    return _error(400, {"non_field_errors": [str(m) for m in exc.messages]})
 
 
 def install_rate_exceeded(request) -> bool:
@@ -74,45 +38,36 @@ def _wants_html(request) -> bool:
 @xframe_options_exempt  # the install page is shown inside the Bitrix24 iframe
 def install(request, application_id: int | None = None):
     if request.method != "POST":
-        return _error(405, _("Use POST."))
+        return error_response(405, _("Use POST."))
     if install_rate_exceeded(request):
         logger.warning("install refused: too many install requests from one address")
-        return _error(429, _("Too many install requests; try again in a minute."))
+        return error_response(429, _("Too many install requests; try again in a minute."))
     if application_id is None:
         application = services.application_get_default()
         if application is None:
-            return _error(404, _("No default Bitrix24 application is configured (B24_CLIENT_ID)."))
+            return error_response(404, _("No default Bitrix24 application is configured (B24_CLIENT_ID)."))
     else:
         application = BitrixApplication.objects.filter(pk=application_id).first()
         if application is None:
-            return _error(404, _("Unknown application."))
+            return error_response(404, _("Unknown application."))
     try:
-        payload = services.install_payload_parse(query=request.GET.dict(), form=parse_php_form(request))
-    except MalformedBody:
-        return _error(400, _("Malformed form body."))
+        payload = services.install_payload_parse(query=request.GET.dict(), form=php_form_from_request(request))
+    except PhpFormError:
+        return error_response(400, _("Malformed form body."))
     except ValidationError as exc:
-        return _validation_error(exc)
+        return validation_error_response(exc)
     try:
-        with call_deadline(settings.B24_INSTALL_TIME_BUDGET):
-            installation, result = services.installation_install(application=application, payload=payload)
-            bound = "bound"
-            if result != "unchanged":
-                bound = services.installation_bind_events_recorded(installation=installation, final_attempt=False)
+        installation, result = services.installation_install_and_bind(
+            application=application, payload=payload, time_budget=settings.B24_INSTALL_TIME_BUDGET
+        )
     except services.InstallVerificationFailed as exc:
         logger.warning("install refused: tokens not confirmed by the OAuth server", extra={"domain": payload.domain})
-        return _error(403, _("The tokens could not be confirmed with Bitrix24: %(reason)s") % {"reason": exc})
+        return error_response(403, _("The tokens could not be confirmed with Bitrix24: %(reason)s") % {"reason": exc})
     except services.InstallPortalUnreachable:
-        return _error(503, _("Bitrix24 could not be reached to confirm the tokens; try again."))
+        return error_response(503, _("Bitrix24 could not be reached to confirm the tokens; try again."))
     except services.InstallNotConfigured as exc:
         logger.error("install refused: %s", exc, extra={"domain": payload.domain})
-        return _error(503, _("b24sms cannot confirm installs yet: %(reason)s") % {"reason": exc})
-
-    if bound == "retry":
-        try:
-            enqueue(services.BIND_EVENTS_TASK, installation.pk, countdown=10)
-        except Exception:  # the installation is stored: a broker outage must not turn it into a 500
-            # (beat binds the events it lacks later: B24_EVENTS_BIND_RETRY_AFTER)
-            logger.exception("could not queue the event re-bind", extra={"domain": installation.domain})
+        return error_response(503, _("b24sms cannot confirm installs yet: %(reason)s") % {"reason": exc})
 
     if payload.source == "page" and _wants_html(request):
         return render(request, "providers/install_finished.html", {"domain": installation.domain})
@@ -130,15 +85,15 @@ def install(request, application_id: int | None = None):
 @csrf_exempt
 def uninstall(request, secret: str):
     if request.method != "POST":
-        return _error(405, _("Use POST."))
+        return error_response(405, _("Use POST."))
     try:
-        installation = services.installation_uninstall(secret=secret, form=parse_php_form(request))
-    except MalformedBody:
-        return _error(400, _("Malformed form body."))
+        installation = services.installation_uninstall(secret=secret, form=php_form_from_request(request))
+    except PhpFormError:
+        return error_response(400, _("Malformed form body."))
     except ValidationError as exc:
-        return _validation_error(exc)
+        return validation_error_response(exc)
     except (Installation.DoesNotExist, services.UninstallRefused):
-        return _error(403, _("Forbidden."))
+        return error_response(403, _("Forbidden."))
     return JsonResponse({"result": "removed", "domain": installation.domain})
 
 
@@ -146,15 +101,15 @@ def uninstall(request, secret: str):
 def app_event(request, secret: str):
     """Application events bound with event.bind: ONAPPUPDATE (providers registered again), ONAPPUNINSTALL."""
     if request.method != "POST":
-        return _error(405, _("Use POST."))
+        return error_response(405, _("Use POST."))
     try:
-        installation, result = services.installation_event(secret=secret, form=parse_php_form(request))
-    except MalformedBody:
-        return _error(400, _("Malformed form body."))
+        installation, result = services.installation_event(secret=secret, form=php_form_from_request(request))
+    except PhpFormError:
+        return error_response(400, _("Malformed form body."))
     except ValidationError as exc:
-        return _validation_error(exc)
+        return validation_error_response(exc)
     except (Installation.DoesNotExist, services.UninstallRefused):
-        return _error(403, _("Forbidden."))
+        return error_response(403, _("Forbidden."))
     return JsonResponse({"result": result, "domain": installation.domain})
 
 

@@ -388,7 +388,8 @@ def record_uuid_and_apply_pending(message, *, before_pending=None, after_pending
 
 
 def delivered_callback(installation):
-    from providers.services.delivery import CallbackEvent, callback_events_apply
+    from providers.callback_form import CallbackEvent
+    from providers.services.delivery import callback_events_apply
 
     return lambda: callback_events_apply(
         installation=installation,

@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from common.errors import error_text
 from providers.models import MessageState, StatusReport
 from providers.services.delivery import messages_reconcile
 from tests.providers_messages.conftest import make_message
@@ -132,7 +133,7 @@ def test_callbacks_only_touch_messages_of_their_installation(client, installatio
 def test_malformed_callback_is_400_and_changes_nothing(client, installation, sent_message, body):
     response = callback(client, installation, body)
     assert response.status_code == 400
-    assert response.json()["error"]
+    assert error_text(response.json())
     sent_message.refresh_from_db()
     assert sent_message.state == MessageState.SENT
 

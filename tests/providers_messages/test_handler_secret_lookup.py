@@ -7,6 +7,7 @@ import pytest
 from cryptography.fernet import Fernet
 from django.db import connection
 
+from common.errors import error_text
 from providers.models import Message, MessageState
 from tests.providers_messages.conftest import APPLICATION_TOKEN, crm_fields, encode, make_message
 
@@ -41,7 +42,7 @@ def test_the_handler_secret_is_matched_by_its_index(client, installation, provid
 
     response = post(client, installation.handler_secret, crm_fields(message_id="by-index-3"))
 
-    assert response.status_code == 403 and response.json()["error"]
+    assert response.status_code == 403 and error_text(response.json())
     assert list(Message.objects.values_list("message_id", flat=True)) == ["by-index-2"]
 
 

@@ -9,6 +9,7 @@ import urllib.parse
 
 import pytest
 
+from common.errors import error_text
 from providers.models import Message, MessageState, MessageStatusChange
 from tests.providers_messages.conftest import bizproc_fields, crm_fields, encode, make_message
 from tests.providers_messages.test_delivery import callback, event, sent_message  # noqa: F401 (fixture)
@@ -23,9 +24,9 @@ def no_send(monkeypatch):
 def assert_refused(response, status, field=None):
     assert response.status_code == status, response.content
     body = response.json()
-    assert body["error"]
+    assert error_text(body)
     if field is not None:
-        assert body["field"] == field
+        assert field in body
     assert not Message.objects.exists()
     assert not MessageStatusChange.objects.exists()
 
@@ -50,7 +51,7 @@ def test_callback_refuses_a_malformed_secret_before_any_query(
         response = client.post(
             f"/idgtl/callback/{secret}/", data=json.dumps([event()]), content_type="application/json"
         )
-    assert response.status_code == 403 and response.json()["error"]
+    assert response.status_code == 403 and error_text(response.json())
     sent_message.refresh_from_db()
     assert sent_message.state == MessageState.SENT
 
@@ -151,7 +152,7 @@ def test_non_utf8_is_400(client, installation, provider, body):
 def test_a_body_of_another_content_type_is_415(client, installation, provider, content_type, body):
     response = client.post(f"/b24/handler/{installation.handler_secret}/", data=body, content_type=content_type)
     assert_refused(response, 415)
-    assert "application/x-www-form-urlencoded" in response.json()["error"] or "UTF-8" in response.json()["error"]
+    assert "application/x-www-form-urlencoded" in error_text(response.json()) or "UTF-8" in error_text(response.json())
 
 
 @pytest.mark.parametrize(
@@ -189,7 +190,7 @@ def test_a_body_over_the_handler_limit_is_413_before_it_is_read(client, installa
     body = encode(crm_fields(extra_header="x" * limit))
     response = post(client, installation, body)
     assert_refused(response, 413)
-    assert str(limit) in response.json()["error"]
+    assert str(limit) in error_text(response.json())
 
 
 @pytest.mark.parametrize("text", ["é" * 1530, "中" * 670, "€" * 760, "😀" * 330])
@@ -254,7 +255,7 @@ def test_fifty_bindings_are_accepted_and_more_are_400(client, installation, prov
 def test_oversized_bindings_are_400(client, installation, provider, extra):
     response = post(client, installation, encode(crm_fields(**extra)))
     assert response.status_code == 400, response.content
-    assert response.json()["field"] == "bindings"
+    assert "bindings" in response.json()
     assert not Message.objects.exists()
 
 
@@ -275,7 +276,7 @@ def test_a_body_of_more_than_300_fields_is_400(client, installation, provider):
     fields = crm_fields(**{f"x{i}": "1" for i in range(300)})
     response = post(client, installation, encode(fields))
     assert_refused(response, 400)
-    assert "300" in response.json()["error"]
+    assert "300" in error_text(response.json())
 
 
 def test_the_parser_limits_are_the_columns_widths():
@@ -404,7 +405,7 @@ def test_a_test_sms_with_a_control_character_is_a_form_error_in_the_admin(
 def test_malformed_callback_events_are_400_naming_the_event(client, installation, sent_message, body, field):
     response = callback(client, installation, body)
     assert response.status_code == 400, response.content
-    assert response.json()["field"] == field
+    assert field in response.json()
     sent_message.refresh_from_db()
     assert sent_message.state == MessageState.SENT  # the valid first event is not applied either
 
@@ -412,7 +413,7 @@ def test_malformed_callback_events_are_400_naming_the_event(client, installation
 @pytest.mark.parametrize("body", [b"[" * 100000, b"null", b"123", b'{"items": []}', b"", b'["\x00"]'])
 def test_callback_bodies_that_are_not_arrays_of_events_are_400(client, installation, sent_message, body):
     response = callback(client, installation, body)
-    assert response.status_code == 400 and response.json()["error"]
+    assert response.status_code == 400 and error_text(response.json())
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])

@@ -38,7 +38,7 @@ def test_handler_to_usage_and_statement(portal_setup, bitrix24, idgtl, api):  # 
         _message_id, response = bitrix24.send_sms(portal, "sms1", number, text)
         assert response.status_code == 200, response.text
     _mid, too_long = bitrix24.send_sms(portal, "sms1", "+79990002004", "я" * 671)
-    assert too_long.status_code == 400 and too_long.json()["field"] == "message_body"
+    assert too_long.status_code == 400 and "message_body" in too_long.json()
 
     wait_until(
         lambda: Message.objects.filter(state=MessageState.SENT).count() == 4,

@@ -180,7 +180,8 @@ def test_a_callback_that_moves_messages_to_two_states_takes_its_rollup_rows_in_o
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from providers.services.delivery import CallbackEvent, callback_events_apply
+    from providers.callback_form import CallbackEvent
+    from providers.services.delivery import callback_events_apply
 
     first, second = two
     move(two, MessageState.SENDING)
