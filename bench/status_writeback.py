@@ -42,6 +42,7 @@ def main():
         from django.conf import settings
 
         settings.B24_OAUTH_URL = fake.oauth_url
+        settings.B24_PORTAL_ALLOW_LOOPBACK = True  # the fake portal listens on 127.0.0.1
         portal = fake.add_portal(client_id="local.bench.wb", client_secret="bench-wb")
         installation, provider = bench_rows(
             "bench-writeback",
