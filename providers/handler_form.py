@@ -48,7 +48,11 @@ _CONTROL_IN_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _CONTROL_IN_LINE = re.compile(r"[\x00-\x1f\x7f]")
 _CONTROL_IN_BODY = re.compile(r"[\x00-\x1f\x7f]|%(?:[01][0-9a-fA-F]|7[fF])")
 _CONTROL_IN_BODY_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|%(?:0[0-8bBcCeEfF]|1[0-9a-fA-F]|7[fF])")
+# _CONTROL_IN_BODY in two cheaper halves (:func:`_body_has_control`): the characters as bytes, the escapes.
+_CONTROL_BYTES = bytes(range(0x20)) + b"\x7f"
+_CONTROL_ESCAPE_IN_BODY = re.compile(r"%(?:[01][0-9a-fA-F]|7[fF])")
 _SINGLE_LINE_FIELDS = ("code", "message_id", "message_to", "module_id", "type", "workflow_id", "ts")
+_USUAL_MODULE_IDS = frozenset({"crm", "bizproc"})  # match MODULE_ID_PATTERN: no regex for them
 
 
 class HandlerFormError(ValueError):
@@ -222,7 +226,7 @@ def _module_id(data: dict, workflow_id: str) -> str:
     module_id = _scalar(data, "module_id", max_length=MODULE_ID_MAX_LENGTH)
     if not module_id:
         return "bizproc" if workflow_id else "crm"
-    if not MODULE_ID_PATTERN.fullmatch(module_id):
+    if module_id not in _USUAL_MODULE_IDS and not MODULE_ID_PATTERN.fullmatch(module_id):
         raise HandlerFormError(
             _("The field module_id must be the name of a Bitrix24 module, such as crm or bizproc."), "module_id"
         )
@@ -264,16 +268,28 @@ def _timestamp(value: str) -> datetime | None:
     if not value:
         return None
     try:
-        if not TS_PATTERN.fullmatch(value):
+        # TS_PATTERN without the regex: 1 to 12 ASCII digits (str.isdigit alone also takes other digits)
+        if not (len(value) <= 12 and value.isascii() and value.isdigit()):
             raise ValueError(value)
         return datetime.fromtimestamp(int(value), tz=UTC)
     except (ValueError, OverflowError, OSError):
         raise HandlerFormError(_("The field ts must be a unix time."), "ts") from None
 
 
+def _body_has_control(body: str, raw: bytes | None = None) -> bool:
+    """Whether ``_CONTROL_IN_BODY.search(body)`` finds something, for a seventh of its CPU: a control character
+    is a byte of its own in UTF-8 (``raw``, the body's bytes, or ``body`` encoded), found by deleting such
+    bytes; an escape of one by a search that only starts at a "%"."""
+    if raw is None:
+        raw = body.encode("utf-8", "surrogatepass")
+    return len(raw.translate(None, _CONTROL_BYTES)) != len(raw) or _CONTROL_ESCAPE_IN_BODY.search(body) is not None
+
+
 def handler_form_parse(body: bytes | str) -> HandlerForm:
     """Parse a HANDLER body into a :class:`HandlerForm`; raise :class:`HandlerFormError` if it is not one."""
+    raw = None
     if isinstance(body, bytes):
+        raw = body
         try:
             body = body.decode("ascii")
         except UnicodeDecodeError:
@@ -296,9 +312,9 @@ def handler_form_parse(body: bytes | str) -> HandlerForm:
             raise HandlerFormError(_("The body has more than %(max)d fields.") % {"max": FORM_FIELDS_MAX}) from exc
         raise HandlerFormError(_("The body is not a form.")) from exc
     # A control character can only be in a key or value as itself or as its %XX escape (UTF-8 uses no
-    # byte below 0x80 in a multi-byte character): one search of the raw body; only a body that has
+    # byte below 0x80 in a multi-byte character): one look at the raw body; only a body that has
     # some is searched field by field, to name the field.
-    if _CONTROL_IN_BODY.search(body):
+    if _body_has_control(body, raw):
         any_control = _CONTROL_IN_BODY_TEXT.search(body) is not None  # beyond tabs and line breaks
         for key, value in data.items():
             if any_control:
