@@ -83,7 +83,7 @@ def broker_messages_lost_at(sweep: str) -> datetime | None:
     asks this: a time means everything that was waiting for a task before it is waiting for nothing.
 
     Each sweep keeps a marker key in the broker's database; a missing marker means the broker lost
-    its contents since it was set. The time is when that Redis started (its uptime, to the second),
+    its contents since it was set. The time is when that Redis started (from its uptime, at the latest),
     so work asked for after the restart, whose task is alive, is not asked for twice. The first call
     ever (no marker yet) answers too. Other brokers (the embedded SQLite one) keep their messages, and
     tasks run inline (unit tests) use none: None.
@@ -105,7 +105,11 @@ def broker_messages_lost_at(sweep: str) -> datetime | None:
         return None
     finally:
         client.close()
-    lost_at = now - timedelta(seconds=uptime)
+    # Redis counts its uptime in whole seconds from the whole second it started in: it started after
+    # ``now - uptime - 1 s`` and before ``now - uptime + 1 s``. The latest bound is taken (capped at now), so
+    # work asked for just before the restart, in the same second, is asked for again (asking twice is
+    # harmless); work asked for within a second after it may be asked for twice too.
+    lost_at = min(now, now - timedelta(seconds=uptime) + timedelta(seconds=1))
     logger.warning(
         "the broker lost its messages (restarted empty or flushed): asking again for work waiting since before then",
         extra={"sweep": sweep, "lost_at": lost_at.isoformat()},
