@@ -54,7 +54,8 @@ BEAT_SCHEDULE = {
     # Also takes over sends whose lease lapsed (a worker gone mid-send): recovery waits one interval at most.
     "messages-send-waiting": {"task": "providers.tasks.send_waiting_messages", "schedule": schedule(15.0)},
     "messages-reconcile-statuses": {"task": "providers.tasks.reconcile_message_statuses", "schedule": schedule(60.0)},
-    "messages-callback-inbox-sweep": {"task": "providers.tasks.sweep_callback_inbox", "schedule": schedule(60.0)},
+    # Applies the callback events a lost applying run left (the broker emptied): a status waits 15 s at most.
+    "messages-callback-inbox-sweep": {"task": "providers.tasks.sweep_callback_inbox", "schedule": schedule(15.0)},
     "messages-report-statuses": {"task": "providers.tasks.report_pending_statuses", "schedule": schedule(30.0)},
     # Cheap when nothing is stuck; after the broker lost its messages it asks again at once (see the task).
     "providers-resume-stuck-registrations": {

@@ -15,7 +15,7 @@ process. One run:
    (``undelivered`` for numbers ending 0000) and calls b24sms back (``--callback-batch`` events per
    POST, ``--callback-threads`` threads); b24sms reports the final statuses to the fake portal
    (``batch`` calls). The window ends when every final status is at the portal. Web CPU is the
-   callbacks', worker CPU the reporting's;
+   callbacks' (their requests store the events), worker CPU applying them and the reporting;
 4. **trivial** again (the figure used is the mean of both rounds: the machine's speed drifts).
 
 Holding the i-dgtl statuses back until the burst is sent keeps the stages apart in time, so each
@@ -669,7 +669,7 @@ def main():
     print(
         f"by stage, ms per SMS: intake (web + PG + Redis) {intake:.2f}; send (worker + PG) "
         f"{send + per(figures['intake + send'], ('pg worker',), n):.2f}; callbacks, 2 events (web + PG) "
-        f"{callback:.2f}; reports (worker + PG) {report:.2f}"
+        f"{callback:.2f}; applying the events + reports (worker + PG) {report:.2f}"
     )
     print(
         f"RATIOS: whole life / trivial = {whole / trivial_ms:.2f} (goal <= 3.5); intake / trivial = "

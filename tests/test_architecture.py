@@ -37,6 +37,7 @@ FLOOR_NAMES = {
     4: "the project's wiring",
 }
 ENQUEUE_FUNCTIONS = {"enqueue", "enqueue_on_commit", "enqueue_later"}
+GENERIC_ENQUEUERS = {"common.taskqueue", "common.debounce"}  # enqueue a name they are given
 
 
 @dataclass(frozen=True)
@@ -198,12 +199,17 @@ def enqueued_task_names(root: Path = ROOT) -> dict[str, list[str]]:
     names: dict[str, list[str]] = {}
     for module, tree in trees.items():
         for node in ast.walk(tree):
-            if not isinstance(node, ast.Call) or not node.args:
+            if not isinstance(node, ast.Call):
                 continue
             func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
-            if func not in ENQUEUE_FUNCTIONS or module == "common.taskqueue":
+            if func == "DebouncedRun":  # DebouncedRun(task=...): enqueued by common/debounce.py
+                first = next((k.value for k in node.keywords if k.arg == "task"), None)
+            elif func in ENQUEUE_FUNCTIONS and node.args and module not in GENERIC_ENQUEUERS:
+                first = node.args[0]
+            else:
                 continue
-            first = node.args[0]
+            if first is None:
+                continue
             where = f"{modules[module].relative_to(root)}:{node.lineno}"
             if isinstance(first, ast.Constant) and isinstance(first.value, str):
                 values = {first.value}
@@ -238,6 +244,7 @@ def test_every_task_enqueued_by_name_is_registered():
     assert {
         "providers.tasks.register_provider",
         "providers.tasks.send_waiting_messages",  # the checker reads
+        "providers.tasks.apply_callback_events",  # DebouncedRun(task=...)
         "providers.tasks.report_installation_statuses",
         "sendernames.tasks.submit_application",
     } <= set(names)

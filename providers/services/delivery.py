@@ -1,14 +1,15 @@
 """Delivery: i-dgtl callbacks and the reconciler move sent messages to their final status.
 
 Idempotent by (message_uuid, status); a message only moves forward and a final status never changes.
-A callback may come before the uuids of the send's answer are recorded: its events wait in the inbox
-(UnmatchedCallbackEvent) and are applied in the transaction that records those uuids.
+A callback's events are stored in the inbox (UnmatchedCallbackEvent) by its request, and applied in large
+sets by a worker a moment later (callback_inbox_apply). An event whose uuid is not recorded yet (the
+callback beat the send's answer) waits there until the transaction that records the uuid applies it.
 """
 
 import functools
 import logging
+import time
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -18,6 +19,7 @@ from django.utils.translation import gettext as _
 
 from common import metrics
 from common.bulk import bulk_update_rows
+from common.debounce import DebouncedRun
 from idgtl.client import IdgtlClient, IdgtlError
 from idgtl.services import account_get_default
 from providers.callback_form import CallbackEvent, parse_error_code, parse_status_time
@@ -31,77 +33,141 @@ logger = logging.getLogger(__name__)
 LOOKUP_CHUNK = 100
 
 
-@dataclass(frozen=True)
-class CallbackOutcome:
-    applied: int  # events that changed something
-    kept: int  # events for uuids not recorded yet, now in the inbox (repeats of kept ones not counted)
+CALLBACK_APPLY_TASK = "providers.tasks.apply_callback_events"
+# The inbox's applying run: every callback asks for it, a burst of callbacks costs one run (common/debounce.py).
+CALLBACK_APPLY_RUN = DebouncedRun(
+    task=CALLBACK_APPLY_TASK, key="providers:callback-apply-scheduled", delay_setting="MESSAGES_CALLBACK_APPLY_DEBOUNCE"
+)
+APPLY_BATCH = 1000  # events applied per transaction
+APPLY_TIME_BUDGET = 20.0  # s per run; what is left goes to the next run
 
 
-def callback_events_apply(*, installation: Installation, events: list[CallbackEvent]) -> CallbackOutcome:
-    """Apply callback events to this installation's messages; keep those whose uuid is not recorded yet.
+def callback_events_receive(*, installation: Installation, events: list[CallbackEvent]) -> int:
+    """Keep a callback's events in the inbox and ask for the run that applies them; returns how many are new.
 
-    i-dgtl may call back before the uuids of its answer to ``POST /message`` are recorded. Such an
-    event goes to the inbox (UnmatchedCallbackEvent) and the transaction that records the uuid
-    applies it (callback_events_apply_pending), so the order of callback and answer never matters.
-    Everything here is one durable transaction: when this returns, every event is applied or stored,
-    and only then may the view answer 2xx.
+    The callback's request only stores (one statement): a worker applies what every callback stored, a
+    thousand events per transaction (:func:`callback_inbox_apply`), within MESSAGES_CALLBACK_APPLY_DEBOUNCE
+    and a moment; beat's sweep (every 15 s) applies them should that run be lost with the broker. The
+    request costs about what a trivial view costs, however many events it carries (bench/cpu_per_sms.py).
+    When this returns every event is stored, committed: only then may the view answer 2xx.
 
-    Set-based: the messages are locked with one query and all the events of the call are written
-    with a few bulk statements (:func:`_messages_apply_statuses`), however many it carries.
+    Events for uuids not recorded yet (i-dgtl may call back before we record its answer to ``POST
+    /message``) stay until the transaction that records those uuids applies them
+    (:func:`callback_events_apply_pending`). Storing takes the installation's inbox lock, which that
+    transaction also takes once the uuids are recorded, so one of the two always sees the other's work:
+    the callback commits first (the recording transaction then finds the events) or after it (the run
+    it asks for then finds the uuids). Only statuses that would change a message are kept; repeats of a
+    stored event are not stored twice.
     """
+    events = [e for e in events if state_for_idgtl_status(e.status) is not None]
     if not events:
-        return CallbackOutcome(0, 0)
-    uuids = {e.message_uuid for e in events}
-    try:
+        return 0
+    if connection.vendor == "postgresql":
+        stored = _inbox_store_in_one_statement(installation.pk, events)
+    else:
+        with transaction.atomic(durable=True):  # (SQLite: every write transaction is already exclusive)
+            stored = _inbox_keep(installation, events)
+    # robust: a broker hiccup must not turn stored events into a 500 (beat's sweep applies them)
+    transaction.on_commit(CALLBACK_APPLY_RUN.schedule, robust=True)
+    return stored
+
+
+@functools.cache
+def _inbox_store_sql() -> str:
+    quote = connection.ops.quote_name
+    meta = UnmatchedCallbackEvent._meta
+    columns = ("installation", "message_uuid", "status", "status_time", "error_code", "raw_event", "received_at")
+    return (
+        f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(meta.get_field(c).column) for c in columns)}) "
+        f"SELECT %s, e.uuid, e.status, e.status_time, e.error_code, e.raw, %s "
+        f"FROM (SELECT pg_advisory_xact_lock(%s, %s)) AS inbox_lock, "
+        f"unnest(%s::text[], %s::text[], %s::timestamptz[], %s::integer[], %s::text[]) "
+        f"AS e(uuid, status, status_time, error_code, raw) "
+        f"ON CONFLICT DO NOTHING RETURNING 1"
+    )
+
+
+def _inbox_store_in_one_statement(installation_id: int, events: list[CallbackEvent]) -> int:
+    """The events in the inbox with ONE statement (its own transaction), under the installation's inbox lock."""
+    columns = ([], [], [], [], [])
+    seen = set()
+    for event in events:
+        if (event.message_uuid, event.status, event.status_time) in seen:
+            continue  # a repeat inside the call (NULL status times would not meet in the unique constraint)
+        seen.add((event.message_uuid, event.status, event.status_time))
+        values = (
+            event.message_uuid,
+            event.status,
+            event.status_time,
+            event.error_code,  # (the parser keeps only codes that fit the column)
+            UnmatchedCallbackEvent.raw_event_text(event.raw),
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _inbox_store_sql(),
+            [installation_id, timezone.now(), INBOX_LOCK_NAMESPACE, installation_id % 2**31, *columns],
+        )
+        return len(cursor.fetchall())
+
+
+def callback_inbox_apply(*, batch: int = APPLY_BATCH, time_budget: float = APPLY_TIME_BUDGET) -> int:
+    """Apply the inbox's events whose message uuid is recorded, oldest first, ``batch`` per transaction;
+    returns how many changed something. The debounced run and beat's sweep call it.
+
+    Each transaction takes the inbox's applying lock (one run at a time, so a message's events apply in
+    the order they arrived), locks the messages in id order, judges every event against the message as
+    the events before it left it (never back, never twice, final stays final: :func:`_messages_apply_statuses`)
+    and deletes the events it took. Events of messages not handed to i-dgtl yet stay.
+    """
+    CALLBACK_APPLY_RUN.started()  # events stored from now on ask for a new run
+    deadline = time.monotonic() + time_budget
+    applied = 0
+    while True:
         with transaction.atomic(durable=True):
-            # The usual call: every uuid is recorded. Its messages are locked at once, no inbox lock.
-            messages = {m.idgtl_message_uuid: m for m in _lock_messages(installation_id=installation.pk, uuids=uuids)}
-            if len(messages) < len(uuids):
-                raise _UuidsNotRecorded  # rolled back: no row stays locked while the inbox lock is awaited
-            applied = _messages_apply_statuses(
-                [(messages[e.message_uuid], e.status, e.status_time, e.error_code) for e in events],
-                source=ChangeSource.CALLBACK,
-            )
-        return CallbackOutcome(applied, 0)
-    except _UuidsNotRecorded:
-        pass
-    with transaction.atomic(durable=True):
-        # Unknown uuids: take the inbox lock, then look again. A send that recorded them meanwhile
-        # has committed by now (it holds the lock until then); one that records them later finds
-        # what is stored here (it waits for the lock, i.e. for this commit). The lookups take no row
-        # lock before the inbox lock: that send holds its messages' rows while it waits for it.
-        known = _message_ids_by_uuid(installation.pk, uuids)
-        if len(known) < len(uuids):
-            _inbox_lock([installation.pk])
-            known.update(_message_ids_by_uuid(installation.pk, uuids - known.keys()))
-        messages = {m.pk: m for m in _lock_messages(ids=known.values())}
-        statuses, unknown = [], []
-        for event in events:
-            message = messages.get(known.get(event.message_uuid))
-            if message is None:
-                unknown.append(event)
-            else:
-                statuses.append((message, event.status, event.status_time, event.error_code))
-        applied = _messages_apply_statuses(statuses, source=ChangeSource.CALLBACK)
-        kept = _inbox_keep(installation, unknown)
-    if unknown:
-        logger.info(
-            "i-dgtl callback: %d events for message uuids not recorded yet kept in the inbox (%d new)",
-            len(unknown),
-            kept,
-        )
-    return CallbackOutcome(applied, kept)
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [INBOX_LOCK_NAMESPACE, APPLY_LOCK_KEY])
+            with connection.cursor() as cursor:
+                cursor.execute(_inbox_due_sql(), [MessageState.RECEIVED, MessageState.SENDING, batch])
+                due = cursor.fetchall()
+            if due:
+                locked = {m.pk: m for m in _lock_messages(ids=[row[5] for row in due])}
+                applied += _messages_apply_statuses(
+                    [
+                        (locked[message_id], status, status_time, error_code)
+                        for _id, status, status_time, error_code, _uuid, message_id in due
+                    ],
+                    source=ChangeSource.CALLBACK,
+                )
+                UnmatchedCallbackEvent.objects.filter(pk__in=[row[0] for row in due]).delete()
+        if len(due) < batch:
+            return applied
+        if time.monotonic() > deadline:
+            CALLBACK_APPLY_RUN.schedule()  # more than a run's worth: the next run goes on
+            return applied
 
 
-class _UuidsNotRecorded(Exception):
-    pass
+APPLY_LOCK_KEY = -1  # second key of the applying run's advisory lock (installations' inbox locks are >= 0)
 
 
-def _message_ids_by_uuid(installation_id: int, uuids) -> dict[str, int]:
-    return dict(
-        Message.objects.filter(installation_id=installation_id, idgtl_message_uuid__in=uuids).values_list(
-            "idgtl_message_uuid", "pk"
-        )
+@functools.cache
+def _inbox_due_sql() -> str:
+    quote = connection.ops.quote_name
+    event, message = UnmatchedCallbackEvent._meta, Message._meta
+
+    def e(name):
+        return f"e.{quote(event.get_field(name).column)}"
+
+    def m(name):
+        return f"m.{quote(message.get_field(name).column)}"
+
+    return (
+        f"SELECT {e('id')}, {e('status')}, {e('status_time')}, {e('error_code')}, {e('message_uuid')}, {m('id')} "
+        f"FROM {quote(event.db_table)} e JOIN {quote(message.db_table)} m "
+        f"ON {m('installation')} = {e('installation')} AND {m('idgtl_message_uuid')} = {e('message_uuid')} "
+        f"WHERE {m('state')} NOT IN (%s, %s) ORDER BY {e('id')} LIMIT %s"
     )
 
 
@@ -242,26 +308,19 @@ def callback_events_apply_pending(*, messages: list[Message]) -> int:
     return applied
 
 
-def callback_inbox_sweep(*, now=None, limit: int = 1000) -> dict:
-    """Beat's sweep of the inbox: apply kept events whose uuid has become known some other way (a
-    lookup after an unknown outcome, say), then drop those older than a message lives."""
+def callback_inbox_sweep(*, now=None) -> dict:
+    """Beat's sweep of the inbox: apply the events whose uuid is recorded (those a lost applying run left,
+    or whose uuid became known some other way, a lookup after an unknown outcome, say), then drop those
+    older than a message lives."""
     now = now or timezone.now()
-    known = list(
-        Message.objects.filter(
-            idgtl_message_uuid__in=UnmatchedCallbackEvent.objects.order_by().values("message_uuid"),
-        ).exclude(state__in=(MessageState.RECEIVED, MessageState.SENDING))[:limit]
-    )
-    applied = 0
-    if known:
-        with transaction.atomic():
-            applied = callback_events_apply_pending(messages=known)
+    applied = callback_inbox_apply()
     dropped, _by_model = UnmatchedCallbackEvent.objects.expired(now).delete()
     if dropped:
         logger.warning(
             "i-dgtl callback inbox: %d events dropped, their uuids never recorded within the message lifetime", dropped
         )
         metrics.record_callback_events_dropped(dropped)
-    return {"matched": len(known), "applied": applied, "dropped": dropped}
+    return {"applied": applied, "dropped": dropped}
 
 
 def _status_is_news(message: Message, status: str, new_state: str) -> bool:

@@ -14,24 +14,21 @@ them up: a dead worker delays its messages by the lease and one sweep interval, 
 """
 
 import logging
-import math
-import threading
 import time
 from collections import defaultdict
 from datetime import timedelta
 
 import phonenumbers
-import redis
 from django.conf import settings
-from django.core.cache import cache
 from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from common import metrics
+from common.debounce import DebouncedRun
 from common.public_urls import public_url
-from common.taskqueue import enqueue, enqueue_later
+from common.taskqueue import enqueue_later
 from idgtl.client import (
     IdgtlClient,
     IdgtlConfigurationError,
@@ -57,94 +54,17 @@ LOOKUP_MARGIN = timedelta(minutes=5)  # clock skew and the time a send call may 
 
 
 # --- scheduling --------------------------------------------------------------------------------------
-_redis = threading.local()
-
-
-def _redis_client():
-    """One Redis client per thread and process. Django's cache builds a new client object for every
-    operation, which costs more CPU than the HANDLER's own work."""
-    client = getattr(_redis, "client", None)
-    if client is None:
-        client = _redis.client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
-    return client
-
-
-# The "a send run is scheduled" flag holds the time the run is due and expires then: while it is there,
-# a run that has not started yet will claim whatever was committed before it. A caller relies on it if
-# the run is still at least KNOWN_RUN_MARGIN ahead; otherwise it sets the flag for a run of its own.
-# One round trip however the flag stands.
-_LUA_FLAG_CLAIM = """
-local existing = redis.call('GET', KEYS[1])
-if existing and tonumber(existing) > tonumber(ARGV[3]) then return existing end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return false
-"""
-# s: clock differences between web and worker hosts, and the time to commit. (Should a run still
-# start early and miss a message, the beat job messages-send-waiting sends it within 30 s.)
-KNOWN_RUN_MARGIN = 0.05
-
-
-def _schedule_flag_claim(run_at: float, now: float) -> float | None:
-    """The time of a scheduled run still due after ``now`` + the margin, to rely on; or None once
-    the flag is set to ``run_at`` (until then), the caller then scheduling that run."""
-    lifetime = max(0.001, run_at - now)
-    rely_after = now + KNOWN_RUN_MARGIN
-    if settings.REDIS_URL:
-        script = getattr(_redis, "flag_claim", None)
-        if script is None:
-            script = _redis.flag_claim = _redis_client().register_script(_LUA_FLAG_CLAIM)
-        existing = script(
-            keys=[SEND_SCHEDULED_KEY], args=[repr(run_at), max(1, round(lifetime * 1000)), repr(rely_after)]
-        )
-        return None if existing is None else float(existing)
-    # Django's database cache keeps whole seconds: there the flag outlives its due time, and is gone
-    # when the run starts instead (sending_run clears it), which is as safe. Not atomic: two processes
-    # may both schedule a run, which costs one empty run.
-    timeout = math.ceil(lifetime) + 1
-    if cache.add(SEND_SCHEDULED_KEY, repr(run_at), timeout=timeout):
-        return None
-    try:
-        existing = float(cache.get(SEND_SCHEDULED_KEY))
-    except (TypeError, ValueError):
-        existing = 0.0
-    if existing > rely_after:
-        return existing
-    cache.set(SEND_SCHEDULED_KEY, repr(run_at), timeout=timeout)
-    return None
-
-
-def _schedule_flag_clear() -> None:
-    if settings.REDIS_URL:
-        _redis_client().delete(SEND_SCHEDULED_KEY)
-    else:
-        cache.delete(SEND_SCHEDULED_KEY)
-
-
-# The run this process knows to be due later (wall-clock time). While it is still ahead, a message
-# committed now will be claimed by it: no need to ask Redis. A burst of HANDLER calls thus costs each
-# web process about one Redis call per debounce period, and the cluster about one task per period,
-# not one per SMS. When the workers are behind, due runs wait in the queue and each period adds one
-# (each claims what is waiting then; the later ones find little or nothing).
-_known_run_at = 0.0
+# A burst of HANDLER calls costs each web process about one Redis call per debounce period, and the cluster
+# about one task per period, not one per SMS (common/debounce.py). When the workers are behind, due runs
+# wait in the queue and each period adds one (each claims what is waiting then; the later ones find little
+# or nothing). Should a run start early and miss a message, the beat job messages-send-waiting sends it
+# within 15 s.
+SEND_RUN = DebouncedRun(task=SEND_TASK, key=SEND_SCHEDULED_KEY, delay_setting="MESSAGES_SEND_DEBOUNCE")
 
 
 def sending_schedule() -> None:
     """Ask for a send run soon; many calls within a moment cost one task (a burst becomes batches)."""
-    global _known_run_at
-    now = time.time()
-    if now < _known_run_at - KNOWN_RUN_MARGIN:
-        return
-    run_at = now + settings.MESSAGES_SEND_DEBOUNCE
-    scheduled = _schedule_flag_claim(run_at, now)
-    if scheduled is not None:
-        _known_run_at = scheduled  # by another process
-        return
-    try:
-        enqueue(SEND_TASK, countdown=settings.MESSAGES_SEND_DEBOUNCE)
-    except Exception:
-        _schedule_flag_clear()  # no run is coming: let the next message (or the beat sweep) try again
-        raise
-    _known_run_at = run_at
+    SEND_RUN.schedule()
 
 
 def sending_schedule_later(delay: float) -> None:
@@ -153,7 +73,7 @@ def sending_schedule_later(delay: float) -> None:
 
 def sending_run() -> dict:
     """One sweep: resolve unknown outcomes first, then send everything waiting. Used by the task."""
-    _schedule_flag_clear()  # (due now anyway) anything stored from now on schedules a new run
+    SEND_RUN.started()  # anything stored from now on schedules a new run
     resolved = messages_resolve_unknown_outcomes()
     sent = messages_send_waiting()
     return {"resolved": resolved, "sent": sent}

@@ -6,7 +6,7 @@ Services enqueue these by name (common/taskqueue.py); only this module imports t
 
 from celery import shared_task
 
-from providers.services.delivery import callback_inbox_sweep, messages_reconcile
+from providers.services.delivery import callback_inbox_apply, callback_inbox_sweep, messages_reconcile
 from providers.services.reporting import reports_schedule_due, reports_send_pending
 from providers.services.sending import sending_run
 
@@ -16,6 +16,7 @@ __all__ = [
     "report_pending_statuses",
     "report_installation_statuses",
     "sweep_callback_inbox",
+    "apply_callback_events",
 ]
 
 
@@ -30,9 +31,15 @@ def reconcile_message_statuses():
     return messages_reconcile()
 
 
+@shared_task(name="providers.tasks.apply_callback_events")
+def apply_callback_events():
+    """Debounced run asked for by the callbacks: apply the events they stored, in large sets."""
+    return callback_inbox_apply()
+
+
 @shared_task(name="providers.tasks.sweep_callback_inbox")
 def sweep_callback_inbox():
-    """Beat sweep: apply kept callback events whose uuid became known, drop those past the lifetime."""
+    """Beat sweep: apply stored callback events whose uuid is recorded, drop those past the lifetime."""
     return callback_inbox_sweep()
 
 

@@ -27,7 +27,7 @@ from providers.handler_form import (
     handler_content_type_check,
     handler_form_parse,
 )
-from providers.services.delivery import callback_events_apply
+from providers.services.delivery import callback_events_receive
 from providers.services.intake import (
     HandlerForbidden,
     ProviderNotRegistered,
@@ -110,7 +110,7 @@ def _callback_source_allowed(request) -> bool:
 def idgtl_callback(request, secret: str):
     """i-dgtl delivery callbacks: a JSON array of events (docs/contracts/idgtl.md §3.4).
 
-    2xx only once every event is applied or kept in the inbox (its uuid not recorded yet), committed.
+    2xx only once every event is stored in the inbox, committed; a worker applies them a moment later.
     """
     if not _callback_source_allowed(request):
         logger.warning("i-dgtl callback from a source outside IDGTL_CALLBACK_ALLOWED_IPS refused")
@@ -125,8 +125,8 @@ def idgtl_callback(request, secret: str):
         return error_response(400, _("The body is not a JSON array of events."))
     except CallbackError as exc:
         return error_response(400, exc.message, field=exc.field)
-    outcome = callback_events_apply(installation=installation, events=events)  # committed when it returns
-    return JsonResponse({"result": "ok", "applied": outcome.applied, "kept": outcome.kept})
+    stored = callback_events_receive(installation=installation, events=events)  # committed when it returns
+    return JsonResponse({"result": "ok", "stored": stored})
 
 
 urlpatterns = [

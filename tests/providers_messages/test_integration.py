@@ -263,9 +263,9 @@ def test_callbacks_that_come_before_the_send_answer_lose_nothing(portal_setup, b
     assert dict(Message.objects.filter(message_id__in=expected).values_list("message_id", "state")) == expected
     assert sum(len(r.json) for r in idgtl_posts(idgtl)) == len(expected)  # each sent once
     assert not UnmatchedCallbackEvent.objects.exists()
-    # Every callback came before the uuids were recorded, was kept, and answered 200 at once.
+    # Every callback came before the uuids were recorded, was stored, and answered 200 at once.
     assert len(idgtl.callbacks) == 2 * len(expected)
-    assert all(c["attempts"] == [200] and json.loads(c["answer"])["kept"] == 1 for c in idgtl.callbacks)
+    assert all(c["attempts"] == [200] and json.loads(c["answer"])["stored"] == 1 for c in idgtl.callbacks)
     for message in Message.objects.filter(message_id__in=expected):
         changes = list(message.status_changes.order_by("id").values_list("source", "state"))
         assert changes[-3:] == [("send", "sent"), ("callback", "sent"), ("callback", expected[message.message_id])]

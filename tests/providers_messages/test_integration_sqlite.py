@@ -176,8 +176,8 @@ def test_callbacks_before_the_send_answer_on_sqlite_lose_nothing(sqlite_stack, f
     assert stored == {"states": {"delivered": BURST - 1, "undelivered": 1}, "kept": 0}
     posts = [r for r in idgtl.requests if r.method == "POST" and r.path.endswith("/message")]
     assert sum(len(r.json) for r in posts) == BURST  # each sent once
-    # Every callback came before its uuid was recorded, was kept, and was answered 200 at once.
+    # Every callback came before its uuid was recorded, was stored, and was answered 200 at once.
     assert len(idgtl.callbacks) == 2 * BURST
-    assert all(c["attempts"] == [200] and json.loads(c["answer"])["kept"] == 1 for c in idgtl.callbacks)
+    assert all(c["attempts"] == [200] and json.loads(c["answer"])["stored"] == 1 for c in idgtl.callbacks)
     logs = sqlite_stack.web_log.read_text() + sqlite_stack.worker.logs()
     assert "Traceback" not in logs and "database is locked" not in logs

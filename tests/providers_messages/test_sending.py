@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
+from common.debounce import KNOWN_RUN_MARGIN
 from idgtl.client import IdgtlConfigurationError, IdgtlOutcomeUnknown, IdgtlTransientError, IdgtlValidationError
 from providers.models import Message, MessageState, MessageStatusChange, Provider, ProviderRegistration
 from providers.services.sending import messages_resolve_unknown_outcomes, messages_send_waiting, sending_run
@@ -275,22 +276,22 @@ def schedule(request, db, settings, monkeypatch):
     or in Redis, this process's memory reset."""
     import threading
 
+    from common import debounce
     from providers.services import sending
     from providers.tasks.messages import send_waiting_messages
 
     settings.REDIS_URL = os.environ["CELERY_BROKER_URL"] if request.param == "redis" else ""
-    monkeypatch.setattr(sending, "_redis", threading.local())
+    monkeypatch.setattr(debounce, "_redis", threading.local())
     settings.MESSAGES_SEND_DEBOUNCE = 0.2
-    sending._schedule_flag_clear()
-    monkeypatch.setattr(sending, "_known_run_at", 0.0)
+    run = sending.SEND_RUN
+    run.flag_clear()
+    monkeypatch.setattr(run, "known_run_at", 0.0)
     published, clock = [], {"now": 1_000_000.0}
     monkeypatch.setattr(send_waiting_messages, "apply_async", lambda **kw: published.append(kw))
-    monkeypatch.setattr(sending, "time", _Clock(clock))  # this module's clock only (the cache keeps real time)
+    monkeypatch.setattr(debounce, "time", _Clock(clock))  # the debounce's clock only (the cache keeps real time)
     flag_calls = []
-    real_claim = sending._schedule_flag_claim
-    monkeypatch.setattr(
-        sending, "_schedule_flag_claim", lambda run_at, now: flag_calls.append(run_at) or real_claim(run_at, now)
-    )
+    real_claim = run.flag_claim
+    monkeypatch.setattr(run, "flag_claim", lambda run_at, now: flag_calls.append(run_at) or real_claim(run_at, now))
     yield {
         "published": published,
         "clock": clock,
@@ -298,7 +299,7 @@ def schedule(request, db, settings, monkeypatch):
         "sending": sending,
         "backend": request.param,
     }
-    sending._schedule_flag_clear()
+    sending.SEND_RUN.flag_clear()
 
 
 def test_a_burst_publishes_one_run_and_asks_the_shared_flag_once(schedule):
@@ -320,7 +321,7 @@ def test_a_message_after_the_run_is_due_asks_for_a_new_run(schedule):
     if schedule["backend"] == "redis":
         time.sleep(0.25)  # the flag expires when the run is due (real time)
     else:
-        sending._schedule_flag_clear()  # the database cache keeps whole seconds: the run clears it
+        sending.SEND_RUN.flag_clear()  # the database cache keeps whole seconds: the run clears it
     schedule["clock"]["now"] += 0.25
     sending.sending_schedule()
     assert schedule["published"] == [{"countdown": 0.2}, {"countdown": 0.2}]
@@ -330,7 +331,7 @@ def test_a_run_that_starts_early_lets_the_next_message_ask_again(schedule):
     sending = schedule["sending"]
     sending.sending_schedule()
     schedule["clock"]["now"] += 0.19
-    sending._schedule_flag_clear()  # the run starts (a worker clock slightly ahead): it clears the flag
+    sending.SEND_RUN.flag_clear()  # the run starts (a worker clock slightly ahead): it clears the flag
     sending.sending_schedule()
     assert len(schedule["published"]) == 2
 
@@ -338,7 +339,7 @@ def test_a_run_that_starts_early_lets_the_next_message_ask_again(schedule):
 def test_a_run_scheduled_by_another_process_is_relied_on_until_it_is_due(schedule):
     sending = schedule["sending"]
     now = schedule["clock"]["now"]
-    assert sending._schedule_flag_claim(now + 0.2, now) is None  # another web process
+    assert sending.SEND_RUN.flag_claim(now + 0.2, now) is None  # another web process
     for _ in range(10):
         sending.sending_schedule()
         schedule["clock"]["now"] += 0.01
@@ -371,9 +372,9 @@ def test_every_message_of_a_steady_stream_has_a_run_due_after_it(schedule):
         if len(schedule["published"]) > published_before:
             due = now + 0.2
             schedule.setdefault("due", []).append(due)
-        assert schedule["due"][-1] >= now + sending.KNOWN_RUN_MARGIN
+        assert schedule["due"][-1] >= now + KNOWN_RUN_MARGIN
         schedule["clock"]["now"] += 0.001
-    assert 2 / 0.2 <= len(schedule["published"]) <= 2 / (0.2 - sending.KNOWN_RUN_MARGIN) + 1
+    assert 2 / 0.2 <= len(schedule["published"]) <= 2 / (0.2 - KNOWN_RUN_MARGIN) + 1
     assert len(schedule["flag_calls"]) <= 2 * len(schedule["published"])
 
 

@@ -181,7 +181,7 @@ def test_a_callback_that_moves_messages_to_two_states_takes_its_rollup_rows_in_o
     from django.test.utils import CaptureQueriesContext
 
     from providers.callback_form import CallbackEvent
-    from providers.services.delivery import callback_events_apply
+    from providers.services.delivery import callback_events_receive, callback_inbox_apply
 
     first, second = two
     move(two, MessageState.SENDING)
@@ -193,8 +193,8 @@ def test_a_callback_that_moves_messages_to_two_states_takes_its_rollup_rows_in_o
         CallbackEvent(message_uuid="uuid-1", status="undelivered", status_time=None, error_code=None, raw={}),
         CallbackEvent(message_uuid="uuid-0", status="delivered", status_time=None, error_code=None, raw={}),
     ]
+    assert callback_events_receive(installation=first.installation, events=events) == 2
     with CaptureQueriesContext(connection) as queries:
-        outcome = callback_events_apply(installation=first.installation, events=events)
-    assert outcome.applied == 2
+        assert callback_inbox_apply() == 2
     assert _usage_upserts(queries.captured_queries) == 1
     assert nonzero(usage()) == {("2026-11-05", "delivered"): (1, 2), ("2026-11-05", "undelivered"): (1, 1)}
