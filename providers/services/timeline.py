@@ -143,7 +143,7 @@ def _write_in_one_statement(*, messages, rows, values, update_fields, source, bi
         elif field not in update_fields:  # as the ORM path, the instance's value wins
             increments.append(field)
     update_fields = tuple(name for name in update_fields if name not in shared)
-    prefix, row, suffix = _change_sql(
+    sql = _change_sql(
         shared=tuple(shared), increments=tuple(increments), per_message=update_fields, report=bool(bitrix24_status)
     )
     get_field = Message._meta.get_field
@@ -155,22 +155,23 @@ def _write_in_one_statement(*, messages, rows, values, update_fields, source, bi
         after += [bitrix24_status, StatusReportState.PENDING, now]
     with connection.cursor() as cursor:
         for start in range(0, len(messages), _CHUNK):
-            params = []
-            for message, (pk, previous_state, idgtl_status, detail) in zip(
-                messages[start : start + _CHUNK], rows[start : start + _CHUNK], strict=True
-            ):
-                params += (pk, previous_state, idgtl_status, detail)
-                params += (field.get_db_prep_save(getattr(message, field.attname), connection) for field in per_message)
-            count = min(_CHUNK, len(messages) - start)
-            cursor.execute(prefix + ", ".join([row] * count) + suffix, params + after)
+            # One array per column (unnest): the same short SQL text whatever the number of messages, which
+            # psycopg splits once (a VALUES list of N rows is a new text to parse at every call).
+            columns = [[] for _ in range(4 + len(per_message))]
+            for message, row in zip(messages[start : start + _CHUNK], rows[start : start + _CHUNK], strict=True):
+                for column, value in zip(columns[:4], row, strict=True):
+                    column.append(value)
+                for column, field in zip(columns[4:], per_message, strict=True):
+                    column.append(field.get_db_prep_save(getattr(message, field.attname), connection))
+            cursor.execute(sql, columns + after)
     return True
 
 
 @functools.cache
-def _change_sql(*, shared: tuple, increments: tuple, per_message: tuple, report: bool) -> tuple[str, str, str]:
-    """(the text before the VALUES rows, one row, the text after them). Parameters: each row's (id,
-    previous state, i-dgtl status, detail, *per_message); then the shared values, the increments, the
-    new state, the source, now; with a report, its Bitrix24 status, state and now."""
+def _change_sql(*, shared: tuple, increments: tuple, per_message: tuple, report: bool) -> str:
+    """The statement. Parameters: one array per column of the messages (id, previous state, i-dgtl status,
+    detail, *per_message); then the shared values, the increments, the new state, the source, now; with a
+    report, its Bitrix24 status, state and now."""
     quote = connection.ops.quote_name
     meta = Message._meta
 
@@ -179,7 +180,7 @@ def _change_sql(*, shared: tuple, increments: tuple, per_message: tuple, report:
 
     casts = [meta.pk.cast_db_type(connection), "text", "text", "text"]
     casts += [meta.get_field(name).cast_db_type(connection) for name in per_message]
-    row = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+    arrays = ", ".join(f"%s::{cast}[]" for cast in casts)
     names = ["id", "previous_state", "idgtl_status", "detail"] + [f"f{index}" for index in range(len(per_message))]
     assignments = [f"{column(Message, name)} = %s::{meta.get_field(name).cast_db_type(connection)}" for name in shared]
     assignments += [f"{column(Message, name)} = t.{column(Message, name)} + %s" for name in increments]
@@ -207,4 +208,4 @@ def _change_sql(*, shared: tuple, increments: tuple, per_message: tuple, report:
         )
     else:
         statement += " " + timeline
-    return f"WITH v ({', '.join(names)}) AS (VALUES ", row, statement
+    return f"WITH v ({', '.join(names)}) AS (SELECT * FROM unnest({arrays})" + statement
