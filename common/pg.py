@@ -10,7 +10,6 @@ the few statements that run once per request on the busiest endpoints (the HANDL
 It runs on Django's connection, in its transaction state: in autocommit each statement commits itself.
 """
 
-import contextlib
 import weakref
 
 import psycopg
@@ -19,14 +18,14 @@ from django.db import connection
 _CURSORS: "weakref.WeakKeyDictionary[psycopg.Connection, psycopg.Cursor]" = weakref.WeakKeyDictionary()
 
 
-@contextlib.contextmanager
-def kept_cursor():
-    """The kept cursor of Django's current PostgreSQL connection (opened if needed); database errors are
-    raised as Django's (OperationalError, IntegrityError, ...), as through Django's own cursor."""
+def kept_cursor() -> psycopg.Cursor:
+    """The kept cursor of Django's current PostgreSQL connection (opened if needed). Use it inside
+    ``with connection.wrap_database_errors:``, so that database errors are raised as Django's
+    (OperationalError, IntegrityError, ...), as through Django's own cursor. (A plain function, not a
+    context manager: the HANDLER calls it once per SMS.)"""
     connection.ensure_connection()
-    with connection.wrap_database_errors:
-        raw_connection = connection.connection
-        cursor = _CURSORS.get(raw_connection)
-        if cursor is None or cursor.closed:
-            cursor = _CURSORS[raw_connection] = psycopg.Cursor(raw_connection)
-        yield cursor
+    raw_connection = connection.connection
+    cursor = _CURSORS.get(raw_connection)
+    if cursor is None or cursor.closed:
+        cursor = _CURSORS[raw_connection] = psycopg.Cursor(raw_connection)
+    return cursor

@@ -111,7 +111,8 @@ def _inbox_store_in_one_statement(installation_id: int, events: list[CallbackEve
             }
         )
     params = [installation_id, timezone.now(), INBOX_LOCK_NAMESPACE, installation_id % 2**31, json.dumps(rows)]
-    with kept_cursor() as cursor:
+    cursor = kept_cursor()
+    with connection.wrap_database_errors:
         cursor.execute(_inbox_store_sql(), params, prepare=True)
         return len(cursor.fetchall())
 

@@ -81,16 +81,30 @@ def test_on_postgresql_the_sql_lookup_finds_what_the_orm_finds(installations, ki
 
 
 @pytest.mark.django_db
-def test_on_postgresql_the_callback_lookup_is_the_one_cached_statement(installations):
+def test_on_postgresql_the_callback_lookup_is_the_one_cached_statement(installations, monkeypatch):
     if connection.vendor != "postgresql":
         pytest.skip("the one SQL text is PostgreSQL's; SQLite takes the ORM's")
     installation, _other = installations
+    executed = []
+    real_kept_cursor = intake.kept_cursor
+
+    class Recording:
+        def __init__(self, cursor):
+            self.cursor = cursor
+
+        def execute(self, sql, params, **kwargs):
+            executed.append((sql, kwargs))
+            return self.cursor.execute(sql, params, **kwargs)
+
+        def fetchall(self):
+            return self.cursor.fetchall()
+
+    monkeypatch.setattr(intake, "kept_cursor", lambda: Recording(real_kept_cursor()))
     with CaptureQueriesContext(connection) as queries:
         found = intake.installation_by_callback_secret(secret=installation.callback_secret)
     assert found.pk == installation.pk
-    assert [q["sql"].split(" FROM ")[0] for q in queries.captured_queries] == [
-        intake._callback_lookup()[0].split(" FROM ")[0]
-    ]
+    assert queries.captured_queries == []  # no ORM query built and compiled
+    assert executed == [(intake._callback_lookup()[0], {"prepare": True})]  # the one cached, prepared statement
 
 
 @pytest.mark.django_db
