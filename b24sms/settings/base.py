@@ -265,7 +265,7 @@ MESSAGES_LIFETIME_HOURS = env.int("MESSAGES_LIFETIME_HOURS", default=25)  # i-dg
 MESSAGES_LIFETIME_MARGIN = env.int("MESSAGES_LIFETIME_MARGIN", default=3600)  # s after it: FAILED
 MESSAGES_REPORT_DEBOUNCE = env.float("MESSAGES_REPORT_DEBOUNCE", default=0.5)  # s: statuses become batches
 # s: i-dgtl callbacks store their events; a worker applies what they stored this long after the first
-MESSAGES_CALLBACK_APPLY_DEBOUNCE = env.float("MESSAGES_CALLBACK_APPLY_DEBOUNCE", default=0.3)
+MESSAGES_CALLBACK_APPLY_DEBOUNCE = env.float("MESSAGES_CALLBACK_APPLY_DEBOUNCE", default=0.5)
 MESSAGES_REPORT_LOCK_LEASE = env.int("MESSAGES_REPORT_LOCK_LEASE", default=60)  # s: a portal's report runner, per batch
 MESSAGES_REPORT_SCHEDULE_WINDOW = env.int("MESSAGES_REPORT_SCHEDULE_WINDOW", default=5)  # s
 # A registration still pending (or being removed) after this long had its task lost or never queued:
