@@ -389,3 +389,24 @@ def test_bulk_update_rows_writes_each_rows_own_values(installation, provider):
     bulk_update_rows(Message, messages, ["error_message", "next_check_at"], batch_size=2)
     stored = {m.pk: (m.error_message, m.next_check_at is not None) for m in Message.objects.all()}
     assert stored == {messages[0].pk: ("it's 1", False), messages[1].pk: ("", False), messages[2].pk: ("", True)}
+
+
+def test_the_unknown_outcome_probe_agrees_with_the_lookup_query(settings, installation, provider):
+    """Every send run first asks whether any message has an unknown outcome: on PostgreSQL with one prepared
+    SQL text, which must say what the ORM query that takes them over finds."""
+    from providers.services import sending
+
+    now = timezone.now()
+    stale = timedelta(seconds=settings.MESSAGES_SEND_LEASE + 1)
+    cases = [
+        ({"state": MessageState.SENDING, "next_check_at": now - timedelta(seconds=1)}, True),  # lease lapsed
+        ({"state": MessageState.SENDING, "next_check_at": now + timedelta(seconds=60)}, False),  # still leased
+        ({"state": MessageState.SENDING, "next_check_at": None, "sending_started_at": now - stale}, True),
+        ({"state": MessageState.SENDING, "next_check_at": None, "sending_started_at": now}, False),
+        ({"state": MessageState.SENT, "next_check_at": now - timedelta(seconds=1)}, False),
+    ]
+    for number, (fields, expected) in enumerate(cases):
+        Message.objects.all().delete()
+        make_message(installation, provider, number, **fields)
+        assert sending._unknown_outcome_exists(now) is expected, fields
+        assert sending._unknown_outcome_queryset(now).exists() is expected, fields
