@@ -14,7 +14,7 @@ from collections import defaultdict
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -125,33 +125,94 @@ def callback_inbox_apply(*, batch: int = APPLY_BATCH, time_budget: float = APPLY
     the order they arrived), locks the messages in id order, judges every event against the message as
     the events before it left it (never back, never twice, final stays final: :func:`_messages_apply_statuses`)
     and deletes the events it took. Events of messages not handed to i-dgtl yet stay.
+
+    An event that cannot be applied does not hold the others back: when a batch fails other than on the
+    connection (a lost connection or a deadlock fails the run; the next one, or beat's sweep, goes on), its
+    events are applied one per transaction up to the one that fails, which is logged and left in the inbox
+    (tried again by the next run; dropped and counted when it outlives a message), and the run goes on
+    after it.
     """
     CALLBACK_APPLY_RUN.started()  # events stored from now on ask for a new run
     deadline = time.monotonic() + time_budget
-    applied = 0
+    applied, after = 0, 0
     while True:
-        with transaction.atomic(durable=True):
-            if connection.vendor == "postgresql":
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [INBOX_LOCK_NAMESPACE, APPLY_LOCK_KEY])
-            with connection.cursor() as cursor:
-                cursor.execute(_inbox_due_sql(), [MessageState.RECEIVED, MessageState.SENDING, batch])
-                due = cursor.fetchall()
-            if due:
-                locked = {m.pk: m for m in _lock_messages(ids=[row[5] for row in due])}
-                applied += _messages_apply_statuses(
-                    [
-                        (locked[message_id], status, status_time, error_code)
-                        for _id, status, status_time, error_code, _uuid, message_id in due
-                    ],
-                    source=ChangeSource.CALLBACK,
-                )
-                UnmatchedCallbackEvent.objects.filter(pk__in=[row[0] for row in due]).delete()
-        if len(due) < batch:
+        failed = False
+        try:
+            due, done = _inbox_apply_batch(after=after, limit=batch)
+        except OperationalError:
+            raise
+        except Exception:
+            logger.exception("i-dgtl callback inbox: a batch of events could not be applied; applying them one by one")
+            due, done = _inbox_apply_until_failure(after=after, limit=batch)
+            failed = True
+        applied += done
+        if not due:
+            return applied
+        after = due[-1][0]
+        if len(due) < batch and not failed:
             return applied
         if time.monotonic() > deadline:
             CALLBACK_APPLY_RUN.schedule()  # more than a run's worth: the next run goes on
             return applied
+
+
+def _inbox_apply_batch(*, after: int, limit: int) -> tuple[list[tuple], int]:
+    """One transaction: up to ``limit`` due events with an id above ``after`` applied and deleted.
+    Returns (the due rows, how many changed something)."""
+    with transaction.atomic(durable=True):
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [INBOX_LOCK_NAMESPACE, APPLY_LOCK_KEY])
+        due = _inbox_due(after=after, limit=limit)
+        if not due:
+            return due, 0
+        locked = {m.pk: m for m in _lock_messages(ids=[row[5] for row in due])}
+        applied = _messages_apply_statuses(
+            [
+                (locked[message_id], status, status_time, error_code)
+                for _id, status, status_time, error_code, _uuid, message_id in due
+            ],
+            source=ChangeSource.CALLBACK,
+        )
+        UnmatchedCallbackEvent.objects.filter(pk__in=[row[0] for row in due]).delete()
+    return due, applied
+
+
+def _inbox_apply_until_failure(*, after: int, limit: int) -> tuple[list[tuple], int]:
+    """The events of a failed batch one per transaction, up to the first that fails again: that one is
+    logged and skipped for this run. Returns (the rows passed, including the failed one; how many changed
+    something)."""
+    passed, applied = [], 0
+    while len(passed) < limit:
+        try:
+            due, done = _inbox_apply_batch(after=after, limit=1)
+        except OperationalError:
+            raise
+        except Exception:
+            failed = _inbox_due(after=after, limit=1)  # (its transaction was rolled back: read it again)
+            if failed:
+                logger.exception(
+                    "i-dgtl callback inbox: the event for message uuid %s (status %s) could not be applied; "
+                    "it stays in the inbox",
+                    failed[0][4],
+                    failed[0][1],
+                )
+                passed.append(failed[0])
+            return passed, applied
+        if not due:
+            break
+        passed += due
+        applied += done
+        after = due[-1][0]
+    return passed, applied
+
+
+def _inbox_due(*, after: int, limit: int) -> list[tuple]:
+    """(event id, status, status time, error code, message uuid, message id) of the events whose message
+    has its uuid recorded, with an id above ``after``, oldest first."""
+    with connection.cursor() as cursor:
+        cursor.execute(_inbox_due_sql(), [MessageState.RECEIVED, MessageState.SENDING, after, limit])
+        return cursor.fetchall()
 
 
 APPLY_LOCK_KEY = -1  # second key of the applying run's advisory lock (installations' inbox locks are >= 0)
@@ -172,7 +233,7 @@ def _inbox_due_sql() -> str:
         f"SELECT {e('id')}, {e('status')}, {e('status_time')}, {e('error_code')}, {e('message_uuid')}, {m('id')} "
         f"FROM {quote(event.db_table)} e JOIN {quote(message.db_table)} m "
         f"ON {m('installation')} = {e('installation')} AND {m('idgtl_message_uuid')} = {e('message_uuid')} "
-        f"WHERE {m('state')} NOT IN (%s, %s) ORDER BY {e('id')} LIMIT %s"
+        f"WHERE {m('state')} NOT IN (%s, %s) AND {e('id')} > %s ORDER BY {e('id')} LIMIT %s"
     )
 
 

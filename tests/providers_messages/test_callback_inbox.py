@@ -511,3 +511,34 @@ def test_a_callback_waiting_for_the_inbox_lock_finds_the_recorded_uuid(installat
     in_flight.refresh_from_db()
     assert in_flight.state == MessageState.DELIVERED
     assert not UnmatchedCallbackEvent.objects.exists()
+
+
+def test_an_event_that_cannot_be_applied_holds_no_other_back(client, installation, provider, monkeypatch, caplog):
+    """A poison event (here: its message's write fails) is logged and stays in the inbox; the events before
+    and after it are applied in the same run, and the next run tries it again."""
+    from providers.services import delivery
+
+    messages = [
+        make_message(installation, provider, n, state=MessageState.SENT, idgtl_message_uuid=f"u-{n}") for n in range(4)
+    ]
+    poison = messages[1]
+    real = delivery._messages_apply_statuses
+
+    def failing_for_the_poison(statuses, *, source):
+        if any(message.pk == poison.pk for message, *_rest in statuses):
+            raise ValueError("cannot write this one")
+        return real(statuses, source=source)
+
+    monkeypatch.setattr(delivery, "_messages_apply_statuses", failing_for_the_poison)
+    callback(client, installation, [event(f"u-{n}", "delivered") for n in range(4)], apply=False)
+    assert callback_inbox_apply(batch=2) == 3
+    states = dict(Message.objects.values_list("pk", "state"))
+    assert [states[m.pk] for m in messages] == [MessageState.DELIVERED, MessageState.SENT] + [
+        MessageState.DELIVERED
+    ] * 2
+    assert list(UnmatchedCallbackEvent.objects.values_list("message_uuid", flat=True)) == ["u-1"]
+    assert "u-1" in caplog.text and "stays in the inbox" in caplog.text
+    assert callback_inbox_apply() == 0  # tried again, still failing: still kept
+    monkeypatch.setattr(delivery, "_messages_apply_statuses", real)  # (mended)
+    assert callback_inbox_apply() == 1
+    assert not UnmatchedCallbackEvent.objects.exists()
